@@ -1,0 +1,140 @@
+/*
+ * l2fast C core: the per-frame hot path (CRC32C, header build/parse, batched AF_PACKET I/O).
+ *
+ * The block between CDEF-BEGIN and CDEF-END is read verbatim by csrc/build_ffi.py as the cffi
+ * cdef, so it must stay plain C declarations (no #include, no #if, no macros other than integer
+ * #defines).  Wire layout: docs/PROTOCOL.md.
+ *
+ * Conventions: functions return >= 0 on success and a negative errno-style code on failure; the
+ * library never prints, never exits and never allocates on the per-frame path.
+ */
+#ifndef L2FAST_CORE_H
+#define L2FAST_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+#define L2F_ETH_HLEN 14
+#define L2F_HDR_LEN 24
+#define L2F_FRAME_OVERHEAD 38
+#define L2F_MAGIC 0x4C32
+#define L2F_VERSION 1
+#define L2F_MAX_PAYLOAD 65511
+#define L2F_DEFAULT_ETHERTYPE 0x88B5
+
+/* Verdicts of l2f_parse_frame / l2f_parse_batch, in the order PROTOCOL.md §Receiving applies them. */
+#define L2F_V_OK 0
+#define L2F_V_SHORT 1
+#define L2F_V_ETHERTYPE 2
+#define L2F_V_BAD_MAGIC 3
+#define L2F_V_BAD_VERSION 4
+#define L2F_V_BAD_LENGTH 5
+#define L2F_V_BAD_CRC 6
+#define L2F_V_UNKNOWN_TYPE 7
+#define L2F_V_COUNT 8
+
+/* Error codes beyond errno (negated when returned). */
+#define L2F_E_ARG 1001
+#define L2F_E_TOOBIG 1002
+
+struct l2f_frame_info {
+    int32_t verdict;        /* L2F_V_* */
+    uint8_t type;
+    uint8_t version;
+    uint16_t flags;
+    uint32_t session;
+    uint64_t seq;
+    uint32_t payload_off;   /* offset of the payload from the start of the frame (38) */
+    uint32_t payload_len;
+    uint8_t dst[6];
+    uint8_t src[6];
+};
+
+struct l2f_ifinfo {
+    int32_t ifindex;
+    int32_t mtu;
+    int32_t is_up;          /* IFF_UP and IFF_RUNNING */
+    uint8_t mac[6];
+};
+
+/* One frame to transmit: an Ethernet+l2fast header (38 bytes) and a payload that may point into
+ * a mapped file; sent as two iovecs so the payload is never copied in user space. */
+struct l2f_txdesc {
+    const uint8_t *hdr;
+    uint32_t hdr_len;
+    const uint8_t *payload;
+    uint32_t payload_len;
+};
+
+/* ---- CRC32C (zlib calling convention: start with 0, feed the previous result back) ---- */
+uint32_t l2f_crc32c(uint32_t crc, const uint8_t *buf, size_t len);     /* best available path */
+uint32_t l2f_crc32c_sw(uint32_t crc, const uint8_t *buf, size_t len);  /* portable table path */
+uint32_t l2f_crc32c_hw(uint32_t crc, const uint8_t *buf, size_t len);  /* SSE4.2, 3 lanes; only if l2f_crc32c_hw_available() */
+int l2f_crc32c_hw_available(void);
+
+/* ---- frame build / parse ---- */
+/* Write a complete Ethernet + l2fast header (38 bytes) into out[0..37] for the given payload,
+ * including the CRC over header and payload. Returns 38 or a negative code. */
+int l2f_build_header(uint8_t *out, size_t out_len, const uint8_t *dst, const uint8_t *src,
+                     uint16_t ethertype, uint8_t type, uint16_t flags, uint32_t session,
+                     uint64_t seq, const uint8_t *payload, size_t payload_len);
+
+/* Build n headers of one type/session into hdr_arena (38 bytes each), one per payload, with
+ * seq[i] and payload[i]/payload_len[i]. Returns n or a negative code. */
+int l2f_build_batch(uint8_t *hdr_arena, size_t arena_len, uint32_t n, const uint8_t *dst,
+                    const uint8_t *src, uint16_t ethertype, uint8_t type, uint16_t flags,
+                    uint32_t session, const uint64_t *seq, const uint8_t *const *payload,
+                    const uint32_t *payload_len);
+
+/* Parse and verify one frame (starting at the Ethernet header). Returns the verdict (>= 0) and
+ * fills *out; out->verdict holds the same value. */
+int l2f_parse_frame(const uint8_t *frame, size_t len, uint16_t ethertype,
+                    struct l2f_frame_info *out);
+
+/* Parse and verify n frames stored in an arena of fixed-size slots: frame i starts at
+ * arena + i*slot_size and is lens[i] bytes long (lens[i] <= slot_size). Fills out[0..n-1];
+ * adds one to counters[verdict] per frame (counters has L2F_V_COUNT entries, may be NULL).
+ * Returns the number of frames with verdict L2F_V_OK, or a negative code. */
+int l2f_parse_batch(const uint8_t *arena, size_t arena_len, uint32_t slot_size,
+                    const uint32_t *lens, uint32_t n, uint16_t ethertype,
+                    struct l2f_frame_info *out, uint64_t *counters);
+
+/* 1 if the type is defined in PROTOCOL.md §Frame types. */
+int l2f_type_known(uint8_t type);
+
+/* ---- AF_PACKET socket ---- */
+/* Look up an interface by name. Returns 0, -ENODEV if it does not exist, or another -errno. */
+int l2f_if_info(const char *ifname, struct l2f_ifinfo *out);
+
+/* Open a SOCK_RAW AF_PACKET socket bound to ifname and ethertype (protocol 0 -- transmit only --
+ * when ethertype is 0), non-blocking, with PACKET_QDISC_BYPASS when qdisc_bypass is set and
+ * SO_SNDBUFFORCE/SO_RCVBUFFORCE of the given sizes (falling back to the unforced option without
+ * CAP_NET_ADMIN). Fills *info. Returns the fd or -errno (-EPERM/-EACCES without CAP_NET_RAW,
+ * -ENODEV for an unknown interface, -ENETDOWN for an interface that is down). */
+int l2f_sock_open(const char *ifname, uint16_t ethertype, int32_t sndbuf, int32_t rcvbuf,
+                  int32_t qdisc_bypass, struct l2f_ifinfo *info);
+
+/* Send n frames with sendmmsg (header and payload as separate iovecs), to ifindex. Returns the
+ * number of frames the kernel took (possibly fewer than n), or -ENOBUFS / -EAGAIN when it took
+ * none because its queue is full (backpressure: poll and retry), or another -errno. */
+int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, uint32_t n);
+
+/* Receive up to max_frames frames with recvmmsg into a caller-owned arena of fixed-size slots
+ * (frame i at arena + i*slot_size, its length in lens[i]; longer frames are truncated and
+ * reported with their full length, which the parser rejects). Waits up to timeout_ms (0: do not
+ * wait, -1: forever) for the first frame. Returns the number received, 0 on timeout, or -errno
+ * (-EINTR when interrupted). */
+int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_size,
+                   uint32_t max_frames, uint32_t *lens, int32_t timeout_ms);
+
+/* Kernel counters from PACKET_STATISTICS since the last call (the kernel resets them on read). */
+int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
+
+int l2f_close(int32_t fd);
+
+/* Static description of an error code (errno or L2F_E_*), never NULL. */
+const char *l2f_strerror(int32_t code);
+/* CDEF-END */
+
+#endif

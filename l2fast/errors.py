@@ -1,0 +1,94 @@
+"""Exceptions. Every error a user can meet carries one clear line and a hint for what to do next.
+
+The CLI prints `error: <message>` and, when present, `hint: <hint>`; never a traceback
+(STYLE.md §12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class L2fastError(Exception):
+    """Base class: an error with a user-facing message and an optional next step."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class NeedsPrivilege(L2fastError):
+    """Raw sockets or namespaces need root or CAP_NET_RAW/CAP_NET_ADMIN."""
+
+    exit_code = 77
+
+    def __init__(self, what: str = "raw Ethernet sockets need CAP_NET_RAW") -> None:
+        super().__init__(
+            what,
+            hint="run as root (sudo l2fast ...) or grant the capability once: "
+            "sudo setcap cap_net_raw,cap_net_admin+ep $(readlink -f $(which python3))",
+        )
+
+
+class UnknownInterface(L2fastError):
+    """The named interface does not exist."""
+
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        listing = ", ".join(available) if available else "none"
+        super().__init__(
+            f"no network interface named {name!r}",
+            hint=f"interfaces here: {listing}; choose one with -i IFACE",
+        )
+        self.name = name
+        self.available = list(available)
+
+
+class InterfaceDown(L2fastError):
+    """The interface exists but is not up."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"interface {name!r} is down", hint=f"bring it up: sudo ip link set {name} up"
+        )
+
+
+class MtuTooSmall(L2fastError):
+    """The interface MTU is below what l2fast needs (PROTOCOL.md §Limits)."""
+
+    def __init__(self, name: str, mtu: int, minimum: int) -> None:
+        super().__init__(
+            f"interface {name!r} has MTU {mtu}; l2fast needs at least {minimum}",
+            hint=f"raise it: sudo ip link set {name} mtu {minimum}",
+        )
+
+
+class NativeError(L2fastError):
+    """A negative return code from the C core, turned into an exception by l2fast.native."""
+
+    def __init__(self, code: int, message: str, what: str = "") -> None:
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}{message}")
+        self.code = code
+
+
+class ProtocolError(L2fastError):
+    """A protocol rule was broken; carries the wire error code (PROTOCOL.md §ERROR)."""
+
+    def __init__(self, message: str, code: int = 4) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol does not allow (our misuse)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol."""
+
+
+class MalformedPayload(RemoteProtocolError):
+    """A frame payload does not match its layout; the frame is dropped as `bad_payload`."""

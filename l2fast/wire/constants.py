@@ -1,0 +1,157 @@
+"""Numbers from docs/PROTOCOL.md, shared by the C binding and the pure-Python codec.
+
+The C core (csrc/l2fast_core.h) defines the same values; tests/unit check that both agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+ETH_HLEN = 14
+HDR_LEN = 24
+FRAME_OVERHEAD = ETH_HLEN + HDR_LEN  # 38: Ethernet + l2fast header before the payload
+MAGIC = 0x4C32
+VERSION = 1
+DEFAULT_ETHERTYPE = 0x88B5
+BROADCAST_MAC = b"\xff" * 6
+
+MIN_MTU = 1280  # PROTOCOL.md §Limits
+MAX_MTU = 65535
+MAX_PAYLOAD = MAX_MTU - HDR_LEN  # 65511
+MAX_NAME_BYTES = 64
+MAX_PATH_BYTES = 1000
+MAX_PATH_COMPONENT_BYTES = 255
+DEFAULT_CHAT_CAP = 1 << 20
+MAX_CHAT_BYTES = 16 << 20
+MAX_SACK_RANGES = 64
+MAX_TEXT_BYTES = 512
+
+
+def max_payload(mtu: int) -> int:
+    """Largest l2fast payload on an interface with this MTU (PROTOCOL.md §Limits)."""
+    return min(mtu, MAX_MTU) - HDR_LEN
+
+
+class Verdict(enum.IntEnum):
+    """Outcome of validating one received frame, in PROTOCOL.md §Receiving order."""
+
+    OK = 0
+    SHORT = 1
+    ETHERTYPE = 2
+    BAD_MAGIC = 3
+    BAD_VERSION = 4
+    BAD_LENGTH = 5
+    BAD_CRC = 6
+    UNKNOWN_TYPE = 7
+
+
+class FrameType(enum.IntEnum):
+    """PROTOCOL.md §Frame types."""
+
+    HELLO = 0x01
+    HELLO_ACK = 0x02
+    SYN = 0x10
+    SYN_ACK = 0x11
+    ACK = 0x12
+    PROBE = 0x13
+    PROBE_ACK = 0x14
+    CTRL_ACK = 0x15
+    KEEPALIVE = 0x18
+    CLOSE = 0x19
+    DATA = 0x20
+    FEEDBACK = 0x21
+    CHAT = 0x30
+    PING = 0x38
+    PONG = 0x39
+    FILE_OFFER = 0x40
+    FILE_ACCEPT = 0x41
+    FILE_REJECT = 0x42
+    FILE_END = 0x43
+    FILE_RESULT = 0x44
+    ERROR = 0x7F
+
+
+KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+
+
+class Flags(enum.IntFlag):
+    """PROTOCOL.md §Flags."""
+
+    NONE = 0
+    ZLIB = 0x0001
+    LAST = 0x0002
+    REPLY = 0x0004
+    RETRANSMIT = 0x0008
+
+
+class Caps(enum.IntFlag):
+    """Capability bits carried in HELLO/HELLO_ACK (PROTOCOL.md §HELLO)."""
+
+    NONE = 0
+    CHAT = 0x1
+    FILE = 0x2
+    BENCH = 0x4
+    ZLIB = 0x8
+    DAEMON = 0x10
+
+
+class Features(enum.IntFlag):
+    """Feature bits negotiated by SYN/SYN_ACK."""
+
+    NONE = 0
+    ZLIB = 0x1
+
+
+class Digest(enum.IntFlag):
+    """End-to-end digest algorithms (one bit each)."""
+
+    NONE = 0
+    SHA256 = 0x1
+    BLAKE2B_256 = 0x2
+
+
+class ErrorCode(enum.IntEnum):
+    """PROTOCOL.md §ERROR codes; also used by CLOSE, FILE_REJECT and FILE_RESULT."""
+
+    OK = 0
+    NO_COMMON_VERSION = 1
+    BUSY = 2
+    REFUSED = 3
+    BAD_REQUEST = 4
+    MTU_PROBE_FAILED = 5
+    DIGEST_MISMATCH = 6
+    IO_ERROR = 7
+    NO_SPACE = 8
+    BAD_NAME = 9
+    TIMEOUT = 10
+    TOO_LARGE = 11
+
+
+class FileKind(enum.IntEnum):
+    """FILE_OFFER `kind`."""
+
+    FILE = 0
+    DIRECTORY = 1
+    SYMLINK = 2
+    BENCH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """What validating one frame found; identical from the C and the Python codec.
+
+    For a frame whose verdict is not OK, the fields that were not reached are 0 (or empty MACs
+    when the frame is shorter than the Ethernet header).
+    """
+
+    verdict: Verdict
+    type: int  #: l2fast frame type byte (not yet checked against FrameType unless verdict is OK)
+    version: int
+    flags: int
+    session: int
+    seq: int
+    payload_off: int  #: offset of the payload in the frame (38 once the header was read)
+    payload_len: int
+    dst: bytes  #: destination MAC (6 bytes)
+    src: bytes  #: source MAC (6 bytes)

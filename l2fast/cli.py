@@ -1,0 +1,75 @@
+"""The `l2fast` command line: one argparse sub-command per module, each registered here.
+
+A command module exposes `register(subparsers)`, which adds its parser and sets
+`handler=<function(args) -> int>` with `set_defaults`. This module owns only the dispatch and the
+rule that users see one clear line (and a hint), never a traceback (STYLE.md §12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from l2fast import __version__
+from l2fast.errors import L2fastError
+
+# Order is the order shown in --help.
+COMMAND_MODULES = (
+    "l2fast.commands.selftest",
+    "l2fast.lab.cli",
+)
+
+EPILOG = """\
+examples:
+  sudo l2fast lab up --name demo --hosts 2      two test hosts in network namespaces
+  sudo l2fast selftest                          loopback check of the C core and raw sockets
+  l2fast COMMAND --help                         options and examples for one command
+
+docs: docs/PROTOCOL.md (wire format), docs/ARCHITECTURE.md (processes and rings)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every registered command."""
+    parser = argparse.ArgumentParser(
+        prog="l2fast",
+        description="Chat and fast verified file transfer directly over Ethernet (no IP).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"l2fast {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `l2fast` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        code: int = handler(args)
+        return code
+    except L2fastError as exc:
+        if args.debug or os.environ.get("L2FAST_DEBUG"):
+            raise
+        print(f"l2fast: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"l2fast: hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("l2fast: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141

@@ -1,0 +1,67 @@
+# l2fast build, test and demo entry points. Every target installs what it needs itself, so a fresh
+# clone needs only what the machine ships (python3 >= 3.11, make, apt-get). Run as root: raw
+# sockets and network namespaces need it.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+FUZZ_SECONDS ?= 60
+# Debian packages: a C compiler for the cffi core, clang + libFuzzer runtime for `make fuzz`,
+# iproute2 for the lab, iperf3 and netcat for the benchmark baselines.
+APT_PACKAGES := gcc clang libclang-rt-14-dev iproute2 iperf3 netcat-openbsd util-linux
+
+.PHONY: all demo install system-deps test lint typecheck pytest fuzz bench bench-core clean
+
+all: install
+
+## demo: install everything, then run the lab demo (transfer and chat between two namespaces)
+demo: install
+	$(VENV)/bin/l2fast demo
+
+## install: system packages (apt), a venv in .venv, the package with its C core, test tools
+install: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h csrc/*.py)
+	@$(MAKE) --no-print-directory system-deps
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "l2fast needs Python >= 3.11, found " + sys.version.split()[0])'
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check cffi setuptools wheel
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "l2fast: need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## test: lint, type check, and the whole test suite (unit, integration in namespaces, fuzz)
+test: install lint typecheck pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when no test ran; make treats that as the failure it is.
+pytest:
+	$(VPY) -m pytest -q
+
+## fuzz: run the libFuzzer target on the C batch parser for FUZZ_SECONDS (ASan + UBSan)
+fuzz: install
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+## bench: the comparison benchmarks (see BENCHMARKS.md)
+bench-core: install
+	$(VPY) bench/core.py
+
+bench: bench-core
+
+clean:
+	rm -rf build dist *.egg-info tests/fuzz/build l2fast/_core*.so l2fast/_core.c

@@ -1,0 +1,392 @@
+"""The daemon's control socket: how the CLI talks to `l2fast daemon`.
+
+Transport: a Unix stream socket. By default its address is in the *abstract* namespace
+(`\\0l2fast/<ifname>`), which Linux scopes to the network namespace, so daemons in two lab hosts on
+one machine never collide, and a second daemon on the same interface in the same namespace fails
+to bind (that is the single-instance lock). A filesystem path can be chosen instead; it is then
+created under umask 077 (and opened to a group only when one is configured).
+
+Who may connect: root, the daemon's own uid, or members of a configured group, decided from
+`SO_PEERCRED`; everyone else gets one refusal line and is disconnected.
+
+Framing: one JSON object per line (UTF-8), at most `MAX_MESSAGE` bytes. A request is
+`{"op": NAME, ...}`; replies are `{"ok": true, ...}` or `{"ok": false, "error": ..., "hint": ...}`;
+streaming operations send several objects and end with `"done": true`. File descriptors travel
+with a request as `SCM_RIGHTS` ancillary data, so the daemon never opens user paths itself.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import grp
+import json
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from l2fast import __version__
+from l2fast.errors import L2fastError
+
+MAX_MESSAGE = 1 << 20  # one request or reply line, bounded so a client cannot exhaust memory
+MAX_FDS = 16  # descriptors accepted with one request
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class DaemonNotRunning(L2fastError):
+    """No daemon listens on the control socket for this interface."""
+
+
+class ControlRefused(L2fastError):
+    """The daemon refused this user, or the request."""
+
+
+def control_address(ifname: str, path: str | None = None) -> str:
+    """The control socket address for the daemon on `ifname` (abstract unless `path`)."""
+    return path if path else f"\0l2fast/{ifname}"
+
+
+def describe_address(address: str) -> str:
+    """Printable form of an address (abstract names start with '@', as in `ss -x`)."""
+    return "@" + address[1:] if address.startswith("\0") else address
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCred:
+    """The connecting process, from SO_PEERCRED."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCred:
+    """Read SO_PEERCRED of a connected Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    pid, uid, gid = _CRED.unpack(raw)
+    return PeerCred(pid, uid, gid)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """Who may use the control socket: root, `owner_uid`, and members of `group` if set."""
+
+    owner_uid: int
+    group: str | None = None
+
+    def allows(self, cred: PeerCred) -> bool:
+        """True when the peer may issue requests."""
+        if cred.uid in (0, self.owner_uid):
+            return True
+        if self.group is None:
+            return False
+        try:
+            group_gid = grp.getgrnam(self.group).gr_gid
+            user = pwd.getpwuid(cred.uid).pw_name
+        except KeyError:
+            return False
+        return cred.gid == group_gid or group_gid in os.getgrouplist(user, cred.gid)
+
+
+def encode_message(obj: dict[str, Any]) -> bytes:
+    """One control message as a JSON line."""
+    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    if len(line) > MAX_MESSAGE:
+        raise L2fastError(f"control message of {len(line)} bytes exceeds {MAX_MESSAGE}")
+    return line
+
+
+class MessageBuffer:
+    """Accumulates bytes from a stream and yields complete JSON objects, bounded in size."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
+        """Add received bytes; yield every complete message. Raises ValueError on garbage."""
+        self._buf += data
+        while True:
+            end = self._buf.find(b"\n")
+            if end < 0:
+                if len(self._buf) > MAX_MESSAGE:
+                    raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
+                return
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            if len(line) > MAX_MESSAGE:
+                raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
+            obj = json.loads(line.decode("utf-8"))
+            if not isinstance(obj, dict):
+                raise ValueError("a control message must be a JSON object")
+            yield obj
+
+
+@dataclass
+class ControlConnection:
+    """One connected client, as the daemon sees it."""
+
+    sock: socket.socket
+    cred: PeerCred
+    key: int = -1  # the descriptor number it was registered under (fileno() is -1 once closed)
+    inbox: MessageBuffer = field(default_factory=MessageBuffer)
+    fds: list[int] = field(default_factory=list)  # received with SCM_RIGHTS, not yet claimed
+    closed: bool = False
+    # Streaming operations (chat watch, transfer progress) register here to be told of the close.
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        """Send one message; False (and the connection marked closed) if the client is gone."""
+        if self.closed:
+            return False
+        try:
+            self.sock.sendall(encode_message(obj))
+            return True
+        except OSError:
+            self.close()
+            return False
+
+    def take_fds(self) -> list[int]:
+        """Descriptors that came with the current request; the caller owns (and closes) them."""
+        fds, self.fds = self.fds, []
+        return fds
+
+    def close(self) -> None:
+        """Close the connection, any unclaimed descriptors, and notify streaming operations."""
+        if self.closed:
+            return
+        self.closed = True
+        for fd in self.take_fds():
+            os.close(fd)
+        for callback in self.on_close:
+            callback()
+        self.on_close.clear()
+        self.sock.close()
+
+
+RequestHandler = Callable[[ControlConnection, dict[str, Any]], None]
+
+
+class ControlServer:
+    """Listening side, driven by the daemon's selector loop (it never blocks).
+
+    `handler(conn, request)` is called for every well-formed request from an allowed peer; it
+    answers with `conn.send(...)`, now or later.
+    """
+
+    def __init__(self, address: str, policy: AccessPolicy, handler: RequestHandler) -> None:
+        self.address = address
+        self.policy = policy
+        self.handler = handler
+        self.connections: dict[int, ControlConnection] = {}
+        self.refused = 0  # peers turned away by the access policy
+        self.bad_requests = 0  # garbage, over-long or non-object messages
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            self._bind()
+        except BaseException:
+            self.listener.close()
+            raise
+        self.listener.listen(16)
+
+    def _bind(self) -> None:
+        if self.address.startswith("\0"):
+            try:
+                self.listener.bind(self.address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise L2fastError(
+                        f"another l2fast daemon already serves "
+                        f"{describe_address(self.address)} in this network namespace",
+                        hint="stop it first, or use `l2fast status` to talk to it",
+                    ) from None
+                raise
+            return
+        # Filesystem socket: refuse to clobber a live daemon; replace a stale socket file.
+        if os.path.exists(self.address):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.address)
+                raise L2fastError(
+                    f"another l2fast daemon is listening on {self.address}",
+                    hint="stop it first, or choose another --control path",
+                )
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(self.address)
+            finally:
+                probe.close()
+        old_umask = os.umask(0o077)
+        try:
+            self.listener.bind(self.address)
+        finally:
+            os.umask(old_umask)
+        if self.policy.group is not None:
+            os.chown(self.address, -1, grp.getgrnam(self.policy.group).gr_gid)
+            os.chmod(self.address, 0o660)
+
+    def fileno(self) -> int:
+        """The listening socket's descriptor, for the selector."""
+        return self.listener.fileno()
+
+    def accept(self) -> ControlConnection | None:
+        """Accept one client (call when the listener is readable); None if refused or none."""
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        cred = peer_credentials(sock)
+        # The server speaks first (a greeting or the refusal), and clients send nothing before
+        # reading it: closing a Unix socket that holds unread data would reset the connection
+        # and lose the refusal line.
+        allowed = self.policy.allows(cred)
+        if allowed:
+            greeting: dict[str, Any] = {"ok": True, "hello": "l2fast", "version": __version__}
+        else:
+            self.refused += 1
+            greeting = {
+                "ok": False,
+                "error": f"uid {cred.uid} may not use this l2fast daemon",
+                "hint": "run as root or as the daemon's user, or ask for the daemon to be "
+                "started with --group GROUP that you belong to",
+            }
+        try:
+            sock.settimeout(0.5)
+            sock.sendall(encode_message(greeting))
+        except OSError:
+            allowed = False
+        if not allowed:
+            sock.close()
+            return None
+        sock.setblocking(False)
+        conn = ControlConnection(sock, cred, key=sock.fileno())
+        self.connections[conn.key] = conn
+        return conn
+
+    def service(self, conn: ControlConnection) -> None:
+        """Read what a client sent (call when its socket is readable) and dispatch requests."""
+        fds = array.array("i")
+        try:
+            data, ancdata, _flags, _addr = conn.sock.recvmsg(
+                65536, socket.CMSG_SPACE(MAX_FDS * fds.itemsize)
+            )
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.drop(conn)
+            return
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % fds.itemsize
+                fds.frombytes(payload[:usable])
+        conn.fds.extend(fds)
+        if not data:
+            self.drop(conn)
+            return
+        try:
+            for request in conn.inbox.feed(data):
+                if not isinstance(request.get("op"), str):
+                    raise ValueError("a request needs a string 'op'")
+                self.handler(conn, request)
+                if conn.closed:
+                    break
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.bad_requests += 1
+            conn.send({"ok": False, "error": f"bad request: {exc}"})
+            self.drop(conn)
+        finally:
+            # Descriptors not claimed by the request they came with must not leak.
+            for fd in conn.take_fds():
+                os.close(fd)
+
+    def drop(self, conn: ControlConnection) -> None:
+        """Forget and close a client."""
+        self.connections.pop(conn.key, None)
+        conn.close()
+
+    def close(self) -> None:
+        """Close every client and the listener; remove a filesystem socket."""
+        for conn in list(self.connections.values()):
+            conn.close()
+        self.connections.clear()
+        self.listener.close()
+        if not self.address.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address)
+
+
+class ControlClient:
+    """CLI side: one connection to the daemon, blocking, with a timeout."""
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self._inbox = MessageBuffer()
+        self._pending: list[dict[str, Any]] = []
+        try:
+            self.sock.connect(address)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
+            raise DaemonNotRunning(
+                f"no l2fast daemon at {describe_address(address)}",
+                hint="start one with `l2fast daemon -i IFACE`",
+            ) from None
+        try:
+            self.greeting = self.receive()  # the daemon speaks first: hello or refusal
+            check_reply(self.greeting)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
+        """Send one request, with descriptors passed by SCM_RIGHTS."""
+        data = encode_message(request)
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+            sent = self.sock.sendmsg([data], ancillary)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+        else:
+            self.sock.sendall(data)
+
+    def receive(self) -> dict[str, Any]:
+        """The next message from the daemon. Raises ControlRefused for a refusal at connect."""
+        while not self._pending:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise L2fastError(
+                    "the l2fast daemon did not answer in time",
+                    hint="check it is alive with `l2fast status`; see its log on stderr",
+                ) from None
+            if not data:
+                raise L2fastError("the l2fast daemon closed the connection")
+            self._pending.extend(self._inbox.feed(data))
+        return self._pending.pop(0)
+
+    def request(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        """Send a request and return its (single) reply; raise on `ok: false`."""
+        self.send(request, fds)
+        reply = self.receive()
+        check_reply(reply)
+        return reply
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def check_reply(reply: dict[str, Any]) -> None:
+    """Raise the daemon's error as ours when a reply says `ok: false`."""
+    if reply.get("ok") is False:
+        raise ControlRefused(str(reply.get("error", "request failed")), reply.get("hint"))

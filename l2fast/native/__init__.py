@@ -1,0 +1,646 @@
+"""The thin binding over the C core (csrc/, compiled by cffi as `l2fast._core`).
+
+This package is the only code that touches cffi (STYLE.md §5-6).  It checks lengths and ranges
+before calling C, turns negative return codes into l2fast exceptions, and hands back `bytes`,
+`memoryview`, ints and dataclasses: no cffi object escapes.
+
+Sibling binding modules in this package (e.g. `l2fast/native/relay.py`) get the compiled module
+and the error mapping with::
+
+    from l2fast.native import _check, _ffi, _lib
+
+`_check(rc, what, ifname=None)` returns `rc` when it is >= 0 and otherwise raises the exception
+that matches it (see `_raise_for`).  Nothing outside `l2fast/native/` may import those three.
+
+Main entry points: `crc32c`, `build_header`/`build_frame`, `parse_frame`/`parse_batch`,
+`RxArena` (caller-owned receive slots, parsed in one C call), `RawSocket` (batched AF_PACKET I/O)
+and `interface_info`/`list_interfaces`.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NoReturn, Self
+
+from l2fast.errors import (
+    InterfaceDown,
+    LocalProtocolError,
+    MtuTooSmall,
+    NativeError,
+    NeedsPrivilege,
+    UnknownInterface,
+)
+from l2fast.wire.constants import (
+    DEFAULT_ETHERTYPE,
+    ETH_HLEN,
+    FRAME_OVERHEAD,
+    MAX_MTU,
+    MAX_PAYLOAD,
+    MIN_MTU,
+    FrameInfo,
+    Verdict,
+)
+
+try:
+    import l2fast._core as _core
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        f"l2fast's C core (l2fast._core) is not built or failed to load ({exc}); "
+        "build it with `make install` or `pip install --no-build-isolation -e .`"
+    ) from exc
+
+# Plain assignments (not `import ... as`) so that sibling modules may import them under mypy's
+# no-implicit-reexport rule.
+_ffi: Any = _core.ffi
+_lib: Any = _core.lib
+
+__all__ = [
+    "InterfaceInfo",
+    "RawSocket",
+    "RxArena",
+    "build_frame",
+    "build_header",
+    "crc32c",
+    "crc32c_hw",
+    "crc32c_hw_available",
+    "crc32c_impl",
+    "crc32c_sw",
+    "interface_info",
+    "list_interfaces",
+    "parse_batch",
+    "parse_frame",
+]
+
+Buffer = bytes | bytearray | memoryview
+
+_MAC_LEN = 6
+_VERDICTS = tuple(Verdict)
+# Frames that can come off any interface: Ethernet header + the largest MTU.
+_MAX_FRAME = ETH_HLEN + MAX_MTU
+# Receive slots a little larger than MTU + 14, so a frame with a VLAN tag left on still fits.
+_RX_SLOT_EXTRA = 18
+# Arena size cap: large enough for any sensible batch, small enough that a typo cannot ask for
+# many gigabytes.
+_MAX_ARENA_BYTES = 1 << 30
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _raise_for(rc: int, what: str, ifname: str | None = None) -> NoReturn:
+    """Raise the l2fast exception for the negative C return code `rc`."""
+    code = -rc
+    if code in (errno.EPERM, errno.EACCES):
+        raise NeedsPrivilege(f"{what}: raw Ethernet sockets need root or CAP_NET_RAW")
+    if code == errno.ENODEV and ifname is not None:
+        raise UnknownInterface(ifname, list_interfaces())
+    if code == errno.ENETDOWN and ifname is not None:
+        raise InterfaceDown(ifname)
+    message = _ffi.string(_lib.l2f_strerror(rc)).decode("utf-8", "replace")
+    raise NativeError(rc, message, what)
+
+
+def _check(rc: int, what: str, ifname: str | None = None) -> int:
+    """`rc` when it is >= 0; otherwise raise the matching exception (for sibling modules)."""
+    if rc < 0:
+        _raise_for(rc, what, ifname)
+    return rc
+
+
+def _cbuf(data: Buffer, what: str) -> Any:
+    """A cffi view of a contiguous bytes-like object, without copying."""
+    try:
+        return _ffi.from_buffer("uint8_t[]", data)
+    except (TypeError, BufferError, ValueError) as exc:
+        raise TypeError(
+            f"{what} must be a contiguous bytes-like object, not {type(data).__name__}"
+        ) from exc
+
+
+def _check_uint(name: str, value: int, bits: int) -> None:
+    # Same wording and exception as the pure-Python codec (l2fast.wire.header).
+    if not 0 <= value < (1 << bits):
+        raise LocalProtocolError(f"{name}={value} does not fit in an unsigned {bits}-bit field")
+
+
+# --------------------------------------------------------------------------- CRC32C
+
+
+def crc32c(data: Buffer, value: int = 0) -> int:
+    """CRC-32C of `data` continuing from `value` (zlib.crc32 convention), fastest path.
+
+    `crc32c(b, crc32c(a)) == crc32c(a + b)`; `crc32c(b"123456789") == 0xE3069283`.  Like
+    zlib, `value` is taken modulo 2**32.
+    """
+    buf = _cbuf(data, "data")
+    return int(_lib.l2f_crc32c(value & 0xFFFFFFFF, buf, len(buf)))
+
+
+def crc32c_sw(data: Buffer, value: int = 0) -> int:
+    """CRC-32C via the portable slicing-by-8 table path (same results as `crc32c`)."""
+    buf = _cbuf(data, "data")
+    return int(_lib.l2f_crc32c_sw(value & 0xFFFFFFFF, buf, len(buf)))
+
+
+def crc32c_hw(data: Buffer, value: int = 0) -> int:
+    """CRC-32C via the SSE4.2 instruction, three lanes for large buffers.
+
+    Raises NativeError when the CPU has no SSE4.2 (see `crc32c_hw_available`).
+    """
+    if not _lib.l2f_crc32c_hw_available():
+        raise NativeError(-errno.ENOTSUP, "this CPU has no SSE4.2 crc32 instruction", "crc32c_hw")
+    buf = _cbuf(data, "data")
+    return int(_lib.l2f_crc32c_hw(value & 0xFFFFFFFF, buf, len(buf)))
+
+
+def crc32c_hw_available() -> bool:
+    """True when the CPU has the SSE4.2 crc32 instruction (checked once by CPUID)."""
+    return bool(_lib.l2f_crc32c_hw_available())
+
+
+def crc32c_impl() -> str:
+    """Which path `crc32c` uses here: "sse4.2-3way" or "table"."""
+    return "sse4.2-3way" if crc32c_hw_available() else "table"
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_header(
+    dst: Buffer,
+    src: Buffer,
+    ethertype: int,
+    type: int,
+    flags: int,
+    session: int,
+    seq: int,
+    payload: Buffer,
+) -> bytes:
+    """The 38 bytes (Ethernet + l2fast header, CRC included) that precede `payload`.
+
+    PROTOCOL.md §Header: version is 1 and payload_len is len(payload).  `type` may be any byte,
+    so tests can build frames a receiver must reject.  Raises LocalProtocolError (like the
+    pure-Python codec) when a MAC is not 6 bytes, an integer does not fit its field or the
+    payload is longer than 65511 bytes.
+    """
+    if len(dst) != _MAC_LEN or len(src) != _MAC_LEN:
+        raise LocalProtocolError(f"MAC addresses are 6 bytes, got {len(dst)} and {len(src)}")
+    _check_uint("ethertype", ethertype, 16)
+    _check_uint("type", type, 8)
+    _check_uint("flags", flags, 16)
+    _check_uint("session", session, 32)
+    _check_uint("seq", seq, 64)
+    pbuf = _cbuf(payload, "payload")
+    if len(pbuf) > MAX_PAYLOAD:
+        raise LocalProtocolError(
+            f"payload of {len(pbuf)} bytes exceeds the {MAX_PAYLOAD}-byte maximum"
+        )
+    out = _ffi.new("uint8_t[]", FRAME_OVERHEAD)
+    _check(
+        _lib.l2f_build_header(
+            out,
+            FRAME_OVERHEAD,
+            _cbuf(dst, "dst"),
+            _cbuf(src, "src"),
+            ethertype,
+            type,
+            flags,
+            session,
+            seq,
+            pbuf,
+            len(pbuf),
+        ),
+        "build_header",
+    )
+    return bytes(_ffi.buffer(out))
+
+
+def build_frame(
+    dst: Buffer,
+    src: Buffer,
+    ethertype: int,
+    type: int,
+    flags: int,
+    session: int,
+    seq: int,
+    payload: Buffer,
+) -> bytes:
+    """A complete frame: `build_header(...)` followed by the payload (no padding)."""
+    return build_header(dst, src, ethertype, type, flags, session, seq, payload) + bytes(payload)
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def _info(c: Any, stored_len: int) -> FrameInfo:
+    # The C struct always has 6-byte MAC arrays; a MAC the frame does not hold is b"" here, as
+    # in the pure-Python codec (rule in csrc/frame.c).
+    return FrameInfo(
+        verdict=_VERDICTS[c.verdict],
+        type=c.type,
+        version=c.version,
+        flags=c.flags,
+        session=c.session,
+        seq=c.seq,
+        payload_off=c.payload_off,
+        payload_len=c.payload_len,
+        dst=bytes(_ffi.buffer(c.dst)) if stored_len >= _MAC_LEN else b"",
+        src=bytes(_ffi.buffer(c.src)) if stored_len >= 2 * _MAC_LEN else b"",
+    )
+
+
+def _check_ethertype(ethertype: int) -> None:
+    if not 0 <= ethertype <= 0xFFFF:
+        raise ValueError(f"ethertype {ethertype:#x} does not fit in 16 bits")
+
+
+def parse_frame(frame: Buffer, ethertype: int = DEFAULT_ETHERTYPE) -> FrameInfo:
+    """Validate one frame in PROTOCOL.md §Receiving order; never raises for any frame bytes.
+
+    The payload of an OK frame is `frame[info.payload_off : info.payload_off +
+    info.payload_len]`.
+    """
+    _check_ethertype(ethertype)
+    buf = _cbuf(frame, "frame")
+    out = _ffi.new("struct l2f_frame_info *")
+    _check(_lib.l2f_parse_frame(buf, len(buf), ethertype, out), "parse_frame")
+    return _info(out, len(buf))
+
+
+def parse_batch(frames: Sequence[Buffer], ethertype: int = DEFAULT_ETHERTYPE) -> list[FrameInfo]:
+    """Validate many frames with one C call (they are copied into a temporary RxArena)."""
+    if not frames:
+        return []
+    arena = RxArena(len(frames), max([1, *(memoryview(f).nbytes for f in frames)]))
+    arena.load(frames)
+    return arena.parse(ethertype=ethertype)
+
+
+class RxArena:
+    """Caller-owned receive buffers: `slots` fixed-size slots of `slot_size` bytes each.
+
+    `RawSocket.recv_batch` fills it (frame i in slot i, `count` frames); `verify`/`parse`
+    validate all of them in one C call and count verdicts in `verdict_counts()`.  Views
+    returned by `frame`/`payload` point into the arena and change when it is refilled.
+    """
+
+    def __init__(self, slots: int, slot_size: int) -> None:
+        if slots < 1 or slot_size < 1:
+            raise ValueError(
+                f"RxArena needs slots >= 1 and slot_size >= 1, got {slots}, {slot_size}"
+            )
+        if slots * slot_size > _MAX_ARENA_BYTES:
+            raise ValueError(
+                f"RxArena of {slots} x {slot_size} bytes exceeds {_MAX_ARENA_BYTES >> 20} MiB"
+            )
+        if slot_size > 0xFFFFFFFF or slots > 0x7FFFFFFF:
+            raise ValueError("RxArena dimensions do not fit the C core's 32-bit counts")
+        self.slots = slots
+        self.slot_size = slot_size
+        #: frames held: set by RawSocket.recv_batch and load()
+        self.count = 0
+        self._buf = _ffi.new("uint8_t[]", slots * slot_size)
+        self._lens = _ffi.new("uint32_t[]", slots)
+        self._infos = _ffi.new("struct l2f_frame_info[]", slots)
+        self._counters = _ffi.new("uint64_t[]", _lib.L2F_V_COUNT)
+        self._parsed = 0
+        self._view = memoryview(_ffi.buffer(self._buf))
+
+    @property
+    def lens(self) -> memoryview:
+        """Read-only view of the per-slot frame lengths as received (format "I").
+
+        A length above `slot_size` means the frame was truncated: only `slot_size` bytes of it
+        are stored.
+        """
+        return memoryview(_ffi.buffer(self._lens)).cast("I").toreadonly()
+
+    def _slot(self, i: int) -> int:
+        if not 0 <= i < self.slots:
+            raise IndexError(f"slot {i} out of range 0..{self.slots - 1}")
+        return i
+
+    def frame(self, i: int) -> memoryview:
+        """The stored bytes of frame i (at most `slot_size`; see `lens` for truncation)."""
+        i = self._slot(i)
+        n = min(int(self._lens[i]), self.slot_size)
+        start = i * self.slot_size
+        return self._view[start : start + n]
+
+    def store(self, i: int, frame: Buffer) -> None:
+        """Copy `frame` into slot i (for tests and `parse_batch`); count grows to cover it."""
+        i = self._slot(i)
+        src = _cbuf(frame, "frame")
+        if len(src) > self.slot_size:
+            raise ValueError(f"frame of {len(src)} bytes does not fit a {self.slot_size}-byte slot")
+        start = i * self.slot_size
+        self._view[start : start + len(src)] = _ffi.buffer(src)
+        self._lens[i] = len(src)
+        self.count = max(self.count, i + 1)
+
+    def load(self, frames: Sequence[Buffer]) -> None:
+        """Store `frames` in slots 0..len-1 and set `count` to their number."""
+        if len(frames) > self.slots:
+            raise ValueError(f"{len(frames)} frames do not fit an arena of {self.slots} slots")
+        for i, f in enumerate(frames):
+            self.store(i, f)
+        self.count = len(frames)
+
+    def verify(self, count: int | None = None, ethertype: int = DEFAULT_ETHERTYPE) -> int:
+        """Validate frames 0..count-1 (default: `count`) in one C call; return how many are OK.
+
+        Results are read with `info(i)`; verdict totals accumulate in `verdict_counts()`.
+        """
+        n = self.count if count is None else count
+        if not 0 <= n <= self.slots:
+            raise ValueError(f"count {n} out of range 0..{self.slots}")
+        _check_ethertype(ethertype)
+        ok = _check(
+            _lib.l2f_parse_batch(
+                self._buf,
+                self.slots * self.slot_size,
+                self.slot_size,
+                self._lens,
+                n,
+                ethertype,
+                self._infos,
+                self._counters,
+            ),
+            "parse_batch",
+        )
+        self._parsed = n
+        return ok
+
+    def info(self, i: int) -> FrameInfo:
+        """The FrameInfo of frame i from the last `verify`/`parse`."""
+        if not 0 <= i < self._parsed:
+            raise IndexError(f"frame {i} was not parsed (last verify covered {self._parsed})")
+        return _info(self._infos[i], min(int(self._lens[i]), self.slot_size))
+
+    def payload(self, i: int) -> memoryview:
+        """View of the payload of frame i, which the last `verify` must have found OK."""
+        info = self._infos[self._slot(i)]
+        if i >= self._parsed or info.verdict != _lib.L2F_V_OK:
+            raise ValueError(f"frame {i} was not verified OK")
+        start = i * self.slot_size + info.payload_off
+        return self._view[start : start + info.payload_len]
+
+    def parse(
+        self, count: int | None = None, ethertype: int = DEFAULT_ETHERTYPE
+    ) -> list[FrameInfo]:
+        """`verify` then the FrameInfo of every frame verified."""
+        self.verify(count, ethertype)
+        return [self.info(i) for i in range(self._parsed)]
+
+    def verdict_counts(self) -> dict[Verdict, int]:
+        """Frames per verdict over every `verify` since creation or `reset_counts`."""
+        return {v: int(self._counters[int(v)]) for v in _VERDICTS}
+
+    def reset_counts(self) -> None:
+        """Zero the verdict counters."""
+        for k in range(len(_VERDICTS)):
+            self._counters[k] = 0
+
+
+# --------------------------------------------------------------------------- interfaces
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceInfo:
+    """A network interface as the kernel reports it."""
+
+    name: str
+    ifindex: int
+    mtu: int  #: bytes after the 14-byte Ethernet header
+    is_up: bool  #: administratively up and with carrier (IFF_UP and IFF_RUNNING)
+    mac: bytes  #: 6 bytes
+
+
+def list_interfaces() -> list[str]:
+    """Names of the interfaces in this network namespace, sorted."""
+    try:
+        return sorted(name for _, name in socket.if_nameindex())
+    except OSError:
+        return []
+
+
+def _ifname_bytes(name: str) -> bytes:
+    raw = name.encode("utf-8", "surrogateescape")
+    # The kernel limit (IFNAMSIZ - 1) and no NUL: such a name cannot exist.
+    if not raw or len(raw) > 15 or b"\0" in raw:
+        raise UnknownInterface(name, list_interfaces())
+    return raw
+
+
+def interface_info(name: str) -> InterfaceInfo:
+    """Index, MTU, up state and MAC of interface `name` (needs no privilege).
+
+    Raises UnknownInterface (listing the interfaces that exist) when there is none by that name.
+    """
+    out = _ffi.new("struct l2f_ifinfo *")
+    _check(_lib.l2f_if_info(_ifname_bytes(name), out), f"interface {name!r}", name)
+    return InterfaceInfo(name, out.ifindex, out.mtu, bool(out.is_up), bytes(_ffi.buffer(out.mac)))
+
+
+# --------------------------------------------------------------------------- raw socket
+
+
+class RawSocket:
+    """An AF_PACKET SOCK_RAW socket on one interface and EtherType, with batched I/O.
+
+    Open with `RawSocket.open(...)`; use as a context manager or call `close()`.
+    """
+
+    def __init__(
+        self, fd: int, ifname: str, ifindex: int, mac: bytes, mtu: int, ethertype: int
+    ) -> None:
+        """Wrap an already-open descriptor; use `RawSocket.open` instead."""
+        self.fd = fd
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.mac = mac
+        self.mtu = mtu
+        self.ethertype = ethertype
+        self._rx: RxArena | None = None
+
+    @classmethod
+    def open(
+        cls,
+        ifname: str,
+        ethertype: int = DEFAULT_ETHERTYPE,
+        *,
+        sndbuf: int = 64 << 20,
+        rcvbuf: int = 64 << 20,
+        qdisc_bypass: bool = True,
+        min_mtu: int = MIN_MTU,
+    ) -> Self:
+        """Open a non-blocking raw socket bound to `ifname` and `ethertype`.
+
+        `ethertype=0` opens a transmit-only socket.  Raises UnknownInterface, InterfaceDown,
+        NeedsPrivilege (no CAP_NET_RAW), MtuTooSmall (MTU below `min_mtu`) or NativeError.
+        """
+        _check_ethertype(ethertype)
+        for name, size in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf)):
+            if not 0 <= size <= 0x7FFFFFFF:
+                raise ValueError(f"{name}={size} must be between 0 and 2**31 - 1")
+        info = _ffi.new("struct l2f_ifinfo *")
+        fd = _check(
+            _lib.l2f_sock_open(
+                _ifname_bytes(ifname), ethertype, sndbuf, rcvbuf, 1 if qdisc_bypass else 0, info
+            ),
+            f"opening a raw socket on {ifname!r}",
+            ifname,
+        )
+        if info.mtu < min_mtu:
+            _lib.l2f_close(fd)
+            raise MtuTooSmall(ifname, info.mtu, min_mtu)
+        return cls(fd, ifname, info.ifindex, bytes(_ffi.buffer(info.mac)), info.mtu, ethertype)
+
+    def _fd(self) -> int:
+        if self.fd < 0:
+            raise ValueError(f"raw socket on {self.ifname!r} is closed")
+        return self.fd
+
+    def _frame_limit(self) -> int:
+        return min(self.mtu + ETH_HLEN, _MAX_FRAME)
+
+    def _send(self, descs: Any, n: int) -> int:
+        rc = _lib.l2f_send_batch(self._fd(), self.ifindex, descs, n)
+        if rc in (-errno.ENOBUFS, -errno.EAGAIN):
+            return 0  # backpressure: the kernel queue is full, nothing was taken
+        return _check(rc, f"sending on {self.ifname!r}", self.ifname)
+
+    def send_frames(self, frames: Sequence[Buffer]) -> int:
+        """Send whole frames (Ethernet header included) in one sendmmsg batch.
+
+        Returns how many the kernel took, from the start of `frames`; 0 means backpressure
+        (poll for writability or wait, then resend the rest).
+        """
+        n = len(frames)
+        if n == 0:
+            return 0
+        limit = self._frame_limit()
+        descs = _ffi.new("struct l2f_txdesc[]", n)
+        keep = []
+        for i, frame in enumerate(frames):
+            buf = _cbuf(frame, "frame")
+            if not ETH_HLEN <= len(buf) <= limit:
+                raise ValueError(
+                    f"frame {i} is {len(buf)} bytes; {self.ifname!r} sends {ETH_HLEN}..{limit}"
+                )
+            keep.append(buf)
+            descs[i].hdr = buf
+            descs[i].hdr_len = len(buf)
+        return self._send(descs, n)
+
+    def send_batch(self, headers: Sequence[Buffer], payloads: Sequence[Buffer]) -> int:
+        """Send frame i as headers[i] followed by payloads[i], without joining them.
+
+        The payloads may be views into a mapped file; they are handed to the kernel as a second
+        iovec.  Returns how many frames the kernel took (0 means backpressure).
+        """
+        n = len(headers)
+        if len(payloads) != n:
+            raise ValueError(f"{n} headers but {len(payloads)} payloads")
+        if n == 0:
+            return 0
+        limit = self._frame_limit()
+        descs = _ffi.new("struct l2f_txdesc[]", n)
+        keep = []
+        for i in range(n):
+            hdr = _cbuf(headers[i], "header")
+            pay = _cbuf(payloads[i], "payload")
+            total = len(hdr) + len(pay)
+            if len(hdr) < ETH_HLEN or total > limit:
+                raise ValueError(
+                    f"frame {i} is {len(hdr)}+{len(pay)} bytes; {self.ifname!r} sends "
+                    f"a header of >= {ETH_HLEN} and at most {limit} in all"
+                )
+            keep.append((hdr, pay))
+            descs[i].hdr = hdr
+            descs[i].hdr_len = len(hdr)
+            descs[i].payload = pay
+            descs[i].payload_len = len(pay)
+        return self._send(descs, n)
+
+    def recv_batch(self, arena: RxArena, timeout_ms: int, max_frames: int | None = None) -> int:
+        """Receive up to `max_frames` (default: every slot) frames into `arena`.
+
+        Waits up to `timeout_ms` for the first frame (0: do not wait, -1: forever), then takes
+        what is queued without waiting.  Returns the number received (also `arena.count`); 0 on
+        timeout or when a signal interrupted the wait.
+        """
+        n = arena.slots if max_frames is None else max_frames
+        if not 0 <= n <= arena.slots:
+            raise ValueError(f"max_frames={n} must be between 0 and the arena's {arena.slots}")
+        timeout = max(-1, min(int(timeout_ms), 0x7FFFFFFF))
+        rc = _lib.l2f_recv_batch(
+            self._fd(),
+            arena._buf,
+            arena.slots * arena.slot_size,
+            arena.slot_size,
+            n,
+            arena._lens,
+            timeout,
+        )
+        if rc == -errno.EINTR:
+            rc = 0  # Python runs the signal handler when we return
+        got = _check(rc, f"receiving on {self.ifname!r}", self.ifname)
+        arena.count = got
+        return got
+
+    def recv_frames(self, timeout_ms: int, max_frames: int = 64) -> list[bytes]:
+        """Like `recv_batch` but returns copies of the frames (convenient, not for bulk)."""
+        if max_frames < 1:
+            raise ValueError(f"max_frames={max_frames} must be >= 1")
+        slot = self._frame_limit() + _RX_SLOT_EXTRA
+        if self._rx is None or self._rx.slots < max_frames or self._rx.slot_size != slot:
+            self._rx = RxArena(max_frames, slot)
+        n = self.recv_batch(self._rx, timeout_ms, max_frames)
+        return [bytes(self._rx.frame(i)) for i in range(n)]
+
+    def stats(self) -> tuple[int, int]:
+        """(packets, drops) counted by the kernel since the previous call (PACKET_STATISTICS).
+
+        packets includes the dropped ones.
+        """
+        packets = _ffi.new("uint64_t *")
+        drops = _ffi.new("uint64_t *")
+        _check(_lib.l2f_sock_stats(self._fd(), packets, drops), f"stats of {self.ifname!r}")
+        return int(packets[0]), int(drops[0])
+
+    def fileno(self) -> int:
+        """The descriptor, for select/poll/selectors."""
+        return self._fd()
+
+    def close(self) -> None:
+        """Close the socket; calling it again does nothing."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            _lib.l2f_close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A forgotten socket must not leak its descriptor for the life of a daemon.
+        if getattr(self, "fd", -1) >= 0:
+            self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RawSocket(ifname={self.ifname!r}, fd={self.fd}, ethertype={self.ethertype:#06x}, "
+            f"mtu={self.mtu})"
+        )

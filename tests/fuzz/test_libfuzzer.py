@@ -1,0 +1,57 @@
+"""Run the libFuzzer target on the C batch parser for a short, bounded time (STYLE.md §15).
+
+`make fuzz` runs it for longer; this keeps every test run fuzzing a little. Any finding (crash,
+sanitizer report, timeout) fails the test, with the crashing input left in tests/fuzz/build/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+RUN = HERE / "run.sh"
+FUZZ_SECONDS = 15
+
+
+def _have_libfuzzer() -> str | None:
+    """None when clang can build a libFuzzer binary, else the reason it cannot."""
+    cc = shutil.which("clang") or shutil.which("clang-14")
+    if cc is None:
+        return "clang is not installed (apt-get install clang libclang-rt-14-dev)"
+    probe = subprocess.run(
+        [cc, "-fsanitize=fuzzer", "-x", "c", "-", "-o", os.devnull],
+        input=b"#include <stdint.h>\n#include <stddef.h>\n"
+        b"int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n",
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return "clang has no libFuzzer runtime (apt-get install libclang-rt-14-dev)"
+    return None
+
+
+def test_fuzz_parse_batch_runs_clean() -> None:
+    missing = _have_libfuzzer()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must fuzz: {missing}")
+        pytest.skip(missing)
+    before = set((HERE / "build").glob("*-*"))  # crash-, leak-, timeout-, oom- artifacts
+    proc = subprocess.run(
+        [str(RUN), str(FUZZ_SECONDS)],
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_SECONDS + 240,  # includes the build
+        check=False,
+    )
+    new = sorted(set((HERE / "build").glob("*-*")) - before)
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+    assert proc.returncode == 0, f"fuzzer finding (artifacts: {new}):\n{tail}"
+    # A clean run must really have executed inputs, not exited early.
+    assert "Done " in proc.stderr and "number_of_executed_units" in proc.stderr, tail

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from cffi import FFI
+from cffi import FFI  # type: ignore[import-untyped, unused-ignore]
 
 CSRC = Path(__file__).resolve().parent
 ROOT = CSRC.parent

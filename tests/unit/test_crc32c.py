@@ -1,0 +1,180 @@
+"""CRC-32C of the C core (csrc/crc32c.c) through l2fast.native: both paths, against a bitwise
+reference written here from the definition (PROTOCOL.md §CRC)."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import l2fast
+from l2fast import native
+from l2fast.errors import NativeError
+
+HW = native.crc32c_hw_available()
+NO_HW_REASON = "this CPU has no SSE4.2 crc32 instruction; only the table path can run"
+
+CrcFn = Callable[..., int]
+
+# Every implementation under test.  The hardware one is skipped, with its reason, only when the
+# CPU lacks SSE4.2; the table path runs everywhere.
+IMPLS = [
+    pytest.param(native.crc32c, id="best"),
+    pytest.param(native.crc32c_sw, id="table"),
+    pytest.param(
+        native.crc32c_hw, id="sse42", marks=pytest.mark.skipif(not HW, reason=NO_HW_REASON)
+    ),
+    pytest.param(l2fast.crc32c, id="public"),
+]
+
+
+def ref_bitwise(data: bytes, value: int = 0) -> int:
+    """CRC-32C one bit at a time: reflected polynomial 0x82F63B78, init/final XOR 0xFFFFFFFF."""
+    crc = value ^ 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+# Derived from the bitwise reference (starting from a zero register, one byte value each), so the
+# fast reference below inherits its correctness; used where bitwise would take seconds.
+_TABLE = [(ref_bitwise(bytes([b]), 0xFFFFFFFF) ^ 0xFFFFFFFF) for b in range(256)]
+
+
+def ref_bytewise(data: bytes, value: int = 0) -> int:
+    """Same function, one table lookup per byte."""
+    crc = value ^ 0xFFFFFFFF
+    table = _TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_references_agree_and_give_check_value() -> None:
+    assert ref_bitwise(b"123456789") == 0xE3069283
+    rng = random.Random(0)
+    for n in (0, 1, 2, 7, 64, 1000):
+        data = rng.randbytes(n)
+        assert ref_bytewise(data) == ref_bitwise(data)
+
+
+# RFC 3720 appendix B.4 (iSCSI) test vectors, as CRC values.
+RFC3720 = [
+    (bytes(32), 0x8A9136AA),
+    (b"\xff" * 32, 0x62A8AB43),
+    (bytes(range(32)), 0x46DD794E),
+    (bytes(range(31, -1, -1)), 0x113FDB5C),
+]
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_check_values(fn: CrcFn) -> None:
+    assert fn(b"123456789") == 0xE3069283
+    assert fn(b"") == 0
+    assert fn(b"", 0x12345678) == 0x12345678
+    for data, expected in RFC3720:
+        assert ref_bitwise(data) == expected
+        assert fn(data) == expected, data.hex()
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_random_lengths_and_unaligned_offsets(fn: CrcFn) -> None:
+    rng = random.Random(1234)
+    block = rng.randbytes(5100)
+    lengths = [*range(0, 80), *(rng.randrange(0, 5001) for _ in range(40)), 5000]
+    for n in lengths:
+        off = rng.randrange(0, 64)
+        view = memoryview(block)[off : off + n]
+        assert fn(view) == ref_bitwise(bytes(view)), (n, off)
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_three_lane_boundaries(fn: CrcFn) -> None:
+    # The hardware path switches tiers at 3 x 256 and 3 x 8192 bytes; probe both edges and
+    # buffers made of several blocks of each tier plus a tail.
+    rng = random.Random(5)
+    data = rng.randbytes(3 * 8192 * 3 + 3 * 256 * 2 + 100)
+    for n in (767, 768, 769, 1535, 1536, 24575, 24576, 24577, 49152 + 768 + 7, len(data)):
+        for off in (0, 3):
+            chunk = data[off : off + n]
+            assert fn(chunk) == ref_bytewise(chunk), (n, off)
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_chaining_is_zlib_convention(fn: CrcFn) -> None:
+    rng = random.Random(7)
+    data = rng.randbytes(40000)
+    whole = ref_bytewise(data)
+    for _ in range(30):
+        cut = rng.randrange(0, len(data) + 1)
+        assert fn(data[cut:], fn(data[:cut])) == whole, cut
+    # Three pieces, including empty ones.
+    assert fn(data[100:], fn(b"", fn(data[:100]))) == whole
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_value_is_taken_modulo_2_32_like_zlib(fn: CrcFn) -> None:
+    assert fn(b"abc", 0x1_0000_0005) == fn(b"abc", 5)
+    assert fn(b"abc", -1) == fn(b"abc", 0xFFFFFFFF)
+    # The same convention as zlib.crc32 on the value argument.
+    assert zlib.crc32(b"", 0x1_0000_0005) == 5
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_accepts_bytes_like(fn: CrcFn) -> None:
+    data = bytes(range(256)) * 5
+    expected = ref_bytewise(data)
+    assert fn(bytearray(data)) == expected
+    assert fn(memoryview(data)) == expected
+    assert fn(memoryview(data)[1:]) == ref_bytewise(data[1:])
+    # A memoryview of wider items is hashed as its raw bytes.
+    assert fn(memoryview(data).cast("I")) == expected
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_rejects_non_buffers(fn: CrcFn) -> None:
+    with pytest.raises(TypeError):
+        fn("text")
+    with pytest.raises(TypeError):
+        fn(memoryview(bytes(100))[::2])  # not contiguous
+
+
+def test_large_buffers_hw_equals_sw() -> None:
+    rng = random.Random(99)
+    big = rng.randbytes((1 << 20) + 12345)
+    expected = ref_bytewise(big)
+    assert native.crc32c_sw(big) == expected
+    assert native.crc32c(big) == expected
+    if HW:
+        assert native.crc32c_hw(big) == expected
+        assert native.crc32c_hw(big[5:]) == native.crc32c_sw(big[5:])
+        many = rng.randbytes(8 << 20)
+        assert native.crc32c_hw(many) == native.crc32c_sw(many)
+
+
+@pytest.mark.skipif(not HW, reason=NO_HW_REASON)
+def test_impl_name_with_sse42() -> None:
+    assert native.crc32c_impl() == "sse4.2-3way"
+
+
+@pytest.mark.skipif(HW, reason="this CPU has SSE4.2: the no-hardware error cannot occur")
+def test_hw_without_sse42_raises() -> None:
+    assert native.crc32c_impl() == "table"
+    with pytest.raises(NativeError):
+        native.crc32c_hw(b"x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000), st.integers(0, 0xFFFFFFFF))
+def test_property_paths_agree(data: bytes, value: int) -> None:
+    expected = ref_bytewise(data, value)
+    assert native.crc32c_sw(data, value) == expected
+    assert native.crc32c(data, value) == expected
+    if HW:
+        assert native.crc32c_hw(data, value) == expected

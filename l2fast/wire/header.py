@@ -131,7 +131,8 @@ def parse_frame(frame: Buffer, ethertype: int = DEFAULT_ETHERTYPE) -> FrameInfo:
     """Validate one received frame in exactly the order of PROTOCOL.md §Receiving a frame.
 
     The checks stop at the first failure: short, ethertype, bad_magic, bad_version, bad_length,
-    bad_crc, unknown_type. Never raises for any input bytes.
+    bad_crc, unknown_type. Never raises for any frame bytes; raises ValueError when `ethertype`
+    itself does not fit 16 bits.
 
     Which fields are filled, identically to the C core (csrc/frame.c): `dst` once the frame
     holds 6 bytes and `src` once it holds 12 (else `b""`), whatever the verdict. The header
@@ -141,6 +142,9 @@ def parse_frame(frame: Buffer, ethertype: int = DEFAULT_ETHERTYPE) -> FrameInfo:
     The payload is `frame[payload_off : payload_off + payload_len]`; any bytes after it are
     padding (§Ethernet framing).
     """
+    if not 0 <= ethertype <= 0xFFFF:
+        # Configuration, not frame bytes: the same ValueError as l2fast.native.parse_frame.
+        raise ValueError(f"ethertype {ethertype:#x} does not fit in 16 bits")
     view = memoryview(frame).cast("B")
     n = len(view)
     dst = bytes(view[0:_MAC_LEN]) if n >= _MAC_LEN else b""

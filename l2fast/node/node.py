@@ -1,0 +1,443 @@
+"""`NodeEngine`: one l2fast node's protocol core, sans-IO (STYLE.md §1).
+
+It combines discovery, any number of sessions (to different peers, keyed by peer MAC and
+session id), chat over them and ping, behind the same interface as its parts:
+
+- frames in: `receive_frame(frame, now)`; application calls: `start`, `discover`,
+  `open_session`, `send_chat`, `send_chat_all`, `ping`, `close`, `close_all`;
+- out: `frames_to_send(now)`, `next_timer()`, `handle_timer(now)`, `next_event()`.
+
+Frames that are bad, unexpected, unsolicited or over a rate limit are dropped and counted in
+`drops` by reason (STYLE.md §11); `receive_frame` never raises for anything a peer sends. The
+daemon and the one-shot CLI commands are adapters: decode what the raw socket gives, call
+`receive_frame`, send what `frames_to_send` returns, sleep until `next_timer()`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from l2fast.errors import LocalProtocolError, RemoteProtocolError
+from l2fast.node.chat import ChatInbox, ChatOutbox, to_bytes
+from l2fast.node.config import NodeConfig
+from l2fast.node.discovery import Discovery
+from l2fast.node.events import (
+    ChatReceived,
+    ControlReceived,
+    Event,
+    PeerInfo,
+    SessionClosed,
+    SessionFailed,
+    SessionOpened,
+    StreamAcked,
+    StreamDelivered,
+)
+from l2fast.node.ping import Pinger, PingStats
+from l2fast.node.ratelimit import ReplyLimiter
+from l2fast.node.session import Session, SessionInfo, format_mac, negotiate
+from l2fast.node.states import Role, SessionState
+from l2fast.wire.constants import (
+    BROADCAST_MAC,
+    MAX_MTU,
+    MAX_NAME_BYTES,
+    MIN_MTU,
+    Caps,
+    ErrorCode,
+    FrameType,
+)
+from l2fast.wire.frames import Chat, Error, Frame, Syn
+
+__all__ = ["NodeEngine"]
+
+_SessionKey = tuple[bytes, int]  # (peer MAC, session id)
+_LIVE = frozenset(
+    {
+        SessionState.SYN_SENT,
+        SessionState.SYN_RCVD,
+        SessionState.PROBE_WAIT,
+        SessionState.PROBING,
+        SessionState.OPEN,
+    }
+)
+_DISCOVERY_TYPES = frozenset({FrameType.HELLO, FrameType.HELLO_ACK})
+_PING_TYPES = frozenset({FrameType.PING, FrameType.PONG})
+
+
+@dataclass(slots=True)
+class _Slot:
+    session: Session
+    outbox: ChatOutbox
+    inbox: ChatInbox
+
+
+def _check_unicast(mac: bytes, what: str) -> None:
+    if len(mac) != 6 or mac[0] & 1:
+        raise LocalProtocolError(f"{what} {mac.hex(':')} is not a unicast MAC address")
+
+
+class NodeEngine:
+    """One node on one interface: discovery, sessions, chat and ping, without any I/O.
+
+    `rng` is the only source of randomness (node id, session ids, HELLO jitter, ping ident),
+    so a seeded `random.Random` makes a whole run reproducible.
+    """
+
+    def __init__(
+        self,
+        mac: bytes,
+        name: str,
+        mtu: int,
+        *,
+        rng: random.Random,
+        config: NodeConfig | None = None,
+        caps: int = Caps.CHAT | Caps.ZLIB,
+    ) -> None:
+        _check_unicast(mac, "node MAC")
+        if not 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+            raise LocalProtocolError(f"node name {name!r} must be 1..{MAX_NAME_BYTES} bytes")
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+        self.mac = bytes(mac)
+        self.name = name
+        self.mtu = mtu
+        self.config = config or NodeConfig()
+        self._rng = rng
+        #: Random id announced in HELLO and SYN; never 0.
+        self.node_id = rng.getrandbits(64) or 1
+        #: Frames dropped, by reason (`l2fast status`). The adapter adds its decoding drops
+        #: (bad_crc, bad_length, ...) with `note_drop`.
+        self.drops: Counter[str] = Counter()
+        #: Frames handed in (`frames_in`) and out (`frames_out`).
+        self.counters: Counter[str] = Counter()
+        self.discovery = Discovery(
+            local_mac=self.mac,
+            node_id=self.node_id,
+            name=name,
+            mtu=mtu,
+            caps=int(caps),
+            rng=rng,
+            config=self.config,
+            drops=self.drops,
+        )
+        self.pinger = Pinger(self.mac, rng, self.config, self.drops)
+        c = self.config
+        self._accept_limiter = ReplyLimiter(
+            rate_per_peer=c.accept_rate_per_peer,
+            burst_per_peer=c.accept_burst_per_peer,
+            rate_global=c.accept_rate_global,
+            burst_global=c.accept_burst_global,
+        )
+        self._slots: dict[_SessionKey, _Slot] = {}
+        self._chat_slot_of: dict[bytes, _SessionKey] = {}  # the session our chat to a peer uses
+        self._next_msg_id = 1
+        self._out: list[Frame] = []
+        self._events: deque[Event] = deque()
+
+    # --- inspection ------------------------------------------------------------------------
+
+    def peers(self) -> list[PeerInfo]:
+        """The neighbour table, as snapshots."""
+        return list(self.discovery.table)
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session held, as snapshots."""
+        return [slot.session.info() for slot in self._slots.values()]
+
+    def ping_stats(self, peer: bytes) -> PingStats:
+        """ping(8)'s summary for `peer`."""
+        return self.pinger.stats(peer)
+
+    def note_drop(self, reason: str) -> None:
+        """Count a frame the adapter dropped before decoding (PROTOCOL.md §Receiving reasons)."""
+        self.drops[reason] += 1
+
+    # --- application -----------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Announce this node (HELLO with REPLY) and start the periodic HELLOs."""
+        self.discovery.start(now)
+
+    def discover(self, now: float) -> None:
+        """Ask every node on the LAN to answer now; answers arrive as PeerDiscovered/Updated."""
+        self.discovery.discover(now)
+
+    def open_session(self, peer: bytes, now: float) -> int:
+        """Start a handshake with `peer`; returns the new session id.
+
+        SessionOpened or SessionFailed follows. Raises LocalProtocolError for a bad MAC or when
+        `max_sessions` are held.
+        """
+        _check_unicast(peer, "peer")
+        if peer == self.mac:
+            raise LocalProtocolError("cannot open a session with this node itself")
+        if len(self._slots) >= self.config.max_sessions:
+            raise LocalProtocolError(
+                f"{len(self._slots)} sessions open, the limit is {self.config.max_sessions}",
+                code=ErrorCode.BUSY,
+            )
+        session_id = 0
+        while session_id == 0 or (peer, session_id) in self._slots:
+            session_id = self._rng.getrandbits(32)
+        session = Session(
+            role=Role.INITIATOR,
+            session_id=session_id,
+            local_mac=self.mac,
+            peer_mac=peer,
+            node_id=self.node_id,
+            local_mtu=self.mtu,
+            config=self.config,
+            drops=self.drops,
+            now=now,
+        )
+        session.open(now)
+        self._slots[(peer, session_id)] = self._slot(session)
+        return session_id
+
+    def _slot(self, session: Session) -> _Slot:
+        return _Slot(
+            session, ChatOutbox(session.peer_mac), ChatInbox(self.config.chat_cap, self.drops)
+        )
+
+    def _chat_slot(self, peer: bytes, now: float) -> _Slot:
+        # Every message to one peer goes through one session while it lives, so the control
+        # stream's order is the order of our messages.
+        key = self._chat_slot_of.get(peer)
+        slot = self._slots.get(key) if key is not None else None
+        if slot is not None and slot.session.state in _LIVE:
+            return slot
+        live = [
+            s for (mac, _), s in self._slots.items() if mac == peer and s.session.state in _LIVE
+        ]
+        live.sort(key=lambda s: s.session.state is not SessionState.OPEN)
+        slot = live[0] if live else self._slots[(peer, self.open_session(peer, now))]
+        self._chat_slot_of[peer] = (peer, slot.session.session_id)
+        return slot
+
+    def _new_msg_id(self) -> int:
+        msg_id = self._next_msg_id
+        self._next_msg_id = msg_id % 0xFFFFFFFF + 1  # u32 on the wire, 0 never used
+        return msg_id
+
+    def send_chat(self, peer: bytes, text: str | bytes, now: float) -> int:
+        """Send a chat message to `peer`, opening a session if needed; returns its msg_id.
+
+        ChatDelivered or ChatFailed with that msg_id follows. Raises LocalProtocolError for an
+        empty message, one over `chat_cap`, text that is not UTF-8, or a bad MAC.
+        """
+        _check_unicast(peer, "peer")
+        data = to_bytes(text, self.config.chat_cap)
+        slot = self._chat_slot(peer, now)
+        msg_id = self._new_msg_id()
+        slot.outbox.submit(msg_id, data, False, now)
+        return msg_id
+
+    def send_chat_all(self, text: str | bytes, now: float) -> tuple[int, tuple[bytes, ...]]:
+        """Send one message to every peer in the neighbour table, reliably per peer.
+
+        Returns the msg_id (the same for every peer) and the peers it went to; one
+        ChatDelivered or ChatFailed per peer follows. No peers: nothing is sent.
+        """
+        data = to_bytes(text, self.config.chat_cap)
+        peers = tuple(p.mac for p in self.discovery.table)
+        msg_id = self._new_msg_id()
+        for peer in peers:
+            self._chat_slot(peer, now).outbox.submit(msg_id, data, True, now)
+        return msg_id, peers
+
+    def ping(self, peer: bytes, now: float, size: int = 56) -> int:
+        """Send one PING of `size` payload bytes; returns its sequence number.
+
+        PingReply or PingLost follows. Raises LocalProtocolError for a size that does not fit
+        the smaller of our MTU and the peer's (when known).
+        """
+        _check_unicast(peer, "peer")
+        known = self.discovery.table.get(peer)
+        mtu = min(self.mtu, known.mtu) if known is not None else self.mtu
+        return self.pinger.ping(peer, now, size, mtu)
+
+    def close(self, peer: bytes, now: float, reason: int = 0, text: str = "") -> int:
+        """Close every session with `peer` in order; returns how many were open or opening.
+
+        Chat already queued is sent before the CLOSE; SessionClosed follows for each.
+        """
+        count = 0
+        for (mac, _), slot in list(self._slots.items()):
+            if mac == peer and slot.session.state in (*_LIVE, SessionState.IDLE):
+                slot.session.close(now, reason, text)
+                count += 1
+        self._collect(now)
+        return count
+
+    def close_all(self, now: float, reason: int = 0, text: str = "") -> int:
+        """Close every session (on shutdown); returns how many were open or opening."""
+        peers = {mac for mac, _ in self._slots}
+        return sum(self.close(peer, now, reason, text) for peer in peers)
+
+    # --- frames ----------------------------------------------------------------------------
+
+    def receive_frame(self, frame: Frame, now: float) -> None:
+        """Take one decoded frame from the wire. Never raises for anything the peer sent."""
+        self.counters["frames_in"] += 1
+        try:
+            self._route(frame, now)
+        except RemoteProtocolError:
+            self.drops["protocol_violation"] += 1
+        self._collect(now)
+
+    def _route(self, frame: Frame, now: float) -> None:
+        src = frame.src
+        if src == self.mac:
+            self.drops["own_frame"] += 1
+            return
+        if len(src) != 6 or src[0] & 1:
+            self.drops["bad_source"] += 1  # a group address never sends
+            return
+        kind = frame.type
+        if kind in _DISCOVERY_TYPES:
+            if frame.dst == self.mac or frame.dst == BROADCAST_MAC:
+                self.discovery.receive_frame(frame, now)
+            else:
+                self.drops["not_for_us"] += 1
+            return
+        if frame.dst != self.mac:
+            # Everything but HELLO is unicast; answering a broadcast PING or SYN would let one
+            # frame draw replies from the whole LAN.
+            self.drops["not_for_us"] += 1
+            return
+        if kind in _PING_TYPES:
+            self.pinger.receive_frame(frame, now)
+            return
+        slot = self._slots.get((src, frame.session)) if frame.session else None
+        if slot is not None:
+            slot.session.receive_frame(frame, now)
+        elif kind is FrameType.SYN and frame.session:
+            self._accept(frame, now)
+        else:
+            self.drops["unknown_session"] += 1
+
+    def _accept(self, frame: Frame, now: float) -> None:
+        assert isinstance(frame.body, Syn)
+        if not self._accept_limiter.allow(frame.src, now):
+            self.drops["rate_limited"] += 1
+            return
+        try:
+            if len(self._slots) >= self.config.max_sessions:
+                raise RemoteProtocolError(
+                    f"{len(self._slots)} sessions open, no room for another",
+                    code=ErrorCode.BUSY,
+                )
+            params = negotiate(frame.body, self.config, self.mtu)
+        except RemoteProtocolError as exc:
+            self.drops["refused_syn"] += 1
+            body = Error(code=int(exc.code), text=exc.message[:200])
+            self._out.append(Frame(frame.src, self.mac, frame.session, 0, body))
+            return
+        session = Session.accept(
+            frame,
+            params,
+            local_mac=self.mac,
+            node_id=self.node_id,
+            local_mtu=self.mtu,
+            config=self.config,
+            drops=self.drops,
+            now=now,
+        )
+        self._slots[(frame.src, frame.session)] = self._slot(session)
+
+    def _collect(self, now: float) -> None:
+        # Move every part's events to ours, and let chat act on its sessions' events.
+        while (d := self.discovery.next_event()) is not None:
+            self._events.append(d)
+        while (p := self.pinger.next_event()) is not None:
+            self._events.append(p)
+        for slot in list(self._slots.values()):
+            session = slot.session
+            while (ev := session.next_event()) is not None:
+                if isinstance(ev, StreamAcked):
+                    delivered = slot.outbox.on_acked(ev.seq)
+                    if delivered is not None:
+                        self._events.append(delivered)
+                elif isinstance(ev, StreamDelivered):
+                    self._deliver(slot, ev.frame, now)
+                elif isinstance(ev, SessionOpened):
+                    self._events.append(ev)
+                    if session.state is SessionState.OPEN:
+                        slot.outbox.attach(session, now)
+                else:
+                    self._events.append(ev)
+                    self._ended(slot, ev)
+
+    def _deliver(self, slot: _Slot, frame: Frame, now: float) -> None:
+        body = frame.body
+        session = slot.session
+        if isinstance(body, Chat):
+            msg = slot.inbox.receive(body, frame.flags)
+            if msg is None:
+                return
+            known = self.discovery.table.get(session.peer_mac)
+            self._events.append(
+                ChatReceived(
+                    peer=session.peer_mac,
+                    name=known.name if known is not None else "",
+                    msg_id=msg.msg_id,
+                    text=msg.data,
+                    to_all=msg.to_all,
+                    time=now,
+                    session=session.session_id,
+                )
+            )
+        else:
+            self._events.append(ControlReceived(session.session_id, session.peer_mac, body))
+
+    def _ended(self, slot: _Slot, ev: SessionClosed | SessionFailed) -> None:
+        if isinstance(ev, SessionFailed):
+            error = ev.error
+        else:
+            who = "the peer" if ev.by_peer else "this node"
+            error = LocalProtocolError(
+                f"session {ev.session:#x} with {format_mac(ev.peer)} was closed by {who} before "
+                "the message was acknowledged",
+                code=ErrorCode.REFUSED,
+            )
+        self._events.extend(slot.outbox.fail_all(error))
+
+    def frames_to_send(self, now: float) -> list[Frame]:
+        """Every frame to put on the wire now; forgets sessions that are over."""
+        out, self._out = self._out, []
+        out += self.discovery.frames_to_send(now)
+        out += self.pinger.frames_to_send(now)
+        for key, slot in list(self._slots.items()):
+            out += slot.session.frames_to_send(now)
+            if slot.session.finished:
+                del self._slots[key]
+                if self._chat_slot_of.get(key[0]) == key:
+                    del self._chat_slot_of[key[0]]
+        self.counters["frames_out"] += len(out)
+        return out
+
+    def next_timer(self) -> float | None:
+        """The earliest time `handle_timer` must run, or None when nothing is scheduled."""
+        times = [self.discovery.next_timer(), self.pinger.next_timer()]
+        times += [slot.session.next_timer() for slot in self._slots.values()]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every part whose timer is due."""
+        t = self.discovery.next_timer()
+        if t is not None and now >= t:
+            self.discovery.handle_timer(now)
+        t = self.pinger.next_timer()
+        if t is not None and now >= t:
+            self.pinger.handle_timer(now)
+        for slot in list(self._slots.values()):
+            t = slot.session.next_timer()
+            if t is not None and now >= t:
+                slot.session.handle_timer(now)
+        self._collect(now)
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None

@@ -1,0 +1,207 @@
+"""The L2 echo: PING / PONG outside any session, with ping(8)-style statistics.
+
+PROTOCOL.md §PING, PONG: PING's payload is `u32 ident`, `u64 ts_ns` and optional filler; the
+responder echoes it byte for byte to the PING's source MAC. Replies are rate-limited (per peer
+and globally) so a PING flood cannot turn this node into a frame cannon. RTT is measured on our
+own clock from our own record of the sending time: the echoed `ts_ns` is the peer's to forge.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from l2fast.errors import LocalProtocolError
+from l2fast.node.config import NodeConfig
+from l2fast.node.events import PingLost, PingReply
+from l2fast.node.ratelimit import ReplyLimiter
+from l2fast.wire.constants import MAX_PAYLOAD
+from l2fast.wire.frames import Frame, Ping, Pong
+
+__all__ = ["PING_HEADER", "PingStats", "Pinger", "RttStats"]
+
+#: Bytes of a PING payload before the filler: ident, ts_ns.
+PING_HEADER = 12
+_U64 = (1 << 64) - 1
+# How many answered sequence numbers are remembered to recognise duplicates.
+_ANSWERED_MEMORY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PingStats:
+    """ping(8)'s summary for one peer; RTTs in nanoseconds, 0 when nothing was received."""
+
+    sent: int
+    received: int
+    duplicates: int
+    #: Fraction of PINGs lost, 0.0..1.0 (PINGs still awaiting an answer count as lost).
+    loss: float
+    rtt_min_ns: int
+    rtt_avg_ns: int
+    rtt_max_ns: int
+    #: Standard deviation of the RTTs, as ping(8)'s "mdev".
+    rtt_mdev_ns: int
+
+
+class RttStats:
+    """Running RTT figures for one peer."""
+
+    __slots__ = ("_max", "_min", "_sum", "_sumsq", "duplicates", "received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+        self.duplicates = 0
+        self._sum = 0
+        self._sumsq = 0
+        self._min = 0
+        self._max = 0
+
+    def add(self, rtt_ns: int) -> None:
+        """Count one answered PING."""
+        self._min = rtt_ns if self.received == 0 else min(self._min, rtt_ns)
+        self._max = max(self._max, rtt_ns)
+        self.received += 1
+        self._sum += rtt_ns
+        self._sumsq += rtt_ns * rtt_ns
+
+    def summary(self) -> PingStats:
+        """The figures so far."""
+        n = self.received
+        avg = self._sum / n if n else 0.0
+        # ping(8): mdev = sqrt(mean(x^2) - mean(x)^2), exact here thanks to integer sums.
+        mdev = math.sqrt(max(0.0, self._sumsq / n - avg * avg)) if n else 0.0
+        loss = 1.0 - n / self.sent if self.sent else 0.0
+        return PingStats(
+            sent=self.sent,
+            received=n,
+            duplicates=self.duplicates,
+            loss=max(0.0, loss),
+            rtt_min_ns=self._min,
+            rtt_avg_ns=round(avg),
+            rtt_max_ns=self._max,
+            rtt_mdev_ns=round(mdev),
+        )
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    peer: bytes
+    sent_at: float
+    size: int
+
+
+class Pinger:
+    """Both ends of the echo, sans-IO: `ping()` and `receive_frame()` (PING or PONG) in,
+    `frames_to_send()`, `next_timer()`, `handle_timer()` and `next_event()` out.
+    """
+
+    def __init__(
+        self, local_mac: bytes, rng: random.Random, config: NodeConfig, drops: Counter[str]
+    ) -> None:
+        self.local_mac = local_mac
+        #: Our PING identifier, like ping(8)'s process id: PONGs with another one are not ours.
+        self.ident = rng.getrandbits(32)
+        self.config = config
+        self._drops = drops
+        self._limiter = ReplyLimiter(
+            rate_per_peer=config.pong_rate_per_peer,
+            burst_per_peer=config.pong_burst_per_peer,
+            rate_global=config.pong_rate_global,
+            burst_global=config.pong_burst_global,
+        )
+        self._next_seq = 1
+        self._outstanding: dict[int, _Outstanding] = {}
+        self._answered: dict[int, bytes] = {}  # seq -> peer, oldest first
+        self._stats: dict[bytes, RttStats] = {}
+        self._out: list[Frame] = []
+        self._events: deque[PingReply | PingLost] = deque()
+
+    @staticmethod
+    def filler(size: int) -> bytes:
+        """The filler of a PING of `size` payload bytes: a counting pattern, checked on return."""
+        return bytes(i & 0xFF for i in range(size - PING_HEADER))
+
+    def ping(self, peer: bytes, now: float, size: int = 56, mtu: int | None = None) -> int:
+        """Send one PING of `size` payload bytes to `peer`; returns its sequence number.
+
+        `mtu` (the smaller of ours and the peer's, when known) bounds `size`. Raises
+        LocalProtocolError for a size outside 12..MTU-24.
+        """
+        limit = MAX_PAYLOAD if mtu is None else mtu - 24
+        if not PING_HEADER <= size <= limit:
+            raise LocalProtocolError(f"ping size {size} is outside {PING_HEADER}..{limit}")
+        seq = self._next_seq
+        self._next_seq += 1
+        body = Ping(ident=self.ident, ts_ns=int(now * 1e9) & _U64, filler=self.filler(size))
+        self._out.append(Frame(peer, self.local_mac, 0, seq, body))
+        self._outstanding[seq] = _Outstanding(peer, now, size)
+        self._stats.setdefault(peer, RttStats()).sent += 1
+        return seq
+
+    def stats(self, peer: bytes) -> PingStats:
+        """ping(8)'s summary for `peer` (zeros if we never pinged it)."""
+        return self._stats.get(peer, RttStats()).summary()
+
+    def receive_frame(self, frame: Frame, now: float) -> None:
+        """Answer a PING (if the rate limit allows) or match a PONG to one of ours."""
+        body = frame.body
+        if isinstance(body, Ping):
+            if not self._limiter.allow(frame.src, now):
+                self._drops["rate_limited"] += 1
+                return
+            self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
+        elif isinstance(body, Pong):
+            self._on_pong(frame, body, now)
+
+    def _on_pong(self, frame: Frame, body: Pong, now: float) -> None:
+        seq = frame.seq
+        if body.ident != self.ident:
+            self._drops["ping_unmatched"] += 1
+            return
+        entry = self._outstanding.get(seq)
+        if entry is None:
+            if self._answered.get(seq) == frame.src:
+                self._stats[frame.src].duplicates += 1
+                self._events.append(PingReply(frame.src, seq, 0, 0, duplicate=True))
+            else:
+                self._drops["ping_unmatched"] += 1
+            return
+        if frame.src != entry.peer or body.filler != self.filler(entry.size):
+            # An answer from someone else, or a payload not echoed byte for byte.
+            self._drops["bad_pong"] += 1
+            return
+        del self._outstanding[seq]
+        self._answered[seq] = entry.peer
+        if len(self._answered) > _ANSWERED_MEMORY:
+            del self._answered[next(iter(self._answered))]
+        rtt_ns = max(0, round((now - entry.sent_at) * 1e9))
+        self._stats[entry.peer].add(rtt_ns)
+        self._events.append(PingReply(entry.peer, seq, rtt_ns, entry.size))
+
+    def frames_to_send(self, now: float) -> list[Frame]:
+        """PINGs and PONGs to put on the wire."""
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        """When the oldest unanswered PING counts as lost, or None."""
+        if not self._outstanding:
+            return None
+        oldest = next(iter(self._outstanding.values()))
+        return oldest.sent_at + self.config.ping_timeout
+
+    def handle_timer(self, now: float) -> None:
+        """Report PINGs unanswered for `ping_timeout` as lost."""
+        timeout = self.config.ping_timeout
+        for seq, entry in list(self._outstanding.items()):
+            if now < entry.sent_at + timeout:
+                break  # outstanding PINGs are in sending order
+            del self._outstanding[seq]
+            self._events.append(PingLost(entry.peer, seq))
+
+    def next_event(self) -> PingReply | PingLost | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None

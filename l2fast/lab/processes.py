@@ -15,7 +15,11 @@ POLL_S = 0.02
 
 
 def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
+    """True while `pid` exists and is not a zombie.
+
+    A zombie has ended; it is its parent's to reap (reaping it here would steal the exit status
+    from a caller that owns it, such as a subprocess.Popen).
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
             # The state follows the parenthesised command name, which may contain spaces.
@@ -30,6 +34,16 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Poll until none of `pids` is alive or `timeout_s` passed; returns the survivors."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = [p for p in pids if alive(p)]
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(POLL_S)
+
+
 def terminate(pids: Iterable[int], timeout_s: float) -> list[int]:
     """SIGTERM `pids`, wait up to `timeout_s`, SIGKILL the survivors and wait for them too.
 
@@ -39,22 +53,7 @@ def terminate(pids: Iterable[int], timeout_s: float) -> list[int]:
     waiting = [p for p in set(pids) if p != own and alive(p)]
     for pid in waiting:
         _signal(pid, signal.SIGTERM)
-    for sig_deadline, sig in ((timeout_s, signal.SIGKILL), (timeout_s, None)):
-        deadline = time.monotonic() + sig_deadline
-        while waiting and time.monotonic() < deadline:
-            _reap(waiting)
-            waiting = [p for p in waiting if alive(p)]
-            if waiting:
-                time.sleep(POLL_S)
-        if not waiting or sig is None:
-            break
-        for pid in waiting:
-            _signal(pid, sig)
-    return waiting
-
-
-def _reap(pids: list[int]) -> None:
-    """Collect our own exited children so they do not linger as zombies."""
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    waiting = _wait_gone(waiting, timeout_s)
+    for pid in waiting:
+        _signal(pid, signal.SIGKILL)
+    return _wait_gone(waiting, timeout_s)

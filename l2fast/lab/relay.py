@@ -51,36 +51,35 @@ def relay_command(
 def start(lab: str, ns: str, ports: Sequence[str], mtu: int, impairment: Impairment) -> int:
     """Start the relay in namespace `ns` and wait until it forwards; returns its pid.
 
-    Raises LabError with the relay's own last error line when it does not come up.
+    The relay detaches (forks, and the parent exits at once), so it is nobody's child: it
+    outlives `lab up`, gets no terminal signals, and leaves no process for `up` to wait on.
+    Raises LabError with the relay's own error when it does not come up.
     """
     status = relay_status_path(lab)
     status.unlink(missing_ok=True)
     log_path = relay_log_path(lab)
-    argv = ["ip", "netns", "exec", ns, *relay_command(lab, ports, mtu, impairment, status)]
+    command = relay_command(lab, ports, mtu, impairment, status)
+    argv = ["ip", "netns", "exec", ns, *command, "--detach"]
     with open(log_path, "w") as log:
-        # A new session: the relay outlives `lab up` and must not get the terminal's Ctrl-C.
         proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        data = read_json(status)
-        if data is not None and data.get("state") == "running":
-            return proc.pid
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    else:
+    try:
+        code = proc.wait(timeout=READY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
-        raise LabError(f"the relay of lab {lab!r} did not start within {READY_TIMEOUT_S:.0f} s")
+        proc.wait()
+        code = -1
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while code == 0 and time.monotonic() < deadline:
+        data = read_json(status) or {}
+        if data.get("state") == "running":
+            return int(data["pid"])
+        if data.get("state") == "failed":
+            raise LabError(f"the relay of lab {lab!r} failed to start: {data.get('error')}")
+        time.sleep(0.02)
     lines = log_path.read_text(errors="replace").strip().splitlines()
-    reason = lines[-1] if lines else f"exit status {proc.returncode}"
+    reason = lines[-1] if lines else f"no answer within {READY_TIMEOUT_S:.0f} s"
     raise LabError(f"the relay of lab {lab!r} failed to start: {reason}")
 
 
@@ -169,15 +168,42 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--corrupt", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--status", type=Path, required=True)
+    p.add_argument("--detach", action="store_true", help="fork into the background first")
     return p.parse_args(argv)
 
 
+def _detach() -> None:
+    """Become a daemon: the parent returns to `lab up` at once; the child leads a new session."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the relay until SIGTERM/SIGINT; returns the exit status."""
+    """Run the relay until SIGTERM/SIGINT; returns the exit status.
+
+    A failure is published in the status file (state "failed") and logged on stderr, so that
+    `lab up` can show why.
+    """
+    args = _parse_args(argv)
+    if args.detach:
+        _detach()
+    try:
+        return _serve(args)
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        write_json_atomic(
+            args.status,
+            {"state": "failed", "pid": os.getpid(), "error": message, "updated": time.time()},
+        )
+        print(f"relay: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
     # Imported here so that `lab status` and `lab down` work even without the C core built.
     from l2fast.native.relay import Relay, RelayConfig
 
-    args = _parse_args(argv)
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -243,9 +269,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except Exception as exc:  # the parent shows the last line of the log as the reason
-        message = getattr(exc, "message", None) or str(exc)
-        print(f"relay: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+    raise SystemExit(main())

@@ -30,17 +30,22 @@
 
 #define CRC32C_POLY 0x82F63B78u
 
-/* Lane lengths of the 3-way hardware path.  A combine costs two table-driven shifts (8 lookups),
- * which is noise next to 3 x 8 KiB of data; the small tier lets ~1.5 KiB frames use all three
- * lanes too.  Both must be multiples of 8 (the lanes step in 8-byte words). */
-#define LANE_BIG 8192u
-#define LANE_SMALL 256u
+/* Lane lengths of the 3-way hardware path, largest first.  A combine costs two table-driven
+ * shifts (8 lookups): noise next to 3 x 16 KiB of data, but not next to 3 x 192 bytes, so big
+ * buffers use long lanes and only their tails fall to the shorter tiers, which let ~1.5 KiB
+ * frames use all three lanes too (chosen by measuring 64 B..64 MiB buffers on the target CPU).
+ * Each must be a multiple of 8 (the lanes step in 8-byte words).  -DL2F_CRC_TIERS=... overrides
+ * them for experiments; tests/unit/test_crc32c.py probes the edges of the defaults. */
+#ifndef L2F_CRC_TIERS
+#define L2F_CRC_TIERS 16384u, 2048u, 192u
+#endif
+static const size_t lane_len[] = {L2F_CRC_TIERS};
+#define N_TIERS (sizeof lane_len / sizeof lane_len[0])
 
 static uint32_t sw_table[8][256];
-/* shift_big[k][b] = the raw CRC register (b << 8k) advanced over LANE_BIG zero bytes; the four
- * tables together apply that linear map to any 32-bit register value. */
-static uint32_t shift_big[4][256];
-static uint32_t shift_small[4][256];
+/* shift_tab[t][k][b] = the raw CRC register (b << 8k) advanced over lane_len[t] zero bytes; the
+ * four tables of a tier together apply that linear map to any 32-bit register value. */
+static uint32_t shift_tab[N_TIERS][4][256];
 static int hw_ok;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -80,8 +85,8 @@ static void crc_init(void)
     for (int k = 1; k < 8; k++)
         for (int i = 0; i < 256; i++)
             sw_table[k][i] = (sw_table[k - 1][i] >> 8) ^ sw_table[0][sw_table[k - 1][i] & 0xFF];
-    build_shift(shift_big, LANE_BIG);
-    build_shift(shift_small, LANE_SMALL);
+    for (size_t t = 0; t < N_TIERS; t++)
+        build_shift(shift_tab[t], lane_len[t]);
 #if L2F_HAVE_X86_CRC
     __builtin_cpu_init();
     hw_ok = __builtin_cpu_supports("sse4.2") ? 1 : 0;
@@ -196,8 +201,8 @@ uint32_t l2f_crc32c_hw(uint32_t crc, const uint8_t *buf, size_t len)
     if (!hw_ok)  /* never execute an illegal instruction: callers should have checked */
         return ~sw_raw(~crc, buf, len);
     uint32_t c = ~crc;
-    c = hw_three_lanes(c, &buf, &len, LANE_BIG, shift_big);
-    c = hw_three_lanes(c, &buf, &len, LANE_SMALL, shift_small);
+    for (size_t t = 0; t < N_TIERS; t++)
+        c = hw_three_lanes(c, &buf, &len, lane_len[t], shift_tab[t]);
     return ~hw_one_lane(c, buf, len);
 }
 

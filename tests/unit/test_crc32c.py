@@ -94,13 +94,22 @@ def test_random_lengths_and_unaligned_offsets(fn: CrcFn) -> None:
         assert fn(view) == ref_bitwise(bytes(view)), (n, off)
 
 
+# Lane lengths of the hardware path's tiers (csrc/crc32c.c L2F_CRC_TIERS); a tier takes blocks of
+# three lanes.
+LANE_TIERS = (16384, 2048, 192)
+
+
 @pytest.mark.parametrize("fn", IMPLS)
 def test_three_lane_boundaries(fn: CrcFn) -> None:
-    # The hardware path switches tiers at 3 x 256 and 3 x 8192 bytes; probe both edges and
-    # buffers made of several blocks of each tier plus a tail.
+    # Probe each tier's block edge, several blocks of every tier plus a tail, and odd offsets.
     rng = random.Random(5)
-    data = rng.randbytes(3 * 8192 * 3 + 3 * 256 * 2 + 100)
-    for n in (767, 768, 769, 1535, 1536, 24575, 24576, 24577, 49152 + 768 + 7, len(data)):
+    blocks = [3 * lane for lane in LANE_TIERS]
+    data = rng.randbytes(2 * sum(blocks) + 200)
+    lengths = {len(data)}
+    for block in blocks:
+        lengths |= {block - 1, block, block + 1, block + 8, 2 * block + 7}
+    lengths.add(blocks[0] + blocks[1] + blocks[2] + 5)
+    for n in sorted(lengths):
         for off in (0, 3):
             chunk = data[off : off + n]
             assert fn(chunk) == ref_bytewise(chunk), (n, off)

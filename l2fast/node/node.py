@@ -70,6 +70,9 @@ class _Slot:
     session: Session
     outbox: ChatOutbox
     inbox: ChatInbox
+    #: A close asked for while the handshake ran with chat waiting: (reason, text), done
+    #: right after the chat is queued on the opened session.
+    close_when_open: tuple[int, str] | None = None
 
 
 def _check_unicast(mac: bytes, what: str) -> None:
@@ -264,9 +267,15 @@ class NodeEngine:
         """
         count = 0
         for (mac, _), slot in list(self._slots.items()):
-            if mac == peer and slot.session.state in (*_LIVE, SessionState.IDLE):
+            if mac != peer or slot.session.state not in _LIVE:
+                continue
+            count += 1
+            if slot.session.state is not SessionState.OPEN and slot.outbox.pending:
+                # Closing mid-handshake abandons the session; with messages waiting for it,
+                # deliver them first, as a close on an open session would.
+                slot.close_when_open = (reason, text)
+            else:
                 slot.session.close(now, reason, text)
-                count += 1
         self._collect(now)
         return count
 
@@ -365,6 +374,8 @@ class NodeEngine:
                     self._events.append(ev)
                     if session.state is SessionState.OPEN:
                         slot.outbox.attach(session, now)
+                        if slot.close_when_open is not None:
+                            session.close(now, *slot.close_when_open)
                 else:
                     self._events.append(ev)
                     self._ended(slot, ev)

@@ -159,6 +159,9 @@ _INITIATOR: dict[SessionState, dict[SessionInput, SessionState]] = {
     },
     S.CLOSED: _absorbing(S.CLOSED, _FROM_RESPONDER),
     S.FAILED: _absorbing(S.FAILED, _FROM_RESPONDER),
+    # The responder's handshake states: an initiator is never in them.
+    S.SYN_RCVD: {},
+    S.PROBE_WAIT: {},
 }
 
 _RESPONDER: dict[SessionState, dict[SessionInput, SessionState]] = {
@@ -194,6 +197,9 @@ _RESPONDER: dict[SessionState, dict[SessionInput, SessionState]] = {
     },
     S.CLOSED: _absorbing(S.CLOSED, _FROM_INITIATOR),
     S.FAILED: _absorbing(S.FAILED, _FROM_INITIATOR),
+    # The initiator's handshake states: a responder is never in them.
+    S.SYN_SENT: {},
+    S.PROBING: {},
 }
 
 #: role -> state -> input -> next state. Anything missing is a protocol error.

@@ -1,0 +1,262 @@
+"""Sessions through NodeEngines on the in-memory LAN: handshake, negotiation, liveness, close."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from l2fast.node.config import NodeConfig
+from l2fast.node.events import (
+    ChatDelivered,
+    ChatReceived,
+    SessionClosed,
+    SessionFailed,
+    SessionOpened,
+)
+from l2fast.node.node import NodeEngine
+from l2fast.node.states import SessionState
+from l2fast.wire.constants import HDR_LEN, Digest, ErrorCode, Features, FrameType
+from l2fast.wire.frames import Frame, encode_payload
+from tests.node_harness import Lan, pair, triple
+
+HANDSHAKE = [FrameType.SYN, FrameType.SYN_ACK, FrameType.ACK, FrameType.PROBE, FrameType.PROBE_ACK]
+
+
+def both_open(lan: Lan, a: NodeEngine, b: NodeEngine) -> bool:
+    return lan.has(a, SessionOpened) and lan.has(b, SessionOpened)
+
+
+def test_handshake_opens_both_ends_with_the_same_session() -> None:
+    lan, a, b = pair(wire=True)
+    sid = a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    (oa,), (ob,) = lan.of(a, SessionOpened), lan.of(b, SessionOpened)
+    assert oa.session == ob.session == sid
+    assert (oa.peer, ob.peer) == (b.mac, a.mac)
+    assert oa.initiator and not ob.initiator
+    assert oa.params == replace(ob.params, local_window=oa.params.local_window)
+    assert oa.params.mtu == 1500 and oa.params.version == 1
+    assert oa.params.digest is Digest.SHA256 and oa.params.compression
+    # One of each handshake frame, nothing repeated on a clean LAN.
+    assert [lan.sent[t] for t in HANDSHAKE] == [1, 1, 1, 1, 1]
+
+
+# How many of each handshake frame go out when one is lost: what repairs the loss.
+RECOVERY = {
+    FrameType.SYN: [2, 1, 1, 1, 1],  # the initiator repeats its SYN
+    FrameType.SYN_ACK: [2, 2, 1, 1, 1],  # ... and the responder answers the repeat
+    FrameType.ACK: [1, 1, 1, 1, 1],  # the PROBE stands in for the lost ACK
+    FrameType.PROBE: [1, 1, 1, 2, 1],  # the initiator repeats its PROBE
+    FrameType.PROBE_ACK: [1, 1, 1, 2, 2],  # ... and the responder answers the repeat
+}
+
+
+@pytest.mark.parametrize("lost", HANDSHAKE, ids=lambda t: t.name)
+def test_handshake_survives_the_loss_of_any_single_frame(lost: FrameType) -> None:
+    lan, a, b = pair(wire=True)
+    lan.drop(lost)
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=3)
+    assert lan.lost[lost] == 1
+    assert [lan.sent[t] for t in HANDSHAKE] == RECOVERY[lost]
+    assert not lan.has(a, SessionFailed) and not lan.has(b, SessionFailed)
+    # And the session works: a message goes both ways.
+    a.send_chat(b.mac, "over", lan.now)
+    b.send_chat(a.mac, "back", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered) and lan.has(b, ChatDelivered), timeout=3)
+    assert [m.text for m in lan.of(b, ChatReceived)] == [b"over"]
+    assert [m.text for m in lan.of(a, ChatReceived)] == [b"back"]
+    assert len(a.sessions()) == len(b.sessions()) == 1
+
+
+@pytest.mark.parametrize("first,second", [(0, 3), (1, 4), (3, 4), (1, 2)])
+def test_handshake_survives_two_losses(first: int, second: int) -> None:
+    lan, a, b = pair()
+    lan.drop(HANDSHAKE[first])
+    lan.drop(HANDSHAKE[second])
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=5)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_handshake_under_random_faults(seed: int) -> None:
+    lan, a, b = pair(seed, loss=0.05, dup=0.05, reorder=0.05)
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=5)
+    assert len(lan.of(a, SessionOpened)) == len(lan.of(b, SessionOpened)) == 1
+
+
+def test_mtu_is_the_smaller_one_and_probed_at_full_size() -> None:
+    lan = Lan(wire=True)
+    a, b = lan.add(mtu=9000), lan.add(mtu=4000)
+    probes: list[Frame] = []
+    lan.tap = lambda f: probes.append(f) if f.type is FrameType.PROBE else None
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    assert lan.of(a, SessionOpened)[0].params.mtu == 4000
+    assert lan.of(b, SessionOpened)[0].params.mtu == 4000
+    assert [HDR_LEN + len(encode_payload(p.body)) for p in probes] == [4000]
+
+
+def test_probe_that_cannot_pass_fails_with_mtu_probe_failed() -> None:
+    # Both ends say 9000, but a switch in between only passes 1500.
+    lan = Lan(path_mtu=1500)
+    a, b = lan.add(mtu=9000), lan.add(mtu=9000)
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=10)
+    (failed,) = lan.of(a, SessionFailed)
+    assert failed.error.code == ErrorCode.MTU_PROBE_FAILED
+    assert "9000" in failed.error.message
+    assert lan.sent[FrameType.PROBE] == 3  # PROTOCOL.md §PROBE: three probes, then give up
+    assert not lan.has(a, SessionOpened)
+    # The responder hears of it (ERROR mtu_probe_failed) instead of waiting out a timeout.
+    assert lan.run(lambda: lan.has(b, SessionFailed), timeout=0.1)
+    assert lan.of(b, SessionFailed)[0].error.code == ErrorCode.MTU_PROBE_FAILED
+
+
+def test_features_and_digest_are_negotiated() -> None:
+    lan = Lan()
+    a = lan.add(config=NodeConfig(features=Features.NONE))
+    b = lan.add(config=NodeConfig(digests=Digest.BLAKE2B_256))
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    for node in (a, b):
+        params = lan.of(node, SessionOpened)[0].params
+        assert params.features is Features.NONE and not params.compression
+        assert params.digest is Digest.BLAKE2B_256
+
+
+def test_no_common_digest_is_refused() -> None:
+    lan = Lan()
+    a = lan.add(config=NodeConfig(digests=Digest.SHA256))
+    b = lan.add(config=NodeConfig(digests=Digest.BLAKE2B_256))
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=1)
+    assert lan.of(a, SessionFailed)[0].error.code == ErrorCode.BAD_REQUEST
+    assert b.drops["refused_syn"] == 1 and not b.sessions()
+
+
+def test_no_common_version_is_refused() -> None:
+    lan = Lan()
+    a = lan.add(config=NodeConfig(ver_min=2, ver_max=3))
+    b = lan.add()
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=1)
+    error = lan.of(a, SessionFailed)[0].error
+    assert error.code == ErrorCode.NO_COMMON_VERSION
+    assert "no_common_version" in error.message
+
+
+def test_absent_peer_fails_after_the_handshake_timeout() -> None:
+    lan, a, _ = pair()
+    start = lan.now
+    a.open_session(b"\x02\x00\x00\x00\x00\x63", lan.now)  # nobody has this MAC
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=30)
+    (failed,) = lan.of(a, SessionFailed)
+    assert failed.error.code == ErrorCode.TIMEOUT
+    assert "no answer" in failed.error.message
+    assert lan.now - start == pytest.approx(5.0, abs=0.01)
+    assert 3 <= lan.sent[FrameType.SYN] <= 8  # repeated with backoff, not flooded
+    lan.run_for(0.1)
+    assert a.sessions() == []
+
+
+def test_idle_session_is_kept_alive_by_keepalives() -> None:
+    lan, a, b = pair()
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    lan.run_for(30.0)
+    assert not lan.has(a, SessionFailed) and not lan.has(b, SessionFailed)
+    # About one KEEPALIVE per second per side (PROTOCOL.md §KEEPALIVE).
+    assert 40 <= lan.sent[FrameType.KEEPALIVE] <= 70
+    assert [s.state for s in a.sessions()] == [SessionState.OPEN]
+
+
+def test_dead_peer_is_detected_with_a_clear_error() -> None:
+    lan, a, b = pair()
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    lan.run_for(2.0)
+    lan.unplug(b)
+    gone = lan.now
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=20)
+    (failed,) = lan.of(a, SessionFailed)
+    assert failed.error.code == ErrorCode.TIMEOUT
+    assert "sent nothing for 5.0 s" in failed.error.message
+    assert b.mac.hex(":") in failed.error.message
+    assert 4.0 <= lan.now - gone <= 5.5
+    lan.run_for(0.1)
+    assert a.sessions() == []
+
+
+def test_orderly_close_from_either_side() -> None:
+    lan, a, b = pair(wire=True)
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    assert b.close(a.mac, lan.now, reason=0, text="bye") == 1
+    assert lan.run(lambda: lan.has(a, SessionClosed) and lan.has(b, SessionClosed), timeout=2)
+    (ca,), (cb,) = lan.of(a, SessionClosed), lan.of(b, SessionClosed)
+    assert ca.by_peer and not cb.by_peer
+    assert ca.text == cb.text == "bye"
+    assert lan.sent[FrameType.CLOSE] == 1
+    # Both forget the session after lingering, and nothing failed.
+    lan.run_for(5.0)
+    assert a.sessions() == [] and b.sessions() == []
+    assert not lan.has(a, SessionFailed) and not lan.has(b, SessionFailed)
+
+
+def test_close_survives_a_lost_close_and_a_lost_ack() -> None:
+    lan, a, b = pair()
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    lan.drop(FrameType.CLOSE)
+    lan.drop(FrameType.CTRL_ACK, src=b)
+    a.close(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionClosed) and lan.has(b, SessionClosed), timeout=3)
+    assert lan.sent[FrameType.CLOSE] == 3
+    assert len(lan.of(b, SessionClosed)) == 1
+
+
+def test_chat_queued_before_close_is_delivered_first() -> None:
+    lan, a, b = pair()
+    for i in range(5):
+        a.send_chat(b.mac, f"m{i}" * 1000, lan.now)
+    a.close(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(b, SessionClosed) and lan.has(a, SessionClosed), timeout=5)
+    received = [m.text[:2] for m in lan.of(b, ChatReceived)]
+    assert received == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert len(lan.of(a, ChatDelivered)) == 5
+
+
+def test_sessions_to_several_peers_at_once() -> None:
+    lan, a, b, c = triple(seed=2, loss=0.05, dup=0.05, reorder=0.05)
+    a.open_session(b.mac, lan.now)
+    a.open_session(c.mac, lan.now)
+    b.open_session(c.mac, lan.now)
+    assert lan.run(lambda: lan.has(c, SessionOpened, 2) and lan.has(a, SessionOpened, 2), 5)
+    assert {s.peer for s in a.sessions()} == {b.mac, c.mac}
+    assert len(c.sessions()) == 2
+
+
+def test_simultaneous_open_gives_two_working_sessions() -> None:
+    lan, a, b = pair()
+    a.open_session(b.mac, lan.now)
+    b.open_session(a.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionOpened, 2) and lan.has(b, SessionOpened, 2), 1)
+    for i in range(3):
+        a.send_chat(b.mac, f"a{i}", lan.now)
+        b.send_chat(a.mac, f"b{i}", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered, 3) and lan.has(b, ChatDelivered, 3), 2)
+    assert [m.text for m in lan.of(b, ChatReceived)] == [b"a0", b"a1", b"a2"]
+    assert [m.text for m in lan.of(a, ChatReceived)] == [b"b0", b"b1", b"b2"]
+
+
+def test_close_during_handshake_without_chat_abandons_at_once() -> None:
+    lan, a, b = pair()
+    a.open_session(b.mac, lan.now)
+    a.close(b.mac, lan.now, text="never mind")
+    lan.run_for(0.001)
+    (closed,) = lan.of(a, SessionClosed)
+    assert not closed.by_peer and closed.text == "never mind"
+    assert not lan.has(a, SessionOpened)

@@ -23,7 +23,6 @@ from l2fast.wire.frames import (
     Ack,
     Body,
     Chat,
-    ChunkRanges,
     Close,
     CtrlAck,
     Data,
@@ -44,6 +43,7 @@ from l2fast.wire.frames import (
     ProbeAck,
     Syn,
     SynAck,
+    WireRanges,
 )
 
 u8 = st.integers(0, 0xFF)
@@ -70,7 +70,7 @@ paths = st.lists(_components, min_size=1, max_size=6).map("/".join)
 
 def chunk_ranges(
     floor: int = 0, max_ranges: int = MAX_SACK_RANGES
-) -> st.SearchStrategy[ChunkRanges]:
+) -> st.SearchStrategy[WireRanges]:
     """Valid chunk ranges at or above `floor`: non-empty, ascending, not overlapping.
 
     Built from (gap, length) pairs so that touching ranges (gap 0) occur too.
@@ -79,7 +79,7 @@ def chunk_ranges(
         st.tuples(st.integers(0, 1 << 20), st.integers(1, 1 << 20)), max_size=max_ranges
     )
 
-    def build(pairs: list[tuple[int, int]]) -> ChunkRanges:
+    def build(pairs: list[tuple[int, int]]) -> WireRanges:
         ranges = []
         position = floor
         for gap, length in pairs:

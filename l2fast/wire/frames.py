@@ -52,7 +52,7 @@ from l2fast.wire.frames_transfer import (
     path_violation,
 )
 from l2fast.wire.header import build_frame, parse_frame
-from l2fast.wire.payload_fields import ChunkRanges, PayloadReader, PayloadWriter
+from l2fast.wire.payload_fields import PayloadReader, PayloadWriter, WireRanges
 
 __all__ = [
     "BODY_CLASSES",
@@ -60,7 +60,6 @@ __all__ = [
     "BadFrame",
     "Body",
     "Chat",
-    "ChunkRanges",
     "Close",
     "CtrlAck",
     "Data",
@@ -81,6 +80,7 @@ __all__ = [
     "ProbeAck",
     "Syn",
     "SynAck",
+    "WireRanges",
     "decode_frame",
     "decode_payload",
     "encode_frame",

@@ -21,9 +21,9 @@ from l2fast.wire.constants import (
     FrameType,
 )
 from l2fast.wire.payload_fields import (
-    ChunkRanges,
     PayloadReader,
     PayloadWriter,
+    WireRanges,
     is_single_bit,
     ranges_violation,
     utf8_len,
@@ -108,7 +108,7 @@ class Feedback:
     credit: int
     highest: int
     kernel_drops: int
-    ranges: ChunkRanges = ()
+    ranges: WireRanges = ()
 
     def violation(self) -> str | None:
         """Why the values break PROTOCOL.md §FEEDBACK or §Limits, or None."""
@@ -269,7 +269,7 @@ class FileAccept:
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_ACCEPT
     transfer_id: int
-    have: ChunkRanges = ()
+    have: WireRanges = ()
 
     def violation(self) -> str | None:
         """Why the ranges break PROTOCOL.md §FILE_ACCEPT, or None."""

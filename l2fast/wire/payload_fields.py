@@ -13,16 +13,17 @@ import struct
 from l2fast.errors import LocalProtocolError, MalformedPayload
 
 __all__ = [
-    "ChunkRanges",
     "PayloadReader",
     "PayloadWriter",
+    "WireRanges",
     "is_single_bit",
     "ranges_violation",
     "utf8_len",
 ]
 
-#: Chunk ranges as carried by FEEDBACK and FILE_ACCEPT: (start, end) pairs, end exclusive.
-ChunkRanges = tuple[tuple[int, int], ...]
+#: Chunk ranges as carried on the wire by FEEDBACK and FILE_ACCEPT: (start, end) pairs, end
+#: exclusive. (The mutable set of ranges used by the transfer layer is transfer.ranges.ChunkRanges.)
+WireRanges = tuple[tuple[int, int], ...]
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -90,7 +91,7 @@ class PayloadReader:
         """A `str16`: u16 length, then that many bytes of UTF-8 (PROTOCOL.md §Conventions)."""
         return self._utf8(self._take(self.u16(field), field), field)
 
-    def ranges(self, count: int, field: str) -> ChunkRanges:
+    def ranges(self, count: int, field: str) -> WireRanges:
         """`count` pairs of (u64 start, u64 end) as used by FEEDBACK and FILE_ACCEPT."""
         raw = self._take(count * _RANGE.size, field)
         return tuple((int(start), int(end)) for start, end in _RANGE.iter_unpack(raw))
@@ -172,7 +173,7 @@ class PayloadWriter:
         self.u16(len(data), f"length of {field}")
         self._parts.append(data)
 
-    def ranges(self, ranges: ChunkRanges, field: str) -> None:
+    def ranges(self, ranges: WireRanges, field: str) -> None:
         """(u64 start, u64 end) pairs; the count is written separately by the caller."""
         for start, end in ranges:
             self.u64(start, f"{field} start")
@@ -200,7 +201,7 @@ def is_single_bit(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
-def ranges_violation(ranges: ChunkRanges, floor: int, field: str) -> str | None:
+def ranges_violation(ranges: WireRanges, floor: int, field: str) -> str | None:
     """Why `ranges` are not valid chunk ranges, or None when they are.
 
     Valid means (PROTOCOL.md §FEEDBACK, §FILE_ACCEPT): every range is non-empty (start < end,

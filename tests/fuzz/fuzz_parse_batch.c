@@ -6,7 +6,8 @@
  * Input layout (everything optional; missing bytes read as 0):
  *   [0..1]  slot size selector (u16 LE): slot_size = 1 + sel % 2048, so slots both shorter and
  *           longer than the 38-byte header occur
- *   [2]     bit 0: use the default EtherType, else the u16 BE at [3..4]
+ *   [2]     bit 0: use the default EtherType, else the u16 BE at [3..4]; bit 1: also compare the
+ *           CRC paths over a long buffer tiled from the input
  *   [5..]   records: u16 LE claimed length, then up to that many bytes of frame data (at most
  *           slot_size are stored).  The claimed length goes into lens[] as is, so lengths above
  *           slot_size (frames truncated by recv) and above the stored data are both exercised.
@@ -103,6 +104,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(l2f_crc32c_hw(0, data, size) == sw);
         size_t cut = size ? sel[0] % (size + 1) : 0;
         CHECK(l2f_crc32c_hw(l2f_crc32c_hw(0, data, cut), data + cut, size - cut) == sw);
+        /* Inputs are short (max_len), so the long lane tiers (3 x 16 KiB blocks) are reached by
+         * tiling the input into a larger buffer of an input-chosen length (mode bit 1). */
+        if ((mode & 2) && size) {
+            static uint8_t big[3 * 16384 + 2 * 3 * 2048 + 2 * 3 * 192 + 64];
+            size_t n = (size_t)(sel[0] | sel[1] << 8) * 7 % sizeof big;
+            for (size_t i = 0; i < n; i += size)
+                memcpy(big + i, data, size < n - i ? size : n - i);
+            CHECK(l2f_crc32c_hw(0, big, n) == l2f_crc32c_sw(0, big, n));
+        }
     }
 
     uint32_t lens[MAX_FRAMES];

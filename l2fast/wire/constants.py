@@ -141,8 +141,11 @@ class FileKind(enum.IntEnum):
 class FrameInfo:
     """What validating one frame found; identical from the C and the Python codec.
 
-    For a frame whose verdict is not OK, the fields that were not reached are 0 (or empty MACs
-    when the frame is shorter than the Ethernet header).
+    Which fields a rejected frame fills (the C and the Python codec agree; the differential
+    test enforces it): `dst` is filled when the frame holds at least 6 bytes and `src` at least
+    12 (else `b""`); the header fields (`type`, `version`, `flags`, `session`, `seq`,
+    `payload_off`, `payload_len`) are filled from verdict BAD_VERSION on, i.e. once the
+    EtherType and magic have been accepted, and are 0 for SHORT, ETHERTYPE and BAD_MAGIC.
     """
 
     verdict: Verdict

@@ -38,6 +38,15 @@
 #define L2F_E_ARG 1001
 #define L2F_E_TOOBIG 1002
 
+/* Which fields a parse fills (the pure-Python codec, l2fast/wire/header.py, does the same):
+ *   - everything starts at 0;
+ *   - dst = frame[0..5] when len >= 6, src = frame[6..11] when len >= 12, whatever the verdict
+ *     (the Python binding reports a MAC the frame does not hold as b"", not as zeros);
+ *   - SHORT, ETHERTYPE, BAD_MAGIC: nothing else -- until the magic matches, the bytes are not
+ *     known to be an l2fast header;
+ *   - BAD_VERSION, BAD_LENGTH, BAD_CRC, UNKNOWN_TYPE, OK: every header field as on the wire
+ *     (type, version, flags, session, seq, payload_len) and payload_off = 38; for BAD_LENGTH
+ *     payload_len is the claimed length that does not fit. */
 struct l2f_frame_info {
     int32_t verdict;        /* L2F_V_* */
     uint8_t type;
@@ -93,8 +102,10 @@ int l2f_parse_frame(const uint8_t *frame, size_t len, uint16_t ethertype,
                     struct l2f_frame_info *out);
 
 /* Parse and verify n frames stored in an arena of fixed-size slots: frame i starts at
- * arena + i*slot_size and is lens[i] bytes long (lens[i] <= slot_size). Fills out[0..n-1];
- * adds one to counters[verdict] per frame (counters has L2F_V_COUNT entries, may be NULL).
+ * arena + i*slot_size and is lens[i] bytes long. lens[i] > slot_size means recv truncated the
+ * frame: only its first slot_size bytes are parsed (so it is BAD_LENGTH unless its payload lies
+ * within them). Needs n*slot_size <= arena_len. Fills out[0..n-1]; adds one to
+ * counters[verdict] per frame (counters has L2F_V_COUNT entries, may be NULL).
  * Returns the number of frames with verdict L2F_V_OK, or a negative code. */
 int l2f_parse_batch(const uint8_t *arena, size_t arena_len, uint32_t slot_size,
                     const uint32_t *lens, uint32_t n, uint16_t ethertype,
@@ -104,7 +115,8 @@ int l2f_parse_batch(const uint8_t *arena, size_t arena_len, uint32_t slot_size,
 int l2f_type_known(uint8_t type);
 
 /* ---- AF_PACKET socket ---- */
-/* Look up an interface by name. Returns 0, -ENODEV if it does not exist, or another -errno. */
+/* Look up an interface by name (needs no privilege). Returns 0, -ENODEV if it does not exist
+ * (or the name cannot be one: empty or IFNAMSIZ bytes or longer), or another -errno. */
 int l2f_if_info(const char *ifname, struct l2f_ifinfo *out);
 
 /* Open a SOCK_RAW AF_PACKET socket bound to ifname and ethertype (protocol 0 -- transmit only --
@@ -128,7 +140,8 @@ int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, 
 int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_size,
                    uint32_t max_frames, uint32_t *lens, int32_t timeout_ms);
 
-/* Kernel counters from PACKET_STATISTICS since the last call (the kernel resets them on read). */
+/* Kernel counters from PACKET_STATISTICS since the last call (the kernel resets them on read);
+ * packets counts every frame the socket saw, drops included. */
 int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
 
 int l2f_close(int32_t fd);

@@ -1,0 +1,322 @@
+"""TxWindow and RxTracker, step by step: credit, loss detection, RTT, timeouts, pacing, FEEDBACK."""
+
+from __future__ import annotations
+
+import pytest
+
+from l2fast.transfer import RxConfig, RxTracker, TransferStalled, TxConfig, TxWindow
+from l2fast.wire.constants import MAX_SACK_RANGES
+from l2fast.wire.frames import Feedback
+
+Ranges = tuple[tuple[int, int], ...]
+
+
+def fb(cum: int, credit: int, highest: int, ranges: Ranges = (), drops: int = 0) -> Feedback:
+    """A FEEDBACK as the receiver would send it."""
+    return Feedback(cum_ack=cum, credit=credit, highest=highest, kernel_drops=drops, ranges=ranges)
+
+
+# -- sending --------------------------------------------------------------------------------
+
+
+def test_new_data_stops_at_credit_and_total() -> None:
+    tx = TxWindow(100, credit=30)
+    assert tx.next_batch(0.0, 20) == [(0, 20)]
+    assert tx.next_batch(0.0, 20) == [(20, 30)]
+    assert tx.next_batch(0.0, 20) == []  # credit exhausted
+    tx.on_feedback(fb(30, 200, 30), 0.001)
+    assert tx.next_batch(0.001, 1000) == [(30, 100)]  # the total bounds it now
+    assert tx.next_batch(0.001, 1000) == []
+    tx.on_feedback(fb(100, 200, 100), 0.002)
+    assert tx.done and tx.next_timer() is None
+
+
+def test_resume_sends_only_missing_chunks() -> None:
+    tx = TxWindow(100, credit=100, have=[(0, 10), (20, 90)])
+    assert tx.cum_ack == 10 and tx.acked_chunks == 80
+    assert tx.next_batch(0.0, 15) == [(10, 20), (90, 95)]
+    assert tx.next_batch(0.0, 15) == [(95, 100)]
+    tx.on_feedback(fb(100, 100, 100), 0.001)
+    assert tx.done and tx.stats.new_chunks_sent == 20
+
+
+def test_open_ended_until_total_is_set() -> None:
+    tx = TxWindow(None, credit=50)
+    assert tx.next_batch(0.0, 100) == [(0, 50)]
+    tx.on_feedback(fb(50, 80, 50), 0.001)
+    assert not tx.done
+    tx.set_total(60)
+    assert tx.next_batch(0.001, 100) == [(50, 60)]
+    tx.on_feedback(fb(60, 80, 60), 0.002)
+    assert tx.done
+    with pytest.raises(ValueError):
+        tx.set_total(10)
+
+
+def test_feedback_beyond_what_was_sent_is_ignored() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 100)
+    assert tx.on_feedback(fb(5000, 1000, 5000, ((6000, 7000),)), 0.001) == 100
+    assert tx.cum_ack == 100 and not tx.done
+
+
+def test_credit_never_shrinks_on_stale_feedback() -> None:
+    tx = TxWindow(1000, credit=100)
+    tx.next_batch(0.0, 100)
+    tx.on_feedback(fb(50, 300, 50), 0.001)
+    tx.on_feedback(fb(40, 200, 40), 0.002)  # an older FEEDBACK that arrived late
+    assert tx.credit == 300 and tx.cum_ack == 50
+
+
+# -- RTT (RFC 6298 §2) ------------------------------------------------------------------------
+
+
+def test_rtt_estimator_follows_rfc6298() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 10)
+    tx.on_feedback(fb(10, 1000, 10), 0.001)
+    assert tx.srtt == pytest.approx(0.001) and tx.rttvar == pytest.approx(0.0005)
+    tx.next_batch(0.002, 10)
+    tx.on_feedback(fb(20, 1000, 20), 0.005)  # sample 3 ms
+    assert tx.rttvar == pytest.approx(0.75 * 0.0005 + 0.25 * 0.002)
+    assert tx.srtt == pytest.approx(0.875 * 0.001 + 0.125 * 0.003)
+    assert tx.min_rtt == pytest.approx(0.001)
+    assert tx.stats.rtt_samples == 2
+
+
+def test_no_rtt_sample_from_a_retransmission() -> None:
+    tx = TxWindow(20, credit=20)
+    tx.next_batch(0.0, 20)
+    tx.on_feedback(fb(0, 20, 20, ((1, 20),)), 0.001)  # chunk 0 missing, 19 later acked
+    tx.handle_timer(0.01)  # time threshold passed: chunk 0 is lost
+    assert tx.next_batch(0.01, 10) == [(0, 1)]
+    samples = tx.stats.rtt_samples
+    tx.on_feedback(fb(20, 20, 20), 0.5)  # Karn: an ambiguous 490 ms "sample" is not taken
+    assert tx.stats.rtt_samples == samples and tx.srtt == pytest.approx(0.001)
+    assert tx.done
+
+
+# -- loss detection (RFC 9002 §6.1) -----------------------------------------------------------
+
+
+def test_packet_threshold_declares_loss_at_once() -> None:
+    tx = TxWindow(1000, credit=1000)
+    assert tx.next_batch(0.0, 200) == [(0, 200)]
+    tx.on_feedback(fb(5, 1000, 200, ((6, 200),)), 0.001)
+    assert tx.stats.lost_chunks == 1 and tx.in_flight == 0
+    assert tx.next_batch(0.001, 10) == [(5, 6), (200, 209)]  # retransmission first
+    assert tx.stats.retransmitted_chunks == 1
+
+
+def test_time_threshold_declares_loss_after_nine_eighths_rtt() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 10)
+    tx.on_feedback(fb(5, 1000, 10, ((6, 10),)), 0.001)  # too few later chunks for the threshold
+    assert tx.stats.lost_chunks == 0
+    assert tx.next_timer() == pytest.approx(0.001125)  # sent at 0 + 9/8 x 1 ms
+    tx.handle_timer(0.0011)
+    assert tx.stats.lost_chunks == 0
+    tx.handle_timer(0.00113)
+    assert tx.stats.lost_chunks == 1
+    assert tx.next_batch(0.0012, 1) == [(5, 6)]
+
+
+def test_chunks_sent_after_the_largest_ack_are_not_lost() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 100)
+    tx.next_batch(0.0005, 100)
+    tx.on_feedback(fb(100, 1000, 100), 0.01)
+    tx.handle_timer(0.02)
+    assert tx.stats.lost_chunks == 0 and tx.in_flight == 100
+
+
+def test_loss_undone_by_a_late_ack_is_not_resent() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 200)
+    tx.on_feedback(fb(5, 1000, 200, ((6, 200),)), 0.001)
+    tx.on_feedback(fb(200, 1000, 200), 0.0012)  # chunk 5 was only late
+    assert tx.stats.spurious_losses == 1
+    assert tx.next_batch(0.0013, 3) == [(200, 203)]
+
+
+def test_truncated_sack_leaves_unreported_chunks_alone() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 1000)
+    sack = tuple((2 * k + 1, 2 * k + 2) for k in range(MAX_SACK_RANGES))  # 1, 3, ..., 127
+    tx.on_feedback(fb(0, 1000, 1000, sack), 0.001)
+    # 0, 2, ..., 126 are known missing; 128..998 were not reported, so they are not lost.
+    assert tx.stats.lost_chunks == MAX_SACK_RANGES
+    assert tx.next_batch(0.001, 1000)[:2] == [(0, 1), (2, 3)]
+
+
+def test_spurious_retransmission_is_counted() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 200)
+    tx.on_feedback(fb(5, 1000, 200, ((6, 200),)), 0.001)
+    tx.next_batch(0.001, 1)  # resend chunk 5
+    tx.on_feedback(fb(200, 1000, 200), 0.0011)  # 0.1 ms later: the original's ack
+    assert tx.stats.spurious_retransmits == 1
+
+
+# -- timeouts (RFC 6298 §5) ---------------------------------------------------------------------
+
+
+def test_rto_probes_back_off_and_the_stall_is_reported() -> None:
+    cfg = TxConfig(initial_rtt=0.01, max_rto=0.5, stall_timeout=5.0)
+    tx = TxWindow(10, credit=10, config=cfg)
+    tx.next_batch(0.0, 10)
+    expected = 0.03  # SRTT + 4 RTTVAR = 10 ms + 20 ms
+    deadlines = []
+    now = 0.0
+    while True:
+        timer = tx.next_timer()
+        assert timer is not None
+        now = timer
+        if now >= 5.0:
+            break
+        tx.handle_timer(now)
+        assert tx.next_batch(now, 10) == [(0, 1)]  # the probe: lowest unacknowledged chunk
+        deadlines.append(now)
+    gaps = [b - a for a, b in zip([0.0, *deadlines], deadlines, strict=False)]
+    assert gaps[0] == pytest.approx(expected)
+    assert gaps[1] == pytest.approx(2 * expected)
+    assert max(gaps) == pytest.approx(0.5)  # bounded backoff
+    assert tx.stats.probes == len(deadlines) <= 15
+    with pytest.raises(TransferStalled) as info:
+        tx.handle_timer(now)
+    assert "stalled" in info.value.message and info.value.hint
+    assert tx.stalled and tx.next_timer() is None
+    with pytest.raises(TransferStalled):
+        tx.next_batch(now, 10)
+
+
+def test_ack_resets_backoff_and_recovers_after_probe() -> None:
+    tx = TxWindow(100, credit=100, config=TxConfig(initial_rtt=0.01))
+    tx.next_batch(0.0, 100)
+    tx.handle_timer(0.03)
+    tx.handle_timer(0.09)
+    assert tx.stats.probes == 2
+    assert tx.next_batch(0.09, 10) == [(0, 1)]
+    assert tx.rto == pytest.approx(0.12)  # 30 ms, doubled twice (RFC 6298 §5.5)
+    tx.on_feedback(fb(1, 100, 1), 0.1)  # the probe got through; the rest was lost
+    assert tx.rto == pytest.approx(0.03)  # backoff reset, no RTT sample (Karn)
+    assert tx.stats.lost_chunks == 99  # sent long before the acknowledged probe
+    assert tx.next_batch(0.1, 200) == [(1, 100)]
+
+
+def test_waiting_for_credit_counts_towards_the_stall() -> None:
+    tx = TxWindow(100, credit=10, config=TxConfig(stall_timeout=1.0))
+    tx.next_batch(0.0, 100)
+    tx.on_feedback(fb(10, 10, 10), 0.001)  # everything acknowledged, no more credit
+    assert tx.next_timer() == pytest.approx(1.001)
+    tx.on_feedback(fb(10, 20, 10), 0.5)  # a credit update is progress...
+    assert tx.next_timer() is None  # ...and the sender is no longer waiting
+    assert tx.next_batch(0.5, 100) == [(10, 20)]
+    timer = tx.next_timer()
+    assert timer is not None and timer < 0.6
+
+
+def test_idle_sender_is_not_stalled() -> None:
+    tx = TxWindow(None, credit=100, config=TxConfig(stall_timeout=1.0))
+    tx.next_batch(0.0, 10)
+    tx.on_feedback(fb(10, 100, 10), 0.001)
+    assert tx.next_timer() is None  # nothing outstanding and credit left: nothing to wait for
+    tx.handle_timer(100.0)
+    assert tx.next_batch(100.0, 5) == [(10, 15)]
+    timer = tx.next_timer()
+    assert timer is not None and timer <= 101.0  # the stall clock starts now, not at 0.001
+
+
+# -- pacing from kernel drops -------------------------------------------------------------------
+
+
+def test_kernel_drops_halve_the_rate_once_per_rtt_and_it_grows_back() -> None:
+    tx = TxWindow(None, credit=10**6)
+    assert tx.pacing_rate is None
+    tx.next_batch(0.0, 100)
+    tx.on_feedback(fb(100, 10**6, 100, drops=10), 0.001)
+    assert tx.stats.kernel_drops == 10
+    assert tx.pacing_rate == pytest.approx(50_000)  # half of 100 chunks per ms
+    assert tx.next_batch(0.001, 100) == []  # the token bucket starts empty
+    assert tx.next_batch(0.0012, 100) == [(100, 110)]  # 0.2 ms at 50k/s
+    tx.on_feedback(fb(100, 10**6, 100, drops=5), 0.0015)  # same RTT: no second cut
+    assert tx.pacing_rate == pytest.approx(50_000) and tx.stats.rate_cuts == 1
+    tx.on_feedback(fb(110, 10**6, 110, drops=5), 0.003)
+    assert tx.pacing_rate == pytest.approx(25_000) and tx.stats.rate_cuts == 2
+    tx.on_feedback(fb(110, 10**6, 110), 0.004)
+    rate = tx.pacing_rate
+    assert rate is not None and rate > 25_000
+
+
+def test_probes_are_not_paced() -> None:
+    tx = TxWindow(200, credit=200, config=TxConfig(initial_rtt=0.01))
+    tx.next_batch(0.0, 100)
+    tx.on_feedback(fb(0, 200, 0, drops=50), 0.001)
+    tx.on_feedback(fb(0, 200, 0, drops=50), 0.5)  # a second cut, long after
+    tx.handle_timer(1.0)
+    assert tx.next_batch(1.0, 10)[0] == (0, 1)
+
+
+# -- receiver -----------------------------------------------------------------------------------
+
+
+def test_rx_returns_new_ranges_and_counts_duplicates() -> None:
+    rx = RxTracker(100, buffer_chunks=10)
+    assert rx.on_chunks([(0, 5)], 0.0) == [(0, 5)]
+    assert rx.on_chunks([(3, 8), (3, 4), (10, 12), (8, 9)], 0.0) == [(5, 9), (10, 12)]
+    assert rx.counters.duplicates == 3 and rx.counters.chunks == 14
+    assert rx.count == 11 and rx.cum_ack == 9 and rx.highest == 12
+    assert rx.missing() == [(9, 10), (12, 100)]
+
+
+def test_rx_feedback_carries_cum_ack_credit_and_sack() -> None:
+    rx = RxTracker(100, buffer_chunks=10)
+    assert rx.credit == 10
+    rx.on_chunks([(0, 4), (6, 7), (8, 9)], 0.0)
+    assert not rx.feedback_due(0.0005)
+    assert rx.feedback_due(0.001)
+    f = rx.make_feedback(0.001)
+    assert f == Feedback(cum_ack=4, credit=14, highest=9, kernel_drops=0, ranges=((6, 7), (8, 9)))
+    assert f.violation() is None
+    rx.set_buffer_space(0)
+    assert rx.make_feedback(0.002).credit == 14  # a grant is never taken back
+
+
+def test_rx_feedback_schedule() -> None:
+    cfg = RxConfig(interval=0.001, every_chunks=8, idle_interval=0.05)
+    rx = RxTracker(100, buffer_chunks=50, config=cfg)
+    rx.on_chunks([(0, 8)], 0.0)
+    assert rx.feedback_due(0.0)  # enough chunks: at once
+    rx.make_feedback(0.0)
+    assert not rx.feedback_due(0.01)
+    assert rx.next_timer() == pytest.approx(0.05)
+    assert rx.feedback_due(0.05)  # idle repeat repairs a lost FEEDBACK
+    rx.make_feedback(0.05)
+    rx.set_buffer_space(60)  # the writers drained: a credit update is due
+    timer = rx.next_timer()
+    assert timer is not None and timer == pytest.approx(0.051)
+    assert rx.feedback_due(timer)
+    assert rx.make_feedback(timer).credit == 68
+    rx.add_kernel_drops(3)
+    assert rx.feedback_due(0.0525)
+    assert rx.make_feedback(0.0525).kernel_drops == 3
+    assert rx.make_feedback(0.054).kernel_drops == 0
+
+
+def test_rx_complete_stops_idle_feedback_but_answers_duplicates() -> None:
+    rx = RxTracker(10, buffer_chunks=100)
+    rx.on_chunks([(0, 10)], 0.0)
+    assert rx.complete and rx.credit == 10  # capped at the total
+    rx.make_feedback(0.001)
+    assert rx.next_timer() is None and not rx.feedback_due(10.0)
+    rx.on_chunks([(9, 10)], 10.0)  # the sender missed the last FEEDBACK and probes
+    assert rx.feedback_due(10.001)
+
+
+def test_rx_resume_and_bad_chunks() -> None:
+    rx = RxTracker(100, buffer_chunks=10, have=[(0, 50), (60, 70)])
+    assert rx.cum_ack == 50 and rx.highest == 70 and rx.credit == 60
+    assert rx.on_chunks([(95, 105)], 0.0) == [(95, 100)]
+    assert rx.counters.out_of_range == 5
+    assert rx.counters.over_credit == 5  # 95..99 were never granted
+    assert rx.received().covers(60, 70)

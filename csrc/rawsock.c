@@ -174,11 +174,8 @@ int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, 
         }
         int r = sendmmsg(fd, msgs, k, MSG_DONTWAIT);
         if (r < 0) {
-            int e = errno;
-            if (e == EINTR && sent == 0)
-                continue;
             /* Frames already taken count as success; the caller resends the rest later. */
-            return sent ? (int)sent : -e;
+            return sent ? (int)sent : -errno;
         }
         sent += (uint32_t)r;
         if ((uint32_t)r < k)
@@ -273,8 +270,27 @@ const char *l2f_strerror(int32_t code)
     default:
         break;
     }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
     /* strerrordesc_np returns a static string (thread-safe, unlike strerror's unknown-code
      * buffer) or NULL for codes it does not know. */
     const char *s = strerrordesc_np(code);
     return s ? s : "unknown error";
+#else
+    /* Other C libraries: the codes this library itself produces. */
+    switch (code) {
+    case EPERM: return "Operation not permitted";
+    case EACCES: return "Permission denied";
+    case ENODEV: return "No such device";
+    case ENETDOWN: return "Network is down";
+    case ENOBUFS: return "No buffer space available";
+    case EAGAIN: return "Resource temporarily unavailable";
+    case EINTR: return "Interrupted system call";
+    case EINVAL: return "Invalid argument";
+    case EMSGSIZE: return "Message too long";
+    case EBADF: return "Bad file descriptor";
+    case ENOMEM: return "Cannot allocate memory";
+    case ENXIO: return "No such device or address";
+    default: return "unknown error";
+    }
+#endif
 }

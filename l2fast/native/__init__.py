@@ -19,6 +19,7 @@ and `interface_info`/`list_interfaces`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections.abc import Sequence
@@ -571,8 +572,10 @@ class RawSocket:
 
     def _send(self, descs: Any, n: int) -> int:
         rc = _lib.l2f_send_batch(self._fd(), self.ifindex, descs, n)
-        if rc in (-errno.ENOBUFS, -errno.EAGAIN):
-            return 0  # backpressure: the kernel queue is full, nothing was taken
+        if rc in (-errno.ENOBUFS, -errno.EAGAIN, -errno.EINTR):
+            # Backpressure (the kernel queue is full) or a signal: nothing was taken; the
+            # caller retries, and Python runs any signal handler when we return.
+            return 0
         return _check(rc, f"sending on {self.ifname!r}", self.ifname)
 
     def send_frames(self, frames: Sequence[Buffer]) -> int:
@@ -696,9 +699,11 @@ class RawSocket:
         self.close()
 
     def __del__(self) -> None:
-        # A forgotten socket must not leak its descriptor for the life of a daemon.
+        # A forgotten socket must not leak its descriptor for the life of a daemon; at
+        # interpreter shutdown the C module may already be gone, and then the OS closes it.
         if getattr(self, "fd", -1) >= 0:
-            self.close()
+            with contextlib.suppress(Exception):
+                self.close()
 
     def __repr__(self) -> str:
         return (

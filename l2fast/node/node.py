@@ -34,9 +34,10 @@ from l2fast.node.events import (
     StreamAcked,
     StreamDelivered,
 )
+from l2fast.node.negotiation import negotiate
 from l2fast.node.ping import Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
-from l2fast.node.session import Session, SessionInfo, format_mac, negotiate
+from l2fast.node.session import Session, SessionInfo, format_mac
 from l2fast.node.states import Role, SessionState
 from l2fast.wire.constants import (
     BROADCAST_MAC,

@@ -29,9 +29,10 @@ from l2fast.node.events import (
     StreamDelivered,
     StreamGaveUp,
 )
+from l2fast.node.negotiation import check_syn_ack
 from l2fast.node.rtt import RttEstimator
 from l2fast.node.states import Role, SessionInput, SessionState, transition
-from l2fast.wire.constants import HDR_LEN, MIN_MTU, Digest, ErrorCode, Features, FrameType
+from l2fast.wire.constants import HDR_LEN, ErrorCode, FrameType
 from l2fast.wire.frames import (
     Ack,
     Body,
@@ -47,7 +48,7 @@ from l2fast.wire.frames import (
     encode_payload,
 )
 
-__all__ = ["Session", "SessionEvent", "SessionInfo", "format_mac", "negotiate"]
+__all__ = ["Session", "SessionEvent", "SessionInfo", "format_mac"]
 
 #: What `Session.next_event()` can return.
 SessionEvent: TypeAlias = (
@@ -84,80 +85,6 @@ _CHAT_HEADER = 13  # PROTOCOL.md §CHAT: msg_id, total_len, frag_offset, to_all
 def format_mac(mac: bytes) -> str:
     """`aa:bb:cc:dd:ee:ff`, for messages."""
     return mac.hex(":")
-
-
-def _pick_digest(offered: int) -> Digest | None:
-    # SHA-256 is the default (PROTOCOL.md §SYN); BLAKE2b only when it is all both share.
-    for choice in (Digest.SHA256, Digest.BLAKE2B_256):
-        if offered & choice:
-            return choice
-    return None
-
-
-def negotiate(syn: Syn, config: NodeConfig, local_mtu: int) -> SessionParams:
-    """The responder's choices for `syn` (PROTOCOL.md §SYN, SYN_ACK, §Version negotiation).
-
-    Raises RemoteProtocolError with code no_common_version or bad_request when there is no
-    common version or digest, or the SYN's MTU or window is unusable.
-    """
-    low, high = max(syn.ver_min, config.ver_min), min(syn.ver_max, config.ver_max)
-    if low > high:
-        raise RemoteProtocolError(
-            f"peer speaks versions {syn.ver_min}..{syn.ver_max}, we speak "
-            f"{config.ver_min}..{config.ver_max}",
-            code=ErrorCode.NO_COMMON_VERSION,
-        )
-    digest = _pick_digest(syn.digests & config.digests)
-    if digest is None:
-        raise RemoteProtocolError(
-            f"no common digest (peer offers {syn.digests:#x})", code=ErrorCode.BAD_REQUEST
-        )
-    if syn.window == 0:
-        raise RemoteProtocolError("SYN offers a window of 0 frames", code=ErrorCode.BAD_REQUEST)
-    features = Features(syn.features & config.features)
-    return SessionParams(
-        version=high,
-        mtu=min(syn.mtu, local_mtu),
-        local_window=config.window,
-        peer_window=syn.window,
-        features=features,
-        compression=bool(features & Features.ZLIB),
-        digest=digest,
-    )
-
-
-def _check_syn_ack(body: SynAck, config: NodeConfig, local_mtu: int) -> SessionParams:
-    # The responder's choices must be ones we offered (PROTOCOL.md §SYN, SYN_ACK).
-    if not config.ver_min <= body.ver_max <= config.ver_max:
-        raise RemoteProtocolError(
-            f"peer chose version {body.ver_max}, we speak {config.ver_min}..{config.ver_max}",
-            code=ErrorCode.NO_COMMON_VERSION,
-        )
-    if not MIN_MTU <= body.mtu <= local_mtu:
-        raise RemoteProtocolError(
-            f"peer chose MTU {body.mtu}, outside {MIN_MTU}..{local_mtu}",
-            code=ErrorCode.BAD_REQUEST,
-        )
-    if body.features & ~config.features:
-        raise RemoteProtocolError(
-            f"peer chose features {body.features:#x} we did not offer", code=ErrorCode.BAD_REQUEST
-        )
-    if not body.digests & config.digests or body.digests & (body.digests - 1):
-        raise RemoteProtocolError(
-            f"peer chose digest {body.digests:#x}, not one we offered", code=ErrorCode.BAD_REQUEST
-        )
-    if body.window == 0:
-        raise RemoteProtocolError("SYN_ACK offers a window of 0", code=ErrorCode.BAD_REQUEST)
-    features = Features(body.features)
-    return SessionParams(
-        version=body.ver_max,
-        mtu=body.mtu,
-        local_window=config.window,
-        peer_window=body.window,
-        features=features,
-        compression=bool(features & Features.ZLIB),
-        digest=Digest(body.digests),
-    )
 
 
 def _payload_len(body: Body) -> int:
@@ -402,7 +329,7 @@ class Session:
         body = frame.body
         if isinstance(body, SynAck) and self.state is SessionState.SYN_SENT:
             try:
-                params = _check_syn_ack(body, self.config, self.local_mtu)
+                params = check_syn_ack(body, self.config, self.local_mtu)
             except RemoteProtocolError as exc:
                 self._fail(SessionInput.BAD_NEGOTIATION, exc, now, notify=True)
                 return

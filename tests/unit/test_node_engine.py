@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from l2fast.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import ChatDelivered, SessionFailed, SessionOpened
+from l2fast.node.negotiation import negotiate
 from l2fast.node.node import NodeEngine
-from l2fast.node.session import Session, negotiate
+from l2fast.node.session import Session
 from l2fast.node.states import TRANSITIONS, Role, SessionState
 from l2fast.wire.constants import BROADCAST_MAC, ErrorCode, FrameType
 from l2fast.wire.frames import (

@@ -86,17 +86,17 @@ class Lan:
         *,
         mtu: int = 1500,
         config: NodeConfig | None = None,
+        caps: int | None = None,
         start: bool = True,
     ) -> NodeEngine:
         """A new node on this LAN (started: its first HELLO goes out on the next step)."""
         index = len(self.nodes) + 1
-        node = NodeEngine(
-            mac_of(index),
-            name or NAMES[index - 1],
-            mtu,
-            rng=random.Random(self.rng.getrandbits(64)),
-            config=config,
-        )
+        rng = random.Random(self.rng.getrandbits(64))
+        name = name or NAMES[index - 1]
+        if caps is None:
+            node = NodeEngine(mac_of(index), name, mtu, rng=rng, config=config)
+        else:
+            node = NodeEngine(mac_of(index), name, mtu, rng=rng, config=config, caps=caps)
         self.nodes[node.mac] = node
         self.events[node.mac] = []
         if start:

@@ -238,13 +238,13 @@ class NodeEngine:
         return msg_id
 
     def send_chat_all(self, text: str | bytes, now: float) -> tuple[int, tuple[bytes, ...]]:
-        """Send one message to every peer in the neighbour table, reliably per peer.
+        """Send one message to every chat-capable peer in the neighbour table, reliably per peer.
 
         Returns the msg_id (the same for every peer) and the peers it went to; one
         ChatDelivered or ChatFailed per peer follows. No peers: nothing is sent.
         """
         data = to_bytes(text, self.config.chat_cap)
-        peers = tuple(p.mac for p in self.discovery.table)
+        peers = tuple(p.mac for p in self.discovery.table if p.caps & Caps.CHAT)
         msg_id = self._new_msg_id()
         for peer in peers:
             self._chat_slot(peer, now).outbox.submit(msg_id, data, True, now)

@@ -11,7 +11,7 @@ from l2fast.errors import LocalProtocolError
 from l2fast.node.chat import CHAT_HEADER, ChatInbox, fragment, to_bytes
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import ChatDelivered, ChatFailed, ChatReceived, SessionFailed
-from l2fast.wire.constants import DEFAULT_CHAT_CAP, HDR_LEN, ErrorCode, Flags, FrameType
+from l2fast.wire.constants import DEFAULT_CHAT_CAP, HDR_LEN, Caps, ErrorCode, Flags, FrameType
 from l2fast.wire.frames import Chat
 from tests.node_harness import Lan, pair, triple
 
@@ -159,6 +159,16 @@ def test_chat_all_reaches_every_peer_once() -> None:
     for node in (b, c):
         (got,) = lan.of(node, ChatReceived)
         assert got.text == b"to everyone" and got.to_all and got.msg_id == msg_id
+
+
+def test_chat_all_skips_peers_without_chat() -> None:
+    lan = Lan()
+    a = lan.add()
+    b = lan.add()
+    lan.add("sensor", caps=int(Caps.FILE))
+    assert lan.run(lambda: len(a.peers()) == 2, timeout=2)
+    _, peers = a.send_chat_all("hi all", lan.now)
+    assert peers == (b.mac,)
 
 
 def test_chat_all_without_peers_sends_nothing() -> None:

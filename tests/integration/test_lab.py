@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from l2fast import cli
-from l2fast.lab import iproute, netns, relay
+from l2fast.lab import iproute, netns, relay, state
+from l2fast.lab.iproute import LabError
 from l2fast.lab.state import (
     Impairment,
     LabRecord,
@@ -114,6 +115,23 @@ def test_not_root_gets_one_clear_line(
             "l2fast: error: l2fast lab creates network namespaces and links, which needs root"
         )
         assert err[1].startswith("l2fast: hint: run it with sudo")
+
+
+def test_exec_host_names_resolve_or_explain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    for name, hosts in (("alpha", 2), ("beta", 3)):
+        state.create_record(LabRecord(name=name, hosts=hosts, mtu=1500, topology="pair"))
+    assert netns.resolve_host("beta-h3")[1] == "beta-h3"
+    assert netns.resolve_host("h3")[1] == "beta-h3"  # only beta has a third host
+    assert netns.resolve_host("h1", "alpha")[1] == "alpha-h1"
+    with pytest.raises(LabError, match="several labs"):
+        netns.resolve_host("h1")
+    with pytest.raises(LabError, match="no lab has a host"):
+        netns.resolve_host("alpha-h3")
+    with pytest.raises(LabError, match="bad host"):
+        netns.resolve_host("alpha")
 
 
 # ---- frames cross the lab
@@ -269,13 +287,27 @@ def test_down_leaves_nothing_behind(labs: LabFactory) -> None:
 
     assert netns.down(name) is True
     assert sleeper.wait(timeout=10) != 0
-    assert [ns for ns in iproute.netns_list() if ns.startswith(name)] == []
+    assert [ns for ns in iproute.netns_list() if ns.startswith(f"{name}-")] == []
     assert iproute.root_links_with_prefix(name) == []
     assert relay.find_relays(name) == []
     assert not relay.is_running(record.relay_pid, name)
     assert not record_path(name).exists() and not relay_status_path(name).exists()
     assert netns.down(name) is False  # idempotent
     assert l2fast_cli("lab", "down", "--name", name).returncode == 0
+
+
+@pytest.mark.root
+def test_failed_up_removes_what_it_built(labs: LabFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_tbf(*args: object) -> None:
+        raise LabError("tc failed (simulated)")
+
+    monkeypatch.setattr(iproute, "tbf", broken_tbf)
+    with pytest.raises(LabError, match="simulated"):
+        labs.up(hosts=3, rate_bps=10**9, impairment=Impairment(seed=1))
+    name = labs.created[-1]
+    assert [ns for ns in iproute.netns_list() if ns.startswith(f"{name}-")] == []
+    assert not record_path(name).exists()
+    assert relay.find_relays(name) == []
 
 
 @pytest.mark.root
@@ -318,5 +350,5 @@ def test_cli_up_status_exec_down(labs: LabFactory) -> None:
     assert out.strip() == "1"
 
     l2fast_cli("lab", "down", "--name", name)
-    assert [ns for ns in iproute.netns_list() if ns.startswith(name)] == []
+    assert [ns for ns in iproute.netns_list() if ns.startswith(f"{name}-")] == []
     assert "did not exist" in l2fast_cli("lab", "down", "--name", name).stdout

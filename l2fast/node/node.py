@@ -37,7 +37,7 @@ from l2fast.node.events import (
 from l2fast.node.negotiation import negotiate
 from l2fast.node.ping import Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
-from l2fast.node.session import Session, SessionInfo, format_mac
+from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
 from l2fast.wire.constants import (
     BROADCAST_MAC,
@@ -341,7 +341,7 @@ class NodeEngine:
             params = negotiate(frame.body, self.config, self.mtu)
         except RemoteProtocolError as exc:
             self.drops["refused_syn"] += 1
-            body = Error(code=int(exc.code), text=exc.message[:200])
+            body = Error(code=int(exc.code), text=wire_text(exc.message))
             self._out.append(Frame(frame.src, self.mac, frame.session, 0, body))
             return
         session = Session.accept(

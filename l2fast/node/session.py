@@ -32,7 +32,7 @@ from l2fast.node.events import (
 from l2fast.node.negotiation import check_syn_ack
 from l2fast.node.rtt import RttEstimator
 from l2fast.node.states import Role, SessionInput, SessionState, transition
-from l2fast.wire.constants import HDR_LEN, ErrorCode, FrameType
+from l2fast.wire.constants import HDR_LEN, MAX_TEXT_BYTES, ErrorCode, FrameType
 from l2fast.wire.frames import (
     Ack,
     Body,
@@ -48,7 +48,7 @@ from l2fast.wire.frames import (
     encode_payload,
 )
 
-__all__ = ["Session", "SessionEvent", "SessionInfo", "format_mac"]
+__all__ = ["Session", "SessionEvent", "SessionInfo", "format_mac", "wire_text"]
 
 #: What `Session.next_event()` can return.
 SessionEvent: TypeAlias = (
@@ -85,6 +85,11 @@ _CHAT_HEADER = 13  # PROTOCOL.md §CHAT: msg_id, total_len, frag_offset, to_all
 def format_mac(mac: bytes) -> str:
     """`aa:bb:cc:dd:ee:ff`, for messages."""
     return mac.hex(":")
+
+
+def wire_text(message: str) -> str:
+    """`message` cut to fit the free-text field of CLOSE / ERROR (PROTOCOL.md §Limits)."""
+    return message.encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
 
 
 def _payload_len(body: Body) -> int:
@@ -267,7 +272,7 @@ class Session:
         self._retransmit_at = None
         if notify:
             # Best effort, once: the peer learns at once instead of after its own timeout.
-            self._send(Error(code=int(error.code), text=error.message[:200]), now)
+            self._send(Error(code=int(error.code), text=wire_text(error.message)), now)
         self._events.append(SessionFailed(self.session_id, self.peer_mac, error))
 
     def _opened(self, now: float) -> None:
@@ -305,8 +310,10 @@ class Session:
         """Close in order: CLOSE goes on the control stream after everything queued before it.
 
         During the handshake the session is abandoned at once. Closing an ended session does
-        nothing.
+        nothing. Raises LocalProtocolError for a text over 512 bytes.
         """
+        if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise LocalProtocolError(f"close text is over {MAX_TEXT_BYTES} bytes")
         old = self._apply(SessionInput.CLOSE)
         if old in _ENDED or old is SessionState.CLOSING:
             return

@@ -19,7 +19,7 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from l2fast.errors import LocalProtocolError, RemoteProtocolError
+from l2fast.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from l2fast.node.chat import ChatInbox, ChatOutbox, to_bytes
 from l2fast.node.config import NodeConfig
 from l2fast.node.discovery import Discovery
@@ -404,11 +404,13 @@ class NodeEngine:
             self._events.append(ControlReceived(session.session_id, session.peer_mac, body))
 
     def _ended(self, slot: _Slot, ev: SessionClosed | SessionFailed) -> None:
+        error: ProtocolError
         if isinstance(ev, SessionFailed):
             error = ev.error
         else:
             who = "the peer" if ev.by_peer else "this node"
-            error = LocalProtocolError(
+            kind = RemoteProtocolError if ev.by_peer else LocalProtocolError
+            error = kind(
                 f"session {ev.session:#x} with {format_mac(ev.peer)} was closed by {who} before "
                 "the message was acknowledged",
                 code=ErrorCode.REFUSED,

@@ -705,6 +705,7 @@ int l2f_relay_run(struct l2f_relay *r, int32_t duration_ms)
             collect_kernel_drops(r);
             return e == EINTR ? (int)total : -e;
         }
+        now = now_ns(); /* poll may have slept: hold deadlines count from the frames' arrival */
         for (uint32_t i = 0; ready > 0 && i < r->nports; i++) {
             if (pfds[i].revents & POLLNVAL)
                 return -EBADF;

@@ -51,7 +51,9 @@ class InterfaceDown(L2fastError):
 
     def __init__(self, name: str) -> None:
         super().__init__(
-            f"interface {name!r} is down", hint=f"bring it up: sudo ip link set {name} up"
+            f"interface {name!r} is down or has no carrier",
+            hint=f"bring it up (sudo ip link set {name} up) and check its cable, or for a veth "
+            "pair, that the peer end is up too",
         )
 
 

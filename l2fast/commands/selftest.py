@@ -82,7 +82,8 @@ def check_codecs() -> Check:
     return Check(
         "codecs",
         mismatches == 0,
-        f"C and Python codecs agree on {frames} frames" if mismatches == 0
+        f"C and Python codecs agree on {frames} frames"
+        if mismatches == 0
         else f"{mismatches} disagreements between the C and Python codecs",
     )
 
@@ -96,8 +97,14 @@ def check_loopback(iface: str, seconds: float, frame_size: int) -> Check:
         payload_len = frame_size - FRAME_OVERHEAD
         batch = [
             native.build_frame(
-                sock.mac, sock.mac, DEFAULT_ETHERTYPE, FrameType.DATA, 0, SELFTEST_SESSION,
-                seq, bytes([seq & 0xFF]) * payload_len,
+                sock.mac,
+                sock.mac,
+                DEFAULT_ETHERTYPE,
+                FrameType.DATA,
+                0,
+                SELFTEST_SESSION,
+                seq,
+                bytes([seq & 0xFF]) * payload_len,
             )
             for seq in range(32)
         ]

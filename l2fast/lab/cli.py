@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Any
 
-from l2fast.lab import netns
+from l2fast.lab import iproute, netns
 from l2fast.lab.iproute import LabError
 from l2fast.lab.state import MAX_HOSTS, Impairment, LabSpec, parse_rate
 
@@ -180,7 +179,7 @@ def exec_(args: argparse.Namespace) -> int:
     if record.rate_bps:
         # Shaping is a qdisc; raw sockets that bypass qdiscs would not feel it.
         env["L2FAST_QDISC_BYPASS"] = "0"
-    ip = shutil.which("ip") or "/usr/sbin/ip"
+    ip = iproute.tool("ip")
     sys.stdout.flush()
     os.execve(ip, [ip, "netns", "exec", ns, *command], env)
     return 127  # not reached: execve replaces the process or raises OSError

@@ -23,7 +23,8 @@ class LabError(L2fastError):
     """Building, inspecting or removing a lab failed."""
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
+    """Path of the command `name`, also found in /usr/sbin when PATH lacks it (sudo, cron)."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
     if path is None:
         raise LabError(
@@ -38,7 +39,7 @@ def run(args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProce
 
     Raises LabError with the command and its first error line when it fails and `check` is set.
     """
-    argv = [_tool(args[0]), *args[1:]]
+    argv = [tool(args[0]), *args[1:]]
     try:
         proc = subprocess.run(
             argv,

@@ -2,8 +2,8 @@
 the hosts' ports through the C pump (csrc/relay.c) and publishes its counters and forwarding rate
 in STATE_DIR/NAME.relay.json for `lab status`. SIGTERM or SIGINT stops it.
 
-Started by `lab up` as `ip netns exec NAME-relay python -m l2fast.lab.relay --name NAME ...`;
-`start()` and `stop()` are the parent's side.
+`lab up` starts it as `ip netns exec NAME-relay python -m l2fast.lab.relay --lab NAME ...
+--detach`; `start()` and `stop()` are the parent's side.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from l2fast.lab import processes
+from l2fast.lab import iproute, processes
 from l2fast.lab.iproute import LabError
 from l2fast.lab.state import (
     Impairment,
@@ -59,7 +59,7 @@ def start(lab: str, ns: str, ports: Sequence[str], mtu: int, impairment: Impairm
     status.unlink(missing_ok=True)
     log_path = relay_log_path(lab)
     command = relay_command(lab, ports, mtu, impairment, status)
-    argv = ["ip", "netns", "exec", ns, *command, "--detach"]
+    argv = [iproute.tool("ip"), "netns", "exec", ns, *command, "--detach"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

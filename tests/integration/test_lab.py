@@ -204,6 +204,13 @@ def run_faulty_transfer(labs: LabFactory, peers: Any) -> tuple[dict[str, Any], d
     assert status["counters"]["kernel_drops"] == 0, "the relay was overloaded"
     assert got["kernel_drops"] == 0, "the receiver was overloaded"
     assert egress["tx"] == got["count"]
+    # `lab status` shows the same counters and a forwarding rate.
+    shown = netns.lab_status(record.name)
+    assert shown is not None and shown["relay"]["running"]
+    assert shown["relay"]["counters"] == status["counters"]
+    assert shown["relay"]["rate"]["peak_fps"] > 0
+    text = l2fast_cli("lab", "status", "--name", record.name).stdout
+    assert f"dropped {status['counters']['dropped']} " in text and "frames/s" in text
     netns.down(record.name)
     return ingress, got
 

@@ -511,6 +511,30 @@ def interface_info(name: str) -> InterfaceInfo:
 # --------------------------------------------------------------------------- raw socket
 
 
+class TxBatch:
+    """Whole frames prepared once and sent many times with `RawSocket.send_prepared`.
+
+    Building the sendmmsg descriptors costs Python per frame; a batch that is re-sent (a raw
+    blast, a benchmark) pays it once.
+    """
+
+    def __init__(self, frames: Sequence[Buffer]) -> None:
+        if not frames:
+            raise ValueError("a TxBatch needs at least one frame")
+        self.count = len(frames)
+        self._descs = _ffi.new("struct l2f_txdesc[]", self.count)
+        self._keep = []
+        self.largest = 0
+        for i, frame in enumerate(frames):
+            buf = _cbuf(frame, "frame")
+            if len(buf) < ETH_HLEN:
+                raise ValueError(f"frame {i} is {len(buf)} bytes, shorter than a header")
+            self._keep.append(buf)
+            self._descs[i].hdr = buf
+            self._descs[i].hdr_len = len(buf)
+            self.largest = max(self.largest, len(buf))
+
+
 class RawSocket:
     """An AF_PACKET SOCK_RAW socket on one interface and EtherType, with batched I/O.
 
@@ -600,6 +624,20 @@ class RawSocket:
             descs[i].hdr = buf
             descs[i].hdr_len = len(buf)
         return self._send(descs, n)
+
+    def send_prepared(self, batch: TxBatch, start: int = 0) -> int:
+        """Send frames `start..` of a prepared batch in one C call (no per-frame Python).
+
+        Returns how many the kernel took (0 means backpressure).
+        """
+        if not 0 <= start < batch.count:
+            raise ValueError(f"start {start} outside a batch of {batch.count} frames")
+        if batch.largest > self._frame_limit():
+            raise ValueError(
+                f"a {batch.largest}-byte frame does not fit {self.ifname!r} "
+                f"(at most {self._frame_limit()})"
+            )
+        return self._send(batch._descs + start, batch.count - start)
 
     def send_batch(self, headers: Sequence[Buffer], payloads: Sequence[Buffer]) -> int:
         """Send frame i as headers[i] followed by payloads[i], without joining them.

@@ -94,6 +94,15 @@ def test_up_rejects_bad_options(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("text", "bps"),
+    [("1gbit", 10**9), ("10G", 10**10), ("100mbit", 10**8), ("2.5gbit", 2_500_000_000)],
+)
+def test_rates_are_bits_per_second(text: str, bps: int) -> None:
+    assert state.parse_rate(text) == bps
+    assert state.parse_rate(state.format_rate(bps)) == bps
+
+
 def test_up_rejects_names_that_do_not_fit_interface_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -18,12 +18,14 @@ from l2fast.errors import L2fastError
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
+    "l2fast.commands.demo",
     "l2fast.commands.selftest",
     "l2fast.lab.cli",
 )
 
 EPILOG = """\
 examples:
+  sudo l2fast demo                              l2fast between two lab namespaces, measured
   sudo l2fast lab up --name demo --hosts 2      two test hosts in network namespaces
   sudo l2fast selftest                          loopback check of the C core and raw sockets
   l2fast COMMAND --help                         options and examples for one command

@@ -73,7 +73,8 @@ class ChatOutbox:
 
     `submit` before the session is open only queues; `attach` (once open) fragments everything
     queued onto the control stream. `on_acked` turns stream acknowledgements into
-    ChatDelivered; `fail_all` turns a dead session into one ChatFailed per message left.
+    ChatDelivered, in sending order; `fail_all` turns a dead session into one ChatFailed per
+    message left.
     """
 
     def __init__(self, peer: bytes) -> None:
@@ -110,16 +111,27 @@ class ChatOutbox:
                 self._by_seq[seq] = msg
             self._in_flight[msg.msg_id] = msg
 
-    def on_acked(self, seq: int) -> ChatDelivered | None:
-        """A control frame was acknowledged; the event if it was a message's last one."""
+    def on_acked(self, seq: int) -> list[ChatDelivered]:
+        """A control frame was acknowledged; the messages that are now delivered, in order.
+
+        A message counts as delivered only once it and every message before it on this session
+        are fully acknowledged. An acknowledgement says a frame *arrived*; the peer hands
+        messages over in order, so a later message whose frames arrived while an earlier one
+        is still missing a fragment is not delivered yet, and never will be if the peer refuses
+        or loses that earlier one and the session ends.
+        """
         msg = self._by_seq.pop(seq, None)
         if msg is None:
-            return None
+            return []
         msg.unacked.discard(seq)
-        if msg.unacked:
-            return None
-        del self._in_flight[msg.msg_id]
-        return ChatDelivered(msg.msg_id, self.peer)
+        delivered: list[ChatDelivered] = []
+        while self._in_flight:
+            oldest = next(iter(self._in_flight.values()))
+            if oldest.unacked:
+                break
+            del self._in_flight[oldest.msg_id]
+            delivered.append(ChatDelivered(oldest.msg_id, self.peer))
+        return delivered
 
     def fail_all(self, error: ProtocolError) -> list[ChatFailed]:
         """Every message not delivered, as ChatFailed, oldest first; the outbox is emptied."""
@@ -144,8 +156,9 @@ class ChatInbox:
     """Reassembles the peer's messages on one session from in-order, exactly-once fragments.
 
     Messages announced larger than `cap` are refused: counted once as `chat_too_large`, their
-    fragments skipped. A fragment that does not continue the message in progress exactly
-    drops that message (`bad_chat`).
+    fragments skipped. (`NodeEngine` refuses them earlier, as they arrive, and ends the session
+    so the sender learns of it; this is the inbox's own guard.) A fragment that does not
+    continue the message in progress exactly drops that message (`bad_chat`).
     """
 
     def __init__(self, cap: int, drops: Counter[str]) -> None:

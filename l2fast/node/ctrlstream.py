@@ -216,6 +216,15 @@ class ControlStream:
             self._events.append(StreamDelivered(self._out_of_order.pop(self._rcv_next)))
             self._rcv_next += 1
 
+    def ack_now(self) -> Frame:
+        """The CTRL_ACK for everything received so far, to send at once.
+
+        For a session that is about to stop sending (it refuses the frame that just came): the
+        peer still learns which of its earlier frames got through.
+        """
+        self._ack_due = False
+        return self._frame(0, self._ack_body())
+
     def _ack_body(self) -> CtrlAck:
         cum = self._rcv_next
         bitmap = 0

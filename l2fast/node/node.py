@@ -321,11 +321,38 @@ class NodeEngine:
             return
         slot = self._slots.get((src, frame.session)) if frame.session else None
         if slot is not None:
-            slot.session.receive_frame(frame, now)
+            if not self._refuse_oversized(slot, frame, now):
+                slot.session.receive_frame(frame, now)
         elif kind is FrameType.SYN and frame.session:
             self._accept(frame, now)
         else:
             self.drops["unknown_session"] += 1
+
+    def _refuse_oversized(self, slot: _Slot, frame: Frame, now: float) -> bool:
+        """Refuse a chat message over our cap as soon as any fragment of it arrives.
+
+        Its fragment is never acknowledged and the session ends with ERROR too_large, so the
+        sender reports ChatFailed, never ChatDelivered (its later messages on that session fail
+        too: they were queued behind the refused one). Deciding on arrival rather than on
+        in-order delivery matters: a fragment buffered out of order is acknowledged at once.
+        """
+        body = frame.body
+        cap = self.config.chat_cap
+        session = slot.session
+        if (
+            not isinstance(body, Chat)
+            or body.total_len <= cap
+            or session.state not in (SessionState.OPEN, SessionState.CLOSING)
+        ):
+            return False
+        self.drops["chat_too_large"] += 1
+        error = LocalProtocolError(
+            f"refused a chat message of {body.total_len} bytes from {format_mac(frame.src)}: "
+            f"this node accepts at most {cap}",
+            code=ErrorCode.TOO_LARGE,
+        )
+        session.refuse(error, now)
+        return True
 
     def _accept(self, frame: Frame, now: float) -> None:
         assert isinstance(frame.body, Syn)
@@ -366,9 +393,7 @@ class NodeEngine:
             session = slot.session
             while (ev := session.next_event()) is not None:
                 if isinstance(ev, StreamAcked):
-                    delivered = slot.outbox.on_acked(ev.seq)
-                    if delivered is not None:
-                        self._events.append(delivered)
+                    self._events.extend(slot.outbox.on_acked(ev.seq))
                 elif isinstance(ev, StreamDelivered):
                     self._deliver(slot, ev.frame, now)
                 elif isinstance(ev, SessionOpened):

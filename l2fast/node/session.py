@@ -324,6 +324,16 @@ class Session:
             self._retransmit_at = None
             self._closed(reason, text, by_peer=False, now=now)
 
+    def refuse(self, error: ProtocolError, now: float) -> None:
+        """End the session because we refuse a control frame the peer sent (not yet taken).
+
+        The peer gets a CTRL_ACK for what arrived before that frame, then an ERROR with
+        `error.code`: since the refused frame is never acknowledged, the peer cannot take
+        its message for delivered, whichever of the two frames is lost.
+        """
+        self._out.append(self.stream.ack_now())
+        self._fail(SessionInput.REFUSE, error, now, notify=True)
+
     # --- frames ----------------------------------------------------------------------------
 
     def receive_frame(self, frame: Frame, now: float) -> None:

@@ -79,6 +79,7 @@ class SessionInput(enum.Enum):
     PROBES_EXHAUSTED = "probes_exhausted"  #: PROTOCOL.md §PROBE: three unanswered probes
     PEER_DEAD = "peer_dead"  #: nothing from the peer for `dead_after`
     STREAM_GAVE_UP = "stream_gave_up"  #: a control frame was never acknowledged
+    REFUSE = "refuse"  #: we refuse what the peer sent on the stream (a chat over our cap)
 
 
 #: Inputs this node originates; an invalid one is our misuse (LocalProtocolError).
@@ -93,6 +94,7 @@ LOCAL_INPUTS = frozenset(
         SessionInput.PROBES_EXHAUSTED,
         SessionInput.PEER_DEAD,
         SessionInput.STREAM_GAVE_UP,
+        SessionInput.REFUSE,
     }
 )
 
@@ -111,6 +113,7 @@ _LIVE_ENDINGS: dict[SessionInput, SessionState] = {
     I.PEER_CLOSED: S.CLOSED,
     I.PEER_DEAD: S.FAILED,
     I.STREAM_GAVE_UP: S.FAILED,
+    I.REFUSE: S.FAILED,
 }
 
 

@@ -79,6 +79,19 @@ def test_inbox_drops_fragments_that_do_not_continue_the_message() -> None:
     assert msg is not None and msg.data == b"ok"
 
 
+def test_outbox_reports_delivery_in_sending_order() -> None:
+    # Frames of message 2 acknowledged before the last of message 1: both are reported only
+    # once message 1 is complete, message 1 first (the peer hands them over in that order).
+    lan, a, b = pair()
+    assert lan.run(lambda: bool(a.peers()), timeout=2)
+    first = a.send_chat(b.mac, "x" * 4000, lan.now)  # three fragments at MTU 1500
+    second = a.send_chat(b.mac, "y", lan.now)
+    lan.drop(FrameType.CHAT, nth=3, src=a)  # the last fragment of the first message
+    assert lan.run(lambda: lan.has(a, ChatDelivered, 2), timeout=5)
+    assert [d.msg_id for d in lan.of(a, ChatDelivered)] == [first, second]
+    assert [m.msg_id for m in lan.of(b, ChatReceived)] == [first, second]
+
+
 def test_inbox_refuses_a_message_over_its_cap_once() -> None:
     drops: Counter[str] = Counter()
     inbox = ChatInbox(10, drops)
@@ -188,14 +201,45 @@ def test_message_over_the_cap_is_refused_by_the_sender() -> None:
     assert a.sessions() == []
 
 
-def test_receiver_with_a_smaller_cap_refuses_and_counts() -> None:
+def test_receiver_with_a_smaller_cap_refuses_and_the_sender_fails() -> None:
     lan = Lan()
     a = lan.add()
     b = lan.add(config=NodeConfig(chat_cap=1000))
-    a.send_chat(b.mac, "x" * 5000, lan.now)
-    a.send_chat(b.mac, "small", lan.now)
-    assert lan.run(lambda: lan.has(a, ChatDelivered, 2), timeout=5)
-    assert [m.text for m in lan.of(b, ChatReceived)] == [b"small"]
+    big = a.send_chat(b.mac, "x" * 5000, lan.now)
+    queued = a.send_chat(b.mac, "small", lan.now)  # behind the refused one on that session
+    assert lan.run(lambda: lan.has(a, ChatFailed, 2), timeout=5)
+    assert lan.of(a, ChatDelivered) == []
+    failed = {f.msg_id: f.error for f in lan.of(a, ChatFailed)}
+    assert set(failed) == {big, queued}
+    assert all(e.code == ErrorCode.TOO_LARGE for e in failed.values())
+    assert "accepts at most 1000" in failed[big].message
+    assert lan.of(b, ChatReceived) == []
+    assert b.drops["chat_too_large"] == 1
+    # The refusal ended only that session: the next message opens a new one and arrives.
+    again = a.send_chat(b.mac, "small again", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=5)
+    assert lan.of(a, ChatDelivered) == [ChatDelivered(again, b.mac)]
+    assert [m.text for m in lan.of(b, ChatReceived)] == [b"small again"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_refusal_under_faults_never_reports_a_refused_message_delivered(seed: int) -> None:
+    # Whatever is lost, duplicated or reordered (the ERROR too), the sender's view matches the
+    # receiver's: delivered means received; the oversized message is never delivered.
+    lan = Lan(seed=seed, **FAULTS)  # type: ignore[arg-type]
+    a = lan.add()
+    b = lan.add(config=NodeConfig(chat_cap=3000))
+    sizes = [10, 2000, 9000, 10, 1500]
+    ids = [a.send_chat(b.mac, text_of(n, seed + n), lan.now) for n in sizes]
+    settled = lambda: len(lan.of(a, ChatDelivered)) + len(lan.of(a, ChatFailed)) == 5  # noqa: E731
+    assert lan.run(settled, timeout=30)
+    lan.run_for(2.0)
+    delivered = [d.msg_id for d in lan.of(a, ChatDelivered)]
+    failed = [f.msg_id for f in lan.of(a, ChatFailed)]
+    received = [m.msg_id for m in lan.of(b, ChatReceived)]
+    assert ids[2] in failed and ids[2] not in received
+    assert not set(delivered) & set(failed)
+    assert set(delivered) <= set(received) <= set(ids[:2])
     assert b.drops["chat_too_large"] == 1
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -561,14 +562,20 @@ class RawSocket:
         *,
         sndbuf: int = 64 << 20,
         rcvbuf: int = 64 << 20,
-        qdisc_bypass: bool = True,
+        qdisc_bypass: bool | None = None,
         min_mtu: int = MIN_MTU,
     ) -> Self:
         """Open a non-blocking raw socket bound to `ifname` and `ethertype`.
 
-        `ethertype=0` opens a transmit-only socket.  Raises UnknownInterface, InterfaceDown,
-        NeedsPrivilege (no CAP_NET_RAW), MtuTooSmall (MTU below `min_mtu`) or NativeError.
+        `ethertype=0` opens a transmit-only socket.  `qdisc_bypass` (PACKET_QDISC_BYPASS)
+        defaults to on, unless the environment sets `L2FAST_QDISC_BYPASS=0`: bypassing the
+        qdisc is faster, but it also skips shaping (`tc ... tbf`), so a rate-limited lab
+        (`l2fast lab up --rate`) turns it off for the commands it runs.  Raises
+        UnknownInterface, InterfaceDown, NeedsPrivilege (no CAP_NET_RAW), MtuTooSmall (MTU
+        below `min_mtu`) or NativeError.
         """
+        if qdisc_bypass is None:
+            qdisc_bypass = os.environ.get("L2FAST_QDISC_BYPASS", "1") != "0"
         _check_ethertype(ethertype)
         for name, size in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf)):
             if not 0 <= size <= 0x7FFFFFFF:

@@ -179,7 +179,7 @@ def test_unknown_interface_lists_existing(lab: Lab) -> None:
 def test_interface_down(lab: Lab) -> None:
     res = lab.run(lab.ns_a, "open", "dn0")
     assert res["error"] == "InterfaceDown"
-    assert res["message"] == "interface 'dn0' is down"
+    assert res["message"] == "interface 'dn0' is down or has no carrier"
     assert "ip link set dn0 up" in res["hint"]
 
 

@@ -140,12 +140,13 @@ def run(setup: Setup, faults: Faults = Faults()) -> Result:
         held.update(range(s, e))
     ring = 0
     data: list[tuple[float, int, int, bytes, int]] = []  # (arrival, tiebreak, chunk, payload, crc)
-    back: list[tuple[float, int, Feedback]] = []
+    back: list[tuple[float, int, int, Feedback]] = []  # (arrival, tiebreak, seq, feedback)
     tiebreak = 0
 
     while now <= setup.max_time:
         while back and back[0][0] <= now:
-            tx.on_feedback(heapq.heappop(back)[2], now)
+            _, _, seq, feedback = heapq.heappop(back)
+            tx.on_feedback(feedback, now, seq)
         if tx.done:
             res.completed = True
             break
@@ -243,7 +244,8 @@ def run(setup: Setup, faults: Faults = Faults()) -> Result:
                 res.feedbacks_lost += 1
             else:
                 tiebreak += 1
-                heapq.heappush(back, (now + setup.latency, tiebreak, fb))
+                seq = rx.counters.feedbacks
+                heapq.heappush(back, (now + setup.latency, tiebreak, seq, fb))
 
         now = _next_time(now, setup, tx, rx, batch, ring, data, back)
     res.elapsed = now
@@ -258,7 +260,7 @@ def _next_time(
     batch: list[tuple[int, int]],
     ring: int,
     data: list[tuple[float, int, int, bytes, int]],
-    back: list[tuple[float, int, Feedback]],
+    back: list[tuple[float, int, int, Feedback]],
 ) -> float:
     """The next step, skipping ahead over idle time (timeouts last seconds of virtual time)."""
     step = now + setup.step

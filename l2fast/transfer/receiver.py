@@ -4,7 +4,8 @@ The receiver's C loop verifies frames and hands over batches of chunk ranges; `R
 records them (counting duplicates once), grants credit = cum_ack + free receive-ring space (never
 taking a grant back), and says when a FEEDBACK is due: every `interval` (~1 ms) or every
 `every_chunks` chunks while something changed, like UDT's timer-based ACK (FACTS.md), and every
-`idle_interval` while incomplete so that a lost FEEDBACK or credit update is repaired.
+`idle_interval` while incomplete (and for `linger` seconds after) so that a lost FEEDBACK or
+credit update is repaired without waiting for the sender's backed-off probes.
 The sender half is `l2fast.transfer.reliability.TxWindow`.
 """
 
@@ -32,6 +33,9 @@ class RxConfig:
     #: Repeat FEEDBACK this often while incomplete even if nothing changed, so a lost FEEDBACK
     #: (or a lost credit update) is repaired without the sender timing out.
     idle_interval: float = 0.05
+    #: Keep repeating the final FEEDBACK this long after the last chunk arrived: if it is lost,
+    #: the sender would otherwise learn of completion only from its backed-off RTO probes.
+    linger: float = 1.0
 
 
 @dataclass(slots=True)
@@ -76,6 +80,7 @@ class RxTracker:
         self._pending_drops = 0
         self._sent_credit = self._credit
         self._last_fb_at = now
+        self._completed_at: float | None = None  # when the last missing chunk arrived
 
     @property
     def total(self) -> int | None:
@@ -160,6 +165,8 @@ class RxTracker:
             fresh += pieces
             if e > self._highest:
                 self._highest = e
+        if fresh and self._completed_at is None and self.complete:
+            self._completed_at = now
         if len(fresh) > 1:
             return list(ChunkRanges(fresh))  # ranges of one batch may come in any order
         return fresh
@@ -174,19 +181,29 @@ class RxTracker:
             self._pending_chunks or self._pending_drops or self._grant() > self._sent_credit
         ):
             return True
-        return since >= c.idle_interval and not self.complete
+        return since >= c.idle_interval and self._repeating(now)
+
+    def _repeating(self, now: float) -> bool:
+        """True while idle FEEDBACKs are still worth sending at `now`."""
+        if self._completed_at is None and not self.complete:
+            return True
+        return self._completed_at is not None and now < self._completed_at + self.config.linger
 
     def next_timer(self) -> float | None:
         """When `feedback_due` next becomes true by itself, or None."""
         c = self.config
         if self._pending_chunks or self._pending_drops or self._grant() > self._sent_credit:
             return self._last_fb_at + c.interval
-        if not self.complete:
+        if self._repeating(self._last_fb_at + c.idle_interval):
             return self._last_fb_at + c.idle_interval
         return None
 
     def make_feedback(self, now: float) -> Feedback:
-        """Build the FEEDBACK to send now and reset the counters it reports."""
+        """Build the FEEDBACK to send now and reset the counters it reports.
+
+        Send it with `counters.feedbacks` (1 for the first) as the header's `seq`: the sender
+        uses gaps in that counter to ignore RTT samples from delayed acknowledgements.
+        """
         self._credit = self._grant()
         cum = self.cum_ack
         drops = min(self._pending_drops, 0xFFFFFFFF)  # u32 field

@@ -131,6 +131,9 @@ class _Batch:
     size: int
     sent_at: float
     retransmit: bool
+    #: sent by the retransmission timeout, at least one RTO after the chunk's previous send, so
+    #: an acknowledgement is almost surely its own: trusted for loss detection (not for RTT).
+    probe: bool
     starts: list[int]  #: start of each range sent, ascending
     offsets: list[int]  #: transmission-number offset of each range start
     pending: ChunkRanges  #: chunks neither acknowledged nor declared lost
@@ -186,6 +189,7 @@ class TxWindow:
         self._largest_acked_pn = -1
         self._horizon = 0  # chunks at or above have a status the receiver did not report
         self._last_sack: frozenset[tuple[int, int]] = frozenset()
+        self._feedback_seq = 0  # the receiver numbers FEEDBACKs from 1
         self._loss_time: float | None = None
         # RFC 6298 §2: no sample yet, so SRTT and RTTVAR come from the initial RTT.
         self._srtt = self.config.initial_rtt
@@ -292,22 +296,21 @@ class TxWindow:
             raise TransferStalled(now - self._last_progress, self.cum_ack)
         was_idle = not self._waiting_on_peer()
         # Probes ignore pacing: they are how a silent receiver is woken up.
-        retx = self._probes.take(max_chunks)
-        n_probes = sum(e - s for s, e in retx)
-        budget = self._paced_budget(now, max_chunks - n_probes)
-        retx += self._lost.take(budget)
-        out: list[tuple[int, int]] = []
-        if retx:
-            retx = list(ChunkRanges(retx))  # probes and losses may interleave
-            n = self._record(retx, now, retransmit=True)
-            budget -= n - n_probes
-            out += retx
+        out = self._probes.take(max_chunks)
+        if out:
+            self._record(out, now, retransmit=True, probe=True)
+        budget = self._paced_budget(now, max_chunks - sum(e - s for s, e in out))
+        paced = budget
+        lost = self._lost.take(budget)
+        if lost:
+            budget -= self._record(lost, now, retransmit=True)
+            out += lost
         fresh = self._take_new(budget)
         if fresh:
             budget -= self._record(fresh, now, retransmit=False)
             out += fresh
         if self._rate is not None:
-            self._tokens -= sum(e - s for s, e in out) - n_probes
+            self._tokens -= paced - budget
         if out and was_idle:
             self._last_progress = now  # the wait for the peer starts now, not when we idled
         return out
@@ -338,7 +341,9 @@ class TxWindow:
             self._next_new = limit
         return fresh
 
-    def _record(self, ranges: list[tuple[int, int]], now: float, *, retransmit: bool) -> int:
+    def _record(
+        self, ranges: list[tuple[int, int]], now: float, *, retransmit: bool, probe: bool = False
+    ) -> int:
         starts: list[int] = []
         offsets: list[int] = []
         size = 0
@@ -349,7 +354,7 @@ class TxWindow:
             offsets.append(size)
             size += e - s
             self._owners.assign(s, e, ident)
-        batch = _Batch(ident, self._next_pn, size, now, retransmit, starts, offsets,
+        batch = _Batch(ident, self._next_pn, size, now, retransmit, probe, starts, offsets,
                        ChunkRanges(ranges))  # fmt: skip
         self._next_pn += size
         self._batches.append(batch)
@@ -366,15 +371,21 @@ class TxWindow:
 
     # -- feedback ---------------------------------------------------------------------------
 
-    def on_feedback(self, feedback: Feedback, now: float) -> int:
+    def on_feedback(self, feedback: Feedback, now: float, seq: int | None = None) -> int:
         """Apply one FEEDBACK from the receiver; return how many chunks it newly acknowledged.
 
         Stale or reordered FEEDBACKs are harmless: acknowledgements only add, and the credit
         only grows. Values past what was ever sent are ignored (a confused or hostile peer).
+        `seq` is the FEEDBACK header's counter, from 1 (PROTOCOL.md §Frame types). FEEDBACK has no
+        ack delay, so after a gap in the counter (FEEDBACKs were lost, as in a blackout) the
+        acknowledgements may have waited at the receiver: no RTT sample is taken from them.
         """
         self.stats.feedbacks += 1
         if self._stalled:
             return 0
+        timely = seq is None or seq == self._feedback_seq + 1
+        if seq is not None:
+            self._feedback_seq = max(seq, self._feedback_seq)
         progress = False
         if feedback.credit > self._credit:
             self._credit = feedback.credit
@@ -395,7 +406,7 @@ class TxWindow:
             feedback.ranges[-1][1] < feedback.highest
         )
         self._horizon = min(feedback.ranges[-1][1], sent_end) if truncated else sent_end
-        newly = self._apply_acks(parts, now)
+        newly = self._apply_acks(parts, now, timely)
         if newly:
             progress = True
             # RFC 6298 §5.3 restarts the timer on new acknowledgements; RFC 9002 §6.2.1
@@ -408,7 +419,7 @@ class TxWindow:
         self._detect_losses(now)
         return newly
 
-    def _apply_acks(self, parts: list[tuple[int, int]], now: float) -> int:
+    def _apply_acks(self, parts: list[tuple[int, int]], now: float, timely: bool) -> int:
         newly = 0
         best_pn = self._largest_acked_pn
         best: _Batch | None = None
@@ -423,7 +434,11 @@ class TxWindow:
                 batch = self._by_ident[ident]
                 gone = batch.pending.remove(ps, pe)
                 self._in_flight -= gone
-                if batch.retransmit and now - batch.sent_at < self._fastest_plausible_rtt():
+                if (
+                    batch.retransmit
+                    and not batch.probe
+                    and now - batch.sent_at < self._fastest_plausible_rtt()
+                ):
                     # Faster than any round trip seen: an earlier transmission arrived, not this
                     # one. Its transmission number says nothing about what was delivered, so it
                     # must not drive loss detection (RFC 8985 §6.2 step 2 does the same).
@@ -434,7 +449,7 @@ class TxWindow:
                     best_pn, best = pn, batch
         if best is not None:
             self._largest_acked_pn = best_pn
-            if not best.retransmit:  # Karn: a retransmission's ack is ambiguous
+            if timely and not best.retransmit:  # Karn: a retransmission's ack is ambiguous
                 self._rtt_sample(now - best.sent_at)
         return newly
 

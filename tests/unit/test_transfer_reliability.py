@@ -303,12 +303,18 @@ def test_rx_feedback_schedule() -> None:
     assert rx.make_feedback(0.054).kernel_drops == 0
 
 
-def test_rx_complete_stops_idle_feedback_but_answers_duplicates() -> None:
-    rx = RxTracker(10, buffer_chunks=100)
+def test_rx_complete_lingers_then_only_answers_duplicates() -> None:
+    rx = RxTracker(10, buffer_chunks=100, config=RxConfig(idle_interval=0.05, linger=0.2))
     rx.on_chunks([(0, 10)], 0.0)
     assert rx.complete and rx.credit == 10  # capped at the total
     rx.make_feedback(0.001)
-    assert rx.next_timer() is None and not rx.feedback_due(10.0)
+    repeats = []
+    while (timer := rx.next_timer()) is not None:
+        assert rx.feedback_due(timer)
+        repeats.append(rx.make_feedback(timer))
+    assert len(repeats) == 3  # at 51, 101 and 151 ms: the final FEEDBACK, in case it was lost
+    assert all(f.cum_ack == 10 for f in repeats)
+    assert not rx.feedback_due(10.0)
     rx.on_chunks([(9, 10)], 10.0)  # the sender missed the last FEEDBACK and probes
     assert rx.feedback_due(10.001)
 
@@ -320,3 +326,50 @@ def test_rx_resume_and_bad_chunks() -> None:
     assert rx.counters.out_of_range == 5
     assert rx.counters.over_credit == 5  # 95..99 were never granted
     assert rx.received().covers(60, 70)
+
+
+# -- cost: per range, never per chunk -----------------------------------------------------------
+
+
+def test_work_scales_with_ranges_not_chunks() -> None:
+    """A trillion-chunk data space would take hours if anything looped over chunks."""
+    big = 10**12
+    rx = RxTracker(big, buffer_chunks=big, have=[(10, 20)])
+    tx = TxWindow(big, credit=rx.credit, have=[(10, 20)])
+    sent = tx.next_batch(0.0, big)
+    assert sent == [(0, 10), (20, big)]
+    # Everything but two holes arrives; the receiver hands over a few huge ranges.
+    assert rx.on_chunks([(0, 5), (6, 10), (20, big // 2), (big // 2 + 1, big)], 0.001) == [
+        (0, 5),
+        (6, 10),
+        (20, big // 2),
+        (big // 2 + 1, big),
+    ]
+    feedback = rx.make_feedback(0.001)
+    assert feedback.ranges == ((6, big // 2), (big // 2 + 1, big))  # 10..20 was held before
+    tx.on_feedback(feedback, 0.002)
+    assert tx.stats.lost_chunks == 2
+    assert tx.next_batch(0.002, 10) == [(5, 6), (big // 2, big // 2 + 1)]
+    rx.on_chunks([(5, 6), (big // 2, big // 2 + 1)], 0.003)
+    tx.on_feedback(rx.make_feedback(0.003), 0.004)
+    assert tx.done and rx.complete
+
+
+def test_no_rtt_sample_after_lost_feedbacks() -> None:
+    """Without an ack-delay field, acks that waited out a blackout would poison SRTT."""
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 10)
+    tx.on_feedback(fb(5, 1000, 5), 0.001, seq=1)
+    assert tx.stats.rtt_samples == 1
+    tx.on_feedback(fb(10, 1000, 10), 0.3, seq=4)  # FEEDBACKs 2 and 3 were lost
+    assert tx.stats.rtt_samples == 1 and tx.srtt == pytest.approx(0.001)
+    tx.next_batch(0.3, 10)
+    tx.on_feedback(fb(20, 1000, 20), 0.302, seq=5)
+    assert tx.stats.rtt_samples == 2
+
+
+def test_first_feedback_after_a_gap_gives_no_sample() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 10)
+    tx.on_feedback(fb(10, 1000, 10), 0.25, seq=7)
+    assert tx.stats.rtt_samples == 0

@@ -21,6 +21,12 @@ Design, after FACTS.md "Reliable bulk transfer":
   transmission was acknowledged (§6.1.2).
 - RTT follows RFC 6298 §2 (SRTT/RTTVAR), sampled as RFC 9002 §5.1 says: only when the largest
   acknowledged transmission is newly acknowledged, and (Karn) never from a retransmission.
+  FEEDBACK has no ack-delay field, so no sample is taken after a gap in the FEEDBACK counter
+  either (lost FEEDBACKs mean the acknowledgement may have waited at the receiver).
+- An acknowledged retransmission may be an earlier transmission arriving late. One acknowledged
+  sooner than 0.95 x min RTT after it left is counted as spurious and, like RFC 8985 §6.2, does
+  not advance the largest acknowledged transmission; RTO probes, sent an RTO after the previous
+  attempt, are trusted.
 - The retransmission timeout follows RFC 6298 §5, with QUIC's probe behaviour (RFC 9002 §6.2):
   on expiry the lowest unacknowledged chunk is sent again and the timeout doubles, up to
   `max_rto`. After `stall_timeout` without progress the transfer fails with `TransferStalled`

@@ -33,7 +33,9 @@ from typing import Any
 from l2fast import __version__
 from l2fast.errors import L2fastError
 
-MAX_MESSAGE = 1 << 20  # one request or reply line, bounded so a client cannot exhaust memory
+# One request or reply line, bounded so a client cannot exhaust memory. It must hold a chat
+# message at the default 1 MiB cap even when JSON escapes every character (up to 6 bytes each).
+MAX_MESSAGE = 8 << 20
 MAX_FDS = 16  # descriptors accepted with one request
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -367,6 +369,28 @@ class ControlClient:
                 raise L2fastError("the l2fast daemon closed the connection")
             self._pending.extend(self._inbox.feed(data))
         return self._pending.pop(0)
+
+    @property
+    def has_pending(self) -> bool:
+        """True when messages already read are waiting for `receive` or `read_ready`."""
+        return bool(self._pending)
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for a caller that waits on it beside other things."""
+        return self.sock.fileno()
+
+    def read_ready(self) -> list[dict[str, Any]]:
+        """Call when the socket is readable: every complete message so far (maybe none).
+
+        Raises L2fastError when the daemon closed the connection.
+        """
+        if not self._pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise L2fastError("the l2fast daemon closed the connection")
+            self._pending.extend(self._inbox.feed(data))
+        messages, self._pending = self._pending, []
+        return messages
 
     def request(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
         """Send a request and return its (single) reply; raise on `ok: false`."""

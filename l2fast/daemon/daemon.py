@@ -1,0 +1,222 @@
+"""`l2fast daemon`: one long-lived node on one interface, serving the CLI on its control socket.
+
+The process owns one raw socket and one selector loop (`NodeRunner`): frames, the engine's
+timers, the control socket and its clients, and the signal wake-up all arrive there, so nothing
+needs a lock. The control socket's abstract name (`@l2fast/<ifname>`) is scoped to the network
+namespace, which makes it the single-instance lock too: a second daemon on the same interface in
+the same namespace cannot bind it and refuses to start.
+
+SIGINT and SIGTERM stop it cleanly: sessions are closed in order (briefly waiting for the
+peers' acknowledgements), clients are disconnected, the socket is closed, exit status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from l2fast.daemon.client import default_name
+from l2fast.daemon.control import (
+    AccessPolicy,
+    ControlConnection,
+    ControlServer,
+    control_address,
+    describe_address,
+)
+from l2fast.daemon.display import escape_text, format_mac
+from l2fast.daemon.interfaces import choose_interface, require_raw_sockets
+from l2fast.daemon.runner import FrameSocket, NodeRunner
+from l2fast.daemon.service import NodeService
+from l2fast.errors import L2fastError
+from l2fast.node.node import NodeEngine
+from l2fast.wire.constants import Caps
+
+__all__ = ["ACCEPT_POLICIES", "Daemon", "DaemonOptions", "run_daemon"]
+
+log = logging.getLogger("l2fast.daemon")
+
+ACCEPT_POLICIES = ("all", "ask", "none")
+#: How long a stopping daemon waits for its peers to acknowledge its CLOSEs.
+STOP_CLOSE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """What `l2fast daemon` was asked for."""
+
+    interface: str | None = None
+    name: str | None = None
+    #: Where received files will go, and whether offers are accepted: kept for the file
+    #: transfer engine (issue 5) and shown by `status`; this version transfers no files.
+    recv_dir: str | None = None
+    accept: str = "ask"
+    #: Members of this group may use the control socket besides root and the daemon's uid.
+    group: str | None = None
+
+
+class Daemon:
+    """A node on an open socket with its control server; `serve()` runs it until `stop()`."""
+
+    def __init__(
+        self,
+        sock: FrameSocket,
+        name: str,
+        options: DaemonOptions,
+        *,
+        address: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.options = options
+        engine = NodeEngine(
+            sock.mac,
+            name,
+            sock.mtu,
+            rng=rng or random.Random(),
+            caps=Caps.CHAT | Caps.ZLIB | Caps.DAEMON,
+        )
+        self.runner = NodeRunner(sock, engine)
+        self.service = NodeService(self.runner, one_shot=False, info=self._info)
+        self.address = address or control_address(sock.ifname)
+        try:
+            self.control = ControlServer(
+                self.address, AccessPolicy(os.getuid(), options.group), self.service.handle
+            )
+        except BaseException:
+            self.runner.close()
+            raise
+        self.runner.add_reader(self.control.listener, self._on_accept)
+        self._stopping = False
+        # Signals only set a flag; this socket pair wakes the selector so the flag is seen now
+        # rather than at the next timeout.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.runner.add_reader(self._wake_r, self._drain_wakeup)
+
+    def _info(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "recv_dir": o.recv_dir,
+            "accept": o.accept,
+            "file_transfer": "not available yet (recv_dir and accept are stored for it)",
+            "control": {
+                "address": describe_address(self.address),
+                "group": o.group,
+                "clients": len(self.control.connections),
+                "refused": self.control.refused,
+                "bad_requests": self.control.bad_requests,
+            },
+        }
+
+    def _on_accept(self) -> None:
+        conn = self.control.accept()
+        if conn is None:
+            if self.control.refused:
+                log.warning("control socket: refused a client (%d so far)", self.control.refused)
+            return
+        log.info("control client pid %d uid %d connected", conn.cred.pid, conn.cred.uid)
+        self.runner.add_reader(conn.sock, lambda: self._on_client(conn))
+        conn.on_close.append(lambda: self.runner.remove_reader(conn.sock))
+
+    def _on_client(self, conn: ControlConnection) -> None:
+        try:
+            self.control.service(conn)
+        except Exception:
+            # Whatever a client did, the daemon serves the others.
+            log.exception("control client pid %d: dropped after an error", conn.cred.pid)
+            self.control.drop(conn)
+
+    def _drain_wakeup(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def stop(self) -> None:
+        """Ask `serve()` to return (safe from a signal handler or another thread)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def serve(self) -> None:
+        """Announce the node and run until `stop()`; then close sessions and everything else."""
+        engine = self.runner.engine
+        engine.start(self.runner.now())
+        try:
+            while not self._stopping:
+                self.runner.step(1.0)
+            log.info("stopping: closing %d sessions", len(engine.sessions()))
+            self.service.close_sessions(STOP_CLOSE_WAIT_S)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the control socket, the raw socket and the wake-up pair."""
+        self.control.close()
+        self.runner.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _check_options(options: DaemonOptions) -> None:
+    if options.accept not in ACCEPT_POLICIES:
+        raise L2fastError(f"--accept must be one of {', '.join(ACCEPT_POLICIES)}")
+    if options.recv_dir is not None and not Path(options.recv_dir).is_dir():
+        raise L2fastError(
+            f"receive directory {options.recv_dir!r} does not exist or is not a directory",
+            hint=f"create it first: mkdir -p {options.recv_dir}",
+        )
+    if options.group is not None:
+        import grp
+
+        try:
+            grp.getgrnam(options.group)
+        except KeyError:
+            raise L2fastError(f"there is no group named {options.group!r}") from None
+
+
+def run_daemon(options: DaemonOptions) -> int:
+    """The `l2fast daemon` process: check, open, serve until SIGINT/SIGTERM; exit status."""
+    from l2fast import native
+
+    require_raw_sockets("l2fast daemon")
+    _check_options(options)
+    ifname = choose_interface(options.interface)
+    name = options.name or default_name()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s l2fast[%(process)d] %(levelname)s %(message)s",
+    )
+    sock = native.RawSocket.open(ifname)
+    try:
+        daemon = Daemon(sock, name, options)
+    except BaseException:
+        sock.close()
+        raise
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    log.info(
+        "l2fast daemon on %s (%s, mtu %d) as %r; control socket %s",
+        ifname,
+        format_mac(sock.mac),
+        sock.mtu,
+        escape_text(name),
+        describe_address(daemon.address),
+    )
+    daemon.serve()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,75 @@
+"""Text from the wire, made safe to print, and the small formats every command shares.
+
+Names and chat messages come from other machines. Printed raw, an ESC or CSI sequence in them
+would be executed by the terminal (recolouring, moving the cursor, rewriting earlier lines,
+setting the window title), a bidirectional override would make text read differently from what
+it is, and a newline would let a sender forge a line that looks like a second message (croc's
+CVE-2023-43621 is this bug). `escape_text` shows every such character as a visible escape
+instead (PROTOCOL.md §Field rules: "Names and texts are shown to users escaped").
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+
+__all__ = ["escape_text", "format_clock", "format_mac", "format_rtt_us", "parse_mac"]
+
+# Unicode categories never printed raw: C0/C1 controls with DEL (Cc, which holds ESC and CSI),
+# format characters such as bidi overrides and zero-width joiners (Cf), lone surrogates from
+# undecodable input (Cs), and the line and paragraph separators (Zl, Zp).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    short = _SHORT_ESCAPES.get(ch)
+    if short is not None:
+        return short
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape_text(text: str | bytes) -> str:
+    """`text` with every control, format or separator character shown as an escape.
+
+    Bytes are decoded as UTF-8; bytes that are not UTF-8 appear as `\\xNN`. Printable text,
+    including non-Latin scripts and emoji, is left as it is.
+    """
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text).decode("utf-8", errors="backslashreplace")
+    if text.isprintable() and text.isascii():
+        return text  # the common case, without a per-character walk
+    return "".join(
+        _escape_char(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
+    )
+
+
+def format_mac(mac: bytes) -> str:
+    """`aa:bb:cc:dd:ee:ff`."""
+    return mac.hex(":")
+
+
+def parse_mac(text: str) -> bytes | None:
+    """The 6 bytes of a MAC written `aa:bb:cc:dd:ee:ff` (or with `-`), or None if it is not one."""
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        return None
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        return None
+
+
+def format_clock(wall: float) -> str:
+    """A wall-clock time as local `HH:MM:SS`, for lines printed as things happen."""
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def format_rtt_us(rtt_us: float | None) -> str:
+    """A round-trip time for tables: `0.123 ms`, or `-` when not measured."""
+    return "-" if rtt_us is None else f"{rtt_us / 1000:.3f} ms"

@@ -1,0 +1,118 @@
+"""One `l2fast ping` run inside a node: PINGs at an interval, each answer or loss reported.
+
+ping(8)'s loop, sans socket: the job asks the engine for a PING every `interval` seconds (forever
+when `count` is 0, until the client goes away), reports each `PingReply` and `PingLost` as a
+message, and ends with `done` once the last PING is answered or declared lost (the engine's
+`ping_timeout`). Statistics are the client's to compute from these messages, so a run stopped
+with Ctrl-C still prints its summary.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from l2fast.daemon.display import format_mac
+from l2fast.daemon.runner import NodeRunner, Timer
+from l2fast.errors import L2fastError
+from l2fast.node.events import PingLost, PingReply
+
+__all__ = ["PingJob"]
+
+# Sequence numbers remembered after their PING was answered, to report late duplicates (DUP!);
+# older ones are forgotten so a ping without -c runs in constant memory.
+_REMEMBERED = 4096
+
+
+class PingJob:
+    """PINGs to one peer; messages go to `send`; `jobs` maps our sequence numbers to us."""
+
+    def __init__(
+        self,
+        runner: NodeRunner,
+        *,
+        peer: bytes,
+        count: int,
+        interval: float,
+        size: int,
+        send: Callable[[dict[str, Any]], bool],
+        jobs: dict[int, PingJob],
+    ) -> None:
+        self.runner = runner
+        self.peer = peer
+        self.count = count
+        self.interval = interval
+        self.size = size
+        self._send = send
+        self._jobs = jobs
+        self.sent = 0
+        self._seqs: deque[int] = deque()
+        self._outstanding: set[int] = set()
+        self._timer: Timer | None = None
+        self.finished = False
+
+    def start(self, label: str) -> None:
+        """Announce the run and send the first PING (raises L2fastError for a bad size)."""
+        self._send(
+            {"event": "start", "peer": format_mac(self.peer), "label": label, "size": self.size}
+        )
+        self._ping_once(first=True)
+
+    def _ping_once(self, first: bool = False) -> None:
+        self._timer = None
+        if self.finished:
+            return
+        try:
+            seq = self.runner.engine.ping(self.peer, self.runner.now(), self.size)
+        except L2fastError as exc:
+            if first:
+                raise
+            self._send({"event": "error", "error": exc.message})
+            self._finish()
+            return
+        self.sent += 1
+        self._send({"event": "sent", "seq": seq})
+        self._seqs.append(seq)
+        self._outstanding.add(seq)
+        self._jobs[seq] = self
+        if len(self._seqs) > _REMEMBERED and self._seqs[0] not in self._outstanding:
+            self._jobs.pop(self._seqs.popleft(), None)
+        if self.count == 0 or self.sent < self.count:
+            self._timer = self.runner.call_later(self.interval, self._ping_once)
+
+    def on_event(self, ev: PingReply | PingLost) -> None:
+        """An answer to, or the loss of, one of our PINGs."""
+        if self.finished:
+            return
+        if isinstance(ev, PingReply):
+            self._send(
+                {
+                    "event": "reply",
+                    "seq": ev.seq,
+                    "rtt_us": round(ev.rtt_ns / 1000, 3),
+                    "size": ev.size,
+                    "duplicate": ev.duplicate,
+                }
+            )
+        else:
+            self._send({"event": "lost", "seq": ev.seq})
+        if not (isinstance(ev, PingReply) and ev.duplicate):
+            self._outstanding.discard(ev.seq)
+        if self._timer is None and not self._outstanding:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.cancel()
+        self._send({"event": "done", "done": True, "sent": self.sent})
+
+    def cancel(self) -> None:
+        """Stop sending and forget our sequence numbers (the client went away, or we are done)."""
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for seq in self._seqs:
+            self._jobs.pop(seq, None)

@@ -1,0 +1,320 @@
+"""`NodeRunner`: the I/O adapter that drives a sans-IO `NodeEngine` from a raw socket.
+
+One `selectors` loop owns the raw socket and whatever else its owner registers (the control
+socket and its clients in `l2fast daemon`, stdin in interactive chat). Each turn it:
+
+1. receives frames in batches (`RawSocket.recv_batch` into an `RxArena`, one `recvmmsg`),
+   validates the whole batch in one C call (`RxArena.parse`), counts every rejected frame under
+   its verdict's drop reason (`bad_crc`, `bad_length`, `unknown_type`, `short`, ...; PROTOCOL.md
+   §Receiving), decodes the payloads of the rest (`bad_payload` when that fails) and hands them
+   to `NodeEngine.receive_frame`;
+2. runs the engine's timer when `next_timer()` is due, and its own timers (`call_at`);
+3. encodes everything `frames_to_send()` returns and sends it in one `send_frames` batch, and
+   hands every event to the subscribers.
+
+The same class runs inside `l2fast daemon` and inside a one-shot command when no daemon serves
+the interface. It never raises for anything a peer sends; a failing subscriber is logged and
+counted, not allowed to stop the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import selectors
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from l2fast import native
+from l2fast.errors import L2fastError, MalformedPayload
+from l2fast.native import RxArena
+from l2fast.node.events import Event
+from l2fast.node.node import NodeEngine
+from l2fast.wire.constants import ETH_HLEN, Verdict
+from l2fast.wire.frames import Frame, decode_payload, encode_payload
+
+__all__ = ["FrameSocket", "NodeRunner", "Timer"]
+
+log = logging.getLogger("l2fast.daemon")
+
+#: Frames received per system call (arena slots).
+RX_BATCH = 64
+# Batches taken per wake-up before the loop serves timers and clients again, so a flood of
+# frames cannot starve them.
+_MAX_BATCHES_PER_WAKE = 32
+# Room beyond MTU + Ethernet header in a receive slot: a frame still carrying a VLAN tag fits.
+_RX_SLOT_EXTRA = 18
+# Frames kept waiting while the kernel pushes back (ENOBUFS); beyond this the oldest go.
+_TX_BACKLOG_MAX = 8192
+# While frames wait for the kernel, the loop retries this often.
+_TX_RETRY_S = 0.001
+# Rounds of "send frames, dispatch events" in one flush: subscribers act on events and so make
+# new frames and events, but never endlessly.
+_MAX_FLUSH_ROUNDS = 64
+
+
+class FrameSocket(Protocol):
+    """What the runner needs of a raw socket (`l2fast.native.RawSocket`, or a test double)."""
+
+    ifname: str
+    mac: bytes
+    mtu: int
+    ethertype: int
+
+    def fileno(self) -> int:
+        """Descriptor for the selector."""
+        ...
+
+    def recv_batch(self, arena: RxArena, timeout_ms: int, max_frames: int | None = None) -> int:
+        """Receive up to `max_frames` into `arena`; 0 when none is waiting."""
+        ...
+
+    def send_frames(self, frames: Sequence[bytes]) -> int:
+        """Send whole frames; returns how many the kernel took (0: backpressure)."""
+        ...
+
+    def stats(self) -> tuple[int, int]:
+        """(packets, drops) counted by the kernel since the previous call."""
+        ...
+
+    def close(self) -> None:
+        """Close the socket."""
+        ...
+
+
+@dataclass(order=True)
+class Timer:
+    """A callback scheduled with `NodeRunner.call_at`; `cancel()` stops it from running."""
+
+    when: float
+    order: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        """Do not run it."""
+        self.cancelled = True
+
+
+class NodeRunner:
+    """Moves frames between one `FrameSocket` and one `NodeEngine`, and runs the loop.
+
+    `clock` is monotonic seconds (the engine's `now`); `wall_clock` is only for converting
+    engine times into wall-clock times for users (`wall`).
+    """
+
+    def __init__(
+        self,
+        sock: FrameSocket,
+        engine: NodeEngine,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sock = sock
+        self.engine = engine
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.started = clock()
+        #: Runner-level counts: `rx_frames` (all received, valid or not), `tx_frames`,
+        #: `tx_backpressure`, `tx_overflow`, `kernel_packets`, `kernel_drops`,
+        #: `subscriber_errors`.
+        self.counters: Counter[str] = Counter()
+        self.arena = RxArena(RX_BATCH, sock.mtu + ETH_HLEN + _RX_SLOT_EXTRA)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(sock.fileno(), selectors.EVENT_READ, self._on_frames)
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._timers: list[Timer] = []
+        self._order = itertools.count()
+        self._tx_backlog: deque[bytes] = deque()
+        self._closed = False
+
+    # --- time --------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The engine's clock."""
+        return self.clock()
+
+    def wall(self, t: float) -> float:
+        """Engine time `t` as wall-clock seconds since the epoch (for users and JSON)."""
+        return self.wall_clock() - (self.clock() - t)
+
+    # --- what the owner plugs in ---------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback(event)` for every engine event, in order."""
+        self._subscribers.append(callback)
+
+    def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
+        """Call `callback()` whenever `fileobj` (a descriptor or object with fileno) is readable."""
+        self.selector.register(fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj: Any) -> None:
+        """Stop watching `fileobj`; nothing happens if it was not watched."""
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(fileobj)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback()` once the clock reaches `when`."""
+        timer = Timer(when, next(self._order), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback()` after `delay` seconds."""
+        return self.call_at(self.clock() + delay, callback)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _next_wake(self, now: float, max_wait: float) -> float:
+        wake = now + max_wait
+        engine_timer = self.engine.next_timer()
+        if engine_timer is not None:
+            wake = min(wake, engine_timer)
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if self._timers:
+            wake = min(wake, self._timers[0].when)
+        if self._tx_backlog:
+            wake = min(wake, now + _TX_RETRY_S)
+        return max(0.0, wake - now)
+
+    def step(self, max_wait: float) -> None:
+        """One turn of the loop: wait (at most `max_wait` s) for I/O or a timer, then serve it."""
+        # Whatever the owner asked of the engine since the last turn goes out before waiting
+        # (a HELLO stamped now and sent a second later would read as a 1 s round trip).
+        self.flush()
+        timeout = self._next_wake(self.clock(), max_wait)
+        for key, _mask in self.selector.select(timeout):
+            callback: Callable[[], None] = key.data
+            callback()
+        now = self.clock()
+        due = self.engine.next_timer()
+        if due is not None and due <= now:
+            self.engine.handle_timer(now)
+        while self._timers and (self._timers[0].cancelled or self._timers[0].when <= now):
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self._guarded(timer.callback)
+        self.flush()
+
+    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Step until `done()` holds (True) or `timeout` seconds passed (False)."""
+        deadline = self.clock() + timeout
+        self.flush()
+        while not done():
+            left = deadline - self.clock()
+            if left <= 0:
+                return False
+            self.step(left)
+        return True
+
+    def _guarded(self, callback: Callable[..., None], *args: Any) -> None:
+        # A bug in one subscriber or timer must not stop a daemon that serves everyone else.
+        try:
+            callback(*args)
+        except L2fastError as exc:
+            log.warning("%s", exc.message)
+        except Exception:
+            self.counters["subscriber_errors"] += 1
+            log.exception("error in an event handler (the node keeps running)")
+
+    # --- frames in -----------------------------------------------------------------------------
+
+    def _on_frames(self) -> None:
+        arena = self.arena
+        ethertype = self.sock.ethertype
+        for _ in range(_MAX_BATCHES_PER_WAKE):
+            n = self.sock.recv_batch(arena, 0)
+            if n <= 0:
+                return
+            self.counters["rx_frames"] += n
+            now = self.clock()
+            for i, info in enumerate(arena.parse(n, ethertype=ethertype)):
+                if info.verdict is not Verdict.OK:
+                    self.engine.note_drop(info.verdict.name.lower())
+                    continue
+                try:
+                    body = decode_payload(info.type, arena.payload(i))
+                except MalformedPayload:
+                    self.engine.note_drop("bad_payload")
+                    continue
+                frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
+                self.engine.receive_frame(frame, now)
+            # Answer (acknowledgements, PONGs) before taking the next batch.
+            self.flush()
+            if n < arena.slots:
+                return
+
+    # --- frames and events out -----------------------------------------------------------------
+
+    def _encode(self, frame: Frame) -> bytes | None:
+        try:
+            payload = encode_payload(frame.body)
+            return native.build_frame(
+                frame.dst,
+                frame.src,
+                self.sock.ethertype,
+                int(frame.type),
+                frame.flags,
+                frame.session,
+                frame.seq,
+                payload,
+            )
+        except L2fastError as exc:  # the engine's bug, not the peer's: say so, keep going
+            self.counters["encode_errors"] += 1
+            log.error("could not encode a %s frame: %s", frame.type.name, exc.message)
+            return None
+
+    def _send_backlog(self) -> None:
+        while self._tx_backlog:
+            batch = list(itertools.islice(self._tx_backlog, RX_BATCH))
+            took = self.sock.send_frames(batch)
+            self.counters["tx_frames"] += took
+            for _ in range(took):
+                self._tx_backlog.popleft()
+            if took < len(batch):
+                self.counters["tx_backpressure"] += 1
+                return  # the kernel queue is full: retry on the next turn
+
+    def flush(self) -> None:
+        """Send every frame the engine has for the wire and dispatch every event it has."""
+        for _ in range(_MAX_FLUSH_ROUNDS):
+            frames = self.engine.frames_to_send(self.clock())
+            for frame in frames:
+                raw = self._encode(frame)
+                if raw is not None:
+                    self._tx_backlog.append(raw)
+            overflow = len(self._tx_backlog) - _TX_BACKLOG_MAX
+            for _ in range(max(0, overflow)):
+                self._tx_backlog.popleft()
+                self.counters["tx_overflow"] += 1
+            self._send_backlog()
+            dispatched = False
+            while (event := self.engine.next_event()) is not None:
+                dispatched = True
+                for subscriber in self._subscribers:
+                    self._guarded(subscriber, event)
+            if not frames and not dispatched:
+                return
+
+    # --- counters ------------------------------------------------------------------------------
+
+    def poll_kernel_stats(self) -> None:
+        """Add the kernel's receive counters (PACKET_STATISTICS) since the last call."""
+        packets, drops = self.sock.stats()
+        self.counters["kernel_packets"] += packets
+        self.counters["kernel_drops"] += drops
+
+    def close(self) -> None:
+        """Close the selector and the socket; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self.selector.close()
+        self.sock.close()

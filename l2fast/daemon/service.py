@@ -1,0 +1,516 @@
+"""`NodeService`: what a node does for the commands, as JSON requests over a `NodeRunner`.
+
+The daemon serves these requests from its control socket; a one-shot command without a daemon
+serves them in-process (`l2fast.daemon.client.LocalClient`), so both paths run the same code.
+
+Requests are `{"op": NAME, "id": ANY, ...}`; every reply carries the request's `id` and `ok`.
+Operations:
+
+| op | fields | replies |
+|---|---|---|
+| `status` | | one: interface, MAC, MTU, peers, sessions, counters, drops by reason |
+| `peers` | | one: `peers` (the neighbour table) |
+| `discover` | `timeout` | one, after `timeout` s: `peers` |
+| `chat` | `peer`, `text` | one, once acknowledged (`ok: true`) or failed (`ok: false`) |
+| `chat_all` | `text` | one, once every peer acknowledged or failed: `results` per peer |
+| `history` | `limit` | `event: entry` per message received, then `done` |
+| `ping` | `peer`, `count`, `interval`, `size` | `start`, a `reply` or `lost` per PING, `done` |
+| `watch` | | one, then `event: chat` for every message received while connected |
+
+Peers are named by MAC or by the name they announce; an unknown name triggers a discovery and
+a short wait before the request fails. Every operation ends within a bounded time: the engine
+fails an unanswered session or message on its own timers, and a guard timer here backs it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from l2fast.daemon.display import escape_text, format_mac, parse_mac
+from l2fast.daemon.pingjob import PingJob
+from l2fast.daemon.runner import NodeRunner
+from l2fast.errors import L2fastError
+from l2fast.node.events import (
+    ChatDelivered,
+    ChatFailed,
+    ChatReceived,
+    Event,
+    PeerDiscovered,
+    PeerExpired,
+    PeerInfo,
+    PeerUpdated,
+    PingLost,
+    PingReply,
+    SessionClosed,
+    SessionFailed,
+    SessionOpened,
+)
+from l2fast.node.session import SessionInfo
+from l2fast.node.states import SessionState
+from l2fast.wire.constants import Caps
+
+__all__ = ["DROP_REASONS", "NodeService", "Replier"]
+
+log = logging.getLogger("l2fast.daemon")
+
+#: Drop reasons always shown by `status`, even at zero (PROTOCOL.md §Receiving, issue 4).
+DROP_REASONS = (
+    "short",
+    "bad_magic",
+    "bad_version",
+    "bad_length",
+    "bad_crc",
+    "unknown_type",
+    "bad_payload",
+    "unknown_session",
+    "rate_limited",
+    "not_for_us",
+)
+HISTORY_SIZE = 1000
+#: How long a request naming an unknown peer waits for discovery to find it.
+RESOLVE_WAIT_S = 2.0
+#: How long a one-shot `chat --all` listens for peers before sending.
+SETTLE_WAIT_S = 0.6
+#: Backstop for one chat request; the engine normally decides well within it (<= ~10 s).
+CHAT_GUARD_S = 30.0
+MAX_DISCOVER_S = 60.0
+
+
+class Replier(Protocol):
+    """Where replies go: a control-socket client (`ControlConnection`) or an in-process one."""
+
+    closed: bool
+    on_close: list[Callable[[], None]]
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        """Send one message; False if the client is gone."""
+        ...
+
+
+class RequestError(L2fastError):
+    """A request that cannot be served; becomes an `ok: false` reply."""
+
+
+def caps_names(caps: int) -> list[str]:
+    """Capability bits as names: ["chat", "zlib", ...]."""
+    return [c.name.lower() for c in Caps if c and caps & c and c.name]
+
+
+class NodeService:
+    """Serves requests for one node; `handle(conn, request)` is the control socket's handler."""
+
+    def __init__(
+        self,
+        runner: NodeRunner,
+        *,
+        one_shot: bool,
+        history_size: int = HISTORY_SIZE,
+        info: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.engine = runner.engine
+        self.one_shot = one_shot
+        #: Chat messages received, oldest first, as `history` entries.
+        self.history: deque[dict[str, Any]] = deque(maxlen=history_size)
+        self._info = info  # the daemon's extra status fields (options, control socket)
+        self._watchers: list[Replier] = []
+        self._chat_waiters: dict[tuple[int, bytes], Callable[[ChatDelivered | ChatFailed], None]]
+        self._chat_waiters = {}
+        self._ping_jobs: dict[int, PingJob] = {}
+        self._peer_waiters: list[Callable[[], bool]] = []
+        runner.subscribe(self._on_event)
+
+    # --- formats ---------------------------------------------------------------------------
+
+    def peer_json(self, peer: PeerInfo) -> dict[str, Any]:
+        """One neighbour table entry as JSON (`discover --json`, `peers --json`)."""
+        return {
+            "mac": format_mac(peer.mac),
+            "name": peer.name,
+            "node_id": f"{peer.node_id:016x}",
+            "mtu": peer.mtu,
+            "caps": caps_names(peer.caps),
+            "daemon": bool(peer.caps & Caps.DAEMON),
+            "first_seen": self.runner.wall(peer.first_seen),
+            "last_seen": self.runner.wall(peer.last_seen),
+            "rtt_us": None if peer.rtt is None else round(peer.rtt * 1e6, 1),
+        }
+
+    def _session_json(self, s: SessionInfo) -> dict[str, Any]:
+        known = self.engine.discovery.table.get(s.peer)
+        params = s.params
+        return {
+            "session": f"{s.session:#010x}",
+            "peer": format_mac(s.peer),
+            "peer_name": known.name if known else "",
+            "role": s.role.value,
+            "state": s.state.value,
+            "mtu": params.mtu if params else None,
+            "compression": params.compression if params else None,
+            "digest": params.digest.name if params and params.digest.name else None,
+            "srtt_us": None if s.srtt is None else round(s.srtt * 1e6, 1),
+            "unacked": s.unacked,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Everything `l2fast status` shows."""
+        engine, runner = self.engine, self.runner
+        runner.poll_kernel_stats()
+        drops = dict.fromkeys(DROP_REASONS, 0)
+        drops.update(engine.drops)
+        counters = {
+            "frames_in": runner.counters["rx_frames"],
+            "frames_out": runner.counters["tx_frames"],
+            "frames_accepted": engine.counters["frames_in"],
+            "frames_dropped": sum(drops.values()),
+            "kernel_packets": runner.counters["kernel_packets"],
+            "kernel_drops": runner.counters["kernel_drops"],
+            "tx_backpressure": runner.counters["tx_backpressure"],
+            "tx_overflow": runner.counters["tx_overflow"],
+        }
+        out: dict[str, Any] = {
+            "interface": runner.sock.ifname,
+            "mac": format_mac(engine.mac),
+            "mtu": engine.mtu,
+            "name": engine.name,
+            "node_id": f"{engine.node_id:016x}",
+            "daemon": not self.one_shot,
+            "pid": os.getpid(),
+            "uptime_s": round(runner.now() - runner.started, 3),
+            "peers": [self.peer_json(p) for p in engine.peers()],
+            "sessions": [self._session_json(s) for s in engine.sessions()],
+            "counters": counters,
+            "drops": dict(sorted(drops.items())),
+            "chat_history": len(self.history),
+        }
+        if self._info is not None:
+            out.update(self._info())
+        return out
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, ChatReceived):
+            self._on_chat(ev)
+        elif isinstance(ev, ChatDelivered | ChatFailed):
+            waiter = self._chat_waiters.pop((ev.msg_id, ev.peer), None)
+            if waiter is not None:
+                waiter(ev)
+            if isinstance(ev, ChatFailed):
+                log.info("message %d to %s failed: %s", ev.msg_id, format_mac(ev.peer), ev.error)
+        elif isinstance(ev, PingReply | PingLost):
+            job = self._ping_jobs.get(ev.seq)
+            if job is not None:
+                job.on_event(ev)
+        elif isinstance(ev, PeerDiscovered | PeerUpdated):
+            what = "discovered" if isinstance(ev, PeerDiscovered) else "updated"
+            p = ev.peer
+            log.info("peer %s %s %r mtu %d", what, format_mac(p.mac), escape_text(p.name), p.mtu)
+            self._peer_waiters = [w for w in self._peer_waiters if not w()]
+        elif isinstance(ev, PeerExpired):
+            log.info("peer expired %s %r", format_mac(ev.peer.mac), escape_text(ev.peer.name))
+        elif isinstance(ev, SessionOpened):
+            log.info("session %#010x with %s open", ev.session, format_mac(ev.peer))
+        elif isinstance(ev, SessionClosed):
+            log.info("session %#010x with %s closed", ev.session, format_mac(ev.peer))
+        elif isinstance(ev, SessionFailed):
+            log.warning(
+                "session %#010x with %s failed: %s", ev.session, format_mac(ev.peer), ev.error
+            )
+
+    def _on_chat(self, ev: ChatReceived) -> None:
+        entry = {
+            "mac": format_mac(ev.peer),
+            "name": ev.name,
+            "time": self.runner.wall(ev.time),
+            "text": ev.text.decode("utf-8", errors="backslashreplace"),
+            "bytes": len(ev.text),
+            "msg_id": ev.msg_id,
+            "to_all": ev.to_all,
+        }
+        self.history.append(entry)
+        log.info("chat from %s %r: %d bytes", entry["mac"], escape_text(ev.name), entry["bytes"])
+        self._watchers = [w for w in self._watchers if not w.closed]
+        for watcher in self._watchers:
+            watcher.send({"ok": True, "event": "chat", **entry})
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def handle(self, conn: Replier, request: dict[str, Any]) -> None:
+        """Serve one request; every failure becomes an `ok: false` reply with a hint."""
+        op = request.get("op")
+        handler = self._OPS.get(op) if isinstance(op, str) else None
+        try:
+            if handler is None:
+                raise RequestError(
+                    f"unknown request {op!r}", hint=f"known: {', '.join(sorted(self._OPS))}"
+                )
+            handler(self, conn, request)
+        except L2fastError as exc:
+            self._fail(conn, request, exc.message, exc.hint)
+        except Exception:
+            # A bug here must cost one request, not the daemon that serves everyone.
+            log.exception("error while serving %r", op)
+            self._fail(conn, request, f"internal error while serving {op!r}; see the daemon log")
+        self.runner.flush()
+
+    @staticmethod
+    def _reply(conn: Replier, request: dict[str, Any], **fields: Any) -> None:
+        conn.send({"ok": True, "id": request.get("id"), **fields})
+
+    @staticmethod
+    def _fail(conn: Replier, request: dict[str, Any], error: str, hint: str | None = None) -> None:
+        reply: dict[str, Any] = {"ok": False, "id": request.get("id"), "error": error}
+        if hint:
+            reply["hint"] = hint
+        conn.send(reply)
+
+    def _op_status(self, conn: Replier, request: dict[str, Any]) -> None:
+        self._reply(conn, request, status=self.status())
+
+    def _op_peers(self, conn: Replier, request: dict[str, Any]) -> None:
+        self._reply(conn, request, peers=[self.peer_json(p) for p in self.engine.peers()])
+
+    def _op_discover(self, conn: Replier, request: dict[str, Any]) -> None:
+        timeout = _number(request, "timeout", 1.0, 0.0, MAX_DISCOVER_S)
+        self.engine.discover(self.runner.now())
+        self.runner.call_later(timeout, lambda: self._op_peers(conn, request))
+
+    def _op_history(self, conn: Replier, request: dict[str, Any]) -> None:
+        limit = int(_number(request, "limit", len(self.history), 0, HISTORY_SIZE))
+        entries = list(self.history)[len(self.history) - limit :] if limit else []
+        for entry in entries:
+            if not conn.send(
+                {"ok": True, "id": request.get("id"), "event": "entry", "entry": entry}
+            ):
+                return
+        self._reply(conn, request, done=True, count=len(entries))
+
+    def _op_watch(self, conn: Replier, request: dict[str, Any]) -> None:
+        self._watchers.append(conn)
+        self._reply(
+            conn,
+            request,
+            watching=True,
+            name=self.engine.name,
+            mac=format_mac(self.engine.mac),
+            interface=self.runner.sock.ifname,
+            daemon=not self.one_shot,
+        )
+
+    # --- peers by name ---------------------------------------------------------------------
+
+    def _lookup(self, wanted: str) -> bytes | None:
+        mac = parse_mac(wanted)
+        if mac is not None:
+            return mac
+        matches = [p for p in self.engine.peers() if p.name == wanted]
+        if len(matches) > 1:
+            macs = ", ".join(format_mac(p.mac) for p in matches)
+            raise RequestError(
+                f"{len(matches)} peers are named {wanted!r}: {macs}", hint="name it by its MAC"
+            )
+        return matches[0].mac if matches else None
+
+    def _with_peer(
+        self, conn: Replier, request: dict[str, Any], then: Callable[[bytes], None]
+    ) -> None:
+        """Resolve `request["peer"]` (a MAC or a name) and call `then(mac)`, or fail."""
+        wanted = request.get("peer")
+        if not isinstance(wanted, str) or not wanted:
+            raise RequestError("the request names no peer")
+        mac = self._lookup(wanted)
+        if mac is not None:
+            then(mac)
+            return
+        # Not known (yet): ask the LAN and wait a little for the name to appear.
+        self.engine.discover(self.runner.now())
+        done = False
+
+        def found() -> bool:
+            nonlocal done
+            if done:
+                return True
+            try:
+                mac = self._lookup(wanted)
+            except RequestError as exc:
+                done = True
+                self._fail(conn, request, exc.message, exc.hint)
+                return True
+            if mac is None:
+                return False
+            done = True
+            self._guard(conn, request, lambda: then(mac))
+            return True
+
+        def give_up() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            names = ", ".join(sorted(repr(escape_text(p.name)) for p in self.engine.peers()))
+            self._fail(
+                conn,
+                request,
+                f"no peer named {escape_text(wanted)!r} answered within {RESOLVE_WAIT_S:.0f} s",
+                f"peers known: {names}" if names else "no peer answered; is l2fast running there?",
+            )
+
+        self._peer_waiters.append(found)
+        self.runner.call_later(RESOLVE_WAIT_S, give_up)
+
+    def _guard(self, conn: Replier, request: dict[str, Any], action: Callable[[], None]) -> None:
+        try:
+            action()
+        except L2fastError as exc:
+            self._fail(conn, request, exc.message, exc.hint)
+
+    def _peer_label(self, mac: bytes) -> str:
+        known = self.engine.discovery.table.get(mac)
+        if known is None:
+            return format_mac(mac)
+        return f"{escape_text(known.name)} ({format_mac(mac)})"
+
+    # --- chat --------------------------------------------------------------------------------
+
+    def _op_chat(self, conn: Replier, request: dict[str, Any]) -> None:
+        text = _text(request)
+        self._with_peer(conn, request, lambda mac: self._send_chat(conn, request, mac, text))
+
+    def _send_chat(self, conn: Replier, request: dict[str, Any], mac: bytes, text: str) -> None:
+        msg_id = self.engine.send_chat(mac, text, self.runner.now())
+        key = (msg_id, mac)
+
+        def outcome(ev: ChatDelivered | ChatFailed) -> None:
+            guard.cancel()
+            if isinstance(ev, ChatDelivered):
+                self._reply(conn, request, msg_id=msg_id, peer=format_mac(mac), delivered=True)
+            else:
+                self._fail(
+                    conn,
+                    request,
+                    f"message not delivered to {self._peer_label(mac)}: {ev.error.message}",
+                )
+
+        def too_late() -> None:
+            if self._chat_waiters.pop(key, None) is not None:
+                self._fail(
+                    conn,
+                    request,
+                    f"no acknowledgement from {self._peer_label(mac)} within {CHAT_GUARD_S:.0f} s",
+                )
+
+        self._chat_waiters[key] = outcome
+        guard = self.runner.call_later(CHAT_GUARD_S, too_late)
+
+    def _op_chat_all(self, conn: Replier, request: dict[str, Any]) -> None:
+        text = _text(request)
+        if self.one_shot or not self.engine.peers():
+            # A fresh engine knows nobody yet: listen for answers to a discovery first.
+            self.engine.discover(self.runner.now())
+            self.runner.call_later(
+                SETTLE_WAIT_S,
+                lambda: self._guard(conn, request, lambda: self._send_all(conn, request, text)),
+            )
+        else:
+            self._send_all(conn, request, text)
+
+    def _send_all(self, conn: Replier, request: dict[str, Any], text: str) -> None:
+        msg_id, peers = self.engine.send_chat_all(text, self.runner.now())
+        if not peers:
+            raise RequestError(
+                "no peer to send to: none answered discovery",
+                hint="check with `l2fast discover`; peers must run l2fast with chat",
+            )
+        results: dict[bytes, dict[str, Any]] = {}
+
+        def finish() -> None:
+            guard.cancel()
+            for mac in peers:
+                if mac not in results:
+                    self._chat_waiters.pop((msg_id, mac), None)
+                    results[mac] = {"delivered": False, "error": "no acknowledgement in time"}
+            out = []
+            for mac in peers:
+                known = self.engine.discovery.table.get(mac)
+                name = known.name if known else ""
+                out.append({"mac": format_mac(mac), "name": name, **results[mac]})
+            self._reply(conn, request, msg_id=msg_id, results=out)
+
+        def outcome(ev: ChatDelivered | ChatFailed) -> None:
+            if isinstance(ev, ChatDelivered):
+                results[ev.peer] = {"delivered": True, "error": None}
+            else:
+                results[ev.peer] = {"delivered": False, "error": ev.error.message}
+            if len(results) == len(peers):
+                finish()
+
+        for mac in peers:
+            self._chat_waiters[(msg_id, mac)] = outcome
+        guard = self.runner.call_later(CHAT_GUARD_S, finish)
+
+    # --- ping --------------------------------------------------------------------------------
+
+    def _op_ping(self, conn: Replier, request: dict[str, Any]) -> None:
+        count = int(_number(request, "count", 0, 0, 1_000_000))
+        interval = _number(request, "interval", 1.0, 0.001, 3600.0)
+        size = int(_number(request, "size", 56, 0, 65535))
+
+        def start(mac: bytes) -> None:
+            job = PingJob(
+                self.runner,
+                peer=mac,
+                count=count,
+                interval=interval,
+                size=size,
+                send=lambda obj: conn.send({"ok": True, "id": request.get("id"), **obj}),
+                jobs=self._ping_jobs,
+            )
+            conn.on_close.append(job.cancel)
+            job.start(self._peer_label(mac))
+
+        self._with_peer(conn, request, start)
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    def close_sessions(self, timeout: float) -> None:
+        """Close every session in order and wait (at most `timeout` s) for the peers to agree."""
+        if self.engine.close_all(self.runner.now()) == 0:
+            return
+        ended = (SessionState.CLOSED, SessionState.FAILED)
+        self.runner.run_until(
+            lambda: all(s.state in ended for s in self.engine.sessions()), timeout
+        )
+
+    _OPS: dict[str, Callable[[NodeService, Replier, dict[str, Any]], None]] = {
+        "status": _op_status,
+        "peers": _op_peers,
+        "discover": _op_discover,
+        "history": _op_history,
+        "watch": _op_watch,
+        "chat": _op_chat,
+        "chat_all": _op_chat_all,
+        "ping": _op_ping,
+    }
+
+
+def _number(request: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = request.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise RequestError(f"{key} must be a number between {lo:g} and {hi:g}, got {value!r}")
+    return float(value)
+
+
+def _text(request: dict[str, Any]) -> str:
+    text = request.get("text")
+    if not isinstance(text, str) or not text:
+        raise RequestError("the message is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError("the message is not valid UTF-8 text") from None
+    return text

@@ -18,6 +18,11 @@ from l2fast.errors import L2fastError
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
+    "l2fast.commands.daemon",
+    "l2fast.commands.status",
+    "l2fast.commands.discover",
+    "l2fast.commands.chat",
+    "l2fast.commands.ping",
     "l2fast.commands.demo",
     "l2fast.commands.selftest",
     "l2fast.lab.cli",
@@ -26,6 +31,12 @@ COMMAND_MODULES = (
 EPILOG = """\
 examples:
   sudo l2fast demo                              l2fast between two lab namespaces, measured
+  sudo l2fast daemon -i eth0 --name alice       run a node on eth0 (logs to stderr)
+  l2fast discover                               who runs l2fast on this LAN
+  l2fast chat bob "hello"                       a message, acknowledged end to end
+  l2fast chat                                   interactive chat (/peers, /to, /all, /quit)
+  l2fast ping bob -c 5                          round trips over the L2 echo
+  l2fast status                                 interface, peers, sessions, drop counters
   sudo l2fast lab up --name demo --hosts 2      two test hosts in network namespaces
   sudo l2fast selftest                          loopback check of the C core and raw sockets
   l2fast COMMAND --help                         options and examples for one command

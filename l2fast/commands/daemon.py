@@ -1,0 +1,71 @@
+"""`l2fast daemon`: run one node on one interface until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+from l2fast.daemon.daemon import ACCEPT_POLICIES, DaemonOptions, run_daemon
+
+EXAMPLES = """\
+examples:
+  sudo l2fast daemon                          the only interface that is up, named after the host
+  sudo l2fast daemon -i eth0 --name alice     a chosen interface and name
+  sudo l2fast daemon -i eth0 --group l2fast   members of group l2fast may use it too
+
+The daemon logs to stderr and stops cleanly on Ctrl-C or SIGTERM. Other commands (status,
+peers, discover, chat, ping) talk to it over the control socket @l2fast/IFACE, which only
+root, the daemon's user and --group members may use. Only one daemon runs per interface and
+network namespace.
+
+--recv-dir and --accept are stored for file transfer, which this version does not do yet;
+`l2fast status` shows them.
+"""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the daemon with the parsed options."""
+    options = DaemonOptions(
+        interface=args.interface,
+        name=args.name,
+        recv_dir=args.recv_dir,
+        accept=args.accept,
+        group=args.group,
+    )
+    return run_daemon(options)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `l2fast daemon`."""
+    parser = sub.add_parser(
+        "daemon",
+        help="run a node on one interface (discovery, chat, ping) for the other commands",
+        description="Run one l2fast node on one network interface: it answers discovery, "
+        "keeps the neighbour table and chat history, and serves the other commands over a "
+        "Unix socket.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-i",
+        "--interface",
+        metavar="IFACE",
+        help="network interface (default: the only non-loopback interface that is up)",
+    )
+    parser.add_argument("--name", help="name announced to peers (default: the host name)")
+    parser.add_argument(
+        "--recv-dir",
+        metavar="DIR",
+        help="where received files will be placed (stored for file transfer, not used yet)",
+    )
+    parser.add_argument(
+        "--accept",
+        choices=ACCEPT_POLICIES,
+        default="ask",
+        help="which file offers to accept (stored for file transfer, not used yet; default: ask)",
+    )
+    parser.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="also let members of GROUP use the control socket (default: root and this user)",
+    )
+    parser.set_defaults(handler=run)

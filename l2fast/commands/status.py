@@ -1,0 +1,87 @@
+"""`l2fast status`: what the daemon on an interface is doing, and what it dropped and why."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from l2fast.commands.discover import peers_table, print_json
+from l2fast.daemon.client import add_node_arguments, connect
+from l2fast.daemon.display import escape_text, format_rtt_us
+
+EXAMPLES = """\
+examples:
+  l2fast status                 the daemon on the default interface
+  l2fast status -i eth0 --json  everything, for scripts (counters, drops by reason)
+
+Drop reasons (docs/PROTOCOL.md §Receiving): short, bad_magic, bad_version, bad_length,
+bad_crc, unknown_type, bad_payload, unknown_session, rate_limited, not_for_us, and the
+engine's own (duplicate, late, ...).
+"""
+
+
+def status_lines(s: dict[str, Any]) -> list[str]:
+    """The status reply as text."""
+    c = s["counters"]
+    lines = [
+        f"interface  {s['interface']}  {s['mac']}  mtu {s['mtu']}",
+        f"node       {escape_text(s['name'])}  id {s['node_id']}  "
+        f"{'daemon pid ' + str(s['pid']) if s['daemon'] else 'in-process'}  "
+        f"up {s['uptime_s']:.1f} s",
+    ]
+    control = s.get("control")
+    if control:
+        lines.append(
+            f"control    {control['address']}  clients {control['clients']}  "
+            f"refused {control['refused']}  bad requests {control['bad_requests']}"
+        )
+    if "accept" in s:
+        lines.append(
+            f"files      recv-dir {s['recv_dir'] or '-'}  accept {s['accept']}  "
+            f"({s['file_transfer']})"
+        )
+    lines.append(f"peers      {len(s['peers'])}")
+    if s["peers"]:
+        lines += ["  " + line for line in peers_table(s["peers"])]
+    lines.append(f"sessions   {len(s['sessions'])}")
+    for x in s["sessions"]:
+        who = f"{escape_text(x['peer_name'])} ({x['peer']})" if x["peer_name"] else x["peer"]
+        lines.append(
+            f"  {x['session']}  {who}  {x['state']}  {x['role']}  mtu {x['mtu'] or '-'}  "
+            f"srtt {format_rtt_us(x['srtt_us'])}  unacked {x['unacked']}"
+        )
+    lines.append(
+        f"frames     in {c['frames_in']}  out {c['frames_out']}  accepted {c['frames_accepted']}"
+        f"  dropped {c['frames_dropped']}"
+    )
+    lines.append(f"kernel     packets {c['kernel_packets']}  drops {c['kernel_drops']}")
+    drops = s["drops"]
+    lines.append("drops      " + "  ".join(f"{k} {v}" for k, v in drops.items()))
+    lines.append(f"chat       {s['chat_history']} messages received (l2fast chat --history)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Ask the daemon for its status and print it."""
+    with connect(args.interface, local_ok=False) as client:
+        status: dict[str, Any] = client.request({"op": "status"}, 10)["status"]
+    if args.json:
+        print_json(status)
+    else:
+        print("\n".join(status_lines(status)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `l2fast status`."""
+    parser = sub.add_parser(
+        "status",
+        help="show the daemon's interface, peers, sessions and counters",
+        description="Show the daemon on an interface: interface, MAC and MTU, peers, "
+        "sessions, frames in and out, and dropped frames by reason.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_node_arguments(parser, one_shot=False)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)

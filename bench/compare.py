@@ -1,0 +1,604 @@
+#!/usr/bin/env python3
+"""l2fast against kernel TCP and the raw-frame ceiling, in one run, on a two-host veth lab.
+
+For each MTU it builds a two-host lab (network namespaces joined by a veth pair) and measures,
+each kind `--reps` times, interleaved (run 1 of every kind, then run 2 of every kind, ...):
+
+  1. the raw-frame ceiling: the l2fast raw blast h1 -> h2 (verified frames that arrived);
+  2. `l2fast bench` (reliable, memory to memory)            - "not available yet" until built;
+  3. iperf3, one TCP stream (IPv4 addresses on the lab's veth only while it runs);
+  4. nc copying a file of random bytes, tmpfs -> tmpfs (size checked, SHA-256 checked once);
+  5. `l2fast send` of the same file, verified                - "not available yet" until built;
+  6. round-trip time: ICMP ping against `l2fast ping`        - the latter when it exists.
+
+It prints Markdown tables of medians (min-max) and of ratios of medians, and writes the JSON
+(every sample, machine info, the command line) and a PNG bar chart under bench/results/.
+`--scaling` adds a run that copies files of growing size (time against size must be linear,
+with the receiver's peak RSS); today nc stands in for `l2fast send`, labelled as nc.
+
+It stops with a non-zero exit status and one clear message, rather than print a number, when a
+run errors, a copy's size or digest is wrong, or a throughput comes out zero. Labs, daemons,
+addresses and tmpfs files it created are removed at the end, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.util
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from compare_hosts import (
+    BenchError,
+    LabHosts,
+    TestFile,
+    kill_all,
+    write_random_file,
+)
+from compare_kinds import (
+    KINDS,
+    KINDS_BY_KEY,
+    Kind,
+    NotBuilt,
+    RunContext,
+    Sample,
+    copy_with_nc,
+    l2fast_daemons,
+    missing_commands,
+    send_with_l2fast,
+)
+from compare_report import (
+    NOT_BUILT,
+    comparison_chart,
+    linear_fit,
+    machine_info,
+    measurement_table,
+    ratio_table,
+    ratios_for,
+    scaling_chart,
+    scaling_table,
+    summarize,
+)
+
+from l2fast.errors import L2fastError
+from l2fast.lab import iproute, netns
+from l2fast.lab.state import LabSpec, host_mac, host_ns
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+SCHEMA = "l2fast-bench-compare/1"
+GiB = 1 << 30
+MiB = 1 << 20
+
+# The baseline tools and the Debian package of each (`ss` is used to wait for listeners).
+BASELINE_TOOLS = (("iperf3", "iperf3"), ("nc", "netcat-openbsd"), ("ping", "iputils-ping"))
+DEFAULTS = {
+    "mtu": [1500, 9000, 65535],
+    "reps": 3,
+    "seconds": 5.0,
+    "file_size": 2 * GiB,
+    "ping_count": 200,
+    "scaling_sizes": [64 * MiB, 256 * MiB, GiB, 4 * GiB],
+}
+QUICK = {
+    "reps": 3,
+    "seconds": 1.0,
+    "file_size": 64 * MiB,
+    "ping_count": 50,
+    "scaling_sizes": [16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB],
+}
+
+# The l2fast side of each kind the scaling run copies with (nc stands in until `send` exists).
+SCALING_KINDS: dict[str, Callable[[RunContext, TestFile], Sample]] = {
+    "nc": lambda ctx, file: copy_with_nc(ctx, file, check_digest=ctx.rep == 0),
+    "l2fast_send": send_with_l2fast,
+}
+
+EPILOG = """\
+examples:
+  sudo .venv/bin/python bench/compare.py                  all MTUs, 3 runs of 5 s, 2 GiB file
+  sudo .venv/bin/python bench/compare.py --scaling        ... plus the 64 MiB..4 GiB scaling run
+  sudo .venv/bin/python bench/compare.py --quick --mtu 9000 --no-chart   smoke run, ~20 s
+  sudo .venv/bin/python bench/compare.py --mtu 1500 --mtu 65535 --reps 5 --seconds 10
+  sudo .venv/bin/python bench/compare.py --no-compare --scaling --scaling-sizes 64M,1G
+  make bench                                              what the Makefile runs
+
+Results: bench/results/compare-<UTC time>.json and .png (and -scaling.png), or --json-out.
+"""
+
+
+# ---- options
+
+
+def parse_size(text: str) -> int:
+    """`2G`, `64M`, `512K` or a byte count (binary units) as bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (try 2G, 64M, 1048576)")
+    value = (
+        int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[match.group(2).lower()]
+    )
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return value
+
+
+def parse_sizes(text: str) -> list[int]:
+    """A comma-separated list of sizes."""
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of bench/compare.py."""
+    parser = argparse.ArgumentParser(
+        prog="bench/compare.py",
+        description="Compare l2fast with kernel TCP (iperf3, nc, ping) and the raw-frame "
+        "ceiling on a two-host veth lab, per MTU, with interleaved repeated runs. Needs root.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        action="append",
+        help="lab MTU to measure; repeat for several (default: 1500, 9000 and 65535)",
+    )
+    parser.add_argument("--reps", type=int, help="runs of every kind per MTU (default 3)")
+    parser.add_argument("--seconds", type=float, help="length of a timed run (default 5)")
+    parser.add_argument(
+        "--file-size", type=parse_size, help="size of the copied file (default 2G; --quick 64M)"
+    )
+    parser.add_argument("--ping-count", type=int, help="echoes per ping run (default 200)")
+    parser.add_argument(
+        "--ping-interval", type=float, default=0.01, help="seconds between echoes (default 0.01)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 s runs, a 64 MiB file, 50 echoes (explicit options still win)",
+    )
+    parser.add_argument(
+        "--scaling", action="store_true", help="also copy files of growing size (time vs size)"
+    )
+    parser.add_argument(
+        "--scaling-sizes",
+        type=parse_sizes,
+        help="file sizes of the scaling run (default 64M,256M,1G,4G; --quick 16M..128M)",
+    )
+    parser.add_argument(
+        "--scaling-mtu", type=int, default=9000, help="MTU of the scaling run (default 9000)"
+    )
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the per-MTU comparison (with --scaling)"
+    )
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        help="where to write the JSON (default bench/results/compare-<UTC time>.json); the "
+        "charts go beside it with the same name and .png / -scaling.png",
+    )
+    parser.add_argument("--no-chart", action="store_true", help="write no PNG (no matplotlib)")
+    parser.add_argument(
+        "--tmpdir",
+        type=Path,
+        default=Path("/dev/shm"),
+        help="tmpfs directory for the files (default /dev/shm)",
+    )
+    return parser
+
+
+def resolve_options(args: argparse.Namespace) -> None:
+    """Fill unset options from QUICK (with --quick) or DEFAULTS, then check them."""
+    preset = {**DEFAULTS, **QUICK} if args.quick else DEFAULTS
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.mtu = list(dict.fromkeys(args.mtu))  # keep the order, drop repeats
+    problems = []
+    if args.reps < 1:
+        problems.append("--reps must be at least 1")
+    if args.seconds <= 0 or args.ping_interval <= 0 or args.ping_count < 1:
+        problems.append("--seconds, --ping-interval and --ping-count must be positive")
+    if any(not 576 <= m <= 65535 for m in [*args.mtu, args.scaling_mtu]):
+        problems.append("MTUs must lie in 576..65535 (veth accepts up to 65535)")
+    if args.no_compare and not args.scaling:
+        problems.append("--no-compare leaves nothing to do without --scaling")
+    if problems:
+        raise SystemExit("bench/compare.py: error: " + "; ".join(problems))
+
+
+# ---- what the machine needs
+
+
+def _is_openbsd_nc() -> bool:
+    # -N (shut the socket down at end of input) is netcat-openbsd's; other netcats lack it.
+    proc = subprocess.run(["nc", "-h"], capture_output=True, text=True, timeout=10)
+    return "OpenBSD" in proc.stdout + proc.stderr
+
+
+def ensure_tools() -> None:
+    """Install missing baseline tools with apt-get (as root), or say exactly what will."""
+    missing = [pkg for tool, pkg in BASELINE_TOOLS if shutil.which(tool) is None]
+    if "netcat-openbsd" not in missing and shutil.which("nc") and not _is_openbsd_nc():
+        missing.append("netcat-openbsd")
+    if not missing:
+        return
+    command = "apt-get update -qq && apt-get install -y -qq " + " ".join(missing)
+    if os.geteuid() != 0:
+        raise BenchError(f"baseline tools are missing; install them with: sudo sh -c '{command}'")
+    say(f"installing the baseline tools: {command}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    proc = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or any(shutil.which(t) is None for t, _ in BASELINE_TOOLS):
+        raise BenchError(f"`{command}` failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    if not _is_openbsd_nc():
+        raise BenchError("`nc` is not netcat-openbsd: run `update-alternatives --config nc`")
+
+
+def ensure_matplotlib() -> None:
+    """Install the `bench` extra (matplotlib) into this interpreter's environment if missing.
+
+    Done before any measurement, so a missing chart library cannot waste a ten-minute run.
+    """
+    if importlib.util.find_spec("matplotlib") is not None:
+        return
+    with open(REPO / "pyproject.toml", "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["bench"]
+    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    command += extra
+    say(f"matplotlib (the `bench` extra) is missing; installing it: {shlex.join(command)}")
+    if subprocess.run(command).returncode != 0:
+        raise BenchError(
+            f"could not install matplotlib: run `{shlex.join(command)}` yourself, "
+            "or pass --no-chart"
+        )
+
+
+def probe_kinds() -> dict[str, dict[str, Any]]:
+    """Which kinds can run: those whose l2fast commands exist (`--help` works)."""
+    status: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        entry: dict[str, Any] = {"label": kind.label, "unit": kind.unit, "status": "ok"}
+        missing = missing_commands(kind)
+        if missing:
+            names = ", ".join(f"`l2fast {c}`" for c in missing)
+            entry.update(status=NOT_BUILT, reason=f"not built yet: {names} (--help fails)")
+        status[kind.key] = entry
+    return status
+
+
+def say(text: str) -> None:
+    """Progress and notes go to stderr; stdout carries only the tables."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- labs
+
+
+_labs_up: list[str] = []
+
+
+@contextlib.contextmanager
+def lab(name: str, mtu: int) -> Iterator[LabHosts]:
+    """A two-host lab at `mtu`, removed when the block ends (its processes first)."""
+    _labs_up.append(name)
+    netns.up(LabSpec(name=name, hosts=2, mtu=mtu))
+    try:
+        yield LabHosts(name, mtu, host_ns(name, 1), host_ns(name, 2), host_mac(1), host_mac(2))
+    finally:
+        kill_all()
+        netns.down(name)
+        _labs_up.remove(name)
+
+
+def teardown() -> list[str]:
+    """Remove every lab this run built that is still up; return the names of those left."""
+    kill_all()
+    for name in list(_labs_up):
+        try:
+            netns.down(name)
+            _labs_up.remove(name)
+        except L2fastError as exc:
+            say(f"bench/compare.py: could not remove lab {name}: {exc}")
+    prefix = lab_prefix()
+    return [ns for ns in iproute.netns_list() if ns.startswith(prefix)]
+
+
+def lab_prefix() -> str:
+    """Every lab this process builds starts with this (unique per running benchmark)."""
+    # Lab names are at most 12 characters (the lab derives interface names from them).
+    return f"bc{os.getpid() % 100000}_"
+
+
+@contextlib.contextmanager
+def maybe_daemons(hosts: LabHosts, needed: bool, log_dir: Path) -> Iterator[bool]:
+    """The l2fast daemons in both hosts when an available kind needs them."""
+    if not needed:
+        yield False
+        return
+    with l2fast_daemons(hosts, log_dir):
+        yield True
+
+
+# ---- measuring
+
+
+def check_sample(kind: Kind, sample: Sample, where: str) -> None:
+    """A run that yields zero, a negative number or NaN is an error, never a result."""
+    if not math.isfinite(sample.value) or sample.value <= 0:
+        raise BenchError(f"{kind.label} {where}: the run gave {sample.value} {kind.unit}")
+
+
+def measure_once(
+    kind: Kind,
+    measure: Callable[[], Sample],
+    ctx: RunContext,
+    status: dict[str, dict[str, Any]],
+    where: str,
+    log_dir: Path,
+) -> Sample | None:
+    """One run of `kind`; None (and the kind marked not available) if its hook is not built.
+
+    l2fast daemons run only around the runs of kinds that need them: a daemon's socket gets a
+    copy of every l2fast frame, so one left running would tax the raw-blast ceiling it is
+    measured against (and idle daemons have no business in the kernel-TCP baselines).
+    """
+    try:
+        with maybe_daemons(ctx.hosts, "daemon" in kind.probe, log_dir) as ctx.daemons:
+            sample = measure()
+    except NotBuilt as exc:
+        status[kind.key].update(status=NOT_BUILT, reason=str(exc))
+        say(f"  {where} {kind.label}: {NOT_BUILT} ({exc})")
+        return None
+    except BenchError as exc:
+        raise BenchError(f"{kind.label} {where}: {exc}") from None
+    check_sample(kind, sample, where)
+    return sample
+
+
+def run_compare(
+    args: argparse.Namespace, status: dict[str, dict[str, Any]], file: TestFile, workdir: Path
+) -> dict[str, Any]:
+    """Every MTU: a lab, then reps x (every available kind in turn). Returns result["mtus"]."""
+    out: dict[str, Any] = {}
+    for index, mtu in enumerate(args.mtu):
+        name = f"{lab_prefix()}m{index}"
+        samples: dict[str, list[Sample]] = {k.key: [] for k in KINDS}
+        say(f"MTU {mtu}: lab {name}")
+        with lab(name, mtu) as hosts:
+            ctx = RunContext(hosts, args.seconds, file, args.ping_count, args.ping_interval, 0)
+            for rep in range(args.reps):
+                ctx.rep = rep
+                for kind in KINDS:
+                    if status[kind.key]["status"] != "ok":
+                        continue
+                    where = f"[MTU {mtu}, run {rep + 1}/{args.reps}]"
+                    measure = functools.partial(kind.measure, ctx)
+                    sample = measure_once(kind, measure, ctx, status, where, workdir)
+                    if sample is not None:
+                        samples[kind.key].append(sample)
+                        say(f"  {where} {kind.label}: {sample.value:.2f} {kind.unit}")
+        rows: dict[str, dict[str, Any]] = {}
+        for kind in KINDS:
+            entry = status[kind.key]
+            if entry["status"] == "ok" and samples[kind.key]:
+                rows[kind.key] = {"status": "ok", "unit": kind.unit, **summarize(samples[kind.key])}
+            else:
+                rows[kind.key] = {"status": NOT_BUILT, "reason": entry.get("reason", "")}
+        out[str(mtu)] = {"lab": name, "rows": rows, "ratios": ratios_for(rows)}
+    return out
+
+
+def run_scaling(
+    args: argparse.Namespace, status: dict[str, dict[str, Any]], workdir: Path
+) -> dict[str, Any]:
+    """Copy files of every scaling size (largest first, the file truncated in place)."""
+    sizes = sorted(set(args.scaling_sizes))
+    need_space(args.tmpdir, 2 * max(sizes))
+    path = workdir / "scaling.bin"
+    say(f"scaling: writing {max(sizes) >> 20} MiB of random bytes to {path}")
+    digests = write_random_file(path, sizes)
+    name = f"{lab_prefix()}s"
+    samples: dict[str, dict[int, list[Sample]]] = {k: {} for k in SCALING_KINDS}
+    say(f"scaling at MTU {args.scaling_mtu}: lab {name}")
+    kinds = [KINDS_BY_KEY[k] for k in SCALING_KINDS]
+    with lab(name, args.scaling_mtu) as hosts:
+        ctx = RunContext(hosts, args.seconds, None, args.ping_count, args.ping_interval, 0)
+        for size in reversed(sizes):
+            os.truncate(path, size)
+            file = TestFile(path, size, digests[size])
+            for rep in range(args.reps):
+                ctx.rep = rep
+                for kind in kinds:
+                    if status[kind.key]["status"] != "ok":
+                        continue
+                    where = f"[scaling {size >> 20} MiB, run {rep + 1}/{args.reps}]"
+                    copy = functools.partial(SCALING_KINDS[kind.key], ctx, file)
+                    sample = measure_once(kind, copy, ctx, status, where, workdir)
+                    if sample is not None:
+                        samples[kind.key].setdefault(size, []).append(sample)
+                        say(
+                            f"  {where} {kind.label}: {sample.detail['seconds']:.2f} s, "
+                            f"{sample.value:.2f} Gbit/s"
+                        )
+    path.unlink(missing_ok=True)
+    result: dict[str, Any] = {"mtu": args.scaling_mtu, "lab": name, "sizes": sizes, "kinds": {}}
+    for key, by_size in samples.items():
+        entry = status[key]
+        if entry["status"] != "ok" or not by_size:
+            result["kinds"][key] = {"status": NOT_BUILT, "reason": entry.get("reason", "")}
+            continue
+        points = [(s, x.detail["seconds"]) for s in sizes for x in by_size[s]]
+        result["kinds"][key] = {
+            "status": "ok",
+            "label": "nc (stand-in for l2fast send)" if key == "nc" else KINDS_BY_KEY[key].label,
+            "sizes": {str(s): summarize(by_size[s]) for s in sizes},
+            "fit": linear_fit([float(p[0]) for p in points], [p[1] for p in points]),
+        }
+    return result
+
+
+def need_space(directory: Path, size: int) -> None:
+    """Fail before writing if `directory` cannot hold `size` bytes and a margin of 512 MiB."""
+    free = shutil.disk_usage(directory).free
+    if free < size + 512 * MiB:
+        raise BenchError(
+            f"{directory} has {free >> 20} MiB free, the files need {(size >> 20) + 512} MiB: "
+            "use a smaller --file-size / --scaling-sizes, or another --tmpdir"
+        )
+
+
+# ---- main
+
+
+def output_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The JSON path and the two chart paths beside it."""
+    json_path: Path = args.json_out or RESULTS / time.strftime(
+        "compare-%Y%m%d-%H%M%S.json", time.gmtime()
+    )
+    return (
+        json_path,
+        json_path.with_suffix(".png"),
+        json_path.with_name(json_path.stem + "-scaling.png"),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything after option parsing; raises BenchError/L2fastError on failure."""
+    if os.geteuid() != 0:
+        raise BenchError("the benchmark builds network namespaces, which needs root: use sudo")
+    ensure_tools()
+    if not args.no_chart:
+        ensure_matplotlib()
+    status = probe_kinds()
+    for key, entry in status.items():
+        if entry["status"] != "ok":
+            say(f"{KINDS_BY_KEY[key].label}: {NOT_BUILT} ({entry['reason']})")
+    json_path, chart_path, scaling_path = output_paths(args)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(args.tmpdir) / f"l2fast-bench-{os.getpid()}"
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "status": "ok",
+        "machine": machine_info(shlex.join(sys.orig_argv)),
+        "settings": {
+            "mtus": args.mtu,
+            "reps": args.reps,
+            "seconds": args.seconds,
+            "file_bytes": args.file_size,
+            "ping_count": args.ping_count,
+            "ping_interval": args.ping_interval,
+            "quick": args.quick,
+            "scaling_sizes": args.scaling_sizes if args.scaling else None,
+            "scaling_mtu": args.scaling_mtu if args.scaling else None,
+            "interleaved": "each run of every kind in turn, then the next run",
+            "throughput_basis": "payload bits per second (no Ethernet/l2fast/TCP headers)",
+            "workdir": str(workdir),
+        },
+        "kinds": status,
+        "mtus": {},
+        "scaling": None,
+    }
+    workdir.mkdir(mode=0o700)
+    try:
+        if not args.no_compare:
+            need_space(args.tmpdir, 2 * args.file_size)
+            path = workdir / "compare.bin"
+            say(f"writing {args.file_size >> 20} MiB of random bytes to {path}")
+            digest = write_random_file(path, [args.file_size])[args.file_size]
+            file = TestFile(path, args.file_size, digest)
+            result["mtus"] = run_compare(args, status, file, workdir)
+            path.unlink()
+        if args.scaling:
+            result["scaling"] = run_scaling(args, status, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        left = teardown()
+    if left:
+        raise BenchError(f"lab namespaces were left behind: {', '.join(left)}")
+    result["kinds"] = status  # a hook found unbuilt while running changed it
+    result["charts"] = {}
+    if not args.no_chart:
+        if result["mtus"]:
+            comparison_chart(result, chart_path)
+            result["charts"]["comparison"] = str(chart_path)
+        if result["scaling"]:
+            scaling_chart(result["scaling"], scaling_path)
+            result["charts"]["scaling"] = str(scaling_path)
+    write_json(json_path, result)
+    print_report(result, json_path)
+    return 0
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a result."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def print_report(result: dict[str, Any], json_path: Path) -> None:
+    """The tables (stdout), then where the files are."""
+    m = result["machine"]
+    print(
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}, {m['os']}, Python {m['python']}; l2fast {m['l2fast_commit']}; "
+        f"{m['date']}"
+    )
+    print(f"Command: {m['command']}\n")
+    if result["mtus"]:
+        settings = result["settings"]
+        print(
+            f"Medians (min-max) of {settings['reps']} interleaved runs; {settings['seconds']:g} s "
+            f"per timed run, {settings['file_bytes'] >> 20} MiB file, "
+            f"{settings['ping_count']} echoes per ping run.\n"
+        )
+        print(measurement_table(result) + "\n")
+        print(ratio_table(result) + "\n")
+    if result["scaling"]:
+        print(f"Scaling run (MTU {result['scaling']['mtu']}):\n")
+        print(scaling_table(result["scaling"]) + "\n")
+    print(f"JSON: {json_path}")
+    for chart in result["charts"].values():
+        print(f"chart: {chart}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run, and turn every failure into one line and a non-zero exit."""
+    args = build_parser().parse_args(argv)
+    resolve_options(args)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # so the same `finally` blocks tear the labs down
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return run(args)
+    except (BenchError, L2fastError) as exc:
+        hint = getattr(exc, "hint", None)
+        print(f"bench/compare.py: FAILED: {exc}", file=sys.stderr)
+        if hint:
+            print(f"bench/compare.py: hint: {hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/compare.py: interrupted; labs removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

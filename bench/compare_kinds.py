@@ -1,0 +1,404 @@
+"""What `bench/compare.py` measures: one function per kind of measurement, and the table of kinds.
+
+Each kind is a `Kind` whose `measure(ctx)` runs once inside a two-host lab and returns a
+`Sample` (Gbit/s for throughput, microseconds for round-trip time), or raises BenchError when
+the run errored or its output failed a sanity check. A kind that needs an l2fast command that
+does not exist yet names that command in `probe`; it is then reported as "not available yet"
+instead of being run.
+
+Plugging in an l2fast command once it exists is one function: replace the body of
+`measure_l2fast_bench` or `measure_l2fast_send` (each says what it should run). Until then they
+raise NotBuilt, which the report shows as "not available yet", never as a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compare_hosts import (
+    BenchError,
+    LabHosts,
+    TestFile,
+    ip_addresses,
+    last_line,
+    read_line,
+    run_in,
+    sha256_of,
+    start_in,
+    stop,
+    wait_exit,
+    wait_listening,
+)
+
+from l2fast.lab import iproute
+from l2fast.wire.constants import FRAME_OVERHEAD
+
+PY = [sys.executable, "-m"]
+RAW_RX_WAIT_S = 20.0  # the receiver gives up if no frame came by then
+MARGIN_S = 30.0  # added to every expected duration to make a timeout
+GBIT = 1e9
+
+
+class NotBuilt(Exception):
+    """The l2fast side of a measurement is not written yet; the report says "not available"."""
+
+
+@dataclass
+class Sample:
+    """One run of one kind."""
+
+    value: float  #: the headline: Gbit/s (throughput kinds) or microseconds (RTT kinds)
+    detail: dict[str, Any] = field(default_factory=dict)  #: everything else the run reported
+
+
+@dataclass
+class RunContext:
+    """What a measurement needs to know about the lab and the settings."""
+
+    hosts: LabHosts
+    seconds: float  #: length of a timed throughput run
+    file: TestFile | None  #: the file for copy kinds
+    ping_count: int
+    ping_interval: float
+    rep: int  #: 0-based repetition index (the first run of a copy kind checks the digest)
+    port: int = 5001  #: next TCP port for a baseline; bumped per run so no run meets the last
+    daemons: bool = False  #: l2fast daemons are running in h1 and h2
+
+    def next_port(self) -> int:
+        """A port no earlier run of this lab used."""
+        self.port += 1
+        return self.port
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of measurement."""
+
+    key: str  #: JSON key
+    label: str  #: shown in the table
+    unit: str  #: "Gbit/s" or "us"
+    measure: Callable[[RunContext], Sample]
+    #: l2fast sub-commands whose `--help` must work for this kind to run (empty: always runs)
+    probe: tuple[str, ...] = ()
+    needs_file: bool = False
+
+
+# ---- 1. the raw-frame ceiling
+
+
+def measure_raw(ctx: RunContext) -> Sample:
+    """The l2fast raw blast h1 -> h2: verified frames that arrived, per second."""
+    h = ctx.hosts
+    rx = start_in(h.h2, [*PY, "l2fast.rawblast", "rx", "--wait", str(RAW_RX_WAIT_S)])
+    try:
+        ready = read_line(rx, RAW_RX_WAIT_S, f"raw blast receiver in {h.h2}")
+        if json.loads(ready) != {"ready": True}:
+            raise BenchError(f"raw blast receiver in {h.h2} said {ready.strip()!r}")
+        tx_cmd = [*PY, "l2fast.rawblast", "tx", "--dst", h.mac2, "--seconds", str(ctx.seconds)]
+        tx = json.loads(run_in(h.h1, tx_cmd, timeout=ctx.seconds + MARGIN_S).stdout)
+        out, err = rx.communicate(timeout=RAW_RX_WAIT_S + MARGIN_S)
+        if rx.returncode != 0:
+            raise BenchError(f"raw blast receiver in {h.h2} failed: {last_line(err)}")
+        got = json.loads(out.strip().splitlines()[-1])
+    finally:
+        stop(rx)
+    if got["bad"]:
+        raise BenchError(f"raw blast: {got['bad']} frames arrived corrupted (CRC32C mismatch)")
+    if got["frame_size"] != h.mtu + 14:
+        raise BenchError(f"raw blast: frames of {got['frame_size']} B, expected {h.mtu + 14}")
+    if not got["frames"] or not got["seconds"]:
+        raise BenchError(f"raw blast: nothing arrived in {h.h2} ({got})")
+    # Payload bits, like iperf3's TCP goodput and nc's file bytes: the l2fast header and the
+    # Ethernet header are overhead for every tool alike, so they count for none.
+    payload_gbit = got["frames"] * (got["frame_size"] - FRAME_OVERHEAD) * 8 / got["seconds"] / GBIT
+    return Sample(
+        payload_gbit,
+        {
+            "frames_per_s": got["frames_per_s"],
+            "frame_gbit_per_s": got["gbit_per_s"],
+            "frame_size": got["frame_size"],
+            "frames_received": got["frames"],
+            "frames_sent": tx["frames"],
+            "kernel_drops": got["kernel_drops"],
+            "seconds": got["seconds"],
+        },
+    )
+
+
+# ---- 3. iperf3 over kernel TCP
+
+
+def measure_iperf3(ctx: RunContext) -> Sample:
+    """One iperf3 TCP stream h1 -> h2 for `seconds`; the receiver's goodput."""
+    h = ctx.hosts
+    port = ctx.next_port()
+    with ip_addresses(h):
+        server = start_in(h.h2, ["iperf3", "-s", "-1", "-B", h.ip2, "-p", str(port)])
+        try:
+            wait_listening(h.h2, port, "iperf3 -s")
+            client = run_in(
+                h.h1,
+                ["iperf3", "-c", h.ip2, "-p", str(port), "-t", str(ctx.seconds), "-J"],
+                timeout=ctx.seconds + MARGIN_S,
+                check=False,  # on failure iperf3 still prints JSON, with the reason in "error"
+            )
+            wait_exit(server, MARGIN_S, "iperf3 -s -1")
+        finally:
+            stop(server)
+    try:
+        data = json.loads(client.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"iperf3 printed no JSON: {last_line(client.stderr)}") from None
+    if "error" in data or client.returncode != 0:
+        raise BenchError(f"iperf3 failed: {data.get('error', last_line(client.stderr))}")
+    end = data["end"]
+    bps = float(end["sum_received"]["bits_per_second"])
+    cpu = end.get("cpu_utilization_percent", {})
+    return Sample(
+        bps / GBIT,
+        {
+            "sender_gbit_per_s": float(end["sum_sent"]["bits_per_second"]) / GBIT,
+            "retransmits": end["sum_sent"].get("retransmits"),
+            "bytes_received": end["sum_received"]["bytes"],
+            "seconds": end["sum_received"]["seconds"],
+            "cpu_sender_percent": cpu.get("host_total"),
+            "cpu_receiver_percent": cpu.get("remote_total"),
+        },
+    )
+
+
+# ---- 4. nc copying a file, tmpfs to tmpfs
+
+
+def copy_with_nc(ctx: RunContext, file: TestFile, check_digest: bool) -> Sample:
+    """Copy `file` h1 -> h2 with netcat into tmpfs; time, verify, delete the copy.
+
+    Timed from starting the sender until the receiver exited (its last byte is in the file).
+    """
+    h = ctx.hosts
+    port = ctx.next_port()
+    copy = file.path.with_name(f"{file.path.stem}.copy-{h.mtu}-{ctx.rep}-{port}")
+    try:
+        with ip_addresses(h):
+            with open(copy, "wb") as sink:
+                receiver = start_in(h.h2, ["nc", "-l", h.ip2, str(port)], stdout=sink)
+            try:
+                wait_listening(h.h2, port, "nc -l")
+                with open(file.path, "rb") as source:
+                    start = time.perf_counter()
+                    sender = start_in(h.h1, ["nc", "-N", h.ip2, str(port)], stdin=source)
+                budget = file.size / 50e6 + MARGIN_S  # even 50 MB/s would finish in time
+                code, peak_kib = wait_exit(receiver, budget, "nc -l (receiver)", rss_of="nc")
+                seconds = time.perf_counter() - start
+                sender_code, _ = wait_exit(sender, MARGIN_S, "nc -N (sender)")
+            finally:
+                stop(receiver)
+        if code or sender_code:
+            raise BenchError(f"nc copy failed: receiver exited {code}, sender {sender_code}")
+        got = copy.stat().st_size
+        if got != file.size:
+            raise BenchError(f"nc copy is {got} bytes, the file has {file.size}")
+        digest = None
+        if check_digest:
+            digest = sha256_of(copy)  # outside the timing: SHA-256 costs ~0.7 s per GiB
+            if digest != file.sha256:
+                raise BenchError(f"nc copy's SHA-256 {digest} differs from the file's")
+    finally:
+        copy.unlink(missing_ok=True)
+    return Sample(
+        file.size * 8 / seconds / GBIT,
+        {
+            "seconds": seconds,
+            "bytes": file.size,
+            "sha256_checked": digest is not None,
+            "receiver_peak_rss_kib": peak_kib,
+        },
+    )
+
+
+def measure_nc(ctx: RunContext) -> Sample:
+    """nc copy of the comparison file (the first run of each lab also checks the SHA-256)."""
+    assert ctx.file is not None
+    return copy_with_nc(ctx, ctx.file, check_digest=ctx.rep == 0)
+
+
+# ---- 6. round-trip time
+
+
+_PING_TIME = re.compile(r"time=([0-9.]+) ms")
+
+
+def measure_icmp_ping(ctx: RunContext) -> Sample:
+    """ICMP echo h1 -> h2, `ping_count` at `ping_interval`; RTTs in microseconds."""
+    h = ctx.hosts
+    with ip_addresses(h):
+        # One echo first so neighbour discovery (ARP) is not in the measured round trips.
+        run_in(h.h1, ["ping", "-n", "-c", "1", "-W", "2", h.ip2], timeout=MARGIN_S)
+        count, interval = str(ctx.ping_count), str(ctx.ping_interval)
+        out = run_in(
+            h.h1,
+            ["ping", "-n", "-c", count, "-i", interval, h.ip2],
+            timeout=ctx.ping_count * ctx.ping_interval + MARGIN_S,
+        ).stdout
+    rtts = [float(m) * 1000 for m in _PING_TIME.findall(out)]
+    if not rtts:
+        raise BenchError(f"ping got no reply from {h.ip2}: {last_line(out)}")
+    return Sample(statistics.fmean(rtts), rtt_detail(rtts, ctx.ping_count))
+
+
+def rtt_detail(rtts_us: list[float], sent: int) -> dict[str, Any]:
+    """The statistics recorded for one ping run."""
+    return {
+        "rtt_avg_us": statistics.fmean(rtts_us),
+        "rtt_median_us": statistics.median(rtts_us),
+        "rtt_min_us": min(rtts_us),
+        "rtt_max_us": max(rtts_us),
+        "sent": sent,
+        "received": len(rtts_us),
+    }
+
+
+def measure_l2fast_ping(ctx: RunContext) -> Sample:
+    """`l2fast ping` h1 -> h2 (the daemons run), same count and interval as ICMP.
+
+    Its `--json` carries rtt_min_us/rtt_avg_us/rtt_max_us; the headline is the average, the
+    statistic both tools report, so the ratio compares like with like.
+    """
+    h = ctx.hosts
+    argv = [*PY, "l2fast", "ping", h.mac2, "-c", str(ctx.ping_count)]
+    argv += ["-i", str(ctx.ping_interval), "--json"]
+    out = run_in(h.h1, argv, timeout=ctx.ping_count * ctx.ping_interval + MARGIN_S).stdout
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError:
+        raise BenchError(f"l2fast ping printed no JSON: {out.strip()[-300:]!r}") from None
+    avg = data.get("rtt_avg_us")
+    if not avg or not data.get("received"):
+        raise BenchError(f"l2fast ping got no answer: {out.strip()[-300:]}")
+    return Sample(float(avg), data)
+
+
+# ---- 2. and 5.: l2fast's own transfer (not built yet)
+
+
+def measure_l2fast_bench(ctx: RunContext) -> Sample:
+    """`l2fast bench` h1 -> h2, memory to memory, reliable (issue 6).
+
+    To plug it in: run `l2fast bench <h2's MAC> -t ctx.seconds --json` in ctx.hosts.h1 with
+    `run_in` (the daemon in h2 is already running: ctx.daemons), check the JSON (no error,
+    non-zero throughput) and return Sample(Gbit/s, the JSON).
+    """
+    raise NotBuilt("bench/compare.py's measure_l2fast_bench is not written yet")
+
+
+def measure_l2fast_send(ctx: RunContext) -> Sample:
+    """`l2fast send` of the comparison file h1 -> h2, verified (issue 5)."""
+    assert ctx.file is not None
+    return send_with_l2fast(ctx, ctx.file)
+
+
+def send_with_l2fast(ctx: RunContext, file: TestFile) -> Sample:
+    """Send `file` h1 -> h2 with `l2fast send` into tmpfs; time, verify, delete the copy.
+
+    To plug it in: as copy_with_nc does, time `l2fast send FILE <h2's MAC>` run in h1 until the
+    receiving daemon in h2 reports the file complete and verified, check its size and SHA-256
+    against `file`, and put the receiver's peak RSS (VmHWM of the daemon and its workers) in
+    detail["receiver_peak_rss_kib"]. The scaling run uses this same function.
+    """
+    raise NotBuilt("bench/compare.py's send_with_l2fast is not written yet")
+
+
+# The order here is the order of the rotation within one repetition and of the table.
+KINDS: tuple[Kind, ...] = (
+    Kind("raw", "raw-frame ceiling (l2fast raw blast)", "Gbit/s", measure_raw),
+    Kind(
+        "l2fast_bench",
+        "l2fast bench (reliable, memory to memory)",
+        "Gbit/s",
+        measure_l2fast_bench,
+        probe=("bench", "daemon"),
+    ),
+    Kind("iperf3", "iperf3, kernel TCP, 1 stream", "Gbit/s", measure_iperf3),
+    Kind("nc", "nc file copy, tmpfs -> tmpfs", "Gbit/s", measure_nc, needs_file=True),
+    Kind(
+        "l2fast_send",
+        "l2fast send, tmpfs -> tmpfs, verified",
+        "Gbit/s",
+        measure_l2fast_send,
+        probe=("send", "daemon"),
+        needs_file=True,
+    ),
+    Kind("icmp_ping", "ICMP ping RTT (avg)", "us", measure_icmp_ping),
+    Kind(
+        "l2fast_ping",
+        "l2fast ping RTT (avg)",
+        "us",
+        measure_l2fast_ping,
+        probe=("ping", "daemon"),
+    ),
+)
+KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
+
+
+def missing_commands(kind: Kind) -> list[str]:
+    """The l2fast sub-commands `kind` needs that do not exist here (`--help` fails)."""
+    missing = []
+    for command in kind.probe:
+        probe = subprocess.run(
+            [*PY, "l2fast", command, "--help"], capture_output=True, timeout=MARGIN_S
+        )
+        if probe.returncode != 0:
+            missing.append(command)
+    return missing
+
+
+# ---- the l2fast daemons that l2fast's own kinds talk to
+
+DAEMON_READY_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def l2fast_daemons(hosts: LabHosts, log_dir: Path) -> Iterator[None]:
+    """`l2fast daemon -i eth0 --name hN` in both hosts while the block runs; stopped after.
+
+    Ready means its control socket (abstract `@l2fast/eth0`, scoped to the namespace) listens.
+    Their stderr goes to files in `log_dir`: a pipe nobody reads would stall a chatty daemon.
+    """
+    started: list[tuple[str, subprocess.Popen[str], Path]] = []
+    try:
+        for ns, name in ((hosts.h1, "h1"), (hosts.h2, "h2")):
+            log = log_dir / f"daemon-{hosts.lab}-{name}.log"
+            with open(log, "w") as err:
+                argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", name]
+                proc = start_in(ns, argv, stdout=subprocess.DEVNULL, stderr=err)
+            started.append((ns, proc, log))
+        for ns, proc, log in started:
+            _wait_daemon(ns, proc, log)
+        yield
+    finally:
+        for _, proc, _ in started:
+            stop(proc)
+
+
+def _wait_daemon(ns: str, proc: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + DAEMON_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(
+                f"l2fast daemon in {ns} exited {proc.returncode}: {last_line(log.read_text())}"
+            )
+        out = iproute.run(["ip", "netns", "exec", ns, "ss", "-xlH"]).stdout
+        if "@l2fast/eth0" in out:
+            return
+        time.sleep(0.05)
+    raise BenchError(f"l2fast daemon in {ns} not ready in {DAEMON_READY_TIMEOUT_S:.0f} s")

@@ -1,0 +1,342 @@
+"""What `bench/compare.py` reports: medians, ratios, machine info, tables and charts.
+
+Everything here works on the JSON-ready result dict that compare.py builds, so the printed
+tables, the JSON file and the charts always show the same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from compare_kinds import KINDS, KINDS_BY_KEY, Sample
+
+NOT_BUILT = "not available yet"
+RATIO_NOT_BUILT = "n/a (not built yet)"
+
+# (key, label, numerator kind, denominator kind, the target from issue 6 if it sets one)
+RATIOS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("bench_over_raw", "l2fast bench / raw ceiling", "l2fast_bench", "raw", ">= 0.8 at every MTU"),
+    ("bench_over_iperf3", "l2fast bench / iperf3", "l2fast_bench", "iperf3", ">= 1.2 at MTU 65535"),
+    ("send_over_nc", "l2fast send / nc", "l2fast_send", "nc", ""),
+    ("rtt_ratio", "RTT: l2fast ping / ICMP ping", "l2fast_ping", "icmp_ping", "<= 5"),
+    ("raw_over_iperf3", "raw ceiling / iperf3", "raw", "iperf3", ""),
+    ("raw_over_nc", "raw ceiling / nc", "raw", "nc", ""),
+)
+
+
+# ---- statistics
+
+
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    """Median, min, max and count of the samples' headline values, plus every sample."""
+    values = [s.value for s in samples]
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "samples": [{"value": s.value, **s.detail} for s in samples],
+    }
+
+
+def detail_median(row: dict[str, Any], name: str) -> float | None:
+    """Median over a row's samples of one detail field (None when absent)."""
+    values = [s[name] for s in row.get("samples", []) if s.get(name) is not None]
+    return statistics.median(values) if values else None
+
+
+def ratios_for(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every ratio of RATIOS from one MTU's rows (ratio of medians)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, label, num, den, target in RATIOS:
+        a, b = rows.get(num, {}), rows.get(den, {})
+        entry: dict[str, Any] = {"label": label, "numerator": num, "denominator": den}
+        if target:
+            entry["target"] = target
+        if a.get("status") == "ok" and b.get("status") == "ok" and b["median"]:
+            entry.update(status="ok", value=a["median"] / b["median"])
+        else:
+            entry.update(status=RATIO_NOT_BUILT, value=None)
+        out[key] = entry
+    return out
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float] | None:
+    """Least-squares y = intercept + slope * x, with R² (None for fewer than two points)."""
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return None
+    fit = statistics.linear_regression(xs, ys)
+    mean_y = statistics.fmean(ys)
+    ss_tot = sum((y - mean_y) ** 2 for y in ys)
+    ss_res = sum((y - (fit.intercept + fit.slope * x)) ** 2 for x, y in zip(xs, ys, strict=True))
+    return {
+        "intercept": fit.intercept,
+        "slope": fit.slope,
+        "r2": 1 - ss_res / ss_tot if ss_tot else 1.0,
+    }
+
+
+# ---- machine
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (proc.stdout or proc.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def _proc_field(path: str, name: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "unknown")
+    except OSError:
+        return "unknown"
+
+
+def machine_info(command: str) -> dict[str, Any]:
+    """Where and how this run happened: CPU, cores, memory, kernel, Python, tools, commit."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = _first_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    # The measured code is l2fast/ and csrc/: say when it differs from the commit.
+    changed = _first_line(["git", "-C", str(repo), "status", "--porcelain", "l2fast", "csrc"])
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "cpu_model": _proc_field("/proc/cpuinfo", "model name"),
+        "cores": os.cpu_count(),
+        "memory_gib": round(
+            int(_proc_field("/proc/meminfo", "MemTotal").split()[0]) / (1 << 20), 1
+        ),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "l2fast_commit": commit + ("" if changed == "unknown" else " + uncommitted changes"),
+        "iperf3": _first_line(["iperf3", "--version"]),
+        "nc": _first_line(["dpkg-query", "-W", "-f", "${Package} ${Version}", "netcat-openbsd"]),
+        "ping": _first_line([shutil.which("ping") or "ping", "-V"]),
+    }
+
+
+# ---- tables
+
+
+def _number(value: float, unit: str) -> str:
+    if unit == "us":
+        return f"{value:.1f}"
+    if unit == "kframes/s":
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def _cell(row: dict[str, Any], unit: str) -> str:
+    if row.get("status") != "ok":
+        return RATIO_NOT_BUILT
+    return (
+        f"{_number(row['median'], unit)} ({_number(row['min'], unit)}-{_number(row['max'], unit)})"
+    )
+
+
+def _frames_cell(row: dict[str, Any]) -> str:
+    values = [s["frames_per_s"] / 1e3 for s in row.get("samples", [])]
+    if not values:
+        return RATIO_NOT_BUILT
+    return (
+        f"{_number(statistics.median(values), 'kframes/s')} "
+        f"({_number(min(values), 'kframes/s')}-{_number(max(values), 'kframes/s')})"
+    )
+
+
+def measurement_table(result: dict[str, Any]) -> str:
+    """Markdown table: one row per kind, one column per MTU, `median (min-max)`."""
+    mtus = list(result["mtus"])
+    head = ["what", "unit", *(f"MTU {m}" for m in mtus)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind in KINDS:
+        cells = [_cell(result["mtus"][m]["rows"][kind.key], kind.unit) for m in mtus]
+        lines.append(f"| {kind.label} | {kind.unit} | " + " | ".join(cells) + " |")
+        if kind.key == "raw":
+            cells = [_frames_cell(result["mtus"][m]["rows"]["raw"]) for m in mtus]
+            lines.append("| raw-frame ceiling, frames received | k frames/s | " + " | ".join(cells))
+            lines[-1] += " |"
+    return "\n".join(lines)
+
+
+def ratio_table(result: dict[str, Any]) -> str:
+    """Markdown table of the ratios of medians, one column per MTU."""
+    mtus = list(result["mtus"])
+    head = ["ratio (of medians)", *(f"MTU {m}" for m in mtus), "target (issue 6)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, *_rest, target in RATIOS:
+        cells = []
+        for m in mtus:
+            entry = result["mtus"][m]["ratios"][key]
+            cells.append(f"{entry['value']:.2f}x" if entry["status"] == "ok" else entry["status"])
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target or '-'} |")
+    return "\n".join(lines)
+
+
+def scaling_table(scaling: dict[str, Any]) -> str:
+    """Markdown table of the scaling run: time, rate and receiver peak RSS per size."""
+    lines = [
+        "| tool | size | time s, median (min-max) | Gbit/s | receiver peak RSS |",
+        "|---|---|---|---|---|",
+    ]
+    for key, entry in scaling["kinds"].items():
+        label = KINDS_BY_KEY[key].label.split(",")[0]
+        if entry["status"] != "ok":
+            lines.append(f"| {label} | all | {RATIO_NOT_BUILT} | | |")
+            continue
+        for size, row in entry["sizes"].items():
+            seconds = [s["seconds"] for s in row["samples"]]
+            rss = detail_median(row, "receiver_peak_rss_kib")
+            lines.append(
+                f"| {label} | {int(size) >> 20} MiB | {statistics.median(seconds):.2f} "
+                f"({min(seconds):.2f}-{max(seconds):.2f}) | {row['median']:.2f} | "
+                + (f"{rss / 1024:.1f} MiB |" if rss is not None else "- |")
+            )
+    for key, entry in scaling["kinds"].items():
+        fit = entry.get("fit")
+        if fit:
+            lines.append(
+                f"\n{key}: time = {fit['intercept']:.3f} s + {fit['slope'] * (1 << 30):.3f} s/GiB"
+                f" x size, R^2 = {fit['r2']:.4f}"
+            )
+    return "\n".join(lines)
+
+
+# ---- charts (matplotlib is imported only here, and only when a chart is drawn)
+
+
+def comparison_chart(result: dict[str, Any], path: Path) -> None:
+    """Bar chart: throughput per MTU (left) and RTT per MTU (right), min-max as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a benchmark machine
+    import matplotlib.pyplot as plt
+
+    mtus = list(result["mtus"])
+    panels = [
+        (
+            [k for k in KINDS if k.unit == "Gbit/s"],
+            "throughput, Gbit/s (payload)",
+            "Gbit/s",
+        ),
+        ([k for k in KINDS if k.unit == "us"], "round-trip time, us", "us"),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 1.4]})
+    for ax, (kinds, title, unit) in zip(axes, panels, strict=True):
+        width = 0.8 / len(kinds)
+        top = max(
+            [
+                result["mtus"][m]["rows"][k.key]["max"]
+                for m in mtus
+                for k in kinds
+                if result["mtus"][m]["rows"][k.key]["status"] == "ok"
+            ]
+            or [1.0]
+        )
+        for i, kind in enumerate(kinds):
+            xs = [j + (i - (len(kinds) - 1) / 2) * width for j in range(len(mtus))]
+            rows = [result["mtus"][m]["rows"][kind.key] for m in mtus]
+            ok = [r["status"] == "ok" for r in rows]
+            heights = [r["median"] if good else 0.0 for r, good in zip(rows, ok, strict=True)]
+            errs = [
+                [r["median"] - r["min"] if good else 0 for r, good in zip(rows, ok, strict=True)],
+                [r["max"] - r["median"] if good else 0 for r, good in zip(rows, ok, strict=True)],
+            ]
+            label = kind.label + ("" if any(ok) else " - not available yet")
+            bars = ax.bar(xs, heights, width, yerr=errs, capsize=3, label=label)
+            for bar, row, good in zip(bars, rows, ok, strict=True):
+                # Above the error bar, so the number never sits on the whisker.
+                ax.annotate(
+                    _number(row["median"], unit) if good else "n/a",
+                    (bar.get_x() + bar.get_width() / 2, (row["max"] if good else 0) + top * 0.01),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+        ax.set_xticks(range(len(mtus)), [f"MTU {m}" for m in mtus])
+        ax.set_ylim(0, top * 1.25)
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(axis="y", alpha=0.3)
+    m = result["machine"]
+    fig.suptitle(
+        f"l2fast vs kernel TCP on a veth pair - medians of {result['settings']['reps']} "
+        f"interleaved runs (bars: min-max)\n{m['cpu_model']}, {m['cores']} cores, "
+        f"Linux {m['kernel']}, {m['date']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
+    """Time against file size with the fitted line (left), receiver peak RSS (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 5))
+    for key, entry in scaling["kinds"].items():
+        label = KINDS_BY_KEY[key].label.split(",")[0]
+        if entry["status"] != "ok":
+            ax_t.plot([], [], label=f"{label} - not available yet")
+            continue
+        sizes = [int(s) for s in entry["sizes"]]
+        gib = [s / (1 << 30) for s in sizes]
+        rows = list(entry["sizes"].values())
+        medians = [statistics.median(s["seconds"] for s in r["samples"]) for r in rows]
+        (line,) = ax_t.plot(gib, medians, "o-", label=f"{label} (median)")
+        for size, row in zip(gib, rows, strict=True):
+            every = [s["seconds"] for s in row["samples"]]
+            ax_t.scatter([size] * len(every), every, s=10, color=line.get_color(), alpha=0.5)
+        fit = entry.get("fit")
+        if fit:
+            xs = [0.0, max(sizes)]
+            ax_t.plot(
+                [x / (1 << 30) for x in xs],
+                [fit["intercept"] + fit["slope"] * x for x in xs],
+                "--",
+                label=f"{label} least squares, R^2 = {fit['r2']:.4f}",
+            )
+        rss = [detail_median(r, "receiver_peak_rss_kib") or 0 for r in rows]
+        ax_m.plot(gib, [r / 1024 for r in rss], "o-", label=f"{label} receiver")
+    ax_t.set_xlabel("file size, GiB")
+    ax_t.set_ylabel("copy time, s")
+    ax_t.set_title(f"time against size (MTU {scaling['mtu']})")
+    ax_t.legend(fontsize=8)
+    ax_t.grid(alpha=0.3)
+    ax_m.set_xlabel("file size, GiB")
+    ax_m.set_ylabel("peak RSS, MiB")
+    ax_m.set_title("receiver peak resident memory")
+    ax_m.set_ylim(bottom=0)
+    ax_m.legend(fontsize=8)
+    ax_m.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,107 @@
+"""bench/compare.py end to end: a quick run on one MTU produces well-formed JSON with real
+baseline numbers, marks what l2fast has not built yet as not available, and leaves no lab, no
+address and no tmpfs file behind. A run that cannot be done fails loudly instead of reporting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+COMPARE = REPO / "bench" / "compare.py"
+# The quick run takes ~15 s on the 2-core lab machine; the bound only catches a hang.
+RUN_TIMEOUT_S = 90
+NOT_AVAILABLE = "not available yet"
+L2FAST_KINDS = {"l2fast_bench": "bench", "l2fast_send": "send", "l2fast_ping": "ping"}
+
+
+def l2fast_has(command: str) -> bool:
+    """Whether `l2fast COMMAND` exists here, probed the way compare.py probes it."""
+    probe = [sys.executable, "-m", "l2fast", command, "--help"]
+    return subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
+
+
+def namespaces() -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True, timeout=30
+    )
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    argv = [sys.executable, str(COMPARE), "--quick", "--mtu", "9000", "--ping-count", "20"]
+    argv += ["--no-chart", "--json-out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = json.loads(out.read_text())
+    assert data["schema"] == "l2fast-bench-compare/1"
+    assert data["status"] == "ok"
+    for key in ("cpu_model", "cores", "kernel", "python", "date", "command"):
+        assert data["machine"][key], key
+    assert "compare.py --quick --mtu 9000" in data["machine"]["command"]
+    assert data["settings"]["mtus"] == [9000]
+    reps = data["settings"]["reps"]
+    assert reps >= 3
+
+    mtu = data["mtus"]["9000"]
+    rows = mtu["rows"]
+    for key in ("raw", "iperf3", "nc", "icmp_ping"):
+        row = rows[key]
+        assert row["status"] == "ok", (key, row)
+        assert row["n"] == reps == len(row["samples"])
+        assert all(s["value"] > 0 for s in row["samples"]), (key, row["samples"])
+        assert 0 < row["min"] <= row["median"] <= row["max"]
+    raw = rows["raw"]["samples"]
+    assert all(s["frames_per_s"] > 0 and s["frame_size"] == 9014 for s in raw)
+    nc = rows["nc"]["samples"]
+    assert all(s["bytes"] == data["settings"]["file_bytes"] for s in nc)
+    assert nc[0]["sha256_checked"] is True  # the first copy of each MTU is digest-checked
+    assert all(s["receiver_peak_rss_kib"] > 0 for s in nc)
+
+    ratios = mtu["ratios"]
+    assert ratios["raw_over_iperf3"]["status"] == "ok"
+    assert ratios["raw_over_iperf3"]["value"] > 0
+    assert ratios["raw_over_nc"]["value"] > 0
+    for key, command in L2FAST_KINDS.items():
+        if l2fast_has(command):
+            # Built meanwhile: then it must have been measured, or say why it was not.
+            assert rows[key]["status"] in ("ok", NOT_AVAILABLE), rows[key]
+            if rows[key]["status"] == "ok":
+                assert rows[key]["median"] > 0
+        else:
+            assert rows[key]["status"] == NOT_AVAILABLE, rows[key]
+            assert rows[key]["reason"], key
+            assert "median" not in rows[key]
+    if rows["l2fast_bench"]["status"] != "ok":
+        assert ratios["bench_over_raw"] == {**ratios["bench_over_raw"], "value": None}
+        assert ratios["bench_over_raw"]["status"] == "n/a (not built yet)"
+
+    # The printed tables carry the same verdicts.
+    assert "| iperf3, kernel TCP, 1 stream | Gbit/s |" in proc.stdout
+    assert "raw ceiling / iperf3" in proc.stdout
+
+    # Nothing is left behind: no lab namespace, no tmpfs working directory.
+    lab = mtu["lab"]
+    assert not [ns for ns in namespaces() if ns.startswith(lab)]
+    assert not Path(data["settings"]["workdir"]).exists()
+
+
+def test_a_run_that_cannot_be_done_fails_loudly(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    before = set(namespaces())
+    argv = [sys.executable, str(COMPARE), "--quick", "--mtu", "1500", "--no-chart"]
+    argv += ["--file-size", "64T", "--json-out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 1
+    assert "FAILED" in proc.stderr and "free" in proc.stderr
+    assert not out.exists()  # no result file, so no number to misread
+    assert set(namespaces()) <= before

@@ -62,6 +62,7 @@ bench-core: install
 	$(VPY) bench/core.py
 
 bench: bench-core
+	$(VPY) bench/compare.py --scaling $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info tests/fuzz/build l2fast/_core*.so l2fast/_core.c

@@ -37,6 +37,7 @@ from l2fast.daemon.interfaces import choose_interface, require_raw_sockets
 from l2fast.daemon.runner import FrameSocket, NodeRunner
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
+from l2fast.node.config import NodeConfig
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import Caps
 
@@ -64,7 +65,10 @@ class DaemonOptions:
 
 
 class Daemon:
-    """A node on an open socket with its control server; `serve()` runs it until `stop()`."""
+    """A node on an open socket with its control server; `serve()` runs it until `stop()`.
+
+    `address` (default: the interface's abstract name), `rng` and `config` are for tests.
+    """
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class Daemon:
         *,
         address: str | None = None,
         rng: random.Random | None = None,
+        config: NodeConfig | None = None,
     ) -> None:
         self.options = options
         engine = NodeEngine(
@@ -81,6 +86,7 @@ class Daemon:
             name,
             sock.mtu,
             rng=rng or random.Random(),
+            config=config,
             caps=Caps.CHAT | Caps.ZLIB | Caps.DAEMON,
         )
         self.runner = NodeRunner(sock, engine)

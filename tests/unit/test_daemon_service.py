@@ -1,0 +1,251 @@
+"""The daemon without root: two `Daemon`s on a fake segment, driven through their control sockets.
+
+Everything the commands ask (status, peers, discover, chat, chat --all, history, ping, watch)
+goes through the real control socket, the real NodeService and the real NodeRunner; only the
+raw socket is the in-memory stand-in from tests/fake_wire.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from l2fast.daemon import service
+from l2fast.daemon.client import DaemonClient
+from l2fast.daemon.control import ControlClient, ControlRefused, control_address
+from l2fast.daemon.daemon import Daemon, DaemonOptions
+from l2fast.errors import L2fastError
+from l2fast.node.config import NodeConfig
+from tests.fake_wire import FakeHub
+
+FAST = NodeConfig(handshake_timeout=0.5, ctrl_give_up=1.0, dead_after=1.0)
+
+
+@dataclass
+class Node:
+    """A daemon serving in a thread, and how to reach it."""
+
+    daemon: Daemon
+    thread: threading.Thread
+    address: str
+    mac: str
+
+    def client(self) -> DaemonClient:
+        return DaemonClient("fake0", ControlClient(self.address, timeout=10))
+
+
+def start_node(hub: FakeHub, index: int, name: str, options: DaemonOptions) -> Node:
+    sock = hub.socket(index)
+    address = control_address(f"test-{uuid.uuid4().hex[:12]}")
+    daemon = Daemon(sock, name, options, address=address, config=FAST)
+    thread = threading.Thread(target=daemon.serve, daemon=True)
+    thread.start()
+    return Node(daemon, thread, address, sock.mac.hex(":"))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.fixture
+def nodes() -> Iterator[tuple[Node, Node]]:
+    hub = FakeHub()
+    a = start_node(hub, 1, "alpha", DaemonOptions(recv_dir="/tmp", accept="none"))
+    b = start_node(hub, 2, "bravo", DaemonOptions())
+    try:
+        with a.client() as ca, b.client() as cb:
+
+            def known() -> bool:
+                peers_a = ca.request({"op": "peers"}, 5)["peers"]
+                return bool(peers_a) and bool(cb.request({"op": "peers"}, 5)["peers"])
+
+            assert wait_for(known), "the daemons did not discover each other"
+        yield a, b
+    finally:
+        for node in (a, b):
+            node.daemon.stop()
+        for node in (a, b):
+            node.thread.join(10)
+            assert not node.thread.is_alive(), "a daemon did not stop"
+        hub.close()
+
+
+def history(node: Node) -> list[dict[str, Any]]:
+    with node.client() as c:
+        return [m["entry"] for m in c.stream({"op": "history"}, 5) if "entry" in m]
+
+
+def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    with a.client() as c:
+        status = c.request({"op": "status"}, 5)["status"]
+    assert (status["interface"], status["mac"], status["mtu"]) == ("fake0", a.mac, 1500)
+    assert status["name"] == "alpha" and status["daemon"] is True
+    assert [p["mac"] for p in status["peers"]] == [b.mac]
+    assert set(service.DROP_REASONS) <= set(status["drops"])
+    assert status["counters"]["frames_in"] >= 1 and status["counters"]["frames_out"] >= 1
+    assert (status["recv_dir"], status["accept"]) == ("/tmp", "none")
+    assert "not available yet" in status["file_transfer"]
+    assert status["control"]["clients"] == 1 and status["control"]["refused"] == 0
+
+
+def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    with a.client() as c:
+        (peer,) = c.request({"op": "discover", "timeout": 0.2}, 5)["peers"]
+    assert {"mac", "name", "mtu", "last_seen", "rtt_us"} <= set(peer)
+    assert (peer["mac"], peer["name"], peer["mtu"]) == (b.mac, "bravo", 1500)
+    assert abs(peer["last_seen"] - time.time()) < 5  # wall clock, not the monotonic one
+    assert peer["rtt_us"] is not None and peer["rtt_us"] > 0  # the discovery measured it
+    assert peer["daemon"] is True
+
+
+def test_chat_by_name_and_by_mac_reaches_the_history(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    with a.client() as c:
+        first = c.request({"op": "chat", "peer": "bravo", "text": "hi \x1b[2J bravo"}, 10)
+        second = c.request({"op": "chat", "peer": b.mac.upper(), "text": "é" * 30_000}, 10)
+    assert first["delivered"] and first["peer"] == b.mac
+    assert second["msg_id"] == first["msg_id"] + 1
+    entries = history(b)
+    assert [(e["mac"], e["name"], e["text"]) for e in entries] == [
+        (a.mac, "alpha", "hi \x1b[2J bravo"),
+        (a.mac, "alpha", "é" * 30_000),
+    ]
+    assert all(abs(e["time"] - time.time()) < 10 for e in entries)
+    with b.client() as c:
+        (last,) = [m["entry"] for m in c.stream({"op": "history", "limit": 1}, 5) if "entry" in m]
+    assert last["text"] == "é" * 30_000
+
+
+def test_unknown_name_fails_after_a_bounded_wait(
+    nodes: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = nodes
+    monkeypatch.setattr(service, "RESOLVE_WAIT_S", 0.3)
+    start = time.monotonic()
+    with a.client() as c, pytest.raises(ControlRefused, match="no peer named 'nobody'") as info:
+        c.request({"op": "chat", "peer": "nobody", "text": "hello?"}, 10)
+    assert time.monotonic() - start < 3
+    assert info.value.hint is not None and "bravo" in info.value.hint
+
+
+def test_chat_to_an_absent_mac_fails_with_the_reason(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    with a.client() as c, pytest.raises(ControlRefused, match=r"not delivered.*no answer"):
+        c.request({"op": "chat", "peer": "02:00:00:00:00:42", "text": "anyone?"}, 10)
+
+
+def test_chat_all_reports_per_peer(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    with b.client() as c:
+        reply = c.request({"op": "chat_all", "text": "to everyone"}, 10)
+    assert reply["results"] == [{"mac": a.mac, "name": "alpha", "delivered": True, "error": None}]
+    (entry,) = history(a)
+    assert entry["to_all"] is True and entry["text"] == "to everyone"
+
+
+def test_watch_streams_incoming_messages(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    with b.client() as watcher, a.client() as sender:
+        hello = watcher.request({"op": "watch"}, 5)
+        assert (hello["name"], hello["mac"], hello["daemon"]) == ("bravo", b.mac, True)
+        sender.request({"op": "chat", "peer": "bravo", "text": "live"}, 10)
+        events: list[dict[str, Any]] = []
+
+        def arrived() -> bool:
+            events.extend(watcher.poll(0.05))
+            return bool(events)
+
+        assert wait_for(arrived)
+    assert events[0]["event"] == "chat" and events[0]["text"] == "live"
+    assert events[0]["name"] == "alpha"
+
+
+def test_ping_streams_replies_then_done(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    request = {"op": "ping", "peer": "bravo", "count": 3, "interval": 0.01, "size": 100}
+    with a.client() as c:
+        messages = list(c.stream(request, 5))
+    kinds = [m["event"] for m in messages]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("sent") == 3 and kinds.count("reply") == 3
+    replies = [m for m in messages if m["event"] == "reply"]
+    assert [r["seq"] for r in replies] == [1, 2, 3]
+    assert all(r["rtt_us"] > 0 and r["size"] == 100 for r in replies)
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        ({"op": "fly"}, "unknown request 'fly'"),
+        ({"op": "chat", "peer": "bravo", "text": ""}, "the message is empty"),
+        ({"op": "chat", "text": "x"}, "names no peer"),
+        ({"op": "ping", "peer": "bravo", "count": "many"}, "count must be a number"),
+        ({"op": "ping", "peer": "bravo", "size": 5}, "ping size 5"),
+        ({"op": "discover", "timeout": 1e9}, "timeout must be a number"),
+        ({"op": "chat", "peer": "bravo", "text": "x" * (1 << 20 | 1)}, "the limit is"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(
+    nodes: tuple[Node, Node], request_: dict[str, Any], error: str
+) -> None:
+    a, _ = nodes
+    with a.client() as c, pytest.raises(ControlRefused, match=error):
+        c.request(request_, 10)
+    with a.client() as c:  # and the daemon carries on
+        assert c.request({"op": "status"}, 5)["status"]["name"] == "alpha"
+
+
+def test_garbage_and_vanishing_clients_do_not_hurt_the_daemon(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    for garbage in (b"\xff\xfe\n", b"[]\n", b'{"op": 7}\n', b"x" * 5000):
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(5)
+        raw.connect(a.address)
+        raw.recv(4096)  # the greeting
+        raw.sendall(garbage)
+        raw.close()  # some mid-request, without reading the answer
+    with a.client() as c:
+        c.send({"op": "ping", "peer": "bravo", "count": 0, "interval": 0.01, "id": 99})
+    # The client left in the middle of an endless ping; the daemon stops it and serves on.
+    with a.client() as c:
+        status = c.request({"op": "status"}, 5)["status"]
+        assert status["control"]["bad_requests"] >= 3
+        sent = status["counters"]["frames_out"]
+        time.sleep(0.1)
+        assert c.request({"op": "status"}, 5)["status"]["counters"]["frames_out"] < sent + 5
+
+
+def test_a_second_daemon_on_the_same_address_refuses(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    hub = FakeHub()
+    try:
+        with pytest.raises(L2fastError, match="another l2fast daemon already serves"):
+            Daemon(hub.socket(7), "again", DaemonOptions(), address=a.address)
+    finally:
+        hub.close()
+
+
+def test_stop_closes_sessions_in_order(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    with a.client() as c:
+        c.request({"op": "chat", "peer": "bravo", "text": "before stopping"}, 10)
+    a.daemon.stop()
+    a.thread.join(10)
+    assert not a.thread.is_alive()
+    with b.client() as c:
+        sessions = c.request({"op": "status"}, 5)["status"]["sessions"]
+    assert [s["state"] for s in sessions] == ["closed"]  # by a CLOSE, not a timeout

@@ -1,0 +1,629 @@
+"""Receiving files safely below a receive directory (PROTOCOL.md §Receiving files safely).
+
+What other tools got wrong (FACTS.md) shapes every rule here:
+
+- **Names are checked, not repaired** (croc CVE-2023-43616..43621, LocalSend CVE-2025-27142):
+  `checked_components` applies `l2fast.transfer.names.name_violation` and raises BadName.
+- **A lexical check is not enough when symlinks exist** (Warpinator CVE-2022-42725). Every path
+  is resolved `openat`-style: one directory file descriptor per component, opened with
+  O_DIRECTORY | O_NOFOLLOW, files created relative to the last one with O_EXCL | O_NOFOLLOW.
+  A symlink anywhere below the receive directory, even one planted there to point outside, is
+  refused, never followed. Renames use the same directory descriptor, so a directory swapped
+  for a symlink mid-transfer does not redirect the final rename either.
+- **Never overwrite by default** (magic-wormhole refuses to). The finished part file is renamed
+  with RENAME_NOREPLACE (or link + unlink, also atomic) and, when the name is taken, to
+  `name (1).ext`, `name (2).ext`, ... `overwrite=True` replaces the old file atomically instead.
+- **Nothing partial under the final name.** Data goes to `<name>.part` (mode 0600, so partial
+  data is private), next to its resume sidecar `<name>.part.l2fast` (`l2fast.transfer.resume`).
+  On completion with a matching digest: mode and mtime applied, the part fsynced, renamed,
+  the directory fsynced, the sidecar removed. Names ending `.part` or `.part.l2fast` are
+  refused for received files, so a sender cannot clobber another transfer's part or sidecar.
+- **What happens to a part file.** Interrupted (abort, peer gone, daemon killed): kept with its
+  sidecar, so sending the same file again resumes. Digest mismatch: deleted with its sidecar,
+  because which chunks are wrong is unknown and resuming would keep them. Refused: nothing is
+  created.
+- **Space and size.** Free space is checked (statvfs on the directory fd) before anything is
+  created, minus what a resumed part already holds on disk. The part file is cut to the
+  declared size at once (ftruncate), so the C writer's `pwritev` never extends it and holes read
+  as zeros, and then preallocated with posix_fallocate when `preallocate` is on: ENOSPC then
+  surfaces at accept time rather than mid-transfer, and the file is less fragmented. Where the
+  file system cannot preallocate, the sparse file is kept. `write_at` refuses bytes past the
+  size, and the size is checked again before the rename.
+- **Modes.** Only permission bits survive (`mode & 0o777 & mode_mask`): setuid, setgid and
+  sticky are always stripped, since a daemon running as root would otherwise create setuid-root
+  programs for any peer. The default mask 0o755 also drops group and world write.
+
+Names are shown to users through `display_name`, which escapes everything a terminal would act on.
+
+Use: `ReceiveDir(path)` once; per DIRECTORY offer `make_directory`; per FILE offer
+`receive_offer` (or `receive_file`), which returns an `IncomingFile` whose `fd` the writers
+fill and whose `resume` bitmap they mark; then `complete(expected, actual)` or `interrupt()`;
+after a tree, `set_directory_metadata` deepest first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hmac
+import os
+import stat
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from l2fast.errors import L2fastError
+from l2fast.transfer.names import (
+    PART_SUFFIX,
+    display_name,
+    name_violation,
+    part_name,
+    variant_name,
+)
+from l2fast.transfer.ranges import ChunkRanges
+from l2fast.transfer.resume import (
+    Lookup,
+    ResumeState,
+    SidecarHeader,
+    chunk_count,
+    offer_identity,
+    open_sidecar,
+)
+from l2fast.wire.constants import ErrorCode, FileKind
+from l2fast.wire.frames import FileOffer
+
+__all__ = [
+    "PART_SUFFIX",
+    "BadName",
+    "DigestMismatch",
+    "IncomingFile",
+    "NoSpace",
+    "PlacedFile",
+    "PlacementError",
+    "PlacementPolicy",
+    "ReceiveDir",
+    "checked_components",
+    "display_name",
+    "name_violation",
+]
+
+MAX_NAME_ATTEMPTS = 100  # `name (1)` .. `name (99)`, then give up with a clear error
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PART_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class PlacementError(L2fastError):
+    """A file could not be received or placed; `code` is the wire reason (§ERROR)."""
+
+    code: ErrorCode = ErrorCode.IO_ERROR
+
+    def __init__(self, message: str, hint: str | None = None, code: ErrorCode | None = None):
+        super().__init__(message, hint)
+        if code is not None:
+            self.code = code
+
+
+class BadName(PlacementError):
+    """An offered name is refused, or its path runs into a symlink or a non-directory."""
+
+    code = ErrorCode.BAD_NAME
+
+
+class NoSpace(PlacementError):
+    """Not enough free space in the receive directory for the offered file."""
+
+    code = ErrorCode.NO_SPACE
+
+
+class DigestMismatch(PlacementError):
+    """The data does not match the sender's digest; the part file was deleted."""
+
+    code = ErrorCode.DIGEST_MISMATCH
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+def checked_components(path: str | bytes, *, is_file: bool = True) -> tuple[str, ...]:
+    """The components of a safe offered path; BadName (ErrorCode.BAD_NAME) with the reason."""
+    problem = name_violation(path, is_file=is_file)
+    if problem is not None:
+        raise BadName(f"refused name {display_name(path)}: {problem}")
+    text = path.decode("utf-8") if isinstance(path, bytes | bytearray) else path
+    return tuple(text.split("/"))
+
+
+# -- renames -----------------------------------------------------------------------------------
+
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _rename_noreplace(dir_fd: int, src: str, dst: str) -> None:
+    """Rename `src` to `dst` in one directory, atomically failing (FileExistsError) if `dst`
+    exists. renameat2(RENAME_NOREPLACE) first; where the file system lacks it, link + unlink,
+    which is as atomic about the target (only a crash between the two leaves both names)."""
+    if _renameat2 is not None:
+        ret = _renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _RENAME_NOREPLACE)
+        if ret == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), dst)
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), dst)
+    os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    os.unlink(src, dir_fd=dir_fd)
+
+
+# -- the receive directory ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPolicy:
+    """How a receive directory places files."""
+
+    overwrite: bool = False  #: replace an existing file instead of choosing `name (1)`
+    mode_mask: int = 0o755  #: permission bits kept from the offer (setuid etc. always go)
+    preallocate: bool = True  #: posix_fallocate the part file (ENOSPC at accept, not later)
+    durable: bool = True  #: fsync part files and directories (off: faster, crash-unsafe)
+    reserve_bytes: int = 16 << 20  #: free space to leave untouched
+    max_file_bytes: int | None = None  #: refuse larger files with TOO_LARGE
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedFile:
+    """A verified file under its final name."""
+
+    final_name: str  #: POSIX path relative to the receive directory (FILE_RESULT `final_name`)
+    size: int
+    renamed: bool  #: True when the offered name was taken and another was chosen
+
+
+class ReceiveDir:
+    """An open receive directory: every file and directory lands strictly below it.
+
+    The directory itself is opened once (following symlinks: it is the user's choice); below
+    it nothing is ever followed. Close it, or use it as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], policy: PlacementPolicy | None = None) -> None:
+        self.policy = policy or PlacementPolicy()
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    @property
+    def fd(self) -> int:
+        """The receive directory's file descriptor."""
+        return self._fd
+
+    def close(self) -> None:
+        """Close the directory descriptor (open IncomingFiles keep their own)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ReceiveDir:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- space ------------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use on the receive directory's file system."""
+        st = os.statvfs(self._fd)
+        return st.f_bavail * st.f_frsize
+
+    def check_space(self, needed: int) -> None:
+        """NoSpace unless `needed` bytes fit, leaving `reserve_bytes` free (use it for a tree)."""
+        free = self.free_bytes()
+        if needed + self.policy.reserve_bytes > free:
+            raise NoSpace(
+                f"not enough space in {display_name(self.path)}: {needed} bytes needed, "
+                f"{max(0, free - self.policy.reserve_bytes)} available",
+                hint="free some space or choose another receive directory",
+            )
+
+    # -- directories ------------------------------------------------------------------------
+
+    def _open_dir(self, components: tuple[str, ...], *, create: bool) -> int:
+        """A descriptor of the directory `components` below the receive directory, walking one
+        component at a time without following symlinks, creating what is missing."""
+        fd = os.dup(self._fd)
+        try:
+            for i, name in enumerate(components):
+                child = self._open_child(fd, name, components[: i + 1], create)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_child(self, parent: int, name: str, where: tuple[str, ...], create: bool) -> int:
+        shown = display_name("/".join(where))
+        for _ in range(3):  # a concurrent mkdir or rmdir can race us; retry a little
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700 | (0o755 & self.policy.mode_mask), dir_fd=parent)
+                    if self.policy.durable:
+                        os.fsync(parent)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+                raise BadName(
+                    f"refused {shown}: it is {what} in the receive directory",
+                    hint="l2fast never writes through symlinks; remove or rename it",
+                ) from None
+        raise PlacementError(f"could not create directory {shown}")
+
+    def make_directory(self, path: str | bytes) -> str:
+        """Create the offered directory `path` (and its parents) if missing; its relative name.
+
+        An existing directory is merged into; a symlink or a file in the way is refused.
+        """
+        components = checked_components(path, is_file=False)
+        os.close(self._open_dir(components, create=True))
+        return "/".join(components)
+
+    def set_directory_metadata(self, path: str | bytes, mode: int, mtime_ns: int) -> None:
+        """Apply an offered directory's mode and mtime; call it after the tree's files, deepest
+        first, since adding a file changes a directory's mtime. Owner rwx is always kept so
+        that the directory stays usable for later transfers."""
+        components = checked_components(path, is_file=False)
+        fd = self._open_dir(components, create=True)
+        try:
+            os.fchmod(fd, (mode & 0o777 & self.policy.mode_mask) | 0o700)
+            os.utime(fd, ns=(time.time_ns(), mtime_ns))
+        finally:
+            os.close(fd)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def receive_offer(self, offer: FileOffer) -> IncomingFile:
+        """`receive_file` for a FILE_OFFER of kind FILE."""
+        if offer.kind != FileKind.FILE:
+            raise PlacementError(
+                f"offer of kind {offer.kind} is not a file", code=ErrorCode.BAD_REQUEST
+            )
+        return self.receive_file(
+            offer.path,
+            size=offer.size,
+            chunk_size=offer.chunk_size,
+            first_chunk=offer.first_chunk,
+            mode=offer.mode,
+            mtime_ns=offer.mtime_ns,
+            digest=offer.digest,
+        )
+
+    def receive_file(
+        self,
+        path: str | bytes,
+        *,
+        size: int,
+        chunk_size: int,
+        first_chunk: int,
+        mode: int,
+        mtime_ns: int,
+        digest: int,
+    ) -> IncomingFile:
+        """Open the part file for an offered file, resuming an earlier part of the same offer.
+
+        Raises BadName, NoSpace or PlacementError (TOO_LARGE, BAD_REQUEST, IO_ERROR) before
+        anything is created. The result's `have` lists the chunks already held.
+        """
+        components = checked_components(path, is_file=True)
+        limit = self.policy.max_file_bytes
+        if limit is not None and size > limit:
+            raise PlacementError(
+                f"{display_name(path)} is {size} bytes, more than the {limit} accepted",
+                code=ErrorCode.TOO_LARGE,
+            )
+        if size < 0 or (size > 0 and chunk_size <= 0):
+            raise PlacementError(
+                f"bad size {size} or chunk size {chunk_size}", code=ErrorCode.BAD_REQUEST
+            )
+        rel = "/".join(components)
+        expected = SidecarHeader(
+            size=size,
+            chunk_size=chunk_size if size else 0,
+            first_chunk=first_chunk,
+            identity=offer_identity(rel, size, mtime_ns, digest),
+        )
+        parent = self._open_dir(components[:-1], create=True)
+        try:
+            state, part_fd = self._open_part(parent, components[-1], expected)
+        except BaseException:
+            os.close(parent)
+            raise
+        return IncomingFile(self, parent, components, state, part_fd, mode, mtime_ns)
+
+    def _open_part(
+        self, parent: int, leaf: str, expected: SidecarHeader
+    ) -> tuple[ResumeState, int]:
+        """Find the slot for `leaf`'s part file: a resumable one, or the first free one."""
+        for n in range(MAX_NAME_ATTEMPTS):
+            part = part_name(leaf, n)
+            found = open_sidecar(parent, part, expected)
+            if found.status is Lookup.BUSY:
+                continue
+            if found.state is not None:
+                part_fd = self._reopen_part(parent, found.state)
+                if part_fd >= 0:
+                    return found.state, part_fd
+            if _exists(parent, part):
+                continue  # a part file without a sidecar is not ours: leave it alone
+            self.check_space(expected.size)
+            try:
+                state = ResumeState.create(parent, part, expected)
+            except FileExistsError:
+                continue
+            try:
+                part_fd = os.open(part, _PART_FLAGS | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=parent)
+            except FileExistsError:
+                state.finish()  # drop only our sidecar: the part name was taken meanwhile
+                continue
+            except BaseException:
+                state.finish()
+                raise
+            try:
+                self._size_part(part_fd, expected.size)
+            except BaseException:
+                os.close(part_fd)
+                state.remove()
+                raise
+            return state, part_fd
+        raise PlacementError(
+            f"no free name for the part file of {display_name(leaf)} after "
+            f"{MAX_NAME_ATTEMPTS} tries",
+            hint="remove old .part files from the receive directory",
+        )
+
+    def _reopen_part(self, parent: int, state: ResumeState) -> int:
+        """The resumed part file's descriptor, or -1 after discarding a pair that will not do."""
+        try:
+            fd = os.open(state.part_name, _PART_FLAGS, dir_fd=parent)
+        except OSError:
+            state.remove()
+            return -1
+        info = os.fstat(fd)
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_nlink != 1  # a hard link planted to a file elsewhere
+            or info.st_uid != os.geteuid()
+            or info.st_size != state.header.size
+        ):
+            os.close(fd)
+            state.remove()
+            return -1
+        try:
+            self.check_space(max(0, info.st_size - info.st_blocks * 512))
+        except NoSpace:
+            os.close(fd)
+            state.release()
+            raise
+        return fd
+
+    def _size_part(self, fd: int, size: int) -> None:
+        """Cut the new part file to the declared size, and preallocate it when asked."""
+        os.ftruncate(fd, size)
+        if not (self.policy.preallocate and size):
+            return
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NoSpace(f"not enough space for {size} bytes") from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _held_bytes(held: ChunkRanges, chunk_size: int, size: int) -> int:
+    """Bytes in the held file-relative chunks (the last chunk may be short)."""
+    total = held.count * chunk_size
+    last = chunk_count(size, chunk_size) - 1
+    if held.count and last in held:
+        total -= last * chunk_size + chunk_size - size
+    return total
+
+
+class IncomingFile:
+    """One file being received into its part file; finish with `complete`, `interrupt` or
+    `discard` (as a context manager, an exception interrupts it: the part is kept).
+
+    The C writers use `fd` (the part file, already at its declared size) and
+    `resume.mapping` (the chunk bitmap); `have` is FILE_ACCEPT's `have` in the session's
+    chunk numbers.
+    """
+
+    def __init__(
+        self,
+        receive_dir: ReceiveDir,
+        parent_fd: int,
+        components: tuple[str, ...],
+        state: ResumeState,
+        part_fd: int,
+        mode: int,
+        mtime_ns: int,
+    ) -> None:
+        self._dir = receive_dir
+        self._parent = parent_fd
+        self.components = components
+        self.resume = state
+        self.fd = part_fd
+        self.mode = mode
+        self.mtime_ns = mtime_ns
+        header = state.header
+        self.size = header.size
+        self.chunk_size = header.chunk_size
+        self.first_chunk = header.first_chunk
+        self.n_chunks = header.n_chunks
+        held = state.held()
+        #: Chunks already in the part file (resume), file-relative: chunk 0 is the file's first.
+        self.held = held
+        #: Bytes those chunks hold: what resume saves.
+        self.resumed_bytes = _held_bytes(held, self.chunk_size, self.size)
+        #: The same chunks as DATA `seq` numbers of this session (FILE_ACCEPT `have`).
+        self.have = ChunkRanges((s + self.first_chunk, e + self.first_chunk) for s, e in held)
+        self.outcome: str | None = None  #: "placed", "kept" or "discarded" once finished
+
+    @property
+    def rel_path(self) -> str:
+        """The offered path, relative to the receive directory."""
+        return "/".join(self.components)
+
+    @property
+    def display(self) -> str:
+        """The offered path, escaped for a terminal."""
+        return display_name(self.rel_path)
+
+    @property
+    def part_name(self) -> str:
+        """The part file's name in its directory."""
+        return self.resume.part_name
+
+    def _check_open(self) -> None:
+        if self.outcome is not None:
+            raise PlacementError(f"{self.display} is already {self.outcome}")
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        """Write bytes at `offset` of the part file; never past the declared size."""
+        self._check_open()
+        end = offset + len(data)
+        if offset < 0 or end > self.size:
+            raise PlacementError(
+                f"write [{offset}, {end}) is outside the declared size {self.size} of "
+                f"{self.display}",
+                code=ErrorCode.TOO_LARGE,
+            )
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def write_chunk(self, seq: int, data: bytes | memoryview) -> None:
+        """Write chunk `seq` (a DATA `seq` of this session) and record it in the bitmap."""
+        index = seq - self.first_chunk
+        if not 0 <= index < self.n_chunks:
+            raise PlacementError(
+                f"chunk {seq} is not one of {self.display}", code=ErrorCode.BAD_REQUEST
+            )
+        start = index * self.chunk_size
+        expected = min(self.chunk_size, self.size - start)
+        if len(data) != expected:
+            raise PlacementError(
+                f"chunk {seq} of {self.display} is {len(data)} bytes, not {expected}",
+                code=ErrorCode.BAD_REQUEST,
+            )
+        self.write_at(start, data)
+        self.resume.mark(index, index + 1)
+
+    def complete(self, expected_digest: bytes, actual_digest: bytes) -> PlacedFile:
+        """Place the file if the digests match: mode and mtime, fsync, rename, fsync the
+        directory, drop the sidecar. On a mismatch the part is deleted and DigestMismatch
+        raised; on an I/O error the part is kept for a resume and the error raised."""
+        self._check_open()
+        if not hmac.compare_digest(expected_digest, actual_digest):
+            self.discard()
+            raise DigestMismatch(
+                f"{self.display}: digest mismatch ({actual_digest.hex()} received, "
+                f"{expected_digest.hex()} sent); the partial file was deleted",
+                hint="send it again",
+            )
+        try:
+            final = self._place()
+        except BaseException:
+            self.interrupt()
+            raise
+        self.resume.finish()
+        self._close("placed")
+        rel = "/".join((*self.components[:-1], final))
+        return PlacedFile(final_name=rel, size=self.size, renamed=final != self.components[-1])
+
+    def _place(self) -> str:
+        policy = self._dir.policy
+        info = os.fstat(self.fd)
+        if info.st_size != self.size:
+            raise PlacementError(
+                f"{self.display}: part file is {info.st_size} bytes, not the declared {self.size}"
+            )
+        os.fchmod(self.fd, self.mode & 0o777 & policy.mode_mask)
+        os.utime(self.fd, ns=(time.time_ns(), self.mtime_ns))
+        if policy.durable:
+            os.fsync(self.fd)
+        leaf = self.components[-1]
+        if policy.overwrite:
+            try:
+                os.rename(self.part_name, leaf, src_dir_fd=self._parent, dst_dir_fd=self._parent)
+            except IsADirectoryError:
+                raise PlacementError(
+                    f"{self.display}: a directory of that name is in the way"
+                ) from None
+            final = leaf
+        else:
+            final = self._rename_to_free_name(leaf)
+        if policy.durable:
+            os.fsync(self._parent)
+        return final
+
+    def _rename_to_free_name(self, leaf: str) -> str:
+        for n in range(MAX_NAME_ATTEMPTS):
+            candidate = variant_name(leaf, n)
+            try:
+                _rename_noreplace(self._parent, self.part_name, candidate)
+            except FileExistsError:
+                continue
+            return candidate
+        last = display_name(variant_name(leaf, MAX_NAME_ATTEMPTS - 1))
+        raise PlacementError(
+            f"{self.display}: names up to {last} are all taken; the verified data is kept in "
+            "the part file",
+            hint="move files out of the way and send again (it resumes at once)",
+        )
+
+    def interrupt(self) -> None:
+        """Stop, keeping the part file and its sidecar for a later resume."""
+        if self.outcome is None:
+            self.resume.release()
+            self._close("kept")
+
+    def discard(self) -> None:
+        """Stop, deleting the part file and its sidecar."""
+        if self.outcome is None:
+            self.resume.remove()
+            self._close("discarded")
+
+    def _close(self, outcome: str) -> None:
+        self.outcome = outcome
+        os.close(self.fd)
+        os.close(self._parent)
+
+    def __enter__(self) -> IncomingFile:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.interrupt()

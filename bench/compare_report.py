@@ -203,7 +203,7 @@ def scaling_table(scaling: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for key, entry in scaling["kinds"].items():
-        label = KINDS_BY_KEY[key].label.split(",")[0]
+        label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
             lines.append(f"| {label} | all | {RATIO_NOT_BUILT} | | |")
             continue
@@ -302,8 +302,9 @@ def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 5))
+    rss_top = 0.0
     for key, entry in scaling["kinds"].items():
-        label = KINDS_BY_KEY[key].label.split(",")[0]
+        label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
             ax_t.plot([], [], label=f"{label} - not available yet")
             continue
@@ -326,6 +327,7 @@ def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
             )
         rss = [detail_median(r, "receiver_peak_rss_kib") or 0 for r in rows]
         ax_m.plot(gib, [r / 1024 for r in rss], "o-", label=f"{label} receiver")
+        rss_top = max(rss_top, *(r / 1024 for r in rss))
     ax_t.set_xlabel("file size, GiB")
     ax_t.set_ylabel("copy time, s")
     ax_t.set_title(f"time against size (MTU {scaling['mtu']})")
@@ -334,7 +336,7 @@ def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
     ax_m.set_xlabel("file size, GiB")
     ax_m.set_ylabel("peak RSS, MiB")
     ax_m.set_title("receiver peak resident memory")
-    ax_m.set_ylim(bottom=0)
+    ax_m.set_ylim(0, rss_top * 1.3 or 1.0)
     ax_m.legend(fontsize=8)
     ax_m.grid(alpha=0.3)
     fig.tight_layout()

@@ -209,6 +209,11 @@ class _LocalConnection:
         self.on_close: list[Callable[[], None]] = []
         self.outbox: deque[dict[str, Any]] = deque()
 
+    @property
+    def backlog(self) -> int:
+        """Nothing waits on a socket in-process."""
+        return 0
+
     def send(self, obj: dict[str, Any]) -> bool:
         if self.closed:
             return False

@@ -37,6 +37,9 @@ from l2fast.errors import L2fastError
 # message at the default 1 MiB cap even when JSON escapes every character (up to 6 bytes each).
 MAX_MESSAGE = 8 << 20
 MAX_FDS = 16  # descriptors accepted with one request
+# Replies waiting for a client that reads slowly; beyond this it is dropped rather than let it
+# hold the daemon's memory (one full-size message always fits).
+MAX_BACKLOG = 2 * MAX_MESSAGE
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -140,17 +143,51 @@ class ControlConnection:
     closed: bool = False
     # Streaming operations (chat watch, transfer progress) register here to be told of the close.
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    # Bytes sent by `send` that the socket has not taken yet (the socket never blocks).
+    outbox: bytearray = field(default_factory=bytearray)
+    # Told True when output starts waiting for the socket to become writable, False when it
+    # drained: the loop then calls `flush` on writability.
+    on_backlog: Callable[[bool], None] | None = None
+    write_wanted: bool = False  # what on_backlog was last told
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of replies not yet taken by the socket."""
+        return len(self.outbox)
 
     def send(self, obj: dict[str, Any]) -> bool:
-        """Send one message; False (and the connection marked closed) if the client is gone."""
+        """Queue one message and send what the socket takes now, without blocking.
+
+        False (and the connection closed) if the client is gone, or reads so slowly that more
+        than MAX_BACKLOG bytes wait for it.
+        """
+        if self.closed:
+            return False
+        data = encode_message(obj)
+        if self.outbox and len(self.outbox) + len(data) > MAX_BACKLOG:
+            self.close()
+            return False
+        self.outbox += data
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send what waits in `outbox` as far as the socket takes it; False if the client left."""
         if self.closed:
             return False
         try:
-            self.sock.sendall(encode_message(obj))
-            return True
+            while self.outbox:
+                sent = self.sock.send(self.outbox)
+                del self.outbox[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
         except OSError:
             self.close()
             return False
+        waiting = bool(self.outbox)
+        if self.on_backlog is not None and waiting != self.write_wanted:
+            self.write_wanted = waiting
+            self.on_backlog(waiting)
+        return True
 
     def take_fds(self) -> list[int]:
         """Descriptors that came with the current request; the caller owns (and closes) them."""

@@ -131,6 +131,11 @@ class Daemon:
             return
         log.info("control client pid %d uid %d connected", conn.cred.pid, conn.cred.uid)
         self.runner.add_reader(conn.sock, lambda: self._on_client(conn))
+        # Replies the socket cannot take at once wait in the connection; the loop finishes
+        # sending them when the client reads, never blocking everyone else meanwhile.
+        conn.on_backlog = lambda waiting: self.runner.set_writer(
+            conn.sock, conn.flush if waiting else None
+        )
         conn.on_close.append(lambda: self.runner.remove_reader(conn.sock))
 
     def _on_client(self, conn: ControlConnection) -> None:

@@ -87,6 +87,20 @@ class FrameSocket(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Watch:
+    """What to call when a watched descriptor is readable or writable."""
+
+    reader: Callable[[], None] | None = None
+    writer: Callable[[], object] | None = None
+
+    @property
+    def events(self) -> int:
+        return (selectors.EVENT_READ if self.reader else 0) | (
+            selectors.EVENT_WRITE if self.writer else 0
+        )
+
+
 @dataclass(order=True)
 class Timer:
     """A callback scheduled with `NodeRunner.call_at`; `cancel()` stops it from running."""
@@ -127,7 +141,7 @@ class NodeRunner:
         self.counters: Counter[str] = Counter()
         self.arena = RxArena(RX_BATCH, sock.mtu + ETH_HLEN + _RX_SLOT_EXTRA)
         self.selector = selectors.DefaultSelector()
-        self.selector.register(sock.fileno(), selectors.EVENT_READ, self._on_frames)
+        self.selector.register(sock.fileno(), selectors.EVENT_READ, _Watch(self._on_frames))
         self._subscribers: list[Callable[[Event], None]] = []
         self._timers: list[Timer] = []
         self._order = itertools.count()
@@ -152,10 +166,19 @@ class NodeRunner:
 
     def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
         """Call `callback()` whenever `fileobj` (a descriptor or object with fileno) is readable."""
-        self.selector.register(fileobj, selectors.EVENT_READ, callback)
+        self.selector.register(fileobj, selectors.EVENT_READ, _Watch(callback))
+
+    def set_writer(self, fileobj: Any, callback: Callable[[], object] | None) -> None:
+        """Call `callback()` whenever `fileobj` (already read) is writable; None stops that."""
+        try:
+            watch: _Watch = self.selector.get_key(fileobj).data
+        except (KeyError, ValueError):
+            return  # not watched (any more): nothing to write to
+        watch.writer = callback
+        self.selector.modify(fileobj, watch.events, watch)
 
     def remove_reader(self, fileobj: Any) -> None:
-        """Stop watching `fileobj`; nothing happens if it was not watched."""
+        """Stop watching `fileobj` at all; nothing happens if it was not watched."""
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(fileobj)
 
@@ -190,9 +213,13 @@ class NodeRunner:
         # (a HELLO stamped now and sent a second later would read as a 1 s round trip).
         self.flush()
         timeout = self._next_wake(self.clock(), max_wait)
-        for key, _mask in self.selector.select(timeout):
-            callback: Callable[[], None] = key.data
-            callback()
+        for key, mask in self.selector.select(timeout):
+            watch: _Watch = key.data
+            if mask & selectors.EVENT_READ and watch.reader is not None:
+                watch.reader()
+            # The reader may have closed it; a writer checks that for itself.
+            if mask & selectors.EVENT_WRITE and watch.writer is not None:
+                watch.writer()
         now = self.clock()
         due = self.engine.next_timer()
         if due is not None and due <= now:

@@ -71,6 +71,12 @@ DROP_REASONS = (
     "not_for_us",
 )
 HISTORY_SIZE = 1000
+#: The history also keeps at most this many bytes of text (1000 messages at the 1 MiB cap
+#: would be a gigabyte); the oldest messages go first.
+HISTORY_BYTES = 64 << 20
+# A history reply sends more entries only while less than this waits for the client.
+HISTORY_PACE_BYTES = 1 << 20
+HISTORY_PACE_S = 0.005
 #: How long a request naming an unknown peer waits for discovery to find it.
 RESOLVE_WAIT_S = 2.0
 #: How long a one-shot `chat --all` listens for peers before sending.
@@ -85,6 +91,11 @@ class Replier(Protocol):
 
     closed: bool
     on_close: list[Callable[[], None]]
+
+    @property
+    def backlog(self) -> int:
+        """Bytes sent but not yet taken by the client."""
+        ...
 
     def send(self, obj: dict[str, Any]) -> bool:
         """Send one message; False if the client is gone."""
@@ -115,7 +126,9 @@ class NodeService:
         self.engine = runner.engine
         self.one_shot = one_shot
         #: Chat messages received, oldest first, as `history` entries.
-        self.history: deque[dict[str, Any]] = deque(maxlen=history_size)
+        self.history: deque[dict[str, Any]] = deque()
+        self._history_size = history_size
+        self._history_bytes = 0
         self._info = info  # the daemon's extra status fields (options, control socket)
         self._watchers: list[Replier] = []
         self._chat_waiters: dict[tuple[int, bytes], Callable[[ChatDelivered | ChatFailed], None]]
@@ -233,6 +246,11 @@ class NodeService:
             "to_all": ev.to_all,
         }
         self.history.append(entry)
+        self._history_bytes += len(ev.text)
+        while len(self.history) > self._history_size or (
+            self._history_bytes > HISTORY_BYTES and len(self.history) > 1
+        ):
+            self._history_bytes -= self.history.popleft()["bytes"]
         log.info("chat from %s %r: %d bytes", entry["mac"], escape_text(ev.name), entry["bytes"])
         self._watchers = [w for w in self._watchers if not w.closed]
         for watcher in self._watchers:
@@ -282,13 +300,21 @@ class NodeService:
 
     def _op_history(self, conn: Replier, request: dict[str, Any]) -> None:
         limit = int(_number(request, "limit", len(self.history), 0, HISTORY_SIZE))
-        entries = list(self.history)[len(self.history) - limit :] if limit else []
-        for entry in entries:
-            if not conn.send(
-                {"ok": True, "id": request.get("id"), "event": "entry", "entry": entry}
-            ):
-                return
-        self._reply(conn, request, done=True, count=len(entries))
+        entries = deque(list(self.history)[len(self.history) - limit :] if limit else [])
+        count = len(entries)
+
+        def pump() -> None:
+            # Paced by the client's reading: a long history never piles up in the daemon twice.
+            while entries and conn.backlog < HISTORY_PACE_BYTES:
+                message = {"ok": True, "id": request.get("id"), "event": "entry"}
+                if not conn.send({**message, "entry": entries.popleft()}):
+                    return
+            if entries:
+                self.runner.call_later(HISTORY_PACE_S, pump)
+            else:
+                self._reply(conn, request, done=True, count=count)
+
+        pump()
 
     def _op_watch(self, conn: Replier, request: dict[str, Any]) -> None:
         self._watchers.append(conn)

@@ -151,6 +151,10 @@ def test_over_long_message_is_refused(server: ServerThread, address: str) -> Non
     raw.close()
     with ControlClient(address) as client:
         assert client.request({"op": "echo", "value": 2})["echo"] == 2
+    # The server reads the long message in pieces, between serving others: wait for its verdict.
+    deadline = time.monotonic() + 10
+    while server.server.bad_requests < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.server.bad_requests >= 1
 
 

@@ -249,3 +249,41 @@ def test_stop_closes_sessions_in_order(nodes: tuple[Node, Node]) -> None:
     with b.client() as c:
         sessions = c.request({"op": "status"}, 5)["status"]["sessions"]
     assert [s["state"] for s in sessions] == ["closed"]  # by a CLOSE, not a timeout
+
+
+def test_a_client_that_reads_slowly_does_not_stall_the_daemon(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    text = "w" * 200_000
+    with a.client() as c:
+        for _ in range(15):
+            c.request({"op": "chat", "peer": "bravo", "text": text}, 10)
+    slow = ControlClient(b.address, timeout=10)
+    try:
+        slow.send({"op": "history", "id": 1})  # 3 MB of replies, and nobody reads them yet
+        with b.client() as c:
+            start = time.monotonic()
+            assert c.request({"op": "status"}, 5)["status"]["chat_history"] == 15
+            assert time.monotonic() - start < 2
+        replies = []
+        while not replies or not replies[-1].get("done"):
+            replies.append(slow.receive())
+    finally:
+        slow.close()
+    assert [r["entry"]["text"] for r in replies[:-1]] == [text] * 15
+    assert replies[-1]["count"] == 15
+
+
+def test_history_is_bounded_in_count_and_bytes(
+    nodes: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = nodes
+    monkeypatch.setattr(service, "HISTORY_BYTES", 25_000)
+    b.daemon.service._history_size = 3
+    with a.client() as c:
+        for i in range(5):
+            c.request({"op": "chat", "peer": "bravo", "text": f"{i}" * 10_000}, 10)
+    assert [e["text"][0] for e in history(b)] == ["3", "4"]  # 2 x 10 kB fit in 25 kB
+    with a.client() as c:
+        for i in range(5, 9):
+            c.request({"op": "chat", "peer": "bravo", "text": f"{i}"}, 10)
+    assert [e["text"] for e in history(b)] == ["6", "7", "8"]

@@ -29,6 +29,7 @@ __all__ = [
     "display_name",
     "name_violation",
     "part_name",
+    "safety_violation",
     "variant_name",
 ]
 
@@ -69,8 +70,10 @@ def _byte_escape(match: re.Match[str]) -> str:
     return match.group(1) or f"\\x{match.group(2)}"
 
 
-def _char_violation(component: str) -> str | None:
-    for ch in component:
+def _char_violation(text: str) -> str | None:
+    if text.isascii() and text.isprintable():
+        return None  # the common case: no control character, nothing bidirectional
+    for ch in text:
         if ch in _BIDI_CONTROLS:
             return f"a bidirectional control U+{ord(ch):04X}"
         if unicodedata.category(ch) in _REFUSED_CATEGORIES:
@@ -83,8 +86,8 @@ def _char_violation(component: str) -> str | None:
 def name_violation(path: str | bytes, *, is_file: bool = True) -> str | None:
     """Why the offered relative path `path` is refused, or None when it is safe to place.
 
-    `is_file` adds the rule that the last component may not end `.part` or `.part.l2fast`
-    (reserved for partial files). Bytes must be UTF-8, as on the wire.
+    Both the protocol's limits (PROTOCOL.md §Limits) and the receiver's safety rules
+    (`safety_violation`). Bytes must be UTF-8, as on the wire.
     """
     if isinstance(path, bytes | bytearray):
         try:
@@ -93,6 +96,23 @@ def name_violation(path: str | bytes, *, is_file: bool = True) -> str | None:
             return "name is not valid UTF-8"
     if not path:
         return "name is empty"
+    if path.startswith("/"):
+        return "absolute path"
+    problem = safety_violation(path, is_file=is_file)
+    if problem is not None:
+        return problem
+    try:
+        return path_violation(path)
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+
+
+def safety_violation(path: str, *, is_file: bool = True) -> str | None:
+    """Why a receiver refuses `path`, leaving aside the protocol's length limits, or None.
+
+    `is_file` adds the rule that the last component may not end `.part` or `.part.l2fast`
+    (reserved for partial files).
+    """
     if path.startswith("/"):
         return "absolute path"
     if "\x00" in path:
@@ -104,12 +124,6 @@ def name_violation(path: str | bytes, *, is_file: bool = True) -> str | None:
     problem = _char_violation(path)
     if problem is not None:
         return f"name contains {problem}"
-    try:
-        problem = path_violation(path)
-    except UnicodeEncodeError:
-        return "name is not valid UTF-8"
-    if problem is not None:
-        return problem
     components = path.split("/")
     for component in components:
         if component in (".", ".."):

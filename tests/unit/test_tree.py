@@ -1,0 +1,205 @@
+"""The sender's tree plan: order, kinds, chunk packing, symlinks, limits, and 10 000 files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from l2fast.transfer.tree import TreeError, open_entry, plan_tree
+from l2fast.wire.constants import FileKind
+
+CHUNK = 1000
+
+
+def make(root: Path, files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> None:
+    for d in dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+
+def test_a_single_file_is_offered_by_its_basename(tmp_path: Path) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(b"x" * 2500)
+    os.chmod(path, 0o640)
+    plan = plan_tree(path, CHUNK, first_chunk=7)
+    (entry,) = plan.entries
+    assert entry.path == "report.pdf" and entry.kind == FileKind.FILE
+    assert (entry.size, entry.first_chunk, entry.n_chunks) == (2500, 7, 3)
+    assert entry.mode == 0o640 and entry.mtime_ns == path.stat().st_mtime_ns
+    assert (plan.total_bytes, plan.total_chunks, plan.n_files, plan.n_dirs) == (2500, 3, 1, 0)
+
+
+def test_a_tree_in_order_with_packed_chunks(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    make(
+        src,
+        {"b.jpg": b"b" * 1000, "a.jpg": b"a" * 1001, "z/empty.txt": b"", "z/deep/c": b"c" * 10},
+        dirs=("empty_dir", "z/deep/hollow"),
+    )
+    plan = plan_tree(src, CHUNK, first_chunk=100)
+    got = [(e.path, e.kind, e.first_chunk, e.n_chunks) for e in plan.entries]
+    d, f = FileKind.DIRECTORY, FileKind.FILE
+    assert got == [
+        ("photos", d, 100, 0),
+        ("photos/a.jpg", f, 100, 2),  # 1001 bytes: a full chunk and one byte
+        ("photos/b.jpg", f, 102, 1),
+        ("photos/empty_dir", d, 103, 0),
+        ("photos/z", d, 103, 0),
+        ("photos/z/deep", d, 103, 0),
+        ("photos/z/deep/c", f, 103, 1),
+        ("photos/z/deep/hollow", d, 104, 0),
+        ("photos/z/empty.txt", f, 104, 0),  # empty files take no chunk
+    ]
+    assert plan.total_bytes == 2011 and plan.total_chunks == 4
+    assert (plan.n_files, plan.n_dirs) == (4, 5)
+    assert [e.path for e in plan.files] == [p for p, k, _, _ in got if k == f]
+    assert not plan.skipped
+
+
+def test_a_trailing_slash_or_dot_names_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "dir"
+    make(src, {"f": b"1"})
+    assert plan_tree(f"{src}/", CHUNK).entries[0].path == "dir"
+    monkeypatch.chdir(src)
+    assert plan_tree(".", CHUNK).entries[1].path == "dir/f"
+    with pytest.raises(TreeError, match="no name"):
+        plan_tree("/", CHUNK)
+    with pytest.raises(TreeError, match="cannot send"):
+        plan_tree(tmp_path / "missing", CHUNK)
+
+
+def test_symlinks_are_skipped_by_default(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    make(src, {"real": b"data"}, dirs=("sub",))
+    outside = tmp_path / "outside"
+    make(outside, {"secret": b"s" * 5000})
+    (src / "to_file").symlink_to(src / "real")
+    (src / "to_outside").symlink_to(outside)
+    (src / "dangling").symlink_to(tmp_path / "nowhere")
+    plan = plan_tree(src, CHUNK)
+    assert [e.path for e in plan.entries] == ["s", "s/real", "s/sub"]
+    assert {s.path for s in plan.skipped} == {"s/dangling", "s/to_file", "s/to_outside"}
+    assert all("not followed" in s.reason for s in plan.skipped)
+
+
+def test_symlinks_followed_on_request_with_loop_protection(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    make(src, {"real": b"data", "sub/inner": b"i"})
+    outside = tmp_path / "outside"
+    make(outside, {"secret": b"s" * 5000})
+    (src / "to_file").symlink_to(src / "real")
+    (src / "to_outside").symlink_to(outside)
+    (src / "dangling").symlink_to(tmp_path / "nowhere")
+    (src / "sub" / "loop").symlink_to(src)
+    plan = plan_tree(src, CHUNK, follow_symlinks=True)
+    kinds = {e.path: e.kind for e in plan.entries}
+    assert kinds["s/to_file"] == FileKind.FILE
+    assert kinds["s/to_outside"] == FileKind.DIRECTORY
+    assert kinds["s/to_outside/secret"] == FileKind.FILE
+    assert "s/sub/loop" not in kinds
+    reasons = {s.path: s.reason for s in plan.skipped}
+    assert "loop" in reasons["s/sub/loop"] and "dangling" in reasons["s/dangling"]
+    assert all(e.kind != FileKind.SYMLINK for e in plan.entries)
+    followed = next(e for e in plan.entries if e.path == "s/to_file")
+    assert followed.followed
+    fd = open_entry(followed)
+    assert os.read(fd, 10) == b"data"
+    os.close(fd)
+
+
+def test_special_files_are_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    make(src, {"ok": b"1"})
+    os.mkfifo(src / "fifo")
+    plan = plan_tree(src, CHUNK)
+    assert [e.path for e in plan.entries] == ["s", "s/ok"]
+    assert plan.skipped[0].path == "s/fifo" and "FIFO" in plan.skipped[0].reason
+
+
+def test_names_receivers_refuse_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    make(src, {"ok": b"1", "bad\x1b[2Jname": b"2", "leftover.part": b"3", "back\\slash": b"4"})
+    plan = plan_tree(src, CHUNK)
+    assert [e.path for e in plan.entries] == ["s", "s/ok"]
+    skipped = {s.path: s.reason for s in plan.skipped}
+    assert "escape" in skipped["s/bad\\x1b[2Jname"]  # shown escaped
+    assert "reserved" in skipped["s/leftover.part"]
+    assert "backslash" in skipped["s/back\\\\slash"]
+
+
+def test_paths_over_the_protocol_limit_are_an_error_naming_them(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    deep = src
+    for i in range(5):
+        deep = deep / (f"{i}" * 200)
+    make(deep, {"leaf": b"1", "other": b"2"})
+    with pytest.raises(TreeError, match="cannot be offered") as info:
+        plan_tree(src, CHUNK)
+    (offender,) = info.value.offenders  # the deepest directory; nothing below it is listed
+    assert offender.startswith("s/0000") and "is 1006 bytes, must be 1..1000" in offender
+    assert info.value.hint is not None and "1000 bytes" in info.value.hint
+
+
+def test_names_that_are_not_utf8_are_an_error(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    src.mkdir()
+    fd = os.open(os.fsencode(src) + b"/caf\xe9", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.close(fd)
+    with pytest.raises(TreeError) as info:
+        plan_tree(src, CHUNK)
+    assert "UTF-8" in info.value.offenders[0]
+    assert "\\xe9" in info.value.offenders[0]
+
+
+def test_open_entry_notices_a_changed_or_swapped_file(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    make(src, {"f": b"1234"})
+    (entry,) = plan_tree(src / "f", CHUNK).entries
+    fd = open_entry(entry)
+    assert os.read(fd, 10) == b"1234"
+    os.close(fd)
+    (src / "f").write_bytes(b"12345")
+    with pytest.raises(TreeError, match="changed"):
+        open_entry(entry)
+    (src / "f").unlink()
+    (src / "f").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(TreeError, match="cannot open"):
+        open_entry(entry)
+
+
+def test_unreadable_directories_are_skipped(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads any directory")
+    src = tmp_path / "s"
+    make(src, {"locked/f": b"1"})
+    os.chmod(src / "locked", 0)
+    try:
+        plan = plan_tree(src, CHUNK)
+    finally:
+        os.chmod(src / "locked", stat.S_IRWXU)
+    assert any("cannot list" in s.reason for s in plan.skipped)
+
+
+def test_ten_thousand_small_files_plan_quickly(tmp_path: Path) -> None:
+    src = tmp_path / "many"
+    for d in range(10):
+        sub = src / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(1000):
+            (sub / f"f{i:04d}").write_bytes(b"x" * 4096)
+    started = time.monotonic()
+    plan = plan_tree(src, 8972)
+    elapsed = time.monotonic() - started
+    assert plan.n_files == 10_000 and plan.n_dirs == 11
+    assert plan.total_chunks == 10_000 and plan.total_bytes == 10_000 * 4096
+    firsts = [e.first_chunk for e in plan.files]
+    assert firsts == list(range(10_000))
+    assert elapsed < 3.0, f"{elapsed:.2f} s to plan 10 000 files"

@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
+from l2fast.errors import InterfaceDown
 from l2fast.native import RxArena
 from l2fast.wire.constants import BROADCAST_MAC, DEFAULT_ETHERTYPE
 
@@ -63,6 +64,8 @@ class FakeSocket:
         self.ifname = ifname
         self.ethertype = DEFAULT_ETHERTYPE
         self.closed = False
+        #: While True, sending fails like a real socket on an interface that went down.
+        self.link_down = False
         self.sent: list[bytes] = []
         self._queue: deque[bytes] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -98,6 +101,8 @@ class FakeSocket:
 
     def send_frames(self, frames: Sequence[bytes]) -> int:
         """Put frames on the segment; maybe fewer than asked (backpressure)."""
+        if self.link_down:
+            raise InterfaceDown(self.ifname)
         limit = self.hub.accept_per_send
         taken = list(frames) if limit is None else list(frames)[:limit]
         for frame in taken:

@@ -136,7 +136,8 @@ class NodeRunner:
         self.wall_clock = wall_clock
         self.started = clock()
         #: Runner-level counts: `rx_frames` (all received, valid or not), `tx_frames`,
-        #: `tx_backpressure`, `tx_overflow`, `kernel_packets`, `kernel_drops`,
+        #: `tx_backpressure`, `tx_overflow`, `tx_dropped` and `sending_errors` /
+        #: `receiving_errors` (link down), `kernel_packets`, `kernel_drops`,
         #: `subscriber_errors`.
         self.counters: Counter[str] = Counter()
         self.arena = RxArena(RX_BATCH, sock.mtu + ETH_HLEN + _RX_SLOT_EXTRA)
@@ -146,6 +147,7 @@ class NodeRunner:
         self._timers: list[Timer] = []
         self._order = itertools.count()
         self._tx_backlog: deque[bytes] = deque()
+        self._link_errors: set[str] = set()  # "sending" / "receiving" while they fail
         self._closed = False
 
     # --- time --------------------------------------------------------------------------------
@@ -257,9 +259,14 @@ class NodeRunner:
         arena = self.arena
         ethertype = self.sock.ethertype
         for _ in range(_MAX_BATCHES_PER_WAKE):
-            n = self.sock.recv_batch(arena, 0)
+            try:
+                n = self.sock.recv_batch(arena, 0)
+            except L2fastError as exc:  # the socket reports the link going down once
+                self._link_trouble("receiving", exc)
+                return
             if n <= 0:
                 return
+            self._link_trouble("receiving", None)
             self.counters["rx_frames"] += n
             now = self.clock()
             for i, info in enumerate(arena.parse(n, ethertype=ethertype)):
@@ -298,10 +305,30 @@ class NodeRunner:
             log.error("could not encode a %s frame: %s", frame.type.name, exc.message)
             return None
 
+    def _link_trouble(self, direction: str, exc: L2fastError | None) -> None:
+        # A link that goes down (cable, `ip link set down`) must not end a daemon: frames are
+        # dropped meanwhile, and the protocol's retransmissions carry on once it is back. Said
+        # once per outage, not once per frame.
+        if exc is not None:
+            self.counters[f"{direction}_errors"] += 1
+            if direction not in self._link_errors:
+                self._link_errors.add(direction)
+                log.warning("%s on %s fails: %s", direction, self.sock.ifname, exc.message)
+        elif direction in self._link_errors:
+            self._link_errors.discard(direction)
+            log.info("%s on %s works again", direction, self.sock.ifname)
+
     def _send_backlog(self) -> None:
         while self._tx_backlog:
             batch = list(itertools.islice(self._tx_backlog, RX_BATCH))
-            took = self.sock.send_frames(batch)
+            try:
+                took = self.sock.send_frames(batch)
+            except L2fastError as exc:
+                self._link_trouble("sending", exc)
+                self.counters["tx_dropped"] += len(self._tx_backlog)
+                self._tx_backlog.clear()
+                return
+            self._link_trouble("sending", None)
             self.counters["tx_frames"] += took
             for _ in range(took):
                 self._tx_backlog.popleft()

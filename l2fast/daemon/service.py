@@ -184,6 +184,8 @@ class NodeService:
             "kernel_drops": runner.counters["kernel_drops"],
             "tx_backpressure": runner.counters["tx_backpressure"],
             "tx_overflow": runner.counters["tx_overflow"],
+            "tx_dropped": runner.counters["tx_dropped"],
+            "link_errors": runner.counters["sending_errors"] + runner.counters["receiving_errors"],
         }
         out: dict[str, Any] = {
             "interface": runner.sock.ifname,

@@ -165,3 +165,20 @@ def test_wall_clock_conversion(hub: FakeHub) -> None:
     engine = NodeEngine(sock.mac, "a", 1500, rng=random.Random(1))
     runner = NodeRunner(sock, engine, clock=lambda: 100.0, wall_clock=lambda: 1_000_000.0)
     assert runner.wall(99.5) == 999_999.5
+
+
+def test_a_link_that_goes_down_and_up_does_not_stop_the_node(
+    pair: tuple[FakeHub, NodeRunner, list[Event], NodeRunner, list[Event]],
+) -> None:
+    _, a, a_events, b, _ = pair
+    assert pump([a, b], lambda: bool(a.engine.peers()))
+    sock = a.sock
+    assert isinstance(sock, FakeSocket)
+    sock.link_down = True
+    msg_id = a.engine.send_chat(b.engine.mac, "sent while the cable is out", a.now())
+    for _ in range(5):
+        a.step(0.01)  # would raise InterfaceDown out of the loop without the guard
+    assert a.counters["sending_errors"] >= 1 and a.counters["tx_dropped"] >= 1
+    sock.link_down = False
+    # The engine's retransmissions deliver it once the link is back.
+    assert pump([a, b], lambda: ChatDelivered(msg_id, b.engine.mac) in a_events)

@@ -377,6 +377,8 @@ class NodeService:
 
         def give_up() -> None:
             nonlocal done
+            if found in self._peer_waiters:
+                self._peer_waiters.remove(found)
             if done:
                 return
             done = True

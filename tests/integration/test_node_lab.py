@@ -233,8 +233,8 @@ def test_10000_malformed_frames_are_counted_and_the_daemon_still_answers(
     assert json.loads(sent.stdout)["sent"] == 10000
 
     def counted() -> bool:
-        now = lab.status("h1")["counters"]
-        return now["frames_dropped"] - before["counters"]["frames_dropped"] >= 10000
+        dropped: int = lab.status("h1")["counters"]["frames_dropped"]
+        return dropped - before["counters"]["frames_dropped"] >= 10000
 
     assert wait_until(counted, 15, 0.2), lab.log_tail("h1")
     after = lab.status("h1")

@@ -264,7 +264,7 @@ def test_a_client_that_reads_slowly_does_not_stall_the_daemon(nodes: tuple[Node,
             start = time.monotonic()
             assert c.request({"op": "status"}, 5)["status"]["chat_history"] == 15
             assert time.monotonic() - start < 2
-        replies = []
+        replies: list[dict[str, Any]] = []
         while not replies or not replies[-1].get("done"):
             replies.append(slow.receive())
     finally:

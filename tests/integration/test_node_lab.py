@@ -234,7 +234,7 @@ def test_10000_malformed_frames_are_counted_and_the_daemon_still_answers(
 
     def counted() -> bool:
         dropped: int = lab.status("h1")["counters"]["frames_dropped"]
-        return dropped - before["counters"]["frames_dropped"] >= 10000
+        return bool(dropped - before["counters"]["frames_dropped"] >= 10000)
 
     assert wait_until(counted, 15, 0.2), lab.log_tail("h1")
     after = lab.status("h1")

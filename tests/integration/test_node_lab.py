@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import selectors
 import subprocess
 import sys
 import time
@@ -162,6 +164,44 @@ def test_chat_to_a_silent_peer_fails_in_bounded_time(node_lab: NodeLab) -> None:
     assert result.stderr.startswith("l2fast: error: message not delivered to 02:4c:32:00:00:42")
     assert "no answer" in result.stderr and "Traceback" not in result.stderr
     assert elapsed < 15
+
+
+def test_interactive_chat_shows_messages_as_they_arrive(node_lab: NodeLab) -> None:
+    lab = node_lab
+    argv = ["ip", "netns", "exec", lab.ns("h2"), sys.executable, "-m", "l2fast", "chat"]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen: list[str] = []
+
+    def line_with(needle: str) -> bool:
+        if sel.select(0.1):
+            seen.append(proc.stdout.readline())  # type: ignore[union-attr]
+        return any(needle in line for line in seen)
+
+    try:
+        assert wait_until(lambda: line_with("through the daemon"), 10), seen
+        lab.ok("h1", "chat", "h2", "live \x1b[31m message")
+        assert wait_until(lambda: line_with("live"), 10), seen
+        (shown,) = [line for line in seen if "live" in line]
+        assert re.fullmatch(
+            rf"\[\d\d:\d\d:\d\d\] h1 \({lab.mac('h1')}\): live \\x1b\[31m message\n", shown
+        ), shown
+        proc.stdin.write("/quit\n")
+        proc.stdin.flush()
+        assert proc.wait(10) == 0
+    finally:
+        sel.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdin.close()
+        proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 # --- ping and status --------------------------------------------------------------------------

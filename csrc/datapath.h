@@ -5,7 +5,8 @@
  *   sender:   l2f_tx_ranges      mmap'd file --(header + CRC32C, sendmmsg, payload iovec points
  *                                into the mapping)--> wire
  *   receiver: l2f_rx_run         wire --(recvmmsg straight into ring slots, verify, receive window,
- *                                dedup)--> one SPSC ring per writer process
+ *                                dedup)--> one SPSC ring per writer process, batches of
+ *                                >= publish_bytes handed over round-robin
  *             l2f_writer_drain   ring --(pwritev of contiguous chunks)--> <name>.part
  *             l2f_rx_feedback    cum_ack, highest, SACK ranges and credit for a FEEDBACK frame
  *
@@ -156,6 +157,8 @@ struct l2f_rx_config {
     uint32_t batch;           /* frames per recvmmsg, 1..L2F_RX_MAX_BATCH */
     uint8_t *written;         /* bit k (LSB first) set: chunk first_chunk + k is on disk; may be NULL */
     uint64_t written_len;     /* bytes of that bitmap: at least ceil(nchunks / 8) when not NULL */
+    uint32_t publish_bytes;   /* publish a ring's batch once it holds this many payload bytes (0: every recvmmsg) */
+    uint32_t publish_us;      /* ...or once its oldest frame waited this long and the socket is empty (<= 1 s) */
 };
 
 struct l2f_rx_counters {
@@ -248,7 +251,7 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
                          int32_t wait_us, struct l2f_writer_stats *stats);
 
 /* ---- transmit (csrc/txpath.c) ---- */
-#define L2F_TX_BATCH 64               /* frames per sendmmsg */
+#define L2F_TX_BATCH 64               /* most frames per sendmmsg */
 /* Template modes. */
 #define L2F_TX_BENCH 1                /* data holds one chunk, sent as every chunk's payload */
 #define L2F_TX_RAW 2                  /* bench ceiling: one prebuilt header for every frame, no CRC */
@@ -261,6 +264,7 @@ struct l2f_tx_template {
     uint16_t flags;           /* PROTOCOL.md §Flags for every frame (e.g. RETRANSMIT) */
     uint32_t session;
     uint32_t mode;            /* L2F_TX_* */
+    uint32_t batch;           /* frames per sendmmsg, 1..L2F_TX_BATCH (0: L2F_TX_BATCH) */
 };
 
 struct l2f_tx_stats {
@@ -273,7 +277,7 @@ struct l2f_tx_stats {
 /* Send the chunks of ranges[0..2*n_ranges) (pairs start, end exclusive, in the order given) as
  * DATA frames, at most max_frames of them: header and CRC32C built here, payload iovecs pointing
  * into data (the mapped file: chunk k is data[(k - first_chunk) * chunk_size ...], the last one
- * short), sendmmsg in batches of L2F_TX_BATCH to ifindex (0: the socket's own binding). Every
+ * short), sendmmsg in batches of t->batch frames to ifindex (0: the socket's own binding). Every
  * range must lie inside the file's chunks. Stops early when the kernel queue is full. Returns the
  * number of frames taken, in range order (fewer than asked means backpressure: retry the rest
  * later), or a negative code when none was taken (-L2F_E_ARG for a bad range, checked before

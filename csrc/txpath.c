@@ -40,8 +40,10 @@ int64_t l2f_tx_ranges(int32_t fd, int32_t ifindex, const struct l2f_tx_template 
     if (fd < 0 || ifindex < 0 || !t || (!ranges && n_ranges) || chunk_size == 0 ||
         chunk_size > L2F_MAX_PAYLOAD || file_size >= MAX_INDEX || first_chunk >= MAX_INDEX)
         return -L2F_E_ARG;
-    if (t->mode & ~(uint32_t)(L2F_TX_BENCH | L2F_TX_RAW | L2F_TX_MARK_LAST))
+    if (t->mode & ~(uint32_t)(L2F_TX_BENCH | L2F_TX_RAW | L2F_TX_MARK_LAST) ||
+        t->batch > L2F_TX_BATCH)
         return -L2F_E_ARG;
+    const uint32_t batch = t->batch ? t->batch : L2F_TX_BATCH;
     const int one_chunk = (t->mode & (L2F_TX_BENCH | L2F_TX_RAW)) != 0;
     const uint64_t nchunks = (file_size + chunk_size - 1) / chunk_size;
     const uint64_t end = first_chunk + nchunks;
@@ -81,7 +83,7 @@ int64_t l2f_tx_ranges(int32_t fd, int32_t ifindex, const struct l2f_tx_template 
     while (sent < max_frames && r < n_ranges) {
         /* Fill one batch, walking the ranges in order. */
         uint32_t cnt = 0;
-        while (cnt < L2F_TX_BATCH && sent + cnt < max_frames && r < n_ranges) {
+        while (cnt < batch && sent + cnt < max_frames && r < n_ranges) {
             const uint64_t k = c - first_chunk;
             const uint64_t off = k * chunk_size; /* k < nchunks < 2^62 / 1: fits */
             const uint32_t len =

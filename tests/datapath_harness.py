@@ -82,6 +82,8 @@ class Receiver:
     fd: int = -1
     written: bytearray | None = None
     ctrl_slots: int = 16
+    publish_bytes: int = 256 << 10
+    publish_us: int = 200
     rings: list[dp.ShmRing] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -98,6 +100,8 @@ class Receiver:
             batch=self.batch,
             written=self.written,
             ctrl_slots=self.ctrl_slots,
+            publish_bytes=self.publish_bytes,
+            publish_us=self.publish_us,
         )
         self.writers = [
             dp.Writer(

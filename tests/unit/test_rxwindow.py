@@ -9,6 +9,7 @@ need no privilege.  The model test compares the C window with a plain Python set
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -250,6 +251,47 @@ def test_credit_is_free_slots_minus_a_batch_bounded_by_the_window() -> None:
         r = Receiver(rxs, CS, size, nrings=1, nslots=1024, batch=16, window=64)
         try:
             assert r.rx.feedback().credit == 64  # the window is the tighter bound
+        finally:
+            r.close()
+
+
+@pytest.mark.parametrize(("publish_bytes", "batches"), [(0, 5), (10 * CS, 2), (1 << 20, 1)])
+def test_batches_are_published_by_the_byte(publish_bytes: int, batches: int) -> None:
+    """20 queued chunks, 4 per recvmmsg: one head update per recvmmsg only when asked."""
+    size = 100 * CS
+    with dgram_pair() as (tx, rxs):
+        r = Receiver(rxs, CS, size, nrings=2, batch=4, publish_bytes=publish_bytes)
+        try:
+            send_all(tx, [chunk_frame(k, size) for k in range(20)])
+            r.run()
+            c = r.rx.counters()
+            assert c.recv_calls >= 5
+            assert c.batches == batches
+            assert sorted(r.published()) == list(range(20))  # all published when run returns
+        finally:
+            r.close()
+
+
+def test_a_quiet_link_does_not_hold_a_batch_back() -> None:
+    """Below publish_bytes, a batch is published publish_us after the socket went quiet, not
+    only when the call ends (the writer must not wait for the next feedback tick)."""
+    size = 100 * CS
+    with dgram_pair() as (tx, rxs):
+        r = Receiver(rxs, CS, size, nrings=1, publish_bytes=1 << 20, publish_us=1000)
+        try:
+            result: list[dp.RxRun] = []
+            worker = threading.Thread(target=lambda: result.append(r.run(budget_s=2.0)))
+            worker.start()  # cffi releases the GIL while the loop waits in C
+            time.sleep(0.05)
+            t0 = time.monotonic()
+            send_all(tx, [chunk_frame(k, size) for k in range(3)])
+            while r.rings[0].used() == 0 and time.monotonic() - t0 < 1.5:
+                time.sleep(0.0005)
+            latency = time.monotonic() - t0
+            worker.join(5)
+            assert r.rings[0].used() == 3
+            assert latency < 0.5  # published well before the 2 s budget ran out
+            assert result and result[0].stop & dp.RxStop.BUDGET
         finally:
             r.close()
 

@@ -218,6 +218,20 @@ def test_max_frames_cuts_the_ranges_exactly() -> None:
         assert [native.parse_frame(f).seq for f in recv_frames(b)] == [0, 1, 2, 3, 4, 10, 11, 12]
 
 
+def test_frames_per_sendmmsg() -> None:
+    data = file_bytes(100 * CS, CS)
+    with dgram_pair() as (a, b):
+        tx = make_tx(a, data, batch=10)
+        assert tx.send([(0, 95)]) == 95
+        assert tx.stats().calls == 10  # 9 full batches and one of 5
+        assert len(recv_frames(b)) == 95
+    assert dp.tx_batch_for(1476) == dp.TX_BATCH
+    assert dp.tx_batch_for(8976) == 58  # ~512 KiB of frames
+    assert dp.tx_batch_for(65511) == 7
+    with pytest.raises(ValueError):
+        make_tx(a, data, batch=dp.TX_BATCH + 1)
+
+
 def test_bad_ranges_send_nothing() -> None:
     data = file_bytes(10 * CS, CS)
     with dgram_pair() as (a, b):

@@ -38,7 +38,7 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     if "accept" in s:
         lines.append(
             f"files      recv-dir {s['recv_dir'] or '-'}  accept {s['accept']}  "
-            f"({s['file_transfer']})"
+            "(stored for file transfer, which is not available yet)"
         )
     lines.append(f"peers      {len(s['peers'])}")
     if s["peers"]:

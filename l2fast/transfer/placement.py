@@ -18,6 +18,10 @@ What other tools got wrong (FACTS.md) shapes every rule here:
   On completion with a matching digest: mode and mtime applied, the part fsynced, renamed,
   the directory fsynced, the sidecar removed. Names ending `.part` or `.part.l2fast` are
   refused for received files, so a sender cannot clobber another transfer's part or sidecar.
+- **Small files** (under `resume_min_bytes`, 1 MiB) skip the part file and the sidecar: their
+  data goes to an unnamed file (O_TMPFILE) in the target directory, linked under its final
+  name once verified (linkat, which never replaces). Nothing of them is ever visible before,
+  nor left after a crash; they are simply sent again.
 - **What happens to a part file.** Interrupted (abort, peer gone, daemon killed): kept with its
   sidecar, so sending the same file again resumes. Digest mismatch: deleted with its sidecar,
   because which chunks are wrong is unknown and resuming would keep them. Refused: nothing is
@@ -36,37 +40,42 @@ What other tools got wrong (FACTS.md) shapes every rule here:
 Names are shown to users through `display_name`, which escapes everything a terminal would act on.
 
 Use: `ReceiveDir(path)` once; per DIRECTORY offer `make_directory`; per FILE offer
-`receive_offer` (or `receive_file`), which returns an `IncomingFile` whose `fd` the writers
-fill and whose `resume` bitmap they mark; then `complete(expected, actual)` or `interrupt()`;
-after a tree, `set_directory_metadata` deepest first.
+`receive_offer` (or `receive_file`), which returns an `IncomingFile`
+(`l2fast.transfer.incoming`) whose `fd` the writers fill and whose `resume` bitmap (when there
+is one) they mark; then `complete(expected, actual)` or `interrupt()`; after a tree,
+`set_directory_metadata` deepest first.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import hmac
 import os
 import stat
 import time
-from dataclasses import dataclass
 from types import TracebackType
 
-from l2fast.errors import L2fastError
+from l2fast.transfer.incoming import (
+    MAX_NAME_ATTEMPTS,
+    PROC_FD,
+    BadName,
+    DigestMismatch,
+    IncomingFile,
+    NoSpace,
+    PlacedFile,
+    PlacementError,
+    PlacementPolicy,
+)
 from l2fast.transfer.names import (
     PART_SUFFIX,
     display_name,
     name_violation,
     part_name,
-    variant_name,
 )
-from l2fast.transfer.ranges import ChunkRanges
 from l2fast.transfer.resume import (
     Lookup,
     ResumeState,
     SidecarHeader,
-    chunk_count,
     offer_identity,
     open_sidecar,
 )
@@ -88,39 +97,8 @@ __all__ = [
     "name_violation",
 ]
 
-MAX_NAME_ATTEMPTS = 100  # `name (1)` .. `name (99)`, then give up with a clear error
-
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PART_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class PlacementError(L2fastError):
-    """A file could not be received or placed; `code` is the wire reason (§ERROR)."""
-
-    code: ErrorCode = ErrorCode.IO_ERROR
-
-    def __init__(self, message: str, hint: str | None = None, code: ErrorCode | None = None):
-        super().__init__(message, hint)
-        if code is not None:
-            self.code = code
-
-
-class BadName(PlacementError):
-    """An offered name is refused, or its path runs into a symlink or a non-directory."""
-
-    code = ErrorCode.BAD_NAME
-
-
-class NoSpace(PlacementError):
-    """Not enough free space in the receive directory for the offered file."""
-
-    code = ErrorCode.NO_SPACE
-
-
-class DigestMismatch(PlacementError):
-    """The data does not match the sender's digest; the part file was deleted."""
-
-    code = ErrorCode.DIGEST_MISMATCH
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -135,52 +113,7 @@ def checked_components(path: str | bytes, *, is_file: bool = True) -> tuple[str,
     return tuple(text.split("/"))
 
 
-# -- renames -----------------------------------------------------------------------------------
-
-_RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def _rename_noreplace(dir_fd: int, src: str, dst: str) -> None:
-    """Rename `src` to `dst` in one directory, atomically failing (FileExistsError) if `dst`
-    exists. renameat2(RENAME_NOREPLACE) first; where the file system lacks it, link + unlink,
-    which is as atomic about the target (only a crash between the two leaves both names)."""
-    if _renameat2 is not None:
-        ret = _renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _RENAME_NOREPLACE)
-        if ret == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            raise FileExistsError(err, os.strerror(err), dst)
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise OSError(err, os.strerror(err), dst)
-    os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    os.unlink(src, dir_fd=dir_fd)
-
-
 # -- the receive directory ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PlacementPolicy:
-    """How a receive directory places files."""
-
-    overwrite: bool = False  #: replace an existing file instead of choosing `name (1)`
-    mode_mask: int = 0o755  #: permission bits kept from the offer (setuid etc. always go)
-    preallocate: bool = True  #: posix_fallocate the part file (ENOSPC at accept, not later)
-    durable: bool = True  #: fsync part files and directories (off: faster, crash-unsafe)
-    reserve_bytes: int = 16 << 20  #: free space to leave untouched
-    max_file_bytes: int | None = None  #: refuse larger files with TOO_LARGE
-
-
-@dataclass(frozen=True, slots=True)
-class PlacedFile:
-    """A verified file under its final name."""
-
-    final_name: str  #: POSIX path relative to the receive directory (FILE_RESULT `final_name`)
-    size: int
-    renamed: bool  #: True when the offered name was taken and another was chosen
 
 
 class ReceiveDir:
@@ -345,11 +278,32 @@ class ReceiveDir:
         )
         parent = self._open_dir(components[:-1], create=True)
         try:
-            state, part_fd = self._open_part(parent, components[-1], expected)
+            state: ResumeState | None = None
+            fd = self._open_unnamed(parent, size)
+            if fd < 0:
+                state, fd = self._open_part(parent, components[-1], expected)
         except BaseException:
             os.close(parent)
             raise
-        return IncomingFile(self, parent, components, state, part_fd, mode, mtime_ns)
+        return IncomingFile(self.policy, parent, components, expected, fd, mode, mtime_ns, state)
+
+    def _open_unnamed(self, parent: int, size: int) -> int:
+        """An unnamed file (O_TMPFILE) for a small file, or -1 to use a part file instead."""
+        if size >= self.policy.resume_min_bytes or not PROC_FD:
+            return -1
+        self.check_space(size)
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return -1
+            raise
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _open_part(
         self, parent: int, leaf: str, expected: SidecarHeader
@@ -437,193 +391,3 @@ def _exists(dir_fd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def _held_bytes(held: ChunkRanges, chunk_size: int, size: int) -> int:
-    """Bytes in the held file-relative chunks (the last chunk may be short)."""
-    total = held.count * chunk_size
-    last = chunk_count(size, chunk_size) - 1
-    if held.count and last in held:
-        total -= last * chunk_size + chunk_size - size
-    return total
-
-
-class IncomingFile:
-    """One file being received into its part file; finish with `complete`, `interrupt` or
-    `discard` (as a context manager, an exception interrupts it: the part is kept).
-
-    The C writers use `fd` (the part file, already at its declared size) and
-    `resume.mapping` (the chunk bitmap); `have` is FILE_ACCEPT's `have` in the session's
-    chunk numbers.
-    """
-
-    def __init__(
-        self,
-        receive_dir: ReceiveDir,
-        parent_fd: int,
-        components: tuple[str, ...],
-        state: ResumeState,
-        part_fd: int,
-        mode: int,
-        mtime_ns: int,
-    ) -> None:
-        self._dir = receive_dir
-        self._parent = parent_fd
-        self.components = components
-        self.resume = state
-        self.fd = part_fd
-        self.mode = mode
-        self.mtime_ns = mtime_ns
-        header = state.header
-        self.size = header.size
-        self.chunk_size = header.chunk_size
-        self.first_chunk = header.first_chunk
-        self.n_chunks = header.n_chunks
-        held = state.held()
-        #: Chunks already in the part file (resume), file-relative: chunk 0 is the file's first.
-        self.held = held
-        #: Bytes those chunks hold: what resume saves.
-        self.resumed_bytes = _held_bytes(held, self.chunk_size, self.size)
-        #: The same chunks as DATA `seq` numbers of this session (FILE_ACCEPT `have`).
-        self.have = ChunkRanges((s + self.first_chunk, e + self.first_chunk) for s, e in held)
-        self.outcome: str | None = None  #: "placed", "kept" or "discarded" once finished
-
-    @property
-    def rel_path(self) -> str:
-        """The offered path, relative to the receive directory."""
-        return "/".join(self.components)
-
-    @property
-    def display(self) -> str:
-        """The offered path, escaped for a terminal."""
-        return display_name(self.rel_path)
-
-    @property
-    def part_name(self) -> str:
-        """The part file's name in its directory."""
-        return self.resume.part_name
-
-    def _check_open(self) -> None:
-        if self.outcome is not None:
-            raise PlacementError(f"{self.display} is already {self.outcome}")
-
-    def write_at(self, offset: int, data: bytes | memoryview) -> None:
-        """Write bytes at `offset` of the part file; never past the declared size."""
-        self._check_open()
-        end = offset + len(data)
-        if offset < 0 or end > self.size:
-            raise PlacementError(
-                f"write [{offset}, {end}) is outside the declared size {self.size} of "
-                f"{self.display}",
-                code=ErrorCode.TOO_LARGE,
-            )
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self.fd, view, offset)
-            view = view[written:]
-            offset += written
-
-    def write_chunk(self, seq: int, data: bytes | memoryview) -> None:
-        """Write chunk `seq` (a DATA `seq` of this session) and record it in the bitmap."""
-        index = seq - self.first_chunk
-        if not 0 <= index < self.n_chunks:
-            raise PlacementError(
-                f"chunk {seq} is not one of {self.display}", code=ErrorCode.BAD_REQUEST
-            )
-        start = index * self.chunk_size
-        expected = min(self.chunk_size, self.size - start)
-        if len(data) != expected:
-            raise PlacementError(
-                f"chunk {seq} of {self.display} is {len(data)} bytes, not {expected}",
-                code=ErrorCode.BAD_REQUEST,
-            )
-        self.write_at(start, data)
-        self.resume.mark(index, index + 1)
-
-    def complete(self, expected_digest: bytes, actual_digest: bytes) -> PlacedFile:
-        """Place the file if the digests match: mode and mtime, fsync, rename, fsync the
-        directory, drop the sidecar. On a mismatch the part is deleted and DigestMismatch
-        raised; on an I/O error the part is kept for a resume and the error raised."""
-        self._check_open()
-        if not hmac.compare_digest(expected_digest, actual_digest):
-            self.discard()
-            raise DigestMismatch(
-                f"{self.display}: digest mismatch ({actual_digest.hex()} received, "
-                f"{expected_digest.hex()} sent); the partial file was deleted",
-                hint="send it again",
-            )
-        try:
-            final = self._place()
-        except BaseException:
-            self.interrupt()
-            raise
-        self.resume.finish()
-        self._close("placed")
-        rel = "/".join((*self.components[:-1], final))
-        return PlacedFile(final_name=rel, size=self.size, renamed=final != self.components[-1])
-
-    def _place(self) -> str:
-        policy = self._dir.policy
-        info = os.fstat(self.fd)
-        if info.st_size != self.size:
-            raise PlacementError(
-                f"{self.display}: part file is {info.st_size} bytes, not the declared {self.size}"
-            )
-        os.fchmod(self.fd, self.mode & 0o777 & policy.mode_mask)
-        os.utime(self.fd, ns=(time.time_ns(), self.mtime_ns))
-        if policy.durable:
-            os.fsync(self.fd)
-        leaf = self.components[-1]
-        if policy.overwrite:
-            try:
-                os.rename(self.part_name, leaf, src_dir_fd=self._parent, dst_dir_fd=self._parent)
-            except IsADirectoryError:
-                raise PlacementError(
-                    f"{self.display}: a directory of that name is in the way"
-                ) from None
-            final = leaf
-        else:
-            final = self._rename_to_free_name(leaf)
-        if policy.durable:
-            os.fsync(self._parent)
-        return final
-
-    def _rename_to_free_name(self, leaf: str) -> str:
-        for n in range(MAX_NAME_ATTEMPTS):
-            candidate = variant_name(leaf, n)
-            try:
-                _rename_noreplace(self._parent, self.part_name, candidate)
-            except FileExistsError:
-                continue
-            return candidate
-        last = display_name(variant_name(leaf, MAX_NAME_ATTEMPTS - 1))
-        raise PlacementError(
-            f"{self.display}: names up to {last} are all taken; the verified data is kept in "
-            "the part file",
-            hint="move files out of the way and send again (it resumes at once)",
-        )
-
-    def interrupt(self) -> None:
-        """Stop, keeping the part file and its sidecar for a later resume."""
-        if self.outcome is None:
-            self.resume.release()
-            self._close("kept")
-
-    def discard(self) -> None:
-        """Stop, deleting the part file and its sidecar."""
-        if self.outcome is None:
-            self.resume.remove()
-            self._close("discarded")
-
-    def _close(self, outcome: str) -> None:
-        self.outcome = outcome
-        os.close(self.fd)
-        os.close(self._parent)
-
-    def __enter__(self) -> IncomingFile:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.interrupt()

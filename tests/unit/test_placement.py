@@ -32,9 +32,21 @@ CHUNK = 1000
 MTIME = 1_600_000_000_123_456_789
 
 
+PARTS = PlacementPolicy(resume_min_bytes=0)  # every file gets a part file and a sidecar
+
+
 @pytest.fixture
 def recv(tmp_path: Path) -> Iterator[ReceiveDir]:
     root = tmp_path / "recv"
+    root.mkdir()
+    with ReceiveDir(root, PARTS) as rd:
+        yield rd
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[ReceiveDir]:
+    """The default policy: files under 1 MiB go to an unnamed file."""
+    root = tmp_path / "small"
     root.mkdir()
     with ReceiveDir(root) as rd:
         yield rd
@@ -191,7 +203,7 @@ def test_overwrite_replaces_atomically(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
     (root / "x.txt").write_bytes(b"old")
-    with ReceiveDir(root, PlacementPolicy(overwrite=True)) as rd:
+    with ReceiveDir(root, PlacementPolicy(overwrite=True, resume_min_bytes=0)) as rd:
         data = b"new"
         f = start(rd, "x.txt", data)
         write_all(f, data)
@@ -285,7 +297,7 @@ def test_writes_past_the_declared_size_are_refused(recv: ReceiveDir) -> None:
 def test_no_space_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
-    with ReceiveDir(root, PlacementPolicy(reserve_bytes=1 << 62)) as rd:
+    with ReceiveDir(root, PlacementPolicy(reserve_bytes=1 << 62, resume_min_bytes=0)) as rd:
         with pytest.raises(NoSpace) as info:
             start(rd, "x.bin", b"data")
         assert info.value.code == ErrorCode.NO_SPACE
@@ -377,7 +389,7 @@ def test_a_symlink_at_the_final_name_is_not_written_through(
     write_all(f, data)
     assert finish(f, data) == "x (1).bin"
     assert target.read_bytes() == b"precious"
-    with ReceiveDir(root, PlacementPolicy(overwrite=True)) as rd:
+    with ReceiveDir(root, PlacementPolicy(overwrite=True, resume_min_bytes=0)) as rd:
         f = start(rd, "x.bin", data)
         write_all(f, data)
         assert finish(f, data) == "x.bin"  # the link itself is replaced, not its target
@@ -416,8 +428,8 @@ def test_a_forged_sidecar_over_a_hard_link_is_not_resumed(recv: ReceiveDir, outs
 
 CHILD = """
 import os, signal, sys
-from l2fast.transfer.placement import ReceiveDir
-rd = ReceiveDir(sys.argv[1])
+from l2fast.transfer.placement import PlacementPolicy, ReceiveDir
+rd = ReceiveDir(sys.argv[1], PlacementPolicy(resume_min_bytes=0))
 f = rd.receive_file("k.bin", size=10_000, chunk_size=1000, first_chunk=0, mode=0o644,
                     mtime_ns=5, digest=1)
 for k in range(6):
@@ -447,9 +459,9 @@ def test_after_sigkill_nothing_is_at_the_final_name_and_it_resumes(recv: Receive
 
 
 def test_no_replace_without_renameat2(recv: ReceiveDir, monkeypatch: pytest.MonkeyPatch) -> None:
-    from l2fast.transfer import placement
+    from l2fast.transfer import incoming
 
-    monkeypatch.setattr(placement, "_renameat2", None)  # link + unlink instead
+    monkeypatch.setattr(incoming, "_renameat2", None)  # link + unlink instead
     root = Path(recv.path)
     (root / "x.txt").write_bytes(b"mine")
     data = b"theirs"
@@ -458,3 +470,70 @@ def test_no_replace_without_renameat2(recv: ReceiveDir, monkeypatch: pytest.Monk
     assert finish(f, data) == "x (1).txt"
     assert (root / "x.txt").read_bytes() == b"mine"
     assert sorted(os.listdir(root)) == ["x (1).txt", "x.txt"]
+
+
+# -- small files: an unnamed file, linked into place -------------------------------------------
+
+
+def test_a_small_file_is_invisible_until_placed(small: ReceiveDir) -> None:
+    root = Path(small.path)
+    data = os.urandom(2500)
+    f = start(small, "d/s.bin", data, mode=0o4644)
+    assert f.resume is None and f.part_name is None and not f.have
+    write_all(f, data)
+    assert listing(root) == ["d"]  # nothing under any name yet
+    assert finish(f, data) == "d/s.bin"
+    assert (root / "d/s.bin").read_bytes() == data
+    assert stat.S_IMODE((root / "d/s.bin").stat().st_mode) == 0o644
+    assert (root / "d/s.bin").stat().st_mtime_ns == MTIME
+    assert listing(root) == ["d", "d/s.bin"]
+
+
+def test_a_small_file_never_overwrites_nor_follows_a_symlink(
+    small: ReceiveDir, outside: Path
+) -> None:
+    root = Path(small.path)
+    target = outside / "victim"
+    target.write_bytes(b"precious")
+    (root / "s.txt").symlink_to(target)
+    (root / "s (1).txt").write_bytes(b"mine")
+    data = b"new"
+    f = start(small, "s.txt", data)
+    write_all(f, data)
+    assert finish(f, data) == "s (2).txt"
+    assert target.read_bytes() == b"precious" and (root / "s (1).txt").read_bytes() == b"mine"
+
+
+def test_a_small_file_with_overwrite(tmp_path: Path, outside: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    target = outside / "victim"
+    target.write_bytes(b"precious")
+    (root / "s.txt").symlink_to(target)
+    (root / "dir").mkdir()
+    data = b"new"
+    with ReceiveDir(root, PlacementPolicy(overwrite=True)) as rd:
+        f = start(rd, "s.txt", data)
+        write_all(f, data)
+        assert finish(f, data) == "s.txt"
+        f = start(rd, "dir", data)
+        write_all(f, data)
+        with pytest.raises(PlacementError, match="directory"):
+            finish(f, data)
+        assert f.outcome == "dropped"
+    assert target.read_bytes() == b"precious"
+    assert (root / "s.txt").read_bytes() == data and not (root / "s.txt").is_symlink()
+    assert sorted(os.listdir(root)) == ["dir", "s.txt"]  # no temporary name left behind
+
+
+def test_a_small_file_interrupted_or_corrupt_leaves_nothing(small: ReceiveDir) -> None:
+    data = b"x" * 1500
+    f = start(small, "a", data)
+    write_all(f, data, range(1))
+    f.interrupt()
+    assert f.outcome == "dropped"
+    g = start(small, "b", data)
+    write_all(g, data)
+    with pytest.raises(DigestMismatch):
+        g.complete(b"1" * 32, b"2" * 32)
+    assert os.listdir(small.path) == []

@@ -202,7 +202,8 @@ int l2f_rx_new(const struct l2f_rx_config *cfg, struct l2f_rx **out);
 
 /* Attach one writer's ring (batches go round-robin over the rings in the order added). Its
  * slot_size must hold a frame of the interface (the caller's job: MTU + 18 rounded up to 64).
- * Returns the ring's index, -L2F_E_ARG (not a ring, or too many). */
+ * Returns the ring's index, -L2F_E_ARG (not a ring, too many, or slots too small for a chunk) or
+ * -EBUSY (the ring still holds descriptors: drain it first). */
 int l2f_rx_add_ring(struct l2f_rx *rx, uint8_t *region, uint64_t len);
 
 /* Read and dispatch frames for up to budget_us microseconds (waiting for the socket within it)

@@ -216,9 +216,14 @@ int l2f_rx_add_ring(struct l2f_rx *rx, uint8_t *region, uint64_t len)
         memset(r, 0, sizeof *r);
         return -L2F_E_ARG;
     }
-    /* A ring that still holds unreleased slots from an earlier receiver is taken as it is: those
-     * descriptors were published by someone else, so they are not reclaimed into our bitmap. */
-    rx->reclaimed[rx->nrings] = l2f_ring_load_tail(r);
+    /* The ring must be drained: descriptors another receive state published (an earlier file)
+     * would otherwise be reclaimed into this file's written bitmap. */
+    uint64_t tail = l2f_ring_load_tail(r);
+    if (l2f_ring_load_head(r) != tail) {
+        memset(r, 0, sizeof *r);
+        return -EBUSY;
+    }
+    rx->reclaimed[rx->nrings] = tail;
     r->tail_seen = rx->reclaimed[rx->nrings];
     return (int)rx->nrings++;
 }

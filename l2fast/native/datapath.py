@@ -24,6 +24,8 @@ import enum
 import errno
 import mmap
 import os
+import struct
+import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -34,10 +36,14 @@ from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, MAX_PAYLOAD, Flag
 from l2fast.wire.frames import Feedback
 
 __all__ = [
+    "DESC_LAST",
+    "DESC_REFUSED",
     "DESC_SIZE",
+    "DESC_SKIP",
     "RING_MAX_SLOT",
     "RING_MAX_SLOTS",
     "RING_MIN_SLOT",
+    "TX_BATCH",
     "RxCounters",
     "RxFeedback",
     "RxPath",
@@ -48,6 +54,7 @@ __all__ = [
     "TxStats",
     "Writer",
     "WriterStats",
+    "descriptor_fields",
     "descriptor_seqs",
     "pack_descriptors",
     "ring_size",
@@ -135,8 +142,11 @@ def pack_descriptors(
         ("session", session),
     ):
         _uint(name, value, _MAX_U32)
-    # Three u64 words per descriptor (little-endian x86-64 and aarch64 alike): seq, then the
-    # (payload_off, payload_len) pair, then (flags, session).
+    if sys.byteorder != "little":  # pragma: no cover - the word trick below assumes LE
+        one = struct.Struct("=QIIII")
+        return b"".join(one.pack(q, payload_off, payload_len, flags, session) for q in seq_words)
+    # Three u64 words per descriptor: seq, then the (payload_off, payload_len) pair, then
+    # (flags, session); on a little-endian CPU the low half of each word comes first.
     words = array("Q", [0]) * (3 * n)
     words[0::3] = seq_words
     words[1::3] = array("Q", [payload_off | payload_len << 32]) * n
@@ -156,12 +166,10 @@ def descriptor_seqs(descs: Buffer) -> list[int]:
 def descriptor_fields(descs: Buffer) -> list[tuple[int, int, int, int, int]]:
     """Each packed descriptor as (seq, payload_off, payload_len, flags, session)."""
     view = memoryview(descs).cast("B")
-    words = view.cast("Q")
-    out = []
-    for i in range(0, len(words), 3):
-        pair, fs = words[i + 1], words[i + 2]
-        out.append((words[i], pair & _MAX_U32, pair >> 32, fs & _MAX_U32, fs >> 32))
-    return out
+    if view.nbytes % DESC_SIZE:
+        raise ValueError(f"{view.nbytes} bytes is not a whole number of descriptors")
+    one = struct.Struct("=QIIII")
+    return [one.unpack_from(view, i) for i in range(0, view.nbytes, DESC_SIZE)]
 
 
 class ShmRing:

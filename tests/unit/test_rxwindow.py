@@ -368,6 +368,12 @@ def test_bad_arguments_are_refused() -> None:
                 dp.RxPath(rxs, [ring], session=1, chunk_size=100, file_size=1000)
             with pytest.raises(ValueError):
                 dp.RxPath(rxs, [], session=1, chunk_size=10, file_size=1000)
+            # a ring still holding an earlier file's descriptors is refused until drained
+            ring.push(dp.pack_descriptors([3], payload_len=10))
+            with pytest.raises(NativeError, match="busy"):
+                dp.RxPath(rxs, [ring], session=1, chunk_size=10, file_size=1000)
+            ring.pop(1)
+            dp.RxPath(rxs, [ring], session=1, chunk_size=10, file_size=1000).close()
         finally:
             ring.close()
 

@@ -63,6 +63,7 @@ from compare_kinds import (
     send_with_l2fast,
 )
 from compare_report import (
+    BUSY_LOAD,
     NOT_BUILT,
     comparison_chart,
     linear_fit,
@@ -532,6 +533,7 @@ def run(args: argparse.Namespace) -> int:
     if left:
         raise BenchError(f"lab namespaces were left behind: {', '.join(left)}")
     result["kinds"] = status  # a hook found unbuilt while running changed it
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["charts"] = {}
     if not args.no_chart:
         if result["mtus"]:
@@ -561,6 +563,14 @@ def print_report(result: dict[str, Any], json_path: Path) -> None:
         f"{m['date']}"
     )
     print(f"Command: {m['command']}\n")
+    load = m["load_average_start"][0]
+    if load > BUSY_LOAD:
+        print(
+            f"NOTE: the machine was busy before this run (1-min load average {load:.2f} on "
+            f"{m['cores']} cores): other processes shared the cores with both ends of the lab. "
+            "Ratios within this run still compare like with like; absolute numbers need a "
+            "quiet machine.\n"
+        )
     if result["mtus"]:
         settings = result["settings"]
         print(

@@ -18,6 +18,8 @@ from typing import Any
 from compare_kinds import KINDS, KINDS_BY_KEY, Sample
 
 NOT_BUILT = "not available yet"
+# A 1-minute load average above this before the run means other work shares the cores.
+BUSY_LOAD = 0.5
 RATIO_NOT_BUILT = "n/a (not built yet)"
 
 # (key, label, numerator kind, denominator kind, the target from issue 6 if it sets one)
@@ -131,6 +133,8 @@ def machine_info(command: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": platform.python_version(),
+        # Before anything of ours runs: what else competes for the cores (1, 5, 15 min).
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "l2fast_commit": commit + ("" if changed == "unknown" else " + uncommitted changes"),
         "iperf3": _first_line(["iperf3", "--version"]),
         "nc": _first_line(["dpkg-query", "-W", "-f", "${Package} ${Version}", "netcat-openbsd"]),
@@ -286,7 +290,8 @@ def comparison_chart(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         f"l2fast vs kernel TCP on a veth pair - medians of {result['settings']['reps']} "
         f"interleaved runs (bars: min-max)\n{m['cpu_model']}, {m['cores']} cores, "
-        f"Linux {m['kernel']}, {m['date']}",
+        f"Linux {m['kernel']}, {m['date']}, load average before the run "
+        f"{m['load_average_start'][0]:.2f}",
         fontsize=10,
     )
     fig.tight_layout()

@@ -9,6 +9,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Timings are noisy on a 2-core machine shared by both ends of every test: hypothesis must judge
+# behaviour, never speed, so no per-example deadline and no "too slow" health check.
+settings.register_profile(
+    "l2fast",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("l2fast")
 
 NOT_ROOT_REASON = "needs root: network namespaces and raw sockets (CI runs as root)"
 

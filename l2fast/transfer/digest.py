@@ -7,11 +7,11 @@ SHA-256 is the default so that a user can check a received file with `sha256sum`
 Neither side hashes on the per-frame path. Each digester runs in its own thread: hashlib
 releases the GIL for updates larger than 2 KiB, so hashing in blocks of 256 KiB proceeds in
 parallel with the sender's and receiver's other work. (Larger blocks were measured slower: a
-block that no longer fits the CPU cache is read from memory twice, once by the copy or the page
-walk and once by the hash. SHA-256 runs at about 1.2-1.3 GB/s here, about 10 Gbit/s.)
+block that no longer fits the CPU cache is read from memory twice, once by the copy and once
+by the hash. SHA-256 runs at about 1.2-1.3 GB/s here, about 10 Gbit/s.)
 
 - `FileDigester` (sender): hashes the whole file, from the sender's own mapping or from a
-  descriptor it maps itself, while sending goes on; `result()` waits for the digest.
+  descriptor, while sending goes on; `result()` waits for the digest.
 - `PrefixDigester` (receiver): chunks arrive out of order, so it hashes the part file's
   contiguous prefix as it grows. The receiver tells it "bytes [0, N) are final"; it reads them
   back with `preadv` into one reused buffer (so its memory stays at one block, whatever the file
@@ -22,7 +22,6 @@ walk and once by the hash. SHA-256 runs at about 1.2-1.3 GB/s here, about 10 Gbi
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import threading
 import time
@@ -136,9 +135,11 @@ class _Worker:
 class FileDigester:
     """Sender side: the digest of a whole file, hashed in a background thread.
 
-    `source` is the sender's own mapping (or any buffer: nothing is copied), a descriptor
-    (duplicated, then mapped read-only here; pages are dropped from this mapping once hashed,
-    so resident memory does not grow with the file) or a path.
+    `source` is the sender's own mapping (or any buffer: hashed in place, nothing copied), or
+    a descriptor (duplicated) or a path, read with `preadv` into one reused block. Reading
+    rather than mapping a descriptor keeps resident memory at one block whatever the file
+    size, and turns a file truncated under us into an error instead of a SIGBUS that would
+    kill the sender.
     """
 
     def __init__(
@@ -151,7 +152,7 @@ class FileDigester:
     ) -> None:
         self.algorithm = Digest(digest)
         self._hasher = new_hasher(digest)
-        self._block = max(mmap.PAGESIZE, block - block % mmap.PAGESIZE)
+        self._block = max(1, block)
         self._hashed = 0
         self._cancelled = False
         self._raw = b""
@@ -159,7 +160,6 @@ class FileDigester:
         self._finished = 0.0
         self._fd = -1
         self._view: memoryview | None = None
-        self._own_map: mmap.mmap | None = None
         if isinstance(source, int):
             self._fd = os.dup(source)
         elif isinstance(source, str | os.PathLike):
@@ -196,38 +196,41 @@ class FileDigester:
 
     def _run(self) -> None:
         try:
-            if self._view is None:
-                size = os.fstat(self._fd).st_size
-                if size:
-                    self._own_map = mmap.mmap(self._fd, size, prot=mmap.PROT_READ)
-                    self._own_map.madvise(mmap.MADV_SEQUENTIAL)
-                    self._view = memoryview(self._own_map)
-                else:
-                    self._view = memoryview(b"")
-            self._hash_view(self._view)
+            if self._view is not None:
+                self._hash_view(self._view)
+            else:
+                self._hash_fd(self._fd)
+            self._raw = self._hasher.digest()
         finally:
             if self._view is not None:
                 self._view.release()
-            if self._own_map is not None:
-                self._own_map.close()
             if self._fd >= 0:
                 os.close(self._fd)
             self._finished = time.monotonic()
 
+    def _check_cancelled(self) -> None:
+        if self._cancelled:
+            raise RuntimeError("digest cancelled")
+
     def _hash_view(self, view: memoryview) -> None:
         size = len(view)
-        step = self._block
-        for pos in range(0, size, step):
-            if self._cancelled:
-                raise RuntimeError("digest cancelled")
-            piece = view[pos : pos + step]
-            self._hasher.update(piece)
-            piece.release()
-            if self._own_map is not None:
-                # Hashed pages leave this mapping; they stay in the page cache for the sender.
-                self._own_map.madvise(mmap.MADV_DONTNEED, pos, min(step, size - pos))
-            self._hashed = min(pos + step, size)
-        self._raw = self._hasher.digest()
+        for pos in range(0, size, self._block):
+            self._check_cancelled()
+            with view[pos : pos + self._block] as piece:
+                self._hasher.update(piece)
+            self._hashed = min(pos + self._block, size)
+
+    def _hash_fd(self, fd: int) -> None:
+        size = os.fstat(fd).st_size  # the size listed and offered; growth after it is ignored
+        with memoryview(bytearray(max(1, min(self._block, size)))) as buf:
+            while self._hashed < size:
+                self._check_cancelled()
+                want = min(len(buf), size - self._hashed)
+                got = os.preadv(fd, [buf[:want]], self._hashed)
+                if got <= 0:
+                    raise OSError(f"file shrank to {self._hashed} bytes while being hashed")
+                self._hasher.update(buf[:got])
+                self._hashed += got
 
 
 class PrefixDigester:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from l2fast.daemon.display import escape_text
+from l2fast.transfer.names import display_name
 
 __all__ = [
     "JsonProgress",
@@ -142,7 +142,7 @@ class ProgressLine:
             enabled = not quiet and _isatty(self.stream)
         self.enabled = enabled and not quiet
         self.total = total
-        self.label = escape_text(label)
+        self.label = display_name(label)
         self._clock = clock
         self._min_interval = min_interval
         self._width = width

@@ -14,7 +14,8 @@ For each MTU, three cases run interleaved `--repeat` times, each moving `--size`
 - `file`: file to tmpfs: TxPath over an mmap'd tmpfs file, writers pwritev into a tmpfs file,
   whose SHA-256 is checked against the source after the run (outside the timing).
 
-Rates are payload bytes over the receiver's time from its first new chunk to the last; `raw`
+Rates are payload bytes over the receiver's time from its first new chunk until the writers have
+emptied the rings (every chunk written or, for `mem`, released); `raw`
 counts the same payload per frame.  The table shows the best and the median run and the CPU
 seconds each side spent per GiB (user + system; the veth receive softirq runs on the sending
 CPU, so it lands in the sender's share).  The peers are tests/integration/datapath_peer.py, the
@@ -207,7 +208,8 @@ def run_case(lab: Lab, mtu: int, case: str, size: int, args: argparse.Namespace)
 
 
 def summarize(runs: list[Run]) -> list[dict[str, Any]]:
-    rows = []
+    """One row per (MTU, case): best and median rate, CPU per GiB of the best run."""
+    rows: list[dict[str, Any]] = []
     keys = sorted({(r.mtu, r.case) for r in runs}, key=lambda k: (k[0], CASES.index(k[1])))
     for mtu, case in keys:
         rs = [r for r in runs if r.mtu == mtu and r.case == case]

@@ -164,6 +164,11 @@ def rx(o: dict[str, Any]) -> None:
             if dead:
                 error = f"a writer process exited early ({dead})"
                 break
+    # Received is not written: the run ends when the writers have emptied every ring.
+    drain_deadline = time.monotonic() + 30
+    while any(r.used() for r in rings) and time.monotonic() < drain_deadline and not error:
+        time.sleep(0.0002)
+    t_written = time.monotonic()
     stop.set()
     results = [c.recv() if c.poll(30) else {"ok": False, "error": "no report"} for c in conns]
     for p in procs:
@@ -178,7 +183,8 @@ def rx(o: dict[str, Any]) -> None:
         "error": error,
         "cum_ack": fb.cum_ack,
         "end": end,
-        "seconds": (t_done - t_first) if (t_done and t_first) else None,
+        "seconds": (t_written - t_first) if (t_done and t_first) else None,
+        "seconds_received": (t_done - t_first) if (t_done and t_first) else None,
         "writers": results,
         "kernel_drops": drops_total,
         "cpu_rx": cpu(since=base),
@@ -300,7 +306,8 @@ def tx(o: dict[str, Any]) -> None:
         bad = sock.send_frames([bytes(frame), *beyond])
 
     credit = first + o.get("initial_credit", 1024)
-    cum_ack, highest, sack = first, first, ()
+    cum_ack, highest = first, first
+    sack: tuple[tuple[int, int], ...] = ()
     next_new = first
     last_fb_seq = -1
     last_progress = time.monotonic()

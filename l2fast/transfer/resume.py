@@ -288,12 +288,19 @@ class ResumeState:
 
     @property
     def mapping(self) -> mmap.mmap:
-        """The whole sidecar, mapped shared; the bitmap starts at `BITMAP_OFFSET`.
-
-        A C writer may take a pointer into it (cffi `from_buffer`); it must drop the pointer
-        before `release`, `remove` or `finish`, which unmap it.
-        """
+        """The whole sidecar, mapped shared; the bitmap starts at `BITMAP_OFFSET`."""
         return self._map
+
+    @property
+    def bitmap(self) -> memoryview:
+        """The chunk bitmap alone, writable and shared: bit k (LSB first) is file chunk k.
+
+        This is the layout of the C receive loop's written bitmap (`RxPath(written=...)` in
+        `l2fast.native.datapath`), so the loop marks the sidecar directly. Release the view
+        (and drop any cffi pointer into it) before `release`, `remove` or `finish`; a view
+        still held only delays the unmapping until it is gone.
+        """
+        return memoryview(self._map)[BITMAP_OFFSET : BITMAP_OFFSET + self.header.bitmap_bytes]
 
     @property
     def n_chunks(self) -> int:
@@ -373,6 +380,8 @@ class ResumeState:
             return
         try:
             self._map.close()
+        except BufferError:
+            pass  # a `bitmap` view is still out: the mapping goes when it does
         finally:
             os.close(self._fd)
             self._fd = -1

@@ -262,3 +262,14 @@ def test_bits_survive_a_sigkill(tmp_path: Path, dir_fd: int) -> None:
     assert found.status is Lookup.RESUMABLE and found.state is not None
     assert list(found.state.held()) == [(0, 20), (40, 41)]
     found.state.remove()
+
+
+def test_the_bitmap_view_is_the_shared_bitmap(tmp_path: Path, dir_fd: int) -> None:
+    state = ResumeState.create(dir_fd, PART, header(size=20_000, chunk=1000))
+    view = state.bitmap
+    assert len(view) == 3 and not view.readonly
+    view[1] |= 0b100  # as the C loop would: chunk 10
+    assert list(state.held()) == [(10, 11)]
+    state.release()  # the view is still out: closing must not fail
+    assert (tmp_path / SIDE).read_bytes()[BITMAP_OFFSET + 1] == 0b100
+    view.release()

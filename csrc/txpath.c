@@ -21,7 +21,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include <arpa/inet.h>
 #include <linux/if_packet.h>
 
 #include "datapath.h"
@@ -85,7 +84,7 @@ int64_t l2f_tx_ranges(int32_t fd, int32_t ifindex, const struct l2f_tx_template 
         uint32_t cnt = 0;
         while (cnt < batch && sent + cnt < max_frames && r < n_ranges) {
             const uint64_t k = c - first_chunk;
-            const uint64_t off = k * chunk_size; /* k < nchunks < 2^62 / 1: fits */
+            const uint64_t off = k * chunk_size; /* < file_size < 2^62: no overflow */
             const uint32_t len =
                 (t->mode & L2F_TX_RAW) ? chunk_size
                 : k + 1 == nchunks     ? (uint32_t)(file_size - off)

@@ -144,6 +144,22 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
  * packets counts every frame the socket saw, drops included. */
 int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
 
+/* Socket filters (classic BPF, SO_ATTACH_FILTER) so that every process sees only its frames:
+ * every AF_PACKET socket bound to the EtherType receives a copy of every frame, and Python must
+ * never run per DATA frame.
+ *   L2F_FILTER_NONE      remove any filter;
+ *   L2F_FILTER_CONTROL   drop DATA and FEEDBACK (the controller's socket: the data-path
+ *                        processes consume them on their own sockets);
+ *   L2F_FILTER_DATA      accept only DATA of `session` (a receive process);
+ *   L2F_FILTER_FEEDBACK  accept only FEEDBACK of `session` (a sender process).
+ * The type is read at frame offset 17 and the session at 22 (big-endian u32); a frame too short
+ * to hold them is dropped. Returns 0 or -errno. */
+#define L2F_FILTER_NONE 0
+#define L2F_FILTER_CONTROL 1
+#define L2F_FILTER_DATA 2
+#define L2F_FILTER_FEEDBACK 3
+int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session);
+
 int l2f_close(int32_t fd);
 
 /* Static description of an error code (errno or L2F_E_*), never NULL. */

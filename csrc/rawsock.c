@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 
 #include "l2fast_core.h"
@@ -245,6 +246,56 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops)
         return -errno;
     *packets = st.tp_packets;
     *drops = st.tp_drops;
+    return 0;
+}
+
+/* Frame offsets the filters read (PROTOCOL.md §Header: type is header byte 3, session bytes
+ * 8..11 big-endian, after the 14-byte Ethernet header). */
+#define FILTER_TYPE_OFF (L2F_ETH_HLEN + 3)
+#define FILTER_SESSION_OFF (L2F_ETH_HLEN + 8)
+#define FILTER_ACCEPT 0x40000u /* bytes kept: more than the largest frame */
+#define FRAME_DATA 0x20
+#define FRAME_FEEDBACK 0x21
+
+int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (mode == L2F_FILTER_NONE) {
+        int dummy = 0;
+        if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &dummy, sizeof dummy) < 0 &&
+            errno != ENOENT)
+            return -errno;
+        return 0;
+    }
+    struct sock_filter control[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_FEEDBACK, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    uint32_t type = mode == L2F_FILTER_DATA ? FRAME_DATA : FRAME_FEEDBACK;
+    struct sock_filter one_session[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, type, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, FILTER_SESSION_OFF), /* loaded in network order */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, session, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_fprog prog;
+    if (mode == L2F_FILTER_CONTROL) {
+        prog.len = sizeof control / sizeof control[0];
+        prog.filter = control;
+    } else if (mode == L2F_FILTER_DATA || mode == L2F_FILTER_FEEDBACK) {
+        prog.len = sizeof one_session / sizeof one_session[0];
+        prog.filter = one_session;
+    } else {
+        return -L2F_E_ARG;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+        return -errno;
     return 0;
 }
 

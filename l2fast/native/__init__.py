@@ -20,6 +20,7 @@ and `interface_info`/`list_interfaces`.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import os
 import socket
@@ -64,6 +65,7 @@ __all__ = [
     "InterfaceInfo",
     "RawSocket",
     "RxArena",
+    "SocketFilter",
     "build_frame",
     "build_header",
     "build_headers",
@@ -536,6 +538,15 @@ class TxBatch:
             self.largest = max(self.largest, len(buf))
 
 
+class SocketFilter(enum.IntEnum):
+    """What `RawSocket.set_filter` lets through (csrc/l2fast_core.h L2F_FILTER_*)."""
+
+    NONE = 0
+    CONTROL = 1  #: everything but DATA and FEEDBACK
+    DATA = 2  #: DATA of one session
+    FEEDBACK = 3  #: FEEDBACK of one session
+
+
 class RawSocket:
     """An AF_PACKET SOCK_RAW socket on one interface and EtherType, with batched I/O.
 
@@ -721,6 +732,17 @@ class RawSocket:
         drops = _ffi.new("uint64_t *")
         _check(_lib.l2f_sock_stats(self._fd(), packets, drops), f"stats of {self.ifname!r}")
         return int(packets[0]), int(drops[0])
+
+    def set_filter(self, mode: SocketFilter, session: int = 0) -> None:
+        """Attach a classic-BPF filter so this socket sees only its share of the frames.
+
+        CONTROL drops DATA and FEEDBACK (a controller: the data-path processes read those on
+        their own sockets); DATA keeps only DATA of `session` (a receive process); FEEDBACK
+        keeps only FEEDBACK of `session` (a sender); NONE removes the filter.  Frames queued
+        before the call are not filtered.
+        """
+        _check_uint("session", session, 32)
+        _check(_lib.l2f_sock_filter(self._fd(), int(mode), session), f"filtering {self.ifname!r}")
 
     def fileno(self) -> int:
         """The descriptor, for select/poll/selectors."""

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 FUZZ_SECONDS ?= 60
 # Debian packages: a C compiler for the cffi core, clang + libFuzzer runtime for `make fuzz`,
 # iproute2 for the lab, iperf3 and netcat for the benchmark baselines.
-APT_PACKAGES := gcc clang libclang-rt-14-dev iproute2 iperf3 netcat-openbsd util-linux
+APT_PACKAGES := gcc clang libclang-rt-14-dev iproute2 iperf3 netcat-openbsd iputils-ping util-linux
 
 .PHONY: all demo install system-deps test lint typecheck pytest fuzz bench bench-core clean
 

@@ -17,8 +17,9 @@ peers, discover, chat, ping) talk to it over the control socket @l2fast/IFACE, w
 root, the daemon's user and --group members may use. Only one daemon runs per interface and
 network namespace.
 
---recv-dir and --accept are stored for file transfer, which this version does not do yet;
-`l2fast status` shows them.
+Files sent with `l2fast send` land in --recv-dir (default /var/lib/l2fast/received, created
+on the first file) under the --accept policy: all accepts, none refuses, ask keeps each offer
+pending until `l2fast accept ID` or `l2fast reject ID` (`l2fast inbox` lists them).
 """
 
 
@@ -55,13 +56,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--recv-dir",
         metavar="DIR",
-        help="where received files will be placed (stored for file transfer, not used yet)",
+        help="where received files are placed (default: /var/lib/l2fast/received)",
     )
     parser.add_argument(
         "--accept",
         choices=ACCEPT_POLICIES,
         default="ask",
-        help="which file offers to accept (stored for file transfer, not used yet; default: ask)",
+        help="which file offers to accept: all, ask (l2fast inbox / accept / reject) or none "
+        "(default: ask)",
     )
     parser.add_argument(
         "--group",

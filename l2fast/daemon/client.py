@@ -81,8 +81,8 @@ class NodeClient:
         # Messages read while waiting for another request's reply, returned by the next poll.
         self._held: deque[dict[str, Any]] = deque()
 
-    def send(self, request: dict[str, Any]) -> None:
-        """Send one request."""
+    def send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
+        """Send one request, with descriptors for the node to use (SCM_RIGHTS)."""
         raise NotImplementedError
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
@@ -105,14 +105,16 @@ class NodeClient:
         """A request id not used before on this client."""
         return next(self._ids)
 
-    def stream(self, request: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, request: dict[str, Any], timeout: float, fds: list[int] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Send `request`; yield its replies until one is final (`done`, or without `event`).
 
         Raises the node's refusal as ControlRefused, and L2fastError when nothing comes for
         `timeout` seconds.
         """
         request = {**request, "id": self.new_id()}
-        self.send(request)
+        self.send(request, fds)
         mine: deque[dict[str, Any]] = deque()  # this request's replies, read but not yet yielded
         strays: list[dict[str, Any]] = []  # other requests' replies and events, kept for later
         try:
@@ -167,9 +169,9 @@ class DaemonClient(NodeClient):
         self._selector = selectors.DefaultSelector()
         self._selector.register(control.fileno(), selectors.EVENT_READ, None)
 
-    def send(self, request: dict[str, Any]) -> None:
-        """Send one request to the daemon."""
-        self.control.send(request)
+    def send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
+        """Send one request to the daemon (`fds` go along with SCM_RIGHTS)."""
+        self.control.send(request, fds)
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         """Messages from the daemon within `timeout` s; runs the readers that became ready."""
@@ -240,6 +242,8 @@ class LocalClient(NodeClient):
         super().__init__(ifname)
         sock = native.RawSocket.open(ifname)
         try:
+            # DATA and FEEDBACK go to the transfer sockets, never through this loop.
+            sock.set_filter(native.SocketFilter.CONTROL)
             engine = NodeEngine(
                 sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB
             )
@@ -252,8 +256,10 @@ class LocalClient(NodeClient):
         engine.start(self.runner.now())
         self.runner.flush()
 
-    def send(self, request: dict[str, Any]) -> None:
-        """Serve one request in-process."""
+    def send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
+        """Serve one request in-process (`fds`: descriptors, as SCM_RIGHTS would pass them)."""
+        if fds:
+            request = {**request, "_fds": list(fds)}
         self.service.handle(self._conn, request)
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:

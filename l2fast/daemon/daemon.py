@@ -46,6 +46,8 @@ __all__ = ["ACCEPT_POLICIES", "Daemon", "DaemonOptions", "run_daemon"]
 log = logging.getLogger("l2fast.daemon")
 
 ACCEPT_POLICIES = ("all", "ask", "none")
+#: Where received files land without --recv-dir (created when the first file arrives).
+DEFAULT_RECV_DIR = "/var/lib/l2fast/received"
 #: How long a stopping daemon waits for its peers to acknowledge its CLOSEs.
 STOP_CLOSE_WAIT_S = 1.0
 
@@ -90,7 +92,13 @@ class Daemon:
             caps=Caps.CHAT | Caps.ZLIB | Caps.DAEMON,
         )
         self.runner = NodeRunner(sock, engine)
-        self.service = NodeService(self.runner, one_shot=False, info=self._info)
+        self.service = NodeService(
+            self.runner,
+            one_shot=False,
+            info=self._info,
+            recv_dir=options.recv_dir or DEFAULT_RECV_DIR,
+            accept=options.accept,
+        )
         self.address = address or control_address(sock.ifname)
         try:
             self.control = ControlServer(
@@ -111,9 +119,8 @@ class Daemon:
     def _info(self) -> dict[str, Any]:
         o = self.options
         return {
-            "recv_dir": o.recv_dir,
+            "recv_dir": o.recv_dir or DEFAULT_RECV_DIR,
             "accept": o.accept,
-            "file_transfer": "not available yet (recv_dir and accept are stored for it)",
             "control": {
                 "address": describe_address(self.address),
                 "group": o.group,
@@ -165,6 +172,7 @@ class Daemon:
             while not self._stopping:
                 self.runner.step(1.0)
             log.info("stopping: closing %d sessions", len(engine.sessions()))
+            self.service.transfers.close()
             self.service.close_sessions(STOP_CLOSE_WAIT_S)
         finally:
             self.close()
@@ -208,6 +216,8 @@ def run_daemon(options: DaemonOptions) -> int:
         format="%(asctime)s l2fast[%(process)d] %(levelname)s %(message)s",
     )
     sock = native.RawSocket.open(ifname)
+    # DATA and FEEDBACK go to the transfer processes' own sockets, never through Python here.
+    sock.set_filter(native.SocketFilter.CONTROL)
     try:
         daemon = Daemon(sock, name, options)
     except BaseException:

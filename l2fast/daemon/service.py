@@ -24,6 +24,7 @@ fails an unanswered session or message on its own timers, and a guard timer here
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 from l2fast.daemon.display import escape_text, format_mac, parse_mac
 from l2fast.daemon.pingjob import PingJob
 from l2fast.daemon.runner import NodeRunner
+from l2fast.daemon.transfers import Transfers
 from l2fast.errors import L2fastError
 from l2fast.node.events import (
     ChatDelivered,
@@ -51,7 +53,7 @@ from l2fast.node.events import (
 )
 from l2fast.node.session import SessionInfo
 from l2fast.node.states import SessionState
-from l2fast.wire.constants import Caps
+from l2fast.wire.constants import Caps, Digest
 
 __all__ = ["DROP_REASONS", "NodeService", "Replier"]
 
@@ -121,6 +123,8 @@ class NodeService:
         one_shot: bool,
         history_size: int = HISTORY_SIZE,
         info: Callable[[], dict[str, Any]] | None = None,
+        recv_dir: str | None = None,
+        accept: str = "none",
     ) -> None:
         self.runner = runner
         self.engine = runner.engine
@@ -136,6 +140,9 @@ class NodeService:
         self._ping_jobs: dict[int, PingJob] = {}
         self._peer_waiters: list[Callable[[], bool]] = []
         runner.subscribe(self._on_event)
+        #: File transfers (sending, and receiving under the `accept` policy).
+        self.transfers = Transfers(runner, recv_dir=recv_dir, accept=accept)
+        runner.subscribe(self.transfers.on_event)
 
     # --- formats ---------------------------------------------------------------------------
 
@@ -201,6 +208,8 @@ class NodeService:
             "counters": counters,
             "drops": dict(sorted(drops.items())),
             "chat_history": len(self.history),
+            "transfers": self.transfers.status(),
+            "received": list(self.transfers.history)[-10:],
         }
         if self._info is not None:
             out.update(self._info())
@@ -516,6 +525,57 @@ class NodeService:
             lambda: all(s.state in ended for s in self.engine.sessions()), timeout
         )
 
+    # --- files -------------------------------------------------------------------------------
+
+    def _op_send(self, conn: Replier, request: dict[str, Any]) -> None:
+        take = getattr(conn, "take_fds", None)
+        fds: list[int] = take() if take is not None else list(request.pop("_fds", []))
+        files = request.get("files")
+        if not isinstance(files, list) or not files:
+            for fd in fds:
+                os.close(fd)
+            raise RequestError("the request names no files")
+        algo = request.get("digest", "sha256")
+        digest = {"sha256": Digest.SHA256, "blake2b": Digest.BLAKE2B_256}.get(algo)
+        if digest is None:
+            for fd in fds:
+                os.close(fd)
+            raise RequestError(f"unknown digest {algo!r}", hint="sha256 or blake2b")
+
+        def start(mac: bytes) -> None:
+            def reply(obj: dict[str, Any]) -> None:
+                final = obj.pop("done", False)
+                ok = obj.pop("ok", True)
+                message = {"ok": True, "id": request.get("id"), **obj}
+                if final:
+                    message["done"] = True
+                    message["verified"] = obj.get("verified", False) and ok
+                    message["success"] = ok
+                else:
+                    message.setdefault("event", "progress")
+                conn.send(message)
+
+            job = self.transfers.start_send(reply, mac, files, fds, digest)
+            conn.on_close.append(job.cancel)
+
+        try:
+            self._with_peer(conn, request, start)
+        except BaseException:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
+
+    def _op_inbox(self, conn: Replier, request: dict[str, Any]) -> None:
+        self._reply(conn, request, offers=self.transfers.inbox())
+
+    def _op_decide(self, conn: Replier, request: dict[str, Any]) -> None:
+        offer = request.get("offer")
+        if not isinstance(offer, int) or isinstance(offer, bool):
+            raise RequestError("the request names no offer id")
+        answer = self.transfers.decide(offer, request.get("op") == "accept")
+        self._reply(conn, request, **answer)
+
     _OPS: dict[str, Callable[[NodeService, Replier, dict[str, Any]], None]] = {
         "status": _op_status,
         "peers": _op_peers,
@@ -525,6 +585,10 @@ class NodeService:
         "chat": _op_chat,
         "chat_all": _op_chat_all,
         "ping": _op_ping,
+        "send": _op_send,
+        "inbox": _op_inbox,
+        "accept": _op_decide,
+        "reject": _op_decide,
     }
 
 

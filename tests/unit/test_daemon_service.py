@@ -97,7 +97,7 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     assert set(service.DROP_REASONS) <= set(status["drops"])
     assert status["counters"]["frames_in"] >= 1 and status["counters"]["frames_out"] >= 1
     assert (status["recv_dir"], status["accept"]) == ("/tmp", "none")
-    assert "not available yet" in status["file_transfer"]
+    assert status["transfers"] == []
     assert status["control"]["clients"] == 1 and status["control"]["refused"] == 0
 
 

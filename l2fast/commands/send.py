@@ -1,0 +1,144 @@
+"""`l2fast send PEER PATH`: send a file or a folder, verified end to end (issue 5)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import Any
+
+from l2fast.daemon.client import add_node_arguments, connect
+from l2fast.progress import JsonProgress, ProgressLine, format_bytes
+from l2fast.transfer.names import display_name
+from l2fast.transfer.tree import open_entry, plan_tree
+from l2fast.wire.constants import FileKind
+
+EXAMPLES = """\
+examples:
+  sudo l2fast send h2 big.iso                    send a file to the peer named h2
+  sudo l2fast send 02:00:00:00:00:02 photos/     a folder: its tree, modes, empty dirs
+  l2fast send h2 big.iso --json                  NDJSON progress, then a final event
+                                                 {bytes, seconds, gbit_per_s, digest, verified}
+
+PEER is a MAC or a name from `l2fast discover`. The receiving daemon decides by its --accept
+policy (all, ask: `l2fast inbox` / `l2fast accept ID` there, none). The files are opened with
+your own rights; with a daemon on the interface they are handed to it (SCM_RIGHTS), otherwise
+this command runs the sender itself (root or CAP_NET_RAW needed). SHA-256 of every file is
+compared by the receiver; the exit status is 0 only when every file was verified, 1 when the
+receiver refused a file or a transfer failed. Sending the same file again after an interrupted
+transfer sends only what the receiver is missing (see resent_bytes).
+"""
+
+#: Seconds without any message from the node before the command gives up.
+SILENCE_S = 120.0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Send PATH to PEER and report."""
+    plan = plan_tree(args.path, 1024, follow_symlinks=args.follow_symlinks)
+    files: list[dict[str, Any]] = []
+    fds: list[int] = []
+    try:
+        for e in plan.entries:
+            files.append(
+                {"path": e.path, "kind": int(e.kind), "mode": e.mode, "mtime_ns": e.mtime_ns}
+            )
+            if e.kind == FileKind.FILE:
+                fds.append(open_entry(e))
+        return _send(args, plan.total_bytes, files, fds)
+    finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds: list[int]) -> int:
+    request = {"op": "send", "peer": args.peer, "files": files, "digest": args.digest}
+    label = os.path.basename(os.path.normpath(args.path))
+    line = ProgressLine(total, label=label, quiet=args.quiet or args.json)
+    js = JsonProgress() if args.json else None
+    final: dict[str, Any] = {}
+    with connect(args.interface, local_ok=True, name=args.name) as client:
+        # The descriptors travel with the request; the node owns its copies from then on.
+        # In-process, the engine closes what it is given: it gets its own duplicates.
+        given = fds if client.via_daemon else [os.dup(fd) for fd in fds]
+        for msg in client.stream(request, SILENCE_S, fds=given):
+            event = msg.get("event")
+            if msg.get("done"):
+                final = msg
+                break
+            if event == "progress":
+                done = int(msg.get("bytes", 0))
+                line.update(done, int(msg.get("total") or total))
+                if js is not None:
+                    js.progress(done, int(msg.get("total") or total), files_done=msg["files_done"])
+            elif event == "rejected" and not args.json:
+                line.clear()
+                print(
+                    f"l2fast: the receiver refused {display_name(msg['path'])}: "
+                    f"{msg['reason']}" + (f" ({display_name(msg['text'])})" if msg["text"] else ""),
+                    file=sys.stderr,
+                )
+    ok = bool(final.get("success")) and bool(final.get("verified"))
+    line.finish(int(final.get("bytes_sent", 0)))
+    if js is not None:
+        js.final(
+            n_bytes=int(final.get("bytes", 0)),
+            digest=str(final.get("digest") or ""),
+            verified=ok,
+            files=len(files),
+            bytes_sent=final.get("bytes_sent", 0),
+            resent_bytes=final.get("resent_bytes", 0),
+            skipped_bytes=final.get("skipped_bytes", 0),
+            results=final.get("files", []),
+            **({"error": final["error"]} if final.get("error") else {}),
+        )
+    elif not args.quiet:
+        _summary(final, ok)
+    if not ok and args.json:
+        print(f"l2fast: {final.get('error') or 'the transfer failed'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _summary(final: dict[str, Any], ok: bool) -> None:
+    if not ok:
+        print(f"l2fast: {final.get('error') or 'the transfer failed'}", file=sys.stderr)
+        return
+    results = final.get("files", [])
+    sent = int(final.get("bytes_sent", 0))
+    skipped = int(final.get("skipped_bytes", 0))
+    what = display_name(results[0]["final_name"]) if len(results) == 1 else f"{len(results)} files"
+    resumed = f", {format_bytes(skipped)} already there (resumed)" if skipped else ""
+    print(
+        f"sent {what}: {format_bytes(sent)} in {final.get('seconds', 0):.2f} s "
+        f"({final.get('gbit_per_s', 0):.2f} Gbit/s){resumed}; verified"
+        + (f" sha256 {final['digest']}" if final.get("digest") else "")
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `l2fast send`."""
+    parser = sub.add_parser(
+        "send",
+        help="send a file or a folder to a peer, verified end to end",
+        description="Send a file or a directory tree over the link layer, as fast as the link "
+        "allows; the receiver checks the SHA-256 of every file before placing it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("peer", metavar="PEER", help="MAC address or name of the peer")
+    parser.add_argument("path", metavar="PATH", help="file or directory to send")
+    parser.add_argument("--json", action="store_true", help="NDJSON progress and final event")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--digest",
+        choices=("sha256", "blake2b"),
+        default="sha256",
+        help="end-to-end digest (default: sha256, checkable with sha256sum)",
+    )
+    parser.add_argument(
+        "--follow-symlinks", action="store_true", help="send what symlinks in a folder point to"
+    )
+    add_node_arguments(parser, one_shot=True)
+    parser.set_defaults(handler=run)

@@ -1,0 +1,870 @@
+"""File transfers in a node: the adapter between the sans-IO file cores and the data path.
+
+`Transfers` lives beside `NodeService` (in the daemon, or in a one-shot `l2fast send` without
+a daemon) and serves the requests `send`, `inbox`, `accept`, `reject` and `transfers`.
+
+Sending (`OutgoingJob`): the command opens the files with its user's rights and passes the
+descriptors (SCM_RIGHTS to a daemon; the node never opens user paths). The job opens a
+session, runs `OutgoingTransfer` (offers, FILE_END, FILE_RESULT on the control stream), maps
+each file and sends the chunk ranges the window asks for with the C `TxPath` (header, CRC32C
+and sendmmsg in C, payload straight from the mapping), on a socket of its own that the kernel
+filters to FEEDBACK of this session. SHA-256 is computed by `FileDigester` threads beside it.
+Python runs per batch of frames and per FEEDBACK, never per frame.
+
+Receiving (`IncomingJob`): one per session the peer offers files on. Offers go through the
+`--accept` policy (all, ask: kept for `l2fast inbox` / `accept` / `reject`, none), accepted
+files are placed by `ReceiveDir` (part file, sidecar bitmap for resume) and received by a
+`ReceiveJob` (receive process + writer processes); the digest of the written prefix is
+computed by `PrefixDigester`; the verified file is fsynced and renamed, then FILE_RESULT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from l2fast import native
+from l2fast.daemon.display import escape_text, format_mac
+from l2fast.daemon.runner import NodeRunner, Timer
+from l2fast.errors import L2fastError
+from l2fast.native import datapath as dp
+from l2fast.node.events import (
+    ControlReceived,
+    Event,
+    SessionClosed,
+    SessionFailed,
+    SessionOpened,
+)
+from l2fast.transfer.digest import FileDigester, PrefixDigester
+from l2fast.transfer.incoming import IncomingFile, PlacementError
+from l2fast.transfer.placement import ReceiveDir
+from l2fast.transfer.protocol import (
+    FileChunksComplete,
+    FileCompleted,
+    FileEntry,
+    FileFailed,
+    FileReceived,
+    FileRejected,
+    FileVerified,
+    IncomingTransfer,
+    OfferAccepted,
+    OfferReceived,
+    OfferRejected,
+    OutgoingTransfer,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+    for_sender,
+    is_file_frame,
+)
+from l2fast.transfer.receiver_proc import ReceiveJob
+from l2fast.wire.constants import ETH_HLEN, Digest, ErrorCode, FileKind, FrameType, Verdict
+from l2fast.wire.frames import Feedback, FileOffer, decode_payload
+
+__all__ = ["Transfers"]
+
+log = logging.getLogger("l2fast.daemon")
+
+#: Chunks asked of the window per sending turn (then the loop serves everything else).
+SEND_BATCH_CHUNKS = 1024
+#: The receiver's first credit, in chunks, before its first FEEDBACK.
+INITIAL_CREDIT = 256
+# Header bytes a DATA frame adds to a chunk (PROTOCOL.md §Header).
+_HDR = 24
+_POLL_S = 0.01
+_IDLE_S = 0.005  # pump at least this often while waiting on the receiver
+_BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
+_PROGRESS_S = 0.25
+
+
+def _chunk_size(mtu: int) -> int:
+    return mtu - _HDR
+
+
+# --------------------------------------------------------------------------------- sending
+
+
+@dataclass
+class _SourceFile:
+    entry: FileEntry
+    fd: int
+    data: mmap.mmap | None = None
+    tx: dp.TxPath | None = None
+    digester: FileDigester | None = None
+
+
+class OutgoingJob:
+    """One `send` request: a session, its `OutgoingTransfer` and the C sender."""
+
+    def __init__(
+        self,
+        owner: Transfers,
+        reply: Any,
+        peer: bytes,
+        files: list[_SourceFile],
+        digest: Digest,
+    ) -> None:
+        self.owner = owner
+        self.runner = owner.runner
+        self.reply = reply  # callable(dict)
+        self.peer = peer
+        self.files = files
+        self.digest = digest
+        self.session = self.runner.engine.open_session(peer, self.runner.now())
+        self.out: OutgoingTransfer | None = None
+        self.sock: native.RawSocket | None = None
+        self.pending: deque[tuple[int, int, int]] = deque()  # (index, start, end) not yet taken
+        self.started = 0.0
+        self.bytes_sent_frames = 0
+        self.ended = False
+        self._pump_timer: Timer | None = None
+        self._poll_timer: Timer | None = None
+        self._last_progress = 0.0
+        self.resent_bytes = 0
+        self.skipped_bytes = 0
+        self.results: list[dict[str, Any]] = []
+
+    # --- session -----------------------------------------------------------------------------
+
+    def on_opened(self, mtu: int) -> None:
+        now = self.runner.now()
+        chunk = _chunk_size(mtu)
+        entries = []
+        for f in self.files:
+            f.entry = FileEntry(
+                path=f.entry.path,
+                kind=f.entry.kind,
+                size=f.entry.size,
+                mode=f.entry.mode,
+                mtime_ns=f.entry.mtime_ns,
+                chunk_size=chunk,
+                digest=self.digest,
+            )
+            entries.append(f.entry)
+        self.out = OutgoingTransfer(entries, now=now, initial_credit=INITIAL_CREDIT)
+        self.sock = native.RawSocket.open(self.runner.sock.ifname, sndbuf=64 << 20, rcvbuf=16 << 20)
+        self.sock.set_filter(native.SocketFilter.FEEDBACK, self.session)
+        self.runner.add_reader(self.sock, self._on_feedback)
+        self.started = now
+        self.reply({"event": "start", "session": f"{self.session:#010x}", "mtu": mtu})
+        self._after(now)
+
+    def on_ended(self, error: Any) -> None:
+        if self.out is None:
+            self._finish(False, f"the session failed: {error}" if error else "session closed")
+            return
+        self.out.session_ended(self.runner.now(), error)
+        self._after(self.runner.now())
+
+    # --- data --------------------------------------------------------------------------------
+
+    def _on_feedback(self) -> None:
+        assert self.sock is not None and self.out is not None
+        now = self.runner.now()
+        for raw in self.sock.recv_frames(0, 256):
+            info = native.parse_frame(raw)
+            if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
+                continue
+            off = ETH_HLEN + _HDR
+            try:
+                body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
+            except L2fastError:
+                continue
+            if isinstance(body, Feedback):
+                self.out.on_feedback(body, now, info.seq)
+        self._after(now)
+
+    def _tx_for(self, index: int) -> dp.TxPath:
+        f = self.files[index]
+        assert self.out is not None and self.sock is not None
+        if f.tx is None:
+            layout = self.out.layout(index)
+            if f.data is None:
+                f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
+            f.tx = dp.TxPath(
+                self.sock,
+                self.sock.ifindex,
+                dst=self.peer,
+                src=self.sock.mac,
+                session=self.session,
+                data=f.data,
+                chunk_size=layout.chunk_size,
+                file_size=layout.size,
+                first_chunk=layout.first_chunk,
+            )
+        return f.tx
+
+    def _pump(self) -> None:
+        self._pump_timer = None
+        out = self.out
+        if out is None or self.ended:
+            return
+        now = self.runner.now()
+        if not self.pending:
+            for start, end in out.next_batch(now, SEND_BATCH_CHUNKS):
+                for span in out.spans([(start, end)]):
+                    self.pending.append((span.transfer_id - 1, span.start, span.end))
+        blocked = False
+        sent = bool(self.pending)
+        while self.pending:
+            index, start, end = self.pending[0]
+            try:
+                took = self._tx_for(index).send([(start, end)])
+            except L2fastError as exc:
+                out.cancel(now, f"sending failed: {exc.message}")
+                self.pending.clear()
+                break
+            if took < end - start:
+                self.pending[0] = (index, start + took, end)
+                blocked = True
+                break
+            self.pending.popleft()
+        self._after(now, _BLOCKED_S if blocked else (0.0 if sent else None))
+
+    def _schedule(self, now: float, delay: float | None) -> None:
+        """Pump again after `delay` s; None: when a timer is due (FEEDBACK wakes it sooner)."""
+        out = self.out
+        if out is None or out.finished or self.ended:
+            return
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+        if delay is None:
+            timer = out.next_timer()
+            when = min(timer if timer is not None else now + _IDLE_S, now + _IDLE_S)
+        else:
+            when = now + delay
+        self._pump_timer = self.runner.call_at(when, self._pump_and_timers)
+
+    def _pump_and_timers(self) -> None:
+        out = self.out
+        if out is None:
+            return
+        now = self.runner.now()
+        timer = out.next_timer()
+        if timer is not None and timer <= now:
+            out.handle_timer(now)
+        self._pump()
+
+    # --- digests -----------------------------------------------------------------------------
+
+    def _poll_digests(self) -> None:
+        self._poll_timer = None
+        out = self.out
+        if out is None or self.ended:
+            return
+        now = self.runner.now()
+        waiting = False
+        for f in self.files:
+            d = f.digester
+            if d is None or d.algorithm is None:
+                continue
+            if d.done:
+                try:
+                    result = d.result(0)
+                    with contextlib.suppress(L2fastError):
+                        out.digest_ready(self.files.index(f) + 1, result.raw, now)
+                except Exception as exc:  # an I/O error reading the source
+                    out.cancel(now, f"reading {f.entry.path!r} failed: {exc}")
+                f.digester = None
+            else:
+                waiting = True
+        if waiting:
+            self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
+        self._after(now)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _after(self, now: float, delay: float | None = 0.0) -> None:
+        out = self.out
+        if out is None:
+            return
+        engine = self.runner.engine
+        for body in out.control_to_send():
+            try:
+                engine.send_control(self.peer, self.session, body, now)
+            except L2fastError as exc:
+                out.cancel(now, exc.message)
+        while (ev := out.next_event()) is not None:
+            self._on_event(ev, now)
+        self._schedule(now, delay)
+
+    def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, OfferAccepted):
+            f = self.files[ev.index]
+            self.skipped_bytes += ev.skipped_bytes
+            if ev.needs_digest:
+                if f.data is None and f.entry.size:
+                    f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
+                f.digester = FileDigester(f.data if f.data is not None else b"", self.digest)
+                if self._poll_timer is None:
+                    self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
+        elif isinstance(ev, OfferRejected):
+            self.results.append(
+                {"path": ev.path, "rejected": True, "reason": ev.reason, "text": ev.text}
+            )
+            self.reply(
+                {"event": "rejected", "path": ev.path, "reason": _code(ev.reason), "text": ev.text}
+            )
+        elif isinstance(ev, FileCompleted):
+            self.resent_bytes += ev.resent_bytes
+            self.results.append(
+                {
+                    "path": ev.path,
+                    "final_name": ev.final_name,
+                    "digest": ev.digest.hex(),
+                    "verified": ev.verified,
+                    "resent_bytes": ev.resent_bytes,
+                    "skipped_bytes": ev.skipped_bytes,
+                }
+            )
+        elif isinstance(ev, FileFailed):
+            self.results.append({"path": ev.path, "failed": True, "error": str(ev.error)})
+        elif isinstance(ev, TransferProgress):
+            if now - self._last_progress >= _PROGRESS_S:
+                self._last_progress = now
+                self.reply(
+                    {
+                        "event": "progress",
+                        "bytes": ev.bytes_done,
+                        "total": ev.bytes_total,
+                        "files_done": ev.files_done,
+                        "files": ev.files_total,
+                        "seconds": round(now - self.started, 3),
+                    }
+                )
+        elif isinstance(ev, TransferDone):
+            self._finish(
+                ev.files_failed == 0 and ev.files_rejected == 0,
+                None,
+                done=ev,
+            )
+        elif isinstance(ev, TransferFailed):
+            self._finish(False, str(ev.error))
+
+    def _finish(self, ok: bool, error: str | None, done: TransferDone | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        now = self.runner.now()
+        seconds = max(now - self.started, 1e-9) if self.started else 0.0
+        total = sum(f.entry.size for f in self.files)
+        sent = done.bytes_sent if done is not None else 0
+        final: dict[str, Any] = {
+            "done": True,
+            "ok": ok,
+            "files": self.results,
+            "bytes": total,
+            "bytes_sent": sent,
+            "resent_bytes": self.resent_bytes,
+            "skipped_bytes": self.skipped_bytes,
+            "seconds": round(seconds, 6),
+            "gbit_per_s": round(sent * 8 / seconds / 1e9, 3) if seconds else 0.0,
+            "verified": ok and done is not None and done.files_verified == len(self.files),
+        }
+        digests = [r.get("digest") for r in self.results if r.get("digest")]
+        if len(self.files) == 1:
+            final["digest"] = digests[0] if digests else None
+        if error:
+            final["error"] = error
+        elif not ok:
+            rejected = [r for r in self.results if r.get("rejected")]
+            if rejected:
+                r = rejected[0]
+                final["error"] = f"the receiver refused {r['path']!r}: {_code(r['reason'])}" + (
+                    f" ({escape_text(r['text'])})" if r["text"] else ""
+                )
+            else:
+                failed = [r for r in self.results if r.get("failed")]
+                final["error"] = failed[0]["error"] if failed else "the transfer failed"
+        self.reply(final)
+        self.close()
+        with contextlib.suppress(L2fastError):
+            self.runner.engine.close(self.peer, now)
+
+    def cancel(self) -> None:
+        if self.out is not None and not self.ended:
+            self.out.cancel(self.runner.now(), "the client went away")
+        self._finish(False, "cancelled")
+
+    def close(self) -> None:
+        self.ended = True
+        for t in (self._pump_timer, self._poll_timer):
+            if t is not None:
+                t.cancel()
+        if self.sock is not None:
+            self.runner.remove_reader(self.sock)
+            self.sock.close()
+            self.sock = None
+        for f in self.files:
+            if f.digester is not None:
+                f.digester.cancel()
+            f.tx = None
+            if f.data is not None:
+                with contextlib.suppress(BufferError):
+                    f.data.close()
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+        self.owner.outgoing.pop(self.session, None)
+
+    def status(self) -> dict[str, Any]:
+        p = self.out.progress() if self.out is not None else None
+        return {
+            "direction": "send",
+            "peer": format_mac(self.peer),
+            "session": f"{self.session:#010x}",
+            "files": len(self.files),
+            "bytes_done": p.bytes_done if p else 0,
+            "bytes_total": p.bytes_total if p else 0,
+            "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,
+        }
+
+
+def _code(code: int) -> str:
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return f"error {code}"
+
+
+# ------------------------------------------------------------------------------- receiving
+
+
+@dataclass
+class _Receiving:
+    transfer_id: int
+    offer: OfferReceived
+    file: IncomingFile | None = None
+    job: ReceiveJob | None = None
+    digester: PrefixDigester | None = None
+    written: bool = False
+    digest: bytes = b""
+
+
+@dataclass
+class _Pending:
+    """An offer waiting for `l2fast accept` / `reject` (--accept ask)."""
+
+    id: int
+    session: int
+    peer: bytes
+    offer: OfferReceived
+    since: float
+
+
+@dataclass
+class IncomingJob:
+    owner: Transfers
+    session: int
+    peer: bytes
+    mtu: int
+    incoming: IncomingTransfer
+    offers: dict[int, FileOffer] = field(default_factory=dict)
+    files: dict[int, _Receiving] = field(default_factory=dict)
+    queue: deque[int] = field(default_factory=deque)  # accepted, waiting for the receiver
+    active: int | None = None
+    received: list[dict[str, Any]] = field(default_factory=list)
+    started: float = 0.0
+
+
+class Transfers:
+    """The node's file transfers (see the module docstring)."""
+
+    def __init__(self, runner: NodeRunner, *, recv_dir: str | None, accept: str) -> None:
+        self.runner = runner
+        self.recv_dir = recv_dir
+        self.accept_policy = accept
+        self.outgoing: dict[int, OutgoingJob] = {}
+        self.incoming: dict[int, IncomingJob] = {}
+        self.pending: dict[int, _Pending] = {}
+        self._next_pending = 1
+        self._recv: ReceiveDir | None = None
+        self.history: deque[dict[str, Any]] = deque(maxlen=100)
+        self._session_mtu: dict[int, int] = {}
+
+    # --- node events -------------------------------------------------------------------------
+
+    def on_event(self, ev: Event) -> None:
+        """Route session and control events to the jobs."""
+        if isinstance(ev, SessionOpened):
+            self._session_mtu[ev.session] = ev.params.mtu
+            job = self.outgoing.get(ev.session)
+            if job is not None and job.peer == ev.peer:
+                job.on_opened(ev.params.mtu)
+        elif isinstance(ev, SessionClosed | SessionFailed):
+            self._session_mtu.pop(ev.session, None)
+            error = ev.error if isinstance(ev, SessionFailed) else None
+            job = self.outgoing.get(ev.session)
+            if job is not None:
+                job.on_ended(error)
+            inc = self.incoming.pop(ev.session, None)
+            if inc is not None:
+                self._end_incoming(inc, error)
+        elif isinstance(ev, ControlReceived) and is_file_frame(ev.body):
+            now = self.runner.now()
+            if for_sender(ev.body):
+                job = self.outgoing.get(ev.session)
+                if job is not None and job.out is not None:
+                    job.out.receive_control(ev.body, now)
+                    job._after(now)
+                return
+            inc = self.incoming.get(ev.session)
+            if inc is None:
+                inc = IncomingJob(
+                    self,
+                    ev.session,
+                    ev.peer,
+                    self._session_mtu.get(ev.session, 1500),
+                    IncomingTransfer(
+                        now=now,
+                        buffer_chunks=1 << 16,
+                        mtu=self._session_mtu.get(ev.session, 1500),
+                        session=ev.session,
+                        peer=ev.peer,
+                    ),
+                    started=now,
+                )
+                self.incoming[ev.session] = inc
+            if isinstance(ev.body, FileOffer):
+                inc.offers[ev.body.transfer_id] = ev.body
+            inc.incoming.receive_control(ev.body, now)
+            self._after_incoming(inc)
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def _receive_dir(self) -> ReceiveDir:
+        if self._recv is None:
+            path = self.recv_dir or os.path.abspath("l2fast-received")
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            self._recv = ReceiveDir(path)
+        return self._recv
+
+    def _after_incoming(self, inc: IncomingJob) -> None:
+        now = self.runner.now()
+        engine = self.runner.engine
+        while (ev := inc.incoming.next_event()) is not None:
+            self._on_incoming_event(inc, ev, now)
+        for body in inc.incoming.control_to_send():
+            with contextlib.suppress(L2fastError):
+                engine.send_control(inc.peer, inc.session, body, now)
+        self._start_next(inc)
+        self.runner.flush()
+
+    def _on_incoming_event(self, inc: IncomingJob, ev: Any, now: float) -> None:
+        if isinstance(ev, OfferReceived):
+            self._decide(inc, ev, now)
+        elif isinstance(ev, FileChunksComplete):
+            rec = inc.files.get(ev.transfer_id)
+            if rec is not None and rec.written and rec.digester is not None:
+                self._wait_digest(inc, rec)
+        elif isinstance(ev, FileVerified):
+            rec = inc.files.get(ev.transfer_id)
+            if rec is None or rec.file is None:
+                return
+            try:
+                placed = rec.file.complete(ev.digest, rec.digest)
+            except PlacementError as exc:
+                inc.incoming.file_failed(
+                    ev.transfer_id, int(exc.code or ErrorCode.IO_ERROR), exc.message, now
+                )
+                return
+            inc.incoming.file_placed(ev.transfer_id, placed.final_name, now)
+        elif isinstance(ev, FileReceived):
+            entry = {
+                "peer": format_mac(inc.peer),
+                "path": ev.path,
+                "final_name": ev.final_name,
+                "bytes": ev.size,
+                "digest": ev.digest.hex(),
+            }
+            inc.received.append(entry)
+            self.history.append(entry)
+            log.info(
+                "received %r from %s as %r (%d bytes, digest %s)",
+                escape_text(ev.path),
+                format_mac(inc.peer),
+                escape_text(ev.final_name),
+                ev.size,
+                ev.digest.hex(),
+            )
+            inc.files.pop(ev.transfer_id, None)
+        elif isinstance(ev, FileRejected):
+            log.info(
+                "file %r from %s refused: %s %s",
+                escape_text(ev.path),
+                format_mac(inc.peer),
+                _code(ev.code),
+                escape_text(ev.text),
+            )
+            rec = inc.files.pop(ev.transfer_id, None)
+            if rec is not None:
+                self._drop_file(rec, keep=ev.code != ErrorCode.DIGEST_MISMATCH)
+
+    def _decide(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
+        label = f"{escape_text(ev.path)!r} ({ev.size} bytes) from {format_mac(inc.peer)}"
+        if self.accept_policy == "none":
+            log.info("refused %s: --accept none", label)
+            inc.incoming.reject(
+                ev.transfer_id, now, ErrorCode.REFUSED, "this node accepts no files (--accept none)"
+            )
+            return
+        if self.accept_policy == "ask":
+            pid = self._next_pending
+            self._next_pending += 1
+            self.pending[pid] = _Pending(pid, inc.session, inc.peer, ev, now)
+            log.info("offer %d pending: %s", pid, label)
+            return
+        self._accept(inc, ev, now)
+
+    def _accept(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
+        offer = inc.offers.get(ev.transfer_id)
+        if offer is None:
+            return
+        try:
+            recv = self._receive_dir()
+            if ev.kind is FileKind.DIRECTORY:
+                name = recv.make_directory(ev.path)
+                inc.incoming.accept(ev.transfer_id, now, final_name=name)
+                return
+            if ev.kind is not FileKind.FILE:
+                raise PlacementError(
+                    f"{escape_text(ev.path)!r}: only files and directories are received",
+                    code=ErrorCode.BAD_REQUEST,
+                )
+            incoming_file = recv.receive_offer(offer)
+        except PlacementError as exc:
+            log.info("refused %r: %s", escape_text(ev.path), exc.message)
+            inc.incoming.reject(
+                ev.transfer_id, now, int(exc.code or ErrorCode.REFUSED), exc.message
+            )
+            return
+        rec = _Receiving(ev.transfer_id, ev, incoming_file)
+        inc.files[ev.transfer_id] = rec
+        held = [(s - ev.first_chunk, e - ev.first_chunk) for s, e in incoming_file.have]
+        inc.incoming.accept(ev.transfer_id, now, have=held)
+        if ev.size == 0:
+            rec.written = True
+            rec.digester = PrefixDigester(incoming_file.fd, 0, ev.digest)
+            self._wait_digest(inc, rec)
+            return
+        inc.queue.append(ev.transfer_id)
+
+    def _start_next(self, inc: IncomingJob) -> None:
+        """Start the receive process of the next accepted file (one at a time per session)."""
+        if inc.active is not None or not inc.queue:
+            return
+        tid = inc.queue.popleft()
+        rec = inc.files.get(tid)
+        if rec is None or rec.file is None:
+            self._start_next(inc)
+            return
+        f = rec.file
+        bitmap = f.resume.bitmap if f.resume is not None else None
+        rec.job = ReceiveJob(
+            iface=self.runner.sock.ifname,
+            session=inc.session,
+            peer=inc.peer,
+            fd=f.fd,
+            bitmap=bitmap,
+            size=f.size,
+            chunk_size=f.chunk_size,
+            first_chunk=f.first_chunk,
+        )
+        # Threads start only after the fork.
+        rec.digester = PrefixDigester(f.fd, f.size, rec.offer.digest)
+        inc.active = tid
+        job = rec.job
+        self.runner.add_reader(job.conn, lambda: self._on_job(inc, rec))
+        self.runner.add_reader(job.sentinel, lambda: self._on_job(inc, rec, died=True))
+
+    def _on_job(self, inc: IncomingJob, rec: _Receiving, died: bool = False) -> None:
+        job = rec.job
+        if job is None:
+            return
+        now = self.runner.now()
+        for msg in job.read():
+            if "error" in msg:
+                self._job_failed(inc, rec, msg["error"])
+                return
+            cum = int(msg.get("cum", job.first_chunk))
+            if cum > job.cum:
+                inc.incoming.on_chunks([(job.cum, cum)], now)
+                job.cum = cum
+                if rec.digester is not None:
+                    rec.digester.advance((cum - job.first_chunk) * job.chunk_size)
+            if msg.get("done"):
+                self._job_done(inc, rec)
+                break
+        else:
+            if died and not job.finished:
+                code = job.process.exitcode
+                self._job_failed(inc, rec, f"the receive process died (exit status {code})")
+                return
+        self._after_incoming(inc)
+
+    def _stop_job(self, inc: IncomingJob, rec: _Receiving) -> None:
+        job = rec.job
+        if job is None:
+            return
+        self.runner.remove_reader(job.conn)
+        self.runner.remove_reader(job.sentinel)
+        job.stop()
+        rec.job = None
+        if inc.active == rec.transfer_id:
+            inc.active = None
+
+    def _job_done(self, inc: IncomingJob, rec: _Receiving) -> None:
+        self._stop_job(inc, rec)
+        rec.written = True
+        if rec.digester is not None:
+            rec.digester.advance(rec.offer.size)
+        self._wait_digest(inc, rec)
+
+    def _job_failed(self, inc: IncomingJob, rec: _Receiving, error: str) -> None:
+        log.warning("receiving %r failed: %s", escape_text(rec.offer.path), error)
+        self._stop_job(inc, rec)
+        now = self.runner.now()
+        with contextlib.suppress(L2fastError):
+            inc.incoming.file_failed(rec.transfer_id, int(ErrorCode.IO_ERROR), error, now)
+        inc.files.pop(rec.transfer_id, None)
+        self._drop_file(rec, keep=True)
+        self._after_incoming(inc)
+
+    def _wait_digest(self, inc: IncomingJob, rec: _Receiving) -> None:
+        d = rec.digester
+        if d is None:
+            return
+        if not d.done:
+            self.runner.call_later(_POLL_S, lambda: self._wait_digest(inc, rec))
+            return
+        rec.digester = None
+        now = self.runner.now()
+        try:
+            rec.digest = d.result(0).raw
+            inc.incoming.file_written(rec.transfer_id, rec.digest, now)
+        except L2fastError as exc:
+            log.warning("file %r: %s", escape_text(rec.offer.path), exc.message)
+        except Exception as exc:
+            self._job_failed(inc, rec, f"hashing the received data failed: {exc}")
+            return
+        self._after_incoming(inc)
+
+    def _drop_file(self, rec: _Receiving, keep: bool) -> None:
+        if rec.digester is not None:
+            rec.digester.cancel()
+        f = rec.file
+        rec.file = None
+        if f is None or f.outcome is not None:
+            return
+        with contextlib.suppress(Exception):
+            if keep:
+                f.interrupt()
+            else:
+                f.discard()
+
+    def _end_incoming(self, inc: IncomingJob, error: Any) -> None:
+        now = self.runner.now()
+        for rec in list(inc.files.values()):
+            self._stop_job(inc, rec)
+            self._drop_file(rec, keep=True)
+        inc.incoming.session_ended(now, error)
+        while inc.incoming.next_event() is not None:
+            pass
+        for pid in [p.id for p in self.pending.values() if p.session == inc.session]:
+            del self.pending[pid]
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def start_send(
+        self, reply: Any, peer: bytes, files: list[dict[str, Any]], fds: list[int], digest: Digest
+    ) -> OutgoingJob:
+        """Start sending: `files` describe the entries, `fds` hold one descriptor per regular
+        file, in order (directories have none)."""
+        sources: list[_SourceFile] = []
+        fd_iter = iter(fds)
+        try:
+            for item in files:
+                kind = FileKind(int(item.get("kind", FileKind.FILE)))
+                fd = next(fd_iter) if kind is FileKind.FILE else -1
+                size = os.fstat(fd).st_size if fd >= 0 else 0
+                entry = FileEntry(
+                    path=str(item["path"]),
+                    kind=kind,
+                    size=size,
+                    mode=int(item.get("mode", 0o644)) & 0o7777,
+                    mtime_ns=int(item.get("mtime_ns", 0)),
+                    digest=digest,
+                )
+                sources.append(_SourceFile(entry, fd))
+        except (StopIteration, KeyError, ValueError, TypeError, OSError) as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise L2fastError(f"bad send request: {exc!r}") from None
+        job = OutgoingJob(self, reply, peer, sources, digest)
+        self.outgoing[job.session] = job
+        return job
+
+    def inbox(self) -> list[dict[str, Any]]:
+        """Offers waiting for a decision (--accept ask)."""
+        now = self.runner.now()
+        return [
+            {
+                "id": p.id,
+                "peer": format_mac(p.peer),
+                "path": escape_text(p.offer.path),
+                "kind": p.offer.kind.name.lower(),
+                "size": p.offer.size,
+                "waiting_s": round(now - p.since, 1),
+            }
+            for p in self.pending.values()
+        ]
+
+    def decide(self, pid: int, accept: bool) -> dict[str, Any]:
+        """Answer a pending offer."""
+        p = self.pending.pop(pid, None)
+        if p is None:
+            raise L2fastError(f"no pending offer {pid}", hint="see `l2fast inbox`")
+        inc = self.incoming.get(p.session)
+        if inc is None:
+            raise L2fastError(f"offer {pid}: the sender is gone")
+        now = self.runner.now()
+        if accept:
+            self._accept(inc, p.offer, now)
+        else:
+            inc.incoming.reject(p.offer.transfer_id, now, ErrorCode.REFUSED, "refused by the user")
+        self._after_incoming(inc)
+        return {"id": pid, "path": escape_text(p.offer.path), "accepted": accept}
+
+    def status(self) -> list[dict[str, Any]]:
+        """Transfers in flight, for `l2fast status`."""
+        out = [job.status() for job in self.outgoing.values()]
+        now = self.runner.now()
+        for inc in self.incoming.values():
+            p = inc.incoming.progress()
+            if inc.incoming.finished or (not inc.files and not inc.queue):
+                continue
+            out.append(
+                {
+                    "direction": "receive",
+                    "peer": format_mac(inc.peer),
+                    "session": f"{inc.session:#010x}",
+                    "files": p.files_total,
+                    "bytes_done": p.bytes_done,
+                    "bytes_total": p.bytes_total,
+                    "seconds": round(now - inc.started, 3),
+                }
+            )
+        return out
+
+    def close(self) -> None:
+        """Stop everything (the node is stopping): part files are kept for a resume."""
+        for job in list(self.outgoing.values()):
+            job.close()
+        for inc in list(self.incoming.values()):
+            self._end_incoming(inc, None)
+        self.incoming.clear()

@@ -1,0 +1,229 @@
+"""The receiving data path of one file: a receive process and its writer processes.
+
+The controller (the daemon's loop) starts a `ReceiveJob` for each accepted file. The job forks
+one receive process (multiprocessing, fork) that opens its own raw socket, filtered in the
+kernel to DATA of this session only (`SocketFilter.DATA`), and runs the C receive loop
+(`RxPath`) over shared-memory rings; it sends FEEDBACK to the sender itself every ~0.5 ms from
+`RxPath.feedback()`. The writer processes (children of the receive process) drain the rings
+with pwritev into the part file. Python runs per FEEDBACK and per progress message, never per
+frame.
+
+The controller hears from the receive process through a Pipe, about every 20 ms:
+`{"cum": cum_ack, "drops": n}`, then `{"done": True, ...}` once every chunk is written, or
+`{"error": text}`. The process sentinel tells the controller when it died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import multiprocessing as mp
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from l2fast import native
+from l2fast.errors import L2fastError
+from l2fast.native import datapath as dp
+from l2fast.wire.constants import FrameType
+from l2fast.wire.frames import encode_payload
+
+__all__ = ["WRITERS", "ReceiveJob"]
+
+#: Writer processes per received file.
+WRITERS = 2
+#: Shared memory per ring (bounds the receiver's memory whatever the file size).
+RING_BYTES = 16 << 20
+FEEDBACK_INTERVAL_S = 0.0005
+REPORT_INTERVAL_S = 0.02
+SOCKBUF = 64 << 20
+
+
+def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
+    w = dp.Writer(ring, fd, chunk_size=o["chunk"], file_size=o["size"], first_chunk=o["first"])
+    while not (stop.is_set() and ring.used() == 0):
+        w.drain(2048, wait_s=0.005)
+
+
+def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
+    """The receive process: RxPath, FEEDBACK, writers; reports to the controller."""
+    try:
+        _receive(o, fd, bitmap, conn)
+    except L2fastError as exc:
+        with contextlib.suppress(OSError):
+            conn.send({"error": exc.message})
+    except Exception as exc:  # the controller must hear why, not just see the process die
+        with contextlib.suppress(OSError):
+            conn.send({"error": f"receive process: {exc!r}"})
+
+
+def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
+    sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
+    sock.set_filter(native.SocketFilter.DATA, o["session"])
+    slot = dp.slot_size_for_mtu(sock.mtu)
+    nslots = max(64, 1 << (RING_BYTES // slot).bit_length() - 1)
+    rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
+    ctx = mp.get_context("fork")
+    stop = ctx.Event()
+    writers = [
+        ctx.Process(target=_writer_main, args=(ring, fd, o, stop), daemon=True) for ring in rings
+    ]
+    for p in writers:
+        p.start()
+    path = dp.RxPath(
+        sock,
+        rings,
+        session=o["session"],
+        chunk_size=o["chunk"],
+        file_size=o["size"],
+        first_chunk=o["first"],
+        window=1 << 17,
+        written=bitmap,
+    )
+    peer = bytes.fromhex(o["peer"])
+    # FEEDBACK seq: microseconds of the monotonic clock, so the receive processes of
+    # successive files in one session keep numbering upwards (the sender ignores old ones).
+    fb_seq = time.monotonic_ns() // 1000
+    drops_total = 0
+
+    def send_feedback() -> dp.RxFeedback:
+        nonlocal fb_seq, drops_total
+        fb = path.feedback()
+        _, drops = sock.stats()
+        drops_total += drops
+        fb_seq += 1
+        payload = encode_payload(fb.to_wire(min(drops, 0xFFFFFFFF)))
+        frame = native.build_frame(
+            peer, sock.mac, sock.ethertype, FrameType.FEEDBACK, 0, o["session"], fb_seq, payload
+        )
+        with contextlib.suppress(L2fastError):
+            sock.send_frames([frame])
+        return fb
+
+    last_fb = last_report = 0.0
+    error = None
+    while True:
+        run = path.run(FEEDBACK_INTERVAL_S)
+        now = time.monotonic()
+        if now - last_fb >= FEEDBACK_INTERVAL_S or run.stop & dp.RxStop.RING_FULL:
+            fb = send_feedback()
+            last_fb = now
+            if fb.complete:
+                break
+        if now - last_report >= REPORT_INTERVAL_S:
+            last_report = now
+            dead = [p.exitcode for p in writers if p.exitcode is not None]
+            if dead:
+                error = f"a writer process died (exit status {dead[0]})"
+                break
+            conn.send({"cum": fb.cum_ack, "drops": drops_total})
+            if conn.poll():  # the controller says stop (transfer cancelled)
+                error = "cancelled"
+                break
+    # Received is not written: wait for the writers to empty every ring.
+    while error is None and any(r.used() for r in rings):
+        if any(p.exitcode is not None for p in writers):
+            error = "a writer process died"
+            break
+        time.sleep(0.0005)
+    stop.set()
+    for p in writers:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    if error is not None:
+        conn.send({"error": error})
+        return
+    fb = send_feedback()  # reclaims the last slots: marks their chunks written
+    for _ in range(3):
+        time.sleep(0.002)
+        fb = send_feedback()
+    c = path.counters()
+    conn.send(
+        {
+            "done": fb.complete,
+            "cum": fb.cum_ack,
+            "drops": drops_total,
+            "duplicates": c.duplicates,
+            "frames": c.frames,
+        }
+    )
+
+
+class ReceiveJob:
+    """One file's receive process, seen from the controller."""
+
+    def __init__(
+        self,
+        *,
+        iface: str,
+        session: int,
+        peer: bytes,
+        fd: int,
+        bitmap: Any,
+        size: int,
+        chunk_size: int,
+        first_chunk: int,
+    ) -> None:
+        self.size = size
+        self.chunk_size = chunk_size
+        self.first_chunk = first_chunk
+        self.end_chunk = first_chunk + -(-size // chunk_size)
+        self._own_bitmap: mmap.mmap | None = None
+        if bitmap is None:
+            # A small file has no sidecar: an anonymous shared map stands in.
+            self._own_bitmap = mmap.mmap(-1, max(1, dp.written_bitmap_size(size, chunk_size)))
+            bitmap = self._own_bitmap
+        o = {
+            "iface": iface,
+            "session": session,
+            "peer": peer.hex(),
+            "size": size,
+            "chunk": chunk_size,
+            "first": first_chunk,
+        }
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process: BaseProcess = ctx.Process(
+            target=_receive_main, args=(o, fd, bitmap, child), daemon=False
+        )
+        self.process.start()
+        child.close()
+        self.cum = first_chunk
+        self.finished = False
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the process ended."""
+        return self.process.sentinel
+
+    def read(self) -> list[dict[str, Any]]:
+        """Messages waiting from the process (never blocks)."""
+        out: list[dict[str, Any]] = []
+        try:
+            while self.conn.poll():
+                out.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def stop(self) -> None:
+        """Ask the process to stop, and make sure it does."""
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(2)
+        self.close()
+
+    def close(self) -> None:
+        """Release the pipe and the stand-in bitmap."""
+        self.finished = True
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        if self._own_bitmap is not None:
+            with contextlib.suppress(BufferError):
+                self._own_bitmap.close()

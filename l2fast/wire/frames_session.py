@@ -7,7 +7,9 @@ Each class is a frozen dataclass whose fields are the spec's fields in wire orde
 - `frame_type`, the type byte it travels under;
 - `violation()`, why its values break a rule of the spec beyond the field widths (None if they
   do not): the encoder raises LocalProtocolError for it, the decoder MalformedPayload;
-- `write_fields(w)` / `read_fields(r)`, the layout itself.
+- `LAYOUT`, the layout itself as a table mirroring PROTOCOL.md, from which `write_fields(w)` /
+  `read_fields(r)` follow (l2fast.wire.payload_layout). PROBE, whose filler is a length rather
+  than bytes, writes its own.
 Field widths are checked by PayloadWriter when encoding; constructors do not validate.
 """
 
@@ -25,6 +27,7 @@ from l2fast.wire.constants import (
     FrameType,
 )
 from l2fast.wire.payload_fields import PayloadReader, PayloadWriter, is_single_bit, utf8_len
+from l2fast.wire.payload_layout import Field, TablePayload, checked_layout
 
 __all__ = [
     "Ack",
@@ -65,14 +68,24 @@ def _text_violation(text: str) -> str | None:
     return None
 
 
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(TablePayload):
     """HELLO (`0x01`): a node announcing itself (PROTOCOL.md §Frame types/HELLO).
 
     `name` is 1..64 bytes of UTF-8 and `mtu` within 1280..65535 (§Limits).
     """
 
     frame_type: ClassVar[FrameType] = FrameType.HELLO
+    LAYOUT = (
+        Field("node_id", "u64"),
+        Field("ts_ns", "u64"),
+        Field("ver_min", "u8"),
+        Field("ver_max", "u8"),
+        Field("mtu", "u32"),
+        Field("caps", "u32"),
+        Field("name", "str8"),
+    )
     node_id: int
     ts_ns: int
     ver_min: int
@@ -85,38 +98,25 @@ class Hello:
         """Why the values break PROTOCOL.md §Limits, or None."""
         return _mtu_violation(self.mtu) or _name_violation(self.name)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u64(self.node_id, "node_id")
-        w.u64(self.ts_ns, "ts_ns")
-        w.u8(self.ver_min, "ver_min")
-        w.u8(self.ver_max, "ver_max")
-        w.u32(self.mtu, "mtu")
-        w.u32(self.caps, "caps")
-        w.str8(self.name, "name")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Hello:
-        """Read the fields in wire order."""
-        return cls(
-            node_id=r.u64("node_id"),
-            ts_ns=r.u64("ts_ns"),
-            ver_min=r.u8("ver_min"),
-            ver_max=r.u8("ver_max"),
-            mtu=r.u32("mtu"),
-            caps=r.u32("caps"),
-            name=r.str8("name"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class HelloAck:
+class HelloAck(TablePayload):
     """HELLO_ACK (`0x02`): the unicast answer to a HELLO (PROTOCOL.md §Frame types/HELLO_ACK).
 
     Same layout as HELLO with `echo_ts_ns` (the HELLO's `ts_ns`) in place of `ts_ns`.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.HELLO_ACK
+    LAYOUT = (
+        Field("node_id", "u64"),
+        Field("echo_ts_ns", "u64"),
+        Field("ver_min", "u8"),
+        Field("ver_max", "u8"),
+        Field("mtu", "u32"),
+        Field("caps", "u32"),
+        Field("name", "str8"),
+    )
     node_id: int
     echo_ts_ns: int
     ver_min: int
@@ -129,38 +129,25 @@ class HelloAck:
         """Why the values break PROTOCOL.md §Limits, or None."""
         return _mtu_violation(self.mtu) or _name_violation(self.name)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u64(self.node_id, "node_id")
-        w.u64(self.echo_ts_ns, "echo_ts_ns")
-        w.u8(self.ver_min, "ver_min")
-        w.u8(self.ver_max, "ver_max")
-        w.u32(self.mtu, "mtu")
-        w.u32(self.caps, "caps")
-        w.str8(self.name, "name")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> HelloAck:
-        """Read the fields in wire order."""
-        return cls(
-            node_id=r.u64("node_id"),
-            echo_ts_ns=r.u64("echo_ts_ns"),
-            ver_min=r.u8("ver_min"),
-            ver_max=r.u8("ver_max"),
-            mtu=r.u32("mtu"),
-            caps=r.u32("caps"),
-            name=r.str8("name"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Syn:
+class Syn(TablePayload):
     """SYN (`0x10`): open a session (PROTOCOL.md §Frame types/SYN, SYN_ACK).
 
     `digests` holds every digest bit the initiator offers; `mtu` is within 1280..65535.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.SYN
+    LAYOUT = (
+        Field("node_id", "u64"),
+        Field("ver_min", "u8"),
+        Field("ver_max", "u8"),
+        Field("mtu", "u32"),
+        Field("window", "u32"),
+        Field("features", "u32"),
+        Field("digests", "u8"),
+    )
     node_id: int
     ver_min: int
     ver_max: int
@@ -173,32 +160,10 @@ class Syn:
         """Why the values break PROTOCOL.md §Limits, or None."""
         return _mtu_violation(self.mtu)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u64(self.node_id, "node_id")
-        w.u8(self.ver_min, "ver_min")
-        w.u8(self.ver_max, "ver_max")
-        w.u32(self.mtu, "mtu")
-        w.u32(self.window, "window")
-        w.u32(self.features, "features")
-        w.u8(self.digests, "digests")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Syn:
-        """Read the fields in wire order."""
-        return cls(
-            node_id=r.u64("node_id"),
-            ver_min=r.u8("ver_min"),
-            ver_max=r.u8("ver_max"),
-            mtu=r.u32("mtu"),
-            window=r.u32("window"),
-            features=r.u32("features"),
-            digests=r.u8("digests"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class SynAck:
+class SynAck(TablePayload):
     """SYN_ACK (`0x11`): the responder's choices (PROTOCOL.md §Frame types/SYN, SYN_ACK).
 
     `ver_max` is the chosen version, `mtu` the smaller of both MTUs (1280..65535), `features`
@@ -206,6 +171,7 @@ class SynAck:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.SYN_ACK
+    LAYOUT = Syn.LAYOUT  # one table in PROTOCOL.md for both
     node_id: int
     ver_min: int
     ver_max: int
@@ -220,49 +186,19 @@ class SynAck:
             return f"digests {self.digests:#x} must be exactly one chosen bit"
         return _mtu_violation(self.mtu)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u64(self.node_id, "node_id")
-        w.u8(self.ver_min, "ver_min")
-        w.u8(self.ver_max, "ver_max")
-        w.u32(self.mtu, "mtu")
-        w.u32(self.window, "window")
-        w.u32(self.features, "features")
-        w.u8(self.digests, "digests")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> SynAck:
-        """Read the fields in wire order."""
-        return cls(
-            node_id=r.u64("node_id"),
-            ver_min=r.u8("ver_min"),
-            ver_max=r.u8("ver_max"),
-            mtu=r.u32("mtu"),
-            window=r.u32("window"),
-            features=r.u32("features"),
-            digests=r.u8("digests"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(TablePayload):
     """ACK (`0x12`): completes the handshake with the MTU to probe (PROTOCOL.md §ACK)."""
 
     frame_type: ClassVar[FrameType] = FrameType.ACK
+    LAYOUT = (Field("mtu", "u32"),)
     mtu: int
 
     def violation(self) -> str | None:
         """Why the values break PROTOCOL.md §Limits, or None."""
         return _mtu_violation(self.mtu)
-
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.mtu, "mtu")
-
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Ack:
-        """Read the fields in wire order."""
-        return cls(mtu=r.u32("mtu"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,35 +231,30 @@ class Probe:
         return cls(size=r.u32("size"), filler_len=len(r.rest()))
 
 
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class ProbeAck:
+class ProbeAck(TablePayload):
     """PROBE_ACK (`0x14`): `u32 size`, the probe size that arrived (PROTOCOL.md §PROBE)."""
 
     frame_type: ClassVar[FrameType] = FrameType.PROBE_ACK
+    LAYOUT = (Field("size", "u32"),)
     size: int
 
     def violation(self) -> str | None:
         """No rule beyond the field width."""
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.size, "size")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> ProbeAck:
-        """Read the fields in wire order."""
-        return cls(size=r.u32("size"))
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class CtrlAck:
+class CtrlAck(TablePayload):
     """CTRL_ACK (`0x15`): control-stream acknowledgement (PROTOCOL.md §CTRL_ACK).
 
     Every control sequence < `cum` was received; bit i of `bitmap` means `cum + 1 + i` was.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.CTRL_ACK
+    LAYOUT = (Field("cum", "u64"), Field("bitmap", "u64"))
     cum: int
     bitmap: int
 
@@ -331,44 +262,30 @@ class CtrlAck:
         """No rule beyond the field widths."""
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u64(self.cum, "cum")
-        w.u64(self.bitmap, "bitmap")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> CtrlAck:
-        """Read the fields in wire order."""
-        return cls(cum=r.u64("cum"), bitmap=r.u64("bitmap"))
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Keepalive:
-    """KEEPALIVE (`0x18`): empty payload (PROTOCOL.md §KEEPALIVE)."""
+class Keepalive(TablePayload):
+    """KEEPALIVE (`0x18`): empty payload; any bytes are padding (PROTOCOL.md §KEEPALIVE)."""
 
     frame_type: ClassVar[FrameType] = FrameType.KEEPALIVE
+    LAYOUT = ()
 
     def violation(self) -> str | None:
         """Nothing to check."""
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """No fields."""
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Keepalive:
-        """No fields; any bytes are padding (PROTOCOL.md §Receiving)."""
-        return cls()
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Close:
+class Close(TablePayload):
     """CLOSE (`0x19`): `u16 reason` (0 or an §ERROR code), `str16 text` of at most 512 bytes.
 
     PROTOCOL.md §CLOSE.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.CLOSE
+    LAYOUT = (Field("reason", "u16"), Field("text", "str16"))
     reason: int
     text: str = ""
 
@@ -376,25 +293,17 @@ class Close:
         """Why the values break PROTOCOL.md §Limits, or None."""
         return _text_violation(self.text)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u16(self.reason, "reason")
-        w.str16(self.text, "text")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Close:
-        """Read the fields in wire order."""
-        return cls(reason=r.u16("reason"), text=r.str16("text"))
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(TablePayload):
     """PING (`0x38`): `u32 ident`, `u64 ts_ns`, then optional filler (PROTOCOL.md §PING).
 
     `filler` is kept byte for byte so that a PONG can echo the payload exactly.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.PING
+    LAYOUT = (Field("ident", "u32"), Field("ts_ns", "u64"), Field("filler", "rest"))
     ident: int
     ts_ns: int
     filler: bytes = b""
@@ -403,26 +312,17 @@ class Ping:
         """No rule beyond the field widths and the payload limit."""
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.ident, "ident")
-        w.u64(self.ts_ns, "ts_ns")
-        w.raw(self.filler)
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Ping:
-        """Read the fields in wire order."""
-        return cls(ident=r.u32("ident"), ts_ns=r.u64("ts_ns"), filler=r.rest())
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Pong:
+class Pong(TablePayload):
     """PONG (`0x39`): the PING's payload echoed byte for byte (PROTOCOL.md §PING, PONG).
 
     Build it with `Pong.echo(ping)`.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.PONG
+    LAYOUT = Ping.LAYOUT
     ident: int
     ts_ns: int
     filler: bytes = b""
@@ -436,39 +336,20 @@ class Pong:
         """No rule beyond the field widths and the payload limit."""
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.ident, "ident")
-        w.u64(self.ts_ns, "ts_ns")
-        w.raw(self.filler)
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Pong:
-        """Read the fields in wire order."""
-        return cls(ident=r.u32("ident"), ts_ns=r.u64("ts_ns"), filler=r.rest())
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Error:
+class Error(TablePayload):
     """ERROR (`0x7F`): `u16 code` (§ERROR codes), `str16 text` of at most 512 bytes.
 
     PROTOCOL.md §ERROR.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.ERROR
+    LAYOUT = (Field("code", "u16"), Field("text", "str16"))
     code: int
     text: str = ""
 
     def violation(self) -> str | None:
         """Why the values break PROTOCOL.md §Limits, or None."""
         return _text_violation(self.text)
-
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u16(self.code, "code")
-        w.str16(self.text, "text")
-
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Error:
-        """Read the fields in wire order."""
-        return cls(code=r.u16("code"), text=r.str16("text"))

@@ -1,8 +1,8 @@
 """Payloads of data, chat and file-transfer frames (PROTOCOL.md §Frame types).
 
 DATA, FEEDBACK, CHAT, FILE_OFFER, FILE_ACCEPT, FILE_REJECT, FILE_END and FILE_RESULT. Import them
-from `l2fast.wire.frames`. The conventions (`frame_type`, `violation()`, `write_fields()`,
-`read_fields()`) are those described in `l2fast.wire.frames_session`.
+from `l2fast.wire.frames`. The conventions (`frame_type`, `violation()`, `LAYOUT`) are those
+described in `l2fast.wire.frames_session`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,8 @@ from l2fast.wire.constants import (
     FileKind,
     FrameType,
 )
-from l2fast.wire.payload_fields import (
-    PayloadReader,
-    PayloadWriter,
-    WireRanges,
-    is_single_bit,
-    ranges_violation,
-    utf8_len,
-)
+from l2fast.wire.payload_fields import WireRanges, is_single_bit, ranges_violation, utf8_len
+from l2fast.wire.payload_layout import Field, TablePayload, checked_layout
 
 __all__ = [
     "Chat",
@@ -70,32 +64,26 @@ def path_violation(path: str) -> str | None:
     return None
 
 
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Data:
+class Data(TablePayload):
     """DATA (`0x20`): one chunk's bytes, as sent (PROTOCOL.md §DATA).
 
     `payload` is the whole payload, still zlib-compressed when the frame has flag ZLIB.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.DATA
+    LAYOUT = (Field("payload", "rest"),)  # a DATA payload has no padding of its own
     payload: bytes
 
     def violation(self) -> str | None:
         """No rule beyond the payload limit."""
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.raw(self.payload)
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Data:
-        """The whole payload is the chunk; a DATA payload has no padding of its own."""
-        return cls(payload=r.rest())
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Feedback:
+class Feedback(TablePayload):
     """FEEDBACK (`0x21`): receiver state for the data sender (PROTOCOL.md §FEEDBACK).
 
     `ranges` are at most 64 received chunk ranges (start, end exclusive) above `cum_ack`:
@@ -104,6 +92,13 @@ class Feedback:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FEEDBACK
+    LAYOUT = (
+        Field("cum_ack", "u64"),
+        Field("credit", "u64"),
+        Field("highest", "u64"),
+        Field("kernel_drops", "u32"),
+        Field("ranges", "ranges", cap=MAX_SACK_RANGES),
+    )
     cum_ack: int
     credit: int
     highest: int
@@ -116,36 +111,10 @@ class Feedback:
             return f"{len(self.ranges)} ranges, more than {MAX_SACK_RANGES}"
         return ranges_violation(self.ranges, self.cum_ack, "ranges")
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u64(self.cum_ack, "cum_ack")
-        w.u64(self.credit, "credit")
-        w.u64(self.highest, "highest")
-        w.u32(self.kernel_drops, "kernel_drops")
-        w.u16(len(self.ranges), "n_ranges")
-        w.ranges(self.ranges, "ranges")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Feedback:
-        """Read the fields in wire order; n_ranges is capped before the ranges are read."""
-        cum_ack = r.u64("cum_ack")
-        credit = r.u64("credit")
-        highest = r.u64("highest")
-        kernel_drops = r.u32("kernel_drops")
-        n_ranges = r.u16("n_ranges")
-        if n_ranges > MAX_SACK_RANGES:
-            raise r.malformed(f"n_ranges {n_ranges} exceeds {MAX_SACK_RANGES}")
-        return cls(
-            cum_ack=cum_ack,
-            credit=credit,
-            highest=highest,
-            kernel_drops=kernel_drops,
-            ranges=r.ranges(n_ranges, "ranges"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class Chat:
+class Chat(TablePayload):
     """CHAT (`0x30`): one fragment of a chat message (PROTOCOL.md §CHAT).
 
     `data` is the fragment, which holds message bytes `[frag_offset, frag_offset + len(data))`
@@ -154,6 +123,13 @@ class Chat:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.CHAT
+    LAYOUT = (
+        Field("msg_id", "u32"),
+        Field("total_len", "u32"),
+        Field("frag_offset", "u32"),
+        Field("to_all", "flag"),
+        Field("data", "rest"),
+    )
     msg_id: int
     total_len: int
     frag_offset: int
@@ -171,34 +147,10 @@ class Chat:
             )
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.msg_id, "msg_id")
-        w.u32(self.total_len, "total_len")
-        w.u32(self.frag_offset, "frag_offset")
-        w.u8(1 if self.to_all else 0, "to_all")
-        w.raw(self.data)
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> Chat:
-        """Read the fields in wire order; `to_all` must be 0 or 1."""
-        msg_id = r.u32("msg_id")
-        total_len = r.u32("total_len")
-        frag_offset = r.u32("frag_offset")
-        to_all = r.u8("to_all")
-        if to_all > 1:
-            raise r.malformed(f"to_all is {to_all}, must be 0 or 1")
-        return cls(
-            msg_id=msg_id,
-            total_len=total_len,
-            frag_offset=frag_offset,
-            to_all=to_all == 1,
-            data=r.rest(),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class FileOffer:
+class FileOffer(TablePayload):
     """FILE_OFFER (`0x40`): one file, directory, symlink or bench stream (PROTOCOL.md §FILE_OFFER).
 
     `kind` is a FileKind value, `digest` exactly one digest bit, `mode` within 0o7777,
@@ -207,6 +159,17 @@ class FileOffer:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_OFFER
+    LAYOUT = (
+        Field("transfer_id", "u32"),
+        Field("kind", "u8"),
+        Field("digest", "u8"),
+        Field("size", "u64"),
+        Field("mode", "u32"),
+        Field("mtime_ns", "i64"),
+        Field("first_chunk", "u64"),
+        Field("chunk_size", "u32"),
+        Field("path", "str16"),
+    )
     transfer_id: int
     kind: int
     digest: int
@@ -231,36 +194,10 @@ class FileOffer:
             )
         return _digest_violation(self.digest) or path_violation(self.path)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.transfer_id, "transfer_id")
-        w.u8(self.kind, "kind")
-        w.u8(self.digest, "digest")
-        w.u64(self.size, "size")
-        w.u32(self.mode, "mode")
-        w.i64(self.mtime_ns, "mtime_ns")
-        w.u64(self.first_chunk, "first_chunk")
-        w.u32(self.chunk_size, "chunk_size")
-        w.str16(self.path, "path")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> FileOffer:
-        """Read the fields in wire order."""
-        return cls(
-            transfer_id=r.u32("transfer_id"),
-            kind=r.u8("kind"),
-            digest=r.u8("digest"),
-            size=r.u64("size"),
-            mode=r.u32("mode"),
-            mtime_ns=r.i64("mtime_ns"),
-            first_chunk=r.u64("first_chunk"),
-            chunk_size=r.u32("chunk_size"),
-            path=r.str16("path"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class FileAccept:
+class FileAccept(TablePayload):
     """FILE_ACCEPT (`0x41`): accept an offer, listing chunks held (PROTOCOL.md §FILE_ACCEPT).
 
     `have` are chunk ranges (start, end exclusive), non-empty, ascending and not overlapping;
@@ -268,6 +205,7 @@ class FileAccept:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_ACCEPT
+    LAYOUT = (Field("transfer_id", "u32"), Field("have", "ranges"))
     transfer_id: int
     have: WireRanges = ()
 
@@ -275,28 +213,17 @@ class FileAccept:
         """Why the ranges break PROTOCOL.md §FILE_ACCEPT, or None."""
         return ranges_violation(self.have, 0, "have")
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.transfer_id, "transfer_id")
-        w.u16(len(self.have), "n_ranges")
-        w.ranges(self.have, "have")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> FileAccept:
-        """Read the fields in wire order."""
-        transfer_id = r.u32("transfer_id")
-        n_ranges = r.u16("n_ranges")
-        return cls(transfer_id=transfer_id, have=r.ranges(n_ranges, "have"))
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class FileReject:
+class FileReject(TablePayload):
     """FILE_REJECT (`0x42`): `u32 transfer_id`, `u16 reason`, `str16 text` (<= 512 bytes).
 
     PROTOCOL.md §FILE_REJECT; `reason` is an §ERROR code.
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_REJECT
+    LAYOUT = (Field("transfer_id", "u32"), Field("reason", "u16"), Field("text", "str16"))
     transfer_id: int
     reason: int
     text: str = ""
@@ -308,20 +235,10 @@ class FileReject:
             return f"text is {size} bytes, more than {MAX_TEXT_BYTES}"
         return None
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.transfer_id, "transfer_id")
-        w.u16(self.reason, "reason")
-        w.str16(self.text, "text")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> FileReject:
-        """Read the fields in wire order."""
-        return cls(transfer_id=r.u32("transfer_id"), reason=r.u16("reason"), text=r.str16("text"))
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class FileEnd:
+class FileEnd(TablePayload):
     """FILE_END (`0x43`): `u32 transfer_id`, `u8 digest` (one bit), value (PROTOCOL.md §FILE_END).
 
     `digest_value` is raw bytes (32 for SHA-256) in the `str8` layout, so at most 255 bytes;
@@ -329,6 +246,7 @@ class FileEnd:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_END
+    LAYOUT = (Field("transfer_id", "u32"), Field("digest", "u8"), Field("digest_value", "bytes8"))
     transfer_id: int
     digest: int
     digest_value: bytes
@@ -337,24 +255,10 @@ class FileEnd:
         """Why the values break PROTOCOL.md §FILE_END, or None."""
         return _digest_violation(self.digest)
 
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.transfer_id, "transfer_id")
-        w.u8(self.digest, "digest")
-        w.bytes8(self.digest_value, "digest_value")
 
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> FileEnd:
-        """Read the fields in wire order."""
-        return cls(
-            transfer_id=r.u32("transfer_id"),
-            digest=r.u8("digest"),
-            digest_value=r.bytes8("digest_value"),
-        )
-
-
+@checked_layout
 @dataclass(frozen=True, slots=True)
-class FileResult:
+class FileResult(TablePayload):
     """FILE_RESULT (`0x44`): the receiver's verdict on one file (PROTOCOL.md §FILE_RESULT).
 
     `status` is 0 (verified) or an §ERROR code; `digest_value` raw bytes in the `str8` layout
@@ -362,6 +266,13 @@ class FileResult:
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_RESULT
+    LAYOUT = (
+        Field("transfer_id", "u32"),
+        Field("status", "u16"),
+        Field("bytes_received", "u64"),
+        Field("digest_value", "bytes8"),
+        Field("final_name", "str16"),
+    )
     transfer_id: int
     status: int
     bytes_received: int
@@ -371,22 +282,3 @@ class FileResult:
     def violation(self) -> str | None:
         """No rule beyond the field widths and the payload limit."""
         return None
-
-    def write_fields(self, w: PayloadWriter) -> None:
-        """Append the fields in wire order."""
-        w.u32(self.transfer_id, "transfer_id")
-        w.u16(self.status, "status")
-        w.u64(self.bytes_received, "bytes_received")
-        w.bytes8(self.digest_value, "digest_value")
-        w.str16(self.final_name, "final_name")
-
-    @classmethod
-    def read_fields(cls, r: PayloadReader) -> FileResult:
-        """Read the fields in wire order."""
-        return cls(
-            transfer_id=r.u32("transfer_id"),
-            status=r.u16("status"),
-            bytes_received=r.u64("bytes_received"),
-            digest_value=r.bytes8("digest_value"),
-            final_name=r.str16("final_name"),
-        )

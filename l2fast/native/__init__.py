@@ -31,7 +31,6 @@ from typing import Any, NoReturn, Self
 
 from l2fast.errors import (
     InterfaceDown,
-    LocalProtocolError,
     MtuTooSmall,
     NativeError,
     NeedsPrivilege,
@@ -42,11 +41,12 @@ from l2fast.wire.constants import (
     ETH_HLEN,
     FRAME_OVERHEAD,
     MAX_MTU,
-    MAX_PAYLOAD,
     MIN_MTU,
     FrameInfo,
     Verdict,
 )
+from l2fast.wire.header import check_header_fields, check_payload_len
+from l2fast.wire.header import check_uint as _check_uint
 
 try:
     import l2fast._core as _core
@@ -126,12 +126,6 @@ def _cbuf(data: Buffer, what: str) -> Any:
         ) from exc
 
 
-def _check_uint(name: str, value: int, bits: int) -> None:
-    # Same wording and exception as the pure-Python codec (l2fast.wire.header).
-    if not 0 <= value < (1 << bits):
-        raise LocalProtocolError(f"{name}={value} does not fit in an unsigned {bits}-bit field")
-
-
 # --------------------------------------------------------------------------- CRC32C
 
 
@@ -192,18 +186,9 @@ def build_header(
     pure-Python codec) when a MAC is not 6 bytes, an integer does not fit its field or the
     payload is longer than 65511 bytes.
     """
-    if len(dst) != _MAC_LEN or len(src) != _MAC_LEN:
-        raise LocalProtocolError(f"MAC addresses are 6 bytes, got {len(dst)} and {len(src)}")
-    _check_uint("ethertype", ethertype, 16)
-    _check_uint("type", type, 8)
-    _check_uint("flags", flags, 16)
-    _check_uint("session", session, 32)
-    _check_uint("seq", seq, 64)
+    check_header_fields(dst, src, ethertype, type, flags, session, seq)
     pbuf = _cbuf(payload, "payload")
-    if len(pbuf) > MAX_PAYLOAD:
-        raise LocalProtocolError(
-            f"payload of {len(pbuf)} bytes exceeds the {MAX_PAYLOAD}-byte maximum"
-        )
+    check_payload_len(len(pbuf))
     out = _ffi.new("uint8_t[]", FRAME_OVERHEAD)
     _check(
         _lib.l2f_build_header(
@@ -256,12 +241,7 @@ def build_headers(
     n = len(payloads)
     if len(seqs) != n:
         raise ValueError(f"{len(seqs)} sequence numbers but {n} payloads")
-    if len(dst) != _MAC_LEN or len(src) != _MAC_LEN:
-        raise LocalProtocolError(f"MAC addresses are 6 bytes, got {len(dst)} and {len(src)}")
-    _check_uint("ethertype", ethertype, 16)
-    _check_uint("type", type, 8)
-    _check_uint("flags", flags, 16)
-    _check_uint("session", session, 32)
+    check_header_fields(dst, src, ethertype, type, flags, session)
     if n == 0:
         return b""
     bufs = [_cbuf(p, "payload") for p in payloads]
@@ -270,10 +250,7 @@ def build_headers(
     c_len = _ffi.new("uint32_t[]", n)
     for i, (seq, buf) in enumerate(zip(seqs, bufs, strict=True)):
         _check_uint("seq", seq, 64)
-        if len(buf) > MAX_PAYLOAD:
-            raise LocalProtocolError(
-                f"payload {i} of {len(buf)} bytes exceeds the {MAX_PAYLOAD}-byte maximum"
-            )
+        check_payload_len(len(buf), f"payload {i}")
         c_seq[i] = seq
         c_payload[i] = buf
         c_len[i] = len(buf)

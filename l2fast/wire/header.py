@@ -31,7 +31,14 @@ from l2fast.wire.constants import (
 )
 from l2fast.wire.crc32c_ref import crc32c
 
-__all__ = ["build_frame", "build_header", "parse_frame"]
+__all__ = [
+    "build_frame",
+    "build_header",
+    "check_header_fields",
+    "check_payload_len",
+    "check_uint",
+    "parse_frame",
+]
 
 _MAC_LEN = 6
 # Ethernet part: dst, src, EtherType.
@@ -44,9 +51,41 @@ _CRC_OFF = ETH_HLEN + _HDR_NO_CRC.size  # 34
 Buffer = bytes | bytearray | memoryview
 
 
-def _check_uint(name: str, value: int, bits: int) -> None:
+def check_uint(name: str, value: int, bits: int) -> None:
+    """Raise LocalProtocolError unless `value` fits an unsigned `bits`-bit header field."""
     if not 0 <= value < (1 << bits):
         raise LocalProtocolError(f"{name}={value} does not fit in an unsigned {bits}-bit field")
+
+
+def check_header_fields(
+    dst: Buffer,
+    src: Buffer,
+    ethertype: int,
+    type: int,
+    flags: int,
+    session: int,
+    seq: int | None = None,
+) -> None:
+    """Refuse header values that do not fit PROTOCOL.md §Ethernet framing and §Header.
+
+    Raises LocalProtocolError when a MAC is not 6 bytes or an integer does not fit its field;
+    `seq` is checked when given. Both codecs call it (l2fast.native before calling C), so they
+    refuse the same values with the same words.
+    """
+    if len(dst) != _MAC_LEN or len(src) != _MAC_LEN:
+        raise LocalProtocolError(f"MAC addresses are 6 bytes, got {len(dst)} and {len(src)}")
+    check_uint("ethertype", ethertype, 16)
+    check_uint("type", type, 8)
+    check_uint("flags", flags, 16)
+    check_uint("session", session, 32)
+    if seq is not None:
+        check_uint("seq", seq, 64)
+
+
+def check_payload_len(size: int, what: str = "payload") -> None:
+    """Raise LocalProtocolError when a payload of `size` bytes exceeds 65511 (§Limits)."""
+    if size > MAX_PAYLOAD:
+        raise LocalProtocolError(f"{what} of {size} bytes exceeds the {MAX_PAYLOAD}-byte maximum")
 
 
 def build_header(
@@ -67,17 +106,8 @@ def build_header(
     `unknown_type`. Raises LocalProtocolError when a MAC is not 6 bytes, an integer does not
     fit its field or the payload is longer than 65511 bytes (§Limits).
     """
-    if len(dst) != _MAC_LEN or len(src) != _MAC_LEN:
-        raise LocalProtocolError(f"MAC addresses are 6 bytes, got {len(dst)} and {len(src)}")
-    _check_uint("ethertype", ethertype, 16)
-    _check_uint("type", type, 8)
-    _check_uint("flags", flags, 16)
-    _check_uint("session", session, 32)
-    _check_uint("seq", seq, 64)
-    if len(payload) > MAX_PAYLOAD:
-        raise LocalProtocolError(
-            f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte maximum"
-        )
+    check_header_fields(dst, src, ethertype, type, flags, session, seq)
+    check_payload_len(len(payload))
     hdr = _HDR_NO_CRC.pack(MAGIC, VERSION, type, flags, len(payload), session, seq)
     crc = crc32c(payload, crc32c(hdr))
     return _ETH.pack(bytes(dst), bytes(src), ethertype) + hdr + _CRC.pack(crc)

@@ -73,13 +73,8 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
                 line.update(done, int(msg.get("total") or total))
                 if js is not None:
                     js.progress(done, int(msg.get("total") or total), files_done=msg["files_done"])
-            elif event == "rejected" and not args.json:
-                line.clear()
-                print(
-                    f"l2fast: the receiver refused {display_name(msg['path'])}: "
-                    f"{msg['reason']}" + (f" ({display_name(msg['text'])})" if msg["text"] else ""),
-                    file=sys.stderr,
-                )
+            elif event == "rejected" and js is not None:
+                js.emit("rejected", path=msg["path"], reason=msg["reason"], text=msg["text"])
     ok = bool(final.get("success")) and bool(final.get("verified"))
     line.finish(int(final.get("bytes_sent", 0)))
     if js is not None:

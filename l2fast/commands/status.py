@@ -36,9 +36,14 @@ def status_lines(s: dict[str, Any]) -> list[str]:
             f"refused {control['refused']}  bad requests {control['bad_requests']}"
         )
     if "accept" in s:
+        lines.append(f"files      recv-dir {s['recv_dir'] or '-'}  accept {s['accept']}")
+    transfers = s.get("transfers", [])
+    lines.append(f"transfers  {len(transfers)} in flight")
+    for t in transfers:
+        pct = 100.0 * t["bytes_done"] / t["bytes_total"] if t["bytes_total"] else 0.0
         lines.append(
-            f"files      recv-dir {s['recv_dir'] or '-'}  accept {s['accept']}  "
-            "(stored for file transfer, which is not available yet)"
+            f"  {t['direction']:<7}  {t['peer']}  {t['session']}  {t['files']} file(s)  "
+            f"{t['bytes_done']}/{t['bytes_total']} bytes ({pct:.1f}%)  {t['seconds']:.1f} s"
         )
     lines.append(f"peers      {len(s['peers'])}")
     if s["peers"]:

@@ -40,6 +40,7 @@ from l2fast.node.events import (
     SessionFailed,
     SessionOpened,
 )
+from l2fast.node.states import SessionState
 from l2fast.transfer.digest import FileDigester, PrefixDigester
 from l2fast.transfer.incoming import IncomingFile, PlacementError
 from l2fast.transfer.placement import ReceiveDir
@@ -383,8 +384,7 @@ class OutgoingJob:
                 final["error"] = failed[0]["error"] if failed else "the transfer failed"
         self.reply(final)
         self.close()
-        with contextlib.suppress(L2fastError):
-            self.runner.engine.close(self.peer, now)
+        _close_session(self.runner, self.peer, self.session, now)
 
     def cancel(self) -> None:
         if self.out is not None and not self.ended:
@@ -422,6 +422,19 @@ class OutgoingJob:
             "bytes_total": p.bytes_total if p else 0,
             "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,
         }
+
+
+def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:
+    """Close this one session in order (NodeEngine.close would close every session with the
+    peer, including other transfers'). NodeEngine has no per-session close yet: this reaches
+    its slot table, to be replaced by such a method."""
+    engine = runner.engine
+    slot = engine._slots.get((peer, session))
+    if slot is None or slot.session.state is not SessionState.OPEN:
+        return
+    with contextlib.suppress(L2fastError):
+        slot.session.close(now)
+    engine._collect(now)
 
 
 def _code(code: int) -> str:
@@ -694,8 +707,9 @@ class Transfers:
             if cum > job.cum:
                 inc.incoming.on_chunks([(job.cum, cum)], now)
                 job.cum = cum
-                if rec.digester is not None:
-                    rec.digester.advance((cum - job.first_chunk) * job.chunk_size)
+            if rec.digester is not None:
+                # Received is not written: only the prefix on disk may be hashed.
+                rec.digester.advance(job.written_prefix())
             if msg.get("done"):
                 self._job_done(inc, rec)
                 break
@@ -838,7 +852,7 @@ class Transfers:
         else:
             inc.incoming.reject(p.offer.transfer_id, now, ErrorCode.REFUSED, "refused by the user")
         self._after_incoming(inc)
-        return {"id": pid, "path": escape_text(p.offer.path), "accepted": accept}
+        return {"offer": pid, "path": escape_text(p.offer.path), "accepted": accept}
 
     def status(self) -> list[dict[str, Any]]:
         """Transfers in flight, for `l2fast status`."""

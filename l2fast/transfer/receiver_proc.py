@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import multiprocessing as mp
+import os
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -114,6 +115,9 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
                 break
         if now - last_report >= REPORT_INTERVAL_S:
             last_report = now
+            if os.getppid() != o["parent"]:
+                error = "the controller died"  # a SIGKILLed daemon: nothing is left running
+                break
             dead = [p.exitcode for p in writers if p.exitcode is not None]
             if dead:
                 error = f"a writer process died (exit status {dead[0]})"
@@ -176,6 +180,8 @@ class ReceiveJob:
             # A small file has no sidecar: an anonymous shared map stands in.
             self._own_bitmap = mmap.mmap(-1, max(1, dp.written_bitmap_size(size, chunk_size)))
             bitmap = self._own_bitmap
+        self._bitmap = memoryview(bitmap).cast("B")
+        self._full_bytes = 0  # leading bitmap bytes known to be all ones
         o = {
             "iface": iface,
             "session": session,
@@ -183,6 +189,7 @@ class ReceiveJob:
             "size": size,
             "chunk": chunk_size,
             "first": first_chunk,
+            "parent": os.getpid(),
         }
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
@@ -193,6 +200,21 @@ class ReceiveJob:
         child.close()
         self.cum = first_chunk
         self.finished = False
+
+    def written_prefix(self) -> int:
+        """Bytes [0, n) of the file that are on disk (from the shared written bitmap: the
+        receive process sets a chunk's bit once its writer released the slot)."""
+        n = self.end_chunk - self.first_chunk
+        whole = n // 8
+        i = self._full_bytes
+        if i < whole:
+            tail = bytes(self._bitmap[i:whole])
+            i += len(tail) - len(tail.lstrip(b"\xff"))
+            self._full_bytes = i
+        k = i * 8
+        while k < n and self._bitmap[k >> 3] >> (k & 7) & 1:
+            k += 1
+        return min(k * self.chunk_size, self.size)
 
     @property
     def sentinel(self) -> int:
@@ -224,6 +246,7 @@ class ReceiveJob:
         self.finished = True
         with contextlib.suppress(OSError):
             self.conn.close()
+        self._bitmap.release()
         if self._own_bitmap is not None:
             with contextlib.suppress(BufferError):
                 self._own_bitmap.close()

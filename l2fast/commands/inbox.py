@@ -1,0 +1,73 @@
+"""`l2fast inbox`, `l2fast accept ID`, `l2fast reject ID`: answer file offers held by a daemon
+that runs with `--accept ask` (issue 5, "Offer")."""
+
+from __future__ import annotations
+
+import argparse
+
+from l2fast.commands.discover import print_json
+from l2fast.daemon.client import add_node_arguments, connect
+from l2fast.progress import format_bytes
+
+INBOX_EXAMPLES = """\
+examples:
+  l2fast inbox                 offers waiting for an answer (daemon run with --accept ask)
+  l2fast inbox --json          [{id, peer, path, kind, size, waiting_s}, ...]
+  l2fast accept 3              receive offer 3 into the daemon's --recv-dir
+  l2fast reject 3              refuse it (the sender exits 1 and says so)
+"""
+
+
+def run_inbox(args: argparse.Namespace) -> int:
+    """List pending offers."""
+    with connect(args.interface, local_ok=False) as client:
+        offers = client.request({"op": "inbox"}, 10)["offers"]
+    if args.json:
+        print_json(offers)
+        return 0
+    if not offers:
+        print("no offers waiting")
+        return 0
+    for o in offers:
+        print(
+            f"{o['id']:>4}  {o['peer']}  {o['kind']:<9}  {format_bytes(o['size']):>10}  "
+            f"{o['path']}  (waiting {o['waiting_s']:.0f} s)"
+        )
+    return 0
+
+
+def run_decide(args: argparse.Namespace) -> int:
+    """Accept or reject one offer."""
+    with connect(args.interface, local_ok=False) as client:
+        answer = client.request({"op": args.op, "offer": args.offer}, 10)
+    if args.json:
+        print_json({k: answer[k] for k in ("offer", "path", "accepted")})
+    else:
+        print(f"{'accepted' if answer['accepted'] else 'rejected'} {answer['path']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `l2fast inbox`, `l2fast accept` and `l2fast reject`."""
+    parser = sub.add_parser(
+        "inbox",
+        help="file offers waiting for an answer (--accept ask)",
+        description="List the file offers the daemon holds until you accept or reject them.",
+        epilog=INBOX_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_node_arguments(parser, one_shot=False)
+    parser.set_defaults(handler=run_inbox)
+    for op, verb in (("accept", "receive"), ("reject", "refuse")):
+        p = sub.add_parser(
+            op,
+            help=f"{verb} a pending file offer (see l2fast inbox)",
+            description=f"{verb.capitalize()} the pending offer ID shown by `l2fast inbox`.",
+            epilog=INBOX_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("offer", metavar="ID", type=int, help="offer id from l2fast inbox")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        add_node_arguments(p, one_shot=False)
+        p.set_defaults(handler=run_decide, op=op)

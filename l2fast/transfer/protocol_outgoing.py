@@ -1,0 +1,599 @@
+"""`OutgoingTransfer`: the sender's file-transfer core, sans-IO (PROTOCOL.md §FILE_OFFER ..).
+
+One instance sends a list of `FileEntry`s over one session. It offers them on the control
+stream (a bounded number unanswered at a time, so thousands of small files pipeline instead of
+costing a round trip each), lays the accepted ones out in one `TxWindow` (through `SendSpace`,
+which leaves out chunks the receiver already holds and files it refused), sends FILE_END when
+a file's data is acknowledged and its digest is known, and ends each file on FILE_RESULT.
+
+The adapter drives it:
+
+- control: send every body of `control_to_send()` with `Session.send_control` (through
+  `NodeEngine.send_control`); hand every FILE_ACCEPT / FILE_REJECT / FILE_RESULT that arrives
+  (`ControlReceived`) to `receive_control`;
+- data: ask `next_batch(now, max_chunks)` for data-space chunk ranges and send them as DATA
+  (`spans()` maps them to file bytes); give every FEEDBACK to `on_feedback`;
+- digests: compute each file's digest beside the data path once `OfferAccepted` says so, and
+  report it with `digest_ready`;
+- time: call `handle_timer(now)` at `next_timer()`; on SessionClosed/SessionFailed call
+  `session_ended`;
+- events: `next_event()` (see `l2fast.transfer.events`).
+
+Anything the peer sends that does not fit is counted in `drops`, never raised.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from l2fast.errors import L2fastError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from l2fast.transfer.events import (
+    FileCompleted,
+    FileFailed,
+    OfferAccepted,
+    OfferRejected,
+    OutgoingEvent,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+)
+from l2fast.transfer.protocol_config import TransferConfig
+from l2fast.transfer.protocol_space import (
+    ChunkSpan,
+    FileEntry,
+    FileLayout,
+    SendSpace,
+    held_bytes,
+)
+from l2fast.transfer.protocol_states import (
+    FINAL_STATES,
+    FileInput,
+    FileRole,
+    FileState,
+    transition,
+)
+from l2fast.transfer.ranges import ChunkRanges
+from l2fast.transfer.reliability import TransferStalled, TxWindow
+from l2fast.wire.constants import ErrorCode, FileKind
+from l2fast.wire.frames import (
+    Body,
+    Feedback,
+    FileAccept,
+    FileEnd,
+    FileOffer,
+    FileReject,
+    FileResult,
+    WireRanges,
+)
+
+__all__ = ["OutgoingTransfer"]
+
+_MAX_TRANSFER_ID = 0xFFFF_FFFF  # u32 on the wire
+_DIGESTLESS = frozenset({FileKind.DIRECTORY, FileKind.BENCH})
+_NUDGE = 1e-9  # seconds: far below any timer's precision, far above float rounding
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return f"error {code}"
+
+
+@dataclass(slots=True)
+class _OutFile:
+    """One offered entry."""
+
+    index: int
+    entry: FileEntry
+    layout: FileLayout
+    state: FileState = FileState.OFFERED
+    have: WireRanges = ()  #: file-relative chunks the receiver holds
+    skipped_bytes: int = 0
+    needed: list[tuple[int, int]] | None = None  #: data-space ranges to send
+    window_end: int = 0  #: the window-space end of its chunks, once laid out
+    digest: bytes | None = None
+
+    @property
+    def transfer_id(self) -> int:
+        return self.layout.transfer_id
+
+    @property
+    def needs_digest(self) -> bool:
+        return self.entry.kind not in _DIGESTLESS
+
+    @property
+    def resent_bytes(self) -> int:
+        return self.entry.size - self.skipped_bytes
+
+
+class OutgoingTransfer:
+    """Sends `entries` over one session (see the module docstring for how to drive it).
+
+    `initial_credit` is the receiver's first grant in data-space chunks, if known (0: wait for
+    its first FEEDBACK). Entries are checked and laid out at once: `layout(index)` tells where
+    each file's chunks sit even before it is offered. Raises LocalProtocolError for an entry
+    that cannot be offered or a layout that overlaps.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[FileEntry],
+        *,
+        now: float,
+        config: TransferConfig | None = None,
+        initial_credit: int = 0,
+    ) -> None:
+        if len(entries) > _MAX_TRANSFER_ID:
+            raise LocalProtocolError(f"{len(entries)} entries do not fit u32 transfer ids")
+        self.config = config or TransferConfig()
+        #: Peer frames dropped, by reason (for `l2fast status`).
+        self.drops: Counter[str] = Counter()
+        self._entries = list(entries)
+        self._layouts: list[FileLayout] = []
+        position = 0
+        for index, entry in enumerate(self._entries):
+            entry.check()
+            first = position if entry.first_chunk is None else entry.first_chunk
+            if first < position:
+                raise LocalProtocolError(
+                    f"{entry.path!r} starts at chunk {first}, inside the previous file"
+                )
+            layout = FileLayout(index + 1, first, entry.chunk_size, entry.size)
+            self._layouts.append(layout)
+            position = layout.end
+        self._files: list[_OutFile] = []  # offered, in order; transfer_id = position + 1
+        self._control: list[Body] = []
+        self._events: deque[OutgoingEvent] = deque()
+        self._space = SendSpace()
+        self._window = TxWindow(0, credit=0, config=self.config.tx, now=now)
+        self._credit = initial_credit  # data-space credit, the largest granted
+        self._frontier = 0  # files before it are laid out in the window space (or skipped)
+        self._sending: deque[_OutFile] = deque()  # laid out, data not yet all acknowledged
+        self._deadlines: list[tuple[float, int, FileState]] = []
+        self._outstanding = 0  # offers unanswered
+        self._unfinished = 0  # offered, not final
+        self._counts: Counter[FileState] = Counter()
+        self._bytes_total = 0  # bytes to send for files accepted so far
+        self._bytes_acked = 0  # of files whose data is all acknowledged
+        self._last_progress: float | None = None
+        self._progress_bytes = -1
+        self._timers_ran_at = -float("inf")
+        #: True once TransferDone or TransferFailed was given; nothing more happens then.
+        self.finished = False
+        self._pump_offers(now)
+        self._check_done()
+
+    # --- inspection ------------------------------------------------------------------------
+
+    def layout(self, index: int) -> FileLayout:
+        """Where entry `index` sits in the data space."""
+        return self._layouts[index]
+
+    def state(self, transfer_id: int) -> FileState | None:
+        """The state of an offered file, or None when it was not offered (yet)."""
+        f = self._file(transfer_id)
+        return f.state if f is not None else None
+
+    @property
+    def window(self) -> TxWindow:
+        """The reliability window (its stats, RTT and pacing), in window-space chunks."""
+        return self._window
+
+    @property
+    def pacing_rate(self) -> float | None:
+        """Chunks per second the C sender should not exceed, or None (no drops seen)."""
+        return self._window.pacing_rate
+
+    def progress(self) -> TransferProgress:
+        """The progress now (the same numbers TransferProgress events carry)."""
+        done = self._bytes_acked
+        if self._sending:
+            head = self._sending[0]
+            before = self._space.count_below(head.layout.first_chunk)
+            chunks = max(0, self._window.cum_ack - before)
+            done += min(chunks * head.layout.chunk_size, head.resent_bytes)
+        finished = sum(self._counts[s] for s in FINAL_STATES)
+        return TransferProgress(done, self._bytes_total, finished, len(self._entries))
+
+    def _file(self, transfer_id: int) -> _OutFile | None:
+        i = transfer_id - 1
+        return self._files[i] if 0 <= i < len(self._files) else None
+
+    # --- control stream --------------------------------------------------------------------
+
+    def control_to_send(self) -> list[Body]:
+        """FILE_OFFER / FILE_END bodies to put on the session's control stream, in order."""
+        out, self._control = self._control, []
+        return out
+
+    def _pump_offers(self, now: float) -> None:
+        c = self.config
+        while (
+            not self.finished
+            and len(self._files) < len(self._entries)
+            and self._outstanding < c.max_offers_outstanding
+            and self._unfinished < c.max_unfinished
+        ):
+            index = len(self._files)
+            entry, layout = self._entries[index], self._layouts[index]
+            self._files.append(_OutFile(index, entry, layout))
+            self._counts[FileState.OFFERED] += 1
+            self._outstanding += 1
+            self._unfinished += 1
+            self._control.append(
+                FileOffer(
+                    transfer_id=layout.transfer_id,
+                    kind=int(entry.kind),
+                    digest=int(entry.digest),
+                    size=entry.size,
+                    mode=entry.mode,
+                    mtime_ns=entry.mtime_ns,
+                    first_chunk=layout.first_chunk,
+                    chunk_size=entry.chunk_size if entry.size else 0,
+                    path=entry.path,
+                )
+            )
+            if c.decision_timeout is not None:
+                deadline = now + c.decision_timeout
+                heapq.heappush(self._deadlines, (deadline, layout.transfer_id, FileState.OFFERED))
+
+    def _move(self, f: _OutFile, event: FileInput) -> FileState:
+        old = f.state
+        f.state = transition(FileRole.SENDER, old, event)
+        self._counts[old] -= 1
+        self._counts[f.state] += 1
+        if old is FileState.OFFERED:
+            self._outstanding -= 1
+        if f.state in FINAL_STATES:
+            self._unfinished -= 1
+        return old
+
+    def receive_control(self, body: Body, now: float) -> None:
+        """Take a FILE_ACCEPT, FILE_REJECT or FILE_RESULT from the peer (in stream order).
+
+        Never raises for what the peer sent: frames that do not fit are counted in `drops`.
+        """
+        if self.finished:
+            self.drops["after_end"] += 1
+            return
+        try:
+            if isinstance(body, FileAccept):
+                self._on_accept(body, now)
+            elif isinstance(body, FileReject):
+                self._on_reject(body, now)
+            elif isinstance(body, FileResult):
+                self._on_result(body, now)
+            else:
+                self.drops["not_for_sender"] += 1
+                return
+        except RemoteProtocolError:
+            self.drops["protocol_violation"] += 1
+            return
+        self._after_change(now)
+
+    def _known(self, transfer_id: int) -> _OutFile:
+        f = self._file(transfer_id)
+        if f is None:
+            self.drops["unknown_transfer"] += 1
+            raise RemoteProtocolError(f"no file #{transfer_id} was offered")
+        return f
+
+    def _on_accept(self, body: FileAccept, now: float) -> None:
+        f = self._known(body.transfer_id)
+        self._move(f, FileInput.RECV_ACCEPT)
+        layout = f.layout
+        have = ChunkRanges(body.have)
+        inside = ChunkRanges(have.slice(layout.first_chunk, layout.end))
+        if inside.count != have.count:
+            self.drops["have_outside_file"] += 1  # a confused peer; what is outside is moot
+        f.have = layout.to_file(inside)
+        f.skipped_bytes = held_bytes(f.have, layout.size, layout.chunk_size)
+        f.needed = list(inside.gaps(layout.first_chunk, layout.end))
+        self._bytes_total += f.resent_bytes
+        self._events.append(
+            OfferAccepted(
+                layout.transfer_id,
+                f.index,
+                f.entry.path,
+                f.entry.kind,
+                f.entry.size,
+                f.have,
+                f.skipped_bytes,
+                f.needs_digest,
+            )
+        )
+        if not f.needed:
+            self._data_done(f, now)
+
+    def _on_reject(self, body: FileReject, now: float) -> None:
+        f = self._known(body.transfer_id)
+        self._move(f, FileInput.RECV_REJECT)
+        self._events.append(
+            OfferRejected(body.transfer_id, f.index, f.entry.path, body.reason, body.text)
+        )
+
+    def _on_result(self, body: FileResult, now: float) -> None:
+        f = self._known(body.transfer_id)
+        if body.status != ErrorCode.OK:
+            self._move(f, FileInput.RECV_RESULT_ERROR)
+            # The peer's text is unknown here; its code names the failure.
+            error = RemoteProtocolError(
+                f"the receiver refused {f.entry.path!r} after accepting it: "
+                f"{_error_name(body.status)}",
+                code=body.status,
+            )
+            self._events.append(
+                FileFailed(f.transfer_id, f.index, f.entry.path, body.status, error)
+            )
+            return
+        transition(FileRole.SENDER, f.state, FileInput.RECV_RESULT_OK)  # raises when early
+        digest = f.digest or b""
+        if f.needs_digest and body.digest_value != digest:
+            # "Verified" against a digest that is not ours: the peer checked something else.
+            self.drops["result_digest"] += 1
+            self._move(f, FileInput.RECV_RESULT_ERROR)
+            error = RemoteProtocolError(
+                f"the receiver reported {f.entry.path!r} verified with digest "
+                f"{body.digest_value.hex()}, ours is {digest.hex()}",
+                code=ErrorCode.DIGEST_MISMATCH,
+            )
+            self._events.append(FileFailed(f.transfer_id, f.index, f.entry.path, error.code, error))
+            return
+        self._move(f, FileInput.RECV_RESULT_OK)
+        self._events.append(
+            FileCompleted(
+                f.transfer_id,
+                f.index,
+                f.entry.path,
+                f.entry.kind,
+                f.needs_digest,
+                digest,
+                body.final_name,
+                f.resent_bytes,
+                f.skipped_bytes,
+                body.bytes_received,
+            )
+        )
+
+    # --- the adapter's reports -----------------------------------------------------------
+
+    def digest_ready(self, transfer_id: int, digest: bytes, now: float) -> None:
+        """The digest of an accepted file's source, computed beside the data path.
+
+        Ignored for a file that already ended (the digest thread may lose a race with a
+        failure). Raises LocalProtocolError for a file that was never accepted or needs none.
+        """
+        f = self._file(transfer_id)
+        if f is None or f.state in (FileState.OFFERED, FileState.REJECTED) or not f.needs_digest:
+            raise LocalProtocolError(f"file #{transfer_id} does not wait for a digest")
+        if not 1 <= len(digest) <= 255:
+            raise LocalProtocolError(f"a digest of {len(digest)} bytes does not fit FILE_END")
+        if f.state in FINAL_STATES or self.finished:
+            return
+        if f.digest is not None:
+            raise LocalProtocolError(f"the digest of file #{transfer_id} was already given")
+        f.digest = bytes(digest)
+        if f.state is FileState.DATA_DONE:
+            self._send_end(f, now)
+        self._after_change(now)
+
+    # --- data ------------------------------------------------------------------------------
+
+    def _data_done(self, f: _OutFile, now: float) -> None:
+        self._move(f, FileInput.DATA_ACKED)
+        self._bytes_acked += f.resent_bytes
+        if f.digest is not None or not f.needs_digest:
+            self._send_end(f, now)
+
+    def _send_end(self, f: _OutFile, now: float) -> None:
+        self._move(f, FileInput.SEND_END)
+        if f.entry.kind is not FileKind.DIRECTORY:
+            # A directory has no data and no digest: its FILE_END is implicit, the receiver
+            # answers its FILE_ACCEPT with FILE_RESULT straight away.
+            body = FileEnd(f.transfer_id, int(f.entry.digest), f.digest or b"")
+            self._control.append(body)
+        deadline = now + self.config.result_timeout
+        heapq.heappush(self._deadlines, (deadline, f.transfer_id, FileState.ENDED))
+
+    def _lay_out(self, now: float) -> None:
+        """Put decided files into the window space, in offer order (the map is monotone)."""
+        grew = False
+        files = self._files
+        while self._frontier < len(files) and files[self._frontier].state is not (
+            FileState.OFFERED
+        ):
+            f = files[self._frontier]
+            self._frontier += 1
+            if f.needed and f.state is FileState.ACCEPTED:
+                for start, end in f.needed:
+                    self._space.append(start, end)
+                f.window_end = self._space.length
+                self._sending.append(f)
+                grew = True
+        if grew:
+            self._window.set_total(self._space.length)
+            self._update_credit(now)
+
+    def _update_credit(self, now: float) -> None:
+        # A grant made earlier may cover chunks that were only now laid out: tell the window
+        # at once rather than wait for the receiver's next FEEDBACK.
+        credit = self._space.count_below(self._credit)
+        if credit > self._window.credit:
+            self._window.on_feedback(Feedback(0, credit, 0, 0), now)
+
+    def next_batch(self, now: float, max_chunks: int) -> list[tuple[int, int]]:
+        """Data-space chunk ranges to send as DATA now, at most `max_chunks` chunks.
+
+        They count as sent at `now`, in the order given. Empty when there is nothing to send
+        (or the transfer ended; a stall ends it with TransferFailed).
+        """
+        if self.finished or max_chunks <= 0:
+            return []
+        try:
+            batch = self._window.next_batch(now, max_chunks)
+        except TransferStalled as stalled:
+            self._fail_transfer("stalled", stalled, now)
+            return []
+        out: list[tuple[int, int]] = []
+        for start, end in batch:
+            out += self._space.to_data(start, end)
+        return out
+
+    def spans(self, ranges: Sequence[tuple[int, int]]) -> list[ChunkSpan]:
+        """The file bytes behind data-space chunk ranges, split per file (for the C sender)."""
+        out: list[ChunkSpan] = []
+        for start, end in ranges:
+            i = self._layout_index(start)
+            while start < end and i < len(self._layouts):
+                layout = self._layouts[i]
+                span = layout.span(start, end)
+                if span.end > span.start:
+                    out.append(span)
+                    start = span.end
+                i += 1
+        return out
+
+    def _layout_index(self, chunk: int) -> int:
+        # The last layout starting at or before `chunk` (an empty one shares its start with
+        # the next file and comes before it, so it is never the one picked for a chunk).
+        return max(bisect_right(self._layouts, chunk, key=lambda lay: lay.first_chunk) - 1, 0)
+
+    def on_feedback(self, feedback: Feedback, now: float, seq: int | None = None) -> None:
+        """Apply one FEEDBACK (data space) from the receiver; `seq` is its header counter."""
+        if self.finished:
+            return
+        self._credit = max(self._credit, feedback.credit)
+        self._window.on_feedback(self._space.to_window(feedback), now, seq)
+        cum = self._window.cum_ack
+        while self._sending and self._sending[0].window_end <= cum:
+            f = self._sending.popleft()
+            if f.state is FileState.ACCEPTED:
+                self._data_done(f, now)
+        self._after_change(now)
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def _after_change(self, now: float) -> None:
+        if self.finished:
+            return
+        self._lay_out(now)
+        self._pump_offers(now)
+        self._progress(now)
+        self._check_done()
+
+    def _progress(self, now: float, force: bool = False) -> None:
+        last = self._last_progress
+        if not force and last is not None and now < last + self.config.progress_interval:
+            return
+        progress = self.progress()
+        if progress.bytes_done != self._progress_bytes or force:
+            self._progress_bytes = progress.bytes_done
+            self._last_progress = now
+            self._events.append(progress)
+
+    def _check_done(self) -> None:
+        if self.finished or len(self._files) < len(self._entries) or self._unfinished:
+            return
+        self.finished = True
+        self._events.append(self.progress())
+        verified = [f for f in self._files if f.state is FileState.VERIFIED]
+        self._events.append(
+            TransferDone(
+                files_verified=len(verified),
+                files_failed=self._counts[FileState.FAILED],
+                files_rejected=self._counts[FileState.REJECTED],
+                bytes_sent=sum(f.resent_bytes for f in verified),
+                bytes_skipped=sum(f.skipped_bytes for f in verified),
+            )
+        )
+
+    def _fail_file(self, f: _OutFile, error: L2fastError, code: int) -> None:
+        self._move(f, FileInput.FAIL)
+        self._events.append(FileFailed(f.transfer_id, f.index, f.entry.path, code, error))
+
+    def _fail_transfer(self, reason: str, error: L2fastError, now: float) -> None:
+        code = int(getattr(error, "code", 0) or ErrorCode.REFUSED)
+        unfinished = len(self._entries) - sum(self._counts[s] for s in FINAL_STATES)
+        for f in self._files:
+            if f.state not in FINAL_STATES:
+                self._fail_file(f, error, code)
+        self.finished = True
+        self._control.clear()
+        self._events.append(TransferFailed(reason, code, error, unfinished))
+
+    def cancel(self, now: float, text: str = "cancelled") -> None:
+        """Stop: every file not yet ended fails, then TransferFailed("cancelled").
+
+        The adapter then closes the session, which tells the receiver (it keeps its part files
+        for a later resume). Does nothing once the transfer ended.
+        """
+        if not self.finished:
+            self._fail_transfer("cancelled", LocalProtocolError(text, code=ErrorCode.REFUSED), now)
+
+    def session_ended(
+        self, now: float, error: ProtocolError | None = None, close_reason: int = 0
+    ) -> None:
+        """The session failed (`error`) or closed (CLOSE `close_reason`): unfinished files fail."""
+        if self.finished:
+            return
+        if error is None:
+            error = RemoteProtocolError(
+                "the session closed before every file was confirmed",
+                code=close_reason or ErrorCode.REFUSED,
+            )
+        self._fail_transfer("session", error, now)
+
+    # --- timers and events -----------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        """When `handle_timer` must next run, or None."""
+        if self.finished:
+            return None
+        times = []
+        window = self._window.next_timer()
+        if window is not None:
+            # The window compares `sent_at <= now - delay` but reports `sent_at + delay`: float
+            # rounding can leave that deadline due right after handle_timer(now) ran. Waking a
+            # nanosecond later settles it, where reporting `now` again would make the adapter spin.
+            times.append(max(window, self._timers_ran_at + _NUDGE))
+        if self._deadlines:
+            times.append(self._deadlines[0][0])
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run the window's timers (loss, retransmission, stall) and the per-file timeouts."""
+        if self.finished:
+            return
+        self._timers_ran_at = now
+        timer = self._window.next_timer()
+        if timer is not None and now >= timer:
+            try:
+                self._window.handle_timer(now)
+            except TransferStalled as stalled:
+                self._fail_transfer("stalled", stalled, now)
+                return
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, transfer_id, expected = heapq.heappop(self._deadlines)
+            f = self._file(transfer_id)
+            if f is None or f.state is not expected:
+                continue
+            if expected is FileState.OFFERED:
+                what = "no answer to the offer"
+                limit = self.config.decision_timeout
+            else:
+                what = "no FILE_RESULT"
+                limit = self.config.result_timeout
+            error = RemoteProtocolError(
+                f"{what} for {f.entry.path!r} within {limit:.0f} s", code=ErrorCode.TIMEOUT
+            )
+            self._fail_file(f, error, ErrorCode.TIMEOUT)
+        self._after_change(now)
+
+    def next_event(self) -> OutgoingEvent | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None

@@ -48,7 +48,7 @@ from l2fast.wire.constants import (
     ErrorCode,
     FrameType,
 )
-from l2fast.wire.frames import Chat, Error, Frame, Syn
+from l2fast.wire.frames import Body, Chat, Error, Frame, Syn
 
 __all__ = ["NodeEngine"]
 
@@ -260,6 +260,22 @@ class NodeEngine:
         known = self.discovery.table.get(peer)
         mtu = min(self.mtu, known.mtu) if known is not None else self.mtu
         return self.pinger.ping(peer, now, size, mtu)
+
+    def send_control(self, peer: bytes, session: int, body: Body, now: float) -> int:
+        """Queue `body` (a FILE_* frame) on the control stream of session `session` with
+        `peer`; returns its control-stream sequence number.
+
+        This is how a transfer layer speaks on a session it was told about (SessionOpened);
+        the peer's answers come back as ControlReceived, in order and exactly once. Raises
+        LocalProtocolError for an unknown session, one that is closing or ended, or a frame
+        that does not fit its MTU.
+        """
+        slot = self._slots.get((peer, session))
+        if slot is None:
+            raise LocalProtocolError(
+                f"no session {session:#x} with {format_mac(peer)}", code=ErrorCode.BAD_REQUEST
+            )
+        return slot.session.send_control(body, now)
 
     def close(self, peer: bytes, now: float, reason: int = 0, text: str = "") -> int:
         """Close every session with `peer` in order; returns how many were open or opening.

@@ -41,7 +41,7 @@ from l2fast.node.events import (
     SessionOpened,
 )
 from l2fast.node.states import SessionState
-from l2fast.transfer.digest import FileDigester, PrefixDigester
+from l2fast.transfer.digest import FileDigester, PrefixDigester, new_hasher
 from l2fast.transfer.incoming import IncomingFile, PlacementError
 from l2fast.transfer.placement import ReceiveDir
 from l2fast.transfer.protocol import (
@@ -63,7 +63,7 @@ from l2fast.transfer.protocol import (
     for_sender,
     is_file_frame,
 )
-from l2fast.transfer.receiver_proc import ReceiveJob
+from l2fast.transfer.receiver_proc import ReceiveJob, SmallFileReceiver
 from l2fast.wire.constants import ETH_HLEN, Digest, ErrorCode, FileKind, FrameType, Verdict
 from l2fast.wire.frames import Feedback, FileOffer, decode_payload
 
@@ -73,8 +73,9 @@ log = logging.getLogger("l2fast.daemon")
 
 #: Chunks asked of the window per sending turn (then the loop serves everything else).
 SEND_BATCH_CHUNKS = 1024
-#: The receiver's first credit, in chunks, before its first FEEDBACK.
-INITIAL_CREDIT = 256
+#: The receiver's credit before its first FEEDBACK: none. Its receive path for a file runs
+#: only once the file is accepted, and chunks sent before that would be dropped and resent.
+INITIAL_CREDIT = 0
 # Header bytes a DATA frame adds to a chunk (PROTOCOL.md §Header).
 _HDR = 24
 _POLL_S = 0.01
@@ -480,6 +481,7 @@ class IncomingJob:
     files: dict[int, _Receiving] = field(default_factory=dict)
     queue: deque[int] = field(default_factory=deque)  # accepted, waiting for the receiver
     active: int | None = None
+    small: SmallFileReceiver | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     started: float = 0.0
 
@@ -676,7 +678,10 @@ class Transfers:
             self._start_next(inc)
             return
         f = rec.file
-        bitmap = f.resume.bitmap if f.resume is not None else None
+        if f.resume is None:
+            self._start_small(inc, rec, f)
+            return
+        bitmap = f.resume.bitmap
         rec.job = ReceiveJob(
             iface=self.runner.sock.ifname,
             session=inc.session,
@@ -693,6 +698,67 @@ class Transfers:
         job = rec.job
         self.runner.add_reader(job.conn, lambda: self._on_job(inc, rec))
         self.runner.add_reader(job.sentinel, lambda: self._on_job(inc, rec, died=True))
+
+    def _start_small(self, inc: IncomingJob, rec: _Receiving, f: IncomingFile) -> None:
+        """A small file (no part file, no resume) goes to the session's small-file process."""
+        small = inc.small
+        if small is None:
+            small = inc.small = SmallFileReceiver(
+                iface=self.runner.sock.ifname, session=inc.session, peer=inc.peer
+            )
+            self.runner.add_reader(small.conn, lambda: self._on_small(inc))
+            self.runner.add_reader(small.sentinel, lambda: self._on_small(inc, died=True))
+        inc.active = rec.transfer_id
+        small.start(rec.transfer_id, f.fd, f.size, f.chunk_size, f.first_chunk)
+
+    def _on_small(self, inc: IncomingJob, died: bool = False) -> None:
+        small = inc.small
+        if small is None:
+            return
+        now = self.runner.now()
+        for msg in small.read():
+            if "error" in msg:
+                self._small_failed(inc, msg["error"])
+                return
+            rec = inc.files.get(int(msg.get("tid", -1)))
+            if rec is None or rec.file is None:
+                continue
+            inc.active = None
+            if not msg.get("done"):
+                self._job_failed(inc, rec, "the file's data did not all arrive")
+                continue
+            f = rec.file
+            inc.incoming.on_chunks([(f.first_chunk, f.first_chunk + f.n_chunks)], now)
+            # A small file is hashed at once, here (at most resume_min_bytes).
+            hasher = new_hasher(rec.offer.digest)
+            hasher.update(os.pread(f.fd, f.size, 0))
+            rec.written = True
+            rec.digest = hasher.digest()
+            try:
+                inc.incoming.file_written(rec.transfer_id, rec.digest, now)
+            except L2fastError as exc:
+                log.warning("file %r: %s", escape_text(rec.offer.path), exc.message)
+        else:
+            if died:
+                self._small_failed(inc, f"the receive process died ({small.process.exitcode})")
+                return
+        self._after_incoming(inc)
+
+    def _small_failed(self, inc: IncomingJob, error: str) -> None:
+        self._stop_small(inc)
+        rec = inc.files.get(inc.active) if inc.active is not None else None
+        inc.active = None
+        if rec is not None:
+            self._job_failed(inc, rec, error)
+        else:
+            self._after_incoming(inc)
+
+    def _stop_small(self, inc: IncomingJob) -> None:
+        small, inc.small = inc.small, None
+        if small is not None:
+            self.runner.remove_reader(small.conn)
+            self.runner.remove_reader(small.sentinel)
+            small.stop()
 
     def _on_job(self, inc: IncomingJob, rec: _Receiving, died: bool = False) -> None:
         job = rec.job
@@ -782,6 +848,7 @@ class Transfers:
 
     def _end_incoming(self, inc: IncomingJob, error: Any) -> None:
         now = self.runner.now()
+        self._stop_small(inc)
         for rec in list(inc.files.values()):
             self._stop_job(inc, rec)
             self._drop_file(rec, keep=True)

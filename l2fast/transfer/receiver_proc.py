@@ -16,10 +16,12 @@ The controller hears from the receive process through a Pipe, about every 20 ms:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import mmap
 import multiprocessing as mp
 import os
 import time
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -31,7 +33,7 @@ from l2fast.native import datapath as dp
 from l2fast.wire.constants import FrameType
 from l2fast.wire.frames import encode_payload
 
-__all__ = ["WRITERS", "ReceiveJob"]
+__all__ = ["WRITERS", "ReceiveJob", "SmallFileReceiver"]
 
 #: Writer processes per received file.
 WRITERS = 2
@@ -95,7 +97,11 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
         _, drops = sock.stats()
         drops_total += drops
         fb_seq += 1
-        payload = encode_payload(fb.to_wire(min(drops, 0xFFFFFFFF)))
+        wire = fb.to_wire(min(drops, 0xFFFFFFFF))
+        # Credit stops at this file's end: the next file's chunks are sent once its receive
+        # path runs, rather than dropped now and resent later.
+        wire = dataclasses.replace(wire, credit=min(wire.credit, o["end"]))
+        payload = encode_payload(wire)
         frame = native.build_frame(
             peer, sock.mac, sock.ethertype, FrameType.FEEDBACK, 0, o["session"], fb_seq, payload
         )
@@ -190,6 +196,7 @@ class ReceiveJob:
             "chunk": chunk_size,
             "first": first_chunk,
             "parent": os.getpid(),
+            "end": self.end_chunk,
         }
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
@@ -250,3 +257,156 @@ class ReceiveJob:
         if self._own_bitmap is not None:
             with contextlib.suppress(BufferError):
                 self._own_bitmap.close()
+
+
+# ------------------------------------------------------------------------- small files
+
+
+def _small_main(o: dict[str, Any], conn: Connection) -> None:
+    try:
+        _small(o, conn)
+    except L2fastError as exc:
+        with contextlib.suppress(OSError):
+            conn.send({"error": exc.message})
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send({"error": f"receive process: {exc!r}"})
+
+
+def _small(o: dict[str, Any], conn: Connection) -> None:
+    """Small files of one session, one after another, in this process: RxPath, then the
+    rings drained by in-process writers (a small file is a few chunks: no writer processes,
+    no fork per file)."""
+    sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
+    sock.set_filter(native.SocketFilter.DATA, o["session"])
+    slot = dp.slot_size_for_mtu(sock.mtu)
+    rings = [dp.ShmRing(max(64, 1 << ((4 << 20) // slot).bit_length() - 1), slot)]
+    peer = bytes.fromhex(o["peer"])
+    fb_seq = time.monotonic_ns() // 1000
+    conn.send({"ready": True})
+    while True:
+        if not conn.poll(REPORT_INTERVAL_S):
+            if os.getppid() != o["parent"]:
+                return
+            continue
+        job = conn.recv()
+        if job == "stop":
+            return
+        fd = reduction.recv_handle(conn)
+        try:
+            fb_seq = _small_file(sock, rings, peer, o["session"], job, fd, fb_seq, conn)
+        finally:
+            os.close(fd)
+
+
+def _small_file(
+    sock: native.RawSocket,
+    rings: list[dp.ShmRing],
+    peer: bytes,
+    session: int,
+    job: dict[str, Any],
+    fd: int,
+    fb_seq: int,
+    conn: Connection,
+) -> int:
+    size, chunk, first = job["size"], job["chunk"], job["first"]
+    end = first + -(-size // chunk)
+    bitmap = bytearray(max(1, dp.written_bitmap_size(size, chunk)))
+    path = dp.RxPath(
+        sock,
+        rings,
+        session=session,
+        chunk_size=chunk,
+        file_size=size,
+        first_chunk=first,
+        window=1 << 12,
+        written=bitmap,
+        publish_bytes=0,
+    )
+    writers = [
+        dp.Writer(ring, fd, chunk_size=chunk, file_size=size, first_chunk=first) for ring in rings
+    ]
+
+    def feedback() -> dp.RxFeedback:
+        nonlocal fb_seq
+        fb = path.feedback()
+        wire = fb.to_wire()
+        # Credit stops at this file's end: the next file's chunks come once its receive path
+        # is set up, instead of being dropped now and resent later.
+        wire = dataclasses.replace(wire, credit=min(wire.credit, end))
+        fb_seq += 1
+        frame = native.build_frame(
+            peer, sock.mac, sock.ethertype, FrameType.FEEDBACK, 0, session, fb_seq,
+            encode_payload(wire),
+        )  # fmt: skip
+        with contextlib.suppress(L2fastError):
+            sock.send_frames([frame])
+        return fb
+
+    deadline = time.monotonic() + job.get("timeout", 60.0)
+    fb = feedback()
+    last_fb = time.monotonic()
+    while time.monotonic() < deadline:
+        path.run(FEEDBACK_INTERVAL_S)
+        for w in writers:
+            w.drain(4096)
+        now = time.monotonic()
+        if now - last_fb >= FEEDBACK_INTERVAL_S:
+            fb = feedback()
+            last_fb = now
+            if fb.complete and not any(r.used() for r in rings):
+                break
+        if conn.poll():
+            break  # the controller wants something: this file is abandoned
+    for w in writers:
+        w.drain(4096)
+    fb = feedback()  # marks the last chunks written
+    complete = fb.complete and all(bitmap[k >> 3] >> (k & 7) & 1 for k in range(end - first))
+    conn.send({"tid": job["tid"], "done": complete, "cum": fb.cum_ack})
+    path.close()
+    return fb_seq
+
+
+class SmallFileReceiver:
+    """One session's receive process for small files, seen from the controller."""
+
+    def __init__(self, *, iface: str, session: int, peer: bytes) -> None:
+        o = {"iface": iface, "session": session, "peer": peer.hex(), "parent": os.getpid()}
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process: BaseProcess = ctx.Process(target=_small_main, args=(o, child), daemon=True)
+        self.process.start()
+        child.close()
+        self.busy: int | None = None  # transfer id being received
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the process ended."""
+        return self.process.sentinel
+
+    def start(self, tid: int, fd: int, size: int, chunk_size: int, first_chunk: int) -> None:
+        """Receive one file into `fd` (duplicated into the process)."""
+        self.conn.send({"tid": tid, "size": size, "chunk": chunk_size, "first": first_chunk})
+        reduction.send_handle(self.conn, fd, self.process.pid or 0)
+        self.busy = tid
+
+    def read(self) -> list[dict[str, Any]]:
+        """Messages waiting from the process (never blocks)."""
+        out: list[dict[str, Any]] = []
+        try:
+            while self.conn.poll():
+                out.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def stop(self) -> None:
+        """Stop the process."""
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+        self.process.join(1)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1)
+        with contextlib.suppress(OSError):
+            self.conn.close()

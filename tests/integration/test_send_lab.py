@@ -261,8 +261,8 @@ def test_two_at_once_status_and_ask(make_lab: Any, tmp_path: Path) -> None:
     lab = make_lab(mtu=1500)
     lab.daemon("h1", accept="all")
     rx2 = lab.daemon("h2", accept="ask")
-    a = make_file(tmp_path / "a.bin", 64 * MIB, 11)
-    b = make_file(tmp_path / "b.bin", 64 * MIB, 12)
+    a = make_file(tmp_path / "a.bin", 128 * MIB, 11)
+    b = make_file(tmp_path / "b.bin", 128 * MIB, 12)
     # h2 asks: both offers wait in its inbox, h2 sends to h1 meanwhile.
     first = lab.send_bg("h1", "h2", a)
     second = lab.send_bg("h1", "h2", b)
@@ -283,9 +283,11 @@ def test_two_at_once_status_and_ask(make_lab: Any, tmp_path: Path) -> None:
 
         def in_flight() -> bool:
             seen.extend(lab.status("h2")["transfers"])
-            return any(t["direction"] == "receive" for t in seen) or first.poll() is not None
+            return any(t["direction"] == "receive" for t in seen) or (
+                first.poll() is not None and second.poll() is not None
+            )
 
-        wait_until(in_flight, 30, 0.05)
+        wait_until(in_flight, 30, 0.01)
         outs = [p.communicate(timeout=SEND_TIMEOUT) for p in (first, second, back)]
     finally:
         for p in (first, second, back):

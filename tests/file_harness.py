@@ -133,6 +133,8 @@ class Setup:
     digest_delay: float = 0.0  #: the sender's digest arrives this long after acceptance
     #: Paths whose receiver digest the adapter reports wrongly (a disk that lied).
     wrong_digest: frozenset[str] = frozenset()
+    #: Paths the application refuses (no_space) whatever the policy.
+    refuse: frozenset[str] = frozenset()
     #: Paths the receiver's writers fail on (the adapter reports io_error instead).
     fail_write: frozenset[str] = frozenset()
     #: Path -> file-relative chunk ranges the receiver holds before the transfer (resume).
@@ -294,7 +296,9 @@ class FileRun:
         self._rx_starts.insert(i, ev.first_chunk)
         self._rx_ids.insert(i, ev.transfer_id)
         policy = self.setup.policy
-        if policy == "none":
+        if ev.path in self.setup.refuse:
+            inc.reject(ev.transfer_id, now, ErrorCode.NO_SPACE, "not enough space")
+        elif policy == "none":
             inc.reject(ev.transfer_id, now, ErrorCode.REFUSED, "this node accepts no files")
         elif policy == "ask":
             self.inbox.append(ev)

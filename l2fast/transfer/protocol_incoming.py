@@ -182,6 +182,9 @@ class IncomingTransfer:
         if self.finished:
             self.drops["after_end"] += 1
             return
+        if body.violation() is not None:
+            self.drops["bad_payload"] += 1  # the codec drops these; a body built by hand may not
+            return
         try:
             if isinstance(body, FileOffer):
                 self._on_offer(body, now)
@@ -339,6 +342,9 @@ class IncomingTransfer:
         are counted as duplicates. The returned ranges ascend and were never returned before.
         """
         wanted: list[tuple[int, int]] = []
+        if self.finished:
+            self.chunks_refused += sum(end - start for start, end in ranges)
+            return []
         for start, end in ranges:
             self._dirty = True
             inside = list(self._accepted.slice(start, end))

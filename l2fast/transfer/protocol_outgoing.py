@@ -25,7 +25,6 @@ Anything the peer sends that does not fit is counted in `drops`, never raised.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from l2fast.transfer.protocol_space import (
     FileLayout,
     SendSpace,
     held_bytes,
+    split_spans,
 )
 from l2fast.transfer.protocol_states import (
     FINAL_STATES,
@@ -116,8 +116,9 @@ class OutgoingTransfer:
 
     `initial_credit` is the receiver's first grant in data-space chunks, if known (0: wait for
     its first FEEDBACK). Entries are checked and laid out at once: `layout(index)` tells where
-    each file's chunks sit even before it is offered. Raises LocalProtocolError for an entry
-    that cannot be offered or a layout that overlaps.
+    each file's chunks sit even before it is offered, and entry `index` is offered as
+    transfer_id `index + 1`, in list order. Raises LocalProtocolError for an entry that cannot
+    be offered or a layout that overlaps.
     """
 
     def __init__(
@@ -260,6 +261,9 @@ class OutgoingTransfer:
         """
         if self.finished:
             self.drops["after_end"] += 1
+            return
+        if body.violation() is not None:
+            self.drops["bad_payload"] += 1  # the codec drops these; a body built by hand may not
             return
         try:
             if isinstance(body, FileAccept):
@@ -446,22 +450,7 @@ class OutgoingTransfer:
 
     def spans(self, ranges: Sequence[tuple[int, int]]) -> list[ChunkSpan]:
         """The file bytes behind data-space chunk ranges, split per file (for the C sender)."""
-        out: list[ChunkSpan] = []
-        for start, end in ranges:
-            i = self._layout_index(start)
-            while start < end and i < len(self._layouts):
-                layout = self._layouts[i]
-                span = layout.span(start, end)
-                if span.end > span.start:
-                    out.append(span)
-                    start = span.end
-                i += 1
-        return out
-
-    def _layout_index(self, chunk: int) -> int:
-        # The last layout starting at or before `chunk` (an empty one shares its start with
-        # the next file and comes before it, so it is never the one picked for a chunk).
-        return max(bisect_right(self._layouts, chunk, key=lambda lay: lay.first_chunk) - 1, 0)
+        return split_spans(self._layouts, ranges)
 
     def on_feedback(self, feedback: Feedback, now: float, seq: int | None = None) -> None:
         """Apply one FEEDBACK (data space) from the receiver; `seq` is its header counter."""

@@ -17,7 +17,7 @@ SACK list keeps its order and never grows.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from l2fast.errors import LocalProtocolError
@@ -34,6 +34,7 @@ __all__ = [
     "fit_have",
     "held_bytes",
     "max_have_ranges",
+    "split_spans",
 ]
 
 #: Bytes of FILE_ACCEPT before its ranges (transfer_id, n_ranges), and per range.
@@ -177,6 +178,27 @@ class FileLayout:
             if start < end:
                 out.append((start - self.first_chunk, end - self.first_chunk))
         return tuple(out)
+
+
+def split_spans(
+    layouts: Sequence[FileLayout], ranges: Iterable[tuple[int, int]]
+) -> list[ChunkSpan]:
+    """Data-space chunk ranges split per file, with the file bytes behind each piece.
+
+    `layouts` ascend in the data space (offer order). Chunks of no file (gaps) are left out.
+    """
+    out: list[ChunkSpan] = []
+    for start, end in ranges:
+        # The last layout starting at or before `start`: an empty one shares its start with
+        # the next file and comes before it, so it is never the one picked for a chunk.
+        i = max(bisect_right(layouts, start, key=lambda lay: lay.first_chunk) - 1, 0)
+        while start < end and i < len(layouts):
+            span = layouts[i].span(start, end)
+            if span.end > span.start:
+                out.append(span)
+                start = span.end
+            i += 1
+    return out
 
 
 class SendSpace:

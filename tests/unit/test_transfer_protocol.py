@@ -24,7 +24,7 @@ from l2fast.transfer.events import (
     TransferFailed,
     TransferProgress,
 )
-from l2fast.transfer.protocol import TransferConfig
+from l2fast.transfer.protocol import FileEntry, TransferConfig
 from l2fast.wire.constants import Digest, ErrorCode, FileKind, FrameType
 from tests.file_harness import Faults, FileRun, Setup, Source, bench, directory, file
 
@@ -190,6 +190,27 @@ def test_policy_none_refuses_every_offer_clearly() -> None:
     assert len(of(run.in_events, FileRejected)) == len(run.sources)
 
 
+def test_refused_files_and_gaps_do_not_hold_back_a_small_receive_ring() -> None:
+    # The receiver grants credit up to cum_ack + free ring space (64 chunks here). A refused
+    # file of 500 chunks, and a gap of 300 chunks the sender left in the data space, are never
+    # sent: unless they count as received, the credit could never reach the files after them.
+    rng = random.Random(14)
+    first = file("first", rng.randbytes(20_000))
+    refused = file("refused.iso", rng.randbytes(500_000))
+    gap = Source(FileEntry("after-gap", FileKind.FILE, 30_000, chunk_size=1000, first_chunk=900),
+                 rng.randbytes(30_000))  # fmt: skip
+    last = file("last", rng.randbytes(50_000))
+    setup = Setup(seed=14, buffer_chunks=64, drain_per_step=8, refuse=frozenset({"refused.iso"}))
+    run = FileRun(setup, Faults(loss=0.05), [first, refused, gap, last])
+    assert run.run()
+    assert run.placed == {s.entry.path: s.data for s in (first, gap, last)}
+    (rejected,) = of(run.out_events, OfferRejected)
+    assert (rejected.path, rejected.reason) == ("refused.iso", ErrorCode.NO_SPACE)
+    assert run.out is not None
+    refused_chunks = range(run.out.layout(1).first_chunk, run.out.layout(1).end)
+    assert not set(refused_chunks) & set(run.sent)
+
+
 def test_ask_is_answered_later_and_offers_stay_bounded() -> None:
     config = TransferConfig(max_offers_outstanding=4)
     sources = tree(6, files=8)
@@ -218,14 +239,26 @@ def test_ask_is_answered_later_and_offers_stay_bounded() -> None:
     assert (done.files_verified, done.files_rejected) == (len(sources) - 1, 1)
 
 
-@pytest.mark.parametrize("faults", [Faults(), Faults(loss=0.1, reorder=0.05)])
-def test_resume_sends_only_missing_chunks_and_reports_resent_bytes(faults: Faults) -> None:
+@pytest.mark.parametrize(
+    ("faults", "buffer_chunks"),
+    [
+        (Faults(), 4096),
+        (Faults(loss=0.1, reorder=0.05), 4096),
+        # A receive ring much smaller than the held runs: the credit (cum_ack + free space)
+        # only reaches the missing chunks if held chunks count as received.
+        (Faults(loss=0.05), 64),
+    ],
+)
+def test_resume_sends_only_missing_chunks_and_reports_resent_bytes(
+    faults: Faults, buffer_chunks: int
+) -> None:
     rng = random.Random(7)
     big = file("big.iso", rng.randbytes(1_000_003), chunk_size=1000)  # 1001 chunks
     whole = file("whole.txt", rng.randbytes(5_000), chunk_size=1000)
     fresh = file("fresh.txt", rng.randbytes(3_000), chunk_size=1000)
     have = {"big.iso": ((0, 400), (500, 900), (1000, 1001)), "whole.txt": ((0, 5),)}
-    run = FileRun(Setup(seed=7, receiver_has=have), faults, [big, whole, fresh])
+    setup = Setup(seed=7, receiver_has=have, buffer_chunks=buffer_chunks, drain_per_step=16)
+    run = FileRun(setup, faults, [big, whole, fresh])
     assert run.run()
     assert run.placed == run.source_by_path()
     assert run.out is not None

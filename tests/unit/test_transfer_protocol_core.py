@@ -8,6 +8,7 @@ peer sends ever raises.
 from __future__ import annotations
 
 import hashlib
+import random
 from itertools import pairwise
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2fast.errors import LocalProtocolError
+from l2fast.node.node import NodeEngine
 from l2fast.transfer.events import (
     FileChunksComplete,
     FileCompleted,
@@ -124,6 +126,27 @@ def test_receiver_misuse_raises_our_error() -> None:
     with pytest.raises(LocalProtocolError):
         inc.reject(1, 0.0, reason=0)  # not a refusal
     assert (FileAccept(1, ((0, 1),))) in inc.control_to_send()
+
+
+def test_a_file_failed_mid_way_tells_the_sender_and_stops_holding_the_ack_back() -> None:
+    inc = IncomingTransfer(now=0.0, buffer_chunks=100)
+    inc.receive_control(offer(1, 0, size=5000), 0.0)
+    inc.receive_control(offer(2, 5, size=1000), 0.0)
+    inc.accept(1, 0.0)
+    inc.accept(2, 0.0)
+    inc.on_chunks([(0, 2), (5, 6)], 0.0)
+    inc.file_failed(1, ErrorCode.NO_SPACE, "disk full", 0.0)
+    results = [b for b in inc.control_to_send() if isinstance(b, FileResult)]
+    assert results == [FileResult(1, ErrorCode.NO_SPACE, 2000, b"", "")]
+    polled = inc.poll_feedback(0.001)
+    assert polled is not None and polled[1].cum_ack == 6  # the rest of file 1 is not awaited
+    assert inc.state(1) is FileState.FAILED and inc.state(2) is FileState.ACCEPTED
+
+
+def test_node_refuses_control_frames_for_an_unknown_session() -> None:
+    node = NodeEngine(b"\x02\x00\x00\x00\x00\x01", "a", 1500, rng=random.Random(0))
+    with pytest.raises(LocalProtocolError, match="no session"):
+        node.send_control(b"\x02\x00\x00\x00\x00\x02", 7, FileAccept(1), 0.0)
 
 
 def test_file_end_before_the_data_is_written_waits_for_it() -> None:

@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
+from l2fast.daemon.control import MAX_FDS
+from l2fast.daemon.transfers import raise_fd_limit
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
 from l2fast.transfer.names import display_name
 from l2fast.transfer.tree import open_entry, plan_tree
@@ -36,6 +38,7 @@ SILENCE_S = 120.0
 
 def run(args: argparse.Namespace) -> int:
     """Send PATH to PEER and report."""
+    raise_fd_limit()
     plan = plan_tree(args.path, 1024, follow_symlinks=args.follow_symlinks)
     files: list[dict[str, Any]] = []
     fds: list[int] = []
@@ -61,8 +64,15 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
     final: dict[str, Any] = {}
     with connect(args.interface, local_ok=True, name=args.name) as client:
         # The descriptors travel with the request; the node owns its copies from then on.
-        # In-process, the engine closes what it is given: it gets its own duplicates.
-        given = fds if client.via_daemon else [os.dup(fd) for fd in fds]
+        if client.via_daemon:
+            # A control message carries at most MAX_FDS descriptors: the rest go ahead.
+            last = len(fds) - (len(fds) - 1) % MAX_FDS - 1 if fds else 0
+            for i in range(0, last, MAX_FDS):
+                client.send({"op": "send_fds", "id": client.new_id()}, fds[i : i + MAX_FDS])
+            given = fds[last:]
+        else:
+            # In-process, the engine owns and closes what it is given.
+            given, fds[:] = list(fds), []
         for msg in client.stream(request, SILENCE_S, fds=given):
             event = msg.get("event")
             if msg.get("done"):

@@ -142,6 +142,7 @@ class NodeService:
         runner.subscribe(self._on_event)
         #: File transfers (sending, and receiving under the `accept` policy).
         self.transfers = Transfers(runner, recv_dir=recv_dir, accept=accept)
+        self._fd_stash: dict[int, list[int]] = {}
         runner.subscribe(self.transfers.on_event)
 
     # --- formats ---------------------------------------------------------------------------
@@ -527,9 +528,29 @@ class NodeService:
 
     # --- files -------------------------------------------------------------------------------
 
-    def _op_send(self, conn: Replier, request: dict[str, Any]) -> None:
+    @staticmethod
+    def _request_fds(conn: Replier, request: dict[str, Any]) -> list[int]:
         take = getattr(conn, "take_fds", None)
-        fds: list[int] = take() if take is not None else list(request.pop("_fds", []))
+        return list(take()) if take is not None else list(request.pop("_fds", []))
+
+    def _op_send_fds(self, conn: Replier, request: dict[str, Any]) -> None:
+        """More descriptors for this client's next `send` (a control message carries at most
+        MAX_FDS): kept until it comes, closed if the client leaves first. No reply."""
+        fds = self._request_fds(conn, request)
+        key = id(conn)
+        if key not in self._fd_stash:
+            self._fd_stash[key] = []
+
+            def drop() -> None:
+                for fd in self._fd_stash.pop(key, []):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+            conn.on_close.append(drop)
+        self._fd_stash[key].extend(fds)
+
+    def _op_send(self, conn: Replier, request: dict[str, Any]) -> None:
+        fds = self._fd_stash.pop(id(conn), []) + self._request_fds(conn, request)
         files = request.get("files")
         if not isinstance(files, list) or not files:
             for fd in fds:
@@ -586,6 +607,7 @@ class NodeService:
         "chat_all": _op_chat_all,
         "ping": _op_ping,
         "send": _op_send,
+        "send_fds": _op_send_fds,
         "inbox": _op_inbox,
         "accept": _op_decide,
         "reject": _op_decide,

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import mmap
 import os
+import resource
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,14 @@ _POLL_S = 0.01
 _IDLE_S = 0.005  # pump at least this often while waiting on the receiver
 _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
 _PROGRESS_S = 0.25
+
+
+def raise_fd_limit() -> None:
+    """Open files up to the hard limit: a folder is sent with one descriptor per file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _chunk_size(mtu: int) -> int:
@@ -261,15 +270,15 @@ class OutgoingJob:
             return
         now = self.runner.now()
         waiting = False
-        for f in self.files:
+        for index, f in enumerate(self.files):
             d = f.digester
-            if d is None or d.algorithm is None:
+            if d is None:
                 continue
             if d.done:
                 try:
                     result = d.result(0)
                     with contextlib.suppress(L2fastError):
-                        out.digest_ready(self.files.index(f) + 1, result.raw, now)
+                        out.digest_ready(index + 1, result.raw, now)
                 except Exception as exc:  # an I/O error reading the source
                     out.cancel(now, f"reading {f.entry.path!r} failed: {exc}")
                 f.digester = None
@@ -305,7 +314,9 @@ class OutgoingJob:
                 f.digester = FileDigester(f.data if f.data is not None else b"", self.digest)
                 if self._poll_timer is None:
                     self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
-        elif isinstance(ev, OfferRejected):
+        if isinstance(ev, OfferRejected | FileCompleted | FileFailed):
+            self._release(self.files[ev.index])
+        if isinstance(ev, OfferRejected):
             self.results.append(
                 {"path": ev.path, "rejected": True, "reason": ev.reason, "text": ev.text}
             )
@@ -392,6 +403,22 @@ class OutgoingJob:
             self.out.cancel(self.runner.now(), "the client went away")
         self._finish(False, "cancelled")
 
+    @staticmethod
+    def _release(f: _SourceFile) -> None:
+        """A file that ended: its mapping and descriptor go (a folder may hold thousands)."""
+        if f.digester is not None:
+            f.digester.cancel()
+            f.digester = None
+        f.tx = None
+        if f.data is not None:
+            with contextlib.suppress(BufferError):
+                f.data.close()
+                f.data = None
+        if f.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            f.fd = -1
+
     def close(self) -> None:
         self.ended = True
         for t in (self._pump_timer, self._poll_timer):
@@ -402,14 +429,7 @@ class OutgoingJob:
             self.sock.close()
             self.sock = None
         for f in self.files:
-            if f.digester is not None:
-                f.digester.cancel()
-            f.tx = None
-            if f.data is not None:
-                with contextlib.suppress(BufferError):
-                    f.data.close()
-            with contextlib.suppress(OSError):
-                os.close(f.fd)
+            self._release(f)
         self.owner.outgoing.pop(self.session, None)
 
     def status(self) -> dict[str, Any]:
@@ -490,6 +510,7 @@ class Transfers:
     """The node's file transfers (see the module docstring)."""
 
     def __init__(self, runner: NodeRunner, *, recv_dir: str | None, accept: str) -> None:
+        raise_fd_limit()
         self.runner = runner
         self.recv_dir = recv_dir
         self.accept_policy = accept

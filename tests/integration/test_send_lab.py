@@ -133,6 +133,15 @@ def test_through_the_sender_daemon_and_refusal(make_lab: Any, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr + lab.log_tail("h1")
     event = final_event(result.stdout)
     assert event["verified"] and event["digest"] == sha256(src) == sha256(rx2 / "f.bin")
+    # A folder of more files than one control message carries descriptors for.
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):
+        (many / f"f{i}").write_bytes(os.urandom(4096))
+    result = lab.send("h1", "h2", many)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h1")
+    assert all((rx2 / "many" / f"f{i}").read_bytes() == (many / f"f{i}").read_bytes()
+               for i in range(40))  # fmt: skip
     # h1 refuses everything: h2's send fails clearly, nothing lands in h1's directory.
     refused = lab.cli("h2", "send", "h1", str(src))
     assert refused.returncode == 1

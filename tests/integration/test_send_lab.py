@@ -309,3 +309,38 @@ def test_two_at_once_status_and_ask(make_lab: Any, tmp_path: Path) -> None:
     assert any(t["direction"] == "receive" for t in seen), seen
     assert sha256(rx2 / "a.bin") == sha256(a) and sha256(rx2 / "b.bin") == sha256(b)
     assert sha256(lab.recv["h1"] / "b.bin") == sha256(b)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> None:
+    lab = make_lab(mtu=1500)
+    rx = lab.daemon("h2")
+    src = make_file(tmp_path / "w.bin", 512 * MIB, 4)
+    sender = lab.send_bg("h1", "h2", src)
+    daemon = lab.daemons["h2"].pid
+    writers: list[int] = []
+    try:
+
+        def writers_running() -> bool:
+            writers[:] = [w for r in _children(daemon) for w in _children(r)]
+            return len(writers) >= 2
+
+        assert wait_until(writers_running, 30, 0.01), lab.log_tail("h2")
+        os.kill(writers[0], signal.SIGKILL)
+        _, err = sender.communicate(timeout=60)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.communicate()
+    assert sender.returncode == 1 and "io_error" in err, err
+    assert "writer process died" in lab.log_tail("h2")
+    assert not (rx / "w.bin").exists()
+    assert lab.daemons["h2"].poll() is None  # the daemon carries on
+    assert wait_until(lambda: _children(daemon) == [], 10, 0.05)  # nothing left hanging

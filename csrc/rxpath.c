@@ -253,23 +253,31 @@ static uint64_t reclaim(struct l2f_rx *rx, uint32_t i)
     struct l2f_ring *r = &rx->rings[i];
     uint64_t head = l2f_ring_load_head(r);
     uint64_t tail = l2f_ring_load_tail(r);
-    /* The writer can release only what we published.  A tail past head means a corrupt region:
-     * keep the old tail, so nothing is marked and no slot is reused before its time. */
-    if (tail - rx->reclaimed[i] > head - rx->reclaimed[i])
+    /* Both counters live in the shared region, where the other process can scribble on them.
+     * The writer can release only what we published, and we never publish more than nslots
+     * ahead of the last reclaim: anything else means a corrupt region.  Keep the old tail then,
+     * so nothing is marked, no slot is reused before its time and this loop stays within
+     * nslots steps (a head far ahead would otherwise let it run ~2^64 times). */
+    if (head - rx->reclaimed[i] > r->nslots || tail - rx->reclaimed[i] > head - rx->reclaimed[i]) {
         tail = rx->reclaimed[i];
+        head = tail + r->nslots; /* report no free slot */
+    }
     const uint32_t mask = r->nslots - 1;
     for (uint64_t p = rx->reclaimed[i]; p != tail; p++) {
         const struct l2f_desc *d = &r->desc[(uint32_t)p & mask];
-        if (d->flags & L2F_DESC_REFUSED) {
+        /* Shared memory: read each field once and check the copy that is used. */
+        uint32_t flags = __atomic_load_n(&d->flags, __ATOMIC_RELAXED);
+        if (flags & L2F_DESC_REFUSED) {
             rx->c.refused++;
             continue;
         }
-        if (d->flags & L2F_DESC_SKIP)
+        if (flags & L2F_DESC_SKIP)
             continue;
         /* Only in-file chunks are ever published, but the descriptor lives in shared memory:
          * check before touching the bitmap. */
-        if (rx->cfg.written && d->seq >= rx->cfg.first_chunk && d->seq < rx->end) {
-            uint64_t k = d->seq - rx->cfg.first_chunk;
+        uint64_t seq = __atomic_load_n(&d->seq, __ATOMIC_RELAXED);
+        if (rx->cfg.written && seq >= rx->cfg.first_chunk && seq < rx->end) {
+            uint64_t k = seq - rx->cfg.first_chunk;
             rx->cfg.written[k >> 3] |= (uint8_t)(1u << (k & 7));
             rx->c.written++;
         }

@@ -95,31 +95,36 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
 
     for (uint32_t j = 0; j <= (uint32_t)n; j++) {
         struct l2f_desc *d = NULL;
-        uint64_t k = 0;
-        uint32_t len = 0;
+        uint64_t k = 0, seq = 0;
+        uint32_t len = 0, off = 0;
         if (j < (uint32_t)n) {
             d = &ring->desc[(uint32_t)(pos + j) & mask];
-            if (d->flags & L2F_DESC_SKIP) {
+            /* The descriptor is shared memory another process can rewrite at any moment (even
+             * during the pwritev below): read each field exactly once, check the copies, and use
+             * only the copies. */
+            uint32_t flags = __atomic_load_n(&d->flags, __ATOMIC_RELAXED);
+            if (flags & L2F_DESC_SKIP) {
                 st->skipped++;
                 continue;
             }
-            if (d->flags & L2F_DESC_REFUSED)
+            if (flags & L2F_DESC_REFUSED)
                 continue; /* refused on an earlier pass whose write then failed */
-            len = d->payload_len;
-            k = d->seq - first_chunk; /* meaningful only when seq >= first_chunk */
-            uint64_t want = (d->seq >= first_chunk && k < nchunks)
+            seq = __atomic_load_n(&d->seq, __ATOMIC_RELAXED);
+            off = __atomic_load_n(&d->payload_off, __ATOMIC_RELAXED);
+            len = __atomic_load_n(&d->payload_len, __ATOMIC_RELAXED);
+            k = seq - first_chunk; /* meaningful only when seq >= first_chunk */
+            uint64_t want = (seq >= first_chunk && k < nchunks)
                                 ? (k + 1 == nchunks ? file_size - k * chunk_size : chunk_size)
                                 : UINT64_MAX;
-            int fits = d->payload_off <= ring->slot_size &&
-                       len <= ring->slot_size - d->payload_off;
+            int fits = off <= ring->slot_size && len <= ring->slot_size - off;
             if (!fits || want == UINT64_MAX || len != want) {
-                d->flags |= L2F_DESC_REFUSED;
+                __atomic_fetch_or(&d->flags, L2F_DESC_REFUSED, __ATOMIC_RELAXED);
                 st->refused++;
                 continue;
             }
         }
         /* Flush the open run when this descriptor cannot extend it (or at the end). */
-        if (run.n > 0 && (!d || d->seq != run.next_seq || run.n == MAX_IOV)) {
+        if (run.n > 0 && (!d || seq != run.next_seq || run.n == MAX_IOV)) {
             int64_t w = fd >= 0 ? write_run(fd, &run, st) : (int64_t)run.bytes;
             if (w < 0) {
                 /* Everything before this run is done: release it, keep the rest. */
@@ -139,11 +144,11 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
             run.first_j = j;
         }
         run.iov[run.n].iov_base = ring->slots + (size_t)((uint32_t)(pos + j) & mask) *
-                                                    ring->slot_size + d->payload_off;
+                                                    ring->slot_size + off;
         run.iov[run.n].iov_len = len;
         run.n++;
         run.bytes += len;
-        run.next_seq = d->seq + 1;
+        run.next_seq = seq + 1;
     }
     int rc = l2f_ring_release(ring, (uint32_t)n);
     return rc < 0 ? rc : total;

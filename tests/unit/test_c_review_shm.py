@@ -1,0 +1,153 @@
+"""Review tests for the shared-memory side of the C data path (csrc/ring.c, writer.c, rxpath.c).
+
+A ring region is shared with another process, so every value read from it -- counters and
+descriptors -- must be read once, checked, and then used (never read again after the check).
+These tests compile tiny C harnesses against the sources with ASan + UBSan, or drive the binding
+in a child process, so that a crash or hang shows up as a failed test rather than a dead run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = ROOT / "csrc"
+CC = shutil.which("gcc") or shutil.which("clang")
+
+
+def build_and_run(
+    tmp_path: Path, source: str, units: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """Compile `source` with the given csrc/ units under ASan + UBSan and run it."""
+    if CC is None:
+        pytest.skip("no C compiler")
+    src = tmp_path / "harness.c"
+    src.write_text(textwrap.dedent(source))
+    exe = tmp_path / "harness"
+    subprocess.run(
+        [
+            CC,
+            "-O1",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-Wall",
+            "-Wextra",
+            f"-I{CSRC}",
+            str(src),
+            *(str(CSRC / u) for u in units),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return subprocess.run(
+        [str(exe), str(tmp_path / "region")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# The region is a file mapped MAP_SHARED and the writer's output fd is that same file, so the
+# writer's own pwritev of one chunk rewrites the next descriptor between its bounds check and its
+# use: a deterministic stand-in for another process scribbling on the ring at the worst moment.
+WRITER_TOCTOU = r"""
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <stdio.h>
+    #include <string.h>
+    #include <sys/mman.h>
+    #include <unistd.h>
+    #include "datapath.h"
+
+    int main(int argc, char **argv)
+    {
+        (void)argc;
+        const uint32_t nslots = 4, slot = 128, cs = 8;
+        int64_t size = l2f_ring_size(nslots, slot); /* 512 + 96 -> 640 + 4 * 128 = 1152 */
+        int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || size != 1152 || ftruncate(fd, size))
+            return 90;
+        uint8_t *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED || l2f_ring_init(m, (uint64_t)size, nslots, slot))
+            return 91;
+        struct l2f_ring r;
+        if (l2f_ring_attach(&r, m, (uint64_t)size))
+            return 92;
+        /* desc[1] lives at 536..559: seq, then payload_off at 544 and payload_len at 548.
+         * desc[0] is chunk 68 = file bytes 544..551, so writing it rewrites desc[1]'s
+         * payload_off to 256 (two slots further on) and keeps its payload_len at 8. */
+        struct l2f_desc d[2] = {{68, 0, 8, 0, 0}, {10, 0, 8, 0, 0}};
+        uint8_t pay[2][8];
+        uint32_t evil[2] = {256, 8};
+        memcpy(pay[0], evil, 8);
+        memset(pay[1], 'A', 8);
+        if (l2f_ring_push(&r, d, 2, &pay[0][0], sizeof pay, 8) != 2)
+            return 93;
+        memset(r.slots + 3 * slot, 'X', slot); /* what desc[1] must never be written from */
+        struct l2f_writer_stats st;
+        memset(&st, 0, sizeof st);
+        int64_t w = l2f_writer_drain(&r, fd, 0, cs, (uint64_t)size, 16, 0, &st);
+        char got[9] = {0};
+        if (pread(fd, got, 8, 10 * cs) != 8)
+            return 94;
+        printf("drain=%lld chunk10=%s refused=%llu\n", (long long)w, got,
+               (unsigned long long)st.refused);
+        return strcmp(got, "AAAAAAAA") == 0 ? 0 : 1;
+    }
+"""
+
+
+def test_writer_uses_the_descriptor_it_checked(tmp_path: Path) -> None:
+    proc = build_and_run(tmp_path, WRITER_TOCTOU, ["ring.c", "writer.c"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def run_child(code: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter (a crash or a hang must not take pytest with it)."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child hung for {timeout} s")
+
+
+# A writer process that scribbles its ring's counters (head far ahead, tail between) must not
+# send the receive loop round a 2^62-step reclaim loop: the loop must stay bounded by nslots.
+SCRIBBLED_COUNTERS = """
+    import socket, struct
+    from l2fast.native import datapath as dp
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ring = dp.ShmRing(64, 256)
+    written = bytearray(dp.written_bitmap_size(100 * 1000, 100))
+    rx = dp.RxPath(a, [ring], session=1, chunk_size=100, file_size=100 * 1000, written=written)
+    struct.pack_into("=Q", ring._mm, 128, 1 << 63)  # head
+    struct.pack_into("=Q", ring._mm, 256, 1 << 62)  # tail
+    fb = rx.feedback()
+    run = rx.run(0.0)
+    print("ok", fb.free_slots, run.stop)
+"""
+
+
+def test_scribbled_ring_counters_do_not_hang_the_receive_loop() -> None:
+    proc = run_child(SCRIBBLED_COUNTERS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok 0 "), proc.stdout

@@ -509,6 +509,7 @@ class RxPath:
         (`interrupted`), with nothing lost.
         """
         self._live()
+        self._rings_live()
         _uint("max_frames", max_frames, _MAX_BATCH, 1)
         us = int(max(0.0, min(budget_s, 60.0)) * 1e6)
         rc = _lib.l2f_rx_run(
@@ -538,6 +539,7 @@ class RxPath:
     def feedback(self) -> RxFeedback:
         """Reclaim released slots (marking written chunks), then the FEEDBACK values."""
         self._live()
+        self._rings_live()
         n = _check(_lib.l2f_rx_feedback(self._rx, self._fb), "feedback")
         fb = self._fb
         ranges = tuple((int(fb.ranges[2 * i]), int(fb.ranges[2 * i + 1])) for i in range(n))
@@ -559,6 +561,12 @@ class RxPath:
     def _live(self) -> None:
         if self._rx is None:
             raise ValueError("the receive path is closed")
+
+    def _rings_live(self) -> None:
+        # C holds pointers into every ring's mapping: a closed (unmapped) ring must stop the call
+        # here, or C would read and write memory that is no longer there.
+        for ring in self._rings:
+            ring._live()
 
     def close(self) -> None:
         """Free the C state now (rings and the written bitmap stay with their owners)."""
@@ -614,6 +622,7 @@ class Writer:
         when nothing came or a signal interrupted; raises NativeError on a write error (the
         failed descriptors stay in the ring).
         """
+        self.ring._live()  # a closed ring is unmapped: C must not touch it
         _uint("max_batch", max_batch, _MAX_BATCH, 1)
         us = max(0, min(int(wait_s * 1e6), 0x7FFFFFFF))
         rc = _lib.l2f_writer_drain(

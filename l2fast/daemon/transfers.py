@@ -246,6 +246,11 @@ class OutgoingJob:
             self._pump_timer.cancel()
         if delay is None:
             timer = out.next_timer()
+            if timer is None and out.pacing_rate is None:
+                # Nothing can become sendable without an event (FEEDBACK, control, digest),
+                # and each of those pumps at once: no polling while, say, a person decides.
+                self._pump_timer = None
+                return
             when = min(timer if timer is not None else now + _IDLE_S, now + _IDLE_S)
         else:
             when = now + delay
@@ -790,6 +795,7 @@ class Transfers:
             if "error" in msg:
                 self._job_failed(inc, rec, msg["error"])
                 return
+            job.kernel_drops = int(msg.get("drops", job.kernel_drops))
             cum = int(msg.get("cum", job.first_chunk))
             if cum > job.cum:
                 inc.incoming.on_chunks([(job.cum, cum)], now)
@@ -959,6 +965,9 @@ class Transfers:
                     "bytes_done": p.bytes_done,
                     "bytes_total": p.bytes_total,
                     "seconds": round(now - inc.started, 3),
+                    "kernel_drops": sum(
+                        r.job.kernel_drops for r in inc.files.values() if r.job is not None
+                    ),
                 }
             )
         return out

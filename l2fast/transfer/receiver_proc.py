@@ -206,6 +206,8 @@ class ReceiveJob:
         self.process.start()
         child.close()
         self.cum = first_chunk
+        #: Frames the kernel dropped on the receive socket (PACKET_STATISTICS), as reported.
+        self.kernel_drops = 0
         self.finished = False
 
     def written_prefix(self) -> int:

@@ -251,6 +251,7 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops)
 
 /* Frame offsets the filters read (PROTOCOL.md §Header: type is header byte 3, session bytes
  * 8..11 big-endian, after the 14-byte Ethernet header). */
+#define FILTER_MAGIC_OFF (L2F_ETH_HLEN + 0)
 #define FILTER_TYPE_OFF (L2F_ETH_HLEN + 3)
 #define FILTER_SESSION_OFF (L2F_ETH_HLEN + 8)
 #define FILTER_ACCEPT 0x40000u /* bytes kept: more than the largest frame */
@@ -268,7 +269,16 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
             return -errno;
         return 0;
     }
+    /* The control socket gives bulk frames to the data-path processes, but nothing else may
+     * vanish in the kernel: a frame too short to hold a header, or one without l2fast's magic,
+     * is accepted so that the parser drops and COUNTS it (short, bad_magic...).  Only frames
+     * that look like l2fast DATA or FEEDBACK are dropped here.  (A BPF load past the end of the
+     * frame would abort the program and silently drop the frame: the length test comes first.) */
     struct sock_filter control[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 0, 5),
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, FILTER_MAGIC_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 0, 3),
         BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_FEEDBACK, 1, 0),

@@ -334,7 +334,10 @@ def test_chat_through_loss_duplication_and_reordering_is_exactly_once_in_order(
     faults = Impairment(loss=0.05, dup=0.05, reorder=0.05, seed=11)
     lab = start_lab(lab_session, tmp_path, impairment=faults)
     try:
-        assert wait_until(lambda: len(lab.json("h1", "peers")) == 2, 15, 0.2)
+        # Every host must know both others before `chat --all` from h3 below (HELLOs cross the
+        # same 5 % loss, so the tables fill at different moments).
+        for host in ("h1", "h2", "h3"):
+            assert wait_until(lambda h=host: len(lab.json(h, "peers")) == 2, 15, 0.2), host
         # Many messages in flight at once on one session: the interactive mode sends each line
         # without waiting for the previous one's acknowledgement.
         lines = [f"m{i:02d} " + text_of(40 * i, seed=i).replace("\n", " ") for i in range(40)]

@@ -148,12 +148,13 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
  * every AF_PACKET socket bound to the EtherType receives a copy of every frame, and Python must
  * never run per DATA frame.
  *   L2F_FILTER_NONE      remove any filter;
- *   L2F_FILTER_CONTROL   drop DATA and FEEDBACK (the controller's socket: the data-path
- *                        processes consume them on their own sockets);
+ *   L2F_FILTER_CONTROL   drop DATA and FEEDBACK carrying l2fast's magic (the controller's
+ *                        socket: the data-path processes consume them on their own
+ *                        sockets); everything else, short or malformed frames too, passes;
  *   L2F_FILTER_DATA      accept only DATA of `session` (a receive process);
  *   L2F_FILTER_FEEDBACK  accept only FEEDBACK of `session` (a sender process).
- * The type is read at frame offset 17 and the session at 22 (big-endian u32); a frame too short
- * to hold them is dropped. Returns 0 or -errno. */
+ * The type is read at frame offset 17 and the session at 22 (big-endian u32); the DATA and
+ * FEEDBACK filters drop a frame too short to hold them. Returns 0 or -errno. */
 #define L2F_FILTER_NONE 0
 #define L2F_FILTER_CONTROL 1
 #define L2F_FILTER_DATA 2

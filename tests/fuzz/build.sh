@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Build the libFuzzer target for the C frame parser with ASan + UBSan into tests/fuzz/build/.
-# Usage: tests/fuzz/build.sh   (needs clang with the libFuzzer runtime: libclang-rt-14-dev)
+# Build a libFuzzer target with ASan + UBSan into tests/fuzz/build/.
+# Usage: tests/fuzz/build.sh [TARGET]   (needs clang with the libFuzzer runtime: libclang-rt-14-dev)
+#   TARGET: fuzz_parse_batch (default: the C frame parser) or fuzz_rxwindow (the receive path's
+#   window, rings and writer, fed by a socketpair and a scribbling "other process")
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$here/build"
+target="${1:-fuzz_parse_batch}"
+case "$target" in
+  fuzz_parse_batch) units=(frame.c crc32c.c) ;;   # no socket I/O
+  fuzz_rxwindow) units=(rxpath.c ring.c writer.c frame.c crc32c.c) ;;
+  *) echo "fuzz: unknown target $target" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 
 CC="${CC:-}"
@@ -18,9 +26,8 @@ if [ -z "$CC" ]; then
   exit 2
 fi
 
-# Only the parser and CRC sources: the fuzz target does no socket I/O.
 "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -Wall -Wextra -Werror -I"$root/csrc" \
-  "$here/fuzz_parse_batch.c" "$root/csrc/frame.c" "$root/csrc/crc32c.c" \
-  -o "$out/fuzz_parse_batch"
-echo "built $out/fuzz_parse_batch"
+  "$here/$target.c" "${units[@]/#/$root/csrc/}" \
+  -o "$out/$target"
+echo "built $out/$target"

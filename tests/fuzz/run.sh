@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzz the C batch parser for SECONDS (default 60) with ASan + UBSan.
-# Usage: tests/fuzz/run.sh [SECONDS]
+# Fuzz a C target for SECONDS (default 60) with ASan + UBSan.
+# Usage: tests/fuzz/run.sh [SECONDS] [TARGET]   (TARGET: fuzz_parse_batch, the default, or
+# fuzz_rxwindow; see build.sh)
 # Builds the target if it is missing or older than its sources, starts from the committed seeds
 # (tests/fuzz/seeds/), keeps the growing corpus in tests/fuzz/corpus-run/ and writes any crashing
 # input to tests/fuzz/build/. Exits non-zero on any finding (crash, leak, timeout, OOM).
@@ -10,9 +11,19 @@ root="$(cd "$here/../.." && pwd)"
 seconds="${1:-60}"
 case "$seconds" in ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2;; esac
 
-bin="$here/build/fuzz_parse_batch"
-sources=("$here/fuzz_parse_batch.c" "$root/csrc/frame.c" "$root/csrc/crc32c.c"
-         "$root/csrc/l2fast_core.h" "$root/csrc/wire_guard.h" "$here/build.sh")
+target="${2:-fuzz_parse_batch}"
+case "$target" in
+  fuzz_parse_batch)
+    units=(frame.c crc32c.c l2fast_core.h wire_guard.h)
+    corpus="$here/corpus-run"; seeds=("$here/seeds"); max_len=8192 ;;
+  fuzz_rxwindow)
+    units=(rxpath.c ring.c writer.c frame.c crc32c.c datapath.h l2fast_core.h wire_guard.h)
+    corpus="$here/build/corpus_rxwindow"; seeds=(); max_len=4096 ;;
+  *) echo "usage: $0 [SECONDS] [fuzz_parse_batch|fuzz_rxwindow]" >&2; exit 2 ;;
+esac
+
+bin="$here/build/$target"
+sources=("$here/$target.c" "${units[@]/#/$root/csrc/}" "$here/build.sh")
 rebuild=0
 if [ ! -x "$bin" ]; then
   rebuild=1
@@ -21,11 +32,10 @@ else
     if [ "$s" -nt "$bin" ]; then rebuild=1; fi
   done
 fi
-if [ "$rebuild" = 1 ]; then "$here/build.sh"; fi
+if [ "$rebuild" = 1 ]; then "$here/build.sh" "$target"; fi
 
-corpus="$here/corpus-run"
 mkdir -p "$corpus" "$here/build"
 # libFuzzer exits non-zero (1 for a crash, 70 for a timeout, 71 for OOM...) on any finding and
 # writes the input to the artifact prefix.
-"$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
-  -print_final_stats=1 -artifact_prefix="$here/build/" "$corpus" "$here/seeds"
+"$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" \
+  -print_final_stats=1 -artifact_prefix="$here/build/" "$corpus" ${seeds[@]+"${seeds[@]}"}

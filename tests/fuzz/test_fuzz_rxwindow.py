@@ -1,0 +1,65 @@
+"""Fuzz the receive path's bookkeeping (tests/fuzz/fuzz_rxwindow.c) for a short, bounded time.
+
+The target drives the receive window, ring publish/reclaim, FEEDBACK and the writers with
+frames from a hostile wire and a process scribbling on the shared rings (STYLE.md §15).  Any
+finding (crash, sanitizer report, broken invariant, timeout) fails the test; the input is left
+in tests/fuzz/build/.  `tests/fuzz/run.sh SECONDS fuzz_rxwindow` runs it for longer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+RUN = HERE / "run.sh"
+FUZZ_SECONDS = 15
+ARTIFACTS = ("crash-*", "leak-*", "timeout-*", "oom-*", "slow-unit-*")
+
+
+def _libfuzzer_missing() -> str | None:
+    """None when clang can build a libFuzzer binary, else the reason it cannot."""
+    cc = shutil.which("clang") or shutil.which("clang-14")
+    if cc is None:
+        return "clang is not installed (apt-get install clang libclang-rt-14-dev)"
+    probe = subprocess.run(
+        [cc, "-fsanitize=fuzzer", "-x", "c", "-", "-o", os.devnull],
+        input=b"#include <stdint.h>\n#include <stddef.h>\n"
+        b"int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n",
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return "clang has no libFuzzer runtime (apt-get install libclang-rt-14-dev)"
+    return None
+
+
+def _artifacts() -> set[Path]:
+    return {p for pattern in ARTIFACTS for p in (HERE / "build").glob(pattern)}
+
+
+def test_fuzz_rxwindow_runs_clean() -> None:
+    missing = _libfuzzer_missing()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must fuzz: {missing}")
+        pytest.skip(missing)
+    before = _artifacts()
+    proc = subprocess.run(
+        [str(RUN), str(FUZZ_SECONDS), "fuzz_rxwindow"],
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_SECONDS + 240,  # includes the build
+        check=False,
+    )
+    new = sorted(_artifacts() - before)
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+    assert proc.returncode == 0, f"fuzzer finding (artifacts: {new}):\n{tail}"
+    assert not new, f"fuzzer left artifacts {new}:\n{tail}"
+    # A clean run must really have executed inputs, not exited early.
+    assert "Done " in proc.stderr and "number_of_executed_units" in proc.stderr, tail

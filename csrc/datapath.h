@@ -209,7 +209,8 @@ int l2f_rx_add_ring(struct l2f_rx *rx, uint8_t *region, uint64_t len);
 /* Read and dispatch frames for up to budget_us microseconds (waiting for the socket within it)
  * or max_frames frames, whichever comes first; budget_us = 0 reads what is queued and never
  * waits. Valid frames other than DATA are copied to the
- * control arena (frame i at ctrl + i * ctrl_slot, length in ctrl_lens[i]) while it has room; with
+ * control arena (frame i at ctrl + i * ctrl_slot, its stored length in ctrl_lens[i], at most
+ * ctrl_slot: a longer frame is cut to the slot) while it has room; with
  * ctrl_max = 0 they are dropped and counted. *ctrl_count receives the number copied. Returns the
  * L2F_RX_STOP_* bits that ended the call (L2F_RX_STOP_COMPLETE is also set whenever the file is
  * complete), or a negative code (-EINTR: a signal interrupted the wait); state, counters and

@@ -406,8 +406,9 @@ static void dispatch(struct l2f_rx *rx, uint32_t n, uint8_t *ctrl, uint32_t ctrl
             } else if (ctrl_max) {
                 /* The caller sized this recvmmsg to the free control entries, so it fits. */
                 uint32_t k = (*ctrl_count)++;
-                memcpy(ctrl + (size_t)k * ctrl_slot, slot, stored < ctrl_slot ? stored : ctrl_slot);
-                ctrl_lens[k] = stored;
+                uint32_t copied = stored < ctrl_slot ? stored : ctrl_slot;
+                memcpy(ctrl + (size_t)k * ctrl_slot, slot, copied);
+                ctrl_lens[k] = copied; /* what the slot holds: a caller may read this many */
                 rx->c.control++;
             } else {
                 rx->c.control_dropped++;

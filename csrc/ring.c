@@ -285,10 +285,20 @@ int l2f_ring_push(struct l2f_ring *r, const struct l2f_desc *descs, uint32_t n,
     uint32_t mask = r->nslots - 1;
     for (uint32_t i = 0; i < (uint32_t)k; i++) {
         uint32_t idx = (uint32_t)(pos + i) & mask;
-        r->desc[idx] = descs[i];
+        /* descs is the caller's memory, which another thread may change while this runs (the
+         * binding releases the GIL): copy each field once and use only the checked copy. */
+        struct l2f_desc d;
+        d.seq = __atomic_load_n(&descs[i].seq, __ATOMIC_RELAXED);
+        d.payload_off = __atomic_load_n(&descs[i].payload_off, __ATOMIC_RELAXED);
+        d.payload_len = __atomic_load_n(&descs[i].payload_len, __ATOMIC_RELAXED);
+        d.flags = __atomic_load_n(&descs[i].flags, __ATOMIC_RELAXED);
+        d.session = __atomic_load_n(&descs[i].session, __ATOMIC_RELAXED);
+        if (!desc_fits(r, &d))
+            return -L2F_E_ARG; /* nothing was published */
+        r->desc[idx] = d;
         if (payload) {
-            uint32_t len = descs[i].payload_len < stride ? descs[i].payload_len : stride;
-            memcpy(r->slots + (size_t)idx * r->slot_size + descs[i].payload_off,
+            uint32_t len = d.payload_len < stride ? d.payload_len : stride;
+            memcpy(r->slots + (size_t)idx * r->slot_size + d.payload_off,
                    payload + (size_t)i * stride, len);
         }
     }

@@ -22,7 +22,7 @@ CC = shutil.which("gcc") or shutil.which("clang")
 
 
 def build_and_run(
-    tmp_path: Path, source: str, units: list[str]
+    tmp_path: Path, source: str, units: list[str], flags: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     """Compile `source` with the given csrc/ units under ASan + UBSan and run it."""
     if CC is None:
@@ -40,6 +40,7 @@ def build_and_run(
             "-Wall",
             "-Wextra",
             f"-I{CSRC}",
+            *flags,
             str(src),
             *(str(CSRC / u) for u in units),
             "-o",
@@ -213,3 +214,70 @@ CTRL_LEN = r"""
 def test_control_length_is_what_was_copied(tmp_path: Path) -> None:
     proc = build_and_run(tmp_path, CTRL_LEN, ["rxpath.c", "ring.c", "frame.c", "crc32c.c"])
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+# l2f_ring_push checks the caller's descriptors, then copies payloads at their payload_off: a
+# second thread changing a descriptor in between (the binding releases the GIL during the call)
+# made it write outside the slot.  Runs the race for 2 s: before the fix ASan stopped it within
+# milliseconds in 9 runs out of 10 (a race, so not every time); after it, it never does.
+PUSH_RACE = r"""
+    #define _GNU_SOURCE
+    #include <pthread.h>
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #include <time.h>
+    #include "datapath.h"
+
+    #define N 64
+    static struct l2f_desc descs[N];
+    static volatile int stop;
+
+    static void *flipper(void *arg)
+    {
+        (void)arg;
+        while (!stop) {
+            __atomic_store_n(&descs[N - 1].payload_off, 0u, __ATOMIC_RELAXED);
+            __atomic_store_n(&descs[N - 1].payload_off, 100000u, __ATOMIC_RELAXED);
+        }
+        return NULL;
+    }
+
+    int main(void)
+    {
+        int64_t size = l2f_ring_size(N, 64);
+        uint8_t *region = aligned_alloc(64, (size_t)size);
+        struct l2f_ring r;
+        if (l2f_ring_init(region, (uint64_t)size, N, 64) ||
+            l2f_ring_attach(&r, region, (uint64_t)size))
+            return 90;
+        for (int j = 0; j < N; j++)
+            descs[j].payload_len = 8;
+        static uint8_t pay[8 * N], out[8 * N];
+        static struct l2f_desc o[N];
+        pthread_t t;
+        pthread_create(&t, NULL, flipper, NULL);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        long i = 0;
+        for (;; i++) {
+            int k = l2f_ring_push(&r, descs, N, pay, sizeof pay, 8);
+            if (k > 0 && l2f_ring_pop(&r, o, N, out, sizeof out, 8) != k)
+                return 91;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (t1.tv_sec - t0.tv_sec >= 2) /* ~1 ms to a finding before the fix */
+                break;
+        }
+        stop = 1;
+        pthread_join(t, NULL);
+        printf("iterations %ld, no overflow\n", i);
+        free(region);
+        return 0;
+    }
+"""
+
+
+def test_push_uses_the_descriptor_it_checked(tmp_path: Path) -> None:
+    proc = build_and_run(tmp_path, PUSH_RACE, ["ring.c"], ("-pthread",))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "no overflow" in proc.stdout

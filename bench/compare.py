@@ -290,7 +290,7 @@ def measure_once(
     measured against (and idle daemons have no business in the kernel-TCP baselines).
     """
     try:
-        with maybe_daemons(ctx.hosts, "daemon" in kind.probe, log_dir) as ctx.daemons:
+        with maybe_daemons(ctx.hosts, kind.daemons, log_dir) as ctx.daemons:
             sample = measure()
     except NotBuilt as exc:
         status[kind.key].update(status=NOT_BUILT, reason=str(exc))
@@ -377,11 +377,17 @@ def run_scaling(
         points = [(s, x.detail["seconds"]) for s in sizes for x in by_size[s]]
         result["kinds"][key] = {
             "status": "ok",
-            "label": "nc (stand-in for l2fast send)" if key == "nc" else KINDS_BY_KEY[key].label,
+            "label": _scaling_label(key, status),
             "sizes": {str(s): summarize(by_size[s]) for s in sizes},
             "fit": linear_fit([float(p[0]) for p in points], [p[1] for p in points]),
         }
     return result
+
+
+def _scaling_label(key: str, status: dict[str, dict[str, Any]]) -> str:
+    if key != "nc":
+        return KINDS_BY_KEY[key].label
+    return "nc" if status["l2fast_send"]["status"] == "ok" else "nc (stand-in for l2fast send)"
 
 
 # ---- main

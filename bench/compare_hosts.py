@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -172,6 +173,104 @@ def vm_hwm_kib(pid: int, name: str) -> int | None:
     if fields.get("Name") != name or "VmHWM" not in fields:
         return None
     return int(fields["VmHWM"].split()[0])
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every descendant still running (from /proc/PID/task/TID/children)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children", encoding="ascii") as f:
+                    todo.extend(int(child) for child in f.read().split())
+            except OSError:
+                continue
+    return tree
+
+
+def _status_kib(pid: int, field: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _pss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled while they run.
+
+    Two numbers, because forked children share pages with their parent:
+    - `peak_hwm_kib`: the sum over every process ever seen of its VmHWM (peak RSS). An upper
+      bound: a child forked from a Python daemon starts with the parent's resident pages in
+      its own VmHWM, so shared pages count once per process.
+    - `peak_pss_kib`: the largest sum of PSS (proportional set size: a shared page counts
+      1/N in each of its N sharers) over the samples, i.e. the tree's real footprint at its
+      fullest moment (within one sampling interval).
+    A `with` block runs the sampler thread; every INTERVAL_S it reads /proc only.
+    """
+
+    INTERVAL_S = 0.02
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.hwm: dict[int, int] = {}  #: pid -> largest VmHWM seen
+        self.peak_pss_kib = 0
+        self.peak_processes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
+
+    @property
+    def peak_hwm_kib(self) -> int:
+        """Sum of the peak RSS of every process of the tree."""
+        return sum(self.hwm.values())
+
+    def sample(self) -> None:
+        """Read every process of the tree once."""
+        pss_total = 0
+        pids = process_tree(self.pid)
+        for pid in pids:
+            hwm = _status_kib(pid, "VmHWM")
+            if hwm is not None:
+                self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
+            pss_total += _pss_kib(pid) or 0
+        self.peak_pss_kib = max(self.peak_pss_kib, pss_total)
+        self.peak_processes = max(self.peak_processes, len(pids))
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            self.sample()
+
+    def __enter__(self) -> TreeMemory:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:

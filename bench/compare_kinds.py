@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from compare_hosts import (
     BenchError,
     LabHosts,
     TestFile,
+    TreeMemory,
     ip_addresses,
     last_line,
     read_line,
@@ -91,6 +93,9 @@ class Kind:
     #: l2fast sub-commands whose `--help` must work for this kind to run (empty: always runs)
     probe: tuple[str, ...] = ()
     needs_file: bool = False
+    #: compare.py runs `l2fast daemon` in h1 and h2 around each run (kinds that start their
+    #: own, as l2fast send does, leave this False)
+    daemons: bool = False
 
 
 # ---- 1. the raw-frame ceiling
@@ -307,15 +312,101 @@ def measure_l2fast_send(ctx: RunContext) -> Sample:
     return send_with_l2fast(ctx, ctx.file)
 
 
-def send_with_l2fast(ctx: RunContext, file: TestFile) -> Sample:
-    """Send `file` h1 -> h2 with `l2fast send` into tmpfs; time, verify, delete the copy.
+def send_with_l2fast(ctx: RunContext, file: TestFile, check_digest: bool | None = None) -> Sample:
+    """Send `file` h1 -> h2 with `l2fast send` into tmpfs; verify; delete the copy.
 
-    To plug it in: as copy_with_nc does, time `l2fast send FILE <h2's MAC>` run in h1 until the
-    receiving daemon in h2 reports the file complete and verified, check its size and SHA-256
-    against `file`, and put the receiver's peak RSS (VmHWM of the daemon and its workers) in
-    detail["receiver_peak_rss_kib"]. The scaling run uses this same function.
+    A receiving daemon (`--accept all`, a fresh tmpfs `--recv-dir`) is started in h2 for this
+    run only, so its peak memory belongs to this transfer alone, and no resume state of an
+    earlier run can shorten it. h1 runs no daemon: `l2fast send` is the sender itself.
+    Throughput, seconds and bytes are those of the sender's final NDJSON event (`done`); the
+    wall time of the whole command (Python start-up, socket set-up included) is in the detail.
+    The received file's size is checked every run, its SHA-256 on the first run of each MTU
+    and scaling size (`check_digest`, default `ctx.rep == 0`), outside the timing. The
+    receiver's memory is sampled over the daemon's whole process tree (receive process and
+    writers included) while the transfer runs; see TreeMemory.
     """
-    raise NotBuilt("bench/compare.py's send_with_l2fast is not written yet")
+    h = ctx.hosts
+    if check_digest is None:
+        check_digest = ctx.rep == 0
+    run_dir = file.path.with_name(f"l2fast-rx-{h.mtu}-{ctx.rep}-{ctx.next_port()}")
+    recv_dir = run_dir / "recv"
+    recv_dir.mkdir(parents=True)
+    log = run_dir / "daemon-h2.log"
+    try:
+        with open(log, "w") as err:
+            argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", "h2"]
+            argv += ["--accept", "all", "--recv-dir", str(recv_dir)]
+            daemon = start_in(h.h2, argv, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            _wait_daemon(h.h2, daemon, log)
+            send = [*PY, "l2fast", "send", h.mac2, str(file.path), "--json"]
+            send += ["-i", "eth0", "--name", "h1"]
+            budget = file.size / 50e6 + MARGIN_S  # even 50 MB/s would finish in time
+            with TreeMemory(daemon.pid) as memory:
+                start = time.perf_counter()
+                proc = run_in(h.h1, send, timeout=budget, check=False)
+                wall = time.perf_counter() - start
+            if daemon.poll() is not None:
+                raise BenchError(f"the receiving daemon exited {daemon.returncode}")
+        except BenchError as exc:
+            raise BenchError(f"{exc}; receiving daemon: {last_line(log.read_text())}") from None
+        finally:
+            stop(daemon)
+        event = _final_send_event(proc, log)
+        if event["bytes"] != file.size:
+            raise BenchError(f"l2fast send reports {event['bytes']} bytes, not {file.size}")
+        copy = recv_dir / file.path.name
+        leftovers = sorted(p.name for p in recv_dir.iterdir() if p != copy)
+        if leftovers:
+            raise BenchError(f"l2fast send left other files in the receive directory: {leftovers}")
+        got = copy.stat().st_size if copy.exists() else None
+        if got != file.size:
+            raise BenchError(f"l2fast send's copy is {got} bytes, the file has {file.size}")
+        digest = None
+        if check_digest:
+            digest = sha256_of(copy)  # outside the timing: SHA-256 costs ~0.7 s per GiB
+            if digest != file.sha256:
+                raise BenchError(f"l2fast send's copy has SHA-256 {digest}, the file {file.sha256}")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    seconds = float(event["seconds"])
+    return Sample(
+        float(event["gbit_per_s"]),
+        {
+            "seconds": seconds,
+            "wall_seconds": wall,
+            "bytes": int(event["bytes"]),
+            "bytes_sent": event.get("bytes_sent"),
+            "resent_bytes": event.get("resent_bytes"),
+            "sha256_checked": digest is not None,
+            "receiver_peak_rss_kib": memory.peak_hwm_kib,
+            "receiver_peak_pss_kib": memory.peak_pss_kib,
+            "receiver_processes": memory.peak_processes,
+            "memory_samples": memory.samples,
+        },
+    )
+
+
+def _final_send_event(proc: subprocess.CompletedProcess[str], log: Path) -> dict[str, Any]:
+    """The `done` event of `l2fast send --json`, checked: verified, whole file, no skipping."""
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    try:
+        event = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        event = {}
+    if proc.returncode != 0 or event.get("event") != "done":
+        raise BenchError(
+            f"l2fast send exited {proc.returncode}: {last_line(proc.stderr or proc.stdout)}; "
+            f"receiving daemon: {last_line(log.read_text())}"
+        )
+    if event.get("verified") is not True:
+        raise BenchError(f"l2fast send: the receiver did not verify the file ({event})")
+    if event.get("skipped_bytes"):
+        raise BenchError(f"l2fast send skipped {event['skipped_bytes']} bytes (resumed?)")
+    for key in ("seconds", "bytes", "gbit_per_s"):
+        if not isinstance(event.get(key), (int, float)) or event[key] <= 0:
+            raise BenchError(f"l2fast send's final event has {key}={event.get(key)!r}")
+    return event
 
 
 # The order here is the order of the rotation within one repetition and of the table.
@@ -327,6 +418,7 @@ KINDS: tuple[Kind, ...] = (
         "Gbit/s",
         measure_l2fast_bench,
         probe=("bench", "daemon"),
+        daemons=True,
     ),
     Kind("iperf3", "iperf3, kernel TCP, 1 stream", "Gbit/s", measure_iperf3),
     Kind("nc", "nc file copy, tmpfs -> tmpfs", "Gbit/s", measure_nc, needs_file=True),
@@ -345,6 +437,7 @@ KINDS: tuple[Kind, ...] = (
         "us",
         measure_l2fast_ping,
         probe=("ping", "daemon"),
+        daemons=True,
     ),
 )
 KINDS_BY_KEY = {kind.key: kind for kind in KINDS}

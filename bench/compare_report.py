@@ -26,7 +26,13 @@ RATIO_NOT_BUILT = "n/a (not built yet)"
 RATIOS: tuple[tuple[str, str, str, str, str], ...] = (
     ("bench_over_raw", "l2fast bench / raw ceiling", "l2fast_bench", "raw", ">= 0.8 at every MTU"),
     ("bench_over_iperf3", "l2fast bench / iperf3", "l2fast_bench", "iperf3", ">= 1.2 at MTU 65535"),
-    ("send_over_nc", "l2fast send / nc", "l2fast_send", "nc", ""),
+    (
+        "send_over_nc",
+        "l2fast send / nc",
+        "l2fast_send",
+        "nc",
+        ">= 1.0 at MTU 1500, >= 1.5 at 9000 (issue 5)",
+    ),
     ("rtt_ratio", "RTT: l2fast ping / ICMP ping", "l2fast_ping", "icmp_ping", "<= 5"),
     ("raw_over_iperf3", "raw ceiling / iperf3", "raw", "iperf3", ""),
     ("raw_over_nc", "raw ceiling / nc", "raw", "nc", ""),
@@ -189,7 +195,7 @@ def measurement_table(result: dict[str, Any]) -> str:
 def ratio_table(result: dict[str, Any]) -> str:
     """Markdown table of the ratios of medians, one column per MTU."""
     mtus = list(result["mtus"])
-    head = ["ratio (of medians)", *(f"MTU {m}" for m in mtus), "target (issue 6)"]
+    head = ["ratio (of medians)", *(f"MTU {m}" for m in mtus), "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, *_rest, target in RATIOS:
         cells = []
@@ -203,21 +209,26 @@ def ratio_table(result: dict[str, Any]) -> str:
 def scaling_table(scaling: dict[str, Any]) -> str:
     """Markdown table of the scaling run: time, rate and receiver peak RSS per size."""
     lines = [
-        "| tool | size | time s, median (min-max) | Gbit/s | receiver peak RSS |",
-        "|---|---|---|---|---|",
+        "| tool | size | time s, median (min-max) | Gbit/s | receiver peak RSS (sum of VmHWM) "
+        "| receiver peak PSS |",
+        "|---|---|---|---|---|---|",
     ]
     for key, entry in scaling["kinds"].items():
         label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
-            lines.append(f"| {label} | all | {RATIO_NOT_BUILT} | | |")
+            lines.append(f"| {label} | all | {RATIO_NOT_BUILT} | | | |")
             continue
         for size, row in entry["sizes"].items():
             seconds = [s["seconds"] for s in row["samples"]]
-            rss = detail_median(row, "receiver_peak_rss_kib")
+            memory = [
+                detail_median(row, "receiver_peak_rss_kib"),
+                detail_median(row, "receiver_peak_pss_kib"),
+            ]
             lines.append(
                 f"| {label} | {int(size) >> 20} MiB | {statistics.median(seconds):.2f} "
                 f"({min(seconds):.2f}-{max(seconds):.2f}) | {row['median']:.2f} | "
-                + (f"{rss / 1024:.1f} MiB |" if rss is not None else "- |")
+                + " | ".join(f"{m / 1024:.1f} MiB" if m is not None else "-" for m in memory)
+                + " |"
             )
     for key, entry in scaling["kinds"].items():
         fit = entry.get("fit")
@@ -331,15 +342,20 @@ def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
                 label=f"{label} least squares, R^2 = {fit['r2']:.4f}",
             )
         rss = [detail_median(r, "receiver_peak_rss_kib") or 0 for r in rows]
-        ax_m.plot(gib, [r / 1024 for r in rss], "o-", label=f"{label} receiver")
+        ax_m.plot(gib, [r / 1024 for r in rss], "o-", label=f"{label} receiver, peak RSS")
         rss_top = max(rss_top, *(r / 1024 for r in rss))
+        pss = [detail_median(r, "receiver_peak_pss_kib") for r in rows]
+        if all(p is not None for p in pss):
+            ax_m.plot(
+                gib, [(p or 0) / 1024 for p in pss], "s--", label=f"{label} receiver, peak PSS"
+            )
     ax_t.set_xlabel("file size, GiB")
     ax_t.set_ylabel("copy time, s")
     ax_t.set_title(f"time against size (MTU {scaling['mtu']})")
     ax_t.legend(fontsize=8)
     ax_t.grid(alpha=0.3)
     ax_m.set_xlabel("file size, GiB")
-    ax_m.set_ylabel("peak RSS, MiB")
+    ax_m.set_ylabel("MiB (whole process tree)")
     ax_m.set_title("receiver peak resident memory")
     ax_m.set_ylim(0, rss_top * 1.3 or 1.0)
     ax_m.legend(fontsize=8)

@@ -1,5 +1,6 @@
 """bench/compare.py end to end: a quick run on one MTU produces well-formed JSON with real
-baseline numbers, marks what l2fast has not built yet as not available, and leaves no lab, no
+baseline numbers and a verified `l2fast send` copy (with the receiver's memory), marks what
+l2fast has not built yet (`l2fast bench`, maybe) as not available, and leaves no lab, no
 address and no tmpfs file behind. A run that cannot be done fails loudly instead of reporting.
 """
 
@@ -70,7 +71,20 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
     assert nc[0]["sha256_checked"] is True  # the first copy of each MTU is digest-checked
     assert all(s["receiver_peak_rss_kib"] > 0 for s in nc)
 
+    # l2fast send is built (issue 5): measured every run, verified, its receiver's memory known.
+    assert rows["l2fast_send"]["status"] == "ok", rows["l2fast_send"]
+    send = rows["l2fast_send"]["samples"]
+    assert len(send) == reps
+    assert all(s["bytes"] == data["settings"]["file_bytes"] for s in send)
+    assert all(s["seconds"] > 0 and s["wall_seconds"] >= s["seconds"] for s in send)
+    assert send[0]["sha256_checked"] is True
+    for s in send:
+        # The daemon, its receive process and its writers were all sampled.
+        assert s["receiver_processes"] >= 2 and s["memory_samples"] >= 2, s
+        assert 0 < s["receiver_peak_pss_kib"] <= s["receiver_peak_rss_kib"], s
+
     ratios = mtu["ratios"]
+    assert ratios["send_over_nc"]["status"] == "ok" and ratios["send_over_nc"]["value"] > 0
     assert ratios["raw_over_iperf3"]["status"] == "ok"
     assert ratios["raw_over_iperf3"]["value"] > 0
     assert ratios["raw_over_nc"]["value"] > 0
@@ -91,6 +105,7 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
     # The printed tables carry the same verdicts.
     assert "| iperf3, kernel TCP, 1 stream | Gbit/s |" in proc.stdout
     assert "raw ceiling / iperf3" in proc.stdout
+    assert "| l2fast send / nc | " in proc.stdout
 
     # Nothing is left behind: no lab namespace, no tmpfs working directory.
     lab = mtu["lab"]

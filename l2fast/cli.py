@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "l2fast.commands.chat",
     "l2fast.commands.ping",
     "l2fast.commands.send",
+    "l2fast.commands.bench",
     "l2fast.commands.inbox",
     "l2fast.commands.demo",
     "l2fast.commands.selftest",

@@ -587,6 +587,28 @@ class NodeService:
                     os.close(fd)
             raise
 
+    def _op_bench(self, conn: Replier, request: dict[str, Any]) -> None:
+        """`l2fast bench`: bench streams to the peer for `seconds`, intervals as events."""
+        seconds = _number(request, "seconds", 10.0, 0.1, 600.0)
+        interval = _number(request, "interval", 1.0, 0.05, 600.0)
+
+        def start(mac: bytes) -> None:
+            def reply(obj: dict[str, Any]) -> None:
+                final = obj.pop("done", False)
+                ok = obj.pop("ok", True)
+                message = {"ok": True, "id": request.get("id"), **obj}
+                if final:
+                    message["done"] = True
+                    message["success"] = ok
+                else:
+                    message.setdefault("event", "interval")
+                conn.send(message)
+
+            job = self.transfers.start_bench(reply, mac, seconds, interval)
+            conn.on_close.append(job.cancel)
+
+        self._with_peer(conn, request, start)
+
     def _op_inbox(self, conn: Replier, request: dict[str, Any]) -> None:
         self._reply(conn, request, offers=self.transfers.inbox())
 
@@ -608,6 +630,7 @@ class NodeService:
         "ping": _op_ping,
         "send": _op_send,
         "send_fds": _op_send_fds,
+        "bench": _op_bench,
         "inbox": _op_inbox,
         "accept": _op_decide,
         "reject": _op_decide,

@@ -25,6 +25,7 @@ import logging
 import mmap
 import os
 import resource
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -450,6 +451,219 @@ class OutgoingJob:
         }
 
 
+#: Bytes of one bench segment (one FILE_OFFER of kind bench). A bench run is a pipeline of
+#: segments, so each one ends with a FILE_RESULT carrying the receiver's CPU time and drops.
+BENCH_SEGMENT_BYTES = 256 << 20
+#: The fastest link a bench run plans segments for (Gbit/s); a faster one ends the run early.
+BENCH_MAX_GBIT = 50.0
+
+
+class BenchJob(OutgoingJob):
+    """One `bench` request: bench streams (FILE_OFFER kind 3) sent for `seconds` over the
+    real protocol (credit, SACK, retransmission, CRC32C), from one buffer, to a memory sink.
+
+    Replies `{"event": "interval", ...}` every `interval` seconds and a final `done` message
+    with the summary; then the remaining segments are cancelled and the session closed.
+    """
+
+    def __init__(
+        self, owner: Transfers, reply: Any, peer: bytes, seconds: float, interval: float
+    ) -> None:
+        self.seconds = seconds
+        self.interval = interval
+        n = int(seconds * BENCH_MAX_GBIT * 1e9 / 8 / BENCH_SEGMENT_BYTES) + 2
+        files = [
+            _SourceFile(FileEntry(path=f"bench/{i}", kind=FileKind.BENCH), -1) for i in range(n)
+        ]
+        super().__init__(owner, reply, peer, files, Digest.SHA256)
+        self.mtu = 0
+        self.chunk = 0
+        self._buf = b""
+        self._txs: list[dp.TxPath] = []
+        self.kernel_drops = 0
+        self.intervals: list[dict[str, Any]] = []
+        self.rx_cpu_s = 0.0
+        self.rx_wall_s = 0.0
+        self.rx_segments = 0
+        self._tick_timer: Timer | None = None
+        self._end_timer: Timer | None = None
+        self._last: dict[str, float] = {}
+        self._rx_interval = [0.0, 0.0]
+        self._cpu0 = 0.0
+
+    def on_opened(self, mtu: int) -> None:
+        self.mtu = mtu
+        self.chunk = _chunk_size(mtu)
+        self._buf = bytes(range(256)) * (self.chunk // 256 + 1)
+        size = max(1, BENCH_SEGMENT_BYTES // self.chunk) * self.chunk
+        for f in self.files:
+            f.entry = FileEntry(path=f.entry.path, kind=FileKind.BENCH, size=size, mode=0)
+        self._cpu0 = time.process_time()
+        super().on_opened(mtu)
+        self._last = self._counters(self.started)
+        self._tick_timer = self.runner.call_later(self.interval, self._tick)
+        self._end_timer = self.runner.call_later(self.seconds, self._end)
+
+    def _tx_for(self, index: int) -> dp.TxPath:
+        f = self.files[index]
+        assert self.out is not None and self.sock is not None
+        if f.tx is None:
+            layout = self.out.layout(index)
+            f.tx = dp.TxPath(
+                self.sock,
+                self.sock.ifindex,
+                dst=self.peer,
+                src=self.sock.mac,
+                session=self.session,
+                data=self._buf,
+                chunk_size=layout.chunk_size,
+                file_size=layout.size,
+                first_chunk=layout.first_chunk,
+                bench=True,
+            )
+            self._txs.append(f.tx)
+        return f.tx
+
+    def _on_feedback(self) -> None:
+        assert self.sock is not None and self.out is not None
+        now = self.runner.now()
+        for raw in self.sock.recv_frames(0, 256):
+            info = native.parse_frame(raw)
+            if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
+                continue
+            off = ETH_HLEN + _HDR
+            try:
+                body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
+            except L2fastError:
+                continue
+            if isinstance(body, Feedback):
+                self.kernel_drops += body.kernel_drops
+                self.out.on_feedback(body, now, info.seq)
+        self._after(now)
+
+    def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, FileCompleted):
+            note = parse_bench_note(ev.final_name)
+            if note:
+                self.rx_segments += 1
+                self.rx_cpu_s += note.get("cpu_s", 0.0)
+                self.rx_wall_s += note.get("wall_s", 0.0)
+                self._rx_interval[0] += note.get("cpu_s", 0.0)
+                self._rx_interval[1] += note.get("wall_s", 0.0)
+            if self.out is not None:
+                self._release(self.files[ev.index])
+            return
+        if isinstance(ev, TransferProgress):
+            return
+        if isinstance(ev, OfferRejected):
+            text = f" ({escape_text(ev.text)})" if ev.text else ""
+            self._finish(False, f"the peer refused the bench stream: {_code(ev.reason)}{text}")
+            return
+        if isinstance(ev, TransferDone):  # every planned segment went: a very fast link
+            self._end()
+            return
+        super()._on_event(ev, now)
+
+    # --- measuring ---------------------------------------------------------------------------
+
+    def _counters(self, now: float) -> dict[str, float]:
+        out = self.out
+        frames = sum(t.stats().frames for t in self._txs)
+        acked = out.window.acked_chunks if out is not None else 0
+        retrans = out.window.stats.retransmitted_chunks if out is not None else 0
+        return {
+            "t": now,
+            "bytes": acked * self.chunk,
+            "acked_frames": acked,
+            "frames": frames,
+            "retransmits": retrans,
+            "drops": self.kernel_drops,
+            "cpu": time.process_time(),
+        }
+
+    def _report(self, a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+        dt = max(b["t"] - a["t"], 1e-9)
+        return {
+            "start": round(a["t"] - self.started, 3),
+            "end": round(b["t"] - self.started, 3),
+            "seconds": round(dt, 3),
+            "bytes": int(b["bytes"] - a["bytes"]),
+            "gbit_per_s": round((b["bytes"] - a["bytes"]) * 8 / dt / 1e9, 3),
+            "frames_per_s": round((b["acked_frames"] - a["acked_frames"]) / dt),
+            "frames_sent": int(b["frames"] - a["frames"]),
+            "retransmits": int(b["retransmits"] - a["retransmits"]),
+            "kernel_drops": int(b["drops"] - a["drops"]),
+            "sender_cpu_pct": round((b["cpu"] - a["cpu"]) / dt * 100, 1),
+        }
+
+    def _tick(self) -> None:
+        self._tick_timer = None
+        if self.ended:
+            return
+        now = self.runner.now()
+        cur = self._counters(now)
+        rep = self._report(self._last, cur)
+        cpu, wall = self._rx_interval
+        rep["receiver_cpu_pct"] = round(cpu / wall * 100, 1) if wall else None
+        self._rx_interval = [0.0, 0.0]
+        self._last = cur
+        self.intervals.append(rep)
+        self.reply({"event": "interval", **rep})
+        if now - self.started + self.interval <= self.seconds + 1e-3:
+            self._tick_timer = self.runner.call_later(self.interval, self._tick)
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        now = self.runner.now()
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
+        cur = self._counters(now)
+        if cur["t"] - self._last["t"] > self.interval * 0.2:
+            self._tick_last(cur)
+        first = {"t": self.started, "bytes": 0, "acked_frames": 0, "frames": 0,
+                 "retransmits": 0, "drops": 0, "cpu": self._cpu0}  # fmt: skip
+        summary = self._report(first, cur)
+        summary["receiver_cpu_pct"] = (
+            round(self.rx_cpu_s / self.rx_wall_s * 100, 1) if self.rx_wall_s else None
+        )
+        summary["receiver_cpu_s"] = round(self.rx_cpu_s, 3)
+        summary["receiver_segments"] = self.rx_segments
+        summary["sender_cpu_s"] = round(cur["cpu"] - self._cpu0, 3)
+        self.ended = True
+        self.reply(
+            {
+                "done": True,
+                "ok": True,
+                "mtu": self.mtu,
+                "chunk_size": self.chunk,
+                "session": f"{self.session:#010x}",
+                "intervals": self.intervals,
+                "end": summary,
+            }
+        )
+        if self.out is not None:
+            self.out.cancel(now, "bench over")
+        self.close()
+        _close_session(self.runner, self.peer, self.session, now)
+
+    def _tick_last(self, cur: dict[str, float]) -> None:
+        rep = self._report(self._last, cur)
+        cpu, wall = self._rx_interval
+        rep["receiver_cpu_pct"] = round(cpu / wall * 100, 1) if wall else None
+        self._last = cur
+        self.intervals.append(rep)
+        self.reply({"event": "interval", **rep})
+
+    def close(self) -> None:
+        for t in (self._tick_timer, self._end_timer):
+            if t is not None:
+                t.cancel()
+        self._tick_timer = self._end_timer = None
+        super().close()
+
+
 def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:
     """Close this one session in order (NodeEngine.close would close every session with the
     peer, including other transfers'). NodeEngine has no per-session close yet: this reaches
@@ -461,6 +675,26 @@ def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) ->
     with contextlib.suppress(L2fastError):
         slot.session.close(now)
     engine._collect(now)
+
+
+def bench_note(msg: dict[str, Any]) -> str:
+    """The FILE_RESULT `final_name` text of a bench stream: `bench cpu_s=.. wall_s=.. drops=..`."""
+    return (
+        f"bench cpu_s={float(msg.get('cpu_s', 0.0)):.4f} wall_s={float(msg.get('wall_s', 0.0)):.4f}"
+        f" drops={int(msg.get('drops', 0))}"
+    )
+
+
+def parse_bench_note(text: str) -> dict[str, float]:
+    """The numbers of a `bench_note` (empty when the peer sent none)."""
+    out: dict[str, float] = {}
+    if not text.startswith("bench "):
+        return out
+    for part in text.split()[1:]:
+        key, _, value = part.partition("=")
+        with contextlib.suppress(ValueError):
+            out[key] = float(value)
+    return out
 
 
 def _code(code: int) -> str:
@@ -614,6 +848,8 @@ class Transfers:
                 )
                 return
             inc.incoming.file_placed(ev.transfer_id, placed.final_name, now)
+        elif isinstance(ev, FileReceived) and ev.kind is FileKind.BENCH:
+            inc.files.pop(ev.transfer_id, None)
         elif isinstance(ev, FileReceived):
             entry = {
                 "peer": format_mac(inc.peer),
@@ -652,6 +888,10 @@ class Transfers:
             inc.incoming.reject(
                 ev.transfer_id, now, ErrorCode.REFUSED, "this node accepts no files (--accept none)"
             )
+            return
+        if ev.kind is FileKind.BENCH:
+            # A bench stream (l2fast bench) touches no disk: accepted unless --accept none.
+            self._accept_bench(inc, ev, now)
             return
         if self.accept_policy == "ask":
             pid = self._next_pending
@@ -694,12 +934,40 @@ class Transfers:
             return
         inc.queue.append(ev.transfer_id)
 
+    def _accept_bench(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
+        """A bench stream: received by a receive process whose writers release without
+        writing (Writer bench mode, fd < 0); no file, no digest."""
+        inc.files[ev.transfer_id] = _Receiving(ev.transfer_id, ev)
+        inc.incoming.accept(ev.transfer_id, now)
+        if ev.size:
+            inc.queue.append(ev.transfer_id)
+
+    def _start_bench(self, inc: IncomingJob, rec: _Receiving) -> None:
+        ev = rec.offer
+        rec.job = ReceiveJob(
+            iface=self.runner.sock.ifname,
+            session=inc.session,
+            peer=inc.peer,
+            fd=-1,
+            bitmap=None,
+            size=ev.size,
+            chunk_size=ev.chunk_size,
+            first_chunk=ev.first_chunk,
+        )
+        inc.active = rec.transfer_id
+        job = rec.job
+        self.runner.add_reader(job.conn, lambda: self._on_job(inc, rec))
+        self.runner.add_reader(job.sentinel, lambda: self._on_job(inc, rec, died=True))
+
     def _start_next(self, inc: IncomingJob) -> None:
         """Start the receive process of the next accepted file (one at a time per session)."""
         if inc.active is not None or not inc.queue:
             return
         tid = inc.queue.popleft()
         rec = inc.files.get(tid)
+        if rec is not None and rec.offer.kind is FileKind.BENCH:
+            self._start_bench(inc, rec)
+            return
         if rec is None or rec.file is None:
             self._start_next(inc)
             return
@@ -797,6 +1065,13 @@ class Transfers:
                 return
             job.kernel_drops = int(msg.get("drops", job.kernel_drops))
             cum = int(msg.get("cum", job.first_chunk))
+            if rec.offer.kind is FileKind.BENCH:
+                if msg.get("done"):
+                    # The FILE_RESULT of a bench stream carries the receive process's CPU
+                    # time and kernel drops (docs/PROTOCOL.md §FILE_RESULT).
+                    inc.incoming.bench_notes[rec.transfer_id] = bench_note(msg)
+                else:
+                    cum = min(cum, job.end_chunk - 1)  # completes only with the note
             if cum > job.cum:
                 inc.incoming.on_chunks([(job.cum, cum)], now)
                 job.cum = cum
@@ -914,6 +1189,12 @@ class Transfers:
                     os.close(fd)
             raise L2fastError(f"bad send request: {exc!r}") from None
         job = OutgoingJob(self, reply, peer, sources, digest)
+        self.outgoing[job.session] = job
+        return job
+
+    def start_bench(self, reply: Any, peer: bytes, seconds: float, interval: float) -> BenchJob:
+        """Start a bench run to `peer` (see `BenchJob`)."""
+        job = BenchJob(self, reply, peer, seconds, interval)
         self.outgoing[job.session] = job
         return job
 

@@ -140,6 +140,10 @@ class IncomingTransfer:
         self._last_progress: float | None = None
         #: True once the session ended and TransferDone or TransferFailed was given.
         self.finished = False
+        #: transfer_id -> text for the FILE_RESULT `final_name` of a bench stream (kind 3),
+        #: set by the adapter before its last chunks are reported (the receiver's CPU time
+        #: and kernel drops for `l2fast bench`; see docs/PROTOCOL.md §FILE_RESULT).
+        self.bench_notes: dict[int, str] = {}
 
     # --- inspection ------------------------------------------------------------------------
 
@@ -448,7 +452,7 @@ class IncomingTransfer:
         if f.kind is FileKind.BENCH or (f.end_algo == f.offer.digest and f.end_digest == ours):
             self._move(f, FileInput.DIGEST_MATCH)
             if f.kind is FileKind.BENCH:
-                self._placed(f, "")
+                self._placed(f, self.bench_notes.pop(f.transfer_id, ""))
             else:
                 self._events.append(FileVerified(f.transfer_id, f.path, ours))
             return

@@ -63,6 +63,7 @@ def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> 
 
 
 def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
+    started = time.monotonic()
     sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
     sock.set_filter(native.SocketFilter.DATA, o["session"])
     slot = dp.slot_size_for_mtu(sock.mtu)
@@ -151,8 +152,11 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
         time.sleep(0.002)
         fb = send_feedback()
     c = path.counters()
+    t = os.times()  # the writers were joined: their CPU time is in the children's fields
     conn.send(
         {
+            "cpu_s": t.user + t.system + t.children_user + t.children_system,
+            "wall_s": time.monotonic() - started,
             "done": fb.complete,
             "cum": fb.cum_ack,
             "drops": drops_total,

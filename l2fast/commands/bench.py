@@ -1,0 +1,244 @@
+"""`l2fast bench PEER`: iperf3-style memory-to-memory throughput over the real protocol (issue 6).
+
+The node (the daemon on the interface, or this command's own engine) opens a session to PEER
+and sends bench streams (FILE_OFFER kind 3: the receiver counts and discards, no disk, no
+digest) with everything a file transfer has: CRC32C per frame, FEEDBACK credit and SACK,
+retransmission. The bench run is a pipeline of 256 MiB segments (one offer each): every
+segment ends with a FILE_RESULT whose text carries the receiving process's CPU seconds and
+kernel drops, which is how the receiver's CPU use reaches this side. After `-t` seconds the
+rest is cancelled and the session closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from l2fast.daemon.client import add_node_arguments, connect
+from l2fast.daemon.display import format_mac, parse_mac
+from l2fast.errors import L2fastError
+
+EXAMPLES = """\
+examples:
+  l2fast bench h2                          10 s to the peer named h2, a line per second
+  l2fast bench 02:00:00:00:00:02 -t 2 -i 0.5
+  l2fast bench h2 -t 2 --json              one JSON object at the end: intervals + end
+  l2fast bench h2 --json-stream            one JSON object per interval, then the summary
+  sudo l2fast bench h2 --raw -t 2          unreliable blast of full frames (sender side only)
+
+The peer only needs its daemon (`l2fast daemon`): it accepts bench streams under any --accept
+policy except `none` (a bench stream touches no disk). Throughput counts payload bytes the
+receiver acknowledged; frames/s counts acknowledged DATA frames. Per interval and at the end:
+retransmitted frames, kernel drops at the receiver (from its FEEDBACK), this node's CPU
+(sender_cpu_pct: the daemon's, or this command's, process CPU), and the receiver's CPU
+(receiver_cpu_pct: its receive processes' CPU over their lifetime, from each 256 MiB
+segment's FILE_RESULT; null in an interval in which no segment ended). -R (the peer sends) is
+not supported yet: it needs a new control-stream request.
+"""
+
+#: Seconds without any message from the node before the command gives up (beyond -t).
+SILENCE_S = 30.0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one bench and report."""
+    if args.reverse:
+        raise L2fastError(
+            "-R (the peer sends) is not supported yet",
+            hint="run `l2fast bench` on the other host instead",
+        )
+    if not 0.1 <= args.time <= 600:
+        raise L2fastError(f"-t must be between 0.1 and 600 seconds, got {args.time:g}")
+    if not 0.05 <= args.interval <= 600:
+        raise L2fastError(f"-i must be between 0.05 and 600 seconds, got {args.interval:g}")
+    if args.raw:
+        return _raw(args)
+    request = {"op": "bench", "peer": args.peer, "seconds": args.time, "interval": args.interval}
+    final: dict[str, Any] = {}
+    quiet = args.json or args.json_stream
+    with connect(args.interface, local_ok=True, name=args.name) as client:
+        for msg in client.stream(request, SILENCE_S + args.time):
+            if msg.get("done"):
+                final = msg
+                break
+            if msg.get("event") == "start" and not quiet:
+                print(f"bench to {args.peer}: session {msg.get('session')}, MTU {msg.get('mtu')}")
+                print(_HEADER)
+            elif msg.get("event") == "interval":
+                rep = _clean(msg)
+                if args.json_stream:
+                    print(json.dumps({"event": "interval", "data": rep}), flush=True)
+                elif not args.json:
+                    print(_line(rep), flush=True)
+    ok = bool(final.get("success"))
+    result = _result(args, final)
+    if args.json_stream:
+        print(json.dumps({"event": "end", "data": result}), flush=True)
+    elif args.json:
+        print(json.dumps(result, indent=2))
+    elif ok:
+        print(_SEP)
+        print(_line(result["end"], summary=True))
+        print(f"negotiated MTU {result['mtu']} (chunk {result['chunk_size']} bytes)")
+    if not ok:
+        print(f"l2fast: error: {final.get('error') or 'the bench failed'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _clean(msg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in msg.items() if k not in ("ok", "id", "event")}
+
+
+def _result(args: argparse.Namespace, final: dict[str, Any]) -> dict[str, Any]:
+    """The iperf3-like result: start (parameters), intervals, end (summary)."""
+    return {
+        "start": {
+            "peer": args.peer,
+            "mode": "reliable",
+            "seconds": args.time,
+            "interval": args.interval,
+            "session": final.get("session"),
+        },
+        "mtu": final.get("mtu"),
+        "chunk_size": final.get("chunk_size"),
+        "intervals": final.get("intervals", []),
+        "end": final.get("end", {}),
+        **({"error": final["error"]} if final.get("error") else {}),
+    }
+
+
+_HEADER = "  interval s     Gbit/s   frames/s   retrans   drops  cpu tx %  cpu rx %"
+_SEP = "-" * len(_HEADER)
+
+
+def _line(rep: dict[str, Any], summary: bool = False) -> str:
+    rx = rep.get("receiver_cpu_pct")
+    span = f"{rep.get('start', 0):5.2f}-{rep.get('end', 0):5.2f}"
+    return (
+        f"{span:>12} {rep.get('gbit_per_s', 0):10.3f} {rep.get('frames_per_s', 0):10.0f}"
+        f" {rep.get('retransmits', 0):9d} {rep.get('kernel_drops', 0):7d}"
+        f" {rep.get('sender_cpu_pct', 0):9.1f} {'-' if rx is None else f'{rx:.1f}':>9}"
+        + ("  (summary)" if summary else "")
+    )
+
+
+def _raw(args: argparse.Namespace) -> int:
+    """`--raw`: blast full-size frames at PEER for -t seconds from this process.
+
+    What arrived is not counted: the peer's daemon cannot count raw frames (its sockets filter
+    DATA of unknown sessions out in the kernel), so this reports what the kernel took; run
+    `python -m l2fast.rawblast rx -i IFACE` on the peer to count arrivals there.
+    """
+    from l2fast import native
+    from l2fast.daemon.interfaces import choose_interface
+    from l2fast.rawblast import send_blast
+    from l2fast.wire.constants import ETH_HLEN
+
+    dst = parse_mac(args.peer)
+    if dst is None:
+        with connect(args.interface, local_ok=True, name=args.name) as client:
+            peers = client.request({"op": "discover", "timeout": 1.0}, 10.0).get("peers", [])
+        found = [p["mac"] for p in peers if p.get("name") == args.peer]
+        if not found:
+            raise L2fastError(
+                f"no peer named {args.peer!r} answered", hint="give its MAC address instead"
+            )
+        dst = parse_mac(found[0])
+        assert dst is not None
+    ifname = choose_interface(args.interface)
+    intervals: list[dict[str, Any]] = []
+    with native.RawSocket.open(ifname) as sock:
+        frame_size = sock.mtu + ETH_HLEN
+        total_frames = 0
+        start = time.perf_counter()
+        left = args.time
+        while left > 1e-3:
+            r = send_blast(sock, dst, min(args.interval, left), frame_size)
+            left -= r.seconds
+            t0 = time.perf_counter() - start - r.seconds
+            rep = {
+                "start": round(t0, 3),
+                "end": round(t0 + r.seconds, 3),
+                "seconds": round(r.seconds, 3),
+                "frames_sent": r.frames,
+                "gbit_per_s": round(r.gbit_per_s, 3),
+                "frames_per_s": round(r.frames_per_s),
+            }
+            total_frames += r.frames
+            intervals.append(rep)
+            if args.json_stream:
+                print(json.dumps({"event": "interval", "data": rep}), flush=True)
+            elif not args.json:
+                print(
+                    f"{rep['start']:5.2f}-{rep['end']:5.2f} s  sent {rep['gbit_per_s']:.3f} Gbit/s"
+                    f"  {rep['frames_per_s']} frames/s",
+                    flush=True,
+                )
+        seconds = time.perf_counter() - start
+        mtu = sock.mtu
+    end = {
+        "seconds": round(seconds, 3),
+        "frames_sent": total_frames,
+        "frame_size": frame_size,
+        "gbit_per_s": round(total_frames * frame_size * 8 / seconds / 1e9, 3),
+        "frames_per_s": round(total_frames / seconds),
+        "frames_arrived": None,
+        "note": "arrivals are not counted by the peer's daemon; run `python -m l2fast.rawblast "
+        "rx` on the peer to count them",
+    }
+    result = {
+        "start": {"peer": format_mac(dst), "mode": "raw", "seconds": args.time},
+        "mtu": mtu,
+        "intervals": intervals,
+        "end": end,
+    }
+    if args.json_stream:
+        print(json.dumps({"event": "end", "data": result}), flush=True)
+    elif args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"raw blast: {end['gbit_per_s']:.3f} Gbit/s sent ({end['frames_per_s']} frames/s of "
+            f"{frame_size} bytes, MTU {mtu}); arrivals not counted (see --help)"
+        )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `l2fast bench`."""
+    parser = sub.add_parser(
+        "bench",
+        help="memory-to-memory throughput to a peer over the reliable protocol (iperf3-style)",
+        description="Measure throughput to PEER over the real l2fast protocol (CRC32C, credit, "
+        "acknowledgements, retransmission) from memory to memory: no disk on either side.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("peer", metavar="PEER", help="MAC address or name of the peer")
+    parser.add_argument(
+        "-t", "--time", type=float, default=10.0, metavar="SECONDS", help="length (default 10)"
+    )
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="INTERVAL",
+        help="seconds between reports (default 1)",
+    )
+    parser.add_argument(
+        "-R", "--reverse", action="store_true", help="the peer sends (not supported yet)"
+    )
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object at the end")
+    out.add_argument(
+        "--json-stream", action="store_true", help="one JSON object per interval, then the end"
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="unreliable blast of full-size frames (sender only)"
+    )
+    add_node_arguments(parser, one_shot=True, interface_flag="-I")
+    parser.set_defaults(handler=run)

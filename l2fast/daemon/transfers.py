@@ -65,7 +65,7 @@ from l2fast.transfer.protocol import (
     for_sender,
     is_file_frame,
 )
-from l2fast.transfer.receiver_proc import ReceiveJob, SmallFileReceiver
+from l2fast.transfer.receiver_proc import BenchReceiver, ReceiveJob, SmallFileReceiver
 from l2fast.wire.constants import ETH_HLEN, Digest, ErrorCode, FileKind, FrameType, Verdict
 from l2fast.wire.frames import Feedback, FileOffer, decode_payload
 
@@ -453,7 +453,7 @@ class OutgoingJob:
 
 #: Bytes of one bench segment (one FILE_OFFER of kind bench). A bench run is a pipeline of
 #: segments, so each one ends with a FILE_RESULT carrying the receiver's CPU time and drops.
-BENCH_SEGMENT_BYTES = 256 << 20
+BENCH_SEGMENT_BYTES = 128 << 20
 #: The fastest link a bench run plans segments for (Gbit/s); a faster one ends the run early.
 BENCH_MAX_GBIT = 50.0
 
@@ -558,6 +558,9 @@ class BenchJob(OutgoingJob):
         if isinstance(ev, OfferRejected):
             text = f" ({escape_text(ev.text)})" if ev.text else ""
             self._finish(False, f"the peer refused the bench stream: {_code(ev.reason)}{text}")
+            return
+        if isinstance(ev, FileFailed):
+            self._finish(False, f"the bench stream failed: {ev.error}")
             return
         if isinstance(ev, TransferDone):  # every planned segment went: a very fast link
             self._end()
@@ -743,6 +746,8 @@ class IncomingJob:
     small: SmallFileReceiver | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     started: float = 0.0
+    bench: BenchReceiver | None = None  # the bench streams' receive process
+    bench_ends: deque[tuple[int, int]] = field(default_factory=deque)  # (transfer_id, end chunk)
 
 
 class Transfers:
@@ -935,29 +940,80 @@ class Transfers:
         inc.queue.append(ev.transfer_id)
 
     def _accept_bench(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
-        """A bench stream: received by a receive process whose writers release without
-        writing (Writer bench mode, fd < 0); no file, no digest."""
+        """A bench stream: received by the session's bench receive process (one for every
+        bench stream of the session), whose writers release without writing; no file, no
+        digest. Its credit grows to the end of each accepted stream."""
         inc.files[ev.transfer_id] = _Receiving(ev.transfer_id, ev)
         inc.incoming.accept(ev.transfer_id, now)
-        if ev.size:
-            inc.queue.append(ev.transfer_id)
-
-    def _start_bench(self, inc: IncomingJob, rec: _Receiving) -> None:
-        ev = rec.offer
-        rec.job = ReceiveJob(
+        if not ev.size:
+            return
+        end = ev.first_chunk + -(-ev.size // ev.chunk_size)
+        inc.bench_ends.append((ev.transfer_id, end))
+        if inc.bench is not None:
+            inc.bench.allow(end)
+            return
+        bench = inc.bench = BenchReceiver(
             iface=self.runner.sock.ifname,
             session=inc.session,
             peer=inc.peer,
-            fd=-1,
-            bitmap=None,
-            size=ev.size,
             chunk_size=ev.chunk_size,
-            first_chunk=ev.first_chunk,
+            first=ev.first_chunk,
+            end=end,
         )
-        inc.active = rec.transfer_id
-        job = rec.job
-        self.runner.add_reader(job.conn, lambda: self._on_job(inc, rec))
-        self.runner.add_reader(job.sentinel, lambda: self._on_job(inc, rec, died=True))
+        self.runner.add_reader(bench.conn, lambda: self._on_bench(inc))
+        self.runner.add_reader(bench.sentinel, lambda: self._on_bench(inc, died=True))
+
+    def _on_bench(self, inc: IncomingJob, died: bool = False) -> None:
+        b = inc.bench
+        if b is None:
+            return
+        now = self.runner.now()
+        for msg in b.read():
+            if "error" in msg:
+                self._bench_failed(inc, str(msg["error"]))
+                return
+            b.kernel_drops = int(msg.get("drops", b.kernel_drops))
+            b.cpu_s = float(msg.get("cpu_s", b.cpu_s))
+            b.wall_s = float(msg.get("wall_s", b.wall_s))
+            cum = int(msg.get("cum", b.cum))
+            while inc.bench_ends and inc.bench_ends[0][1] <= cum:
+                # The FILE_RESULT of a bench stream carries the receiving CPU time and kernel
+                # drops since the previous one (docs/PROTOCOL.md §FILE_RESULT).
+                tid, _ = inc.bench_ends.popleft()
+                inc.incoming.bench_notes[tid] = bench_note(
+                    {
+                        "cpu_s": b.cpu_s - b.noted_cpu,
+                        "wall_s": b.wall_s - b.noted_wall,
+                        "drops": b.kernel_drops - b.noted_drops,
+                    }
+                )
+                b.noted_cpu, b.noted_wall, b.noted_drops = b.cpu_s, b.wall_s, b.kernel_drops
+            if cum > b.cum:
+                inc.incoming.on_chunks([(b.cum, cum)], now)
+                b.cum = cum
+        else:
+            if died:
+                self._bench_failed(inc, f"the bench receive process died ({b.process.exitcode})")
+                return
+        self._after_incoming(inc)
+
+    def _stop_bench(self, inc: IncomingJob) -> None:
+        bench, inc.bench = inc.bench, None
+        if bench is not None:
+            self.runner.remove_reader(bench.conn)
+            self.runner.remove_reader(bench.sentinel)
+            bench.stop()
+
+    def _bench_failed(self, inc: IncomingJob, error: str) -> None:
+        log.warning("bench stream from %s failed: %s", format_mac(inc.peer), error)
+        self._stop_bench(inc)
+        now = self.runner.now()
+        while inc.bench_ends:
+            tid, _ = inc.bench_ends.popleft()
+            inc.files.pop(tid, None)
+            with contextlib.suppress(L2fastError):
+                inc.incoming.file_failed(tid, int(ErrorCode.IO_ERROR), error, now)
+        self._after_incoming(inc)
 
     def _start_next(self, inc: IncomingJob) -> None:
         """Start the receive process of the next accepted file (one at a time per session)."""
@@ -965,9 +1021,6 @@ class Transfers:
             return
         tid = inc.queue.popleft()
         rec = inc.files.get(tid)
-        if rec is not None and rec.offer.kind is FileKind.BENCH:
-            self._start_bench(inc, rec)
-            return
         if rec is None or rec.file is None:
             self._start_next(inc)
             return
@@ -1065,13 +1118,6 @@ class Transfers:
                 return
             job.kernel_drops = int(msg.get("drops", job.kernel_drops))
             cum = int(msg.get("cum", job.first_chunk))
-            if rec.offer.kind is FileKind.BENCH:
-                if msg.get("done"):
-                    # The FILE_RESULT of a bench stream carries the receive process's CPU
-                    # time and kernel drops (docs/PROTOCOL.md §FILE_RESULT).
-                    inc.incoming.bench_notes[rec.transfer_id] = bench_note(msg)
-                else:
-                    cum = min(cum, job.end_chunk - 1)  # completes only with the note
             if cum > job.cum:
                 inc.incoming.on_chunks([(job.cum, cum)], now)
                 job.cum = cum
@@ -1151,6 +1197,7 @@ class Transfers:
     def _end_incoming(self, inc: IncomingJob, error: Any) -> None:
         now = self.runner.now()
         self._stop_small(inc)
+        self._stop_bench(inc)
         for rec in list(inc.files.values()):
             self._stop_job(inc, rec)
             self._drop_file(rec, keep=True)

@@ -33,7 +33,7 @@ from l2fast.native import datapath as dp
 from l2fast.wire.constants import FrameType
 from l2fast.wire.frames import encode_payload
 
-__all__ = ["WRITERS", "ReceiveJob", "SmallFileReceiver"]
+__all__ = ["WRITERS", "BenchReceiver", "ReceiveJob", "SmallFileReceiver"]
 
 #: Writer processes per received file.
 WRITERS = 2
@@ -395,6 +395,187 @@ class SmallFileReceiver:
         self.conn.send({"tid": tid, "size": size, "chunk": chunk_size, "first": first_chunk})
         reduction.send_handle(self.conn, fd, self.process.pid or 0)
         self.busy = tid
+
+    def read(self) -> list[dict[str, Any]]:
+        """Messages waiting from the process (never blocks)."""
+        out: list[dict[str, Any]] = []
+        try:
+            while self.conn.poll():
+                out.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def stop(self) -> None:
+        """Stop the process."""
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+        self.process.join(1)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+# ------------------------------------------------------------------------- bench streams
+
+#: The data space a bench receive process covers (chunks from the first bench offer on): the
+#: credit it grants stops at the end of the last accepted bench offer, which the controller
+#: sends as `{"end": chunk}`.
+BENCH_SPACE_CHUNKS = 1 << 40
+
+
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc; 0.0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _bench_main(o: dict[str, Any], conn: Connection) -> None:
+    try:
+        _bench(o, conn)
+    except L2fastError as exc:
+        with contextlib.suppress(OSError):
+            conn.send({"error": exc.message})
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send({"error": f"bench receive process: {exc!r}"})
+
+
+def _bench(o: dict[str, Any], conn: Connection) -> None:
+    """Every bench stream of one session, in this process: RxPath over rings that writer
+    processes in bench mode (fd < 0) release without writing; FEEDBACK credit up to the end
+    the controller allows. Reports cum_ack, kernel drops and CPU seconds (this process and its
+    writers) every REPORT_INTERVAL_S, until told to stop."""
+    started = time.monotonic()
+    sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
+    sock.set_filter(native.SocketFilter.DATA, o["session"])
+    slot = dp.slot_size_for_mtu(sock.mtu)
+    nslots = max(64, 1 << (RING_BYTES // slot).bit_length() - 1)
+    rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
+    size = BENCH_SPACE_CHUNKS * o["chunk"]
+    wo = {"chunk": o["chunk"], "size": size, "first": o["first"]}
+    ctx = mp.get_context("fork")
+    stop = ctx.Event()
+    writers = [
+        ctx.Process(target=_writer_main, args=(ring, -1, wo, stop), daemon=True) for ring in rings
+    ]
+    for p in writers:
+        p.start()
+    path = dp.RxPath(
+        sock,
+        rings,
+        session=o["session"],
+        chunk_size=o["chunk"],
+        file_size=size,
+        first_chunk=o["first"],
+        window=1 << 17,
+    )
+    peer = bytes.fromhex(o["peer"])
+    fb_seq = time.monotonic_ns() // 1000
+    end = int(o["end"])
+    drops_total = 0
+    fb: dp.RxFeedback | None = None
+
+    def send_feedback() -> dp.RxFeedback:
+        nonlocal fb_seq, drops_total
+        fb = path.feedback()
+        _, drops = sock.stats()
+        drops_total += drops
+        fb_seq += 1
+        wire = fb.to_wire(min(drops, 0xFFFFFFFF))
+        wire = dataclasses.replace(wire, credit=min(wire.credit, end))
+        frame = native.build_frame(
+            peer, sock.mac, sock.ethertype, FrameType.FEEDBACK, 0, o["session"], fb_seq,
+            encode_payload(wire),
+        )  # fmt: skip
+        with contextlib.suppress(L2fastError):
+            sock.send_frames([frame])
+        return fb
+
+    last_fb = last_report = 0.0
+    error = None
+    while True:
+        run = path.run(FEEDBACK_INTERVAL_S)
+        now = time.monotonic()
+        if fb is None or now - last_fb >= FEEDBACK_INTERVAL_S or run.stop & dp.RxStop.RING_FULL:
+            fb = send_feedback()
+            last_fb = now
+        if now - last_report >= REPORT_INTERVAL_S:
+            last_report = now
+            if os.getppid() != o["parent"]:
+                error = "the controller died"
+                break
+            if any(p.exitcode is not None for p in writers):
+                error = "a writer process died"
+                break
+            t = os.times()
+            cpu = t.user + t.system + sum(_proc_cpu(p.pid or 0) for p in writers)
+            conn.send(
+                {"cum": fb.cum_ack, "drops": drops_total, "cpu_s": cpu, "wall_s": now - started}
+            )
+            stopping = False
+            while conn.poll():
+                msg = conn.recv()
+                if isinstance(msg, dict) and "end" in msg:
+                    end = max(end, int(msg["end"]))
+                else:
+                    stopping = True
+            if stopping:
+                break
+    stop.set()
+    for p in writers:
+        p.join(2)
+        if p.is_alive():
+            p.kill()
+    path.close()
+    if error is not None:
+        conn.send({"error": error})
+
+
+class BenchReceiver:
+    """One session's bench receive process, seen from the controller."""
+
+    def __init__(self, *, iface: str, session: int, peer: bytes, chunk_size: int, first: int,
+                 end: int) -> None:  # fmt: skip
+        o = {
+            "iface": iface,
+            "session": session,
+            "peer": peer.hex(),
+            "chunk": chunk_size,
+            "first": first,
+            "end": end,
+            "parent": os.getpid(),
+        }
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process: BaseProcess = ctx.Process(target=_bench_main, args=(o, child), daemon=False)
+        self.process.start()
+        child.close()
+        self.first = first
+        self.cum = first
+        self.kernel_drops = 0
+        #: CPU and wall seconds already given to a FILE_RESULT (the rest is the next segment's).
+        self.noted_cpu = 0.0
+        self.noted_wall = 0.0
+        self.noted_drops = 0
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the process ended."""
+        return self.process.sentinel
+
+    def allow(self, end: int) -> None:
+        """Grant credit up to chunk `end` (the end of the last accepted bench offer)."""
+        with contextlib.suppress(OSError):
+            self.conn.send({"end": end})
 
     def read(self) -> list[dict[str, Any]]:
         """Messages waiting from the process (never blocks)."""

@@ -9,6 +9,7 @@ wait is a condition with a deadline.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import selectors
@@ -176,10 +177,16 @@ def test_interactive_chat_shows_messages_as_they_arrive(node_lab: NodeLab) -> No
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     seen: list[str] = []
+    partial = b""
 
     def line_with(needle: str) -> bool:
+        # Raw reads, split here: a buffered readline() could pull two lines into Python's
+        # buffer, and the second would then never make the pipe readable again.
+        nonlocal partial
         if sel.select(0.1):
-            seen.append(proc.stdout.readline())  # type: ignore[union-attr]
+            partial += os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            *lines, partial = partial.split(b"\n")
+            seen.extend(line.decode() + "\n" for line in lines)
         return any(needle in line for line in seen)
 
     try:

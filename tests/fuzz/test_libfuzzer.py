@@ -1,7 +1,13 @@
-"""Run the libFuzzer target on the C batch parser for a short, bounded time (STYLE.md §15).
+"""Run each libFuzzer target for a short, bounded time (STYLE.md §15).
 
-`make fuzz` runs it for longer; this keeps every test run fuzzing a little. Any finding (crash,
-sanitizer report, timeout) fails the test, with the crashing input left in tests/fuzz/build/.
+- `fuzz_parse_batch`: the C batch parser (tests/fuzz/fuzz_parse_batch.c).
+- `fuzz_rxwindow`: the receive path's bookkeeping (tests/fuzz/fuzz_rxwindow.c): the receive
+  window, ring publish/reclaim, FEEDBACK and the writers, with frames from a hostile wire and a
+  process scribbling on the shared rings.
+
+Both are built with ASan and UBSan. `make fuzz` (or `tests/fuzz/run.sh SECONDS [TARGET]`) runs
+them for longer; this keeps every test run fuzzing a little. Any finding (crash, sanitizer
+report, broken invariant, timeout) fails the test, with the input left in tests/fuzz/build/.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 RUN = HERE / "run.sh"
 FUZZ_SECONDS = 15
+ARTIFACTS = ("crash-*", "leak-*", "timeout-*", "oom-*", "slow-unit-*")
 
 
-def _have_libfuzzer() -> str | None:
+def _libfuzzer_missing() -> str | None:
     """None when clang can build a libFuzzer binary, else the reason it cannot."""
     cc = shutil.which("clang") or shutil.which("clang-14")
     if cc is None:
@@ -36,22 +43,28 @@ def _have_libfuzzer() -> str | None:
     return None
 
 
-def test_fuzz_parse_batch_runs_clean() -> None:
-    missing = _have_libfuzzer()
+def _artifacts() -> set[Path]:
+    return {p for pattern in ARTIFACTS for p in (HERE / "build").glob(pattern)}
+
+
+@pytest.mark.parametrize("target", ["fuzz_parse_batch", "fuzz_rxwindow"])
+def test_fuzz_target_runs_clean(target: str) -> None:
+    missing = _libfuzzer_missing()
     if missing is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must fuzz: {missing}")
         pytest.skip(missing)
-    before = set((HERE / "build").glob("*-*"))  # crash-, leak-, timeout-, oom- artifacts
+    before = _artifacts()
     proc = subprocess.run(
-        [str(RUN), str(FUZZ_SECONDS)],
+        [str(RUN), str(FUZZ_SECONDS), target],
         capture_output=True,
         text=True,
         timeout=FUZZ_SECONDS + 240,  # includes the build
         check=False,
     )
-    new = sorted(set((HERE / "build").glob("*-*")) - before)
+    new = sorted(_artifacts() - before)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     assert proc.returncode == 0, f"fuzzer finding (artifacts: {new}):\n{tail}"
+    assert not new, f"fuzzer left artifacts {new}:\n{tail}"
     # A clean run must really have executed inputs, not exited early.
     assert "Done " in proc.stderr and "number_of_executed_units" in proc.stderr, tail

@@ -53,9 +53,10 @@ typecheck:
 pytest:
 	$(VPY) -m pytest -q
 
-## fuzz: run the libFuzzer target on the C batch parser for FUZZ_SECONDS (ASan + UBSan)
+## fuzz: run each libFuzzer target (C batch parser, receive path) for FUZZ_SECONDS (ASan + UBSan)
 fuzz: install
-	tests/fuzz/run.sh $(FUZZ_SECONDS)
+	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_parse_batch
+	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_rxwindow
 
 ## bench: the comparison benchmarks (see BENCHMARKS.md)
 bench-core: install

@@ -27,6 +27,7 @@ examples:
   l2fast bench 02:00:00:00:00:02 -t 2 -i 0.5
   l2fast bench h2 -t 2 --json              one JSON object at the end: intervals + end
   l2fast bench h2 --json-stream            one JSON object per interval, then the summary
+  l2fast bench h2 -R                       reverse: h2 sends, this node receives and measures
   sudo l2fast bench h2 --raw -t 2          unreliable blast of full frames (sender side only)
 
 The peer only needs its daemon (`l2fast daemon`): it accepts bench streams under any --accept
@@ -35,8 +36,12 @@ receiver acknowledged; frames/s counts acknowledged DATA frames. Per interval an
 retransmitted frames, kernel drops at the receiver (from its FEEDBACK), this node's CPU
 (sender_cpu_pct: the daemon's, or this command's, process CPU), and the receiver's CPU
 (receiver_cpu_pct: its receive processes' CPU over their lifetime, from each 256 MiB
-segment's FILE_RESULT; null in an interval in which no segment ended). -R (the peer sends) is
-not supported yet: it needs a new control-stream request.
+segment's FILE_RESULT; null in an interval in which no segment ended).
+
+-R asks the peer's node to send bench streams back (a zero-size bench offer named
+`bench/reverse` carrying the duration; docs/PROTOCOL.md §FILE_OFFER) and measures them as
+they arrive here: Gbit/s, frames/s, kernel drops and this node's receive CPU; the sender's
+retransmissions and CPU stay on the peer (null here; its daemon logs its own summary).
 """
 
 #: Seconds without any message from the node before the command gives up (beyond -t).
@@ -45,18 +50,21 @@ SILENCE_S = 30.0
 
 def run(args: argparse.Namespace) -> int:
     """Run one bench and report."""
-    if args.reverse:
-        raise L2fastError(
-            "-R (the peer sends) is not supported yet",
-            hint="run `l2fast bench` on the other host instead",
-        )
+    if args.reverse and args.raw:
+        raise L2fastError("--raw cannot be reversed (-R): the peer's daemon does not blast")
     if not 0.1 <= args.time <= 600:
         raise L2fastError(f"-t must be between 0.1 and 600 seconds, got {args.time:g}")
     if not 0.05 <= args.interval <= 600:
         raise L2fastError(f"-i must be between 0.05 and 600 seconds, got {args.interval:g}")
     if args.raw:
         return _raw(args)
-    request = {"op": "bench", "peer": args.peer, "seconds": args.time, "interval": args.interval}
+    request = {
+        "op": "bench",
+        "peer": args.peer,
+        "seconds": args.time,
+        "interval": args.interval,
+        "reverse": args.reverse,
+    }
     final: dict[str, Any] = {}
     quiet = args.json or args.json_stream
     with connect(args.interface, local_ok=True, name=args.name) as client:
@@ -65,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
                 final = msg
                 break
             if msg.get("event") == "start" and not quiet:
-                print(f"bench to {args.peer}: session {msg.get('session')}, MTU {msg.get('mtu')}")
+                way = "from" if args.reverse else "to"
+                print(
+                    f"bench {way} {args.peer}: session {msg.get('session')}, MTU {msg.get('mtu')}"
+                )
                 print(_HEADER)
             elif msg.get("event") == "interval":
                 rep = _clean(msg)
@@ -98,6 +109,7 @@ def _result(args: argparse.Namespace, final: dict[str, Any]) -> dict[str, Any]:
         "start": {
             "peer": args.peer,
             "mode": "reliable",
+            "reverse": bool(args.reverse),
             "seconds": args.time,
             "interval": args.interval,
             "session": final.get("session"),
@@ -114,14 +126,17 @@ _HEADER = "  interval s     Gbit/s   frames/s   retrans   drops  cpu tx %  cpu r
 _SEP = "-" * len(_HEADER)
 
 
+def _opt(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def _line(rep: dict[str, Any], summary: bool = False) -> str:
-    rx = rep.get("receiver_cpu_pct")
     span = f"{rep.get('start', 0):5.2f}-{rep.get('end', 0):5.2f}"
     return (
         f"{span:>12} {rep.get('gbit_per_s', 0):10.3f} {rep.get('frames_per_s', 0):10.0f}"
-        f" {rep.get('retransmits', 0):9d} {rep.get('kernel_drops', 0):7d}"
-        f" {rep.get('sender_cpu_pct', 0):9.1f} {'-' if rx is None else f'{rx:.1f}':>9}"
-        + ("  (summary)" if summary else "")
+        f" {_opt(rep.get('retransmits'), 'd'):>9} {_opt(rep.get('kernel_drops'), 'd'):>7}"
+        f" {_opt(rep.get('sender_cpu_pct'), '.1f'):>9}"
+        f" {_opt(rep.get('receiver_cpu_pct'), '.1f'):>9}" + ("  (summary)" if summary else "")
     )
 
 
@@ -230,7 +245,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds between reports (default 1)",
     )
     parser.add_argument(
-        "-R", "--reverse", action="store_true", help="the peer sends (not supported yet)"
+        "-R", "--reverse", action="store_true", help="reverse: the peer sends, this node receives"
     )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object at the end")

@@ -604,6 +604,10 @@ class NodeService:
                     message.setdefault("event", "interval")
                 conn.send(message)
 
+            if request.get("reverse"):
+                back = self.transfers.start_reverse_bench(reply, mac, seconds, interval)
+                conn.on_close.append(back.cancel)
+                return
             job = self.transfers.start_bench(reply, mac, seconds, interval)
             conn.on_close.append(job.cancel)
 

@@ -667,6 +667,163 @@ class BenchJob(OutgoingJob):
         super().close()
 
 
+#: FILE_OFFER path of a bench request (`l2fast bench -R`, docs/PROTOCOL.md §FILE_OFFER).
+BENCH_REVERSE_PATH = "bench/reverse"
+
+
+class ReverseBenchJob:
+    """`bench -R`: ask the peer to send bench streams back and measure them arriving here.
+
+    The request is a zero-size bench offer whose path is `bench/reverse` and whose
+    `mtime_ns` is the wanted duration; the peer's node accepts it and runs a `BenchJob` back
+    to this node, whose bench receive process this job samples every `interval`. The
+    sender's retransmissions and CPU stay on the peer (reported as null here).
+    """
+
+    def __init__(
+        self, owner: Transfers, reply: Any, peer: bytes, seconds: float, interval: float
+    ) -> None:
+        self.owner = owner
+        self.runner = owner.runner
+        self.reply = reply
+        self.peer = peer
+        self.seconds = seconds
+        self.interval = interval
+        self.ended = False
+        self.started = 0.0
+        self.intervals: list[dict[str, Any]] = []
+        self.bench: BenchReceiver | None = None
+        self.mtu = 0
+        self.session = 0
+        self._first: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        owner.bench_expected[peer] = owner.bench_expected.get(peer, 0) + 1
+        entry = FileEntry(
+            path=BENCH_REVERSE_PATH, kind=FileKind.BENCH, mode=0, mtime_ns=int(seconds * 1e9)
+        )
+        self.request = OutgoingJob(owner, self._on_request, peer, [_SourceFile(entry, -1)],
+                                   Digest.SHA256)  # fmt: skip
+        owner.outgoing[self.request.session] = self.request
+        self._timer: Timer | None = self.runner.call_later(0.02, self._watch)
+        self._give_up = self.runner.call_later(seconds + 15.0, self._no_data)
+
+    def _on_request(self, obj: dict[str, Any]) -> None:
+        if obj.get("done") and not obj.get("ok", True) and self.bench is None:
+            self._fail(f"the peer refused the bench request: {obj.get('error')}")
+
+    def _no_data(self) -> None:
+        if self.bench is None:
+            self._fail("the peer sent no bench stream")
+        else:
+            self._end()
+
+    def _watch(self) -> None:
+        self._timer = None
+        if self.ended:
+            return
+        for inc in self.owner.incoming.values():
+            if inc.peer == self.peer and inc.bench is not None:
+                self.bench = inc.bench
+                self.mtu = inc.mtu
+                self.session = inc.session
+                break
+        if self.bench is None:
+            self._timer = self.runner.call_later(0.02, self._watch)
+            return
+        now = self.runner.now()
+        self.started = now
+        self.reply({"event": "start", "session": f"{self.session:#010x}", "mtu": self.mtu})
+        self._first = self._last = self._sample(now)
+        self._timer = self.runner.call_later(self.interval, self._tick)
+
+    def _sample(self, now: float) -> dict[str, float]:
+        b = self.bench
+        assert b is not None
+        return {
+            "t": now,
+            "frames": b.cum - b.first,
+            "bytes": (b.cum - b.first) * b.chunk_size,
+            "drops": b.kernel_drops,
+            "rx_cpu": b.cpu_s,
+        }
+
+    def _report(self, a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+        dt = max(b["t"] - a["t"], 1e-9)
+        return {
+            "start": round(a["t"] - self.started, 3),
+            "end": round(b["t"] - self.started, 3),
+            "seconds": round(dt, 3),
+            "bytes": int(b["bytes"] - a["bytes"]),
+            "gbit_per_s": round((b["bytes"] - a["bytes"]) * 8 / dt / 1e9, 3),
+            "frames_per_s": round((b["frames"] - a["frames"]) / dt),
+            "frames_sent": None,
+            "retransmits": None,
+            "kernel_drops": int(b["drops"] - a["drops"]),
+            "sender_cpu_pct": None,
+            "receiver_cpu_pct": round((b["rx_cpu"] - a["rx_cpu"]) / dt * 100, 1),
+        }
+
+    def _live(self) -> bool:
+        return any(inc.bench is self.bench for inc in self.owner.incoming.values())
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.ended:
+            return
+        now = self.runner.now()
+        cur = self._sample(now)
+        rep = self._report(self._last, cur)
+        if rep["bytes"] or self._live():
+            self._last = cur
+            self.intervals.append(rep)
+            self.reply({"event": "interval", **rep})
+        if self._live() and now - self.started < self.seconds + 0.5 * self.interval:
+            self._timer = self.runner.call_later(self.interval, self._tick)
+        else:
+            self._end()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        last = self._last if self._last else {}
+        summary = self._report(self._first, last) if last else {}
+        self._close()
+        self.reply(
+            {
+                "done": True,
+                "ok": bool(last),
+                "reverse": True,
+                "mtu": self.mtu,
+                "chunk_size": self.bench.chunk_size if self.bench else None,
+                "session": f"{self.session:#010x}",
+                "intervals": self.intervals,
+                "end": summary,
+            }
+        )
+
+    def _fail(self, error: str) -> None:
+        if self.ended:
+            return
+        self._close()
+        self.reply({"done": True, "ok": False, "error": error})
+
+    def _close(self) -> None:
+        self.ended = True
+        for t in (self._timer, self._give_up):
+            if t is not None:
+                t.cancel()
+        self._timer = None
+        n = self.owner.bench_expected.get(self.peer, 0) - 1
+        if n > 0:
+            self.owner.bench_expected[self.peer] = n
+        else:
+            self.owner.bench_expected.pop(self.peer, None)
+
+    def cancel(self) -> None:
+        self.request.cancel()
+        self._close()
+
+
 def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:
     """Close this one session in order (NodeEngine.close would close every session with the
     peer, including other transfers'). NodeEngine has no per-session close yet: this reaches
@@ -765,6 +922,8 @@ class Transfers:
         self._recv: ReceiveDir | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=100)
         self._session_mtu: dict[int, int] = {}
+        #: Peers asked to send bench streams here (`bench -R`): accepted whatever the policy.
+        self.bench_expected: dict[bytes, int] = {}
 
     # --- node events -------------------------------------------------------------------------
 
@@ -888,6 +1047,9 @@ class Transfers:
 
     def _decide(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
         label = f"{escape_text(ev.path)!r} ({ev.size} bytes) from {format_mac(inc.peer)}"
+        if ev.kind is FileKind.BENCH and inc.peer in self.bench_expected:
+            self._accept_bench(inc, ev, now)
+            return
         if self.accept_policy == "none":
             log.info("refused %s: --accept none", label)
             inc.incoming.reject(
@@ -946,6 +1108,8 @@ class Transfers:
         inc.files[ev.transfer_id] = _Receiving(ev.transfer_id, ev)
         inc.incoming.accept(ev.transfer_id, now)
         if not ev.size:
+            if ev.path == BENCH_REVERSE_PATH:
+                self._bench_back(inc, ev)
             return
         end = ev.first_chunk + -(-ev.size // ev.chunk_size)
         inc.bench_ends.append((ev.transfer_id, end))
@@ -962,6 +1126,25 @@ class Transfers:
         )
         self.runner.add_reader(bench.conn, lambda: self._on_bench(inc))
         self.runner.add_reader(bench.sentinel, lambda: self._on_bench(inc, died=True))
+
+    def _bench_back(self, inc: IncomingJob, ev: OfferReceived) -> None:
+        """A bench request (`bench -R` on the peer): send bench streams back for the
+        requested time (FILE_OFFER `mtime_ns`, at most 600 s)."""
+        seconds = min(max(ev.mtime_ns / 1e9, 0.1), 600.0)
+        peer = format_mac(inc.peer)
+        log.info("bench request from %s: sending for %.1f s", peer, seconds)
+
+        def reply(obj: dict[str, Any]) -> None:
+            if obj.get("done"):
+                end = obj.get("end") or {}
+                log.info(
+                    "bench to %s: %s Gbit/s%s",
+                    peer,
+                    end.get("gbit_per_s", 0),
+                    f" ({obj['error']})" if obj.get("error") else "",
+                )
+
+        self.start_bench(reply, inc.peer, seconds, 1.0)
 
     def _on_bench(self, inc: IncomingJob, died: bool = False) -> None:
         b = inc.bench
@@ -1244,6 +1427,12 @@ class Transfers:
         job = BenchJob(self, reply, peer, seconds, interval)
         self.outgoing[job.session] = job
         return job
+
+    def start_reverse_bench(
+        self, reply: Any, peer: bytes, seconds: float, interval: float
+    ) -> ReverseBenchJob:
+        """Ask `peer` to send bench streams here (see `ReverseBenchJob`)."""
+        return ReverseBenchJob(self, reply, peer, seconds, interval)
 
     def inbox(self) -> list[dict[str, Any]]:
         """Offers waiting for a decision (--accept ask)."""

@@ -558,6 +558,7 @@ class BenchReceiver:
         self.process.start()
         child.close()
         self.first = first
+        self.chunk_size = chunk_size
         self.cum = first
         self.kernel_drops = 0
         #: CPU and wall seconds already given to a FILE_RESULT (the rest is the next segment's).

@@ -90,9 +90,15 @@ def test_bench_json_stream_and_text(lab: NodeLab) -> None:
 
 
 def test_bench_reverse_and_raw(lab: NodeLab) -> None:
-    rev = lab.cli("h1", "bench", "h2", "-R", "-t", "1", "-I", "eth0")
-    assert rev.returncode != 0 and "not supported yet" in rev.stderr
-    assert "Traceback" not in rev.stderr
+    # -R: h2's daemon sends back to h1's command (its own engine, which accepts no files).
+    rev = lab.cli("h1", "bench", "h2", "-R", "-t", "1.5", "-i", "0.5", "--json", "-I", "eth0")
+    assert rev.returncode == 0, rev.stderr + lab.log_tail("h2")
+    back = json.loads(rev.stdout)
+    assert back["start"]["reverse"] is True and back["mtu"] == 9000
+    assert len(back["intervals"]) >= 2
+    assert back["end"]["gbit_per_s"] > 0 and back["end"]["receiver_cpu_pct"] > 0
+    assert back["end"].keys() >= INTERVAL_KEYS
+    assert "bench request from" in lab.log("h2").read_text()
     raw = lab.cli("h1", "bench", lab.mac("h2"), "--raw", "-t", "1", "--json", "-I", "eth0")
     assert raw.returncode == 0, raw.stderr
     out = json.loads(raw.stdout)
@@ -110,6 +116,9 @@ def test_bench_refused_by_accept_none(labs: LabFactory, tmp_path: Path) -> None:
         result = node.cli("h1", "bench", "h2", "-t", "1", "-I", "eth0")
         assert result.returncode == 1
         assert "refused the bench stream" in result.stderr, result.stderr
+        back = node.cli("h1", "bench", "h2", "-R", "-t", "1", "-I", "eth0")
+        assert back.returncode == 1
+        assert "refused the bench request" in back.stderr, back.stderr
     finally:
         try:
             node.stop_all()

@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import format_mac, parse_mac
 from l2fast.errors import L2fastError
 
 EXAMPLES = """\
@@ -28,7 +26,7 @@ examples:
   l2fast bench h2 -t 2 --json              one JSON object at the end: intervals + end
   l2fast bench h2 --json-stream            one JSON object per interval, then the summary
   l2fast bench h2 -R                       reverse: h2 sends, this node receives and measures
-  sudo l2fast bench h2 --raw -t 2          unreliable blast of full frames (sender side only)
+  l2fast bench h2 --raw -t 2               unreliable blast of full-size frames; h2 counts them
 
 The peer only needs its daemon (`l2fast daemon`): it accepts bench streams under any --accept
 policy except `none` (a bench stream touches no disk). Throughput counts payload bytes the
@@ -38,6 +36,11 @@ retransmitted frames, kernel drops at the receiver (from its FEEDBACK), this nod
 (receiver_cpu_pct: its receive processes' CPU over their lifetime, from each 256 MiB
 segment's FILE_RESULT; null in an interval in which no segment ended).
 
+--raw asks the peer's node to count (a zero-size bench offer named `bench/raw`; its FILE_RESULT
+text carries the count), then blasts full-size DATA frames at it for -t seconds (at most 50):
+no acknowledgements, no retransmission. It reports what was sent per interval, and at the end
+what arrived: the ceiling of the link for l2fast's frame size.
+
 -R asks the peer's node to send bench streams back (a zero-size bench offer named
 `bench/reverse` carrying the duration; docs/PROTOCOL.md §FILE_OFFER) and measures them as
 they arrive here: Gbit/s, frames/s, kernel drops and this node's receive CPU; the sender's
@@ -46,6 +49,9 @@ retransmissions and CPU stay on the peer (null here; its daemon logs its own sum
 
 #: Seconds without any message from the node before the command gives up (beyond -t).
 SILENCE_S = 30.0
+#: Longest --raw run: the peer's count comes back in a FILE_RESULT, which a sender waits
+#: for at most 60 s (TransferConfig.result_timeout).
+RAW_MAX_S = 50.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,14 +62,15 @@ def run(args: argparse.Namespace) -> int:
         raise L2fastError(f"-t must be between 0.1 and 600 seconds, got {args.time:g}")
     if not 0.05 <= args.interval <= 600:
         raise L2fastError(f"-i must be between 0.05 and 600 seconds, got {args.interval:g}")
-    if args.raw:
-        return _raw(args)
+    if args.raw and args.time > RAW_MAX_S:
+        raise L2fastError(f"--raw runs at most {RAW_MAX_S:g} s (the peer's count must come back)")
     request = {
         "op": "bench",
         "peer": args.peer,
         "seconds": args.time,
         "interval": args.interval,
         "reverse": args.reverse,
+        "raw": args.raw,
     }
     final: dict[str, Any] = {}
     quiet = args.json or args.json_stream
@@ -72,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
             if msg.get("done"):
                 final = msg
                 break
-            if msg.get("event") == "start" and not quiet:
+            if msg.get("event") == "start" and not quiet and args.raw:
+                print(f"raw blast to {args.peer}: MTU {msg.get('mtu')}")
+            elif msg.get("event") == "start" and not quiet:
                 way = "from" if args.reverse else "to"
                 print(
                     f"bench {way} {args.peer}: session {msg.get('session')}, MTU {msg.get('mtu')}"
@@ -83,13 +92,15 @@ def run(args: argparse.Namespace) -> int:
                 if args.json_stream:
                     print(json.dumps({"event": "interval", "data": rep}), flush=True)
                 elif not args.json:
-                    print(_line(rep), flush=True)
+                    print(_raw_line(rep) if args.raw else _line(rep), flush=True)
     ok = bool(final.get("success"))
     result = _result(args, final)
     if args.json_stream:
         print(json.dumps({"event": "end", "data": result}), flush=True)
     elif args.json:
         print(json.dumps(result, indent=2))
+    elif ok and args.raw:
+        print(_raw_summary(result))
     elif ok:
         print(_SEP)
         print(_line(result["end"], summary=True))
@@ -108,7 +119,7 @@ def _result(args: argparse.Namespace, final: dict[str, Any]) -> dict[str, Any]:
     return {
         "start": {
             "peer": args.peer,
-            "mode": "reliable",
+            "mode": "raw" if args.raw else "reliable",
             "reverse": bool(args.reverse),
             "seconds": args.time,
             "interval": args.interval,
@@ -140,86 +151,22 @@ def _line(rep: dict[str, Any], summary: bool = False) -> str:
     )
 
 
-def _raw(args: argparse.Namespace) -> int:
-    """`--raw`: blast full-size frames at PEER for -t seconds from this process.
+def _raw_line(rep: dict[str, Any]) -> str:
+    return (
+        f"{rep.get('start', 0):5.2f}-{rep.get('end', 0):5.2f} s  sent "
+        f"{rep.get('gbit_per_s', 0):.3f} Gbit/s  {rep.get('frames_per_s', 0)} frames/s"
+    )
 
-    What arrived is not counted: the peer's daemon cannot count raw frames (its sockets filter
-    DATA of unknown sessions out in the kernel), so this reports what the kernel took; run
-    `python -m l2fast.rawblast rx -i IFACE` on the peer to count arrivals there.
-    """
-    from l2fast import native
-    from l2fast.daemon.interfaces import choose_interface
-    from l2fast.rawblast import send_blast
-    from l2fast.wire.constants import ETH_HLEN
 
-    dst = parse_mac(args.peer)
-    if dst is None:
-        with connect(args.interface, local_ok=True, name=args.name) as client:
-            peers = client.request({"op": "discover", "timeout": 1.0}, 10.0).get("peers", [])
-        found = [p["mac"] for p in peers if p.get("name") == args.peer]
-        if not found:
-            raise L2fastError(
-                f"no peer named {args.peer!r} answered", hint="give its MAC address instead"
-            )
-        dst = parse_mac(found[0])
-        assert dst is not None
-    ifname = choose_interface(args.interface)
-    intervals: list[dict[str, Any]] = []
-    with native.RawSocket.open(ifname) as sock:
-        frame_size = sock.mtu + ETH_HLEN
-        total_frames = 0
-        start = time.perf_counter()
-        left = args.time
-        while left > 1e-3:
-            r = send_blast(sock, dst, min(args.interval, left), frame_size)
-            left -= r.seconds
-            t0 = time.perf_counter() - start - r.seconds
-            rep = {
-                "start": round(t0, 3),
-                "end": round(t0 + r.seconds, 3),
-                "seconds": round(r.seconds, 3),
-                "frames_sent": r.frames,
-                "gbit_per_s": round(r.gbit_per_s, 3),
-                "frames_per_s": round(r.frames_per_s),
-            }
-            total_frames += r.frames
-            intervals.append(rep)
-            if args.json_stream:
-                print(json.dumps({"event": "interval", "data": rep}), flush=True)
-            elif not args.json:
-                print(
-                    f"{rep['start']:5.2f}-{rep['end']:5.2f} s  sent {rep['gbit_per_s']:.3f} Gbit/s"
-                    f"  {rep['frames_per_s']} frames/s",
-                    flush=True,
-                )
-        seconds = time.perf_counter() - start
-        mtu = sock.mtu
-    end = {
-        "seconds": round(seconds, 3),
-        "frames_sent": total_frames,
-        "frame_size": frame_size,
-        "gbit_per_s": round(total_frames * frame_size * 8 / seconds / 1e9, 3),
-        "frames_per_s": round(total_frames / seconds),
-        "frames_arrived": None,
-        "note": "arrivals are not counted by the peer's daemon; run `python -m l2fast.rawblast "
-        "rx` on the peer to count them",
-    }
-    result = {
-        "start": {"peer": format_mac(dst), "mode": "raw", "seconds": args.time},
-        "mtu": mtu,
-        "intervals": intervals,
-        "end": end,
-    }
-    if args.json_stream:
-        print(json.dumps({"event": "end", "data": result}), flush=True)
-    elif args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"raw blast: {end['gbit_per_s']:.3f} Gbit/s sent ({end['frames_per_s']} frames/s of "
-            f"{frame_size} bytes, MTU {mtu}); arrivals not counted (see --help)"
-        )
-    return 0
+def _raw_summary(result: dict[str, Any]) -> str:
+    end = result["end"]
+    return (
+        f"raw blast, MTU {result['mtu']}, {end.get('frame_size')}-byte frames: sent "
+        f"{end.get('frames_sent')} ({end.get('sent_gbit_per_s')} Gbit/s), arrived "
+        f"{end.get('frames_arrived')} ({end.get('gbit_per_s')} Gbit/s, "
+        f"{end.get('frames_per_s')} frames/s), lost {end.get('lost_frames')}, "
+        f"kernel drops {end.get('kernel_drops')}"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -253,7 +200,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--json-stream", action="store_true", help="one JSON object per interval, then the end"
     )
     parser.add_argument(
-        "--raw", action="store_true", help="unreliable blast of full-size frames (sender only)"
+        "--raw",
+        action="store_true",
+        help="unreliable blast of full-size frames, counted by the peer",
     )
     add_node_arguments(parser, one_shot=True, interface_flag="-I")
     parser.set_defaults(handler=run)

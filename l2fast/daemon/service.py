@@ -604,6 +604,10 @@ class NodeService:
                     message.setdefault("event", "interval")
                 conn.send(message)
 
+            if request.get("raw"):
+                raw = self.transfers.start_raw_bench(reply, mac, seconds, interval)
+                conn.on_close.append(raw.cancel)
+                return
             if request.get("reverse"):
                 back = self.transfers.start_reverse_bench(reply, mac, seconds, interval)
                 conn.on_close.append(back.cancel)

@@ -65,7 +65,12 @@ from l2fast.transfer.protocol import (
     for_sender,
     is_file_frame,
 )
-from l2fast.transfer.receiver_proc import BenchReceiver, ReceiveJob, SmallFileReceiver
+from l2fast.transfer.receiver_proc import (
+    BenchReceiver,
+    RawCounter,
+    ReceiveJob,
+    SmallFileReceiver,
+)
 from l2fast.wire.constants import ETH_HLEN, Digest, ErrorCode, FileKind, FrameType, Verdict
 from l2fast.wire.frames import Feedback, FileOffer, decode_payload
 
@@ -669,6 +674,163 @@ class BenchJob(OutgoingJob):
 
 #: FILE_OFFER path of a bench request (`l2fast bench -R`, docs/PROTOCOL.md §FILE_OFFER).
 BENCH_REVERSE_PATH = "bench/reverse"
+#: FILE_OFFER path of a raw-blast count request (`l2fast bench --raw`).
+BENCH_RAW_PATH = "bench/raw"
+
+
+class _RawRequest(OutgoingJob):
+    """The zero-size `bench/raw` offer of a `RawBenchJob`: tells it when the peer is ready
+    (FILE_ACCEPT) and what the peer counted (FILE_RESULT text)."""
+
+    def __init__(self, owner: Transfers, job: RawBenchJob, peer: bytes, seconds: float) -> None:
+        entry = FileEntry(
+            path=BENCH_RAW_PATH, kind=FileKind.BENCH, mode=0, mtime_ns=int(seconds * 1e9)
+        )
+        super().__init__(owner, job.on_request, peer, [_SourceFile(entry, -1)], Digest.SHA256)
+        self.job = job
+
+    def on_opened(self, mtu: int) -> None:
+        self.job.mtu = mtu
+        super().on_opened(mtu)
+
+    def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, OfferAccepted):
+            self.job.on_accepted()
+        elif isinstance(ev, FileCompleted):
+            self.job.note = parse_bench_note(ev.final_name)
+        super()._on_event(ev, now)
+
+
+class RawBenchJob:
+    """`bench --raw`: the peer's node opens a counting socket (a `bench/raw` offer), this node
+    blasts full-size DATA frames at it for `seconds` (l2fast.rawblast, in a thread), and the
+    peer's FILE_RESULT says what arrived. No acknowledgement, no retransmission."""
+
+    def __init__(
+        self, owner: Transfers, reply: Any, peer: bytes, seconds: float, interval: float
+    ) -> None:
+        self.owner = owner
+        self.runner = owner.runner
+        self.reply = reply
+        self.peer = peer
+        self.seconds = seconds
+        self.interval = interval
+        self.mtu = 0
+        self.note: dict[str, float] = {}
+        self.results: list[Any] = []
+        self.reported = 0
+        self.blast_done = False
+        self.request_done: dict[str, Any] | None = None
+        self.stopped = False
+        self.ended = False
+        self.started = 0.0
+        self.intervals: list[dict[str, Any]] = []
+        self.request = _RawRequest(owner, self, peer, seconds)
+        owner.outgoing[self.request.session] = self.request
+        self._timer: Timer | None = None
+
+    def on_accepted(self) -> None:
+        import threading
+
+        self.started = self.runner.now()
+        self.reply({"event": "start", "session": f"{self.request.session:#010x}", "mtu": self.mtu})
+        threading.Thread(target=self._blast, daemon=True).start()
+        self._timer = self.runner.call_later(0.05, self._poll)
+
+    def _blast(self) -> None:
+        from l2fast.rawblast import BLAST_SESSION, send_blast
+
+        try:
+            with native.RawSocket.open(self.runner.sock.ifname, sndbuf=8 << 20) as sock:
+                sock.set_filter(native.SocketFilter.FEEDBACK, BLAST_SESSION)  # hears nothing
+                size = min(sock.mtu, self.mtu) + ETH_HLEN
+                left = self.seconds
+                while left > 1e-3 and not self.stopped:
+                    r = send_blast(sock, self.peer, min(self.interval, left), size)
+                    self.results.append(r)
+                    left -= r.seconds
+        finally:
+            self.blast_done = True
+
+    def on_request(self, obj: dict[str, Any]) -> None:
+        if obj.get("done"):
+            self.request_done = obj
+            if not obj.get("ok", True) and not self.started:
+                self._fail(f"the peer refused the raw count: {obj.get('error')}")
+
+    def _poll(self) -> None:
+        self._timer = None
+        if self.ended:
+            return
+        t = 0.0
+        for r in self.results[: self.reported]:
+            t += r.seconds
+        while self.reported < len(self.results):
+            r = self.results[self.reported]
+            self.reported += 1
+            rep = {
+                "start": round(t, 3),
+                "end": round(t + r.seconds, 3),
+                "seconds": round(r.seconds, 3),
+                "frames_sent": r.frames,
+                "gbit_per_s": round(r.gbit_per_s, 3),
+                "frames_per_s": round(r.frames_per_s),
+            }
+            t += r.seconds
+            self.intervals.append(rep)
+            self.reply({"event": "interval", **rep})
+        if self.blast_done and self.request_done is not None:
+            self._end()
+            return
+        self._timer = self.runner.call_later(0.05, self._poll)
+
+    def _end(self) -> None:
+        sent = sum(r.frames for r in self.results)
+        secs = sum(r.seconds for r in self.results)
+        size = self.results[0].frame_size if self.results else 0
+        note = self.note
+        arrived = int(note.get("frames", 0)) if note else None
+        rx_s = note.get("seconds", 0.0) if note else 0.0
+        end = {
+            "seconds": round(secs, 3),
+            "frame_size": size,
+            "frames_sent": sent,
+            "sent_gbit_per_s": round(sent * size * 8 / secs / 1e9, 3) if secs else 0.0,
+            "frames_arrived": arrived,
+            "bad_frames": int(note.get("bad", 0)) if note else None,
+            "kernel_drops": int(note.get("kernel_drops", 0)) if note else None,
+            "gbit_per_s": round(arrived * size * 8 / rx_s / 1e9, 3) if arrived and rx_s else 0.0,
+            "frames_per_s": round(arrived / rx_s) if arrived and rx_s else 0,
+            "lost_frames": sent - arrived if arrived is not None else None,
+        }
+        ok = bool(note) and bool(self.request_done and self.request_done.get("ok"))
+        self.ended = True
+        error = None if ok else (self.request_done or {}).get("error") or "no count came back"
+        self.reply(
+            {
+                "done": True,
+                "ok": ok,
+                "mtu": self.mtu,
+                "session": f"{self.request.session:#010x}",
+                "intervals": self.intervals,
+                "end": end,
+                **({"error": error} if error else {}),
+            }
+        )
+
+    def _fail(self, error: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.reply({"done": True, "ok": False, "error": error})
+
+    def cancel(self) -> None:
+        self.stopped = True
+        self.request.cancel()
+        self.ended = True
 
 
 class ReverseBenchJob:
@@ -1105,8 +1267,21 @@ class Transfers:
         """A bench stream: received by the session's bench receive process (one for every
         bench stream of the session), whose writers release without writing; no file, no
         digest. Its credit grows to the end of each accepted stream."""
+        counter = None
+        if not ev.size and ev.path == BENCH_RAW_PATH:
+            # Count a raw blast: ready before the FILE_ACCEPT (which starts the blast); the
+            # FILE_RESULT waits for the count.
+            counter = RawCounter(iface=self.runner.sock.ifname, wait_s=10.0)
+            if not counter.wait_ready():
+                counter.close()
+                inc.incoming.reject(ev.transfer_id, now, ErrorCode.IO_ERROR, "no raw counter")
+                return
+            inc.incoming.bench_held.add(ev.transfer_id)
         inc.files[ev.transfer_id] = _Receiving(ev.transfer_id, ev)
         inc.incoming.accept(ev.transfer_id, now)
+        if counter is not None:
+            self._raw_count(inc, ev.transfer_id, counter)
+            return
         if not ev.size:
             if ev.path == BENCH_REVERSE_PATH:
                 self._bench_back(inc, ev)
@@ -1126,6 +1301,26 @@ class Transfers:
         )
         self.runner.add_reader(bench.conn, lambda: self._on_bench(inc))
         self.runner.add_reader(bench.sentinel, lambda: self._on_bench(inc, died=True))
+
+    def _raw_count(self, inc: IncomingJob, tid: int, counter: RawCounter) -> None:
+        def done() -> None:
+            msg = counter.read()
+            if msg is None:
+                return
+            self.runner.remove_reader(counter.conn)
+            counter.close()
+            if "error" in msg:
+                note = "bench error=1"
+                log.warning("raw blast count failed: %s", msg["error"])
+            else:
+                keys = ("frames", "bad", "frame_size", "seconds", "kernel_drops")
+                note = "bench " + " ".join(f"{k}={msg.get(k, 0)}" for k in keys)
+            inc.files.pop(tid, None)
+            if not inc.incoming.finished:
+                inc.incoming.release_bench(tid, note, self.runner.now())
+                self._after_incoming(inc)
+
+        self.runner.add_reader(counter.conn, done)
 
     def _bench_back(self, inc: IncomingJob, ev: OfferReceived) -> None:
         """A bench request (`bench -R` on the peer): send bench streams back for the
@@ -1427,6 +1622,10 @@ class Transfers:
         job = BenchJob(self, reply, peer, seconds, interval)
         self.outgoing[job.session] = job
         return job
+
+    def start_raw_bench(self, reply: Any, peer: bytes, seconds: float, interval: float) -> Any:
+        """Blast raw frames at `peer`, which counts them (see `RawBenchJob`)."""
+        return RawBenchJob(self, reply, peer, seconds, interval)
 
     def start_reverse_bench(
         self, reply: Any, peer: bytes, seconds: float, interval: float

@@ -144,6 +144,8 @@ class IncomingTransfer:
         #: set by the adapter before its last chunks are reported (the receiver's CPU time
         #: and kernel drops for `l2fast bench`; see docs/PROTOCOL.md §FILE_RESULT).
         self.bench_notes: dict[int, str] = {}
+        #: Bench offers whose FILE_RESULT waits for `release_bench` (a raw-blast count).
+        self.bench_held: set[int] = set()
 
     # --- inspection ------------------------------------------------------------------------
 
@@ -449,6 +451,8 @@ class IncomingTransfer:
     def _check(self, f: _InFile, now: float) -> None:
         """FILE_END and the written data's digest are both known: compare and answer."""
         ours = f.our_digest or b""
+        if f.kind is FileKind.BENCH and f.transfer_id in self.bench_held:
+            return  # answered by release_bench
         if f.kind is FileKind.BENCH or (f.end_algo == f.offer.digest and f.end_digest == ours):
             self._move(f, FileInput.DIGEST_MATCH)
             if f.kind is FileKind.BENCH:
@@ -464,6 +468,14 @@ class IncomingTransfer:
         self._events.append(
             FileRejected(f.transfer_id, f.path, ErrorCode.DIGEST_MISMATCH, text, True)
         )
+
+    def release_bench(self, transfer_id: int, note: str, now: float) -> None:
+        """Answer a held bench offer: FILE_RESULT with `note` as its text once it is due."""
+        self.bench_held.discard(transfer_id)
+        self.bench_notes[transfer_id] = note
+        f = self._files.get(transfer_id)
+        if f is not None and f.state is FileState.CHECKING:
+            self._check(f, now)
 
     def file_placed(self, transfer_id: int, final_name: str, now: float) -> None:
         """The verified file is placed under `final_name` (relative to the receive directory).

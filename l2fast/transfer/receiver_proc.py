@@ -33,7 +33,7 @@ from l2fast.native import datapath as dp
 from l2fast.wire.constants import FrameType
 from l2fast.wire.frames import encode_payload
 
-__all__ = ["WRITERS", "BenchReceiver", "ReceiveJob", "SmallFileReceiver"]
+__all__ = ["WRITERS", "BenchReceiver", "RawCounter", "ReceiveJob", "SmallFileReceiver"]
 
 #: Writer processes per received file.
 WRITERS = 2
@@ -596,5 +596,61 @@ class BenchReceiver:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(1)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+# ------------------------------------------------------------------------- raw blast count
+
+
+def _raw_count_main(o: dict[str, Any], conn: Connection) -> None:
+    from l2fast.rawblast import BLAST_SESSION, receive_blast
+
+    try:
+        with native.RawSocket.open(o["iface"], sndbuf=1 << 20, rcvbuf=SOCKBUF) as sock:
+            sock.set_filter(native.SocketFilter.DATA, BLAST_SESSION)
+            conn.send({"ready": True})
+            conn.send(receive_blast(sock, o["wait_s"]).to_json())
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send({"error": f"raw count: {exc!r}"})
+
+
+class RawCounter:
+    """A process that counts the frames of one raw blast (`l2fast bench --raw` on the peer):
+    its socket keeps only DATA of the blast session; it reports once the blast went quiet."""
+
+    def __init__(self, *, iface: str, wait_s: float) -> None:
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=False)
+        o = {"iface": iface, "wait_s": wait_s}
+        self.process: BaseProcess = ctx.Process(
+            target=_raw_count_main, args=(o, child), daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """True once the counting socket is open (frames sent from now on are counted)."""
+        try:
+            return bool(self.conn.poll(timeout) and self.conn.recv().get("ready"))
+        except (EOFError, OSError):
+            return False
+
+    def read(self) -> dict[str, Any] | None:
+        """The result (or `{"error": ...}`), None while counting."""
+        try:
+            if self.conn.poll():
+                msg: dict[str, Any] = self.conn.recv()
+                return msg
+        except (EOFError, OSError):
+            return {"error": "the raw count process died"}
+        return None
+
+    def close(self) -> None:
+        """Stop the process."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(1)
         with contextlib.suppress(OSError):
             self.conn.close()

@@ -99,11 +99,17 @@ def test_bench_reverse_and_raw(lab: NodeLab) -> None:
     assert back["end"]["gbit_per_s"] > 0 and back["end"]["receiver_cpu_pct"] > 0
     assert back["end"].keys() >= INTERVAL_KEYS
     assert "bench request from" in lab.log("h2").read_text()
-    raw = lab.cli("h1", "bench", lab.mac("h2"), "--raw", "-t", "1", "--json", "-I", "eth0")
-    assert raw.returncode == 0, raw.stderr
+    # --raw: h2's daemon counts the blast (a bench/raw offer), h1 blasts full-size frames.
+    raw = lab.cli("h1", "bench", "h2", "--raw", "-t", "1", "-i", "0.5", "--json", "-I", "eth0")
+    assert raw.returncode == 0, raw.stderr + lab.log_tail("h2")
     out = json.loads(raw.stdout)
     assert out["start"]["mode"] == "raw" and out["mtu"] == 9000
-    assert out["end"]["frames_sent"] > 0 and out["end"]["frame_size"] == 9014
+    end = out["end"]
+    assert end["frames_sent"] > 0 and end["frame_size"] == 9014
+    assert 0 < end["frames_arrived"] <= end["frames_sent"] and end["gbit_per_s"] > 0
+    assert end["lost_frames"] == end["frames_sent"] - end["frames_arrived"]
+    assert end["kernel_drops"] >= 0 and end["bad_frames"] == 0
+    assert len(out["intervals"]) >= 2
 
 
 def test_bench_refused_by_accept_none(labs: LabFactory, tmp_path: Path) -> None:

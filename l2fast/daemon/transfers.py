@@ -85,6 +85,7 @@ SEND_BATCH_CHUNKS = 1024
 INITIAL_CREDIT = 0
 # Header bytes a DATA frame adds to a chunk (PROTOCOL.md §Header).
 _HDR = 24
+_WIRE_OVERHEAD = ETH_HLEN + _HDR  # a DATA frame's bytes on the wire beyond its chunk
 _POLL_S = 0.01
 _IDLE_S = 0.005  # pump at least this often while waiting on the receiver
 _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
@@ -597,6 +598,11 @@ class BenchJob(OutgoingJob):
             "seconds": round(dt, 3),
             "bytes": int(b["bytes"] - a["bytes"]),
             "gbit_per_s": round((b["bytes"] - a["bytes"]) * 8 / dt / 1e9, 3),
+            # The same frames counted as `bench --raw` counts them (headers included, no FCS).
+            "wire_gbit_per_s": round(
+                (b["acked_frames"] - a["acked_frames"]) * (self.chunk + _WIRE_OVERHEAD) * 8e-9 / dt,
+                3,
+            ),
             "frames_per_s": round((b["acked_frames"] - a["acked_frames"]) / dt),
             "frames_sent": int(b["frames"] - a["frames"]),
             "retransmits": int(b["retransmits"] - a["retransmits"]),

@@ -66,6 +66,8 @@ def test_bench_json_smoke(lab: NodeLab, tmp_path: Path) -> None:
     end = out["end"]
     assert end.keys() >= INTERVAL_KEYS
     assert end["gbit_per_s"] > 0 and end["bytes"] > 0 and end["frames_per_s"] > 0
+    assert end["wire_gbit_per_s"] > end["gbit_per_s"]  # headers counted as --raw counts them
+    assert end["wire_gbit_per_s"] > end["gbit_per_s"]  # headers counted as --raw counts them
     assert end["retransmits"] >= 0 and end["kernel_drops"] >= 0
     assert 1.8 <= end["seconds"] <= 3.0
     assert end["sender_cpu_pct"] > 0

@@ -5,16 +5,16 @@ For each MTU it builds a two-host lab (network namespaces joined by a veth pair)
 each kind `--reps` times, interleaved (run 1 of every kind, then run 2 of every kind, ...):
 
   1. the raw-frame ceiling: the l2fast raw blast h1 -> h2 (verified frames that arrived);
-  2. `l2fast bench` (reliable, memory to memory)            - "not available yet" until built;
+  2. `l2fast bench` (reliable, memory to memory)            - "not available yet" if not built;
   3. iperf3, one TCP stream (IPv4 addresses on the lab's veth only while it runs);
   4. nc copying a file of random bytes, tmpfs -> tmpfs (size checked, SHA-256 checked once);
-  5. `l2fast send` of the same file, verified                - "not available yet" until built;
-  6. round-trip time: ICMP ping against `l2fast ping`        - the latter when it exists.
+  5. `l2fast send` of the same file, verified, with the receiver's memory;
+  6. round-trip time: ICMP ping against `l2fast ping`.
 
 It prints Markdown tables of medians (min-max) and of ratios of medians, and writes the JSON
 (every sample, machine info, the command line) and a PNG bar chart under bench/results/.
 `--scaling` adds a run that copies files of growing size (time against size must be linear,
-with the receiver's peak RSS); today nc stands in for `l2fast send`, labelled as nc.
+with the receiver's peak memory) with nc and `l2fast send`.
 
 It stops with a non-zero exit status and one clear message, rather than print a number, when a
 run errors, a copy's size or digest is wrong, or a throughput comes out zero. Labs, daemons,
@@ -99,7 +99,7 @@ QUICK = {
     "scaling_sizes": [16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB],
 }
 
-# The l2fast side of each kind the scaling run copies with (nc stands in until `send` exists).
+# The tools the scaling run copies with (nc alone, as a stand-in, if `send` is not built).
 SCALING_KINDS: dict[str, Callable[[RunContext, TestFile], Sample]] = {
     "nc": lambda ctx, file: copy_with_nc(ctx, file, check_digest=ctx.rep == 0),
     "l2fast_send": send_with_l2fast,

@@ -3,10 +3,14 @@
 The node (the daemon on the interface, or this command's own engine) opens a session to PEER
 and sends bench streams (FILE_OFFER kind 3: the receiver counts and discards, no disk, no
 digest) with everything a file transfer has: CRC32C per frame, FEEDBACK credit and SACK,
-retransmission. The bench run is a pipeline of 256 MiB segments (one offer each): every
-segment ends with a FILE_RESULT whose text carries the receiving process's CPU seconds and
-kernel drops, which is how the receiver's CPU use reaches this side. After `-t` seconds the
-rest is cancelled and the session closed.
+retransmission. The bench run is a pipeline of 128 MiB segments (one offer each, all received
+by one bench receive process on the peer): every segment ends with a FILE_RESULT whose text
+carries the receiver's CPU seconds and kernel drops, which is how the receiver's CPU use
+reaches this side. After `-t` seconds the rest is cancelled and the session closed.
+
+`-R` and `--raw` are requests carried by zero-size bench offers (`bench/reverse`,
+`bench/raw`; docs/PROTOCOL.md §FILE_OFFER): the peer sends bench streams back, or counts a
+raw blast and returns the count in its FILE_RESULT.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ examples:
 
 The peer only needs its daemon (`l2fast daemon`): it accepts bench streams under any --accept
 policy except `none` (a bench stream touches no disk). Throughput counts payload bytes the
-receiver acknowledged; frames/s counts acknowledged DATA frames. Per interval and at the end:
-retransmitted frames, kernel drops at the receiver (from its FEEDBACK), this node's CPU
-(sender_cpu_pct: the daemon's, or this command's, process CPU), and the receiver's CPU
-(receiver_cpu_pct: its receive processes' CPU over their lifetime, from each 256 MiB
-segment's FILE_RESULT; null in an interval in which no segment ended).
+receiver acknowledged (wire_gbit_per_s: the same frames with their headers, as --raw counts);
+frames/s counts acknowledged DATA frames. Per interval and at the end: retransmitted frames,
+kernel drops at the receiver (from its FEEDBACK), this node's CPU (sender_cpu_pct: the
+daemon's, or this command's, whole process), and the receiver's CPU (receiver_cpu_pct: its
+bench receive process and writers, reported in each 128 MiB segment's FILE_RESULT; null in an
+interval in which no segment ended). 100 % is one core.
 
 --raw asks the peer's node to count (a zero-size bench offer named `bench/raw`; its FILE_RESULT
 text carries the count), then blasts full-size DATA frames at it for -t seconds (at most 50):

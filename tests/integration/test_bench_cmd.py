@@ -132,3 +132,18 @@ def test_bench_refused_by_accept_none(labs: LabFactory, tmp_path: Path) -> None:
             node.stop_all()
         finally:
             netns.down(node.record.name)
+
+
+def test_bench_between_daemons(lab: NodeLab, tmp_path: Path) -> None:
+    """With a daemon on h1 too (accepting no files), its node sends and, with -R, receives."""
+    rx1 = tmp_path / "rx-h1"
+    rx1.mkdir()
+    lab.start_daemon("h1", "--accept", "none", "--recv-dir", str(rx1))
+    lab.wait_ready("h1")
+    fwd = lab.cli("h1", "bench", "h2", "-t", "1", "-i", "0.5", "--json")
+    assert fwd.returncode == 0, fwd.stderr + lab.log_tail("h1")
+    assert json.loads(fwd.stdout)["end"]["gbit_per_s"] > 0
+    rev = lab.cli("h1", "bench", "h2", "-R", "-t", "1", "-i", "0.5", "--json")
+    assert rev.returncode == 0, rev.stderr + lab.log_tail("h1") + lab.log_tail("h2")
+    assert json.loads(rev.stdout)["end"]["gbit_per_s"] > 0
+    assert not list(rx1.iterdir())

@@ -270,8 +270,10 @@ def test_two_at_once_status_and_ask(make_lab: Any, tmp_path: Path) -> None:
     lab = make_lab(mtu=1500)
     lab.daemon("h1", accept="all")
     rx2 = lab.daemon("h2", accept="ask")
-    a = make_file(tmp_path / "a.bin", 128 * MIB, 11)
-    b = make_file(tmp_path / "b.bin", 128 * MIB, 12)
+    # Large enough that the two accepted transfers stay in flight across several `status`
+    # polls (each poll is a CLI process, ~0.3 s on a loaded machine).
+    a = make_file(tmp_path / "a.bin", 256 * MIB, 11)
+    b = make_file(tmp_path / "b.bin", 256 * MIB, 12)
     # h2 asks: both offers wait in its inbox, h2 sends to h1 meanwhile.
     first = lab.send_bg("h1", "h2", a)
     second = lab.send_bg("h1", "h2", b)

@@ -2,22 +2,26 @@
 
 It builds two test hosts (network namespaces joined by a veth pair), starts `l2fast daemon` in
 each, runs the real commands between them exactly as a user would type them
-(`ip netns exec HOST l2fast discover|chat|ping ...`), measures the link with a CRC-checked
-raw-frame blast, prints what each step showed, and removes the lab again, also on failure or
-Ctrl-C. File transfer (`l2fast send`) joins the demo when it exists.
+(`ip netns exec HOST l2fast discover|chat|ping|send ...`): discovery, an acknowledged chat
+message, ping, a file sent with `l2fast send` (SHA-256 verified by the receiver and re-checked
+here) with its throughput, then a CRC-checked raw-frame blast that measures the link itself.
+It prints what each step showed and removes the lab again, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from l2fast.errors import L2fastError, NeedsPrivilege
 
@@ -45,27 +49,82 @@ def in_host(ns: str, *args: str, timeout: float = 60) -> subprocess.CompletedPro
     return result
 
 
-def start_daemon(ns: str, name: str) -> subprocess.Popen[str]:
-    """`l2fast daemon` in lab host `ns`, logging to a pipe we drain only on failure."""
-    return subprocess.Popen(
-        [
-            IP,
-            "netns",
-            "exec",
-            ns,
-            sys.executable,
-            "-m",
-            "l2fast",
-            "daemon",
-            "-i",
-            "eth0",
-            "--name",
-            name,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@dataclass
+class LabDaemon:
+    """`l2fast daemon` running in a lab host, logging to a temporary file.
+
+    A file, not a pipe: nobody drains a pipe during the demo, and a full one would block the
+    daemon's logging. The log is read only when something fails.
+    """
+
+    ns: str
+    proc: subprocess.Popen[str]
+    log: IO[str]
+
+    @classmethod
+    def start(cls, ns: str, name: str, *extra: str) -> LabDaemon:
+        """Start one in host `ns`, as node `name`, with `extra` daemon options."""
+        log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop())
+        proc = subprocess.Popen(
+            [
+                IP,
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-m",
+                "l2fast",
+                "daemon",
+                "-i",
+                "eth0",
+                "--name",
+                name,
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+        return cls(ns, proc, log)
+
+    def tail(self) -> str:
+        """The end of its log."""
+        self.log.seek(0)
+        return self.log.read()[-500:].strip()
+
+    def stop(self) -> None:
+        """SIGTERM (a clean stop), then SIGKILL if it hangs; close the log."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def wait_for_daemon(daemon: LabDaemon, deadline_s: float = 15.0) -> None:
+    """Until the daemon answers on its control socket.
+
+    Without this, a command could start before the daemon listens and quietly run a node of its
+    own instead (which is what commands do when no daemon runs).
+    """
+    deadline = time.monotonic() + deadline_s
+    while True:
+        ns = daemon.ns
+        if daemon.proc.poll() is not None:
+            raise L2fastError(f"the daemon in {ns} exited: {daemon.tail()}")
+        result = subprocess.run(
+            [IP, "netns", "exec", ns, sys.executable, "-m", "l2fast", "status", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            raise L2fastError(f"the daemon in {ns} did not answer within {deadline_s:.0f} s")
+        time.sleep(0.1)
 
 
 def wait_for_peer(ns: str, peer: str, deadline_s: float = 10.0) -> list[dict[str, Any]]:
@@ -97,6 +156,30 @@ def wait_for_peer(ns: str, peer: str, deadline_s: float = 10.0) -> list[dict[str
         if time.monotonic() >= deadline:
             raise L2fastError(f"{ns} did not discover {peer} within {deadline_s:.0f} s")
         time.sleep(0.2)
+
+
+def file_step(h1: str, workdir: Path, recv_dir: Path, size_mib: int) -> dict[str, Any]:
+    """`l2fast send h2 FILE` from h1 (through its daemon); check the copy's SHA-256 ourselves."""
+    source = workdir / "demo-file.bin"
+    with source.open("wb") as out:
+        for _ in range(size_mib):
+            out.write(os.urandom(1 << 20))
+    lines = in_host(h1, "l2fast", "send", "h2", str(source), "--json", timeout=300).stdout
+    done = json.loads(lines.strip().splitlines()[-1])
+    received = recv_dir / source.name
+    same = received.is_file() and file_sha256(received) == file_sha256(source)
+    if not (done.get("verified") and same):
+        raise L2fastError(f"the demo file did not arrive intact: {done}")
+    return {"step": "send", "file_bytes": source.stat().st_size, "result": done}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as src:
+        while block := src.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def raw_link_step(h1: str, h2: str, h2_mac: str, seconds: float) -> dict[str, Any]:
@@ -141,8 +224,18 @@ def run(args: argparse.Namespace) -> int:
         h1, h2 = f"{name}-h1", f"{name}-h2"
         say(f"  lab up: {h1} ({host_mac(1)}) <-> {h2} ({host_mac(2)})")
 
-        daemons = [start_daemon(h1, "h1"), start_daemon(h2, "h2")]
+        # tmpfs on both sides: the demo measures l2fast, not a disk. /dev/shm is shared by the
+        # lab's namespaces (they share the mount namespace).
+        workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/dev/shm"))
+        recv_dir = workdir / "received"
+        recv_dir.mkdir()
+        daemons = [
+            LabDaemon.start(h1, "h1"),
+            LabDaemon.start(h2, "h2", "--accept", "all", "--recv-dir", str(recv_dir)),
+        ]
         try:
+            for daemon in daemons:
+                wait_for_daemon(daemon)
             table = wait_for_peer(h1, "h2")
             report.steps.append({"step": "discover", "table": table})
             seen = ", ".join(f"{entry['name']} ({entry['mac']})" for entry in table)
@@ -171,14 +264,23 @@ def run(args: argparse.Namespace) -> int:
                 f"rtt min/avg/max {ping['rtt_min_us']:.0f}/{ping['rtt_avg_us']:.0f}/"
                 f"{ping['rtt_max_us']:.0f} us"
             )
+
+            try:
+                step = file_step(h1, workdir, recv_dir, args.file_mib)
+            except L2fastError as exc:
+                logs = "; ".join(f"{d.ns}: {d.tail()[-300:]}" for d in daemons)
+                raise L2fastError(f"{exc.message} (daemon logs: {logs})") from None
+            report.steps.append(step)
+            result = step["result"]
+            say(
+                f"  send h1 -> h2: {args.file_mib} MiB in {result['seconds']:.2f} s "
+                f"({result['gbit_per_s']:.2f} Gbit/s), SHA-256 verified by the receiver "
+                f"and re-checked here ({str(result['digest'])[:16]}...)"
+            )
         finally:
             for daemon in daemons:
-                daemon.terminate()
-            for daemon in daemons:
-                try:
-                    daemon.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
+                daemon.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
 
         step = raw_link_step(h1, h2, host_mac(2), args.seconds)
         report.steps.append(step)
@@ -208,6 +310,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--mtu", type=int, default=9000, help="lab MTU (default 9000)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the link test")
+    parser.add_argument(
+        "--file-mib", type=int, default=256, help="size of the demo file transfer (MiB)"
+    )
     parser.add_argument("--name", help="lab name (default: l2demo<pid>)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(handler=run)

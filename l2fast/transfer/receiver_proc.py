@@ -166,7 +166,39 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     )
 
 
-class ReceiveJob:
+class ChildProcess:
+    """A forked worker process and the pipe to it, seen from the controller (never per frame:
+    messages are per batch, progress report or file)."""
+
+    conn: Connection
+    process: BaseProcess
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the process ended."""
+        return self.process.sentinel
+
+    def read(self) -> list[dict[str, Any]]:
+        """Messages waiting from the process (never blocks)."""
+        out: list[dict[str, Any]] = []
+        try:
+            while self.conn.poll():
+                out.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def end_process(self, grace_s: float) -> None:
+        """Ask the process to stop; kill it if it has not within `grace_s` seconds."""
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+        self.process.join(grace_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(grace_s)
+
+
+class ReceiveJob(ChildProcess):
     """One file's receive process, seen from the controller."""
 
     def __init__(
@@ -229,29 +261,9 @@ class ReceiveJob:
             k += 1
         return min(k * self.chunk_size, self.size)
 
-    @property
-    def sentinel(self) -> int:
-        """Readable when the process ended."""
-        return self.process.sentinel
-
-    def read(self) -> list[dict[str, Any]]:
-        """Messages waiting from the process (never blocks)."""
-        out: list[dict[str, Any]] = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):
-            pass
-        return out
-
     def stop(self) -> None:
         """Ask the process to stop, and make sure it does."""
-        with contextlib.suppress(OSError):
-            self.conn.send("stop")
-        self.process.join(2)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(2)
+        self.end_process(grace_s=2)
         self.close()
 
     def close(self) -> None:
@@ -373,7 +385,7 @@ def _small_file(
     return fb_seq
 
 
-class SmallFileReceiver:
+class SmallFileReceiver(ChildProcess):
     """One session's receive process for small files, seen from the controller."""
 
     def __init__(self, *, iface: str, session: int, peer: bytes) -> None:
@@ -385,35 +397,15 @@ class SmallFileReceiver:
         child.close()
         self.busy: int | None = None  # transfer id being received
 
-    @property
-    def sentinel(self) -> int:
-        """Readable when the process ended."""
-        return self.process.sentinel
-
     def start(self, tid: int, fd: int, size: int, chunk_size: int, first_chunk: int) -> None:
         """Receive one file into `fd` (duplicated into the process)."""
         self.conn.send({"tid": tid, "size": size, "chunk": chunk_size, "first": first_chunk})
         reduction.send_handle(self.conn, fd, self.process.pid or 0)
         self.busy = tid
 
-    def read(self) -> list[dict[str, Any]]:
-        """Messages waiting from the process (never blocks)."""
-        out: list[dict[str, Any]] = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):
-            pass
-        return out
-
     def stop(self) -> None:
-        """Stop the process."""
-        with contextlib.suppress(OSError):
-            self.conn.send("stop")
-        self.process.join(1)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(1)
+        """Stop the process and close the pipe."""
+        self.end_process(grace_s=1)
         with contextlib.suppress(OSError):
             self.conn.close()
 
@@ -538,7 +530,7 @@ def _bench(o: dict[str, Any], conn: Connection) -> None:
         conn.send({"error": error})
 
 
-class BenchReceiver:
+class BenchReceiver(ChildProcess):
     """One session's bench receive process, seen from the controller."""
 
     def __init__(self, *, iface: str, session: int, peer: bytes, chunk_size: int, first: int,
@@ -568,34 +560,14 @@ class BenchReceiver:
         self.cpu_s = 0.0
         self.wall_s = 0.0
 
-    @property
-    def sentinel(self) -> int:
-        """Readable when the process ended."""
-        return self.process.sentinel
-
     def allow(self, end: int) -> None:
         """Grant credit up to chunk `end` (the end of the last accepted bench offer)."""
         with contextlib.suppress(OSError):
             self.conn.send({"end": end})
 
-    def read(self) -> list[dict[str, Any]]:
-        """Messages waiting from the process (never blocks)."""
-        out: list[dict[str, Any]] = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):
-            pass
-        return out
-
     def stop(self) -> None:
-        """Stop the process."""
-        with contextlib.suppress(OSError):
-            self.conn.send("stop")
-        self.process.join(1)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(1)
+        """Stop the process and close the pipe."""
+        self.end_process(grace_s=1)
         with contextlib.suppress(OSError):
             self.conn.close()
 

@@ -133,6 +133,7 @@ class OutgoingJob:
         self.peer = peer
         self.files = files
         self.digest = digest
+        self.kernel_drops = 0  # summed from the receiver's FEEDBACK
         self.session = self.runner.engine.open_session(peer, self.runner.now())
         self.out: OutgoingTransfer | None = None
         self.sock: native.RawSocket | None = None
@@ -194,6 +195,9 @@ class OutgoingJob:
             except L2fastError:
                 continue
             if isinstance(body, Feedback):
+                # Drops the receiver's kernel reported (PACKET_STATISTICS): shown by status
+                # and bench; the TxWindow also paces on them.
+                self.kernel_drops += body.kernel_drops
                 self.out.on_feedback(body, now, info.seq)
         self._after(now)
 
@@ -486,7 +490,6 @@ class BenchJob(OutgoingJob):
         self.chunk = 0
         self._buf = b""
         self._txs: list[dp.TxPath] = []
-        self.kernel_drops = 0
         self.intervals: list[dict[str, Any]] = []
         self.rx_cpu_s = 0.0
         self.rx_wall_s = 0.0
@@ -529,23 +532,6 @@ class BenchJob(OutgoingJob):
             )
             self._txs.append(f.tx)
         return f.tx
-
-    def _on_feedback(self) -> None:
-        assert self.sock is not None and self.out is not None
-        now = self.runner.now()
-        for raw in self.sock.recv_frames(0, 256):
-            info = native.parse_frame(raw)
-            if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
-                continue
-            off = ETH_HLEN + _HDR
-            try:
-                body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
-            except L2fastError:
-                continue
-            if isinstance(body, Feedback):
-                self.kernel_drops += body.kernel_drops
-                self.out.on_feedback(body, now, info.seq)
-        self._after(now)
 
     def _on_event(self, ev: Any, now: float) -> None:
         if isinstance(ev, FileCompleted):

@@ -21,6 +21,7 @@ import mmap
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -50,16 +51,22 @@ def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> N
         w.drain(2048, wait_s=0.005)
 
 
-def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
-    """The receive process: RxPath, FEEDBACK, writers; reports to the controller."""
+def _report_failure(conn: Connection, what: str, work: Callable[[], None]) -> None:
+    """Run a child process's work; if it fails, tell the controller why over `conn` (the
+    controller must hear the reason, not just see the process die)."""
     try:
-        _receive(o, fd, bitmap, conn)
+        work()
     except L2fastError as exc:
         with contextlib.suppress(OSError):
             conn.send({"error": exc.message})
-    except Exception as exc:  # the controller must hear why, not just see the process die
+    except Exception as exc:
         with contextlib.suppress(OSError):
-            conn.send({"error": f"receive process: {exc!r}"})
+            conn.send({"error": f"{what}: {exc!r}"})
+
+
+def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
+    """The receive process: RxPath, FEEDBACK, writers; reports to the controller."""
+    _report_failure(conn, "receive process", lambda: _receive(o, fd, bitmap, conn))
 
 
 def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
@@ -281,14 +288,7 @@ class ReceiveJob(ChildProcess):
 
 
 def _small_main(o: dict[str, Any], conn: Connection) -> None:
-    try:
-        _small(o, conn)
-    except L2fastError as exc:
-        with contextlib.suppress(OSError):
-            conn.send({"error": exc.message})
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send({"error": f"receive process: {exc!r}"})
+    _report_failure(conn, "receive process", lambda: _small(o, conn))
 
 
 def _small(o: dict[str, Any], conn: Connection) -> None:
@@ -429,14 +429,7 @@ def _proc_cpu(pid: int) -> float:
 
 
 def _bench_main(o: dict[str, Any], conn: Connection) -> None:
-    try:
-        _bench(o, conn)
-    except L2fastError as exc:
-        with contextlib.suppress(OSError):
-            conn.send({"error": exc.message})
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send({"error": f"bench receive process: {exc!r}"})
+    _report_failure(conn, "bench receive process", lambda: _bench(o, conn))
 
 
 def _bench(o: dict[str, Any], conn: Connection) -> None:

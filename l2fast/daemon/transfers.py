@@ -134,6 +134,7 @@ class OutgoingJob:
         self.files = files
         self.digest = digest
         self.kernel_drops = 0  # summed from the receiver's FEEDBACK
+        self._txs: list[dp.TxPath] = []  # every C sender this job made (bench sums their stats)
         self.session = self.runner.engine.open_session(peer, self.runner.now())
         self.out: OutgoingTransfer | None = None
         self.sock: native.RawSocket | None = None
@@ -206,20 +207,29 @@ class OutgoingJob:
         assert self.out is not None and self.sock is not None
         if f.tx is None:
             layout = self.out.layout(index)
-            if f.data is None:
-                f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
             f.tx = dp.TxPath(
                 self.sock,
                 self.sock.ifindex,
                 dst=self.peer,
                 src=self.sock.mac,
                 session=self.session,
-                data=f.data,
+                data=self._payload_source(f),
                 chunk_size=layout.chunk_size,
                 file_size=layout.size,
                 first_chunk=layout.first_chunk,
+                bench=self.bench_payload,
             )
+            self._txs.append(f.tx)
         return f.tx
+
+    #: True when every chunk's payload is the same buffer (bench streams), not file data.
+    bench_payload = False
+
+    def _payload_source(self, f: _SourceFile) -> Any:
+        """What the C sender reads chunks from: the file, mapped read-only on first use."""
+        if f.data is None:
+            f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
+        return f.data
 
     def _pump(self) -> None:
         self._pump_timer = None
@@ -489,7 +499,6 @@ class BenchJob(OutgoingJob):
         self.mtu = 0
         self.chunk = 0
         self._buf = b""
-        self._txs: list[dp.TxPath] = []
         self.intervals: list[dict[str, Any]] = []
         self.rx_cpu_s = 0.0
         self.rx_wall_s = 0.0
@@ -513,25 +522,11 @@ class BenchJob(OutgoingJob):
         self._tick_timer = self.runner.call_later(self.interval, self._tick)
         self._end_timer = self.runner.call_later(self.seconds, self._end)
 
-    def _tx_for(self, index: int) -> dp.TxPath:
-        f = self.files[index]
-        assert self.out is not None and self.sock is not None
-        if f.tx is None:
-            layout = self.out.layout(index)
-            f.tx = dp.TxPath(
-                self.sock,
-                self.sock.ifindex,
-                dst=self.peer,
-                src=self.sock.mac,
-                session=self.session,
-                data=self._buf,
-                chunk_size=layout.chunk_size,
-                file_size=layout.size,
-                first_chunk=layout.first_chunk,
-                bench=True,
-            )
-            self._txs.append(f.tx)
-        return f.tx
+    bench_payload = True
+
+    def _payload_source(self, f: _SourceFile) -> Any:
+        """Bench chunks all carry the same in-memory buffer: no file is read."""
+        return self._buf
 
     def _on_event(self, ev: Any, now: float) -> None:
         if isinstance(ev, FileCompleted):

@@ -10,7 +10,7 @@ from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS
-from l2fast.daemon.transfers import raise_fd_limit
+from l2fast.daemon.outgoing import raise_fd_limit
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
 from l2fast.transfer.names import display_name
 from l2fast.transfer.tree import open_entry, plan_tree

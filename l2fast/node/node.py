@@ -296,6 +296,17 @@ class NodeEngine:
         self._collect(now)
         return count
 
+    def close_session(self, peer: bytes, session: int, now: float) -> bool:
+        """Close one open session with `peer` in order (a transfer's own session; `close`
+        would end every session with the peer, other transfers' included). Returns whether
+        it was open."""
+        slot = self._slots.get((peer, session))
+        if slot is None or slot.session.state is not SessionState.OPEN:
+            return False
+        slot.session.close(now)
+        self._collect(now)
+        return True
+
     def close_all(self, now: float, reason: int = 0, text: str = "") -> int:
         """Close every session (on shutdown); returns how many were open or opening."""
         peers = {mac for mac, _ in self._slots}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from l2fast.daemon.transfers import bench_note, parse_bench_note
+from l2fast.daemon.benchjobs import bench_note, parse_bench_note
 from l2fast.transfer.protocol import IncomingTransfer
 from l2fast.wire.constants import Digest, FileKind
 from l2fast.wire.frames import FileEnd, FileOffer, FileResult

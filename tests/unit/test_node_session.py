@@ -206,6 +206,21 @@ def test_orderly_close_from_either_side() -> None:
     assert not lan.has(a, SessionFailed) and not lan.has(b, SessionFailed)
 
 
+def test_close_session_ends_only_that_session() -> None:
+    lan, a, b = pair(wire=True)
+    first = a.open_session(b.mac, lan.now)
+    second = a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: len(lan.of(a, SessionOpened)) == 2, timeout=1)
+    assert a.close_session(b.mac, first, lan.now)
+    assert lan.run(lambda: lan.has(b, SessionClosed), timeout=2)
+    assert [c.session for c in lan.of(b, SessionClosed)] == [first]
+    lan.run_for(5.0)
+    # The other session with the same peer stays open; closing it twice is a no-op.
+    assert [s.session for s in a.sessions()] == [second]
+    assert not a.close_session(b.mac, first, lan.now)
+    assert not a.close_session(b.mac, 0x1234, lan.now)
+
+
 def test_close_survives_a_lost_close_and_a_lost_ack() -> None:
     lan, a, b = pair()
     a.open_session(b.mac, lan.now)

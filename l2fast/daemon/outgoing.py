@@ -1,0 +1,451 @@
+"""Sending files: `OutgoingJob`, one `send` request over its own session.
+
+The command opens the files with its user's rights and passes the descriptors (SCM_RIGHTS to
+a daemon; the node never opens user paths). The job opens a session, runs `OutgoingTransfer`
+(offers, FILE_END, FILE_RESULT on the control stream), maps each file and sends the chunk
+ranges the window asks for with the C `TxPath` (header, CRC32C and sendmmsg in C, payload
+straight from the mapping), on a socket of its own that the kernel filters to FEEDBACK of this
+session. SHA-256 is computed by `FileDigester` threads beside it. Python runs per batch of
+frames and per FEEDBACK, never per frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import resource
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from l2fast import native
+from l2fast.daemon.display import escape_text, format_mac
+from l2fast.daemon.runner import NodeRunner, Timer
+from l2fast.errors import L2fastError
+from l2fast.native import datapath as dp
+from l2fast.transfer.digest import FileDigester
+from l2fast.transfer.protocol import (
+    FileCompleted,
+    FileEntry,
+    FileFailed,
+    OfferAccepted,
+    OfferRejected,
+    OutgoingTransfer,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+)
+from l2fast.wire.constants import ETH_HLEN, Digest, ErrorCode, FrameType, Verdict
+from l2fast.wire.frames import Feedback, decode_payload
+
+if TYPE_CHECKING:
+    from l2fast.daemon.transfers import Transfers
+
+log = logging.getLogger("l2fast.daemon")
+
+#: Chunks asked of the window per sending turn (then the loop serves everything else).
+SEND_BATCH_CHUNKS = 1024
+#: The receiver's credit before its first FEEDBACK: none. Its receive path for a file runs
+#: only once the file is accepted, and chunks sent before that would be dropped and resent.
+INITIAL_CREDIT = 0
+# Header bytes a DATA frame adds to a chunk (PROTOCOL.md §Header).
+_HDR = 24
+_WIRE_OVERHEAD = ETH_HLEN + _HDR  # a DATA frame's bytes on the wire beyond its chunk
+_POLL_S = 0.01
+_IDLE_S = 0.005  # pump at least this often while waiting on the receiver
+_BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
+_PROGRESS_S = 0.25
+
+
+def raise_fd_limit() -> None:
+    """Open files up to the hard limit: a folder is sent with one descriptor per file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _chunk_size(mtu: int) -> int:
+    return mtu - _HDR
+
+
+# --------------------------------------------------------------------------------- sending
+
+
+@dataclass
+class _SourceFile:
+    entry: FileEntry
+    fd: int
+    data: mmap.mmap | None = None
+    tx: dp.TxPath | None = None
+    digester: FileDigester | None = None
+
+
+class OutgoingJob:
+    """One `send` request: a session, its `OutgoingTransfer` and the C sender."""
+
+    def __init__(
+        self,
+        owner: Transfers,
+        reply: Any,
+        peer: bytes,
+        files: list[_SourceFile],
+        digest: Digest,
+    ) -> None:
+        self.owner = owner
+        self.runner = owner.runner
+        self.reply = reply  # callable(dict)
+        self.peer = peer
+        self.files = files
+        self.digest = digest
+        self.kernel_drops = 0  # summed from the receiver's FEEDBACK
+        self._txs: list[dp.TxPath] = []  # every C sender this job made (bench sums their stats)
+        self.session = self.runner.engine.open_session(peer, self.runner.now())
+        self.out: OutgoingTransfer | None = None
+        self.sock: native.RawSocket | None = None
+        self.pending: deque[tuple[int, int, int]] = deque()  # (index, start, end) not yet taken
+        self.started = 0.0
+        self.bytes_sent_frames = 0
+        self.ended = False
+        self._pump_timer: Timer | None = None
+        self._poll_timer: Timer | None = None
+        self._last_progress = 0.0
+        self.resent_bytes = 0
+        self.skipped_bytes = 0
+        self.results: list[dict[str, Any]] = []
+
+    # --- session -----------------------------------------------------------------------------
+
+    def on_opened(self, mtu: int) -> None:
+        now = self.runner.now()
+        chunk = _chunk_size(mtu)
+        entries = []
+        for f in self.files:
+            f.entry = FileEntry(
+                path=f.entry.path,
+                kind=f.entry.kind,
+                size=f.entry.size,
+                mode=f.entry.mode,
+                mtime_ns=f.entry.mtime_ns,
+                chunk_size=chunk,
+                digest=self.digest,
+            )
+            entries.append(f.entry)
+        self.out = OutgoingTransfer(entries, now=now, initial_credit=INITIAL_CREDIT)
+        self.sock = native.RawSocket.open(self.runner.sock.ifname, sndbuf=64 << 20, rcvbuf=16 << 20)
+        self.sock.set_filter(native.SocketFilter.FEEDBACK, self.session)
+        self.runner.add_reader(self.sock, self._on_feedback)
+        self.started = now
+        self.reply({"event": "start", "session": f"{self.session:#010x}", "mtu": mtu})
+        self._after(now)
+
+    def on_ended(self, error: Any) -> None:
+        if self.out is None:
+            self._finish(False, f"the session failed: {error}" if error else "session closed")
+            return
+        self.out.session_ended(self.runner.now(), error)
+        self._after(self.runner.now())
+
+    # --- data --------------------------------------------------------------------------------
+
+    def _on_feedback(self) -> None:
+        assert self.sock is not None and self.out is not None
+        now = self.runner.now()
+        for raw in self.sock.recv_frames(0, 256):
+            info = native.parse_frame(raw)
+            if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
+                continue
+            off = ETH_HLEN + _HDR
+            try:
+                body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
+            except L2fastError:
+                continue
+            if isinstance(body, Feedback):
+                # Drops the receiver's kernel reported (PACKET_STATISTICS): shown by status
+                # and bench; the TxWindow also paces on them.
+                self.kernel_drops += body.kernel_drops
+                self.out.on_feedback(body, now, info.seq)
+        self._after(now)
+
+    def _tx_for(self, index: int) -> dp.TxPath:
+        f = self.files[index]
+        assert self.out is not None and self.sock is not None
+        if f.tx is None:
+            layout = self.out.layout(index)
+            f.tx = dp.TxPath(
+                self.sock,
+                self.sock.ifindex,
+                dst=self.peer,
+                src=self.sock.mac,
+                session=self.session,
+                data=self._payload_source(f),
+                chunk_size=layout.chunk_size,
+                file_size=layout.size,
+                first_chunk=layout.first_chunk,
+                bench=self.bench_payload,
+            )
+            self._txs.append(f.tx)
+        return f.tx
+
+    #: True when every chunk's payload is the same buffer (bench streams), not file data.
+    bench_payload = False
+
+    def _payload_source(self, f: _SourceFile) -> Any:
+        """What the C sender reads chunks from: the file, mapped read-only on first use."""
+        if f.data is None:
+            f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
+        return f.data
+
+    def _pump(self) -> None:
+        self._pump_timer = None
+        out = self.out
+        if out is None or self.ended:
+            return
+        now = self.runner.now()
+        if not self.pending:
+            for start, end in out.next_batch(now, SEND_BATCH_CHUNKS):
+                for span in out.spans([(start, end)]):
+                    self.pending.append((span.transfer_id - 1, span.start, span.end))
+        blocked = False
+        sent = bool(self.pending)
+        while self.pending:
+            index, start, end = self.pending[0]
+            try:
+                took = self._tx_for(index).send([(start, end)])
+            except L2fastError as exc:
+                out.cancel(now, f"sending failed: {exc.message}")
+                self.pending.clear()
+                break
+            if took < end - start:
+                self.pending[0] = (index, start + took, end)
+                blocked = True
+                break
+            self.pending.popleft()
+        self._after(now, _BLOCKED_S if blocked else (0.0 if sent else None))
+
+    def _schedule(self, now: float, delay: float | None) -> None:
+        """Pump again after `delay` s; None: when a timer is due (FEEDBACK wakes it sooner)."""
+        out = self.out
+        if out is None or out.finished or self.ended:
+            return
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+        if delay is None:
+            timer = out.next_timer()
+            if timer is None and out.pacing_rate is None:
+                # Nothing can become sendable without an event (FEEDBACK, control, digest),
+                # and each of those pumps at once: no polling while, say, a person decides.
+                self._pump_timer = None
+                return
+            when = min(timer if timer is not None else now + _IDLE_S, now + _IDLE_S)
+        else:
+            when = now + delay
+        self._pump_timer = self.runner.call_at(when, self._pump_and_timers)
+
+    def _pump_and_timers(self) -> None:
+        out = self.out
+        if out is None:
+            return
+        now = self.runner.now()
+        timer = out.next_timer()
+        if timer is not None and timer <= now:
+            out.handle_timer(now)
+        self._pump()
+
+    # --- digests -----------------------------------------------------------------------------
+
+    def _poll_digests(self) -> None:
+        self._poll_timer = None
+        out = self.out
+        if out is None or self.ended:
+            return
+        now = self.runner.now()
+        waiting = False
+        for index, f in enumerate(self.files):
+            d = f.digester
+            if d is None:
+                continue
+            if d.done:
+                try:
+                    result = d.result(0)
+                    with contextlib.suppress(L2fastError):
+                        out.digest_ready(index + 1, result.raw, now)
+                except Exception as exc:  # an I/O error reading the source
+                    out.cancel(now, f"reading {f.entry.path!r} failed: {exc}")
+                f.digester = None
+            else:
+                waiting = True
+        if waiting:
+            self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
+        self._after(now)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _after(self, now: float, delay: float | None = 0.0) -> None:
+        out = self.out
+        if out is None:
+            return
+        engine = self.runner.engine
+        for body in out.control_to_send():
+            try:
+                engine.send_control(self.peer, self.session, body, now)
+            except L2fastError as exc:
+                out.cancel(now, exc.message)
+        while (ev := out.next_event()) is not None:
+            self._on_event(ev, now)
+        self._schedule(now, delay)
+
+    def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, OfferAccepted):
+            f = self.files[ev.index]
+            self.skipped_bytes += ev.skipped_bytes
+            if ev.needs_digest:
+                if f.data is None and f.entry.size:
+                    f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
+                f.digester = FileDigester(f.data if f.data is not None else b"", self.digest)
+                if self._poll_timer is None:
+                    self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
+        if isinstance(ev, OfferRejected | FileCompleted | FileFailed):
+            self._release(self.files[ev.index])
+        if isinstance(ev, OfferRejected):
+            self.results.append(
+                {"path": ev.path, "rejected": True, "reason": ev.reason, "text": ev.text}
+            )
+            self.reply(
+                {"event": "rejected", "path": ev.path, "reason": _code(ev.reason), "text": ev.text}
+            )
+        elif isinstance(ev, FileCompleted):
+            self.resent_bytes += ev.resent_bytes
+            self.results.append(
+                {
+                    "path": ev.path,
+                    "final_name": ev.final_name,
+                    "digest": ev.digest.hex(),
+                    "verified": ev.verified,
+                    "resent_bytes": ev.resent_bytes,
+                    "skipped_bytes": ev.skipped_bytes,
+                }
+            )
+        elif isinstance(ev, FileFailed):
+            self.results.append({"path": ev.path, "failed": True, "error": str(ev.error)})
+        elif isinstance(ev, TransferProgress):
+            if now - self._last_progress >= _PROGRESS_S:
+                self._last_progress = now
+                self.reply(
+                    {
+                        "event": "progress",
+                        "bytes": ev.bytes_done,
+                        "total": ev.bytes_total,
+                        "files_done": ev.files_done,
+                        "files": ev.files_total,
+                        "seconds": round(now - self.started, 3),
+                    }
+                )
+        elif isinstance(ev, TransferDone):
+            self._finish(
+                ev.files_failed == 0 and ev.files_rejected == 0,
+                None,
+                done=ev,
+            )
+        elif isinstance(ev, TransferFailed):
+            self._finish(False, str(ev.error))
+
+    def _finish(self, ok: bool, error: str | None, done: TransferDone | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        now = self.runner.now()
+        seconds = max(now - self.started, 1e-9) if self.started else 0.0
+        total = sum(f.entry.size for f in self.files)
+        sent = done.bytes_sent if done is not None else 0
+        final: dict[str, Any] = {
+            "done": True,
+            "ok": ok,
+            "files": self.results,
+            "bytes": total,
+            "bytes_sent": sent,
+            "resent_bytes": self.resent_bytes,
+            "skipped_bytes": self.skipped_bytes,
+            "seconds": round(seconds, 6),
+            "gbit_per_s": round(sent * 8 / seconds / 1e9, 3) if seconds else 0.0,
+            "verified": ok and done is not None and done.files_verified == len(self.files),
+        }
+        digests = [r.get("digest") for r in self.results if r.get("digest")]
+        if len(self.files) == 1:
+            final["digest"] = digests[0] if digests else None
+        if error:
+            final["error"] = error
+        elif not ok:
+            rejected = [r for r in self.results if r.get("rejected")]
+            if rejected:
+                r = rejected[0]
+                final["error"] = f"the receiver refused {r['path']!r}: {_code(r['reason'])}" + (
+                    f" ({escape_text(r['text'])})" if r["text"] else ""
+                )
+            else:
+                failed = [r for r in self.results if r.get("failed")]
+                final["error"] = failed[0]["error"] if failed else "the transfer failed"
+        self.reply(final)
+        self.close()
+        _close_session(self.runner, self.peer, self.session, now)
+
+    def cancel(self) -> None:
+        if self.out is not None and not self.ended:
+            self.out.cancel(self.runner.now(), "the client went away")
+        self._finish(False, "cancelled")
+
+    @staticmethod
+    def _release(f: _SourceFile) -> None:
+        """A file that ended: its mapping and descriptor go (a folder may hold thousands)."""
+        if f.digester is not None:
+            f.digester.cancel()
+            f.digester = None
+        f.tx = None
+        if f.data is not None:
+            with contextlib.suppress(BufferError):
+                f.data.close()
+                f.data = None
+        if f.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            f.fd = -1
+
+    def close(self) -> None:
+        self.ended = True
+        for t in (self._pump_timer, self._poll_timer):
+            if t is not None:
+                t.cancel()
+        if self.sock is not None:
+            self.runner.remove_reader(self.sock)
+            self.sock.close()
+            self.sock = None
+        for f in self.files:
+            self._release(f)
+        self.owner.outgoing.pop(self.session, None)
+
+    def status(self) -> dict[str, Any]:
+        p = self.out.progress() if self.out is not None else None
+        return {
+            "direction": "send",
+            "peer": format_mac(self.peer),
+            "session": f"{self.session:#010x}",
+            "files": len(self.files),
+            "bytes_done": p.bytes_done if p else 0,
+            "bytes_total": p.bytes_total if p else 0,
+            "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,
+        }
+
+
+def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:
+    """Close this job's own session in order (other transfers with the peer go on)."""
+    with contextlib.suppress(L2fastError):
+        runner.engine.close_session(peer, session, now)
+
+
+def _code(code: int) -> str:
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return f"error {code}"

@@ -60,9 +60,7 @@ def final_event(stdout: str) -> dict[str, Any]:
 
 
 class SendLab(NodeLab):
-    def __init__(
-        self, factory: LabFactory, log_dir: Path, hosts: int = 2, **options: Any
-    ) -> None:
+    def __init__(self, factory: LabFactory, log_dir: Path, hosts: int = 2, **options: Any) -> None:
         super().__init__(factory.up(hosts=hosts, **options), log_dir)
         self.recv: dict[str, Path] = {}
 

@@ -377,6 +377,8 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
             sender.kill()
             sender.communicate()
     assert sender.returncode == 1 and "io_error" in err, err
+    # The receiver's reason reaches the sender in its FILE_RESULT, not only the code.
+    assert "writer process died" in err, err
     assert "writer process died" in lab.log_tail("h2")
     assert not (rx / "w.bin").exists()
     assert lab.daemons["h2"].poll() is None  # the daemon carries on

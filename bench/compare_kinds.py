@@ -358,55 +358,75 @@ def measure_l2fast_send(ctx: RunContext) -> Sample:
     return send_with_l2fast(ctx, ctx.file)
 
 
+@dataclass
+class SendRun:
+    """One `l2fast send` into a receiving daemon started for it, checked (`l2fast_send_run`)."""
+
+    event: dict[str, Any]  #: the final `done` event: verified, nothing skipped, sizes positive
+    wall_seconds: float  #: the whole command, Python start-up included
+    memory: TreeMemory  #: the receiving daemon's process tree, sampled while it ran
+    recv_dir: Path  #: where the daemon placed what it received
+
+
+def l2fast_send_run(ctx: RunContext, path: Path, size: int, run_dir: Path) -> SendRun:
+    """`l2fast send <h2> PATH --json` in h1 into a daemon started in h2 for this run only.
+
+    The daemon (`--accept all`, `--recv-dir run_dir/recv`, log in run_dir) runs for this
+    transfer alone, so its peak memory belongs to it and no resume state of an earlier run can
+    shorten it; it is stopped before this returns. h1 runs no daemon: `l2fast send` is the
+    sender itself. The receiver's memory is sampled over the daemon's whole process tree
+    (receive process and writers included) while the command runs; see TreeMemory. `size`
+    (bytes to send) bounds the time allowed. The caller removes `run_dir`.
+    """
+    h = ctx.hosts
+    recv_dir = run_dir / "recv"
+    recv_dir.mkdir(parents=True)
+    log = run_dir / "daemon-h2.log"
+    with open(log, "w") as err:
+        argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", "h2"]
+        argv += ["--accept", "all", "--recv-dir", str(recv_dir)]
+        daemon = start_in(h.h2, argv, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait_daemon(h.h2, daemon, log)
+        send = [*PY, "l2fast", "send", h.mac2, str(path), "--json", "-i", "eth0", "--name", "h1"]
+        budget = size / 10e6 + MARGIN_S  # even 10 MB/s would finish in time
+        obs = ctx.observer
+        sender = None
+        if obs is not None:
+            obs.process(daemon.pid, "receiver")
+            sender = functools.partial(obs.process, role="sender")
+            obs.begin()
+        with TreeMemory(daemon.pid) as memory:
+            start = time.perf_counter()
+            proc = run_in(h.h1, send, timeout=budget, check=False, on_start=sender)
+            wall = time.perf_counter() - start
+        if obs is not None:
+            obs.end()
+        if daemon.poll() is not None:
+            raise BenchError(f"the receiving daemon exited {daemon.returncode}")
+    except BenchError as exc:
+        raise BenchError(f"{exc}; receiving daemon: {last_line(log.read_text())}") from None
+    finally:
+        stop(daemon)
+    return SendRun(_final_send_event(proc, log), wall, memory, recv_dir)
+
+
 def send_with_l2fast(ctx: RunContext, file: TestFile, check_digest: bool | None = None) -> Sample:
     """Send `file` h1 -> h2 with `l2fast send` into tmpfs; verify; delete the copy.
 
-    A receiving daemon (`--accept all`, a fresh tmpfs `--recv-dir`) is started in h2 for this
-    run only, so its peak memory belongs to this transfer alone, and no resume state of an
-    earlier run can shorten it. h1 runs no daemon: `l2fast send` is the sender itself.
-    Throughput, seconds and bytes are those of the sender's final NDJSON event (`done`); the
-    wall time of the whole command (Python start-up, socket set-up included) is in the detail.
-    The received file's size is checked every run, its SHA-256 on the first run of each MTU
-    and scaling size (`check_digest`, default `ctx.rep == 0`), outside the timing. The
-    receiver's memory is sampled over the daemon's whole process tree (receive process and
-    writers included) while the transfer runs; see TreeMemory.
+    See `l2fast_send_run` for the daemon and the memory sampling. Throughput, seconds and
+    bytes are those of the sender's final NDJSON event (`done`); the wall time of the whole
+    command (Python start-up, socket set-up included) is in the detail. The received file's
+    size is checked every run, its SHA-256 on the first run of each MTU and scaling size
+    (`check_digest`, default `ctx.rep == 0`), outside the timing.
     """
     h = ctx.hosts
     if check_digest is None:
         check_digest = ctx.rep == 0
     run_dir = file.path.with_name(f"l2fast-rx-{h.mtu}-{ctx.rep}-{ctx.next_port()}")
-    recv_dir = run_dir / "recv"
-    recv_dir.mkdir(parents=True)
-    log = run_dir / "daemon-h2.log"
     try:
-        with open(log, "w") as err:
-            argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", "h2"]
-            argv += ["--accept", "all", "--recv-dir", str(recv_dir)]
-            daemon = start_in(h.h2, argv, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            _wait_daemon(h.h2, daemon, log)
-            send = [*PY, "l2fast", "send", h.mac2, str(file.path), "--json"]
-            send += ["-i", "eth0", "--name", "h1"]
-            budget = file.size / 10e6 + MARGIN_S  # even 10 MB/s would finish in time
-            obs = ctx.observer
-            sender = None
-            if obs is not None:
-                obs.process(daemon.pid, "receiver")
-                sender = functools.partial(obs.process, role="sender")
-                obs.begin()
-            with TreeMemory(daemon.pid) as memory:
-                start = time.perf_counter()
-                proc = run_in(h.h1, send, timeout=budget, check=False, on_start=sender)
-                wall = time.perf_counter() - start
-            if obs is not None:
-                obs.end()
-            if daemon.poll() is not None:
-                raise BenchError(f"the receiving daemon exited {daemon.returncode}")
-        except BenchError as exc:
-            raise BenchError(f"{exc}; receiving daemon: {last_line(log.read_text())}") from None
-        finally:
-            stop(daemon)
-        event = _final_send_event(proc, log)
+        run = l2fast_send_run(ctx, file.path, file.size, run_dir)
+        event, recv_dir = run.event, run.recv_dir
         if event["bytes"] != file.size:
             raise BenchError(f"l2fast send reports {event['bytes']} bytes, not {file.size}")
         copy = recv_dir / file.path.name
@@ -424,11 +444,12 @@ def send_with_l2fast(ctx: RunContext, file: TestFile, check_digest: bool | None 
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     seconds = float(event["seconds"])
+    memory = run.memory
     return Sample(
         float(event["gbit_per_s"]),
         {
             "seconds": seconds,
-            "wall_seconds": wall,
+            "wall_seconds": run.wall_seconds,
             "bytes": int(event["bytes"]),
             "bytes_sent": event.get("bytes_sent"),
             "resent_bytes": event.get("resent_bytes"),

@@ -208,6 +208,8 @@ def _cell(row: dict[str, Any], unit: str) -> str:
 
 
 def _frames_cell(row: dict[str, Any]) -> str:
+    if row.get("status") == NOT_RUN:
+        return "not run"
     values = [s["frames_per_s"] / 1e3 for s in row.get("samples", [])]
     if not values:
         return RATIO_NOT_BUILT

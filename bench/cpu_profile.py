@@ -317,13 +317,15 @@ def _process_role(s: PerfSample, roots: dict[int, str], data: PerfData) -> tuple
     """(side, role) of a sample by the process and thread it ran in."""
     if s.pid == 0:
         return "other", "idle"
+    if s.pid in data.perf_pids:
+        return "other", "perf (the profiler)"
     found = _root_of(s.pid, roots, data.parent)
     if found is None:
-        if s.pid in data.perf_pids:
-            return "other", "perf (the profiler)"
         return "other", "other processes on the machine"
     root, depth = found
     what = roots[root]
+    if what == "harness":
+        return "other", "benchmark harness (memory sampler, probes)"
     if what == "command":
         return "sender", "l2fast bench command (asks h1's daemon, prints)"
     if depth == 0:
@@ -336,7 +338,13 @@ def _process_role(s: PerfSample, roots: dict[int, str], data: PerfData) -> tuple
 
 
 def attribute(data: PerfData, roots: dict[int, str], start: float, end: float) -> list[Role]:
-    """Sum the samples taken in [start, end] by role; threads split into digest / other."""
+    """Sum the samples taken in [start, end] by role; threads split into digest / other.
+
+    This process is a root too ("harness"): its memory sampler and the probes it runs are
+    the benchmark's own cost, not the machine's other work. The run's own processes are
+    children of it as well, but as roots of their own they are found first.
+    """
+    roots = {os.getpid(): "harness", **roots}
     roles: dict[tuple[str, str], Role] = {}
 
     def role(side: str, name: str) -> Role:

@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     machine = machine_info(shlex.join(sys.orig_argv))
+    machine["pid"] = os.getpid()  # names its lab (mem<pid>_l): a test checks it is gone
     workdir = args.tmpdir / f"l2fast-memory-{os.getpid()}"
     prefix = lab_prefix("mem")
     workdir.mkdir(mode=0o700)
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
             "limit_bytes": args.limit,
             "source": "sparse file (truncate), reads as zeros",
             "sampling_interval_s": 0.02,
+            "workdir": str(workdir),
         },
         "transfer": {
             "bytes": d["bytes"],

@@ -104,6 +104,17 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
         assert ratios["bench_over_raw"] == {**ratios["bench_over_raw"], "value": None}
         assert ratios["bench_over_raw"]["status"] == "n/a (not built yet)"
 
+    # A throughput target missed at this MTU brought a profile of the l2fast command behind it.
+    profiles = {p["command"]: p for p in mtu["profiles"]}
+    if ratios["send_over_nc"]["met"] is False:
+        assert "l2fast send" in profiles, ratios["send_over_nc"]
+    for profile in profiles.values():
+        assert profile["reason"] == "target not met" and profile["mtu"] == 9000
+        assert profile["samples"] > 0 and profile["bytes"] > 0
+        assert profile["sides"]["sender"]["cpu_seconds"] > 0
+        assert profile["sides"]["receiver"]["cpu_seconds"] > 0
+        assert "| side | role |" in proc.stdout
+
     # The printed tables carry the same verdicts.
     assert "| iperf3, kernel TCP, 1 stream | Gbit/s |" in proc.stdout
     assert "raw ceiling / iperf3" in proc.stdout
@@ -141,3 +152,36 @@ def test_a_run_that_cannot_be_done_fails_loudly(tmp_path: Path) -> None:
     assert "FAILED" in stderr and "free" in stderr
     assert not out.exists()  # no result file, so no number to misread
     assert not own_labs(proc.pid)  # this run's labs, whatever other runs do meanwhile
+
+
+def test_only_runs_the_kinds_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    argv = [sys.executable, str(COMPARE), "--quick", "--mtu", "1500", "--reps", "1"]
+    argv += ["--only", "raw", "--only", "nc", "--file-size", "16M", "--no-chart"]
+    argv += ["--json-out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = json.loads(out.read_text())
+    assert data["settings"]["only"] == ["raw", "nc"]
+    rows = data["mtus"]["1500"]["rows"]
+    for key in ("raw", "nc"):
+        assert rows[key]["status"] == "ok" and rows[key]["n"] == 1, rows[key]
+        assert rows[key]["median"] > 0
+    for key in ("l2fast_bench", "iperf3", "l2fast_send", "icmp_ping", "l2fast_ping"):
+        assert rows[key]["status"] == "not run (--only)", (key, rows[key])
+        assert "median" not in rows[key]
+    ratios = data["mtus"]["1500"]["ratios"]
+    assert ratios["raw_over_nc"]["status"] == "ok" and ratios["raw_over_nc"]["value"] > 0
+    assert ratios["send_over_nc"]["status"] == "n/a (not run)"
+    assert ratios["send_over_nc"]["met"] is None  # no verdict without a number
+    # No l2fast kind ran, so no target was missed and nothing was profiled.
+    assert data["mtus"]["1500"]["profiles"] == []
+    assert "| iperf3, kernel TCP, 1 stream | Gbit/s | not run |" in proc.stdout
+
+
+def test_only_rejects_an_unknown_kind() -> None:
+    argv = [sys.executable, str(COMPARE), "--only", "scp"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert "invalid choice: 'scp'" in proc.stderr

@@ -444,7 +444,10 @@ def run(args: argparse.Namespace) -> int:
         elif entry["status"] != "ok":
             say(f"{KINDS_BY_KEY[key].label}: {NOT_BUILT} ({entry['reason']})")
     if profiling_possible(args, status):
-        ensure_perf()
+        try:
+            ensure_perf()
+        except BenchError as exc:
+            raise BenchError(f"{exc}; or pass --no-profile") from None
     json_path, chart_path, scaling_path = output_paths(args)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.tmpdir) / f"l2fast-bench-{os.getpid()}"

@@ -82,7 +82,8 @@ from compare_setup import (
     run_main,
     say,
 )
-from cpu_profile import PROFILED, ensure_perf, profile_kind, profile_table
+from cpu_profile import PROFILED, profile_kind
+from perf_samples import ensure_perf, profile_table
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -46,6 +46,8 @@ from compare_hosts import (
 from compare_kinds import MARGIN_S, RunContext, l2fast_send_run
 from compare_report import machine_info
 from compare_setup import ensure_tools, need_space, parse_size, run_main, say
+from cpu_profile import profiled
+from perf_samples import ensure_perf, profile_table
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -64,6 +66,7 @@ examples:
   sudo .venv/bin/python bench/small_files.py                      10 000 x 4 KiB, MTU 9000, 3 runs
   sudo .venv/bin/python bench/small_files.py --count 50 --reps 1  smoke run, a few seconds
   sudo .venv/bin/python bench/small_files.py --count 2000 --size 64K --mtu 1500
+  sudo .venv/bin/python bench/small_files.py --count 2000 --reps 1 --profile   where the time goes
   make bench                                                      runs it after compare.py
 
 Needs root (network namespaces), tar and nc (netcat-openbsd), twice the folder's size free in
@@ -85,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=parse_size, default=4096, help="bytes per file (default 4K)")
     parser.add_argument("--reps", type=int, default=3, help="runs of each tool (default 3)")
     parser.add_argument("--mtu", type=int, default=9000, help="lab MTU (default 9000)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timed runs, one more l2fast send of the folder under perf: where the "
+        "sender's and the receiver's CPU goes (bench/cpu_profile.py; needs linux-perf)",
+    )
     parser.add_argument(
         "--json-out", type=Path, help="default bench/results/small-files-<UTC time>.json"
     )
@@ -175,6 +184,18 @@ def copy_with_tar_nc(ctx: RunContext, source: Path, count: int, dest: Path) -> d
     return {"seconds": seconds, "verified": True}
 
 
+def profile_tree(
+    ctx: RunContext, source: Path, count: int, size: int, workdir: Path
+) -> dict[str, Any]:
+    """One more `l2fast send` of the folder, checked like the others, under perf."""
+
+    def send() -> tuple[int, float | None]:
+        r = copy_with_l2fast(ctx, source, count, size, workdir / "l2fast-profiled")
+        return count * size, count * size * 8 / r["seconds"] / 1e9
+
+    return profiled(ctx, f"l2fast send of {count} files", send, workdir / "perf-small.data")
+
+
 def summarize_runs(runs: list[dict[str, Any]], count: int, size: int) -> dict[str, Any]:
     """Files/s and MiB/s per run, medians (min, max)."""
     for r in runs:
@@ -215,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1 or args.reps < 1 or not 576 <= args.mtu <= 65535:
         raise BenchError("--count and --reps must be at least 1, --mtu in 576..65535")
     ensure_tools()
+    if args.profile:
+        ensure_perf()
     if shutil.which("tar") is None:
         raise BenchError("tar is missing: apt-get install -y tar")
     json_path: Path = args.json_out or RESULTS / time.strftime(
@@ -228,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = args.tmpdir / f"l2fast-small-{os.getpid()}"
     prefix = lab_prefix("sf")
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+    profile = None
     workdir.mkdir(mode=0o700)
     try:
         source = workdir / "src" / TREE
@@ -245,6 +269,9 @@ def run(args: argparse.Namespace) -> int:
                 r = copy_with_l2fast(ctx, source, args.count, args.size, run_dir)
                 runs["l2fast_send"].append(r)
                 say(f"  {where} l2fast: {r['seconds']:.2f} s, {args.count / r['seconds']:,.0f}/s")
+            if args.profile:
+                say("  profiling one more l2fast send of the folder")
+                profile = profile_tree(ctx, source, args.count, args.size, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         left = teardown(prefix, say)
@@ -270,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         "kinds": kinds,
         "ratio": kinds["l2fast_send"]["files_per_s"]["median"]
         / kinds["tar_nc"]["files_per_s"]["median"],
+        "profile": profile,
     }
     tmp = json_path.with_name(json_path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -279,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
         f"{machine['load_average_start']}, after {machine['load_average_end']}\n"
     )
     print(report(result) + "\n")
+    if profile:
+        print(profile_table(profile) + "\n")
     print(f"JSON: {json_path}")
     return 0
 

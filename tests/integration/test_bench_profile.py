@@ -21,7 +21,7 @@ MiB = 1 << 20
 
 def perf_problem() -> str | None:
     """cpu_profile's own check, so the skip reason is the one the script would print."""
-    code = "import sys; sys.path.insert(0, 'bench'); import cpu_profile as p; "
+    code = "import sys; sys.path.insert(0, 'bench'); import perf_samples as p; "
     code += "print(p.perf_problem() or '')"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO

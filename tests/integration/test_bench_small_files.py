@@ -71,3 +71,26 @@ def test_impossible_run_fails_with_one_line(tmp_path: Path) -> None:
     assert proc.stderr.startswith("bench/small_files.py: FAILED:") and "free" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_profile_of_a_folder_send(tmp_path: Path) -> None:
+    code = "import sys; sys.path.insert(0, 'bench'); import perf_samples as p; "
+    code += "print(p.perf_problem() or '')"
+    probe = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert probe.returncode == 0, probe.stderr
+    if probe.stdout.strip():
+        pytest.skip(f"perf cannot profile here: {probe.stdout.strip()}")
+    out = tmp_path / "small.json"
+    argv = [sys.executable, str(SCRIPT), "--count", "50", "--reps", "1", "--profile"]
+    argv += ["--json-out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads(out.read_text())["profile"]
+    assert profile["command"] == "l2fast send of 50 files" and profile["bytes"] == 50 * 4096
+    roles = {(r["side"], r["role"]) for r in profile["roles"]}
+    assert ("sender", "sender main loop") in roles and ("receiver", "daemon loop") in roles
+    assert profile["sides"]["sender"]["cpu_seconds"] > 0
+    assert profile["sides"]["receiver"]["cpu_seconds"] > 0
+    assert "Profile of `l2fast send of 50 files`" in proc.stdout

@@ -391,7 +391,8 @@ def run_scaling(
     for key, by_size in samples.items():
         entry = status[key]
         if entry["status"] != "ok" or not by_size:
-            result["kinds"][key] = {"status": NOT_BUILT, "reason": entry.get("reason", "")}
+            not_ok = NOT_RUN if entry["status"] == NOT_RUN else NOT_BUILT
+            result["kinds"][key] = {"status": not_ok, "reason": entry.get("reason", "")}
             continue
         points = [(s, x.detail["seconds"]) for s in sizes for x in by_size[s]]
         result["kinds"][key] = {
@@ -406,7 +407,8 @@ def run_scaling(
 def _scaling_label(key: str, status: dict[str, dict[str, Any]]) -> str:
     if key != "nc":
         return KINDS_BY_KEY[key].label
-    return "nc" if status["l2fast_send"]["status"] == "ok" else "nc (stand-in for l2fast send)"
+    # A stand-in only where l2fast send is not built (not where --only left it out).
+    return "nc" if status["l2fast_send"]["status"] != NOT_BUILT else "nc (stand-in for l2fast send)"
 
 
 # ---- main

@@ -260,7 +260,8 @@ def scaling_table(scaling: dict[str, Any]) -> str:
     for key, entry in scaling["kinds"].items():
         label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
-            lines.append(f"| {label} | all | {RATIO_NOT_BUILT} | | | |")
+            shown = "not run" if entry["status"] == NOT_RUN else RATIO_NOT_BUILT
+            lines.append(f"| {label} | all | {shown} | | | |")
             continue
         for size, row in entry["sizes"].items():
             seconds = [s["seconds"] for s in row["samples"]]
@@ -324,7 +325,9 @@ def comparison_chart(result: dict[str, Any], path: Path) -> None:
                 [r["median"] - r["min"] if good else 0 for r, good in zip(rows, ok, strict=True)],
                 [r["max"] - r["median"] if good else 0 for r, good in zip(rows, ok, strict=True)],
             ]
-            label = kind.label + ("" if any(ok) else " - not available yet")
+            not_run = all(r["status"] == NOT_RUN for r in rows)
+            why = " - not run" if not_run else " - not available yet"
+            label = kind.label + ("" if any(ok) else why)
             bars = ax.bar(xs, heights, width, yerr=errs, capsize=3, label=label)
             for bar, row, good in zip(bars, rows, ok, strict=True):
                 # Above the error bar, so the number never sits on the whisker.
@@ -366,7 +369,8 @@ def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
     for key, entry in scaling["kinds"].items():
         label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
-            ax_t.plot([], [], label=f"{label} - not available yet")
+            why = "not run" if entry["status"] == NOT_RUN else "not available yet"
+            ax_t.plot([], [], label=f"{label} - {why}")
             continue
         sizes = [int(s) for s in entry["sizes"]]
         gib = [s / (1 << 30) for s in sizes]

@@ -346,7 +346,12 @@ def profile_mtu(
     for kind in sorted(wanted, reverse=True):  # send, then bench
         if status[kind]["status"] != "ok" or (kind == "l2fast_send" and file is None):
             continue
-        why = "--profile" if args.profile else "target not met"
+        missed = [
+            f"{ratios[k]['label']} {ratios[k]['value']:.2f}x"
+            for k in missed_targets(ratios)
+            if PROFILED_RATIOS.get(k) == kind
+        ]
+        why = "--profile" if args.profile else "target not met: " + ", ".join(missed)
         say(f"  [MTU {ctx.hosts.mtu}] profiling {PROFILED[kind]} ({why})")
         profile = profile_kind(kind, ctx, file, workdir)
         profile["reason"] = why

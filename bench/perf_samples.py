@@ -330,7 +330,9 @@ def attribute(data: PerfData, roots: dict[int, str], start: float, end: float) -
         else:
             target = role(side, name)
         target.ns += s.period_ns
-        target.threads[(s.comm, s.pid, s.tid)] += s.period_ns
+        # perf names a thread caught while it exits ":-1", tid -1: say so instead.
+        comm = "(exiting thread)" if s.tid < 0 else s.comm
+        target.threads[(comm, s.pid, s.tid)] += s.period_ns
         target.symbols[leaf] += s.period_ns
     for (side, _, _), thread in threads.items():
         digest = sum(ns for (sym, dso), ns in thread.symbols.items() if _is_digest(sym, dso))

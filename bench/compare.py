@@ -353,7 +353,13 @@ def profile_mtu(
         ]
         why = "--profile" if args.profile else "target not met: " + ", ".join(missed)
         say(f"  [MTU {ctx.hosts.mtu}] profiling {PROFILED[kind]} ({why})")
-        profile = profile_kind(kind, ctx, file, workdir)
+        try:
+            profile = profile_kind(kind, ctx, file, workdir)
+        except BenchError as exc:
+            # The measurements of this MTU are done and valid: a failed profile is reported
+            # with them (and names its cause) instead of discarding the whole run.
+            say(f"  [MTU {ctx.hosts.mtu}] profiling {PROFILED[kind]} FAILED: {exc}")
+            profile = {"command": PROFILED[kind], "mtu": ctx.hosts.mtu, "error": str(exc)}
         profile["reason"] = why
         out.append(profile)
     return out
@@ -487,8 +493,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.no_compare:
             file = None
-            needs_file = any(k.needs_file and status[k.key]["status"] == "ok" for k in KINDS)
-            if needs_file or profiling_possible(args, status):
+            # l2fast send's profile copies this file too, and runs only where l2fast send ran.
+            if any(k.needs_file and status[k.key]["status"] == "ok" for k in KINDS):
                 need_space(args.tmpdir, 2 * args.file_size)
                 path = workdir / "compare.bin"
                 say(f"writing {args.file_size >> 20} MiB of random bytes to {path}")
@@ -555,7 +561,10 @@ def print_report(result: dict[str, Any], json_path: Path) -> None:
         for mtu, entry in result["mtus"].items():
             for profile in entry.get("profiles", []):
                 print(f"Where the time goes at MTU {mtu} ({profile['reason']}):\n")
-                print(profile_table(profile) + "\n")
+                if "error" in profile:
+                    print(f"Profile of `{profile['command']}` FAILED: {profile['error']}\n")
+                else:
+                    print(profile_table(profile) + "\n")
     if result["scaling"]:
         print(f"Scaling run (MTU {result['scaling']['mtu']}):\n")
         print(scaling_table(result["scaling"]) + "\n")

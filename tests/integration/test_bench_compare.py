@@ -110,6 +110,7 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
         assert "l2fast send" in profiles, ratios["send_over_nc"]
         assert "l2fast send / nc" in profiles["l2fast send"]["reason"]
     for profile in profiles.values():
+        assert "error" not in profile, profile
         assert profile["reason"].startswith("target not met: ") and profile["mtu"] == 9000
         assert profile["samples"] > 0 and profile["bytes"] > 0
         assert profile["sides"]["sender"]["cpu_seconds"] > 0

@@ -134,11 +134,18 @@ int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, 
 
 /* Receive up to max_frames frames with recvmmsg into a caller-owned arena of fixed-size slots
  * (frame i at arena + i*slot_size, its length in lens[i]; longer frames are truncated and
- * reported with their full length, which the parser rejects). Waits up to timeout_ms (0: do not
- * wait, -1: forever) for the first frame. Returns the number received, 0 on timeout, or -errno
- * (-EINTR when interrupted). */
+ * reported with their full length, which the parser rejects). When stamps is not NULL,
+ * stamps[i] is the kernel's receive time of frame i in ns since the epoch (CLOCK_REALTIME), or 0
+ * when the socket does not deliver timestamps (see l2f_sock_rx_timestamps). Waits up to
+ * timeout_ms (0: do not wait, -1: forever) for the first frame. Returns the number received, 0 on
+ * timeout, or -errno (-EINTR when interrupted). */
 int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_size,
-                   uint32_t max_frames, uint32_t *lens, int32_t timeout_ms);
+                   uint32_t max_frames, uint32_t *lens, int64_t *stamps, int32_t timeout_ms);
+
+/* Turn the kernel's receive timestamps (SO_TIMESTAMPNS) on or off for this socket: the time a
+ * frame reached the stack, before any wake-up of the receiving process (what ping(8) measures
+ * its round trips to). Returns 0 or -errno. */
+int l2f_sock_rx_timestamps(int32_t fd, int32_t on);
 
 /* Kernel counters from PACKET_STATISTICS since the last call (the kernel resets them on read);
  * packets counts every frame the socket saw, drops included. */

@@ -185,8 +185,30 @@ int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, 
     return (int)sent;
 }
 
+int l2f_sock_rx_timestamps(int32_t fd, int32_t on)
+{
+    if (fd < 0)
+        return -EBADF;
+    int v = on ? 1 : 0;
+    return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &v, sizeof v) < 0 ? -errno : 0;
+}
+
+/* The SCM_TIMESTAMPNS of one received message in ns since the epoch, or 0 when it has none. */
+static int64_t rx_stamp(struct msghdr *mh)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+        }
+    }
+    return 0;
+}
+
 int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_size,
-                   uint32_t max_frames, uint32_t *lens, int32_t timeout_ms)
+                   uint32_t max_frames, uint32_t *lens, int64_t *stamps, int32_t timeout_ms)
 {
     if (max_frames == 0)
         return 0;
@@ -207,6 +229,12 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
 
     struct mmsghdr msgs[CHUNK];
     struct iovec iov[CHUNK];
+    /* Room for one SCM_TIMESTAMPNS per message (only asked for when stamps is given); the
+     * union aligns it for cmsghdr. */
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctrl[CHUNK];
     uint32_t got = 0;
     while (got < max_frames) {
         uint32_t k = max_frames - got < CHUNK ? max_frames - got : CHUNK;
@@ -216,6 +244,10 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
             iov[j].iov_len = slot_size;
             msgs[j].msg_hdr.msg_iov = &iov[j];
             msgs[j].msg_hdr.msg_iovlen = 1;
+            if (stamps) {
+                msgs[j].msg_hdr.msg_control = ctrl[j].buf;
+                msgs[j].msg_hdr.msg_controllen = sizeof ctrl[j].buf;
+            }
         }
         /* MSG_TRUNC on a packet socket makes msg_len the frame's real length even when it did
          * not fit the slot, so the parser sees that the frame was cut. */
@@ -226,8 +258,11 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
                 break;
             return got ? (int)got : -e;
         }
-        for (int j = 0; j < r; j++)
+        for (int j = 0; j < r; j++) {
             lens[got + (uint32_t)j] = msgs[j].msg_len;
+            if (stamps)
+                stamps[got + (uint32_t)j] = rx_stamp(&msgs[j].msg_hdr);
+        }
         got += (uint32_t)r;
         if ((uint32_t)r < k)
             break; /* queue drained */

@@ -244,6 +244,7 @@ class LocalClient(NodeClient):
         try:
             # DATA and FEEDBACK go to the transfer sockets, never through this loop.
             sock.set_filter(native.SocketFilter.CONTROL)
+            sock.enable_rx_timestamps()  # round trips end when the frame arrives
             engine = NodeEngine(
                 sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB
             )

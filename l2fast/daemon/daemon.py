@@ -218,6 +218,8 @@ def run_daemon(options: DaemonOptions) -> int:
     sock = native.RawSocket.open(ifname)
     # DATA and FEEDBACK go to the transfer processes' own sockets, never through Python here.
     sock.set_filter(native.SocketFilter.CONTROL)
+    # Frames are timed when they arrive, not when the loop gets to them (PING round trips).
+    sock.enable_rx_timestamps()
     try:
         daemon = Daemon(sock, name, options)
     except BaseException:

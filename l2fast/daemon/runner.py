@@ -7,7 +7,9 @@ socket and its clients in `l2fast daemon`, stdin in interactive chat). Each turn
    validates the whole batch in one C call (`RxArena.parse`), counts every rejected frame under
    its verdict's drop reason (`bad_crc`, `bad_length`, `unknown_type`, `short`, ...; PROTOCOL.md
    §Receiving), decodes the payloads of the rest (`bad_payload` when that fails) and hands them
-   to `NodeEngine.receive_frame`;
+   to `NodeEngine.receive_frame` with the time each frame arrived (the kernel's receive
+   timestamp when the socket gives one, so a busy or sleeping loop does not lengthen the round
+   trips the engine measures; never earlier than a time the engine was already given);
 2. runs the engine's timer when `next_timer()` is due, and its own timers (`call_at`);
 3. encodes everything `frames_to_send()` returns and sends it in one `send_frames` batch, and
    hands every event to the subscribers.
@@ -53,6 +55,8 @@ _RX_SLOT_EXTRA = 18
 _TX_BACKLOG_MAX = 8192
 # While frames wait for the kernel, the loop retries this often.
 _TX_RETRY_S = 0.001
+# A kernel receive timestamp further from the clock than this (a clock step) is not trusted.
+_MAX_STAMP_AGE_S = 1.0
 # Rounds of "send frames, dispatch events" in one flush: subscribers act on events and so make
 # new frames and events, but never endlessly.
 _MAX_FLUSH_ROUNDS = 64
@@ -148,13 +152,32 @@ class NodeRunner:
         self._order = itertools.count()
         self._tx_backlog: deque[bytes] = deque()
         self._link_errors: set[str] = set()  # "sending" / "receiving" while they fail
+        # The latest time handed to the engine (or to the owner, who hands it on): the time of
+        # a received frame is never set before it, so the engine's clock never runs backwards.
+        self._engine_time = self.started
         self._closed = False
 
     # --- time --------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """The engine's clock."""
-        return self.clock()
+        """The engine's clock (the time to pass to the engine now)."""
+        t = self.clock()
+        self._engine_time = max(self._engine_time, t)
+        return t
+
+    def arrival_time(self, stamp_ns: int, now: float, wall: float) -> float:
+        """Engine time at which a frame the kernel stamped `stamp_ns` (0: unknown) arrived.
+
+        `now` and `wall` are the engine clock and the wall clock read together after the frame
+        was received. The result lies between the latest time the engine was already given and
+        `now`.
+        """
+        if stamp_ns <= 0:
+            return now
+        age = wall - stamp_ns / 1e9
+        if not 0.0 <= age <= _MAX_STAMP_AGE_S:
+            return now
+        return min(now, max(self._engine_time, now - age))
 
     def wall(self, t: float) -> float:
         """Engine time `t` as wall-clock seconds since the epoch (for users and JSON)."""
@@ -214,7 +237,7 @@ class NodeRunner:
         # Whatever the owner asked of the engine since the last turn goes out before waiting
         # (a HELLO stamped now and sent a second later would read as a 1 s round trip).
         self.flush()
-        timeout = self._next_wake(self.clock(), max_wait)
+        timeout = self._next_wake(self.now(), max_wait)
         for key, mask in self.selector.select(timeout):
             watch: _Watch = key.data
             if mask & selectors.EVENT_READ and watch.reader is not None:
@@ -222,7 +245,7 @@ class NodeRunner:
             # The reader may have closed it; a writer checks that for itself.
             if mask & selectors.EVENT_WRITE and watch.writer is not None:
                 watch.writer()
-        now = self.clock()
+        now = self.now()
         due = self.engine.next_timer()
         if due is not None and due <= now:
             self.engine.handle_timer(now)
@@ -268,7 +291,9 @@ class NodeRunner:
                 return
             self._link_trouble("receiving", None)
             self.counters["rx_frames"] += n
+            # Not now(): the engine has not been given this time yet (see arrival_time).
             now = self.clock()
+            wall = self.wall_clock()
             for i, info in enumerate(arena.parse(n, ethertype=ethertype)):
                 if info.verdict is not Verdict.OK:
                     self.engine.note_drop(info.verdict.name.lower())
@@ -279,7 +304,9 @@ class NodeRunner:
                     self.engine.note_drop("bad_payload")
                     continue
                 frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
-                self.engine.receive_frame(frame, now)
+                when = self.arrival_time(arena.rx_stamp_ns(i), now, wall)
+                self._engine_time = when
+                self.engine.receive_frame(frame, when)
             # Answer (acknowledgements, PONGs) before taking the next batch.
             self.flush()
             if n < arena.slots:
@@ -339,7 +366,7 @@ class NodeRunner:
     def flush(self) -> None:
         """Send every frame the engine has for the wire and dispatch every event it has."""
         for _ in range(_MAX_FLUSH_ROUNDS):
-            frames = self.engine.frames_to_send(self.clock())
+            frames = self.engine.frames_to_send(self.now())
             for frame in frames:
                 raw = self._encode(frame)
                 if raw is not None:

@@ -347,6 +347,7 @@ class RxArena:
         self.count = 0
         self._buf = _ffi.new("uint8_t[]", slots * slot_size)
         self._lens = _ffi.new("uint32_t[]", slots)
+        self._stamps = _ffi.new("int64_t[]", slots)
         self._infos = _ffi.new("struct l2f_frame_info[]", slots)
         self._counters = _ffi.new("uint64_t[]", _lib.L2F_V_COUNT)
         self._parsed = 0
@@ -360,6 +361,14 @@ class RxArena:
         are stored.
         """
         return memoryview(_ffi.buffer(self._lens)).cast("I").toreadonly()
+
+    def rx_stamp_ns(self, i: int) -> int:
+        """Kernel receive time of frame i in ns since the epoch; 0 when unknown.
+
+        Known only for frames `RawSocket.recv_batch` took from a socket with
+        `enable_rx_timestamps()` (never for frames `store`d).
+        """
+        return int(self._stamps[self._slot(i)])
 
     def _slot(self, i: int) -> int:
         if not 0 <= i < self.slots:
@@ -382,6 +391,7 @@ class RxArena:
         start = i * self.slot_size
         self._view[start : start + len(src)] = _ffi.buffer(src)
         self._lens[i] = len(src)
+        self._stamps[i] = 0
         self.count = max(self.count, i + 1)
 
     def load(self, frames: Sequence[Buffer]) -> None:
@@ -682,6 +692,7 @@ class RawSocket:
             arena.slot_size,
             n,
             arena._lens,
+            arena._stamps,
             timeout,
         )
         if rc == -errno.EINTR:
@@ -709,6 +720,14 @@ class RawSocket:
         drops = _ffi.new("uint64_t *")
         _check(_lib.l2f_sock_stats(self._fd(), packets, drops), f"stats of {self.ifname!r}")
         return int(packets[0]), int(drops[0])
+
+    def enable_rx_timestamps(self) -> None:
+        """Have the kernel stamp every received frame (`RxArena.rx_stamp_ns`), as ping(8) does.
+
+        For a node's control socket, where round trips are measured; each frame then costs a
+        clock read in the kernel, so the data-path sockets leave it off.
+        """
+        _check(_lib.l2f_sock_rx_timestamps(self._fd(), 1), f"timestamping {self.ifname!r}")
 
     def set_filter(self, mode: SocketFilter, session: int = 0) -> None:
         """Attach a classic-BPF filter so this socket sees only its share of the frames.

@@ -4,6 +4,12 @@ PROTOCOL.md §PING, PONG: PING's payload is `u32 ident`, `u64 ts_ns` and optiona
 responder echoes it byte for byte to the PING's source MAC. Replies are rate-limited (per peer
 and globally) so a PING flood cannot turn this node into a frame cannon. RTT is measured on our
 own clock from our own record of the sending time: the echoed `ts_ns` is the peer's to forge.
+
+The sending time is taken when the PING leaves the engine (`frames_to_send`, which the adapter
+calls right before its send system call), not when `ping()` queued it: whatever the adapter does
+in between (answering its client, other timers) is not the network's round trip. The receiving
+time is the `now` the adapter passes with the PONG, which should be when the frame arrived
+(the daemon passes the kernel's receive timestamp), as ping(8) does with SO_TIMESTAMP.
 """
 
 from __future__ import annotations
@@ -114,6 +120,8 @@ class Pinger:
         )
         self._next_seq = 1
         self._outstanding: dict[int, _Outstanding] = {}
+        # PINGs queued by ping() but not yet handed out: their sending time is stamped then.
+        self._unsent: list[_Outstanding] = []
         self._answered: dict[int, bytes] = {}  # seq -> peer, oldest first
         self._stats: dict[bytes, RttStats] = {}
         self._out: list[Frame] = []
@@ -137,7 +145,9 @@ class Pinger:
         self._next_seq += 1
         body = Ping(ident=self.ident, ts_ns=int(now * 1e9) & _U64, filler=self.filler(size))
         self._out.append(Frame(peer, self.local_mac, 0, seq, body))
-        self._outstanding[seq] = _Outstanding(peer, now, size)
+        entry = _Outstanding(peer, now, size)
+        self._outstanding[seq] = entry
+        self._unsent.append(entry)
         self._stats.setdefault(peer, RttStats()).sent += 1
         return seq
 
@@ -182,7 +192,10 @@ class Pinger:
         self._events.append(PingReply(entry.peer, seq, rtt_ns, entry.size))
 
     def frames_to_send(self, now: float) -> list[Frame]:
-        """PINGs and PONGs to put on the wire."""
+        """PINGs and PONGs to put on the wire; a PING's round trip starts now."""
+        for entry in self._unsent:
+            entry.sent_at = max(entry.sent_at, now)
+        self._unsent.clear()
         out, self._out = self._out, []
         return out
 

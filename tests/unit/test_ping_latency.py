@@ -1,0 +1,180 @@
+"""Where `l2fast ping`'s round trip is measured and what may delay it (behaviour, not speed).
+
+A PONG must leave in the loop turn that received the PING, the round trip must start when the
+PING leaves the engine and end when the PONG arrived (the kernel's receive stamp), and the
+client must hear of a PING only after the PING is on the wire.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from l2fast import native
+from l2fast.daemon.pingjob import SENT_NOTICE_DELAY, PingJob
+from l2fast.daemon.runner import NodeRunner
+from l2fast.node.config import NodeConfig
+from l2fast.node.events import PingReply
+from l2fast.node.node import NodeEngine
+from l2fast.node.ping import Pinger
+from l2fast.wire.constants import DEFAULT_ETHERTYPE, FrameType
+from l2fast.wire.frames import Frame, Ping, Pong, encode_payload
+from tests.fake_wire import FakeHub, FakeSocket
+
+A = b"\x02\x00\x00\x00\x00\x01"
+B = b"\x02\x00\x00\x00\x00\x02"
+
+
+class FakeClock:
+    """A monotonic clock and a wall clock that tests move by hand."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.wall_offset = 1_700_000_000.0
+
+    def mono(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.t + self.wall_offset
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    segment = FakeHub()
+    yield segment
+    segment.close()
+
+
+def ping_frame(dst: bytes, src: bytes, seq: int) -> bytes:
+    body = Ping(ident=7, ts_ns=1, filler=bytes(20))
+    payload = encode_payload(body)
+    return native.build_frame(dst, src, DEFAULT_ETHERTYPE, FrameType.PING, 0, 0, seq, payload)
+
+
+def test_pong_leaves_in_the_turn_that_received_the_ping(hub: FakeHub) -> None:
+    sock = hub.socket(2)
+    runner = NodeRunner(sock, NodeEngine(sock.mac, "bravo", sock.mtu, rng=random.Random(1)))
+    peer = hub.socket(1)
+    for seq in (1, 2, 3):
+        sock.inject(ping_frame(sock.mac, peer.mac, seq))
+        sent_before = len(sock.sent)
+        # One turn: no timer is due, so only the frame can make it answer.
+        runner.step(0.0)
+        pongs = [native.parse_frame(f) for f in sock.sent[sent_before:]]
+        assert [(p.type, p.seq) for p in pongs] == [(FrameType.PONG, seq)]
+        assert pongs[0].dst == peer.mac
+    runner.close()
+
+
+def test_round_trip_starts_when_the_ping_leaves_the_engine() -> None:
+    pinger = Pinger(A, random.Random(0), NodeConfig(), Counter())
+    seq = pinger.ping(B, 10.0, size=40)
+    # The adapter was busy for 0.3 s before it took the PING for the wire.
+    (ping,) = pinger.frames_to_send(10.3)
+    assert isinstance(ping.body, Ping)
+    pinger.receive_frame(Frame(A, B, 0, seq, Pong.echo(ping.body)), 10.35)
+    reply = pinger.next_event()
+    assert isinstance(reply, PingReply)
+    assert reply.rtt_ns == pytest.approx(50_000_000, abs=1)
+
+
+def test_unsent_ping_is_still_declared_lost_on_time() -> None:
+    config = NodeConfig()
+    pinger = Pinger(A, random.Random(0), config, Counter())
+    pinger.ping(B, 10.0)
+    pinger.frames_to_send(10.5)
+    timer = pinger.next_timer()
+    assert timer == pytest.approx(10.5 + config.ping_timeout)
+
+
+def test_arrival_time_is_the_kernel_stamp_within_bounds(hub: FakeHub) -> None:
+    clock = FakeClock()
+    sock = hub.socket(1)
+    engine = NodeEngine(sock.mac, "alpha", sock.mtu, rng=random.Random(1))
+    runner = NodeRunner(sock, engine, clock=clock.mono, wall_clock=clock.wall)
+    runner.now()  # the engine was given t=100.0
+    clock.t = 100.010
+    wall = clock.wall()
+    stamp = round((wall - 0.004) * 1e9)  # arrived 4 ms ago, while the loop was asleep
+    assert runner.arrival_time(stamp, clock.t, wall) == pytest.approx(100.006, abs=1e-6)
+    assert runner.arrival_time(0, clock.t, wall) == clock.t  # no stamp: now
+    future = round((wall + 0.5) * 1e9)
+    assert runner.arrival_time(future, clock.t, wall) == clock.t  # a clock step: now
+    ancient = round((wall - 30) * 1e9)
+    assert runner.arrival_time(ancient, clock.t, wall) == clock.t
+    # Never before a time the engine already had: its clock must not run backwards.
+    runner.now()
+    assert runner.arrival_time(stamp, clock.t, wall) == clock.t
+    runner.close()
+
+
+class Recorder:
+    """A ping client: the messages, and how many frames were on the wire at each."""
+
+    def __init__(self, sock: FakeSocket) -> None:
+        self.sock = sock
+        self.messages: list[tuple[dict[str, Any], int]] = []
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        self.messages.append((obj, len(self.sock.sent)))
+        return True
+
+    def events(self) -> list[str]:
+        return [m["event"] for m, _ in self.messages]
+
+
+def test_client_hears_of_a_ping_only_after_it_is_on_the_wire(hub: FakeHub) -> None:
+    a_sock, b_sock = hub.socket(1), hub.socket(2)
+    a = NodeRunner(a_sock, NodeEngine(a_sock.mac, "alpha", 1500, rng=random.Random(1)))
+    b = NodeRunner(b_sock, NodeEngine(b_sock.mac, "bravo", 1500, rng=random.Random(2)))
+    client = Recorder(a_sock)
+    jobs: dict[int, PingJob] = {}
+    job = PingJob(a, peer=b_sock.mac, count=3, interval=0.01, size=56, send=client.send, jobs=jobs)
+
+    def to_job(ev: object) -> None:
+        if isinstance(ev, PingReply) and ev.seq in jobs:
+            jobs[ev.seq].on_event(ev)
+
+    a.subscribe(to_job)
+    job.start("bravo")
+    # The first PING left inside start(), before the loop turned at all.
+    assert [native.parse_frame(f).type for f in a_sock.sent] == [FrameType.PING]
+    for _ in range(2000):
+        if job.finished:
+            break
+        a.step(0.002)
+        b.step(0.0)
+    assert job.finished
+    assert client.events() == ["start"] + ["sent", "reply"] * 3 + ["done"]
+    for obj, on_wire in client.messages:
+        if obj["event"] == "sent":
+            pings = [native.parse_frame(f) for f in a_sock.sent[:on_wire]]
+            assert obj["seq"] in [p.seq for p in pings if p.type == FrameType.PING]
+    a.close()
+    b.close()
+
+
+def test_unanswered_ping_is_announced_after_the_notice_delay(hub: FakeHub) -> None:
+    clock = FakeClock()
+    a_sock = hub.socket(1)
+    engine = NodeEngine(a_sock.mac, "alpha", 1500, rng=random.Random(1))
+    a = NodeRunner(a_sock, engine, clock=clock.mono, wall_clock=clock.wall)
+    client = Recorder(a_sock)
+    absent = b"\x02\x00\x00\x00\x00\x09"
+    job = PingJob(a, peer=absent, count=0, interval=10.0, size=56, send=client.send, jobs={})
+    job.start("nobody")
+    a.step(0.0)
+    assert client.events() == ["start"]  # in flight: the client is not woken yet
+    clock.t += SENT_NOTICE_DELAY / 2
+    a.step(0.0)
+    assert client.events() == ["start"]
+    clock.t += SENT_NOTICE_DELAY
+    a.step(0.0)
+    assert client.events() == ["start", "sent"]
+    job.cancel()
+    a.close()

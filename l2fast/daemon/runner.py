@@ -37,7 +37,7 @@ from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.native import RxArena
 from l2fast.node.events import Event
 from l2fast.node.node import NodeEngine
-from l2fast.wire.constants import ETH_HLEN, Verdict
+from l2fast.wire.constants import ETH_HLEN, FrameInfo, FrameType, Verdict
 from l2fast.wire.frames import Frame, decode_payload, encode_payload
 
 __all__ = ["FrameSocket", "NodeRunner", "Timer"]
@@ -298,19 +298,44 @@ class NodeRunner:
                 if info.verdict is not Verdict.OK:
                     self.engine.note_drop(info.verdict.name.lower())
                     continue
+                when = self.arrival_time(arena.rx_stamp_ns(i), now, wall)
+                self._engine_time = when
+                if info.type == FrameType.PING:
+                    self._answer_ping(info, arena.payload(i), when)
+                    continue
                 try:
                     body = decode_payload(info.type, arena.payload(i))
                 except MalformedPayload:
                     self.engine.note_drop("bad_payload")
                     continue
                 frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
-                when = self.arrival_time(arena.rx_stamp_ns(i), now, wall)
-                self._engine_time = when
                 self.engine.receive_frame(frame, when)
             # Answer (acknowledgements, PONGs) before taking the next batch.
             self.flush()
             if n < arena.slots:
                 return
+
+    def _answer_ping(self, info: FrameInfo, payload: memoryview, now: float) -> None:
+        # The PONG is the PING's payload byte for byte: built from the received bytes, once
+        # the engine said yes, with no decode or encode in between (the peer's round trip).
+        if not self.engine.answer_ping(info.src, info.dst, len(payload), now):
+            return
+        try:
+            pong = native.build_frame(
+                info.src,
+                self.sock.mac,
+                self.sock.ethertype,
+                FrameType.PONG,
+                0,
+                0,
+                info.seq,
+                payload,
+            )
+        except L2fastError as exc:  # a PING as long as the MTU allows still fits: our bug
+            self.counters["encode_errors"] += 1
+            log.error("could not build a PONG: %s", exc.message)
+            return
+        self._tx_backlog.append(pong)
 
     # --- frames and events out -----------------------------------------------------------------
 

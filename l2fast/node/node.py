@@ -35,7 +35,7 @@ from l2fast.node.events import (
     StreamDelivered,
 )
 from l2fast.node.negotiation import negotiate
-from l2fast.node.ping import Pinger, PingStats
+from l2fast.node.ping import PING_HEADER, Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
@@ -322,6 +322,29 @@ class NodeEngine:
         except RemoteProtocolError:
             self.drops["protocol_violation"] += 1
         self._collect(now)
+
+    def answer_ping(self, src: bytes, dst: bytes, payload_len: int, now: float) -> bool:
+        """Decide on a PING the adapter has not decoded; True: send the PONG now.
+
+        The same checks and counters as `receive_frame` with the decoded PING, whose PONG
+        would echo the payload byte for byte (PROTOCOL.md §PING, PONG): so an adapter holding
+        the received bytes builds the PONG from them, without decoding the PING or encoding
+        the PONG. That is the whole of a responder's work for an echo, and the round trip the
+        peer measures, so it is kept short.
+        """
+        self.counters["frames_in"] += 1
+        if src == self.mac:
+            self.drops["own_frame"] += 1
+        elif len(src) != 6 or src[0] & 1:
+            self.drops["bad_source"] += 1
+        elif dst != self.mac:
+            self.drops["not_for_us"] += 1
+        elif payload_len < PING_HEADER:
+            self.drops["bad_payload"] += 1
+        elif self.pinger.may_answer(src, now):
+            self.counters["frames_out"] += 1
+            return True
+        return False
 
     def _route(self, frame: Frame, now: float) -> None:
         src = frame.src

@@ -155,14 +155,19 @@ class Pinger:
         """ping(8)'s summary for `peer` (zeros if we never pinged it)."""
         return self._stats.get(peer, RttStats()).summary()
 
+    def may_answer(self, peer: bytes, now: float) -> bool:
+        """Whether a PING from `peer` gets its PONG now (the rate limits); counts a refusal."""
+        if self._limiter.allow(peer, now):
+            return True
+        self._drops["rate_limited"] += 1
+        return False
+
     def receive_frame(self, frame: Frame, now: float) -> None:
         """Answer a PING (if the rate limit allows) or match a PONG to one of ours."""
         body = frame.body
         if isinstance(body, Ping):
-            if not self._limiter.allow(frame.src, now):
-                self._drops["rate_limited"] += 1
-                return
-            self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
+            if self.may_answer(frame.src, now):
+                self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
         elif isinstance(body, Pong):
             self._on_pong(frame, body, now)
 

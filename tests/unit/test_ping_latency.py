@@ -68,7 +68,33 @@ def test_pong_leaves_in_the_turn_that_received_the_ping(hub: FakeHub) -> None:
         pongs = [native.parse_frame(f) for f in sock.sent[sent_before:]]
         assert [(p.type, p.seq) for p in pongs] == [(FrameType.PONG, seq)]
         assert pongs[0].dst == peer.mac
+        # PROTOCOL.md §PING, PONG: the payload comes back byte for byte.
+        ping_bytes = ping_frame(sock.mac, peer.mac, seq)
+        ping = native.parse_frame(ping_bytes)
+        pong = pongs[0]
+        assert ping.payload_len == pong.payload_len
+        assert (
+            sock.sent[-1][pong.payload_off : pong.payload_off + pong.payload_len]
+            == ping_bytes[ping.payload_off : ping.payload_off + ping.payload_len]
+        )
+    assert runner.engine.counters["frames_in"] == 3
     runner.close()
+
+
+def test_an_undecoded_ping_meets_the_same_checks_as_a_decoded_one() -> None:
+    config = NodeConfig(pong_burst_per_peer=2, pong_rate_per_peer=0.001)
+    engine = NodeEngine(B, "bravo", 1500, rng=random.Random(1), config=config)
+    other = b"\x02\x00\x00\x00\x00\x07"
+    assert not engine.answer_ping(B, B, 20, 0.0)  # our own frame, looped back
+    assert not engine.answer_ping(b"\x03" + A[1:], B, 20, 0.0)  # a group address as source
+    assert not engine.answer_ping(A, b"\xff" * 6, 20, 0.0)  # broadcast: no amplification
+    assert not engine.answer_ping(A, other, 20, 0.0)  # for another node
+    assert not engine.answer_ping(A, B, 11, 0.0)  # too short to hold ident and ts_ns
+    assert [engine.answer_ping(A, B, 12, 0.0) for _ in range(4)] == [True, True, False, False]
+    assert engine.drops == Counter(
+        own_frame=1, bad_source=1, not_for_us=2, bad_payload=1, rate_limited=2
+    )
+    assert engine.counters["frames_in"] == 9 and engine.counters["frames_out"] == 2
 
 
 def test_round_trip_starts_when_the_ping_leaves_the_engine() -> None:

@@ -310,7 +310,10 @@ class NodeRunner:
                     continue
                 frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
                 self.engine.receive_frame(frame, when)
-            # Answer (acknowledgements, PONGs) before taking the next batch.
+            # PONGs first (the peer's round trip runs until they leave), then whatever the
+            # engine has (acknowledgements...), before taking the next batch.
+            if self._tx_backlog:
+                self._send_backlog()
             self.flush()
             if n < arena.slots:
                 return

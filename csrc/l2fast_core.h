@@ -168,6 +168,14 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
 #define L2F_FILTER_FEEDBACK 3
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session);
 
+/* The controller's filter, keyed on the sessions whose bulk frames are consumed elsewhere: as
+ * L2F_FILTER_CONTROL, but only DATA and FEEDBACK carrying one of the n `sessions` are dropped;
+ * DATA and FEEDBACK of every other session pass, so the controller can count them. At most
+ * L2F_FILTER_MAX_SESSIONS sessions (the program stays below the kernel's 4096 instructions).
+ * Replaces any filter atomically. Returns 0 or -errno (-L2F_E_ARG for too many). */
+#define L2F_FILTER_MAX_SESSIONS 1024
+int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n);
+
 int l2f_close(int32_t fd);
 
 /* Static description of an error code (errno or L2F_E_*), never NULL. */

@@ -292,6 +292,7 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops)
 #define FILTER_ACCEPT 0x40000u /* bytes kept: more than the largest frame */
 #define FRAME_DATA 0x20
 #define FRAME_FEEDBACK 0x21
+#define FILTER_CONTROL_HEAD 11 /* instructions before the session list */
 
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
 {
@@ -339,6 +340,48 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
     } else {
         return -L2F_E_ARG;
     }
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+        return -errno;
+    return 0;
+}
+
+int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (n > L2F_FILTER_MAX_SESSIONS || (n > 0 && !sessions))
+        return -L2F_E_ARG;
+    /* Like L2F_FILTER_CONTROL, except that only DATA and FEEDBACK of the listed sessions (the
+     * ones whose frames data-path sockets consume) are dropped; those of any other session
+     * reach the controller, which counts them. Each session costs a compare and a return, so
+     * every jump is at most one instruction forward (classic BPF jump offsets are 8 bits). */
+    struct sock_filter prog_buf[FILTER_CONTROL_HEAD + 2 * L2F_FILTER_MAX_SESSIONS + 1];
+    struct sock_filter head[FILTER_CONTROL_HEAD] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* too short for a header: the parser counts */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, FILTER_MAGIC_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* no magic: the parser counts bad_magic */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_FEEDBACK, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* neither DATA nor FEEDBACK */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, FILTER_SESSION_OFF), /* in network order */
+    };
+    uint32_t len = 0;
+    for (uint32_t i = 0; i < FILTER_CONTROL_HEAD; i++)
+        prog_buf[len++] = head[i];
+    for (uint32_t i = 0; i < n; i++) {
+        struct sock_filter cmp = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, sessions[i], 0, 1);
+        struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+        prog_buf[len++] = cmp;
+        prog_buf[len++] = drop;
+    }
+    struct sock_filter accept = BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT);
+    prog_buf[len++] = accept;
+    struct sock_fprog prog = {.len = (unsigned short)len, .filter = prog_buf};
+    /* SO_ATTACH_FILTER swaps the program atomically: no frame sees the socket unfiltered. */
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
         return -errno;
     return 0;

@@ -40,7 +40,7 @@ from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import ETH_HLEN, FrameInfo, FrameType, Verdict
 from l2fast.wire.frames import Frame, decode_payload, encode_payload
 
-__all__ = ["FrameSocket", "NodeRunner", "Timer"]
+__all__ = ["FrameSocket", "NodeRunner", "Timer", "keyed_control_filter"]
 
 log = logging.getLogger("l2fast.daemon")
 
@@ -55,6 +55,8 @@ _RX_SLOT_EXTRA = 18
 _TX_BACKLOG_MAX = 8192
 # While frames wait for the kernel, the loop retries this often.
 _TX_RETRY_S = 0.001
+# Bulk frames: the data path's, never the engine's (the runner counts those that come here).
+_BULK_TYPES = frozenset({FrameType.DATA, FrameType.FEEDBACK})
 # A kernel receive timestamp further from the clock than this (a clock step) is not trusted.
 _MAX_STAMP_AGE_S = 1.0
 # Rounds of "send frames, dispatch events" in one flush: subscribers act on events and so make
@@ -89,6 +91,35 @@ class FrameSocket(Protocol):
     def close(self) -> None:
         """Close the socket."""
         ...
+
+
+def keyed_control_filter(sock: native.RawSocket) -> Callable[[frozenset[int]], None]:
+    """What `NodeRunner.on_bulk_sessions` should call for a node's own socket `sock`.
+
+    The kernel drops DATA and FEEDBACK of the sessions that carry a transfer (their data-path
+    sockets consume them) and of the raw blast's reserved session (its counter's); those of
+    any other session reach the runner, which counts them as `no_transfer` (PROTOCOL.md
+    §Receiving). Keying on sessions rather than on data sockets needs nothing from the
+    processes that own those sockets, and a session's transfer lies wholly inside the time
+    its id is listed (see `NodeEngine.bulk_sessions`): no DATA of a transfer is ever passed
+    here, none is dropped that was not before.
+    """
+    from l2fast.rawblast import BLAST_SESSION
+
+    def apply(sessions: frozenset[int]) -> None:
+        keyed = sessions | {BLAST_SESSION}
+        try:
+            if len(keyed) > native.MAX_FILTER_SESSIONS:
+                raise L2fastError(f"{len(keyed)} sessions are more than the filter holds")
+            sock.set_control_filter(keyed)
+        except L2fastError as exc:
+            # Drop every DATA and FEEDBACK uncounted rather than let transfers' frames flood
+            # the loop: what the daemon did before stray frames were counted.
+            log.warning("keying the socket filter on sessions failed: %s", exc.message)
+            with contextlib.suppress(L2fastError):
+                sock.set_filter(native.SocketFilter.CONTROL)
+
+    return apply
 
 
 @dataclass(slots=True)
@@ -155,6 +186,10 @@ class NodeRunner:
         # The latest time handed to the engine (or to the owner, who hands it on): the time of
         # a received frame is never set before it, so the engine's clock never runs backwards.
         self._engine_time = self.started
+        #: Called with `engine.bulk_sessions()` whenever that set changes, before any frame
+        #: leaves (the daemon re-keys its socket filter: `RawSocket.set_control_filter`).
+        self.on_bulk_sessions: Callable[[frozenset[int]], None] | None = None
+        self._bulk_version = -1
         self._closed = False
 
     # --- time --------------------------------------------------------------------------------
@@ -303,6 +338,12 @@ class NodeRunner:
                 if info.type == FrameType.PING:
                     self._answer_ping(info, arena.payload(i), when)
                     continue
+                if info.type in _BULK_TYPES:
+                    # The data path's sockets take every session that carries a transfer
+                    # (the kernel filter keeps those from here): this one has none. Counted
+                    # without decoding, so a flood costs no more than the parse.
+                    self.engine.note_drop("no_transfer")
+                    continue
                 try:
                     body = decode_payload(info.type, arena.payload(i))
                 except MalformedPayload:
@@ -394,6 +435,7 @@ class NodeRunner:
     def flush(self) -> None:
         """Send every frame the engine has for the wire and dispatch every event it has."""
         for _ in range(_MAX_FLUSH_ROUNDS):
+            self._sync_bulk_sessions()
             frames = self.engine.frames_to_send(self.now())
             for frame in frames:
                 raw = self._encode(frame)
@@ -411,6 +453,15 @@ class NodeRunner:
                     self._guarded(subscriber, event)
             if not frames and not dispatched:
                 return
+
+    def _sync_bulk_sessions(self) -> None:
+        # Before frames leave: a FILE_OFFER or FILE_ACCEPT about to go out must find the
+        # filter already keyed on its session, since the peer's DATA or FEEDBACK may follow.
+        version = self.engine.bulk_version
+        if self.on_bulk_sessions is None or version == self._bulk_version:
+            return
+        self._bulk_version = version
+        self.on_bulk_sessions(self.engine.bulk_sessions())
 
     # --- counters ------------------------------------------------------------------------------
 

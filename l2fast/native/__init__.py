@@ -24,7 +24,7 @@ import enum
 import errno
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -62,6 +62,7 @@ _ffi: Any = _core.ffi
 _lib: Any = _core.lib
 
 __all__ = [
+    "MAX_FILTER_SESSIONS",
     "InterfaceInfo",
     "RawSocket",
     "RxArena",
@@ -83,6 +84,8 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 _MAC_LEN = 6
+#: Most sessions `RawSocket.set_control_filter` takes (csrc L2F_FILTER_MAX_SESSIONS).
+MAX_FILTER_SESSIONS: int = _lib.L2F_FILTER_MAX_SESSIONS
 _VERDICTS = tuple(Verdict)
 # Frames that can come off any interface: Ethernet header + the largest MTU.
 _MAX_FRAME = ETH_HLEN + MAX_MTU
@@ -739,6 +742,22 @@ class RawSocket:
         """
         _check_uint("session", session, 32)
         _check(_lib.l2f_sock_filter(self._fd(), int(mode), session), f"filtering {self.ifname!r}")
+
+    def set_control_filter(self, bulk_sessions: Collection[int]) -> None:
+        """The controller's filter keyed on sessions: drop DATA and FEEDBACK of `bulk_sessions`
+        only (data-path sockets consume those); those of any other session pass, to be counted.
+
+        At most `MAX_FILTER_SESSIONS`; the new filter replaces the old one atomically.
+        """
+        if len(bulk_sessions) > MAX_FILTER_SESSIONS:
+            raise ValueError(
+                f"{len(bulk_sessions)} sessions exceed the filter's {MAX_FILTER_SESSIONS}"
+            )
+        for session in bulk_sessions:
+            _check_uint("session", session, 32)
+        ids = _ffi.new("uint32_t[]", sorted(bulk_sessions)) if bulk_sessions else _ffi.NULL
+        rc = _lib.l2f_sock_filter_control(self._fd(), ids, len(bulk_sessions))
+        _check(rc, f"filtering {self.ifname!r}")
 
     def fileno(self) -> int:
         """The descriptor, for select/poll/selectors."""

@@ -74,6 +74,8 @@ class _Slot:
     #: A close asked for while the handshake ran with chat waiting: (reason, text), done
     #: right after the chat is queued on the opened session.
     close_when_open: tuple[int, str] | None = None
+    #: The session carries a transfer: a FILE_* frame went or came on its control stream.
+    bulk: bool = False
 
 
 def _check_unicast(mac: bytes, what: str) -> None:
@@ -138,6 +140,7 @@ class NodeEngine:
         self._next_msg_id = 1
         self._out: list[Frame] = []
         self._events: deque[Event] = deque()
+        self._bulk_version = 0
 
     # --- inspection ------------------------------------------------------------------------
 
@@ -152,6 +155,26 @@ class NodeEngine:
     def ping_stats(self, peer: bytes) -> PingStats:
         """ping(8)'s summary for `peer`."""
         return self.pinger.stats(peer)
+
+    @property
+    def bulk_version(self) -> int:
+        """Changes whenever `bulk_sessions()` does (a cheap test for adapters that poll it)."""
+        return self._bulk_version
+
+    def bulk_sessions(self) -> frozenset[int]:
+        """Ids of the sessions held that carry a transfer, whose DATA and FEEDBACK the data
+        path takes (the adapter's kernel filter keeps them away from the controller).
+
+        A session joins when the first FILE_* frame is sent or delivered on its control
+        stream, which is before any DATA or FEEDBACK of its transfer can exist (DATA follows
+        FILE_ACCEPT, which answers FILE_OFFER); it leaves when the session is forgotten.
+        """
+        return frozenset(sid for (_, sid), slot in self._slots.items() if slot.bulk)
+
+    def _mark_bulk(self, slot: _Slot) -> None:
+        if not slot.bulk:
+            slot.bulk = True
+            self._bulk_version += 1
 
     def note_drop(self, reason: str) -> None:
         """Count a frame the adapter dropped before decoding (PROTOCOL.md §Receiving reasons)."""
@@ -275,7 +298,9 @@ class NodeEngine:
             raise LocalProtocolError(
                 f"no session {session:#x} with {format_mac(peer)}", code=ErrorCode.BAD_REQUEST
             )
-        return slot.session.send_control(body, now)
+        seq = slot.session.send_control(body, now)
+        self._mark_bulk(slot)
+        return seq
 
     def close(self, peer: bytes, now: float, reason: int = 0, text: str = "") -> int:
         """Close every session with `peer` in order; returns how many were open or opening.
@@ -476,6 +501,7 @@ class NodeEngine:
                 )
             )
         else:
+            self._mark_bulk(slot)
             self._events.append(ControlReceived(session.session_id, session.peer_mac, body))
 
     def _ended(self, slot: _Slot, ev: SessionClosed | SessionFailed) -> None:
@@ -501,6 +527,8 @@ class NodeEngine:
             out += slot.session.frames_to_send(now)
             if slot.session.finished:
                 del self._slots[key]
+                if slot.bulk:
+                    self._bulk_version += 1
                 if self._chat_slot_of.get(key[0]) == key:
                     del self._chat_slot_of[key[0]]
         self.counters["frames_out"] += len(out)

@@ -445,6 +445,10 @@ class NodeRunner:
             for _ in range(max(0, overflow)):
                 self._tx_backlog.popleft()
                 self.counters["tx_overflow"] += 1
+            if frames:
+                # Encoded: a PING's round trip starts now, at the send (if the kernel pushes
+                # back it leaves later, and the round trip reads longer, never shorter).
+                self.engine.frames_sent(self.now())
             self._send_backlog()
             dispatched = False
             while (event := self.engine.next_event()) is not None:

@@ -534,6 +534,14 @@ class NodeEngine:
         self.counters["frames_out"] += len(out)
         return out
 
+    def frames_sent(self, now: float) -> None:
+        """The adapter is about to send (system call next) what `frames_to_send` returned.
+
+        Optional: without it a PING's round trip starts at `frames_to_send`; with it, at the
+        send itself, so the adapter's encoding is not counted as network time.
+        """
+        self.pinger.frames_sent(now)
+
     def next_timer(self) -> float | None:
         """The earliest time `handle_timer` must run, or None when nothing is scheduled."""
         times = [self.discovery.next_timer(), self.pinger.next_timer()]

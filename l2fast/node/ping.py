@@ -5,9 +5,11 @@ responder echoes it byte for byte to the PING's source MAC. Replies are rate-lim
 and globally) so a PING flood cannot turn this node into a frame cannon. RTT is measured on our
 own clock from our own record of the sending time: the echoed `ts_ns` is the peer's to forge.
 
-The sending time is taken when the PING leaves the engine (`frames_to_send`, which the adapter
-calls right before its send system call), not when `ping()` queued it: whatever the adapter does
-in between (answering its client, other timers) is not the network's round trip. The receiving
+The sending time is taken when the PING leaves the engine (`frames_to_send`), and moved to the
+moment the adapter reports it started sending those frames (`frames_sent`, right before its
+send system call, after encoding them), never when `ping()` queued it: whatever the adapter
+does in between (answering its client, other timers, encoding) is not the network's round
+trip, and ping(8) too stamps right before `sendmsg`. The receiving
 time is the `now` the adapter passes with the PONG, which should be when the frame arrived
 (the daemon passes the kernel's receive timestamp), as ping(8) does with SO_TIMESTAMP.
 """
@@ -122,6 +124,8 @@ class Pinger:
         self._outstanding: dict[int, _Outstanding] = {}
         # PINGs queued by ping() but not yet handed out: their sending time is stamped then.
         self._unsent: list[_Outstanding] = []
+        # Handed out by frames_to_send; frames_sent stamps them again.
+        self._handed: list[_Outstanding] = []
         self._answered: dict[int, bytes] = {}  # seq -> peer, oldest first
         self._stats: dict[bytes, RttStats] = {}
         self._out: list[Frame] = []
@@ -200,9 +204,17 @@ class Pinger:
         """PINGs and PONGs to put on the wire; a PING's round trip starts now."""
         for entry in self._unsent:
             entry.sent_at = max(entry.sent_at, now)
+        self._handed += self._unsent
         self._unsent.clear()
         out, self._out = self._out, []
         return out
+
+    def frames_sent(self, now: float) -> None:
+        """The adapter starts sending what `frames_to_send` handed out: their round trip starts
+        `now` (the time taken right before the send system call)."""
+        for entry in self._handed:
+            entry.sent_at = max(entry.sent_at, now)
+        self._handed.clear()
 
     def next_timer(self) -> float | None:
         """When the oldest unanswered PING counts as lost, or None."""

@@ -109,6 +109,25 @@ def test_round_trip_starts_when_the_ping_leaves_the_engine() -> None:
     assert reply.rtt_ns == pytest.approx(50_000_000, abs=1)
 
 
+def test_round_trip_starts_at_the_send_the_adapter_reports() -> None:
+    pinger = Pinger(A, random.Random(0), NodeConfig(), Counter())
+    first = pinger.ping(B, 10.0, size=40)
+    (ping,) = pinger.frames_to_send(10.3)
+    pinger.frames_sent(10.32)  # encoded; the send system call comes next
+    second = pinger.ping(B, 10.4, size=40)  # not handed out yet: the report is not about it
+    pinger.frames_sent(10.45)
+    assert isinstance(ping.body, Ping)
+    pinger.receive_frame(Frame(A, B, 0, first, Pong.echo(ping.body)), 10.35)
+    (ping2,) = pinger.frames_to_send(10.5)
+    assert isinstance(ping2.body, Ping)
+    pinger.receive_frame(Frame(A, B, 0, second, Pong.echo(ping2.body)), 10.6)
+    replies = [pinger.next_event(), pinger.next_event()]
+    assert [r.rtt_ns for r in replies if isinstance(r, PingReply)] == [
+        pytest.approx(30_000_000, abs=1),
+        pytest.approx(100_000_000, abs=1),
+    ]
+
+
 def test_unsent_ping_is_still_declared_lost_on_time() -> None:
     config = NodeConfig()
     pinger = Pinger(A, random.Random(0), config, Counter())

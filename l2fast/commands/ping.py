@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections import deque
 from typing import Any
 
 from l2fast.commands.discover import print_json
@@ -15,7 +17,7 @@ EXAMPLES = """\
 examples:
   sudo l2fast ping h2 -c 5                   five PINGs to the peer named h2, one per second
   sudo l2fast ping 02:00:00:00:00:02 -c 100 -i 0.01 -s 1400
-  l2fast ping h2 -c 3 --json                 {sent, received, rtt_min_us, rtt_avg_us, ...}
+  l2fast ping h2 -c 3 --json                 {sent, received, rtt_min_us, rtt_median_us, ...}
 
 PEER is a MAC or a name from `l2fast discover`. Without -c it runs until Ctrl-C. It exits 0
 when at least one answer came back, 1 when none did. Without a daemon on the interface it
@@ -27,9 +29,18 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:.3f}"
 
 
-def summary_json(peer: str, stats: RttStats, elapsed: float) -> dict[str, Any]:
-    """The --json summary."""
+#: RTTs kept for the median: the most recent ones (8 bytes each, so a ping left running for
+#: days at -i 0.001 stays bounded).
+MEDIAN_SAMPLES = 100_000
+
+
+def summary_json(
+    peer: str, stats: RttStats, elapsed: float, recent_ns: deque[int] | None = None
+) -> dict[str, Any]:
+    """The --json summary; `recent_ns` (the last RTTs) gives `rtt_median_us`, the statistic
+    least moved by a few scheduling stalls (ping(8) has none, so it is JSON only)."""
     s = stats.summary()
+    median = statistics.median(recent_ns) / 1000 if recent_ns else 0.0
     return {
         "peer": peer,
         "sent": s.sent,
@@ -40,6 +51,7 @@ def summary_json(peer: str, stats: RttStats, elapsed: float) -> dict[str, Any]:
         "rtt_avg_us": round(s.rtt_avg_ns / 1000, 3),
         "rtt_max_us": round(s.rtt_max_ns / 1000, 3),
         "rtt_mdev_us": round(s.rtt_mdev_ns / 1000, 3),
+        "rtt_median_us": round(median, 3),
         "time_s": round(elapsed, 3),
     }
 
@@ -64,6 +76,7 @@ def summary_lines(label: str, stats: RttStats, elapsed: float) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """PING the peer, print each answer, then the statistics."""
     stats = RttStats()
+    recent_ns: deque[int] = deque(maxlen=MEDIAN_SAMPLES)
     label = args.peer
     request = {
         "op": "ping",
@@ -85,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 elif event == "sent":
                     stats.sent += 1
                 elif event == "reply":
-                    _on_reply(msg, stats, label, args.json)
+                    _on_reply(msg, stats, recent_ns, label, args.json)
                 elif event == "lost" and not args.json:
                     print(f"no answer from {label}: seq={msg['seq']}")
                 elif event == "error":
@@ -94,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             interrupted = True  # ping(8): Ctrl-C ends the run and prints the summary
     elapsed = time.monotonic() - start
     if args.json:
-        print_json(summary_json(label, stats, elapsed))
+        print_json(summary_json(label, stats, elapsed, recent_ns))
     else:
         print()
         print("\n".join(summary_lines(label, stats, elapsed)))
@@ -103,12 +116,15 @@ def run(args: argparse.Namespace) -> int:
     return 0 if stats.received else 1
 
 
-def _on_reply(msg: dict[str, Any], stats: RttStats, label: str, quiet: bool) -> None:
+def _on_reply(
+    msg: dict[str, Any], stats: RttStats, recent_ns: deque[int], label: str, quiet: bool
+) -> None:
     rtt_ns = round(msg["rtt_us"] * 1000)
     if msg["duplicate"]:
         stats.duplicates += 1
     else:
         stats.add(rtt_ns)
+        recent_ns.append(rtt_ns)
     if not quiet:
         dup = " (DUP!)" if msg["duplicate"] else ""
         print(f"{msg['size']} bytes from {label}: seq={msg['seq']} time={_ms(rtt_ns)} ms{dup}")

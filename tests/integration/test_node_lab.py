@@ -219,6 +219,7 @@ def test_ping(node_lab: NodeLab) -> None:
     summary = lab.json("h1", "ping", "h3", "-c", "5", "-i", "0.05", "-s", "1000")
     assert (summary["sent"], summary["received"], summary["loss"]) == (5, 5, 0.0)
     assert 0 < summary["rtt_min_us"] <= summary["rtt_avg_us"] <= summary["rtt_max_us"]
+    assert summary["rtt_min_us"] <= summary["rtt_median_us"] <= summary["rtt_max_us"]
     assert summary["rtt_max_us"] < 1_000_000
     out = lab.ok("h2", "ping", lab.mac("h1"), "-c", "2", "-i", "0.05").stdout.splitlines()
     assert out[0] == f"PING h1 ({lab.mac('h1')}) 56 bytes on eth0"

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,13 @@ def test_ping_summary_like_ping8() -> None:
     lines = summary_lines("h2 (02:00:00:00:00:02)", stats, 3.0)
     assert lines[1] == "4 packets transmitted, 3 received, 25% packet loss, time 3000ms"
     assert lines[2] == "rtt min/avg/max/mdev = 0.100/0.200/0.300/0.082 ms"
-    js = summary_json("h2", stats, 3.0)
+    js = summary_json("h2", stats, 3.0, deque([100_000, 200_000, 300_000]))
     assert (js["sent"], js["received"]) == (4, 3)
     assert (js["rtt_min_us"], js["rtt_avg_us"], js["rtt_max_us"]) == (100.0, 200.0, 300.0)
+    assert js["rtt_median_us"] == 200.0
+    # One stalled echo moves the average, not the median.
+    js = summary_json("h2", stats, 3.0, deque([100_000, 110_000, 120_000, 9_000_000]))
+    assert js["rtt_median_us"] == 115.0
 
 
 class RecordingClient:

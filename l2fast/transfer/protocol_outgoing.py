@@ -452,12 +452,20 @@ class OutgoingTransfer:
         """The file bytes behind data-space chunk ranges, split per file (for the C sender)."""
         return split_spans(self._layouts, ranges)
 
-    def on_feedback(self, feedback: Feedback, now: float, seq: int | None = None) -> None:
-        """Apply one FEEDBACK (data space) from the receiver; `seq` is its header counter."""
+    def on_feedback(
+        self,
+        feedback: Feedback,
+        now: float,
+        seq: int | None = None,
+        *,
+        first_seq: int | None = None,
+    ) -> None:
+        """Apply one FEEDBACK (data space) from the receiver; `seq` is its header counter
+        (`first_seq`: it stands for FEEDBACKs first_seq..seq, see `coalesce_feedback`)."""
         if self.finished:
             return
         self._credit = max(self._credit, feedback.credit)
-        self._window.on_feedback(self._space.to_window(feedback), now, seq)
+        self._window.on_feedback(self._space.to_window(feedback), now, seq, first_seq=first_seq)
         cum = self._window.cum_ack
         while self._sending and self._sending[0].window_end <= cum:
             f = self._sending.popleft()

@@ -113,7 +113,6 @@ class OutgoingJob:
         self._pump_timer: Timer | None = None
         self._poll_timer: Timer | None = None
         self._last_progress = 0.0
-        self.resent_bytes = 0
         self.skipped_bytes = 0
         self.results: list[dict[str, Any]] = []
 
@@ -323,14 +322,13 @@ class OutgoingJob:
                 {"event": "rejected", "path": ev.path, "reason": _code(ev.reason), "text": ev.text}
             )
         elif isinstance(ev, FileCompleted):
-            self.resent_bytes += ev.resent_bytes
             self.results.append(
                 {
                     "path": ev.path,
                     "final_name": ev.final_name,
                     "digest": ev.digest.hex(),
                     "verified": ev.verified,
-                    "resent_bytes": ev.resent_bytes,
+                    "needed_bytes": ev.needed_bytes,
                     "skipped_bytes": ev.skipped_bytes,
                 }
             )
@@ -372,7 +370,10 @@ class OutgoingJob:
             "files": self.results,
             "bytes": total,
             "bytes_sent": sent,
-            "resent_bytes": self.resent_bytes,
+            # Retransmissions only (loss, RTO probes); the bytes every file needed are
+            # bytes_sent, and what the receiver already held (resume) is skipped_bytes.
+            "resent_bytes": self.out.retransmitted_bytes if self.out is not None else 0,
+            "retransmitted_frames": self.out.retransmitted_frames if self.out is not None else 0,
             "skipped_bytes": self.skipped_bytes,
             "seconds": round(seconds, 6),
             "gbit_per_s": round(sent * 8 / seconds / 1e9, 3) if seconds else 0.0,

@@ -56,6 +56,8 @@ REPORT_INTERVAL_S = 0.02
 SOCKBUF = 64 << 20
 #: Frames per recvmmsg at most (RxPath `batch`).
 RX_BATCH = 64
+#: Receive window in chunks (RxPath `window`): the credit never reaches past cum_ack + this.
+RX_WINDOW = 1 << 17
 
 
 def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
@@ -77,9 +79,9 @@ def _rx_batch(rings: list[dp.ShmRing]) -> int:
 
 
 def _feedback_due(run: dp.RxRun, now: float, last_fb: float) -> bool:
-    """A FEEDBACK is due: the interval passed, `_feedback_frames` arrived, the rings filled
-    (credit must come back as they drain) or the file just completed (the sender is waiting)."""
-    urgent = dp.RxStop.FRAMES | dp.RxStop.RING_FULL | dp.RxStop.COMPLETE
+    """A FEEDBACK is due: the interval passed, `_feedback_frames` arrived or the file just
+    completed (the sender is waiting for that)."""
+    urgent = dp.RxStop.FRAMES | dp.RxStop.COMPLETE
     return bool(run.stop & urgent) or now - last_fb >= FEEDBACK_INTERVAL_S
 
 
@@ -122,7 +124,7 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
         chunk_size=o["chunk"],
         file_size=o["size"],
         first_chunk=o["first"],
-        window=1 << 17,
+        window=RX_WINDOW,
         batch=_rx_batch(rings),
         written=bitmap,
         gather_us=GATHER_US,
@@ -156,6 +158,8 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     error = None
     while True:
         run = path.run(FEEDBACK_INTERVAL_S, fb_frames)
+        if run.stop & dp.RxStop.RING_FULL:
+            time.sleep(GATHER_US / 1e6)  # the writers are behind: let them drain, do not spin
         now = time.monotonic()
         if _feedback_due(run, now, last_fb):
             fb = send_feedback()
@@ -481,7 +485,7 @@ def _bench(o: dict[str, Any], conn: Connection) -> None:
         chunk_size=o["chunk"],
         file_size=size,
         first_chunk=o["first"],
-        window=1 << 17,
+        window=RX_WINDOW,
         batch=_rx_batch(rings),
         gather_us=GATHER_US,
     )

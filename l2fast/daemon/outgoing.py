@@ -105,7 +105,8 @@ class OutgoingJob:
         self._txs: list[dp.TxPath] = []  # every C sender this job made (bench sums their stats)
         self.session = self.runner.engine.open_session(peer, self.runner.now())
         self.out: OutgoingTransfer | None = None
-        self.sock: native.RawSocket | None = None
+        self.sock: native.RawSocket | None = None  # FEEDBACK of this session arrives here
+        self.tx_sock: native.RawSocket | None = None  # DATA leaves here (opened on first use)
         self.pending: deque[tuple[int, int, int]] = deque()  # (index, start, end) not yet taken
         self.started = 0.0
         self.bytes_sent_frames = 0
@@ -134,7 +135,7 @@ class OutgoingJob:
             )
             entries.append(f.entry)
         self.out = OutgoingTransfer(entries, now=now, initial_credit=INITIAL_CREDIT)
-        self.sock = native.RawSocket.open(self.runner.sock.ifname, sndbuf=64 << 20, rcvbuf=16 << 20)
+        self.sock = native.RawSocket.open(self.runner.sock.ifname, sndbuf=1 << 20, rcvbuf=16 << 20)
         self.sock.set_filter(native.SocketFilter.FEEDBACK, self.session)
         self.runner.add_reader(self.sock, self._on_feedback)
         self.started = now
@@ -176,14 +177,23 @@ class OutgoingJob:
 
     def _tx_for(self, index: int) -> dp.TxPath:
         f = self.files[index]
-        assert self.out is not None and self.sock is not None
+        assert self.out is not None
+        if self.tx_sock is None:
+            # DATA goes out on a transmit-only socket, apart from the one the loop polls for
+            # FEEDBACK: every sent frame's buffer is released in the veth receive softirq on
+            # this CPU, and releasing it wakes whoever waits on the sending socket. With the
+            # event loop's epoll registered on it, that was a wait-queue lock round per frame
+            # (~4 % of the sending core at MTU 1500); nobody waits on this one.
+            self.tx_sock = native.RawSocket.open(
+                self.runner.sock.ifname, 0, sndbuf=64 << 20, rcvbuf=0
+            )
         if f.tx is None:
             layout = self.out.layout(index)
             f.tx = dp.TxPath(
-                self.sock,
-                self.sock.ifindex,
+                self.tx_sock,
+                self.tx_sock.ifindex,
                 dst=self.peer,
-                src=self.sock.mac,
+                src=self.tx_sock.mac,
                 session=self.session,
                 data=self._payload_source(f),
                 chunk_size=layout.chunk_size,
@@ -430,6 +440,9 @@ class OutgoingJob:
             self.sock = None
         for f in self.files:
             self._release(f)
+        if self.tx_sock is not None:
+            self.tx_sock.close()
+            self.tx_sock = None
         self.owner.outgoing.pop(self.session, None)
 
     def status(self) -> dict[str, Any]:

@@ -8,10 +8,13 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FUZZ_SECONDS ?= 60
 # Debian packages: a C compiler for the cffi core, clang + libFuzzer runtime for `make fuzz`,
-# iproute2 for the lab, iperf3 and netcat for the benchmark baselines.
-APT_PACKAGES := gcc clang libclang-rt-14-dev iproute2 iperf3 netcat-openbsd iputils-ping util-linux
+# iproute2 for the lab, iperf3, netcat and tar for the benchmark baselines, linux-perf for the
+# profile the benchmarks print where a target is not met (bench/cpu_profile.py).
+APT_PACKAGES := gcc clang libclang-rt-14-dev iproute2 iperf3 netcat-openbsd iputils-ping util-linux \
+                tar linux-perf
 
-.PHONY: all demo install system-deps test lint typecheck pytest fuzz bench bench-core clean
+.PHONY: all demo install system-deps test lint typecheck pytest fuzz bench bench-core \
+        bench-small-files bench-memory bench-profile clean
 
 all: install
 
@@ -58,12 +61,26 @@ fuzz: install
 	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_parse_batch
 	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_rxwindow
 
-## bench: the comparison benchmarks (see BENCHMARKS.md)
+## bench: the C core, the comparison with kernel TCP (profiled where a target is missed) and
+## many small files (see BENCHMARKS.md and bench/README.md); BENCH_ARGS go to compare.py
 bench-core: install
 	$(VPY) bench/core.py
 
 bench: bench-core
 	$(VPY) bench/compare.py --scaling $(BENCH_ARGS)
+	$(VPY) bench/small_files.py
+
+## bench-small-files: 10 000 x 4 KiB files, l2fast send against tar | nc
+bench-small-files: install
+	$(VPY) bench/small_files.py
+
+## bench-memory: receiver memory during one 8 GiB sparse-source transfer (needs ~9 GiB of RAM)
+bench-memory: install
+	$(VPY) bench/memory.py
+
+## bench-profile: where the CPU goes in one l2fast send and one l2fast bench (perf)
+bench-profile: install
+	$(VPY) bench/cpu_profile.py
 
 clean:
 	rm -rf build dist *.egg-info tests/fuzz/build l2fast/_core*.so l2fast/_core.c

@@ -29,22 +29,20 @@ import functools
 import json
 import math
 import os
-import re
 import shlex
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from compare_hosts import (
     BenchError,
-    LabHosts,
     TestFile,
-    kill_all,
+    lab,
+    lab_prefix,
+    teardown,
     write_random_file,
 )
 from compare_kinds import (
@@ -61,21 +59,31 @@ from compare_kinds import (
 from compare_report import (
     BUSY_LOAD,
     NOT_BUILT,
+    NOT_RUN,
+    PROFILED_RATIOS,
     comparison_chart,
     linear_fit,
     machine_info,
     measurement_table,
+    missed_targets,
     ratio_table,
     ratios_for,
     scaling_chart,
     scaling_table,
     summarize,
 )
-from compare_setup import ensure_matplotlib, ensure_tools, need_space, probe_kinds, say
-
-from l2fast.errors import L2fastError
-from l2fast.lab import iproute, netns
-from l2fast.lab.state import LabSpec, host_mac, host_ns
+from compare_setup import (
+    ensure_matplotlib,
+    ensure_tools,
+    need_space,
+    parse_size,
+    parse_sizes,
+    probe_kinds,
+    run_main,
+    say,
+)
+from cpu_profile import PROFILED, profile_kind
+from perf_samples import ensure_perf, profile_table
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -119,24 +127,6 @@ Results: bench/results/compare-<UTC time>.json and .png (and -scaling.png), or -
 
 
 # ---- options
-
-
-def parse_size(text: str) -> int:
-    """`2G`, `64M`, `512K` or a byte count (binary units) as bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (try 2G, 64M, 1048576)")
-    value = (
-        int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[match.group(2).lower()]
-    )
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return value
-
-
-def parse_sizes(text: str) -> list[int]:
-    """A comma-separated list of sizes."""
-    return [parse_size(part) for part in text.split(",") if part.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-compare", action="store_true", help="skip the per-MTU comparison (with --scaling)"
     )
     parser.add_argument(
+        "--only",
+        action="append",
+        choices=[k.key for k in KINDS],
+        metavar="KIND",
+        help="run only this kind (repeatable): " + ", ".join(k.key for k in KINDS),
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile `l2fast send` and `l2fast bench` (perf) at every MTU, targets met or not",
+    )
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="never profile, not even where a throughput target is not met",
+    )
+    parser.add_argument(
         "--json-out",
         type=Path,
         help="where to write the JSON (default bench/results/compare-<UTC time>.json); the "
@@ -214,6 +221,10 @@ def resolve_options(args: argparse.Namespace) -> None:
         problems.append("MTUs must lie in 576..65535 (veth accepts up to 65535)")
     if args.no_compare and not args.scaling:
         problems.append("--no-compare leaves nothing to do without --scaling")
+    if args.profile and args.no_profile:
+        problems.append("--profile and --no-profile contradict each other")
+    if args.only:
+        args.only = list(dict.fromkeys(args.only))
     if problems:
         raise SystemExit("bench/compare.py: error: " + "; ".join(problems))
 
@@ -221,49 +232,18 @@ def resolve_options(args: argparse.Namespace) -> None:
 # ---- labs
 
 
-_labs_up: list[str] = []
-
-
 @contextlib.contextmanager
-def lab(name: str, mtu: int) -> Iterator[LabHosts]:
-    """A two-host lab at `mtu`, removed when the block ends (its processes first)."""
-    _labs_up.append(name)
-    netns.up(LabSpec(name=name, hosts=2, mtu=mtu))
-    try:
-        yield LabHosts(name, mtu, host_ns(name, 1), host_ns(name, 2), host_mac(1), host_mac(2))
-    finally:
-        kill_all()
-        netns.down(name)
-        _labs_up.remove(name)
-
-
-def teardown() -> list[str]:
-    """Remove every lab this run built that is still up; return the names of those left."""
-    kill_all()
-    for name in list(_labs_up):
-        try:
-            netns.down(name)
-            _labs_up.remove(name)
-        except L2fastError as exc:
-            say(f"bench/compare.py: could not remove lab {name}: {exc}")
-    prefix = lab_prefix()
-    return [ns for ns in iproute.netns_list() if ns.startswith(prefix)]
-
-
-def lab_prefix() -> str:
-    """Every lab this process builds starts with this (unique per running benchmark)."""
-    # Lab names are at most 12 characters (the lab derives interface names from them).
-    return f"bc{os.getpid() % 100000}_"
-
-
-@contextlib.contextmanager
-def maybe_daemons(hosts: LabHosts, needed: bool, log_dir: Path) -> Iterator[bool]:
-    """The l2fast daemons in both hosts when an available kind needs them."""
+def maybe_daemons(ctx: RunContext, needed: bool, log_dir: Path) -> Iterator[None]:
+    """The l2fast daemons in both hosts when an available kind needs them (ctx says which)."""
     if not needed:
-        yield False
+        yield
         return
-    with l2fast_daemons(hosts, log_dir):
-        yield True
+    with l2fast_daemons(ctx.hosts, log_dir) as pids:
+        ctx.daemons, ctx.daemon_pids = True, pids
+        try:
+            yield
+        finally:
+            ctx.daemons, ctx.daemon_pids = False, {}
 
 
 # ---- measuring
@@ -290,7 +270,7 @@ def measure_once(
     measured against (and idle daemons have no business in the kernel-TCP baselines).
     """
     try:
-        with maybe_daemons(ctx.hosts, kind.daemons, log_dir) as ctx.daemons:
+        with maybe_daemons(ctx, kind.daemons, log_dir):
             sample = measure()
     except NotBuilt as exc:
         status[kind.key].update(status=NOT_BUILT, reason=str(exc))
@@ -303,7 +283,10 @@ def measure_once(
 
 
 def run_compare(
-    args: argparse.Namespace, status: dict[str, dict[str, Any]], file: TestFile, workdir: Path
+    args: argparse.Namespace,
+    status: dict[str, dict[str, Any]],
+    file: TestFile | None,
+    workdir: Path,
 ) -> dict[str, Any]:
     """Every MTU: a lab, then reps x (every available kind in turn). Returns result["mtus"]."""
     out: dict[str, Any] = {}
@@ -324,14 +307,61 @@ def run_compare(
                     if sample is not None:
                         samples[kind.key].append(sample)
                         say(f"  {where} {kind.label}: {sample.value:.2f} {kind.unit}")
-        rows: dict[str, dict[str, Any]] = {}
-        for kind in KINDS:
-            entry = status[kind.key]
-            if entry["status"] == "ok" and samples[kind.key]:
-                rows[kind.key] = {"status": "ok", "unit": kind.unit, **summarize(samples[kind.key])}
-            else:
-                rows[kind.key] = {"status": NOT_BUILT, "reason": entry.get("reason", "")}
-        out[str(mtu)] = {"lab": name, "rows": rows, "ratios": ratios_for(rows)}
+            rows: dict[str, dict[str, Any]] = {}
+            for kind in KINDS:
+                entry = status[kind.key]
+                if entry["status"] == "ok" and samples[kind.key]:
+                    summary = summarize(samples[kind.key])
+                    rows[kind.key] = {"status": "ok", "unit": kind.unit, **summary}
+                else:
+                    rows[kind.key] = {
+                        "status": NOT_RUN if entry["status"] == NOT_RUN else NOT_BUILT,
+                        "reason": entry.get("reason", ""),
+                    }
+            ratios = ratios_for(rows, mtu)
+            # After every measurement of this MTU, so perf's overhead touches none of them.
+            profiles = profile_mtu(args, status, ratios, ctx, file, workdir)
+        out[str(mtu)] = {"lab": name, "rows": rows, "ratios": ratios, "profiles": profiles}
+    return out
+
+
+def profile_mtu(
+    args: argparse.Namespace,
+    status: dict[str, dict[str, Any]],
+    ratios: dict[str, dict[str, Any]],
+    ctx: RunContext,
+    file: TestFile | None,
+    workdir: Path,
+) -> list[dict[str, Any]]:
+    """Profile the l2fast kinds behind the throughput targets this MTU missed (all with
+    --profile): issue 5 wants the output to say where the time goes when a target is not met.
+    """
+    if args.no_profile:
+        return []
+    if args.profile:
+        wanted = set(PROFILED_RATIOS.values())
+    else:
+        wanted = {PROFILED_RATIOS[k] for k in missed_targets(ratios) if k in PROFILED_RATIOS}
+    out = []
+    for kind in sorted(wanted, reverse=True):  # send, then bench
+        if status[kind]["status"] != "ok" or (kind == "l2fast_send" and file is None):
+            continue
+        missed = [
+            f"{ratios[k]['label']} {ratios[k]['value']:.2f}x"
+            for k in missed_targets(ratios)
+            if PROFILED_RATIOS.get(k) == kind
+        ]
+        why = "--profile" if args.profile else "target not met: " + ", ".join(missed)
+        say(f"  [MTU {ctx.hosts.mtu}] profiling {PROFILED[kind]} ({why})")
+        try:
+            profile = profile_kind(kind, ctx, file, workdir)
+        except BenchError as exc:
+            # The measurements of this MTU are done and valid: a failed profile is reported
+            # with them (and names its cause) instead of discarding the whole run.
+            say(f"  [MTU {ctx.hosts.mtu}] profiling {PROFILED[kind]} FAILED: {exc}")
+            profile = {"command": PROFILED[kind], "mtu": ctx.hosts.mtu, "error": str(exc)}
+        profile["reason"] = why
+        out.append(profile)
     return out
 
 
@@ -347,7 +377,7 @@ def run_scaling(
     name = f"{lab_prefix()}s"
     samples: dict[str, dict[int, list[Sample]]] = {k: {} for k in SCALING_KINDS}
     say(f"scaling at MTU {args.scaling_mtu}: lab {name}")
-    kinds = [KINDS_BY_KEY[k] for k in SCALING_KINDS]
+    kinds = [KINDS_BY_KEY[k] for k in SCALING_KINDS if not args.only or k in args.only]
     with lab(name, args.scaling_mtu) as hosts:
         ctx = RunContext(hosts, args.seconds, None, args.ping_count, args.ping_interval, 0)
         for size in reversed(sizes):
@@ -372,7 +402,8 @@ def run_scaling(
     for key, by_size in samples.items():
         entry = status[key]
         if entry["status"] != "ok" or not by_size:
-            result["kinds"][key] = {"status": NOT_BUILT, "reason": entry.get("reason", "")}
+            not_ok = NOT_RUN if entry["status"] == NOT_RUN else NOT_BUILT
+            result["kinds"][key] = {"status": not_ok, "reason": entry.get("reason", "")}
             continue
         points = [(s, x.detail["seconds"]) for s in sizes for x in by_size[s]]
         result["kinds"][key] = {
@@ -387,7 +418,8 @@ def run_scaling(
 def _scaling_label(key: str, status: dict[str, dict[str, Any]]) -> str:
     if key != "nc":
         return KINDS_BY_KEY[key].label
-    return "nc" if status["l2fast_send"]["status"] == "ok" else "nc (stand-in for l2fast send)"
+    # A stand-in only where l2fast send is not built (not where --only left it out).
+    return "nc" if status["l2fast_send"]["status"] != NOT_BUILT else "nc (stand-in for l2fast send)"
 
 
 # ---- main
@@ -405,6 +437,13 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     )
 
 
+def profiling_possible(args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> bool:
+    """Whether this run may profile (perf must then be there before anything is measured)."""
+    if args.no_profile or args.no_compare:
+        return False
+    return any(status[k]["status"] == "ok" for k in PROFILED)
+
+
 def run(args: argparse.Namespace) -> int:
     """Everything after option parsing; raises BenchError/L2fastError on failure."""
     if os.geteuid() != 0:
@@ -414,8 +453,15 @@ def run(args: argparse.Namespace) -> int:
         ensure_matplotlib()
     status = probe_kinds()
     for key, entry in status.items():
-        if entry["status"] != "ok":
+        if args.only and key not in args.only:
+            entry.update(status=NOT_RUN, reason="not among --only " + ",".join(args.only))
+        elif entry["status"] != "ok":
             say(f"{KINDS_BY_KEY[key].label}: {NOT_BUILT} ({entry['reason']})")
+    if profiling_possible(args, status):
+        try:
+            ensure_perf()
+        except BenchError as exc:
+            raise BenchError(f"{exc}; or pass --no-profile") from None
     json_path, chart_path, scaling_path = output_paths(args)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.tmpdir) / f"l2fast-bench-{os.getpid()}"
@@ -433,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "scaling_sizes": args.scaling_sizes if args.scaling else None,
             "scaling_mtu": args.scaling_mtu if args.scaling else None,
+            "only": args.only,
+            "profile": "always" if args.profile else "never" if args.no_profile else "when missed",
             "interleaved": "each run of every kind in turn, then the next run",
             "throughput_basis": "payload bits per second (no Ethernet/l2fast/TCP headers)",
             "workdir": str(workdir),
@@ -444,18 +492,22 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(mode=0o700)
     try:
         if not args.no_compare:
-            need_space(args.tmpdir, 2 * args.file_size)
-            path = workdir / "compare.bin"
-            say(f"writing {args.file_size >> 20} MiB of random bytes to {path}")
-            digest = write_random_file(path, [args.file_size])[args.file_size]
-            file = TestFile(path, args.file_size, digest)
+            file = None
+            # l2fast send's profile copies this file too, and runs only where l2fast send ran.
+            if any(k.needs_file and status[k.key]["status"] == "ok" for k in KINDS):
+                need_space(args.tmpdir, 2 * args.file_size)
+                path = workdir / "compare.bin"
+                say(f"writing {args.file_size >> 20} MiB of random bytes to {path}")
+                digest = write_random_file(path, [args.file_size])[args.file_size]
+                file = TestFile(path, args.file_size, digest)
             result["mtus"] = run_compare(args, status, file, workdir)
-            path.unlink()
+            if file is not None:
+                file.path.unlink()  # its space is the scaling run's
         if args.scaling:
             result["scaling"] = run_scaling(args, status, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        left = teardown()
+        left = teardown(lab_prefix(), say)
     if left:
         raise BenchError(f"lab namespaces were left behind: {', '.join(left)}")
     result["kinds"] = status  # a hook found unbuilt while running changed it
@@ -506,6 +558,13 @@ def print_report(result: dict[str, Any], json_path: Path) -> None:
         )
         print(measurement_table(result) + "\n")
         print(ratio_table(result) + "\n")
+        for mtu, entry in result["mtus"].items():
+            for profile in entry.get("profiles", []):
+                print(f"Where the time goes at MTU {mtu} ({profile['reason']}):\n")
+                if "error" in profile:
+                    print(f"Profile of `{profile['command']}` FAILED: {profile['error']}\n")
+                else:
+                    print(profile_table(profile) + "\n")
     if result["scaling"]:
         print(f"Scaling run (MTU {result['scaling']['mtu']}):\n")
         print(scaling_table(result["scaling"]) + "\n")
@@ -518,22 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, run, and turn every failure into one line and a non-zero exit."""
     args = build_parser().parse_args(argv)
     resolve_options(args)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # so the same `finally` blocks tear the labs down
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        return run(args)
-    except (BenchError, L2fastError) as exc:
-        hint = getattr(exc, "hint", None)
-        print(f"bench/compare.py: FAILED: {exc}", file=sys.stderr)
-        if hint:
-            print(f"bench/compare.py: hint: {hint}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/compare.py: interrupted; labs removed", file=sys.stderr)
-        return 130
+    return run_main("bench/compare.py", run, args)
 
 
 if __name__ == "__main__":

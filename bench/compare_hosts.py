@@ -16,12 +16,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from l2fast.lab import iproute
+from l2fast.errors import L2fastError
+from l2fast.lab import iproute, netns
+from l2fast.lab.state import LabSpec, host_mac, host_ns
 
 IP_PREFIX = "10.99.0"  # 10.99.0.1 on h1, 10.99.0.2 on h2; only inside the lab namespaces
 IP_MASK = 24
@@ -92,9 +94,15 @@ def run_in(
     timeout: float,
     stdin: int | IO[Any] = subprocess.DEVNULL,
     check: bool = True,
+    on_start: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ARGV in `ns` to completion (bounded by `timeout`); BenchError when it fails."""
+    """Run ARGV in `ns` to completion (bounded by `timeout`); BenchError when it fails.
+
+    `on_start(pid)` is called once it runs (the profiler names the process by its pid).
+    """
     proc = start_in(ns, argv, stdin=stdin)
+    if on_start is not None:
+        on_start(proc.pid)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -328,6 +336,48 @@ def ip_addresses(hosts: LabHosts) -> Iterator[None]:
             iproute.run(
                 ["ip", "-n", ns, "addr", "del", f"{addr}/{IP_MASK}", "dev", "eth0"], check=False
             )
+
+
+# ---- labs
+
+
+# Labs this process built that are still up (teardown removes them on any exit).
+_labs_up: list[str] = []
+
+
+def lab_prefix(tag: str = "bc") -> str:
+    """Every lab this process builds starts with this: `tag`, the pid, `_` (unique per run).
+
+    compare.py uses `bc`, the other benchmarks their own tag, so a test can tell one run's labs
+    from those of every other benchmark running on the machine.
+    """
+    # Lab names are at most 12 characters (the lab derives interface names from them).
+    return f"{tag}{os.getpid() % 100000}_"
+
+
+@contextlib.contextmanager
+def lab(name: str, mtu: int) -> Iterator[LabHosts]:
+    """A two-host lab at `mtu`, removed when the block ends (its processes first)."""
+    _labs_up.append(name)
+    netns.up(LabSpec(name=name, hosts=2, mtu=mtu))
+    try:
+        yield LabHosts(name, mtu, host_ns(name, 1), host_ns(name, 2), host_mac(1), host_mac(2))
+    finally:
+        kill_all()
+        netns.down(name)
+        _labs_up.remove(name)
+
+
+def teardown(prefix: str, say: Callable[[str], None]) -> list[str]:
+    """Remove every lab this run built that is still up; return the names of those left."""
+    kill_all()
+    for name in list(_labs_up):
+        try:
+            netns.down(name)
+            _labs_up.remove(name)
+        except L2fastError as exc:
+            say(f"could not remove lab {name}: {exc}")
+    return [ns for ns in iproute.netns_list() if ns.startswith(prefix)]
 
 
 # ---- test files in tmpfs

@@ -13,6 +13,7 @@ available yet", never as a number; a hook may also raise NotBuilt for the same e
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import shutil
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from compare_hosts import (
     BenchError,
@@ -62,6 +63,24 @@ class Sample:
     detail: dict[str, Any] = field(default_factory=dict)  #: everything else the run reported
 
 
+class RunObserver(Protocol):
+    """Watches the measured part of one l2fast run (bench/cpu_profile.py profiles through it).
+
+    A kind calls `process` for each process of the run it starts or talks to (role "sender",
+    "receiver" or "command"), then `begin` right before the measured command starts and `end`
+    right after it exits.
+    """
+
+    def process(self, pid: int, role: str) -> None:
+        """`pid` is the run's `role` process (a daemon, or the command itself)."""
+
+    def begin(self) -> None:
+        """The measured command is about to start."""
+
+    def end(self) -> None:
+        """The measured command has exited."""
+
+
 @dataclass
 class RunContext:
     """What a measurement needs to know about the lab and the settings."""
@@ -74,6 +93,10 @@ class RunContext:
     rep: int  #: 0-based repetition index (the first run of a copy kind checks the digest)
     port: int = 5001  #: next TCP port for a baseline; bumped per run so no run meets the last
     daemons: bool = False  #: l2fast daemons are running in h1 and h2
+    #: pids of those daemons by host ("h1", "h2") while they run
+    daemon_pids: dict[str, int] = field(default_factory=dict)
+    #: watches l2fast's own runs (the profiling pass sets it; None when only measuring)
+    observer: RunObserver | None = None
 
     def next_port(self) -> int:
         """A port no earlier run of this lab used."""
@@ -303,7 +326,17 @@ def measure_l2fast_bench(ctx: RunContext) -> Sample:
     """
     h = ctx.hosts
     argv = [*PY, "l2fast", "bench", h.mac2, "-t", str(ctx.seconds), "--json"]
-    out = run_in(h.h1, argv, timeout=ctx.seconds + MARGIN_S).stdout
+    obs = ctx.observer
+    if obs is None:
+        out = run_in(h.h1, argv, timeout=ctx.seconds + MARGIN_S).stdout
+    else:
+        # The sending is done by h1's daemon, the receiving by h2's; the command only asks.
+        obs.process(ctx.daemon_pids["h1"], "sender")
+        obs.process(ctx.daemon_pids["h2"], "receiver")
+        obs.begin()
+        command = functools.partial(obs.process, role="command")
+        out = run_in(h.h1, argv, timeout=ctx.seconds + MARGIN_S, on_start=command).stdout
+        obs.end()
     try:
         data = json.loads(out)
     except json.JSONDecodeError:
@@ -325,47 +358,75 @@ def measure_l2fast_send(ctx: RunContext) -> Sample:
     return send_with_l2fast(ctx, ctx.file)
 
 
+@dataclass
+class SendRun:
+    """One `l2fast send` into a receiving daemon started for it, checked (`l2fast_send_run`)."""
+
+    event: dict[str, Any]  #: the final `done` event: verified, nothing skipped, sizes positive
+    wall_seconds: float  #: the whole command, Python start-up included
+    memory: TreeMemory  #: the receiving daemon's process tree, sampled while it ran
+    recv_dir: Path  #: where the daemon placed what it received
+
+
+def l2fast_send_run(ctx: RunContext, path: Path, size: int, run_dir: Path) -> SendRun:
+    """`l2fast send <h2> PATH --json` in h1 into a daemon started in h2 for this run only.
+
+    The daemon (`--accept all`, `--recv-dir run_dir/recv`, log in run_dir) runs for this
+    transfer alone, so its peak memory belongs to it and no resume state of an earlier run can
+    shorten it; it is stopped before this returns. h1 runs no daemon: `l2fast send` is the
+    sender itself. The receiver's memory is sampled over the daemon's whole process tree
+    (receive process and writers included) while the command runs; see TreeMemory. `size`
+    (bytes to send) bounds the time allowed. The caller removes `run_dir`.
+    """
+    h = ctx.hosts
+    recv_dir = run_dir / "recv"
+    recv_dir.mkdir(parents=True)
+    log = run_dir / "daemon-h2.log"
+    with open(log, "w") as err:
+        argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", "h2"]
+        argv += ["--accept", "all", "--recv-dir", str(recv_dir)]
+        daemon = start_in(h.h2, argv, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait_daemon(h.h2, daemon, log)
+        send = [*PY, "l2fast", "send", h.mac2, str(path), "--json", "-i", "eth0", "--name", "h1"]
+        budget = size / 10e6 + MARGIN_S  # even 10 MB/s would finish in time
+        obs = ctx.observer
+        sender = None
+        if obs is not None:
+            obs.process(daemon.pid, "receiver")
+            sender = functools.partial(obs.process, role="sender")
+            obs.begin()
+        with TreeMemory(daemon.pid) as memory:
+            start = time.perf_counter()
+            proc = run_in(h.h1, send, timeout=budget, check=False, on_start=sender)
+            wall = time.perf_counter() - start
+        if obs is not None:
+            obs.end()
+        if daemon.poll() is not None:
+            raise BenchError(f"the receiving daemon exited {daemon.returncode}")
+    except BenchError as exc:
+        raise BenchError(f"{exc}; receiving daemon: {last_line(log.read_text())}") from None
+    finally:
+        stop(daemon)
+    return SendRun(_final_send_event(proc, log), wall, memory, recv_dir)
+
+
 def send_with_l2fast(ctx: RunContext, file: TestFile, check_digest: bool | None = None) -> Sample:
     """Send `file` h1 -> h2 with `l2fast send` into tmpfs; verify; delete the copy.
 
-    A receiving daemon (`--accept all`, a fresh tmpfs `--recv-dir`) is started in h2 for this
-    run only, so its peak memory belongs to this transfer alone, and no resume state of an
-    earlier run can shorten it. h1 runs no daemon: `l2fast send` is the sender itself.
-    Throughput, seconds and bytes are those of the sender's final NDJSON event (`done`); the
-    wall time of the whole command (Python start-up, socket set-up included) is in the detail.
-    The received file's size is checked every run, its SHA-256 on the first run of each MTU
-    and scaling size (`check_digest`, default `ctx.rep == 0`), outside the timing. The
-    receiver's memory is sampled over the daemon's whole process tree (receive process and
-    writers included) while the transfer runs; see TreeMemory.
+    See `l2fast_send_run` for the daemon and the memory sampling. Throughput, seconds and
+    bytes are those of the sender's final NDJSON event (`done`); the wall time of the whole
+    command (Python start-up, socket set-up included) is in the detail. The received file's
+    size is checked every run, its SHA-256 on the first run of each MTU and scaling size
+    (`check_digest`, default `ctx.rep == 0`), outside the timing.
     """
     h = ctx.hosts
     if check_digest is None:
         check_digest = ctx.rep == 0
     run_dir = file.path.with_name(f"l2fast-rx-{h.mtu}-{ctx.rep}-{ctx.next_port()}")
-    recv_dir = run_dir / "recv"
-    recv_dir.mkdir(parents=True)
-    log = run_dir / "daemon-h2.log"
     try:
-        with open(log, "w") as err:
-            argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", "h2"]
-            argv += ["--accept", "all", "--recv-dir", str(recv_dir)]
-            daemon = start_in(h.h2, argv, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            _wait_daemon(h.h2, daemon, log)
-            send = [*PY, "l2fast", "send", h.mac2, str(file.path), "--json"]
-            send += ["-i", "eth0", "--name", "h1"]
-            budget = file.size / 10e6 + MARGIN_S  # even 10 MB/s would finish in time
-            with TreeMemory(daemon.pid) as memory:
-                start = time.perf_counter()
-                proc = run_in(h.h1, send, timeout=budget, check=False)
-                wall = time.perf_counter() - start
-            if daemon.poll() is not None:
-                raise BenchError(f"the receiving daemon exited {daemon.returncode}")
-        except BenchError as exc:
-            raise BenchError(f"{exc}; receiving daemon: {last_line(log.read_text())}") from None
-        finally:
-            stop(daemon)
-        event = _final_send_event(proc, log)
+        run = l2fast_send_run(ctx, file.path, file.size, run_dir)
+        event, recv_dir = run.event, run.recv_dir
         if event["bytes"] != file.size:
             raise BenchError(f"l2fast send reports {event['bytes']} bytes, not {file.size}")
         copy = recv_dir / file.path.name
@@ -383,11 +444,12 @@ def send_with_l2fast(ctx: RunContext, file: TestFile, check_digest: bool | None 
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     seconds = float(event["seconds"])
+    memory = run.memory
     return Sample(
         float(event["gbit_per_s"]),
         {
             "seconds": seconds,
-            "wall_seconds": wall,
+            "wall_seconds": run.wall_seconds,
             "bytes": int(event["bytes"]),
             "bytes_sent": event.get("bytes_sent"),
             "resent_bytes": event.get("resent_bytes"),
@@ -474,13 +536,16 @@ DAEMON_READY_TIMEOUT_S = 10.0
 
 
 @contextlib.contextmanager
-def l2fast_daemons(hosts: LabHosts, log_dir: Path) -> Iterator[None]:
+def l2fast_daemons(hosts: LabHosts, log_dir: Path) -> Iterator[dict[str, int]]:
     """`l2fast daemon -i eth0 --name hN` in both hosts while the block runs; stopped after.
+
+    The block gets their pids by host name ("h1", "h2").
 
     Ready means its control socket (abstract `@l2fast/eth0`, scoped to the namespace) listens.
     Their stderr goes to files in `log_dir`: a pipe nobody reads would stall a chatty daemon.
     """
     started: list[tuple[str, subprocess.Popen[str], Path]] = []
+    pids: dict[str, int] = {}
     try:
         for ns, name in ((hosts.h1, "h1"), (hosts.h2, "h2")):
             log = log_dir / f"daemon-{hosts.lab}-{name}.log"
@@ -488,9 +553,10 @@ def l2fast_daemons(hosts: LabHosts, log_dir: Path) -> Iterator[None]:
                 argv = [*PY, "l2fast", "daemon", "-i", "eth0", "--name", name]
                 proc = start_in(ns, argv, stdout=subprocess.DEVNULL, stderr=err)
             started.append((ns, proc, log))
+            pids[name] = proc.pid
         for ns, proc, log in started:
             _wait_daemon(ns, proc, log)
-        yield
+        yield pids
     finally:
         for _, proc, _ in started:
             stop(proc)

@@ -38,6 +38,38 @@ RATIOS: tuple[tuple[str, str, str, str, str], ...] = (
     ("raw_over_nc", "raw ceiling / nc", "raw", "nc", ""),
 )
 
+# The targets of RATIOS in a form a program can check: ratio key -> {MTU: (op, bound)}, where
+# MTU None means every MTU. A ratio at an MTU without an entry has no target there.
+TARGETS: dict[str, dict[int | None, tuple[str, float]]] = {
+    "bench_over_raw": {None: (">=", 0.8)},
+    "bench_over_iperf3": {65535: (">=", 1.2)},
+    "send_over_nc": {1500: (">=", 1.0), 9000: (">=", 1.5)},
+    "rtt_ratio": {None: ("<=", 5.0)},
+}
+# A throughput target missed by one of these sends compare.py into its profiling pass, and
+# the l2fast command to profile for it.
+PROFILED_RATIOS = {
+    "send_over_nc": "l2fast_send",
+    "bench_over_raw": "l2fast_bench",
+    "bench_over_iperf3": "l2fast_bench",
+}
+NOT_RUN = "not run (--only)"
+
+
+def target_met(key: str, mtu: int, value: float | None) -> bool | None:
+    """Whether ratio `key` meets its target at `mtu`; None when it has none there or no value."""
+    targets = TARGETS.get(key, {})
+    target = targets.get(mtu, targets.get(None))
+    if target is None or value is None:
+        return None
+    op, bound = target
+    return value >= bound if op == ">=" else value <= bound
+
+
+def missed_targets(ratios: dict[str, dict[str, Any]]) -> list[str]:
+    """Keys of the ratios of one MTU whose target was checked and not met."""
+    return [key for key, entry in ratios.items() if entry.get("met") is False]
+
 
 # ---- statistics
 
@@ -60,8 +92,11 @@ def detail_median(row: dict[str, Any], name: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def ratios_for(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every ratio of RATIOS from one MTU's rows (ratio of medians)."""
+def ratios_for(rows: dict[str, dict[str, Any]], mtu: int) -> dict[str, dict[str, Any]]:
+    """Every ratio of RATIOS from one MTU's rows (ratio of medians), with its verdict.
+
+    `met` is True or False where the ratio has a target at this MTU, else None.
+    """
     out: dict[str, dict[str, Any]] = {}
     for key, label, num, den, target in RATIOS:
         a, b = rows.get(num, {}), rows.get(den, {})
@@ -70,8 +105,11 @@ def ratios_for(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             entry["target"] = target
         if a.get("status") == "ok" and b.get("status") == "ok" and b["median"]:
             entry.update(status="ok", value=a["median"] / b["median"])
+        elif NOT_RUN in (a.get("status"), b.get("status")):
+            entry.update(status="n/a (not run)", value=None)
         else:
             entry.update(status=RATIO_NOT_BUILT, value=None)
+        entry["met"] = target_met(key, mtu, entry["value"])
         out[key] = entry
     return out
 
@@ -160,6 +198,8 @@ def _number(value: float, unit: str) -> str:
 
 
 def _cell(row: dict[str, Any], unit: str) -> str:
+    if row.get("status") == NOT_RUN:
+        return "not run"
     if row.get("status") != "ok":
         return RATIO_NOT_BUILT
     return (
@@ -168,6 +208,8 @@ def _cell(row: dict[str, Any], unit: str) -> str:
 
 
 def _frames_cell(row: dict[str, Any]) -> str:
+    if row.get("status") == NOT_RUN:
+        return "not run"
     values = [s["frames_per_s"] / 1e3 for s in row.get("samples", [])]
     if not values:
         return RATIO_NOT_BUILT
@@ -201,7 +243,9 @@ def ratio_table(result: dict[str, Any]) -> str:
         cells = []
         for m in mtus:
             entry = result["mtus"][m]["ratios"][key]
-            cells.append(f"{entry['value']:.2f}x" if entry["status"] == "ok" else entry["status"])
+            cell = f"{entry['value']:.2f}x" if entry["status"] == "ok" else entry["status"]
+            verdict = {True: " met", False: " **NOT MET**", None: ""}[entry.get("met")]
+            cells.append(cell + verdict)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {target or '-'} |")
     return "\n".join(lines)
 
@@ -216,7 +260,8 @@ def scaling_table(scaling: dict[str, Any]) -> str:
     for key, entry in scaling["kinds"].items():
         label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
-            lines.append(f"| {label} | all | {RATIO_NOT_BUILT} | | | |")
+            shown = "not run" if entry["status"] == NOT_RUN else RATIO_NOT_BUILT
+            lines.append(f"| {label} | all | {shown} | | | |")
             continue
         for size, row in entry["sizes"].items():
             seconds = [s["seconds"] for s in row["samples"]]
@@ -280,7 +325,9 @@ def comparison_chart(result: dict[str, Any], path: Path) -> None:
                 [r["median"] - r["min"] if good else 0 for r, good in zip(rows, ok, strict=True)],
                 [r["max"] - r["median"] if good else 0 for r, good in zip(rows, ok, strict=True)],
             ]
-            label = kind.label + ("" if any(ok) else " - not available yet")
+            not_run = all(r["status"] == NOT_RUN for r in rows)
+            why = " - not run" if not_run else " - not available yet"
+            label = kind.label + ("" if any(ok) else why)
             bars = ax.bar(xs, heights, width, yerr=errs, capsize=3, label=label)
             for bar, row, good in zip(bars, rows, ok, strict=True):
                 # Above the error bar, so the number never sits on the whisker.
@@ -322,7 +369,8 @@ def scaling_chart(scaling: dict[str, Any], path: Path) -> None:
     for key, entry in scaling["kinds"].items():
         label = entry.get("label") or KINDS_BY_KEY[key].label.split(",")[0]
         if entry["status"] != "ok":
-            ax_t.plot([], [], label=f"{label} - not available yet")
+            why = "not run" if entry["status"] == NOT_RUN else "not available yet"
+            ax_t.plot([], [], label=f"{label} - {why}")
             continue
         sizes = [int(s) for s in entry["sizes"]]
         gib = [s / (1 << 30) for s in sizes]

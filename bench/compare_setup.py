@@ -7,19 +7,26 @@ want of either; l2fast commands that do not exist yet are found here too.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from compare_hosts import BenchError
 from compare_kinds import KINDS, missing_commands
 from compare_report import NOT_BUILT
+
+from l2fast.errors import L2fastError
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -97,3 +104,45 @@ def need_space(directory: Path, size: int) -> None:
             f"{directory} has {free >> 20} MiB free, the files need {(size >> 20) + 512} MiB: "
             "use a smaller --file-size / --scaling-sizes, or another --tmpdir"
         )
+
+
+def parse_size(text: str) -> int:
+    """`2G`, `64M`, `512K` or a byte count (binary units) as bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (try 2G, 64M, 1048576)")
+    value = (
+        int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[match.group(2).lower()]
+    )
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return value
+
+
+def parse_sizes(text: str) -> list[int]:
+    """A comma-separated list of sizes."""
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def run_main(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`run(args)`, with every failure turned into one line on stderr and a non-zero exit.
+
+    SIGTERM becomes KeyboardInterrupt, so the same `finally` blocks that end a normal run
+    (labs, daemons, tmpfs files) also run when the benchmark is stopped.
+    """
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return run(args)
+    except (BenchError, L2fastError) as exc:
+        hint = getattr(exc, "hint", None)
+        print(f"{prog}: FAILED: {exc}", file=sys.stderr)
+        if hint:
+            print(f"{prog}: hint: {hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; labs removed", file=sys.stderr)
+        return 130

@@ -6,6 +6,11 @@ Python process sends a raw frame and waits for the answer; another, in the other
 echoes every frame it receives, both through the C core's batched I/O. ICMP ping on the same
 veth pair (answered in the kernel's softirq, one wake-up) is measured in the same run.
 
+Two figures for the raw echo: from the send to the pinger's wake-up with the answer (user
+space), and from the send to the kernel's receive stamp of the answer (SO_TIMESTAMPNS), which is
+how ping(8) and `l2fast ping` end a round trip: the responder's wake-up is in both, the
+pinger's only in the first.
+
     sudo .venv/bin/python bench/ping_floor.py [--count 200] [--mtu 1500]
 
 Prints one JSON object: the median and minimum RTT of both, and their ratio.
@@ -48,17 +53,20 @@ import json, sys, time
 from l2fast import native
 peer = bytes.fromhex(sys.argv[1].replace(":", ""))
 count = int(sys.argv[2])
-rtts = []
+rtts, stamped = [], []
 with native.RawSocket.open("eth0") as s:
+    s.enable_rx_timestamps()
     arena = native.RxArena(8, s.mtu + 64)
     frame = native.build_frame(peer, s.mac, 0x88B5, 0x38, 0, 0, 1, b"x" * 56)
     for _ in range(count):
-        t0 = time.perf_counter()
+        t0 = time.time_ns()
         s.send_frames([frame])
         if s.recv_batch(arena, 1000) > 0:
-            rtts.append((time.perf_counter() - t0) * 1e6)
+            rtts.append((time.time_ns() - t0) / 1e3)
+            if arena.rx_stamp_ns(0):
+                stamped.append((arena.rx_stamp_ns(0) - t0) / 1e3)
         time.sleep(0.01)
-print(json.dumps(rtts))
+print(json.dumps([rtts, stamped]))
 """
 
 
@@ -93,7 +101,7 @@ def main() -> int:
         pinger = in_ns(
             h1, sys.executable, "-c", PING, host_mac(2), str(args.count), stdout=subprocess.PIPE
         )
-        raw = json.loads(pinger.communicate(timeout=args.count * 0.05 + 60)[0])
+        raw, stamped = json.loads(pinger.communicate(timeout=args.count * 0.05 + 60)[0])
         echo.kill()
         echo.wait()
         for i, ns in ((1, h1), (2, h2)):
@@ -131,9 +139,17 @@ def main() -> int:
         "count": args.count,
         "python_raw_echo_median_us": round(statistics.median(raw), 1),
         "python_raw_echo_min_us": round(min(raw), 1),
+        "python_raw_echo_kernel_stamped_median_us": round(statistics.median(stamped), 1)
+        if stamped
+        else None,
         "icmp_avg_us": round(icmp_avg, 1),
         "icmp_min_us": round(icmp_min, 1),
         "floor_ratio_median_over_icmp_avg": round(statistics.median(raw) / icmp_avg, 2),
+        "floor_ratio_kernel_stamped_median_over_icmp_avg": round(
+            statistics.median(stamped) / icmp_avg, 2
+        )
+        if stamped
+        else None,
         "load_average": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -8,6 +8,10 @@
 # Writes OUTDIR/send.prof (cProfile of the sender), OUTDIR/send.json (its NDJSON),
 # OUTDIR/perf.data and the text summaries OUTDIR/cprofile.txt, OUTDIR/perf-comm.txt and
 # OUTDIR/perf-symbols.txt. The lab, the daemon and the files are removed at the end.
+#
+# The perf part, attributed per role (sender main loop, SHA-256 threads, receive process,
+# writers, daemon loop, softirq) with CPU seconds per GiB, is bench/cpu_profile.py, which
+# compare.py runs where a target is missed; this script stays for the sender's cProfile.
 set -eu
 OUT=${1:-/tmp/l2fast-profile}
 PY=${PY:-.venv/bin/python}

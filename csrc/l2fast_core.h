@@ -134,11 +134,18 @@ int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, 
 
 /* Receive up to max_frames frames with recvmmsg into a caller-owned arena of fixed-size slots
  * (frame i at arena + i*slot_size, its length in lens[i]; longer frames are truncated and
- * reported with their full length, which the parser rejects). Waits up to timeout_ms (0: do not
- * wait, -1: forever) for the first frame. Returns the number received, 0 on timeout, or -errno
- * (-EINTR when interrupted). */
+ * reported with their full length, which the parser rejects). When stamps is not NULL,
+ * stamps[i] is the kernel's receive time of frame i in ns since the epoch (CLOCK_REALTIME), or 0
+ * when the socket does not deliver timestamps (see l2f_sock_rx_timestamps). Waits up to
+ * timeout_ms (0: do not wait, -1: forever) for the first frame. Returns the number received, 0 on
+ * timeout, or -errno (-EINTR when interrupted). */
 int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_size,
-                   uint32_t max_frames, uint32_t *lens, int32_t timeout_ms);
+                   uint32_t max_frames, uint32_t *lens, int64_t *stamps, int32_t timeout_ms);
+
+/* Turn the kernel's receive timestamps (SO_TIMESTAMPNS) on or off for this socket: the time a
+ * frame reached the stack, before any wake-up of the receiving process (what ping(8) measures
+ * its round trips to). Returns 0 or -errno. */
+int l2f_sock_rx_timestamps(int32_t fd, int32_t on);
 
 /* Kernel counters from PACKET_STATISTICS since the last call (the kernel resets them on read);
  * packets counts every frame the socket saw, drops included. */
@@ -160,6 +167,14 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
 #define L2F_FILTER_DATA 2
 #define L2F_FILTER_FEEDBACK 3
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session);
+
+/* The controller's filter, keyed on the sessions whose bulk frames are consumed elsewhere: as
+ * L2F_FILTER_CONTROL, but only DATA and FEEDBACK carrying one of the n `sessions` are dropped;
+ * DATA and FEEDBACK of every other session pass, so the controller can count them. At most
+ * L2F_FILTER_MAX_SESSIONS sessions (the program stays below the kernel's 4096 instructions).
+ * Replaces any filter atomically. Returns 0 or -errno (-L2F_E_ARG for too many). */
+#define L2F_FILTER_MAX_SESSIONS 1024
+int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n);
 
 int l2f_close(int32_t fd);
 

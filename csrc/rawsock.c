@@ -185,8 +185,30 @@ int l2f_send_batch(int32_t fd, int32_t ifindex, const struct l2f_txdesc *descs, 
     return (int)sent;
 }
 
+int l2f_sock_rx_timestamps(int32_t fd, int32_t on)
+{
+    if (fd < 0)
+        return -EBADF;
+    int v = on ? 1 : 0;
+    return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &v, sizeof v) < 0 ? -errno : 0;
+}
+
+/* The SCM_TIMESTAMPNS of one received message in ns since the epoch, or 0 when it has none. */
+static int64_t rx_stamp(struct msghdr *mh)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+        }
+    }
+    return 0;
+}
+
 int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_size,
-                   uint32_t max_frames, uint32_t *lens, int32_t timeout_ms)
+                   uint32_t max_frames, uint32_t *lens, int64_t *stamps, int32_t timeout_ms)
 {
     if (max_frames == 0)
         return 0;
@@ -207,6 +229,12 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
 
     struct mmsghdr msgs[CHUNK];
     struct iovec iov[CHUNK];
+    /* Room for one SCM_TIMESTAMPNS per message (only asked for when stamps is given); the
+     * union aligns it for cmsghdr. */
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctrl[CHUNK];
     uint32_t got = 0;
     while (got < max_frames) {
         uint32_t k = max_frames - got < CHUNK ? max_frames - got : CHUNK;
@@ -216,6 +244,10 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
             iov[j].iov_len = slot_size;
             msgs[j].msg_hdr.msg_iov = &iov[j];
             msgs[j].msg_hdr.msg_iovlen = 1;
+            if (stamps) {
+                msgs[j].msg_hdr.msg_control = ctrl[j].buf;
+                msgs[j].msg_hdr.msg_controllen = sizeof ctrl[j].buf;
+            }
         }
         /* MSG_TRUNC on a packet socket makes msg_len the frame's real length even when it did
          * not fit the slot, so the parser sees that the frame was cut. */
@@ -226,8 +258,11 @@ int l2f_recv_batch(int32_t fd, uint8_t *arena, size_t arena_len, uint32_t slot_s
                 break;
             return got ? (int)got : -e;
         }
-        for (int j = 0; j < r; j++)
+        for (int j = 0; j < r; j++) {
             lens[got + (uint32_t)j] = msgs[j].msg_len;
+            if (stamps)
+                stamps[got + (uint32_t)j] = rx_stamp(&msgs[j].msg_hdr);
+        }
         got += (uint32_t)r;
         if ((uint32_t)r < k)
             break; /* queue drained */
@@ -257,6 +292,7 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops)
 #define FILTER_ACCEPT 0x40000u /* bytes kept: more than the largest frame */
 #define FRAME_DATA 0x20
 #define FRAME_FEEDBACK 0x21
+#define FILTER_CONTROL_HEAD 11 /* instructions before the session list */
 
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
 {
@@ -304,6 +340,48 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
     } else {
         return -L2F_E_ARG;
     }
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+        return -errno;
+    return 0;
+}
+
+int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (n > L2F_FILTER_MAX_SESSIONS || (n > 0 && !sessions))
+        return -L2F_E_ARG;
+    /* Like L2F_FILTER_CONTROL, except that only DATA and FEEDBACK of the listed sessions (the
+     * ones whose frames data-path sockets consume) are dropped; those of any other session
+     * reach the controller, which counts them. Each session costs a compare and a return, so
+     * every jump is at most one instruction forward (classic BPF jump offsets are 8 bits). */
+    struct sock_filter prog_buf[FILTER_CONTROL_HEAD + 2 * L2F_FILTER_MAX_SESSIONS + 1];
+    struct sock_filter head[FILTER_CONTROL_HEAD] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* too short for a header: the parser counts */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, FILTER_MAGIC_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* no magic: the parser counts bad_magic */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_FEEDBACK, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* neither DATA nor FEEDBACK */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, FILTER_SESSION_OFF), /* in network order */
+    };
+    uint32_t len = 0;
+    for (uint32_t i = 0; i < FILTER_CONTROL_HEAD; i++)
+        prog_buf[len++] = head[i];
+    for (uint32_t i = 0; i < n; i++) {
+        struct sock_filter cmp = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, sessions[i], 0, 1);
+        struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+        prog_buf[len++] = cmp;
+        prog_buf[len++] = drop;
+    }
+    struct sock_filter accept = BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT);
+    prog_buf[len++] = accept;
+    struct sock_fprog prog = {.len = (unsigned short)len, .filter = prog_buf};
+    /* SO_ATTACH_FILTER swaps the program atomically: no frame sees the socket unfiltered. */
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
         return -errno;
     return 0;

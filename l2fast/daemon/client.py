@@ -26,7 +26,7 @@ from l2fast.daemon.control import (
     control_address,
 )
 from l2fast.daemon.interfaces import choose_interface
-from l2fast.daemon.runner import NodeRunner
+from l2fast.daemon.runner import NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
 from l2fast.node.node import NodeEngine
@@ -244,6 +244,7 @@ class LocalClient(NodeClient):
         try:
             # DATA and FEEDBACK go to the transfer sockets, never through this loop.
             sock.set_filter(native.SocketFilter.CONTROL)
+            sock.enable_rx_timestamps()  # round trips end when the frame arrives
             engine = NodeEngine(
                 sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB
             )
@@ -251,6 +252,7 @@ class LocalClient(NodeClient):
             sock.close()
             raise
         self.runner = NodeRunner(sock, engine)
+        self.runner.on_bulk_sessions = keyed_control_filter(sock)
         self.service = NodeService(self.runner, one_shot=True)
         self._conn = _LocalConnection()
         engine.start(self.runner.now())

@@ -34,7 +34,7 @@ from l2fast.daemon.control import (
 )
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.interfaces import choose_interface, require_raw_sockets
-from l2fast.daemon.runner import FrameSocket, NodeRunner
+from l2fast.daemon.runner import FrameSocket, NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
 from l2fast.node.config import NodeConfig
@@ -218,11 +218,16 @@ def run_daemon(options: DaemonOptions) -> int:
     sock = native.RawSocket.open(ifname)
     # DATA and FEEDBACK go to the transfer processes' own sockets, never through Python here.
     sock.set_filter(native.SocketFilter.CONTROL)
+    # Frames are timed when they arrive, not when the loop gets to them (PING round trips).
+    sock.enable_rx_timestamps()
     try:
         daemon = Daemon(sock, name, options)
     except BaseException:
         sock.close()
         raise
+    # From the first turn on, only the sessions carrying a transfer lose their DATA and
+    # FEEDBACK in the kernel; any other's are counted (no_transfer).
+    daemon.runner.on_bulk_sessions = keyed_control_filter(sock)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -7,7 +7,9 @@ socket and its clients in `l2fast daemon`, stdin in interactive chat). Each turn
    validates the whole batch in one C call (`RxArena.parse`), counts every rejected frame under
    its verdict's drop reason (`bad_crc`, `bad_length`, `unknown_type`, `short`, ...; PROTOCOL.md
    §Receiving), decodes the payloads of the rest (`bad_payload` when that fails) and hands them
-   to `NodeEngine.receive_frame`;
+   to `NodeEngine.receive_frame` with the time each frame arrived (the kernel's receive
+   timestamp when the socket gives one, so a busy or sleeping loop does not lengthen the round
+   trips the engine measures; never earlier than a time the engine was already given);
 2. runs the engine's timer when `next_timer()` is due, and its own timers (`call_at`);
 3. encodes everything `frames_to_send()` returns and sends it in one `send_frames` batch, and
    hands every event to the subscribers.
@@ -35,10 +37,10 @@ from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.native import RxArena
 from l2fast.node.events import Event
 from l2fast.node.node import NodeEngine
-from l2fast.wire.constants import ETH_HLEN, Verdict
+from l2fast.wire.constants import ETH_HLEN, FrameInfo, FrameType, Verdict
 from l2fast.wire.frames import Frame, decode_payload, encode_payload
 
-__all__ = ["FrameSocket", "NodeRunner", "Timer"]
+__all__ = ["FrameSocket", "NodeRunner", "Timer", "keyed_control_filter"]
 
 log = logging.getLogger("l2fast.daemon")
 
@@ -53,6 +55,10 @@ _RX_SLOT_EXTRA = 18
 _TX_BACKLOG_MAX = 8192
 # While frames wait for the kernel, the loop retries this often.
 _TX_RETRY_S = 0.001
+# Bulk frames: the data path's, never the engine's (the runner counts those that come here).
+_BULK_TYPES = frozenset({FrameType.DATA, FrameType.FEEDBACK})
+# A kernel receive timestamp further from the clock than this (a clock step) is not trusted.
+_MAX_STAMP_AGE_S = 1.0
 # Rounds of "send frames, dispatch events" in one flush: subscribers act on events and so make
 # new frames and events, but never endlessly.
 _MAX_FLUSH_ROUNDS = 64
@@ -85,6 +91,35 @@ class FrameSocket(Protocol):
     def close(self) -> None:
         """Close the socket."""
         ...
+
+
+def keyed_control_filter(sock: native.RawSocket) -> Callable[[frozenset[int]], None]:
+    """What `NodeRunner.on_bulk_sessions` should call for a node's own socket `sock`.
+
+    The kernel drops DATA and FEEDBACK of the sessions that carry a transfer (their data-path
+    sockets consume them) and of the raw blast's reserved session (its counter's); those of
+    any other session reach the runner, which counts them as `no_transfer` (PROTOCOL.md
+    §Receiving). Keying on sessions rather than on data sockets needs nothing from the
+    processes that own those sockets, and a session's transfer lies wholly inside the time
+    its id is listed (see `NodeEngine.bulk_sessions`): no DATA of a transfer is ever passed
+    here, none is dropped that was not before.
+    """
+    from l2fast.rawblast import BLAST_SESSION
+
+    def apply(sessions: frozenset[int]) -> None:
+        keyed = sessions | {BLAST_SESSION}
+        try:
+            if len(keyed) > native.MAX_FILTER_SESSIONS:
+                raise L2fastError(f"{len(keyed)} sessions are more than the filter holds")
+            sock.set_control_filter(keyed)
+        except L2fastError as exc:
+            # Drop every DATA and FEEDBACK uncounted rather than let transfers' frames flood
+            # the loop: what the daemon did before stray frames were counted.
+            log.warning("keying the socket filter on sessions failed: %s", exc.message)
+            with contextlib.suppress(L2fastError):
+                sock.set_filter(native.SocketFilter.CONTROL)
+
+    return apply
 
 
 @dataclass(slots=True)
@@ -148,13 +183,36 @@ class NodeRunner:
         self._order = itertools.count()
         self._tx_backlog: deque[bytes] = deque()
         self._link_errors: set[str] = set()  # "sending" / "receiving" while they fail
+        # The latest time handed to the engine (or to the owner, who hands it on): the time of
+        # a received frame is never set before it, so the engine's clock never runs backwards.
+        self._engine_time = self.started
+        #: Called with `engine.bulk_sessions()` whenever that set changes, before any frame
+        #: leaves (the daemon re-keys its socket filter: `RawSocket.set_control_filter`).
+        self.on_bulk_sessions: Callable[[frozenset[int]], None] | None = None
+        self._bulk_version = -1
         self._closed = False
 
     # --- time --------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """The engine's clock."""
-        return self.clock()
+        """The engine's clock (the time to pass to the engine now)."""
+        t = self.clock()
+        self._engine_time = max(self._engine_time, t)
+        return t
+
+    def arrival_time(self, stamp_ns: int, now: float, wall: float) -> float:
+        """Engine time at which a frame the kernel stamped `stamp_ns` (0: unknown) arrived.
+
+        `now` and `wall` are the engine clock and the wall clock read together after the frame
+        was received. The result lies between the latest time the engine was already given and
+        `now`.
+        """
+        if stamp_ns <= 0:
+            return now
+        age = wall - stamp_ns / 1e9
+        if not 0.0 <= age <= _MAX_STAMP_AGE_S:
+            return now
+        return min(now, max(self._engine_time, now - age))
 
     def wall(self, t: float) -> float:
         """Engine time `t` as wall-clock seconds since the epoch (for users and JSON)."""
@@ -214,7 +272,7 @@ class NodeRunner:
         # Whatever the owner asked of the engine since the last turn goes out before waiting
         # (a HELLO stamped now and sent a second later would read as a 1 s round trip).
         self.flush()
-        timeout = self._next_wake(self.clock(), max_wait)
+        timeout = self._next_wake(self.now(), max_wait)
         for key, mask in self.selector.select(timeout):
             watch: _Watch = key.data
             if mask & selectors.EVENT_READ and watch.reader is not None:
@@ -222,7 +280,7 @@ class NodeRunner:
             # The reader may have closed it; a writer checks that for itself.
             if mask & selectors.EVENT_WRITE and watch.writer is not None:
                 watch.writer()
-        now = self.clock()
+        now = self.now()
         due = self.engine.next_timer()
         if due is not None and due <= now:
             self.engine.handle_timer(now)
@@ -268,10 +326,23 @@ class NodeRunner:
                 return
             self._link_trouble("receiving", None)
             self.counters["rx_frames"] += n
+            # Not now(): the engine has not been given this time yet (see arrival_time).
             now = self.clock()
+            wall = self.wall_clock()
             for i, info in enumerate(arena.parse(n, ethertype=ethertype)):
                 if info.verdict is not Verdict.OK:
                     self.engine.note_drop(info.verdict.name.lower())
+                    continue
+                when = self.arrival_time(arena.rx_stamp_ns(i), now, wall)
+                self._engine_time = when
+                if info.type == FrameType.PING:
+                    self._answer_ping(info, arena.payload(i), when)
+                    continue
+                if info.type in _BULK_TYPES:
+                    # The data path's sockets take every session that carries a transfer
+                    # (the kernel filter keeps those from here): this one has none. Counted
+                    # without decoding, so a flood costs no more than the parse.
+                    self.engine.note_drop("no_transfer")
                     continue
                 try:
                     body = decode_payload(info.type, arena.payload(i))
@@ -279,11 +350,36 @@ class NodeRunner:
                     self.engine.note_drop("bad_payload")
                     continue
                 frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
-                self.engine.receive_frame(frame, now)
-            # Answer (acknowledgements, PONGs) before taking the next batch.
+                self.engine.receive_frame(frame, when)
+            # PONGs first (the peer's round trip runs until they leave), then whatever the
+            # engine has (acknowledgements...), before taking the next batch.
+            if self._tx_backlog:
+                self._send_backlog()
             self.flush()
             if n < arena.slots:
                 return
+
+    def _answer_ping(self, info: FrameInfo, payload: memoryview, now: float) -> None:
+        # The PONG is the PING's payload byte for byte: built from the received bytes, once
+        # the engine said yes, with no decode or encode in between (the peer's round trip).
+        if not self.engine.answer_ping(info.src, info.dst, len(payload), now):
+            return
+        try:
+            pong = native.build_frame(
+                info.src,
+                self.sock.mac,
+                self.sock.ethertype,
+                FrameType.PONG,
+                0,
+                0,
+                info.seq,
+                payload,
+            )
+        except L2fastError as exc:  # a PING as long as the MTU allows still fits: our bug
+            self.counters["encode_errors"] += 1
+            log.error("could not build a PONG: %s", exc.message)
+            return
+        self._tx_backlog.append(pong)
 
     # --- frames and events out -----------------------------------------------------------------
 
@@ -339,7 +435,8 @@ class NodeRunner:
     def flush(self) -> None:
         """Send every frame the engine has for the wire and dispatch every event it has."""
         for _ in range(_MAX_FLUSH_ROUNDS):
-            frames = self.engine.frames_to_send(self.clock())
+            self._sync_bulk_sessions()
+            frames = self.engine.frames_to_send(self.now())
             for frame in frames:
                 raw = self._encode(frame)
                 if raw is not None:
@@ -348,6 +445,10 @@ class NodeRunner:
             for _ in range(max(0, overflow)):
                 self._tx_backlog.popleft()
                 self.counters["tx_overflow"] += 1
+            if frames:
+                # Encoded: a PING's round trip starts now, at the send (if the kernel pushes
+                # back it leaves later, and the round trip reads longer, never shorter).
+                self.engine.frames_sent(self.now())
             self._send_backlog()
             dispatched = False
             while (event := self.engine.next_event()) is not None:
@@ -356,6 +457,15 @@ class NodeRunner:
                     self._guarded(subscriber, event)
             if not frames and not dispatched:
                 return
+
+    def _sync_bulk_sessions(self) -> None:
+        # Before frames leave: a FILE_OFFER or FILE_ACCEPT about to go out must find the
+        # filter already keyed on its session, since the peer's DATA or FEEDBACK may follow.
+        version = self.engine.bulk_version
+        if self.on_bulk_sessions is None or version == self._bulk_version:
+            return
+        self._bulk_version = version
+        self.on_bulk_sessions(self.engine.bulk_sessions())
 
     # --- counters ------------------------------------------------------------------------------
 

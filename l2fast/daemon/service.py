@@ -71,6 +71,7 @@ DROP_REASONS = (
     "unknown_session",
     "rate_limited",
     "not_for_us",
+    "no_transfer",
 )
 HISTORY_SIZE = 1000
 #: The history also keeps at most this many bytes of text (1000 messages at the 1 MiB cap

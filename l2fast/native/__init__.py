@@ -24,7 +24,7 @@ import enum
 import errno
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -62,6 +62,7 @@ _ffi: Any = _core.ffi
 _lib: Any = _core.lib
 
 __all__ = [
+    "MAX_FILTER_SESSIONS",
     "InterfaceInfo",
     "RawSocket",
     "RxArena",
@@ -83,6 +84,8 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 _MAC_LEN = 6
+#: Most sessions `RawSocket.set_control_filter` takes (csrc L2F_FILTER_MAX_SESSIONS).
+MAX_FILTER_SESSIONS: int = _lib.L2F_FILTER_MAX_SESSIONS
 _VERDICTS = tuple(Verdict)
 # Frames that can come off any interface: Ethernet header + the largest MTU.
 _MAX_FRAME = ETH_HLEN + MAX_MTU
@@ -347,6 +350,7 @@ class RxArena:
         self.count = 0
         self._buf = _ffi.new("uint8_t[]", slots * slot_size)
         self._lens = _ffi.new("uint32_t[]", slots)
+        self._stamps = _ffi.new("int64_t[]", slots)
         self._infos = _ffi.new("struct l2f_frame_info[]", slots)
         self._counters = _ffi.new("uint64_t[]", _lib.L2F_V_COUNT)
         self._parsed = 0
@@ -360,6 +364,14 @@ class RxArena:
         are stored.
         """
         return memoryview(_ffi.buffer(self._lens)).cast("I").toreadonly()
+
+    def rx_stamp_ns(self, i: int) -> int:
+        """Kernel receive time of frame i in ns since the epoch; 0 when unknown.
+
+        Known only for frames `RawSocket.recv_batch` took from a socket with
+        `enable_rx_timestamps()` (never for frames `store`d).
+        """
+        return int(self._stamps[self._slot(i)])
 
     def _slot(self, i: int) -> int:
         if not 0 <= i < self.slots:
@@ -382,6 +394,7 @@ class RxArena:
         start = i * self.slot_size
         self._view[start : start + len(src)] = _ffi.buffer(src)
         self._lens[i] = len(src)
+        self._stamps[i] = 0
         self.count = max(self.count, i + 1)
 
     def load(self, frames: Sequence[Buffer]) -> None:
@@ -682,6 +695,7 @@ class RawSocket:
             arena.slot_size,
             n,
             arena._lens,
+            arena._stamps,
             timeout,
         )
         if rc == -errno.EINTR:
@@ -710,6 +724,14 @@ class RawSocket:
         _check(_lib.l2f_sock_stats(self._fd(), packets, drops), f"stats of {self.ifname!r}")
         return int(packets[0]), int(drops[0])
 
+    def enable_rx_timestamps(self) -> None:
+        """Have the kernel stamp every received frame (`RxArena.rx_stamp_ns`), as ping(8) does.
+
+        For a node's control socket, where round trips are measured; each frame then costs a
+        clock read in the kernel, so the data-path sockets leave it off.
+        """
+        _check(_lib.l2f_sock_rx_timestamps(self._fd(), 1), f"timestamping {self.ifname!r}")
+
     def set_filter(self, mode: SocketFilter, session: int = 0) -> None:
         """Attach a classic-BPF filter so this socket sees only its share of the frames.
 
@@ -720,6 +742,22 @@ class RawSocket:
         """
         _check_uint("session", session, 32)
         _check(_lib.l2f_sock_filter(self._fd(), int(mode), session), f"filtering {self.ifname!r}")
+
+    def set_control_filter(self, bulk_sessions: Collection[int]) -> None:
+        """The controller's filter keyed on sessions: drop DATA and FEEDBACK of `bulk_sessions`
+        only (data-path sockets consume those); those of any other session pass, to be counted.
+
+        At most `MAX_FILTER_SESSIONS`; the new filter replaces the old one atomically.
+        """
+        if len(bulk_sessions) > MAX_FILTER_SESSIONS:
+            raise ValueError(
+                f"{len(bulk_sessions)} sessions exceed the filter's {MAX_FILTER_SESSIONS}"
+            )
+        for session in bulk_sessions:
+            _check_uint("session", session, 32)
+        ids = _ffi.new("uint32_t[]", sorted(bulk_sessions)) if bulk_sessions else _ffi.NULL
+        rc = _lib.l2f_sock_filter_control(self._fd(), ids, len(bulk_sessions))
+        _check(rc, f"filtering {self.ifname!r}")
 
     def fileno(self) -> int:
         """The descriptor, for select/poll/selectors."""

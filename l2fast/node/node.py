@@ -35,7 +35,7 @@ from l2fast.node.events import (
     StreamDelivered,
 )
 from l2fast.node.negotiation import negotiate
-from l2fast.node.ping import Pinger, PingStats
+from l2fast.node.ping import PING_HEADER, Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
@@ -74,6 +74,8 @@ class _Slot:
     #: A close asked for while the handshake ran with chat waiting: (reason, text), done
     #: right after the chat is queued on the opened session.
     close_when_open: tuple[int, str] | None = None
+    #: The session carries a transfer: a FILE_* frame went or came on its control stream.
+    bulk: bool = False
 
 
 def _check_unicast(mac: bytes, what: str) -> None:
@@ -138,6 +140,7 @@ class NodeEngine:
         self._next_msg_id = 1
         self._out: list[Frame] = []
         self._events: deque[Event] = deque()
+        self._bulk_version = 0
 
     # --- inspection ------------------------------------------------------------------------
 
@@ -152,6 +155,26 @@ class NodeEngine:
     def ping_stats(self, peer: bytes) -> PingStats:
         """ping(8)'s summary for `peer`."""
         return self.pinger.stats(peer)
+
+    @property
+    def bulk_version(self) -> int:
+        """Changes whenever `bulk_sessions()` does (a cheap test for adapters that poll it)."""
+        return self._bulk_version
+
+    def bulk_sessions(self) -> frozenset[int]:
+        """Ids of the sessions held that carry a transfer, whose DATA and FEEDBACK the data
+        path takes (the adapter's kernel filter keeps them away from the controller).
+
+        A session joins when the first FILE_* frame is sent or delivered on its control
+        stream, which is before any DATA or FEEDBACK of its transfer can exist (DATA follows
+        FILE_ACCEPT, which answers FILE_OFFER); it leaves when the session is forgotten.
+        """
+        return frozenset(sid for (_, sid), slot in self._slots.items() if slot.bulk)
+
+    def _mark_bulk(self, slot: _Slot) -> None:
+        if not slot.bulk:
+            slot.bulk = True
+            self._bulk_version += 1
 
     def note_drop(self, reason: str) -> None:
         """Count a frame the adapter dropped before decoding (PROTOCOL.md §Receiving reasons)."""
@@ -275,7 +298,9 @@ class NodeEngine:
             raise LocalProtocolError(
                 f"no session {session:#x} with {format_mac(peer)}", code=ErrorCode.BAD_REQUEST
             )
-        return slot.session.send_control(body, now)
+        seq = slot.session.send_control(body, now)
+        self._mark_bulk(slot)
+        return seq
 
     def close(self, peer: bytes, now: float, reason: int = 0, text: str = "") -> int:
         """Close every session with `peer` in order; returns how many were open or opening.
@@ -322,6 +347,29 @@ class NodeEngine:
         except RemoteProtocolError:
             self.drops["protocol_violation"] += 1
         self._collect(now)
+
+    def answer_ping(self, src: bytes, dst: bytes, payload_len: int, now: float) -> bool:
+        """Decide on a PING the adapter has not decoded; True: send the PONG now.
+
+        The same checks and counters as `receive_frame` with the decoded PING, whose PONG
+        would echo the payload byte for byte (PROTOCOL.md §PING, PONG): so an adapter holding
+        the received bytes builds the PONG from them, without decoding the PING or encoding
+        the PONG. That is the whole of a responder's work for an echo, and the round trip the
+        peer measures, so it is kept short.
+        """
+        self.counters["frames_in"] += 1
+        if src == self.mac:
+            self.drops["own_frame"] += 1
+        elif len(src) != 6 or src[0] & 1:
+            self.drops["bad_source"] += 1
+        elif dst != self.mac:
+            self.drops["not_for_us"] += 1
+        elif payload_len < PING_HEADER:
+            self.drops["bad_payload"] += 1
+        elif self.pinger.may_answer(src, now):
+            self.counters["frames_out"] += 1
+            return True
+        return False
 
     def _route(self, frame: Frame, now: float) -> None:
         src = frame.src
@@ -453,6 +501,7 @@ class NodeEngine:
                 )
             )
         else:
+            self._mark_bulk(slot)
             self._events.append(ControlReceived(session.session_id, session.peer_mac, body))
 
     def _ended(self, slot: _Slot, ev: SessionClosed | SessionFailed) -> None:
@@ -478,10 +527,20 @@ class NodeEngine:
             out += slot.session.frames_to_send(now)
             if slot.session.finished:
                 del self._slots[key]
+                if slot.bulk:
+                    self._bulk_version += 1
                 if self._chat_slot_of.get(key[0]) == key:
                     del self._chat_slot_of[key[0]]
         self.counters["frames_out"] += len(out)
         return out
+
+    def frames_sent(self, now: float) -> None:
+        """The adapter is about to send (system call next) what `frames_to_send` returned.
+
+        Optional: without it a PING's round trip starts at `frames_to_send`; with it, at the
+        send itself, so the adapter's encoding is not counted as network time.
+        """
+        self.pinger.frames_sent(now)
 
     def next_timer(self) -> float | None:
         """The earliest time `handle_timer` must run, or None when nothing is scheduled."""

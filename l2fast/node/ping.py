@@ -4,6 +4,14 @@ PROTOCOL.md §PING, PONG: PING's payload is `u32 ident`, `u64 ts_ns` and optiona
 responder echoes it byte for byte to the PING's source MAC. Replies are rate-limited (per peer
 and globally) so a PING flood cannot turn this node into a frame cannon. RTT is measured on our
 own clock from our own record of the sending time: the echoed `ts_ns` is the peer's to forge.
+
+The sending time is taken when the PING leaves the engine (`frames_to_send`), and moved to the
+moment the adapter reports it started sending those frames (`frames_sent`, right before its
+send system call, after encoding them), never when `ping()` queued it: whatever the adapter
+does in between (answering its client, other timers, encoding) is not the network's round
+trip, and ping(8) too stamps right before `sendmsg`. The receiving
+time is the `now` the adapter passes with the PONG, which should be when the frame arrived
+(the daemon passes the kernel's receive timestamp), as ping(8) does with SO_TIMESTAMP.
 """
 
 from __future__ import annotations
@@ -114,6 +122,10 @@ class Pinger:
         )
         self._next_seq = 1
         self._outstanding: dict[int, _Outstanding] = {}
+        # PINGs queued by ping() but not yet handed out: their sending time is stamped then.
+        self._unsent: list[_Outstanding] = []
+        # Handed out by frames_to_send; frames_sent stamps them again.
+        self._handed: list[_Outstanding] = []
         self._answered: dict[int, bytes] = {}  # seq -> peer, oldest first
         self._stats: dict[bytes, RttStats] = {}
         self._out: list[Frame] = []
@@ -137,7 +149,9 @@ class Pinger:
         self._next_seq += 1
         body = Ping(ident=self.ident, ts_ns=int(now * 1e9) & _U64, filler=self.filler(size))
         self._out.append(Frame(peer, self.local_mac, 0, seq, body))
-        self._outstanding[seq] = _Outstanding(peer, now, size)
+        entry = _Outstanding(peer, now, size)
+        self._outstanding[seq] = entry
+        self._unsent.append(entry)
         self._stats.setdefault(peer, RttStats()).sent += 1
         return seq
 
@@ -145,14 +159,19 @@ class Pinger:
         """ping(8)'s summary for `peer` (zeros if we never pinged it)."""
         return self._stats.get(peer, RttStats()).summary()
 
+    def may_answer(self, peer: bytes, now: float) -> bool:
+        """Whether a PING from `peer` gets its PONG now (the rate limits); counts a refusal."""
+        if self._limiter.allow(peer, now):
+            return True
+        self._drops["rate_limited"] += 1
+        return False
+
     def receive_frame(self, frame: Frame, now: float) -> None:
         """Answer a PING (if the rate limit allows) or match a PONG to one of ours."""
         body = frame.body
         if isinstance(body, Ping):
-            if not self._limiter.allow(frame.src, now):
-                self._drops["rate_limited"] += 1
-                return
-            self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
+            if self.may_answer(frame.src, now):
+                self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
         elif isinstance(body, Pong):
             self._on_pong(frame, body, now)
 
@@ -182,9 +201,20 @@ class Pinger:
         self._events.append(PingReply(entry.peer, seq, rtt_ns, entry.size))
 
     def frames_to_send(self, now: float) -> list[Frame]:
-        """PINGs and PONGs to put on the wire."""
+        """PINGs and PONGs to put on the wire; a PING's round trip starts now."""
+        for entry in self._unsent:
+            entry.sent_at = max(entry.sent_at, now)
+        self._handed += self._unsent
+        self._unsent.clear()
         out, self._out = self._out, []
         return out
+
+    def frames_sent(self, now: float) -> None:
+        """The adapter starts sending what `frames_to_send` handed out: their round trip starts
+        `now` (the time taken right before the send system call)."""
+        for entry in self._handed:
+            entry.sent_at = max(entry.sent_at, now)
+        self._handed.clear()
 
     def next_timer(self) -> float | None:
         """When the oldest unanswered PING counts as lost, or None."""

@@ -7,7 +7,6 @@ address and no tmpfs file behind. A run that cannot be done fails loudly instead
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ COMPARE = REPO / "bench" / "compare.py"
 # room for a first run that apt-installs a missing baseline tool (iputils-ping) itself.
 RUN_TIMEOUT_S = 300
 NOT_AVAILABLE = "not available yet"
-BENCH_LAB = re.compile(r"^bc\d+_")  # compare.py's labs: bc<pid>_m<i>, bc<pid>_s
 L2FAST_KINDS = {"l2fast_bench": "bench", "l2fast_send": "send", "l2fast_ping": "ping"}
 
 
@@ -106,6 +104,19 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
         assert ratios["bench_over_raw"] == {**ratios["bench_over_raw"], "value": None}
         assert ratios["bench_over_raw"]["status"] == "n/a (not built yet)"
 
+    # A throughput target missed at this MTU brought a profile of the l2fast command behind it.
+    profiles = {p["command"]: p for p in mtu["profiles"]}
+    if ratios["send_over_nc"]["met"] is False:
+        assert "l2fast send" in profiles, ratios["send_over_nc"]
+        assert "l2fast send / nc" in profiles["l2fast send"]["reason"]
+    for profile in profiles.values():
+        assert "error" not in profile, profile
+        assert profile["reason"].startswith("target not met: ") and profile["mtu"] == 9000
+        assert profile["samples"] > 0 and profile["bytes"] > 0
+        assert profile["sides"]["sender"]["cpu_seconds"] > 0
+        assert profile["sides"]["receiver"]["cpu_seconds"] > 0
+        assert "| side | role |" in proc.stdout
+
     # The printed tables carry the same verdicts.
     assert "| iperf3, kernel TCP, 1 stream | Gbit/s |" in proc.stdout
     assert "raw ceiling / iperf3" in proc.stdout
@@ -117,14 +128,62 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
     assert not Path(data["settings"]["workdir"]).exists()
 
 
+def own_labs(pid: int) -> list[str]:
+    """Namespaces of the labs of the compare.py run with process id `pid`.
+
+    compare.py names every lab it builds `bc<pid % 100000>_...` (its `lab_prefix`), so this
+    sees that run's labs only: other compare runs on the machine build and remove their own
+    labs meanwhile, and counting those would make the check race with them.
+    """
+    prefix = f"bc{pid % 100000}_"
+    return [ns for ns in namespaces() if ns.startswith(prefix)]
+
+
 def test_a_run_that_cannot_be_done_fails_loudly(tmp_path: Path) -> None:
     out = tmp_path / "compare.json"
-    # Only compare.py's own lab names count: other sessions may build labs meanwhile.
-    before = {ns for ns in namespaces() if BENCH_LAB.match(ns)}
     argv = [sys.executable, str(COMPARE), "--quick", "--mtu", "1500", "--no-chart"]
     argv += ["--file-size", "64T", "--json-out", str(out)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    ) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+        finally:
+            proc.kill()  # only if it hung: the timeout error is then the test's failure
     assert proc.returncode == 1
-    assert "FAILED" in proc.stderr and "free" in proc.stderr
+    assert "FAILED" in stderr and "free" in stderr
     assert not out.exists()  # no result file, so no number to misread
-    assert {ns for ns in namespaces() if BENCH_LAB.match(ns)} <= before
+    assert not own_labs(proc.pid)  # this run's labs, whatever other runs do meanwhile
+
+
+def test_only_runs_the_kinds_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    argv = [sys.executable, str(COMPARE), "--quick", "--mtu", "1500", "--reps", "1"]
+    argv += ["--only", "raw", "--only", "nc", "--file-size", "16M", "--no-chart"]
+    argv += ["--json-out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = json.loads(out.read_text())
+    assert data["settings"]["only"] == ["raw", "nc"]
+    rows = data["mtus"]["1500"]["rows"]
+    for key in ("raw", "nc"):
+        assert rows[key]["status"] == "ok" and rows[key]["n"] == 1, rows[key]
+        assert rows[key]["median"] > 0
+    for key in ("l2fast_bench", "iperf3", "l2fast_send", "icmp_ping", "l2fast_ping"):
+        assert rows[key]["status"] == "not run (--only)", (key, rows[key])
+        assert "median" not in rows[key]
+    ratios = data["mtus"]["1500"]["ratios"]
+    assert ratios["raw_over_nc"]["status"] == "ok" and ratios["raw_over_nc"]["value"] > 0
+    assert ratios["send_over_nc"]["status"] == "n/a (not run)"
+    assert ratios["send_over_nc"]["met"] is None  # no verdict without a number
+    # No l2fast kind ran, so no target was missed and nothing was profiled.
+    assert data["mtus"]["1500"]["profiles"] == []
+    assert "| iperf3, kernel TCP, 1 stream | Gbit/s | not run |" in proc.stdout
+
+
+def test_only_rejects_an_unknown_kind() -> None:
+    argv = [sys.executable, str(COMPARE), "--only", "scp"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert "invalid choice: 'scp'" in proc.stderr

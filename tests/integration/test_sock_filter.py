@@ -1,5 +1,6 @@
-"""The classic-BPF socket filters (RawSocket.set_filter) across a real veth: h1 sends DATA and
-FEEDBACK of two sessions and a CHAT frame; four sockets in h2 each see only their share."""
+"""The classic-BPF socket filters (RawSocket.set_filter, set_control_filter) across a real veth:
+h1 sends DATA and FEEDBACK of two sessions and a CHAT frame; five sockets in h2 each see only
+their share."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ for name, mode in (("none", F.NONE), ("control", F.CONTROL), ("data", F.DATA),
     while s.recv_frames(0, 64):
         pass  # frames queued before the filter
     socks[name] = s
+keyed = native.RawSocket.open("eth0")
+keyed.set_control_filter({7, 0xFFFFFFFF})  # session 7 carries a transfer here, 8 does not
+while keyed.recv_frames(0, 64):
+    pass
+socks["keyed"] = keyed
 print("ready", flush=True)
 seen = {k: [] for k in socks}
 deadline = time.monotonic() + 3
@@ -93,3 +99,12 @@ def test_filters_split_the_frames(labs: LabFactory) -> None:
     assert [tuple(x) for x in seen["control"]] == [(chat, 7), (0, 0), (0, 0)]
     assert [tuple(x) for x in seen["data"]] == [(data, 7)]
     assert [tuple(x) for x in seen["feedback"]] == [(feedback, 7)]
+    # Keyed on session 7: only 7's DATA and FEEDBACK stay in the kernel; session 8's, which no
+    # data socket takes, reach the controller to be counted.
+    assert [tuple(x) for x in seen["keyed"]] == [
+        (data, 8),
+        (feedback, 8),
+        (chat, 7),
+        (0, 0),
+        (0, 0),
+    ]

@@ -159,6 +159,7 @@ struct l2f_rx_config {
     uint64_t written_len;     /* bytes of that bitmap: at least ceil(nchunks / 8) when not NULL */
     uint32_t publish_bytes;   /* publish a ring's batch once it holds this many payload bytes (0: every recvmmsg) */
     uint32_t publish_us;      /* ...or once its oldest frame waited this long and the socket is empty (<= 1 s) */
+    uint32_t gather_us;       /* socket drained mid-stream: sleep this long to let frames gather before the next read, instead of waking per frame (0: off; <= 10 ms) */
 };
 
 struct l2f_rx_counters {
@@ -180,6 +181,7 @@ struct l2f_rx_counters {
     uint64_t polls;           /* waits for the socket */
     uint64_t written;         /* chunks marked in the written bitmap after their writer released them */
     uint64_t refused;         /* descriptors a writer refused (never marked written) */
+    uint64_t gathers;         /* gather_us sleeps */
 };
 
 struct l2f_rx_feedback {

@@ -145,7 +145,8 @@ static int config_ok(const struct l2f_rx_config *cfg)
         return 0;
     if (cfg->window < 64 || cfg->window > L2F_RX_MAX_WINDOW || (cfg->window & (cfg->window - 1)))
         return 0;
-    if (cfg->batch == 0 || cfg->batch > L2F_RX_MAX_BATCH || cfg->publish_us > 1000000)
+    if (cfg->batch == 0 || cfg->batch > L2F_RX_MAX_BATCH || cfg->publish_us > 1000000 ||
+        cfg->gather_us > 10000)
         return 0;
     if (cfg->flags & ~(uint32_t)L2F_RX_RAW)
         return 0;
@@ -466,6 +467,7 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
     const int raw = rx->cfg.flags & L2F_RX_RAW;
     const int64_t deadline = now_ns() + budget_us * 1000;
     const int64_t hold_ns = (int64_t)rx->cfg.publish_us * 1000;
+    const int64_t gather_ns = (int64_t)rx->cfg.gather_us * 1000;
     const int was_complete = rx->base >= rx->end;
     uint32_t got = 0;
     int stop = 0;
@@ -543,9 +545,9 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
                 break;
             }
             int64_t now = now_ns();
+            int64_t left = deadline - now;
             if (rx->pend && now - rx->pend_since >= hold_ns)
                 flush(rx); /* the link went quiet: do not hold the batch back */
-            int64_t left = deadline - now;
             if (left <= 0) {
                 stop = L2F_RX_STOP_BUDGET;
                 break;
@@ -578,8 +580,21 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
             break;
         }
         /* A zero budget means "what is queued now": only an empty socket ends it. */
-        if (budget_us > 0 && now_ns() >= deadline)
-            stop = L2F_RX_STOP_BUDGET;
+        if (budget_us > 0) {
+            int64_t now = now_ns();
+            if (now >= deadline) {
+                stop = L2F_RX_STOP_BUDGET;
+            } else if (gather_ns && (uint32_t)n < want && deadline - now > gather_ns) {
+                /* A short read while frames flow: the socket is drained.  Sleep rather than wait
+                 * on the socket: a reader blocked in poll is woken for every frame, and on veth
+                 * that wake-up (and its IPI) is paid by the sending CPU, the bottleneck of a
+                 * transfer.  Meanwhile the socket gathers a batch (its buffer holds far more than
+                 * gather_us of frames) for the next recvmmsg to take in one call. */
+                struct timespec g = {.tv_sec = 0, .tv_nsec = gather_ns};
+                rx->c.gathers++;
+                (void)nanosleep(&g, NULL); /* EINTR: the next read or poll reports the signal */
+            }
+        }
     }
     if (!raw)
         flush(rx);

@@ -84,6 +84,7 @@ class Receiver:
     ctrl_slots: int = 16
     publish_bytes: int = 256 << 10
     publish_us: int = 200
+    gather_us: int = 0
     rings: list[dp.ShmRing] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -102,6 +103,7 @@ class Receiver:
             ctrl_slots=self.ctrl_slots,
             publish_bytes=self.publish_bytes,
             publish_us=self.publish_us,
+            gather_us=self.gather_us,
         )
         self.writers = [
             dp.Writer(

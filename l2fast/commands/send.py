@@ -29,7 +29,11 @@ your own rights; with a daemon on the interface they are handed to it (SCM_RIGHT
 this command runs the sender itself (root or CAP_NET_RAW needed). SHA-256 of every file is
 compared by the receiver; the exit status is 0 only when every file was verified, 1 when the
 receiver refused a file or a transfer failed. Sending the same file again after an interrupted
-transfer sends only what the receiver is missing (see resent_bytes).
+transfer sends only what the receiver is missing (skipped_bytes in the final event).
+
+The --json final event also carries bytes_sent (file bytes that had to cross, each counted once),
+resent_bytes and retransmitted_frames (DATA sent again after a loss or timeout), skipped_bytes
+(already at the receiver: resume), and per file needed_bytes and skipped_bytes.
 """
 
 #: Seconds without any message from the node before the command gives up.
@@ -95,6 +99,7 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
             files=len(files),
             bytes_sent=final.get("bytes_sent", 0),
             resent_bytes=final.get("resent_bytes", 0),
+            retransmitted_frames=final.get("retransmitted_frames", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             results=final.get("files", []),
             **({"error": final["error"]} if final.get("error") else {}),

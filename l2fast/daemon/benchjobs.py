@@ -231,6 +231,8 @@ class BenchJob(OutgoingJob):
         super().close()
 
 
+#: Seconds `bench -R` waits, after the stream ended, for the sender's totals (FILE_RESULT).
+SENDER_NOTE_WAIT_S = 3.0
 #: FILE_OFFER path of a bench request (`l2fast bench -R`, docs/PROTOCOL.md §FILE_OFFER).
 BENCH_REVERSE_PATH = "bench/reverse"
 #: FILE_OFFER path of a raw-blast count request (`l2fast bench --raw`).
@@ -398,7 +400,8 @@ class ReverseBenchJob:
     The request is a zero-size bench offer whose path is `bench/reverse` and whose
     `mtime_ns` is the wanted duration; the peer's node accepts it and runs a `BenchJob` back
     to this node, whose bench receive process this job samples every `interval`. The
-    sender's retransmissions and CPU stay on the peer (reported as null here).
+    sender's retransmissions, frames sent and CPU come back once, at the end, in the request's
+    FILE_RESULT (`sender_note`): the summary has them, the intervals report them as null.
     """
 
     def __init__(
@@ -418,6 +421,8 @@ class ReverseBenchJob:
         self.session = 0
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._sender: dict[str, float] | None = None  # the peer's sender_note, once it came
+        self._wait_sender: float | None = None  # when _end gives up waiting for it
         owner.bench_expected[peer] = owner.bench_expected.get(peer, 0) + 1
         entry = FileEntry(
             path=BENCH_REVERSE_PATH, kind=FileKind.BENCH, mode=0, mtime_ns=int(seconds * 1e9)
@@ -429,8 +434,13 @@ class ReverseBenchJob:
         self._give_up = self.runner.call_later(seconds + 15.0, self._no_data)
 
     def _on_request(self, obj: dict[str, Any]) -> None:
-        if obj.get("done") and not obj.get("ok", True) and self.bench is None:
+        if not obj.get("done"):
+            return
+        if not obj.get("ok", True) and self.bench is None:
             self._fail(f"the peer refused the bench request: {obj.get('error')}")
+            return
+        notes = [parse_bench_note(str(r.get("final_name", ""))) for r in obj.get("files", [])]
+        self._sender = next((n for n in notes if "sender_cpu_s" in n), {})
 
     def _no_data(self) -> None:
         if self.bench is None:
@@ -506,8 +516,25 @@ class ReverseBenchJob:
     def _end(self) -> None:
         if self.ended:
             return
+        now = self.runner.now()
+        if self._sender is None and self._last:
+            # The peer's totals come in the request's FILE_RESULT, after its run ended.
+            if self._wait_sender is None:
+                self._wait_sender = now + SENDER_NOTE_WAIT_S
+            if now < self._wait_sender:
+                self._timer = self.runner.call_later(0.05, self._end)
+                return
         last = self._last if self._last else {}
         summary = self._report(self._first, last) if last else {}
+        if summary and self._sender:
+            s = self._sender
+            seconds = s.get("seconds", 0.0)
+            summary["frames_sent"] = int(s.get("frames_sent", 0))
+            summary["retransmits"] = int(s.get("retransmits", 0))
+            summary["sender_cpu_s"] = round(s.get("sender_cpu_s", 0.0), 3)
+            summary["sender_cpu_pct"] = (
+                round(s.get("sender_cpu_s", 0.0) / seconds * 100, 1) if seconds else None
+            )
         self._close()
         self.reply(
             {
@@ -550,6 +577,17 @@ def bench_note(msg: dict[str, Any]) -> str:
     return (
         f"bench cpu_s={float(msg.get('cpu_s', 0.0)):.4f} wall_s={float(msg.get('wall_s', 0.0)):.4f}"
         f" drops={int(msg.get('drops', 0))}"
+    )
+
+
+def sender_note(end: dict[str, Any]) -> str:
+    """The FILE_RESULT text of a bench request (`bench -R`): what the sending side measured
+    over the whole run (`bench sender_cpu_s=.. seconds=.. retransmits=.. frames_sent=..`)."""
+    return (
+        f"bench sender_cpu_s={float(end.get('sender_cpu_s') or 0.0):.4f}"
+        f" seconds={float(end.get('seconds') or 0.0):.4f}"
+        f" retransmits={int(end.get('retransmits') or 0)}"
+        f" frames_sent={int(end.get('frames_sent') or 0)}"
     )
 
 

@@ -27,6 +27,7 @@ from l2fast.daemon.benchjobs import (
     RawBenchJob,
     ReverseBenchJob,
     bench_note,
+    sender_note,
 )
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.outgoing import _POLL_S, OutgoingJob, _code, _SourceFile, raise_fd_limit
@@ -318,6 +319,10 @@ class Transfers:
                 inc.incoming.reject(ev.transfer_id, now, ErrorCode.IO_ERROR, "no raw counter")
                 return
             inc.incoming.bench_held.add(ev.transfer_id)
+        elif not ev.size and ev.path == BENCH_REVERSE_PATH:
+            # The FILE_RESULT of a bench request waits for the bench run it starts: its text
+            # carries this (sending) side's retransmissions and CPU back to the requester.
+            inc.incoming.bench_held.add(ev.transfer_id)
         inc.files[ev.transfer_id] = _Receiving(ev.transfer_id, ev)
         inc.incoming.accept(ev.transfer_id, now)
         if counter is not None:
@@ -379,6 +384,10 @@ class Transfers:
                     end.get("gbit_per_s", 0),
                     f" ({obj['error']})" if obj.get("error") else "",
                 )
+                inc.files.pop(ev.transfer_id, None)
+                if not inc.incoming.finished:
+                    inc.incoming.release_bench(ev.transfer_id, sender_note(end), self.runner.now())
+                    self._after_incoming(inc)
 
         self.start_bench(reply, inc.peer, seconds, 1.0)
 

@@ -399,6 +399,7 @@ class RxCounters:
     polls: int
     written: int  #: chunks marked in the written bitmap
     refused: int  #: descriptors a writer refused
+    gathers: int  #: sleeps of `gather_us` after a short read
 
     @classmethod
     def _from_c(cls, c: Any) -> RxCounters:
@@ -440,11 +441,15 @@ class RxPath:
         ctrl_slots: int = 64,
         publish_bytes: int = 256 << 10,
         publish_us: int = 200,
+        gather_us: int = 0,
     ) -> None:
         """Validate and build the receive state; raises ValueError or NativeError.
 
         A ring's batch is handed to its writer once it holds `publish_bytes` of chunks (0: after
         every recvmmsg), or when the socket is empty and its oldest frame waited `publish_us`.
+        `gather_us` > 0: after a read that drained the socket mid-stream, sleep that long so the
+        next read takes a batch, rather than being woken for each frame (bulk receivers only: it
+        adds up to that much latency).
         """
         if not 1 <= len(rings) <= RX_MAX_RINGS:
             raise ValueError(f"{len(rings)} rings; between 1 and {RX_MAX_RINGS} are supported")
@@ -460,6 +465,7 @@ class RxPath:
         _uint("ctrl_slots", ctrl_slots, 4096)
         _uint("publish_bytes", publish_bytes, _MAX_U32)
         _uint("publish_us", publish_us, 1_000_000)
+        _uint("gather_us", gather_us, 10_000)
         cfg = _ffi.new("struct l2f_rx_config *")
         cfg.fd = _fd_of(sock)
         cfg.ethertype = ethertype
@@ -472,6 +478,7 @@ class RxPath:
         cfg.batch = batch
         cfg.publish_bytes = publish_bytes
         cfg.publish_us = publish_us
+        cfg.gather_us = gather_us
         self._written = None
         if written is not None:
             need = written_bitmap_size(file_size, chunk_size)

@@ -89,11 +89,12 @@ class FileCompleted:
     digest: bytes
     #: Where it landed, relative to the receiver's receive directory ("" when not placed).
     final_name: str
-    #: File bytes this transfer had to put on the wire (size minus what the receiver held).
-    resent_bytes: int
+    #: File bytes this transfer had to move (size minus what the receiver held), each counted
+    #: once: retransmissions are `OutgoingTransfer.retransmitted_bytes`.
+    needed_bytes: int
     #: File bytes the receiver already held (resume savings).
     skipped_bytes: int
-    #: FILE_RESULT `bytes_received`, the receiver's count of the same thing as `resent_bytes`.
+    #: FILE_RESULT `bytes_received`, the receiver's count of the same thing as `needed_bytes`.
     bytes_received: int
 
 

@@ -29,9 +29,10 @@ What other tools got wrong (FACTS.md) shapes every rule here:
 - **Space and size.** Free space is checked (statvfs on the directory fd) before anything is
   created, minus what a resumed part already holds on disk. The part file is cut to the
   declared size at once (ftruncate), so the C writer's `pwritev` never extends it and holes read
-  as zeros, and then preallocated with posix_fallocate when `preallocate` is on: ENOSPC then
-  surfaces at accept time rather than mid-transfer, and the file is less fragmented. Where the
-  file system cannot preallocate, the sparse file is kept. `write_at` refuses bytes past the
+  as zeros, and then preallocated with posix_fallocate when `preallocate` is on: its first
+  64 MiB before the offer is accepted, the rest by a thread while the data arrives (so a large
+  file's first frame does not wait for it), and the file is less fragmented. Where the file
+  system cannot preallocate, the sparse file is kept. `write_at` refuses bytes past the
   size, and the size is checked again before the rename.
 - **Modes.** Only permission bits survive (`mode & 0o777 & mode_mask`): setuid, setgid and
   sticky are always stripped, since a daemon running as root would otherwise create setuid-root
@@ -52,6 +53,7 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 import time
 from types import TracebackType
 
@@ -99,6 +101,10 @@ __all__ = [
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PART_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Bytes of a new part file preallocated before its offer is accepted (the writers start there);
+#: the rest is preallocated beside the transfer, a slice at a time (`_size_part`).
+PREALLOCATE_AHEAD = 64 << 20
+PREALLOCATE_SLICE = 64 << 20
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -372,17 +378,52 @@ class ReceiveDir:
         return fd
 
     def _size_part(self, fd: int, size: int) -> None:
-        """Cut the new part file to the declared size, and preallocate it when asked."""
+        """Cut the new part file to the declared size, and preallocate it when asked.
+
+        Only the first `PREALLOCATE_AHEAD` bytes are allocated before the offer is accepted;
+        a background thread allocates the rest while the data arrives. fallocate zeroes the
+        pages it allocates (tmpfs: ~0.3 s per GiB here), which used to delay the first frame
+        of a large file by that much; run beside the transfer it costs no extra CPU (the
+        writes into allocated pages are cheaper by as much). fallocate never changes data, so
+        it may run under the writers. Free space was checked before; should it run out anyway,
+        the writer's pwritev reports ENOSPC as before.
+        """
         os.ftruncate(fd, size)
         if not (self.policy.preallocate and size):
             return
+        first = min(size, PREALLOCATE_AHEAD)
         try:
-            os.posix_fallocate(fd, 0, size)
+            os.posix_fallocate(fd, 0, first)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise NoSpace(f"not enough space for {size} bytes") from None
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
+            return
+        if first < size:
+            dup = os.dup(fd)
+            threading.Thread(
+                target=_preallocate_rest, args=(dup, first, size), name="l2fast-fallocate",
+                daemon=True,
+            ).start()  # fmt: skip
+
+
+def _preallocate_rest(fd: int, start: int, size: int) -> None:
+    """Allocate bytes [start, size) of a part file in slices, then close `fd` (a duplicate).
+
+    Stops early when the file was removed meanwhile (an abandoned or failed transfer) or when
+    fallocate fails: a write that then lacks space reports it itself.
+    """
+    try:
+        pos = start
+        while pos < size and os.fstat(fd).st_nlink:
+            n = min(PREALLOCATE_SLICE, size - pos)
+            os.posix_fallocate(fd, pos, n)
+            pos += n
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _exists(dir_fd: int, name: str) -> bool:

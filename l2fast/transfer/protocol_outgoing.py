@@ -107,7 +107,7 @@ class _OutFile:
         return self.entry.kind not in _DIGESTLESS
 
     @property
-    def resent_bytes(self) -> int:
+    def needed_bytes(self) -> int:
         return self.entry.size - self.skipped_bytes
 
 
@@ -161,6 +161,9 @@ class OutgoingTransfer:
         self._counts: Counter[FileState] = Counter()
         self._bytes_total = 0  # bytes to send for files accepted so far
         self._bytes_acked = 0  # of files whose data is all acknowledged
+        #: DATA frames sent again (loss, RTO probes) and the file bytes they carried.
+        self.retransmitted_frames = 0
+        self.retransmitted_bytes = 0
         self._last_progress: float | None = None
         self._progress_bytes = -1
         self._timers_ran_at = -float("inf")
@@ -197,7 +200,7 @@ class OutgoingTransfer:
             head = self._sending[0]
             before = self._space.count_below(head.layout.first_chunk)
             chunks = max(0, self._window.cum_ack - before)
-            done += min(chunks * head.layout.chunk_size, head.resent_bytes)
+            done += min(chunks * head.layout.chunk_size, head.needed_bytes)
         finished = sum(self._counts[s] for s in FINAL_STATES)
         return TransferProgress(done, self._bytes_total, finished, len(self._entries))
 
@@ -298,7 +301,7 @@ class OutgoingTransfer:
         f.have = layout.to_file(inside)
         f.skipped_bytes = held_bytes(f.have, layout.size, layout.chunk_size)
         f.needed = list(inside.gaps(layout.first_chunk, layout.end))
-        self._bytes_total += f.resent_bytes
+        self._bytes_total += f.needed_bytes
         self._events.append(
             OfferAccepted(
                 layout.transfer_id,
@@ -361,7 +364,7 @@ class OutgoingTransfer:
                 f.needs_digest,
                 digest,
                 body.final_name,
-                f.resent_bytes,
+                f.needed_bytes,
                 f.skipped_bytes,
                 body.bytes_received,
             )
@@ -393,7 +396,7 @@ class OutgoingTransfer:
 
     def _data_done(self, f: _OutFile, now: float) -> None:
         self._move(f, FileInput.DATA_ACKED)
-        self._bytes_acked += f.resent_bytes
+        self._bytes_acked += f.needed_bytes
         if f.digest is not None or not f.needs_digest:
             self._send_end(f, now)
 
@@ -449,18 +452,31 @@ class OutgoingTransfer:
         out: list[tuple[int, int]] = []
         for start, end in batch:
             out += self._space.to_data(start, end)
+        resent = self._window.stats.retransmitted_chunks - self.retransmitted_frames
+        if resent:
+            # The window puts probes and retransmissions before new data in a batch.
+            self.retransmitted_frames += resent
+            self.retransmitted_bytes += sum(s.length for s in self.spans(_first(out, resent)))
         return out
 
     def spans(self, ranges: Sequence[tuple[int, int]]) -> list[ChunkSpan]:
         """The file bytes behind data-space chunk ranges, split per file (for the C sender)."""
         return split_spans(self._layouts, ranges)
 
-    def on_feedback(self, feedback: Feedback, now: float, seq: int | None = None) -> None:
-        """Apply one FEEDBACK (data space) from the receiver; `seq` is its header counter."""
+    def on_feedback(
+        self,
+        feedback: Feedback,
+        now: float,
+        seq: int | None = None,
+        *,
+        first_seq: int | None = None,
+    ) -> None:
+        """Apply one FEEDBACK (data space) from the receiver; `seq` is its header counter
+        (`first_seq`: it stands for FEEDBACKs first_seq..seq, see `coalesce_feedback`)."""
         if self.finished:
             return
         self._credit = max(self._credit, feedback.credit)
-        self._window.on_feedback(self._space.to_window(feedback), now, seq)
+        self._window.on_feedback(self._space.to_window(feedback), now, seq, first_seq=first_seq)
         cum = self._window.cum_ack
         while self._sending and self._sending[0].window_end <= cum:
             f = self._sending.popleft()
@@ -499,7 +515,7 @@ class OutgoingTransfer:
                 files_verified=len(verified),
                 files_failed=self._counts[FileState.FAILED],
                 files_rejected=self._counts[FileState.REJECTED],
-                bytes_sent=sum(f.resent_bytes for f in verified),
+                bytes_sent=sum(f.needed_bytes for f in verified),
                 bytes_skipped=sum(f.skipped_bytes for f in verified),
             )
         )
@@ -589,3 +605,15 @@ class OutgoingTransfer:
     def next_event(self) -> OutgoingEvent | None:
         """The oldest event not yet taken, or None."""
         return self._events.popleft() if self._events else None
+
+
+def _first(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The first `n` chunks of `ranges`, as ranges in the same order."""
+    out: list[tuple[int, int]] = []
+    for s, e in ranges:
+        if n <= 0:
+            break
+        take = min(e - s, n)
+        out.append((s, s + take))
+        n -= take
+    return out

@@ -59,6 +59,7 @@ __all__ = [
     "TxConfig",
     "TxStats",
     "TxWindow",
+    "coalesce_feedback",
 ]
 
 _UNLIMITED = 1 << 62  # larger than any chunk count that fits a u64 field's useful range
@@ -377,7 +378,14 @@ class TxWindow:
 
     # -- feedback ---------------------------------------------------------------------------
 
-    def on_feedback(self, feedback: Feedback, now: float, seq: int | None = None) -> int:
+    def on_feedback(
+        self,
+        feedback: Feedback,
+        now: float,
+        seq: int | None = None,
+        *,
+        first_seq: int | None = None,
+    ) -> int:
         """Apply one FEEDBACK from the receiver; return how many chunks it newly acknowledged.
 
         Stale or reordered FEEDBACKs are harmless: acknowledgements only add, and the credit
@@ -385,11 +393,14 @@ class TxWindow:
         `seq` is the FEEDBACK header's counter, from 1 (PROTOCOL.md §Frame types). FEEDBACK has no
         ack delay, so after a gap in the counter (FEEDBACKs were lost, as in a blackout) the
         acknowledgements may have waited at the receiver: no RTT sample is taken from them.
+        `first_seq`: this FEEDBACK stands for the consecutive ones `first_seq..seq` read together
+        (`coalesce_feedback`); the run is timely when it starts right after the last one seen.
         """
         self.stats.feedbacks += 1
         if self._stalled:
             return 0
-        timely = seq is None or seq == self._feedback_seq + 1
+        start = seq if first_seq is None else first_seq
+        timely = start is None or start == self._feedback_seq + 1
         if seq is not None:
             self._feedback_seq = max(seq, self._feedback_seq)
         progress = False
@@ -589,3 +600,32 @@ class TxWindow:
         self.stats.probes += 1
         self._backoff += 1
         self._rto_base = now
+
+
+def coalesce_feedback(items: Iterable[tuple[int, Feedback]]) -> list[tuple[int, int, Feedback]]:
+    """Merge FEEDBACKs read together into one per run of consecutive header counters.
+
+    Returns `(first_seq, seq, feedback)` per run, in the order read, for
+    `TxWindow.on_feedback(feedback, now, seq, first_seq=first_seq)`. Within a run (one receive
+    process numbers its FEEDBACKs consecutively) the newest one states everything the older
+    ones did: cum_ack, `highest` and the received set only grow. What does not carry over is
+    summed or kept at its maximum: `kernel_drops` (a count since the previous FEEDBACK) and
+    `credit` (a grant is never taken back). A sender that wakes for a burst of FEEDBACKs then
+    pays the acknowledgement work once instead of once per FEEDBACK; counters that are not
+    consecutive (another file's receive process, a lost FEEDBACK) start a new run.
+    """
+    runs: list[tuple[int, int, Feedback]] = []
+    for seq, fb in items:
+        if runs and seq == runs[-1][1] + 1:
+            first, _, prev = runs[-1]
+            merged = Feedback(
+                cum_ack=max(fb.cum_ack, prev.cum_ack),
+                credit=max(fb.credit, prev.credit),
+                highest=max(fb.highest, prev.highest),
+                kernel_drops=fb.kernel_drops + prev.kernel_drops,
+                ranges=fb.ranges,
+            )
+            runs[-1] = (first, seq, merged)
+        else:
+            runs.append((seq, seq, fb))
+    return runs

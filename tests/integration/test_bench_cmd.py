@@ -100,6 +100,9 @@ def test_bench_reverse_and_raw(lab: NodeLab) -> None:
     assert len(back["intervals"]) >= 2
     assert back["end"]["gbit_per_s"] > 0 and back["end"]["receiver_cpu_pct"] > 0
     assert back["end"].keys() >= INTERVAL_KEYS
+    # The sending side's totals came back in the bench request's FILE_RESULT.
+    assert back["end"]["frames_sent"] > 0 and back["end"]["retransmits"] >= 0
+    assert back["end"]["sender_cpu_pct"] > 0 and back["end"]["sender_cpu_s"] > 0
     assert "bench request from" in lab.log("h2").read_text()
     # --raw: h2's daemon counts the blast (a bench/raw offer), h1 blasts full-size frames.
     raw = lab.cli("h1", "bench", "h2", "--raw", "-t", "1", "-i", "0.5", "--json", "-I", "eth0")

@@ -120,6 +120,13 @@ def test_256_mib_file_in_process_sender(make_lab: Any, tmp_path: Path, mtu: int)
     digest = sha256(src)
     assert event["verified"] is True and event["digest"] == digest
     assert event["bytes"] == 256 * MIB and event["gbit_per_s"] > 0
+    # resent_bytes counts retransmissions only: far below the file on a clean link (it used
+    # to equal the file size), consistent with the frames count.
+    assert event["bytes_sent"] == 256 * MIB
+    assert 0 <= event["resent_bytes"] < 256 * MIB // 10
+    chunk = mtu - 24
+    assert event["resent_bytes"] <= event["retransmitted_frames"] * chunk
+    assert event["results"][0]["needed_bytes"] == 256 * MIB
     assert sha256(rx / "big.bin") == digest
     assert no_partials(rx) == []
 

@@ -8,11 +8,13 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from l2fast.transfer import placement
 from l2fast.transfer.names import NAME_MAX, display_name, name_violation, part_name, variant_name
 from l2fast.transfer.placement import (
     BadName,
@@ -537,3 +539,31 @@ def test_a_small_file_interrupted_or_corrupt_leaves_nothing(small: ReceiveDir) -
     with pytest.raises(DigestMismatch):
         g.complete(b"1" * 32, b"2" * 32)
     assert os.listdir(small.path) == []
+
+
+def test_preallocation_goes_on_beside_the_writes(
+    recv: ReceiveDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the head of a part file is preallocated before the offer is accepted; the rest is
+    allocated by a thread while chunks are written, and no written byte is disturbed."""
+    probe = Path(recv.path) / "probe"
+    with probe.open("wb") as p:
+        try:
+            os.posix_fallocate(p.fileno(), 0, 4096)
+        except OSError:
+            pytest.skip("this file system cannot preallocate")
+    probe.unlink()
+    monkeypatch.setattr(placement, "PREALLOCATE_AHEAD", 64 * CHUNK)
+    monkeypatch.setattr(placement, "PREALLOCATE_SLICE", 16 * CHUNK)
+    data = os.urandom(2000 * CHUNK + 17)
+    f = start(recv, "big.bin", data)
+    part = Path(recv.path) / f.part_name
+    write_all(f, data, range(10))  # while the thread allocates
+    deadline = time.monotonic() + 10
+    while part.stat().st_blocks * 512 < len(data) - CHUNK:  # the last block may be partial
+        assert time.monotonic() < deadline, "the rest was never preallocated"
+        time.sleep(0.01)
+    write_all(f, data, range(10, f.n_chunks))
+    assert part.read_bytes() == data
+    assert finish(f, data) == "big.bin"
+    assert (Path(recv.path) / "big.bin").read_bytes() == data

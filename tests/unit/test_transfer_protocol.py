@@ -74,8 +74,8 @@ def assert_all_arrived(run: FileRun) -> None:
             assert ev.verified
             assert ev.digest == hashlib.sha256(source.data).digest()
             assert ev.final_name == ev.path
-        assert ev.resent_bytes + ev.skipped_bytes == source.entry.size
-        assert ev.bytes_received == ev.resent_bytes
+        assert ev.needed_bytes + ev.skipped_bytes == source.entry.size
+        assert ev.bytes_received == ev.needed_bytes
     received = of(run.in_events, FileReceived)
     assert Counter(ev.path for ev in received) == Counter(s.entry.path for s in run.sources)
     (done,) = of(run.out_events, TransferDone)
@@ -249,7 +249,7 @@ def test_ask_is_answered_later_and_offers_stay_bounded() -> None:
         (Faults(loss=0.05), 64),
     ],
 )
-def test_resume_sends_only_missing_chunks_and_reports_resent_bytes(
+def test_resume_sends_only_missing_chunks_and_reports_needed_bytes(
     faults: Faults, buffer_chunks: int
 ) -> None:
     rng = random.Random(7)
@@ -270,10 +270,10 @@ def test_resume_sends_only_missing_chunks_and_reports_resent_bytes(
     assert missing <= set(run.sent)
     done = {ev.path: ev for ev in of(run.out_events, FileCompleted)}
     # 200 full chunks were missing; the short last chunk (3 bytes) was held.
-    assert done["big.iso"].resent_bytes == done["big.iso"].bytes_received == 200_000
+    assert done["big.iso"].needed_bytes == done["big.iso"].bytes_received == 200_000
     assert done["big.iso"].skipped_bytes == 800_003
-    assert (done["whole.txt"].resent_bytes, done["whole.txt"].skipped_bytes) == (0, 5_000)
-    assert done["fresh.txt"].resent_bytes == 3_000
+    assert (done["whole.txt"].needed_bytes, done["whole.txt"].skipped_bytes) == (0, 5_000)
+    assert done["fresh.txt"].needed_bytes == 3_000
     (total,) = of(run.out_events, TransferDone)
     assert (total.bytes_sent, total.bytes_skipped) == (203_000, 805_003)
 
@@ -353,3 +353,24 @@ def test_cancel_stops_everything() -> None:
     outcomes = of(run.out_events, FileCompleted) + of(run.out_events, FileFailed)
     assert len(outcomes) == len(run.out._files)  # every offered file ended exactly once
     assert run.out.next_batch(run.lan.now, 10) == [] and run.out.control_to_send() == []
+
+
+@pytest.mark.parametrize("faults", [Faults(), Faults(loss=0.05, reorder=0.03)])
+def test_retransmissions_are_counted_in_frames_and_file_bytes(faults: Faults) -> None:
+    """`retransmitted_frames`/`retransmitted_bytes` count DATA sent more than once (what
+    `l2fast send --json` reports as resent_bytes), not the bytes every file needed."""
+    setup = Setup(seed=3, buffer_chunks=256, drain_per_step=32)
+    run = FileRun(setup, faults, tree(3, files=8))
+    assert run.run()
+    assert_all_arrived(run)
+    out = run.out
+    assert out is not None
+    again = {k: n - 1 for k, n in run.sent.items() if n > 1}
+    assert out.retransmitted_frames == sum(again.values())
+    assert out.retransmitted_bytes == sum(
+        n * out.spans([(k, k + 1)])[0].length for k, n in again.items()
+    )
+    if faults.loss:
+        assert out.retransmitted_frames > 0
+    else:
+        assert out.retransmitted_bytes == 0

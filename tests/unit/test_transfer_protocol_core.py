@@ -224,7 +224,7 @@ def test_a_file_with_every_chunk_held_needs_no_data() -> None:
     assert out.control_to_send() == [FileEnd(1, 1, b"d" * 32)]
     out.receive_control(FileResult(1, 0, 0, b"d" * 32, "a"), 0.0)
     (done,) = [ev for ev in events(out) if isinstance(ev, FileCompleted)]
-    assert (done.resent_bytes, done.skipped_bytes) == (0, 2500)
+    assert (done.needed_bytes, done.skipped_bytes) == (0, 2500)
     assert out.finished
 
 

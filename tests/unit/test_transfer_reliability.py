@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from l2fast.transfer import RxConfig, RxTracker, TransferStalled, TxConfig, TxWindow
+from l2fast.transfer.reliability import coalesce_feedback
 from l2fast.wire.constants import MAX_SACK_RANGES
 from l2fast.wire.frames import Feedback
 
@@ -373,3 +374,76 @@ def test_first_feedback_after_a_gap_gives_no_sample() -> None:
     tx.next_batch(0.0, 10)
     tx.on_feedback(fb(10, 1000, 10), 0.25, seq=7)
     assert tx.stats.rtt_samples == 0
+
+
+# -- FEEDBACKs read together ----------------------------------------------------------------
+
+
+def test_coalesce_merges_runs_of_consecutive_counters() -> None:
+    a = fb(10, 100, 20, ((12, 20),), drops=3)
+    b = fb(12, 90, 30, ((14, 30),), drops=4)  # credit lower than before: the grant stays
+    c = fb(40, 200, 40, drops=1)
+    other = fb(5, 50, 5)  # another receive process: its counter is elsewhere
+    runs = coalesce_feedback([(7, a), (8, b), (9, c), (1000, other), (1001, other)])
+    assert [(first, seq) for first, seq, _ in runs] == [(7, 9), (1000, 1001)]
+    merged = runs[0][2]
+    assert (merged.cum_ack, merged.credit, merged.highest) == (40, 200, 40)
+    assert merged.kernel_drops == 8 and merged.ranges == ()
+    assert coalesce_feedback([(5, a), (7, b)]) == [(5, 5, a), (7, 7, b)]  # FEEDBACK 6 lost
+    assert coalesce_feedback([]) == []
+    lower = coalesce_feedback([(1, fb(10, 100, 10)), (2, fb(10, 90, 10))])[0][2]
+    assert lower.credit == 100
+
+
+def test_a_coalesced_run_is_timely_only_after_the_last_counter_seen() -> None:
+    tx = TxWindow(1000, credit=1000)
+    tx.next_batch(0.0, 10)
+    tx.on_feedback(fb(5, 1000, 5), 0.001, seq=1)
+    assert tx.stats.rtt_samples == 1
+    tx.next_batch(0.001, 10)
+    tx.on_feedback(fb(20, 1000, 20), 0.003, seq=4, first_seq=2)  # stands for 2, 3 and 4
+    assert tx.stats.rtt_samples == 2
+    tx.next_batch(0.003, 10)
+    tx.on_feedback(fb(30, 1000, 30), 0.3, seq=9, first_seq=7)  # 5 and 6 were lost
+    assert tx.stats.rtt_samples == 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coalesced_feedback_leaves_the_window_where_each_one_would(seed: int) -> None:
+    """Applying bursts of FEEDBACKs merged (`coalesce_feedback`) or one by one ends in the same
+    acknowledged set, credit, kernel-drop count and nothing more to resend, under loss."""
+    import random
+
+    rng = random.Random(seed)
+    total = 3000
+    windows = [TxWindow(total, credit=200), TxWindow(total, credit=200)]
+    rxs = [RxTracker(total, buffer_chunks=200), RxTracker(total, buffer_chunks=200)]
+    now = 0.0
+    seqs = [0, 0]
+    for step in range(3000):
+        now += 0.001
+        drop = {rng.randrange(total) for _ in range(5)} if step < 100 else set()
+        burst: list[list[tuple[int, Feedback]]] = [[], []]
+        for side in (0, 1):
+            tx, rx = windows[side], rxs[side]
+            timer = tx.next_timer()
+            if timer is not None and timer <= now:
+                tx.handle_timer(now)
+            for s, e in tx.next_batch(now, 300):
+                rx.on_chunks([(k, k + 1) for k in range(s, e) if k not in drop], now)
+            for _ in range(3):  # several FEEDBACKs before the sender reads them
+                rx.add_kernel_drops(1)
+                seqs[side] += 1
+                burst[side].append((seqs[side], rx.make_feedback(now)))
+        now += 0.0005
+        for seq, body in burst[0]:
+            windows[0].on_feedback(body, now, seq)
+        for first, seq, body in coalesce_feedback(burst[1]):
+            windows[1].on_feedback(body, now, seq, first_seq=first)
+        if all(w.done for w in windows):
+            break
+    one, merged = windows
+    assert one.done and merged.done
+    assert one.acked() == merged.acked()
+    assert one.credit == merged.credit
+    assert one.stats.kernel_drops == merged.stats.kernel_drops

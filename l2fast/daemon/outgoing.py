@@ -333,7 +333,8 @@ class OutgoingJob:
                 }
             )
         elif isinstance(ev, FileFailed):
-            self.results.append({"path": ev.path, "failed": True, "error": str(ev.error)})
+            error = str(ev.error) + (f" ({escape_text(ev.text)})" if ev.text else "")
+            self.results.append({"path": ev.path, "failed": True, "error": error})
         elif isinstance(ev, TransferProgress):
             if now - self._last_progress >= _PROGRESS_S:
                 self._last_progress = now

@@ -109,6 +109,8 @@ class FileFailed:
     code: int
     #: What went wrong, for a user; a RemoteProtocolError when the receiver said so.
     error: L2fastError
+    #: The receiver's own words from its FILE_RESULT (raw peer text: escape it to print).
+    text: str = ""
 
 
 # --- receiver ----------------------------------------------------------------------------------

@@ -460,11 +460,11 @@ class IncomingTransfer:
             else:
                 self._events.append(FileVerified(f.transfer_id, f.path, ours))
             return
+        text = "the digest of the data received differs from the sender's"
         self._move(f, FileInput.DIGEST_MISMATCH)
         self._control.append(
-            FileResult(f.transfer_id, int(ErrorCode.DIGEST_MISMATCH), f.bytes_in, ours, "")
+            FileResult(f.transfer_id, int(ErrorCode.DIGEST_MISMATCH), f.bytes_in, ours, text)
         )
-        text = "the digest of the data received differs from the sender's"
         self._events.append(
             FileRejected(f.transfer_id, f.path, ErrorCode.DIGEST_MISMATCH, text, True)
         )
@@ -526,7 +526,10 @@ class IncomingTransfer:
             # (and dropped), and the cumulative ack moves on to the next file.
             self._tracker.on_chunks([(f.layout.first_chunk, f.layout.end)], now)
         if notify:
-            self._control.append(FileResult(f.transfer_id, int(code), f.bytes_in, b"", ""))
+            # A failed file was not placed: `final_name` carries the reason (§FILE_RESULT).
+            self._control.append(
+                FileResult(f.transfer_id, int(code), f.bytes_in, b"", wire_text(text))
+            )
         after = old is not FileState.OFFERED
         self._events.append(FileRejected(f.transfer_id, f.path, int(code), text, after))
 

@@ -328,14 +328,17 @@ class OutgoingTransfer:
         f = self._known(body.transfer_id)
         if body.status != ErrorCode.OK:
             self._move(f, FileInput.RECV_RESULT_ERROR)
-            # The peer's text is unknown here; its code names the failure.
+            # The code names the failure; the peer's own words (in `final_name`) travel in
+            # the event's `text`, for the adapter to escape before it prints them.
             error = RemoteProtocolError(
                 f"the receiver refused {f.entry.path!r} after accepting it: "
                 f"{_error_name(body.status)}",
                 code=body.status,
             )
             self._events.append(
-                FileFailed(f.transfer_id, f.index, f.entry.path, body.status, error)
+                FileFailed(
+                    f.transfer_id, f.index, f.entry.path, body.status, error, body.final_name
+                )
             )
             return
         transition(FileRole.SENDER, f.state, FileInput.RECV_RESULT_OK)  # raises when early

@@ -60,8 +60,8 @@ def final_event(stdout: str) -> dict[str, Any]:
 
 
 class SendLab(NodeLab):
-    def __init__(self, factory: LabFactory, log_dir: Path, **options: Any) -> None:
-        super().__init__(factory.up(hosts=2, **options), log_dir)
+    def __init__(self, factory: LabFactory, log_dir: Path, hosts: int = 2, **options: Any) -> None:
+        super().__init__(factory.up(hosts=hosts, **options), log_dir)
         self.recv: dict[str, Path] = {}
 
     def daemon(self, host: str, accept: str = "all") -> Path:
@@ -320,6 +320,41 @@ def test_two_at_once_status_and_ask(make_lab: Any, tmp_path: Path) -> None:
     assert sha256(lab.recv["h1"] / "b.bin") == sha256(b)
 
 
+def test_to_and_from_different_peers_at_once(make_lab: Any, tmp_path: Path) -> None:
+    """Three hosts on a bridge: h1 and h2 both send to h3 while h3 sends to h1."""
+    lab = make_lab(mtu=9000, hosts=3)
+    rx = {"h1": lab.daemon("h1"), "h2": lab.daemon("h2"), "h3": lab.daemon("h3", accept="ask")}
+    files = {n: make_file(tmp_path / f"{n}.bin", 128 * MIB, 20 + i) for i, n in enumerate("abc")}
+    runs = [("h1", "h3", files["a"]), ("h2", "h3", files["b"]), ("h3", "h1", files["c"])]
+    # h3 asks: both offers wait in its inbox at the same time, one session from each peer,
+    # while h3's own send to h1 starts beside them; then h3 accepts both.
+    procs = [lab.send_bg(src, dst, path) for src, dst, path in runs]
+    try:
+        offers: list[dict[str, Any]] = []
+
+        def both_waiting() -> bool:
+            nonlocal offers
+            offers = lab.json("h3", "inbox")
+            return len(offers) == 2
+
+        assert wait_until(both_waiting, 20, 0.1), lab.log_tail("h3")
+        assert {o["peer"] for o in offers} == {lab.mac("h1"), lab.mac("h2")}
+        for o in offers:
+            lab.ok("h3", "accept", str(o["id"]))
+        outs = [p.communicate(timeout=SEND_TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for (src, dst, path), p, (out, err) in zip(runs, procs, outs, strict=True):
+        assert p.returncode == 0, f"{src} -> {dst}: {err}" + lab.log_tail(dst)
+        done = final_event(out)
+        assert done["verified"] and done["bytes"] == path.stat().st_size
+        assert sha256(rx[dst] / path.name) == sha256(path)
+    assert not no_partials(rx["h1"]) and not no_partials(rx["h3"])
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -349,6 +384,8 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
             sender.kill()
             sender.communicate()
     assert sender.returncode == 1 and "io_error" in err, err
+    # The receiver's reason reaches the sender in its FILE_RESULT, not only the code.
+    assert "writer process died" in err, err
     assert "writer process died" in lab.log_tail("h2")
     assert not (rx / "w.bin").exists()
     assert lab.daemons["h2"].poll() is None  # the daemon carries on

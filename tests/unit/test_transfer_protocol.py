@@ -285,6 +285,7 @@ def test_digest_mismatch_fails_the_file_on_both_ends() -> None:
     assert run.run()
     (failed,) = of(run.out_events, FileFailed)
     assert (failed.path, failed.code) == (liar, ErrorCode.DIGEST_MISMATCH)
+    assert failed.text == "the digest of the data received differs from the sender's"
     assert liar not in run.placed  # never renamed into place
     (refused,) = of(run.in_events, FileRejected)
     assert (refused.path, refused.code, refused.after_accept) == (
@@ -304,6 +305,7 @@ def test_receiver_write_failure_is_reported_to_the_sender() -> None:
     (failed,) = of(run.out_events, FileFailed)
     assert (failed.path, failed.code) == (broken, ErrorCode.IO_ERROR)
     assert "io_error" in failed.error.message
+    assert failed.text == "disk on fire"  # the receiver's own words come with the code
 
 
 def test_a_late_digest_holds_file_end_back() -> None:

@@ -137,7 +137,8 @@ def test_a_file_failed_mid_way_tells_the_sender_and_stops_holding_the_ack_back()
     inc.on_chunks([(0, 2), (5, 6)], 0.0)
     inc.file_failed(1, ErrorCode.NO_SPACE, "disk full", 0.0)
     results = [b for b in inc.control_to_send() if isinstance(b, FileResult)]
-    assert results == [FileResult(1, ErrorCode.NO_SPACE, 2000, b"", "")]
+    # The reason travels in final_name: the file was not placed.
+    assert results == [FileResult(1, ErrorCode.NO_SPACE, 2000, b"", "disk full")]
     polled = inc.poll_feedback(0.001)
     assert polled is not None and polled[1].cum_ack == 6  # the rest of file 1 is not awaited
     assert inc.state(1) is FileState.FAILED and inc.state(2) is FileState.ACCEPTED

@@ -444,19 +444,34 @@ class Transfers:
         self._after_incoming(inc)
 
     def _start_next(self, inc: IncomingJob) -> None:
-        """Start the receive process of the next accepted file (one at a time per session)."""
-        if inc.active is not None or not inc.queue:
-            return
-        tid = inc.queue.popleft()
-        rec = inc.files.get(tid)
-        if rec is None or rec.file is None:
-            self._start_next(inc)
-            return
-        f = rec.file
-        if f.resume is None:
-            self._start_small(inc, rec, f)
-            return
-        bitmap = f.resume.bitmap
+        """Start receiving the accepted files in order, one receive socket per session at a
+        time: a run of small files goes to the session's small-file process together (it
+        takes them one after another with no round trip through here between them); a large
+        file waits until that process has none left, and the files after it wait for it."""
+        while inc.active is None and inc.queue:
+            tid = inc.queue[0]
+            rec = inc.files.get(tid)
+            if rec is None or rec.file is None:
+                inc.queue.popleft()
+                continue
+            f = rec.file
+            if f.resume is None:
+                small = inc.small
+                if small is not None and not (small.has_room() and small.process.is_alive()):
+                    return  # more once it reports some done, or once its end is handled
+                inc.queue.popleft()
+                if not self._start_small(inc, tid, f):
+                    inc.queue.appendleft(tid)  # for the process that replaces it
+                    return
+                continue
+            if inc.small is not None and inc.small.outstanding:
+                return  # the small files queued before it first
+            inc.queue.popleft()
+            self._start_large(inc, rec, f)
+
+    def _start_large(self, inc: IncomingJob, rec: _Receiving, f: IncomingFile) -> None:
+        """A file with a part file: its own receive process and writers (`ReceiveJob`)."""
+        bitmap = f.resume.bitmap if f.resume is not None else None
         rec.job = ReceiveJob(
             iface=self.runner.sock.ifname,
             session=inc.session,
@@ -469,13 +484,14 @@ class Transfers:
         )
         # Threads start only after the fork.
         rec.digester = PrefixDigester(f.fd, f.size, rec.offer.digest)
-        inc.active = tid
+        inc.active = rec.transfer_id
         job = rec.job
         self.runner.add_reader(job.conn, lambda: self._on_job(inc, rec))
         self.runner.add_reader(job.sentinel, lambda: self._on_job(inc, rec, died=True))
 
-    def _start_small(self, inc: IncomingJob, rec: _Receiving, f: IncomingFile) -> None:
-        """A small file (no part file, no resume) goes to the session's small-file process."""
+    def _start_small(self, inc: IncomingJob, tid: int, f: IncomingFile) -> bool:
+        """Queue a small file (no part file, no resume) to the session's small-file process.
+        False when that process just died (its sentinel handler replaces it)."""
         small = inc.small
         if small is None:
             small = inc.small = SmallFileReceiver(
@@ -483,8 +499,11 @@ class Transfers:
             )
             self.runner.add_reader(small.conn, lambda: self._on_small(inc))
             self.runner.add_reader(small.sentinel, lambda: self._on_small(inc, died=True))
-        inc.active = rec.transfer_id
-        small.start(rec.transfer_id, f.fd, f.size, f.chunk_size, f.first_chunk)
+        try:
+            small.start(tid, f.fd, f.size, f.chunk_size, f.first_chunk)
+        except OSError:
+            return False
+        return True
 
     def _on_small(self, inc: IncomingJob, died: bool = False) -> None:
         small = inc.small
@@ -495,10 +514,12 @@ class Transfers:
             if "error" in msg:
                 self._small_failed(inc, msg["error"])
                 return
-            rec = inc.files.get(int(msg.get("tid", -1)))
+            tid = int(msg.get("tid", -1))
+            with contextlib.suppress(ValueError):
+                small.outstanding.remove(tid)  # the head: the process takes them in order
+            rec = inc.files.get(tid)
             if rec is None or rec.file is None:
                 continue
-            inc.active = None
             if not msg.get("done"):
                 self._job_failed(inc, rec, "the file's data did not all arrive")
                 continue
@@ -520,9 +541,12 @@ class Transfers:
         self._after_incoming(inc)
 
     def _small_failed(self, inc: IncomingJob, error: str) -> None:
+        """The small-file process failed: the file it was receiving fails; the files queued
+        behind it go back to the head of the queue, for a new process."""
+        pending = list(inc.small.outstanding) if inc.small is not None else []
         self._stop_small(inc)
-        rec = inc.files.get(inc.active) if inc.active is not None else None
-        inc.active = None
+        inc.queue.extendleft(reversed(pending[1:]))
+        rec = inc.files.get(pending[0]) if pending else None
         if rec is not None:
             self._job_failed(inc, rec, error)
         else:

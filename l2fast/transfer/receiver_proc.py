@@ -21,6 +21,7 @@ import mmap
 import multiprocessing as mp
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
@@ -330,29 +331,60 @@ def _small_main(o: dict[str, Any], conn: Connection) -> None:
     _report_failure(conn, "receive process", lambda: _small(o, conn))
 
 
+#: Small files the controller hands the small-file process ahead of the one being received.
+#: Small on purpose: both ends write to the same socketpair without waiting to read, so the
+#: messages in flight either way (a job is a pickle and an SCM_RIGHTS message, ~1-2 KiB of
+#: socket buffer each; a report is one message) must always fit in its ~200 KiB buffer, or
+#: the controller blocked on a full pipe and a process blocked on its report would deadlock.
+#: A few files ahead is all the pipelining needs.
+SMALL_QUEUE = 16
+
+
 def _small(o: dict[str, Any], conn: Connection) -> None:
     """Small files of one session, one after another, in this process: RxPath, then the
     rings drained by in-process writers (a small file is a few chunks: no writer processes,
-    no fork per file)."""
+    no fork per file). The controller queues files here ahead of time (`SMALL_QUEUE`), so the
+    next file's receive path and credit follow the previous file's last chunk at once, with no
+    round trip through the controller between files."""
     sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
     sock.set_filter(native.SocketFilter.DATA, o["session"])
     slot = dp.slot_size_for_mtu(sock.mtu)
     rings = [dp.ShmRing(max(64, 1 << ((4 << 20) // slot).bit_length() - 1), slot)]
     peer = bytes.fromhex(o["peer"])
     fb_seq = time.monotonic_ns() // 1000
+    jobs: deque[tuple[dict[str, Any], int]] = deque()
+    stopping = False
+
+    def pull() -> bool:
+        """Queue what the controller sent, without waiting; True once it said stop."""
+        nonlocal stopping
+        while not stopping and conn.poll():
+            job = conn.recv()
+            if job == "stop":
+                stopping = True
+            else:
+                jobs.append((job, reduction.recv_handle(conn)))
+        return stopping
+
     conn.send({"ready": True})
-    while True:
-        if not conn.poll(REPORT_INTERVAL_S):
-            if os.getppid() != o["parent"]:
-                return
-            continue
-        job = conn.recv()
-        if job == "stop":
-            return
-        fd = reduction.recv_handle(conn)
-        try:
-            fb_seq = _small_file(sock, rings, peer, o["session"], job, fd, fb_seq, conn)
-        finally:
+    try:
+        while not stopping:
+            if not jobs and not conn.poll(REPORT_INTERVAL_S):
+                if os.getppid() != o["parent"]:
+                    return
+                continue
+            if pull() or not jobs:
+                continue
+            job, fd = jobs.popleft()
+            try:
+                fb_seq = _small_file(
+                    sock, rings, peer, o["session"], job, fd, fb_seq, conn, pull,
+                    lambda: not pull() and bool(jobs),
+                )  # fmt: skip
+            finally:
+                os.close(fd)
+    finally:
+        for _, fd in jobs:
             os.close(fd)
 
 
@@ -365,6 +397,8 @@ def _small_file(
     fd: int,
     fb_seq: int,
     conn: Connection,
+    pull: Callable[[], bool],
+    has_next: Callable[[], bool],
 ) -> int:
     size, chunk, first = job["size"], job["chunk"], job["first"]
     end = first + -(-size // chunk)
@@ -384,9 +418,8 @@ def _small_file(
         dp.Writer(ring, fd, chunk_size=chunk, file_size=size, first_chunk=first) for ring in rings
     ]
 
-    def feedback() -> dp.RxFeedback:
+    def send(fb: dp.RxFeedback) -> None:
         nonlocal fb_seq
-        fb = path.feedback()
         wire = fb.to_wire()
         # Credit stops at this file's end: the next file's chunks come once its receive path
         # is set up, instead of being dropped now and resent later.
@@ -398,10 +431,9 @@ def _small_file(
         )  # fmt: skip
         with contextlib.suppress(L2fastError):
             sock.send_frames([frame])
-        return fb
 
     deadline = time.monotonic() + job.get("timeout", 60.0)
-    fb = feedback()
+    send(path.feedback())
     last_fb = time.monotonic()
     while time.monotonic() < deadline:
         run = path.run(FEEDBACK_INTERVAL_S)
@@ -409,16 +441,21 @@ def _small_file(
             w.drain(4096)
         now = time.monotonic()
         if _feedback_due(run, now, last_fb):
-            fb = feedback()
-            last_fb = now
+            fb = path.feedback()
             if fb.complete and not any(r.used() for r in rings):
-                break
-        if conn.poll():
-            break  # the controller wants something: this file is abandoned
+                break  # its last FEEDBACK goes out below
+            send(fb)
+            last_fb = now
+        if pull():
+            break  # the controller stops this process: the file is abandoned
     for w in writers:
         w.drain(4096)
-    fb = feedback()  # marks the last chunks written
+    fb = path.feedback()  # marks the last chunks written
     complete = fb.complete and all(bitmap[k >> 3] >> (k & 7) & 1 for k in range(end - first))
+    if not (complete and has_next()):
+        # Otherwise the next file's first FEEDBACK, sent as soon as its receive path is set
+        # up, acknowledges this file too (its cum_ack starts past this file's end).
+        send(fb)
     conn.send({"tid": job["tid"], "done": complete, "cum": fb.cum_ack})
     path.close()
     return fb_seq
@@ -434,13 +471,19 @@ class SmallFileReceiver(ChildProcess):
         self.process: BaseProcess = ctx.Process(target=_small_main, args=(o, child), daemon=True)
         self.process.start()
         child.close()
-        self.busy: int | None = None  # transfer id being received
+        #: Transfer ids handed to the process and not reported yet, in the order it takes them.
+        self.outstanding: deque[int] = deque()
+
+    def has_room(self) -> bool:
+        """Whether another file may be queued (at most `SMALL_QUEUE` outstanding)."""
+        return len(self.outstanding) < SMALL_QUEUE
 
     def start(self, tid: int, fd: int, size: int, chunk_size: int, first_chunk: int) -> None:
-        """Receive one file into `fd` (duplicated into the process)."""
+        """Queue one file to receive into `fd` (duplicated into the process): it starts as
+        soon as the files queued before it are done."""
         self.conn.send({"tid": tid, "size": size, "chunk": chunk_size, "first": first_chunk})
         reduction.send_handle(self.conn, fd, self.process.pid or 0)
-        self.busy = tid
+        self.outstanding.append(tid)
 
     def stop(self) -> None:
         """Stop the process and close the pipe."""

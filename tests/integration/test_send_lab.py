@@ -390,3 +390,67 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
     assert not (rx / "w.bin").exists()
     assert lab.daemons["h2"].poll() is None  # the daemon carries on
     assert wait_until(lambda: _children(daemon) == [], 10, 0.05)  # nothing left hanging
+
+
+def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> None:
+    """Runs of small files go through the session's small-file process queued ahead, a large
+    file between them through its own receive process: every byte lands in the right file."""
+    lab = make_lab(mtu=1500)
+    rx = lab.daemon("h2")
+    top = tmp_path / "many"
+    top.mkdir()
+    for i in range(150):
+        # 1..3 chunks each at MTU 1500, sizes that end mid-chunk and on a chunk boundary.
+        (top / f"a{i:03d}").write_bytes(os.urandom(1 + i * 29))
+    make_file(top / "m-large.bin", 3 * MIB + 5, 7)
+    for i in range(150):
+        (top / f"z{i:03d}").write_bytes(os.urandom(1476 * (1 + i % 3)))
+    result = lab.send("h1", "h2", top)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h2")
+    done = final_event(result.stdout)
+    assert done["verified"] and done["files"] == 302  # the folder itself and 301 files
+    names = sorted(p.name for p in top.iterdir())
+    assert sorted(p.name for p in (rx / "many").iterdir()) == names
+    for name in names:
+        assert (rx / "many" / name).read_bytes() == (top / name).read_bytes(), name
+
+
+def test_small_file_process_death_fails_only_its_file(make_lab: Any, tmp_path: Path) -> None:
+    """SIGKILL of the small-file receive process: the file it was receiving (if any) fails
+    with the reason, the files queued behind it go to a new process, the daemon carries on."""
+    lab = make_lab(mtu=9000)
+    rx = lab.daemon("h2")
+    top = tmp_path / "lots"
+    top.mkdir()
+    for i in range(1500):
+        (top / f"f{i:04d}").write_bytes(os.urandom(4096))
+    sender = lab.send_bg("h1", "h2", top)
+    daemon = lab.daemons["h2"].pid
+    try:
+        victims: list[int] = []
+
+        def receiving() -> bool:
+            victims[:] = _children(daemon)
+            return bool(victims) and len(list((rx / "lots").glob("f*"))) >= 50
+
+        assert wait_until(receiving, 30, 0.005), lab.log_tail("h2")
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = sender.communicate(timeout=120)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.communicate()
+    done = final_event(out)
+    failed = [r for r in done["results"] if r.get("error")]
+    assert len(failed) <= 1, failed
+    if failed:
+        assert sender.returncode == 1 and "receive process died" in err, err
+    else:
+        assert sender.returncode == 0, err
+    failed_names = {Path(r["path"]).name for r in failed}
+    for i in range(1500):
+        name = f"f{i:04d}"
+        if name not in failed_names:
+            assert (rx / "lots" / name).read_bytes() == (top / name).read_bytes(), name
+    assert lab.daemons["h2"].poll() is None  # the daemon carries on
+    assert wait_until(lambda: _children(daemon) == [], 10, 0.05)  # nothing left hanging

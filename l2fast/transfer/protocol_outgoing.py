@@ -407,8 +407,18 @@ class OutgoingTransfer:
             # answers its FILE_ACCEPT with FILE_RESULT straight away.
             body = FileEnd(f.transfer_id, int(f.entry.digest), f.digest or b"")
             self._control.append(body)
-        deadline = now + self.config.result_timeout
+        deadline = now + self._result_wait(f)
         heapq.heappush(self._deadlines, (deadline, f.transfer_id, FileState.ENDED))
+
+    def _result_wait(self, f: _OutFile) -> float:
+        """How long to wait for a file's FILE_RESULT after its FILE_END. A bench request (a
+        zero-size bench offer: `bench/reverse`, `bench/raw`) is answered only when the run it
+        asks for ends, `mtime_ns` after it is accepted (PROTOCOL.md §FILE_OFFER), so its wait
+        adds that run's length."""
+        wait = self.config.result_timeout
+        if f.entry.kind is FileKind.BENCH and not f.entry.size:
+            wait += max(0, f.entry.mtime_ns) / 1e9
+        return wait
 
     def _lay_out(self, now: float) -> None:
         """Put decided files into the window space, in offer order (the map is monotone)."""
@@ -595,7 +605,7 @@ class OutgoingTransfer:
                 limit = self.config.decision_timeout
             else:
                 what = "no FILE_RESULT"
-                limit = self.config.result_timeout
+                limit = self._result_wait(f)
             error = RemoteProtocolError(
                 f"{what} for {f.entry.path!r} within {limit:.0f} s", code=ErrorCode.TIMEOUT
             )

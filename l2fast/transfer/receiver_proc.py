@@ -3,10 +3,10 @@
 The controller (the daemon's loop) starts a `ReceiveJob` for each accepted file. The job forks
 one receive process (multiprocessing, fork) that opens its own raw socket, filtered in the
 kernel to DATA of this session only (`SocketFilter.DATA`), and runs the C receive loop
-(`RxPath`) over shared-memory rings; it sends FEEDBACK to the sender itself every ~0.5 ms from
-`RxPath.feedback()`. The writer processes (children of the receive process) drain the rings
-with pwritev into the part file. Python runs per FEEDBACK and per progress message, never per
-frame.
+(`RxPath`) over shared-memory rings; it sends FEEDBACK to the sender itself (every 2 ms or
+each quarter of the rings' slots) from `RxPath.feedback()`. The writer processes (children of
+the receive process) drain the rings with pwritev into the part file. Python runs per
+FEEDBACK and per progress message, never per frame.
 
 The controller hears from the receive process through a Pipe, about every 20 ms:
 `{"cum": cum_ack, "drops": n}`, then `{"done": True, ...}` once every chunk is written, or

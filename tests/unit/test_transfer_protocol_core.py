@@ -360,3 +360,20 @@ def test_any_file_frame_in_any_state_moves_validly_or_is_counted(steps: list[obj
             assert not isinstance(ev, OfferReceived) or ev.chunks >= 0
         out.control_to_send()
         inc.control_to_send()
+
+
+@pytest.mark.parametrize("seconds", [0.0, 120.0])
+def test_a_bench_request_waits_for_its_run_before_the_result_times_out(seconds: float) -> None:
+    """A zero-size bench offer is answered when the run it asks for ends: its FILE_RESULT is
+    awaited `mtime_ns` longer than a file's (a 120 s `bench -R` must not fail at 60 s)."""
+    request = FileEntry("bench/reverse", FileKind.BENCH, 0, mtime_ns=int(seconds * 1e9))
+    out = OutgoingTransfer([request], now=0.0)
+    out.control_to_send()
+    out.receive_control(FileAccept(1), 0.0)
+    out.control_to_send()  # its FILE_END
+    limit = out.config.result_timeout + seconds
+    out.handle_timer(limit - 1.0)
+    assert not [ev for ev in events(out) if isinstance(ev, FileFailed)]
+    out.handle_timer(limit + 1.0)
+    (failed,) = [ev for ev in events(out) if isinstance(ev, FileFailed)]
+    assert failed.code == ErrorCode.TIMEOUT and f"within {limit:.0f} s" in failed.error.message

@@ -24,6 +24,7 @@ from l2fast.daemon.outgoing import (
     _SourceFile,
 )
 from l2fast.daemon.runner import Timer
+from l2fast.procname import name_this_thread
 from l2fast.transfer.protocol import (
     FileCompleted,
     FileEntry,
@@ -301,6 +302,7 @@ class RawBenchJob:
     def _blast(self) -> None:
         from l2fast.rawblast import BLAST_SESSION, send_blast
 
+        name_this_thread("l2f-rawblast")
         try:
             with native.RawSocket.open(self.runner.sock.ifname, sndbuf=8 << 20) as sock:
                 sock.set_filter(native.SocketFilter.FEEDBACK, BLAST_SESSION)  # hears nothing

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from l2fast.procname import name_this_thread
 from l2fast.wire.constants import Digest
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class _Worker:
         self._thread.start()
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         try:
             self._body()
         except BaseException as exc:  # handed to the caller of result()
@@ -166,7 +168,7 @@ class FileDigester:
             self._fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         else:
             self._view = memoryview(source).cast("B")
-        self._worker = _Worker(self._run, "l2fast-digest")
+        self._worker = _Worker(self._run, "l2f-digest")
         if start:
             self.start()
 
@@ -266,7 +268,7 @@ class PrefixDigester:
         self._cond = threading.Condition()
         self._started = time.monotonic()
         self._finished = 0.0
-        self._worker = _Worker(self._run, "l2fast-prefix-digest")
+        self._worker = _Worker(self._run, "l2f-rx-digest")
         self._worker.start()
 
     @property

@@ -57,6 +57,7 @@ import threading
 import time
 from types import TracebackType
 
+from l2fast.procname import name_this_thread
 from l2fast.transfer.incoming import (
     MAX_NAME_ATTEMPTS,
     PROC_FD,
@@ -403,7 +404,7 @@ class ReceiveDir:
         if first < size:
             dup = os.dup(fd)
             threading.Thread(
-                target=_preallocate_rest, args=(dup, first, size), name="l2fast-fallocate",
+                target=_preallocate_rest, args=(dup, first, size), name="l2f-fallocate",
                 daemon=True,
             ).start()  # fmt: skip
 
@@ -414,6 +415,7 @@ def _preallocate_rest(fd: int, start: int, size: int) -> None:
     Stops early when the file was removed meanwhile (an abandoned or failed transfer) or when
     fallocate fails: a write that then lacks space reports it itself.
     """
+    name_this_thread("l2f-fallocate")
     try:
         pos = start
         while pos < size and os.fstat(fd).st_nlink:

@@ -32,6 +32,7 @@ from typing import Any
 from l2fast import native
 from l2fast.errors import L2fastError
 from l2fast.native import datapath as dp
+from l2fast.procname import name_this_thread
 from l2fast.wire.constants import FrameType
 from l2fast.wire.frames import encode_payload
 
@@ -62,6 +63,7 @@ RX_WINDOW = 1 << 17
 
 
 def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
+    name_this_thread("l2f-writer")
     w = dp.Writer(ring, fd, chunk_size=o["chunk"], file_size=o["size"], first_chunk=o["first"])
     while not (stop.is_set() and ring.used() == 0):
         w.drain(2048, wait_s=0.005)
@@ -101,6 +103,7 @@ def _report_failure(conn: Connection, what: str, work: Callable[[], None]) -> No
 
 def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     """The receive process: RxPath, FEEDBACK, writers; reports to the controller."""
+    name_this_thread("l2f-rx")
     _report_failure(conn, "receive process", lambda: _receive(o, fd, bitmap, conn))
 
 
@@ -328,6 +331,7 @@ class ReceiveJob(ChildProcess):
 
 
 def _small_main(o: dict[str, Any], conn: Connection) -> None:
+    name_this_thread("l2f-rx-small")
     _report_failure(conn, "receive process", lambda: _small(o, conn))
 
 
@@ -501,6 +505,7 @@ BENCH_SPACE_CHUNKS = 1 << 40
 
 
 def _bench_main(o: dict[str, Any], conn: Connection) -> None:
+    name_this_thread("l2f-rx-bench")
     _report_failure(conn, "bench receive process", lambda: _bench(o, conn))
 
 
@@ -639,6 +644,7 @@ class BenchReceiver(ChildProcess):
 def _raw_count_main(o: dict[str, Any], conn: Connection) -> None:
     from l2fast.rawblast import BLAST_SESSION, receive_blast
 
+    name_this_thread("l2f-rawcount")
     try:
         with native.RawSocket.open(o["iface"], sndbuf=1 << 20, rcvbuf=SOCKBUF) as sock:
             sock.set_filter(native.SocketFilter.DATA, BLAST_SESSION)

@@ -355,6 +355,13 @@ def test_to_and_from_different_peers_at_once(make_lab: Any, tmp_path: Path) -> N
     assert not no_partials(rx["h1"]) and not no_partials(rx["h3"])
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "(gone)"
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -377,6 +384,14 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
             return len(writers) >= 2
 
         assert wait_until(writers_running, 30, 0.01), lab.log_tail("h2")
+        # The workers carry their role as the kernel's task name (ps, top, perf show it),
+        # set as each one starts (just after the fork that made it visible here).
+        receiver = _children(daemon)[0]
+        assert wait_until(
+            lambda: _comm(receiver) == "l2f-rx" and {_comm(w) for w in writers} == {"l2f-writer"},
+            5,
+            0.01,
+        ), [_comm(p) for p in (receiver, *writers)]
         os.kill(writers[0], signal.SIGKILL)
         _, err = sender.communicate(timeout=60)
     finally:

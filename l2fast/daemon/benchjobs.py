@@ -20,7 +20,6 @@ from l2fast.daemon.outgoing import (
     OutgoingJob,
     _chunk_size,
     _close_session,
-    _code,
     _SourceFile,
 )
 from l2fast.daemon.runner import Timer
@@ -37,7 +36,7 @@ from l2fast.transfer.protocol import (
 from l2fast.transfer.receiver_proc import (
     BenchReceiver,
 )
-from l2fast.wire.constants import ETH_HLEN, Digest, FileKind
+from l2fast.wire.constants import ETH_HLEN, Digest, FileKind, error_name
 
 if TYPE_CHECKING:
     from l2fast.daemon.transfers import Transfers
@@ -117,7 +116,7 @@ class BenchJob(OutgoingJob):
             return
         if isinstance(ev, OfferRejected):
             text = f" ({escape_text(ev.text)})" if ev.text else ""
-            self._finish(False, f"the peer refused the bench stream: {_code(ev.reason)}{text}")
+            self._finish(False, f"the peer refused the bench stream: {error_name(ev.reason)}{text}")
             return
         if isinstance(ev, FileFailed):
             self._finish(False, f"the bench stream failed: {ev.error}")

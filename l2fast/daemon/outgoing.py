@@ -38,7 +38,7 @@ from l2fast.transfer.protocol import (
     TransferProgress,
 )
 from l2fast.transfer.reliability import coalesce_feedback
-from l2fast.wire.constants import ETH_HLEN, Digest, ErrorCode, FrameType, Verdict
+from l2fast.wire.constants import ETH_HLEN, Digest, FrameType, Verdict, error_name
 from l2fast.wire.frames import Feedback, decode_payload
 
 if TYPE_CHECKING:
@@ -340,9 +340,8 @@ class OutgoingJob:
             self.results.append(
                 {"path": ev.path, "rejected": True, "reason": ev.reason, "text": ev.text}
             )
-            self.reply(
-                {"event": "rejected", "path": ev.path, "reason": _code(ev.reason), "text": ev.text}
-            )
+            reason = error_name(ev.reason)
+            self.reply({"event": "rejected", "path": ev.path, "reason": reason, "text": ev.text})
         elif isinstance(ev, FileCompleted):
             self.results.append(
                 {
@@ -411,7 +410,8 @@ class OutgoingJob:
             rejected = [r for r in self.results if r.get("rejected")]
             if rejected:
                 r = rejected[0]
-                final["error"] = f"the receiver refused {r['path']!r}: {_code(r['reason'])}" + (
+                reason = error_name(r["reason"])
+                final["error"] = f"the receiver refused {r['path']!r}: {reason}" + (
                     f" ({escape_text(r['text'])})" if r["text"] else ""
                 )
             else:
@@ -475,10 +475,3 @@ def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) ->
     """Close this job's own session in order (other transfers with the peer go on)."""
     with contextlib.suppress(L2fastError):
         runner.engine.close_session(peer, session, now)
-
-
-def _code(code: int) -> str:
-    try:
-        return ErrorCode(code).name.lower()
-    except ValueError:
-        return f"error {code}"

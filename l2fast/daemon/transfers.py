@@ -30,7 +30,7 @@ from l2fast.daemon.benchjobs import (
     sender_note,
 )
 from l2fast.daemon.display import escape_text, format_mac
-from l2fast.daemon.outgoing import _POLL_S, OutgoingJob, _code, _SourceFile, raise_fd_limit
+from l2fast.daemon.outgoing import _POLL_S, OutgoingJob, _SourceFile, raise_fd_limit
 from l2fast.daemon.runner import NodeRunner
 from l2fast.errors import L2fastError
 from l2fast.node.events import (
@@ -60,7 +60,7 @@ from l2fast.transfer.receiver_proc import (
     ReceiveJob,
     SmallFileReceiver,
 )
-from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.constants import Digest, ErrorCode, FileKind, error_name
 from l2fast.wire.frames import FileOffer
 
 log = logging.getLogger("l2fast.daemon")
@@ -242,7 +242,7 @@ class Transfers:
                 "file %r from %s refused: %s %s",
                 escape_text(ev.path),
                 format_mac(inc.peer),
-                _code(ev.code),
+                error_name(ev.code),
                 escape_text(ev.text),
             )
             rec = inc.files.pop(ev.transfer_id, None)

@@ -32,7 +32,7 @@ from l2fast.node.events import (
 from l2fast.node.negotiation import check_syn_ack
 from l2fast.node.rtt import RttEstimator
 from l2fast.node.states import Role, SessionInput, SessionState, transition
-from l2fast.wire.constants import HDR_LEN, MAX_TEXT_BYTES, ErrorCode, FrameType
+from l2fast.wire.constants import HDR_LEN, MAX_TEXT_BYTES, ErrorCode, FrameType, error_name
 from l2fast.wire.frames import (
     Ack,
     Body,
@@ -442,10 +442,7 @@ class Session:
         self._send_probe(now)
 
     def _on_error(self, body: Error, now: float) -> None:
-        try:
-            name = ErrorCode(body.code).name.lower()
-        except ValueError:
-            name = f"error {body.code}"
+        name = error_name(body.code)
         # The text is the peer's: repr() keeps terminal escapes in it from doing anything.
         detail = f" ({body.text!r})" if body.text else ""
         error = RemoteProtocolError(

@@ -58,7 +58,7 @@ from l2fast.transfer.protocol_states import (
 )
 from l2fast.transfer.ranges import ChunkRanges
 from l2fast.transfer.reliability import TransferStalled, TxWindow
-from l2fast.wire.constants import ErrorCode, FileKind
+from l2fast.wire.constants import ErrorCode, FileKind, error_name
 from l2fast.wire.frames import (
     Body,
     Feedback,
@@ -75,13 +75,6 @@ __all__ = ["OutgoingTransfer"]
 _MAX_TRANSFER_ID = 0xFFFF_FFFF  # u32 on the wire
 _DIGESTLESS = frozenset({FileKind.DIRECTORY, FileKind.BENCH})
 _NUDGE = 1e-9  # seconds: far below any timer's precision, far above float rounding
-
-
-def _error_name(code: int) -> str:
-    try:
-        return ErrorCode(code).name.lower()
-    except ValueError:
-        return f"error {code}"
 
 
 @dataclass(slots=True)
@@ -332,7 +325,7 @@ class OutgoingTransfer:
             # the event's `text`, for the adapter to escape before it prints them.
             error = RemoteProtocolError(
                 f"the receiver refused {f.entry.path!r} after accepting it: "
-                f"{_error_name(body.status)}",
+                f"{error_name(body.status)}",
                 code=body.status,
             )
             self._events.append(

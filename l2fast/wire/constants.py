@@ -128,6 +128,15 @@ class ErrorCode(enum.IntEnum):
     TOO_LARGE = 11
 
 
+def error_name(code: int) -> str:
+    """The §ERROR name of `code` as users see it (`no_space`), or `error N` for an unknown one
+    (a newer peer's code)."""
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return f"error {code}"
+
+
 class FileKind(enum.IntEnum):
     """FILE_OFFER `kind`."""
 

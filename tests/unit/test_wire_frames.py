@@ -470,3 +470,10 @@ def test_encode_frame_refuses_bad_header_values() -> None:
         encode_frame(Frame(MAC_A[:5], MAC_B, 0, 0, Keepalive()))
     with pytest.raises(LocalProtocolError):
         encode_frame(Frame(MAC_A, MAC_B, 0, 0, Keepalive(), flags=1 << 16))
+
+
+def test_error_names_as_users_see_them() -> None:
+    from l2fast.wire.constants import ErrorCode, error_name
+
+    assert error_name(ErrorCode.NO_SPACE) == "no_space"
+    assert error_name(0xBEEF) == "error 48879"  # a newer peer's code, shown by number

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from l2fast import native
 from l2fast.daemon.display import escape_text
 from l2fast.daemon.outgoing import (
-    _WIRE_OVERHEAD,
+    WIRE_OVERHEAD,
     OutgoingJob,
-    _chunk_size,
-    _close_session,
-    _SourceFile,
+    SourceFile,
+    close_own_session,
 )
 from l2fast.daemon.runner import Timer
 from l2fast.procname import name_this_thread
@@ -36,7 +35,7 @@ from l2fast.transfer.protocol import (
 from l2fast.transfer.receiver_proc import (
     BenchReceiver,
 )
-from l2fast.wire.constants import ETH_HLEN, Digest, FileKind, error_name
+from l2fast.wire.constants import ETH_HLEN, Digest, FileKind, error_name, max_payload
 
 if TYPE_CHECKING:
     from l2fast.daemon.transfers import Transfers
@@ -65,7 +64,7 @@ class BenchJob(OutgoingJob):
         self.interval = interval
         n = int(seconds * BENCH_MAX_GBIT * 1e9 / 8 / BENCH_SEGMENT_BYTES) + 2
         files = [
-            _SourceFile(FileEntry(path=f"bench/{i}", kind=FileKind.BENCH), -1) for i in range(n)
+            SourceFile(FileEntry(path=f"bench/{i}", kind=FileKind.BENCH), -1) for i in range(n)
         ]
         super().__init__(owner, reply, peer, files, Digest.SHA256)
         self.mtu = 0
@@ -83,7 +82,7 @@ class BenchJob(OutgoingJob):
 
     def on_opened(self, mtu: int) -> None:
         self.mtu = mtu
-        self.chunk = _chunk_size(mtu)
+        self.chunk = max_payload(mtu)
         self._buf = bytes(range(256)) * (self.chunk // 256 + 1)
         size = max(1, BENCH_SEGMENT_BYTES // self.chunk) * self.chunk
         for f in self.files:
@@ -96,7 +95,7 @@ class BenchJob(OutgoingJob):
 
     bench_payload = True
 
-    def _payload_source(self, f: _SourceFile) -> Any:
+    def _payload_source(self, f: SourceFile) -> Any:
         """Bench chunks all carry the same in-memory buffer: no file is read."""
         return self._buf
 
@@ -153,7 +152,7 @@ class BenchJob(OutgoingJob):
             "gbit_per_s": round((b["bytes"] - a["bytes"]) * 8 / dt / 1e9, 3),
             # The same frames counted as `bench --raw` counts them (headers included, no FCS).
             "wire_gbit_per_s": round(
-                (b["acked_frames"] - a["acked_frames"]) * (self.chunk + _WIRE_OVERHEAD) * 8e-9 / dt,
+                (b["acked_frames"] - a["acked_frames"]) * (self.chunk + WIRE_OVERHEAD) * 8e-9 / dt,
                 3,
             ),
             "frames_per_s": round((b["acked_frames"] - a["acked_frames"]) / dt),
@@ -213,7 +212,7 @@ class BenchJob(OutgoingJob):
         if self.out is not None:
             self.out.cancel(now, "bench over")
         self.close()
-        _close_session(self.runner, self.peer, self.session, now)
+        close_own_session(self.runner, self.peer, self.session, now)
 
     def _tick_last(self, cur: dict[str, float]) -> None:
         rep = self._report(self._last, cur)
@@ -247,7 +246,7 @@ class _RawRequest(OutgoingJob):
         entry = FileEntry(
             path=BENCH_RAW_PATH, kind=FileKind.BENCH, mode=0, mtime_ns=int(seconds * 1e9)
         )
-        super().__init__(owner, job.on_request, peer, [_SourceFile(entry, -1)], Digest.SHA256)
+        super().__init__(owner, job.on_request, peer, [SourceFile(entry, -1)], Digest.SHA256)
         self.job = job
 
     def on_opened(self, mtu: int) -> None:
@@ -428,7 +427,7 @@ class ReverseBenchJob:
         entry = FileEntry(
             path=BENCH_REVERSE_PATH, kind=FileKind.BENCH, mode=0, mtime_ns=int(seconds * 1e9)
         )
-        self.request = OutgoingJob(owner, self._on_request, peer, [_SourceFile(entry, -1)],
+        self.request = OutgoingJob(owner, self._on_request, peer, [SourceFile(entry, -1)],
                                    Digest.SHA256)  # fmt: skip
         owner.outgoing[self.request.session] = self.request
         self._timer: Timer | None = self.runner.call_later(0.02, self._watch)

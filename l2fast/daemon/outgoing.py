@@ -38,7 +38,15 @@ from l2fast.transfer.protocol import (
     TransferProgress,
 )
 from l2fast.transfer.reliability import coalesce_feedback
-from l2fast.wire.constants import ETH_HLEN, Digest, FrameType, Verdict, error_name
+from l2fast.wire.constants import (
+    ETH_HLEN,
+    HDR_LEN,
+    Digest,
+    FrameType,
+    Verdict,
+    error_name,
+    max_payload,
+)
 from l2fast.wire.frames import Feedback, decode_payload
 
 if TYPE_CHECKING:
@@ -51,10 +59,8 @@ SEND_BATCH_CHUNKS = 1024
 #: The receiver's credit before its first FEEDBACK: none. Its receive path for a file runs
 #: only once the file is accepted, and chunks sent before that would be dropped and resent.
 INITIAL_CREDIT = 0
-# Header bytes a DATA frame adds to a chunk (PROTOCOL.md §Header).
-_HDR = 24
-_WIRE_OVERHEAD = ETH_HLEN + _HDR  # a DATA frame's bytes on the wire beyond its chunk
-_POLL_S = 0.01
+WIRE_OVERHEAD = ETH_HLEN + HDR_LEN  # a DATA frame's bytes on the wire beyond its chunk
+POLL_S = 0.01  # how often a digest computed in a thread is looked at (here and in transfers)
 _IDLE_S = 0.005  # pump at least this often while waiting on the receiver
 _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
 _PROGRESS_S = 0.25
@@ -70,15 +76,13 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _chunk_size(mtu: int) -> int:
-    return mtu - _HDR
-
-
 # --------------------------------------------------------------------------------- sending
 
 
 @dataclass
-class _SourceFile:
+class SourceFile:
+    """One entry to send and what the sender holds for it (descriptor, mapping, C sender)."""
+
     entry: FileEntry
     fd: int
     data: mmap.mmap | None = None
@@ -94,7 +98,7 @@ class OutgoingJob:
         owner: Transfers,
         reply: Any,
         peer: bytes,
-        files: list[_SourceFile],
+        files: list[SourceFile],
         digest: Digest,
     ) -> None:
         self.owner = owner
@@ -123,7 +127,7 @@ class OutgoingJob:
 
     def on_opened(self, mtu: int) -> None:
         now = self.runner.now()
-        chunk = _chunk_size(mtu)
+        chunk = max_payload(mtu)
         entries = []
         for f in self.files:
             f.entry = FileEntry(
@@ -161,7 +165,7 @@ class OutgoingJob:
             info = native.parse_frame(raw)
             if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
                 continue
-            off = ETH_HLEN + _HDR
+            off = ETH_HLEN + HDR_LEN
             try:
                 body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
             except L2fastError:
@@ -209,7 +213,7 @@ class OutgoingJob:
     #: True when every chunk's payload is the same buffer (bench streams), not file data.
     bench_payload = False
 
-    def _payload_source(self, f: _SourceFile) -> Any:
+    def _payload_source(self, f: SourceFile) -> Any:
         """What the C sender reads chunks from: the file, mapped read-only on first use."""
         if f.data is None:
             f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
@@ -295,7 +299,7 @@ class OutgoingJob:
             else:
                 waiting = True
         if waiting:
-            self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
+            self._poll_timer = self.runner.call_later(POLL_S, self._poll_digests)
         self._after(now)
 
     # --- events ------------------------------------------------------------------------------
@@ -323,7 +327,7 @@ class OutgoingJob:
                     f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
                 if f.entry.size <= INLINE_DIGEST_BYTES:
                     # A small file hashes in microseconds: here, at once, rather than in a
-                    # thread of its own polled every _POLL_S (for a folder of 4 KiB files,
+                    # thread of its own polled every POLL_S (for a folder of 4 KiB files,
                     # starting a thread per file cost more than the rest of the send).
                     hasher = new_hasher(self.digest)
                     hasher.update(f.data if f.data is not None else b"")
@@ -333,7 +337,7 @@ class OutgoingJob:
                 else:
                     f.digester = FileDigester(f.data if f.data is not None else b"", self.digest)
                     if self._poll_timer is None:
-                        self._poll_timer = self.runner.call_later(_POLL_S, self._poll_digests)
+                        self._poll_timer = self.runner.call_later(POLL_S, self._poll_digests)
         if isinstance(ev, OfferRejected | FileCompleted | FileFailed):
             self._release(self.files[ev.index])
         if isinstance(ev, OfferRejected):
@@ -419,7 +423,7 @@ class OutgoingJob:
                 final["error"] = failed[0]["error"] if failed else "the transfer failed"
         self.reply(final)
         self.close()
-        _close_session(self.runner, self.peer, self.session, now)
+        close_own_session(self.runner, self.peer, self.session, now)
 
     def cancel(self) -> None:
         if self.out is not None and not self.ended:
@@ -427,7 +431,7 @@ class OutgoingJob:
         self._finish(False, "cancelled")
 
     @staticmethod
-    def _release(f: _SourceFile) -> None:
+    def _release(f: SourceFile) -> None:
         """A file that ended: its mapping and descriptor go (a folder may hold thousands)."""
         if f.digester is not None:
             f.digester.cancel()
@@ -471,7 +475,7 @@ class OutgoingJob:
         }
 
 
-def _close_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:
+def close_own_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:
     """Close this job's own session in order (other transfers with the peer go on)."""
     with contextlib.suppress(L2fastError):
         runner.engine.close_session(peer, session, now)

@@ -30,7 +30,7 @@ from l2fast.daemon.benchjobs import (
     sender_note,
 )
 from l2fast.daemon.display import escape_text, format_mac
-from l2fast.daemon.outgoing import _POLL_S, OutgoingJob, _SourceFile, raise_fd_limit
+from l2fast.daemon.outgoing import POLL_S, OutgoingJob, SourceFile, raise_fd_limit
 from l2fast.daemon.runner import NodeRunner
 from l2fast.errors import L2fastError
 from l2fast.node.events import (
@@ -619,7 +619,7 @@ class Transfers:
         if d is None:
             return
         if not d.done:
-            self.runner.call_later(_POLL_S, lambda: self._wait_digest(inc, rec))
+            self.runner.call_later(POLL_S, lambda: self._wait_digest(inc, rec))
             return
         rec.digester = None
         now = self.runner.now()
@@ -666,7 +666,7 @@ class Transfers:
     ) -> OutgoingJob:
         """Start sending: `files` describe the entries, `fds` hold one descriptor per regular
         file, in order (directories have none)."""
-        sources: list[_SourceFile] = []
+        sources: list[SourceFile] = []
         fd_iter = iter(fds)
         try:
             for item in files:
@@ -681,7 +681,7 @@ class Transfers:
                     mtime_ns=int(item.get("mtime_ns", 0)),
                     digest=digest,
                 )
-                sources.append(_SourceFile(entry, fd))
+                sources.append(SourceFile(entry, fd))
         except (StopIteration, KeyError, ValueError, TypeError, OSError) as exc:
             for fd in fds:
                 with contextlib.suppress(OSError):

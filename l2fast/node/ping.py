@@ -25,7 +25,7 @@ from l2fast.errors import LocalProtocolError
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import PingLost, PingReply
 from l2fast.node.ratelimit import ReplyLimiter
-from l2fast.wire.constants import MAX_PAYLOAD
+from l2fast.wire.constants import MAX_PAYLOAD, max_payload
 from l2fast.wire.frames import Frame, Ping, Pong
 
 __all__ = ["PING_HEADER", "PingStats", "Pinger", "RttStats"]
@@ -142,7 +142,7 @@ class Pinger:
         `mtu` (the smaller of ours and the peer's, when known) bounds `size`. Raises
         LocalProtocolError for a size outside 12..MTU-24.
         """
-        limit = MAX_PAYLOAD if mtu is None else mtu - 24
+        limit = MAX_PAYLOAD if mtu is None else max_payload(mtu)
         if not PING_HEADER <= size <= limit:
             raise LocalProtocolError(f"ping size {size} is outside {PING_HEADER}..{limit}")
         seq = self._next_seq

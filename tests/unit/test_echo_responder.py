@@ -5,6 +5,7 @@ drop reasons and the rate limits, against the Python path (`NodeEngine.answer_pi
 from __future__ import annotations
 
 import random
+
 import pytest
 
 from l2fast import native
@@ -19,9 +20,7 @@ BROADCAST = b"\xff" * 6
 MS = 1_000_000
 
 
-def ping(
-    src: bytes = PEER, dst: bytes = US, seq: int = 7, payload: bytes | None = None
-) -> bytes:
+def ping(src: bytes = PEER, dst: bytes = US, seq: int = 7, payload: bytes | None = None) -> bytes:
     if payload is None:
         payload = bytes(range(56))
     return native.build_frame(dst, src, DEFAULT_ETHERTYPE, FrameType.PING, 0, 0, seq, payload)
@@ -37,8 +36,9 @@ def test_pong_is_the_ping_echoed_byte_for_byte() -> None:
     with responder() as r:
         pong = r.handle_frame(frame, 0)
         # What the Python path (runner._answer_ping) builds for the same PING.
-        expected = native.build_frame(PEER, US, DEFAULT_ETHERTYPE, FrameType.PONG, 0, 0,
-                                      0x0102030405060708, payload)
+        expected = native.build_frame(
+            PEER, US, DEFAULT_ETHERTYPE, FrameType.PONG, 0, 0, 0x0102030405060708, payload
+        )
         assert pong == expected
         assert native.parse_frame(pong).verdict is Verdict.OK
         c = r.counters()
@@ -146,7 +146,9 @@ def test_a_real_peer_keeps_its_share_during_a_flood() -> None:
     """Forged MACs evict only within their probe window, so a steady peer's bucket survives
     (or is handed back full): it is never refused more than the global bucket forces."""
     rng = random.Random(11)
-    with responder(rate_global=1e6, burst_global=1e6, rate_per_peer=100.0, burst_per_peer=10.0) as r:
+    with responder(
+        rate_global=1e6, burst_global=1e6, rate_per_peer=100.0, burst_per_peer=10.0
+    ) as r:
         now_ns = 10**12
         real_answered = 0
         for i in range(20_000):

@@ -261,3 +261,143 @@ def test_forked_transfer_workers_leave_the_responder_alone(
     assert sorted(pongs(result)) == sorted(pong_frame(p) for p in pings)
     assert lab.status("h1")["ping_responder"]["thread"] == "c"
     assert lab.stop_daemon("h1") == 0
+
+
+# Runs in h1: two control sockets (keyed on session 7, one of them with the echo exclusion, one
+# with CONTROL's drop-all-bulk and the exclusion) beside a running responder; reports what each
+# saw and what the responder counted.
+SPLIT_RECEIVER = r"""
+import json, time
+from l2fast import native
+from l2fast.native.echo import EchoConfig, EchoResponder
+from l2fast.native import SocketFilter as F
+socks = {name: native.RawSocket.open("eth0") for name in ("plain", "echo_keyed", "echo_all")}
+socks["plain"].set_control_filter({7})
+socks["echo_keyed"].echo_mac = socks["echo_keyed"].mac
+socks["echo_keyed"].set_control_filter({7})
+socks["echo_all"].echo_mac = socks["echo_all"].mac
+socks["echo_all"].set_filter(F.CONTROL)
+for s in socks.values():
+    while s.recv_frames(0, 64):
+        pass  # frames queued before the filter
+mac = socks["plain"].mac
+responder = EchoResponder(EchoConfig(mac=mac, mtu=socks["plain"].mtu))
+responder.start("eth0")
+print("ready", flush=True)
+seen = {k: [] for k in socks}
+deadline = time.monotonic() + 2.0
+while time.monotonic() < deadline:
+    for k, s in socks.items():
+        for f in s.recv_frames(0, 64):
+            seen[k].append(f.hex())
+    time.sleep(0.01)
+c = responder.counters()
+responder.close()
+print(json.dumps({"seen": seen, "rx": c.rx, "answered": c.answered}), flush=True)
+"""
+
+
+def test_control_filter_and_responder_split_the_frames(echo_lab: NodeLab) -> None:
+    """Every frame reaches exactly one of the control socket (with the echo exclusion) and the
+    responder: the PINGs the responder takes are exactly those the control socket drops."""
+    lab = echo_lab
+    h1, h2 = mac_bytes(lab.mac("h1")), mac_bytes(lab.mac("h2"))
+    rx = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("h1"), sys.executable, "-c", SPLIT_RECEIVER],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert rx.stdout is not None
+        assert rx.stdout.readline().strip() == "ready"
+        good_ping = ping_frame(h1, h2, 1, bytes(56))
+        bad_crc_ping = bytearray(ping_frame(h1, h2, 2, bytes(56)))
+        bad_crc_ping[-1] ^= 1
+        other = native.build_frame
+        frames = {
+            "ping": good_ping,
+            "ping_bad_crc": bytes(bad_crc_ping),  # the responder's to count
+            "ping_broadcast": ping_frame(b"\xff" * 6, h2, 3, bytes(56)),
+            "ping_other_dst": ping_frame(b"\x02" + bytes(5), h2, 4, bytes(56)),
+            "ping_short": good_ping[:30],
+            "pong": other(h1, h2, DEFAULT_ETHERTYPE, FrameType.PONG, 0, 0, 5, bytes(12)),
+            "chat": other(h1, h2, DEFAULT_ETHERTYPE, FrameType.CHAT, 0, 9, 6, bytes(16)),
+            "data_7": other(h1, h2, DEFAULT_ETHERTYPE, FrameType.DATA, 0, 7, 7, bytes(16)),
+            "data_8": other(h1, h2, DEFAULT_ETHERTYPE, FrameType.DATA, 0, 8, 8, bytes(16)),
+        }
+        peer_run(
+            lab,
+            {
+                "daemon": h1.hex(),
+                "frames": [f.hex() for f in frames.values()],
+                "gap_s": 0.001,
+                "collect_s": 0.1,
+            },
+        )
+        out = json.loads(rx.communicate(timeout=30)[0].strip().splitlines()[-1])
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+            rx.wait()
+    name_of = {f.hex(): name for name, f in frames.items()}
+
+    def names(key: str) -> set[str]:
+        return {name_of[f] for f in out["seen"][key] if f in name_of}
+
+    taken = {"ping", "ping_bad_crc"}  # PINGs at least a header long, to h1
+    assert names("plain") == set(frames) - {"data_7"}
+    assert names("echo_keyed") == set(frames) - {"data_7"} - taken
+    assert names("echo_all") == set(frames) - {"data_7", "data_8"} - taken
+    assert (out["rx"], out["answered"]) == (len(taken), 1)
+
+
+def test_forked_child_neither_runs_nor_stops_the_responder(echo_lab: NodeLab) -> None:
+    """A child forked from a process with a running responder has no responder thread, and
+    closing it there (or the fork hook) leaves the parent's thread running and answering."""
+    script = r"""
+import json, os, time
+from l2fast import native
+from l2fast.native.echo import EchoConfig, EchoResponder
+info = native.interface_info("eth0")
+r = EchoResponder(EchoConfig(mac=info.mac, mtu=info.mtu))
+r.start("eth0")
+pid = os.fork()
+if pid == 0:
+    # The fork hook already dropped the child's copies; an explicit close must be harmless.
+    ok = not r.running and r._echo is None
+    r.close()
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+time.sleep(0.1)
+print(json.dumps({"child": os.waitstatus_to_exitcode(status), "running": r.running}), flush=True)
+time.sleep(1.5)  # the peer pings now
+c = r.counters()
+t = time.monotonic()
+r.close()
+print(json.dumps({"answered": c.answered, "stop_s": time.monotonic() - t}), flush=True)
+"""
+    lab = echo_lab
+    h1, h2 = mac_bytes(lab.mac("h1")), mac_bytes(lab.mac("h2"))
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("h1"), sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first == {"child": 0, "running": True}
+        pings = [ping_frame(h1, h2, 700 + i, bytes(range(20))) for i in range(5)]
+        result = peer_run(
+            lab, {"daemon": h1.hex(), "frames": [p.hex() for p in pings], "gap_s": 0.002}
+        )
+        assert sorted(pongs(result)) == sorted(pong_frame(p) for p in pings)
+        last = json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert last["answered"] == 5
+    assert last["stop_s"] < 1.0

@@ -182,3 +182,20 @@ def test_verdict_names_follow_the_runner() -> None:
     with responder() as r:
         r.handle_frame(HOSTILE["bad_crc"], 0)
         assert dict(r.counters().verdicts) == {"bad_crc": 1}
+
+
+def test_runner_without_a_raw_socket_keeps_answering_in_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from l2fast.daemon.runner import NodeRunner
+    from l2fast.node.node import NodeEngine
+    from tests.fake_wire import FakeHub
+
+    sock = FakeHub().socket(0)
+    runner = NodeRunner(sock, NodeEngine(sock.mac, "a", sock.mtu, rng=random.Random(1)))
+    with caplog.at_level("INFO", logger="l2fast.daemon"):
+        assert runner.start_echo_responder() is False
+    assert runner.echo is None
+    assert runner.echo_counters() == EchoCounters()
+    assert "answered in the event loop" in caplog.text
+    runner.close()

@@ -349,6 +349,12 @@ static void *echo_main(void *arg)
         }
         if (fds[1].revents)
             break; /* stop requested */
+        if (fds[0].revents & (POLLHUP | POLLNVAL)) {
+            /* Not something a packet socket reports in normal life; polling again would
+             * spin.  The daemon sees the thread gone and answers PINGs in its loop. */
+            exit_code = (fds[0].revents & POLLNVAL) ? -EBADF : -EPIPE;
+            break;
+        }
         if (!(fds[0].revents & (POLLIN | POLLERR)))
             continue;
         bump(&e->c.wakeups);

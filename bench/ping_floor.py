@@ -6,6 +6,9 @@ Python process sends a raw frame and waits for the answer; another, in the other
 echoes every frame it receives, both through the C core's batched I/O. ICMP ping on the same
 veth pair (answered in the kernel's softirq, one wake-up) is measured in the same run.
 
+The same pinger is then answered by the daemon's C echo responder (csrc/echo.c, a thread that
+never enters Python), which is the floor `l2fast ping` against a daemon can reach.
+
 Two figures for the raw echo: from the send to the pinger's wake-up with the answer (user
 space), and from the send to the kernel's receive stamp of the answer (SO_TIMESTAMPNS), which is
 how ping(8) and `l2fast ping` end a round trip: the responder's wake-up is in both, the
@@ -48,6 +51,18 @@ with native.RawSocket.open("eth0") as s:
             s.send_frames([reply])
 """
 
+# The daemon's C echo responder (csrc/echo.c) alone: the same PINGs, answered by its thread.
+ECHO_C = r"""
+import sys, time
+from l2fast import native
+from l2fast.native.echo import EchoConfig, EchoResponder
+info = native.interface_info("eth0")
+with EchoResponder(EchoConfig(mac=info.mac, mtu=info.mtu)) as r:
+    r.start("eth0")
+    print("ready", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
 PING = r"""
 import json, sys, time
 from l2fast import native
@@ -76,6 +91,31 @@ def in_ns(ns: str, *argv: str, **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True, env=env, **kw)  # type: ignore[call-overload]
 
 
+def measure_echo(script: str, h1: str, h2: str, count: int) -> tuple[list[float], list[float]]:
+    """Round trips (user space, kernel stamped) of PINGs from h1 answered by `script` in h2."""
+    echo = in_ns(
+        h2,
+        sys.executable,
+        "-c",
+        script,
+        host_mac(1),
+        str(count * 0.05 + 10),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert echo.stdout is not None
+        if echo.stdout.readline().strip() != "ready":
+            raise SystemExit("the echo process did not start")
+        pinger = in_ns(
+            h1, sys.executable, "-c", PING, host_mac(2), str(count), stdout=subprocess.PIPE
+        )
+        raw, stamped = json.loads(pinger.communicate(timeout=count * 0.05 + 60)[0])
+    finally:
+        echo.kill()
+        echo.wait()
+    return raw, stamped
+
+
 def main() -> int:
     """Build a 2-host lab, measure both echoes, tear the lab down."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,24 +126,8 @@ def main() -> int:
     netns.up(LabSpec(name=name, hosts=2, mtu=args.mtu))
     h1, h2 = f"{name}-h1", f"{name}-h2"
     try:
-        echo = in_ns(
-            h2,
-            sys.executable,
-            "-c",
-            ECHO,
-            host_mac(1),
-            str(args.count * 0.05 + 10),
-            stdout=subprocess.PIPE,
-        )
-        assert echo.stdout is not None
-        if echo.stdout.readline().strip() != "ready":
-            raise SystemExit("the echo process did not start")
-        pinger = in_ns(
-            h1, sys.executable, "-c", PING, host_mac(2), str(args.count), stdout=subprocess.PIPE
-        )
-        raw, stamped = json.loads(pinger.communicate(timeout=args.count * 0.05 + 60)[0])
-        echo.kill()
-        echo.wait()
+        raw, stamped = measure_echo(ECHO, h1, h2, args.count)
+        c_raw, c_stamped = measure_echo(ECHO_C, h1, h2, args.count)
         for i, ns in ((1, h1), (2, h2)):
             subprocess.run(
                 ["ip", "-n", ns, "addr", "add", f"10.97.0.{i}/24", "dev", "eth0"], check=True
@@ -142,6 +166,10 @@ def main() -> int:
         "python_raw_echo_kernel_stamped_median_us": round(statistics.median(stamped), 1)
         if stamped
         else None,
+        "c_responder_median_us": round(statistics.median(c_raw), 1) if c_raw else None,
+        "c_responder_kernel_stamped_median_us": round(statistics.median(c_stamped), 1)
+        if c_stamped
+        else None,
         "icmp_avg_us": round(icmp_avg, 1),
         "icmp_min_us": round(icmp_min, 1),
         "floor_ratio_median_over_icmp_avg": round(statistics.median(raw) / icmp_avg, 2),
@@ -149,6 +177,11 @@ def main() -> int:
             statistics.median(stamped) / icmp_avg, 2
         )
         if stamped
+        else None,
+        "c_responder_ratio_kernel_stamped_median_over_icmp_avg": round(
+            statistics.median(c_stamped) / icmp_avg, 2
+        )
+        if c_stamped
         else None,
         "load_average": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -22,6 +22,7 @@
 #include <linux/filter.h>
 #include <linux/if_packet.h>
 
+#include "echo.h"
 #include "l2fast_core.h"
 
 /* Frames per sendmmsg/recvmmsg call: bounded so the message arrays live on the stack (~13 KiB)
@@ -293,6 +294,8 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops)
 #define FRAME_DATA 0x20
 #define FRAME_FEEDBACK 0x21
 #define FILTER_CONTROL_HEAD 11 /* instructions before the session list */
+#define FILTER_ECHO_LEN 7      /* instructions that drop the echo responder's PINGs */
+#define FRAME_PING 0x38
 
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
 {
@@ -345,18 +348,22 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
     return 0;
 }
 
-int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n)
+/* The controller's filter (l2f_sock_filter_control, and l2f_sock_filter_control_echo when a C
+ * echo responder serves the node).  With echo_mac, PINGs at least a header long addressed to it
+ * are dropped: the responder's socket takes exactly those (echo.c attach_ping_filter).  With
+ * all_bulk, every DATA and FEEDBACK is dropped; otherwise those of the n sessions only. */
+static int attach_control_filter(int32_t fd, const uint32_t *sessions, uint32_t n, int all_bulk,
+                                 const uint8_t *echo_mac)
 {
     if (fd < 0)
         return -EBADF;
     if (n > L2F_FILTER_MAX_SESSIONS || (n > 0 && !sessions))
         return -L2F_E_ARG;
-    /* Like L2F_FILTER_CONTROL, except that only DATA and FEEDBACK of the listed sessions (the
-     * ones whose frames data-path sockets consume) are dropped; those of any other session
-     * reach the controller, which counts them. Each session costs a compare and a return, so
-     * every jump is at most one instruction forward (classic BPF jump offsets are 8 bits). */
-    struct sock_filter prog_buf[FILTER_CONTROL_HEAD + 2 * L2F_FILTER_MAX_SESSIONS + 1];
-    struct sock_filter head[FILTER_CONTROL_HEAD] = {
+    /* Each session costs a compare and a return, so every jump is at most one instruction
+     * forward (classic BPF jump offsets are 8 bits). */
+    struct sock_filter prog_buf[FILTER_CONTROL_HEAD + FILTER_ECHO_LEN + 2 * L2F_FILTER_MAX_SESSIONS +
+                                2];
+    struct sock_filter head[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
         BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* too short for a header: the parser counts */
@@ -364,27 +371,69 @@ int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n)
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* no magic: the parser counts bad_magic */
         BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+    };
+    uint32_t len = 0;
+    for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+        prog_buf[len++] = head[i];
+    if (echo_mac) {
+        uint32_t mac_hi = (uint32_t)echo_mac[0] << 24 | (uint32_t)echo_mac[1] << 16 |
+                          (uint32_t)echo_mac[2] << 8 | echo_mac[3];
+        uint32_t mac_lo = (uint32_t)echo_mac[4] << 8 | echo_mac[5];
+        /* Not taken: on to the type reload at the block's end (the MAC loads replace A). */
+        struct sock_filter echo[FILTER_ECHO_LEN] = {
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 5),
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), /* destination MAC bytes 0..3 */
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_hi, 0, 3),
+            BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 4), /* bytes 4..5 */
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_lo, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, 0), /* the echo responder's */
+            BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+        };
+        for (uint32_t i = 0; i < FILTER_ECHO_LEN; i++)
+            prog_buf[len++] = echo[i];
+    }
+    struct sock_filter bulk[] = {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_FEEDBACK, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT), /* neither DATA nor FEEDBACK */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, FILTER_SESSION_OFF), /* in network order */
     };
-    uint32_t len = 0;
-    for (uint32_t i = 0; i < FILTER_CONTROL_HEAD; i++)
-        prog_buf[len++] = head[i];
-    for (uint32_t i = 0; i < n; i++) {
-        struct sock_filter cmp = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, sessions[i], 0, 1);
-        struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
-        prog_buf[len++] = cmp;
+    for (size_t i = 0; i < sizeof bulk / sizeof bulk[0]; i++)
+        prog_buf[len++] = bulk[i];
+    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    if (all_bulk) {
         prog_buf[len++] = drop;
+    } else {
+        struct sock_filter load_session = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, FILTER_SESSION_OFF);
+        prog_buf[len++] = load_session; /* in network order */
+        for (uint32_t i = 0; i < n; i++) {
+            struct sock_filter cmp = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, sessions[i], 0, 1);
+            prog_buf[len++] = cmp;
+            prog_buf[len++] = drop;
+        }
+        struct sock_filter accept = BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT);
+        prog_buf[len++] = accept;
     }
-    struct sock_filter accept = BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT);
-    prog_buf[len++] = accept;
     struct sock_fprog prog = {.len = (unsigned short)len, .filter = prog_buf};
     /* SO_ATTACH_FILTER swaps the program atomically: no frame sees the socket unfiltered. */
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
         return -errno;
     return 0;
+}
+
+int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n)
+{
+    /* Like L2F_FILTER_CONTROL, except that only DATA and FEEDBACK of the listed sessions (the
+     * ones whose frames data-path sockets consume) are dropped; those of any other session
+     * reach the controller, which counts them. */
+    return attach_control_filter(fd, sessions, n, 0, NULL);
+}
+
+int l2f_sock_filter_control_echo(int32_t fd, const uint32_t *sessions, uint32_t n,
+                                 int32_t all_bulk, const uint8_t *mac)
+{
+    if (!mac)
+        return -L2F_E_ARG;
+    return attach_control_filter(fd, sessions, n, all_bulk != 0, mac);
 }
 
 int l2f_close(int32_t fd)

@@ -2,9 +2,12 @@
 
 The process owns one raw socket and one selector loop (`NodeRunner`): frames, the engine's
 timers, the control socket and its clients, and the signal wake-up all arrive there, so nothing
-needs a lock. The control socket's abstract name (`@l2fast/<ifname>`) is scoped to the network
-namespace, which makes it the single-instance lock too: a second daemon on the same interface in
-the same namespace cannot bind it and refuses to start.
+needs a lock. The one other thread is the C echo responder (`l2fast.native.echo`), which
+answers PINGs on a socket of its own and shares only counters with the loop.
+
+The control socket's abstract name (`@l2fast/<ifname>`) is scoped to the network namespace,
+which makes it the single-instance lock too: a second daemon on the same interface in the same
+namespace cannot bind it and refuses to start.
 
 SIGINT and SIGTERM stop it cleanly: sessions are closed in order (briefly waiting for the
 peers' acknowledgements), clients are disconnected, the socket is closed, exit status 0.
@@ -228,6 +231,9 @@ def run_daemon(options: DaemonOptions) -> int:
     # From the first turn on, only the sessions carrying a transfer lose their DATA and
     # FEEDBACK in the kernel; any other's are counted (no_transfer).
     daemon.runner.on_bulk_sessions = keyed_control_filter(sock)
+    # PINGs are answered by a C thread, outside this loop and the GIL (the round trip a peer
+    # measures); if it cannot start, the loop answers them and the log says why.
+    daemon.runner.start_echo_responder()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

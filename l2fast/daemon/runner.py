@@ -25,6 +25,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import selectors
 import time
 from collections import Counter, deque
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 from l2fast import native
 from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.native import RxArena
+from l2fast.native.echo import EchoConfig, EchoCounters, EchoResponder
 from l2fast.node.events import Event
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import ETH_HLEN, FrameInfo, FrameType, Verdict
@@ -190,6 +192,10 @@ class NodeRunner:
         #: leaves (the daemon re-keys its socket filter: `RawSocket.set_control_filter`).
         self.on_bulk_sessions: Callable[[frozenset[int]], None] | None = None
         self._bulk_version = -1
+        #: The C thread answering PINGs (`start_echo_responder`), or None: the loop answers.
+        self.echo: EchoResponder | None = None
+        # Totals of a responder that stopped (the loop answers again), kept for `status`.
+        self._echo_past = EchoCounters()
         self._closed = False
 
     # --- time --------------------------------------------------------------------------------
@@ -272,6 +278,8 @@ class NodeRunner:
         # Whatever the owner asked of the engine since the last turn goes out before waiting
         # (a HELLO stamped now and sent a second later would read as a 1 s round trip).
         self.flush()
+        if self.echo is not None and not self.echo.running:
+            self._echo_failed()
         timeout = self._next_wake(self.now(), max_wait)
         for key, mask in self.selector.select(timeout):
             watch: _Watch = key.data
@@ -467,11 +475,110 @@ class NodeRunner:
         self._bulk_version = version
         self.on_bulk_sessions(self.engine.bulk_sessions())
 
+    # --- the C echo responder --------------------------------------------------------------
+
+    def start_echo_responder(self) -> bool:
+        """Answer PINGs from a C thread from now on (`l2fast.native.echo`); True if it runs.
+
+        The socket's filters stop passing PINGs addressed to us first, then the thread starts:
+        a PING arriving in between goes unanswered, like a lost frame, rather than answered
+        twice. The keyed control filter is re-applied before the next frame leaves
+        (`on_bulk_sessions`). When the responder cannot start (no raw socket of ours, a
+        kernel that refuses it, or `L2FAST_ECHO=python`), the loop keeps answering PINGs, as
+        it does without a daemon, and the reason is logged.
+        """
+        sock = self.sock
+        if self.echo is not None:
+            return True
+        if os.environ.get("L2FAST_ECHO", "c") == "python":
+            log.info("PINGs are answered in the event loop (L2FAST_ECHO=python)")
+            return False
+        if not isinstance(sock, native.RawSocket):
+            log.info("PINGs are answered in the event loop (not a raw socket of ours)")
+            return False
+        cfg = self.engine.config
+        try:
+            responder = EchoResponder(
+                EchoConfig(
+                    mac=sock.mac,
+                    mtu=sock.mtu,
+                    ethertype=sock.ethertype,
+                    rate_per_peer=cfg.pong_rate_per_peer,
+                    burst_per_peer=cfg.pong_burst_per_peer,
+                    rate_global=cfg.pong_rate_global,
+                    burst_global=cfg.pong_burst_global,
+                    qdisc_bypass=os.environ.get("L2FAST_QDISC_BYPASS", "1") != "0",
+                )
+            )
+        except (L2fastError, ValueError) as exc:
+            log.warning("PINGs are answered in the event loop: %s", exc)
+            return False
+        try:
+            sock.echo_mac = sock.mac
+            sock.set_filter(native.SocketFilter.CONTROL)
+            responder.start(sock.ifname)
+        except L2fastError as exc:
+            responder.close()
+            self._answer_pings_here()
+            log.warning("PINGs are answered in the event loop: %s", exc.message)
+            return False
+        self._bulk_version = -1  # re-key the owner's filter, now without our PINGs
+        self.echo = responder
+        log.info("PINGs to %s are answered by a C thread", sock.ifname)
+        return True
+
+    def _answer_pings_here(self) -> None:
+        # The control socket takes PINGs again (the keyed filter follows on the next flush).
+        sock = self.sock
+        if isinstance(sock, native.RawSocket) and sock.echo_mac is not None:
+            sock.echo_mac = None
+            try:
+                sock.set_filter(native.SocketFilter.CONTROL)
+            except L2fastError as exc:
+                log.error("could not let PINGs through to the event loop: %s", exc.message)
+            self._bulk_version = -1
+
+    def _echo_failed(self) -> None:
+        echo = self.echo
+        assert echo is not None
+        log.error(
+            "the echo responder stopped (%s): PINGs are answered in the event loop",
+            echo.exit_error or "no reason given",
+        )
+        self.stop_echo_responder()
+
+    def stop_echo_responder(self) -> None:
+        """Stop the C responder (if any) and answer PINGs in the loop; its counts are kept."""
+        echo, self.echo = self.echo, None
+        if echo is None:
+            return
+        self._answer_pings_here()
+        with contextlib.suppress(L2fastError):
+            packets, drops = echo.kernel_stats()
+            self.counters["kernel_packets"] += packets
+            self.counters["kernel_drops"] += drops
+        echo.close()
+        self._echo_past = _sum_counters(self._echo_past, echo.counters())
+
+    def echo_counters(self) -> EchoCounters:
+        """What C responders of this runner counted (all zeros if none ever ran)."""
+        if self.echo is None:
+            return self._echo_past
+        return _sum_counters(self._echo_past, self.echo.counters())
+
     # --- counters ------------------------------------------------------------------------------
 
     def poll_kernel_stats(self) -> None:
-        """Add the kernel's receive counters (PACKET_STATISTICS) since the last call."""
+        """Add the kernel's receive counters (PACKET_STATISTICS) since the last call, of the
+        echo responder's socket too."""
         packets, drops = self.sock.stats()
+        if self.echo is not None:
+            try:
+                echo_packets, echo_drops = self.echo.kernel_stats()
+            except L2fastError:
+                echo_packets = echo_drops = 0
+            packets += echo_packets
+            drops += echo_drops
         self.counters["kernel_packets"] += packets
         self.counters["kernel_drops"] += drops
 
@@ -480,5 +587,17 @@ class NodeRunner:
         if self._closed:
             return
         self._closed = True
+        self.stop_echo_responder()
         self.selector.close()
         self.sock.close()
+
+
+def _sum_counters(a: EchoCounters, b: EchoCounters) -> EchoCounters:
+    verdicts = Counter(dict(a.verdicts))
+    verdicts.update(dict(b.verdicts))
+    scalars = {
+        f: getattr(a, f) + getattr(b, f)
+        for f in EchoCounters.__dataclass_fields__
+        if f != "verdicts"
+    }
+    return EchoCounters(**scalars, verdicts=tuple(sorted(verdicts.items())))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -182,19 +182,31 @@ class NodeService:
         """Everything `l2fast status` shows."""
         engine, runner = self.engine, self.runner
         runner.poll_kernel_stats()
-        drops = dict.fromkeys(DROP_REASONS, 0)
+        # PINGs the C responder answered or dropped never reached the loop: its counts are
+        # folded in, so the totals read the same whichever answered (issue 6).
+        echo = runner.echo_counters()
+        drops = Counter(dict.fromkeys(DROP_REASONS, 0))
         drops.update(engine.drops)
+        drops.update(echo.drops())
         counters = {
-            "frames_in": runner.counters["rx_frames"],
-            "frames_out": runner.counters["tx_frames"],
-            "frames_accepted": engine.counters["frames_in"],
+            "frames_in": runner.counters["rx_frames"] + echo.rx,
+            "frames_out": runner.counters["tx_frames"] + echo.tx,
+            "frames_accepted": engine.counters["frames_in"] + echo.accepted,
             "frames_dropped": sum(drops.values()),
             "kernel_packets": runner.counters["kernel_packets"],
             "kernel_drops": runner.counters["kernel_drops"],
             "tx_backpressure": runner.counters["tx_backpressure"],
             "tx_overflow": runner.counters["tx_overflow"],
-            "tx_dropped": runner.counters["tx_dropped"],
-            "link_errors": runner.counters["sending_errors"] + runner.counters["receiving_errors"],
+            "tx_dropped": runner.counters["tx_dropped"] + echo.tx_errors,
+            "link_errors": runner.counters["sending_errors"]
+            + runner.counters["receiving_errors"]
+            + echo.recv_errors,
+        }
+        ping_responder = {
+            "thread": "c" if runner.echo is not None else "event_loop",
+            "answered": echo.answered,
+            "rate_limited": echo.rate_limited,
+            "peers_evicted": echo.peers_evicted,
         }
         out: dict[str, Any] = {
             "interface": runner.sock.ifname,
@@ -209,6 +221,7 @@ class NodeService:
             "sessions": [self._session_json(s) for s in engine.sessions()],
             "counters": counters,
             "drops": dict(sorted(drops.items())),
+            "ping_responder": ping_responder,
             "chat_history": len(self.history),
             "transfers": self.transfers.status(),
             "received": list(self.transfers.history)[-10:],

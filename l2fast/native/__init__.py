@@ -554,6 +554,9 @@ class RawSocket:
         self.mtu = mtu
         self.ethertype = ethertype
         self._rx: RxArena | None = None
+        #: Set while a C echo responder (`l2fast.native.echo`) answers PINGs to this MAC: the
+        #: CONTROL and keyed control filters then also drop those PINGs, so each gets one PONG.
+        self.echo_mac: bytes | None = None
 
     @classmethod
     def open(
@@ -741,7 +744,11 @@ class RawSocket:
         before the call are not filtered.
         """
         _check_uint("session", session, 32)
-        _check(_lib.l2f_sock_filter(self._fd(), int(mode), session), f"filtering {self.ifname!r}")
+        if mode is SocketFilter.CONTROL and self.echo_mac is not None:
+            rc = _lib.l2f_sock_filter_control_echo(self._fd(), _ffi.NULL, 0, 1, self.echo_mac)
+        else:
+            rc = _lib.l2f_sock_filter(self._fd(), int(mode), session)
+        _check(rc, f"filtering {self.ifname!r}")
 
     def set_control_filter(self, bulk_sessions: Collection[int]) -> None:
         """The controller's filter keyed on sessions: drop DATA and FEEDBACK of `bulk_sessions`
@@ -756,7 +763,12 @@ class RawSocket:
         for session in bulk_sessions:
             _check_uint("session", session, 32)
         ids = _ffi.new("uint32_t[]", sorted(bulk_sessions)) if bulk_sessions else _ffi.NULL
-        rc = _lib.l2f_sock_filter_control(self._fd(), ids, len(bulk_sessions))
+        if self.echo_mac is not None:
+            rc = _lib.l2f_sock_filter_control_echo(
+                self._fd(), ids, len(bulk_sessions), 0, self.echo_mac
+            )
+        else:
+            rc = _lib.l2f_sock_filter_control(self._fd(), ids, len(bulk_sessions))
         _check(rc, f"filtering {self.ifname!r}")
 
     def fileno(self) -> int:

@@ -2,7 +2,8 @@
 # Build a libFuzzer target with ASan + UBSan into tests/fuzz/build/.
 # Usage: tests/fuzz/build.sh [TARGET]   (needs clang with the libFuzzer runtime: libclang-rt-14-dev)
 #   TARGET: fuzz_parse_batch (default: the C frame parser) or fuzz_rxwindow (the receive path's
-#   window, rings and writer, fed by a socketpair and a scribbling "other process")
+#   window, rings and writer, fed by a socketpair and a scribbling "other process"), or fuzz_echo
+#   (the echo responder's per-frame decision and rate limits)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -11,6 +12,7 @@ target="${1:-fuzz_parse_batch}"
 case "$target" in
   fuzz_parse_batch) units=(frame.c crc32c.c) ;;   # no socket I/O
   fuzz_rxwindow) units=(rxpath.c ring.c writer.c frame.c crc32c.c) ;;
+  fuzz_echo) units=(echo.c rawsock.c frame.c crc32c.c) ;;   # the decision only: no socket opened
   *) echo "fuzz: unknown target $target" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
@@ -29,5 +31,5 @@ fi
 "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -Wall -Wextra -Werror -I"$root/csrc" \
   "$here/$target.c" "${units[@]/#/$root/csrc/}" \
-  -o "$out/$target"
+  -lpthread -o "$out/$target"
 echo "built $out/$target"

@@ -4,8 +4,10 @@
 - `fuzz_rxwindow`: the receive path's bookkeeping (tests/fuzz/fuzz_rxwindow.c): the receive
   window, ring publish/reclaim, FEEDBACK and the writers, with frames from a hostile wire and a
   process scribbling on the shared rings.
+- `fuzz_echo`: the echo responder's per-frame decision (tests/fuzz/fuzz_echo.c): PONGs echo
+  their PING byte for byte, every frame lands in exactly one counter, the rate limits hold.
 
-Both are built with ASan and UBSan. `make fuzz` (or `tests/fuzz/run.sh SECONDS [TARGET]`) runs
+All are built with ASan and UBSan. `make fuzz` (or `tests/fuzz/run.sh SECONDS [TARGET]`) runs
 them for longer; this keeps every test run fuzzing a little. Any finding (crash, sanitizer
 report, broken invariant, timeout) fails the test, with the input left in tests/fuzz/build/.
 """
@@ -22,6 +24,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 RUN = HERE / "run.sh"
 FUZZ_SECONDS = 15
+# Targets fuzzed for less (their input space is small): seconds per run.
+FUZZ_SECONDS_FOR = {"fuzz_echo": 10}
 ARTIFACTS = ("crash-*", "leak-*", "timeout-*", "oom-*", "slow-unit-*")
 
 
@@ -47,7 +51,7 @@ def _artifacts() -> set[Path]:
     return {p for pattern in ARTIFACTS for p in (HERE / "build").glob(pattern)}
 
 
-@pytest.mark.parametrize("target", ["fuzz_parse_batch", "fuzz_rxwindow"])
+@pytest.mark.parametrize("target", ["fuzz_parse_batch", "fuzz_rxwindow", "fuzz_echo"])
 def test_fuzz_target_runs_clean(target: str) -> None:
     missing = _libfuzzer_missing()
     if missing is not None:
@@ -55,11 +59,12 @@ def test_fuzz_target_runs_clean(target: str) -> None:
             pytest.fail(f"CI must fuzz: {missing}")
         pytest.skip(missing)
     before = _artifacts()
+    seconds = FUZZ_SECONDS_FOR.get(target, FUZZ_SECONDS)
     proc = subprocess.run(
-        [str(RUN), str(FUZZ_SECONDS), target],
+        [str(RUN), str(seconds), target],
         capture_output=True,
         text=True,
-        timeout=FUZZ_SECONDS + 240,  # includes the build
+        timeout=seconds + 240,  # includes the build
         check=False,
     )
     new = sorted(_artifacts() - before)

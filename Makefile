@@ -29,7 +29,7 @@ $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h csrc/*.py)
 	@$(MAKE) --no-print-directory system-deps
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "l2fast needs Python >= 3.11, found " + sys.version.split()[0])'
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check --upgrade cffi 'setuptools>=68' wheel
+	$(VPY) -m pip install -q --disable-pip-version-check --upgrade cffi 'setuptools>=77' wheel
 	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 

@@ -422,23 +422,28 @@ class NodeRunner:
             self._link_errors.discard(direction)
             log.info("%s on %s works again", direction, self.sock.ifname)
 
-    def _send_backlog(self) -> None:
+    def _send_backlog(self) -> float | None:
+        """Send the backlog; the clock right before the first send call, None if none ran."""
+        first_send: float | None = None
         while self._tx_backlog:
             batch = list(itertools.islice(self._tx_backlog, RX_BATCH))
+            if first_send is None:
+                first_send = self.now()
             try:
                 took = self.sock.send_frames(batch)
             except L2fastError as exc:
                 self._link_trouble("sending", exc)
                 self.counters["tx_dropped"] += len(self._tx_backlog)
                 self._tx_backlog.clear()
-                return
+                return first_send
             self._link_trouble("sending", None)
             self.counters["tx_frames"] += took
             for _ in range(took):
                 self._tx_backlog.popleft()
             if took < len(batch):
                 self.counters["tx_backpressure"] += 1
-                return  # the kernel queue is full: retry on the next turn
+                return first_send  # the kernel queue is full: retry on the next turn
+        return first_send
 
     def flush(self) -> None:
         """Send every frame the engine has for the wire and dispatch every event it has."""
@@ -453,11 +458,14 @@ class NodeRunner:
             for _ in range(max(0, overflow)):
                 self._tx_backlog.popleft()
                 self.counters["tx_overflow"] += 1
+            # A PING's round trip starts right before the send system call, as ping(8)'s
+            # does: the clock is read there and handed to the engine once the call is done,
+            # so neither the engine's bookkeeping nor the encoding counts as network time. (If
+            # the kernel pushes back, the frame leaves later and the round trip reads longer,
+            # never shorter.)
+            sent_at = self._send_backlog()
             if frames:
-                # Encoded: a PING's round trip starts now, at the send (if the kernel pushes
-                # back it leaves later, and the round trip reads longer, never shorter).
-                self.engine.frames_sent(self.now())
-            self._send_backlog()
+                self.engine.frames_sent(sent_at if sent_at is not None else self.now())
             dispatched = False
             while (event := self.engine.next_event()) is not None:
                 dispatched = True

@@ -228,3 +228,38 @@ def test_unanswered_ping_is_announced_after_the_notice_delay(hub: FakeHub) -> No
     assert client.events() == ["start", "sent"]
     job.cancel()
     a.close()
+
+
+def test_runner_stamps_a_ping_right_before_its_send_call(hub: FakeHub) -> None:
+    # Every clock read advances this clock by 1 ms and the engine's bookkeeping by 5 ms, so
+    # the stamp the engine gets tells which read it was: it must be the clock's reading right
+    # before the send system call, with neither the bookkeeping nor the encoding before it.
+    ticks = [100.0]
+
+    def ticking() -> float:
+        ticks[0] += 0.001
+        return ticks[0]
+
+    a_sock, b_sock = hub.socket(1), hub.socket(2)
+    engine = NodeEngine(a_sock.mac, "alpha", 1500, rng=random.Random(1))
+    runner = NodeRunner(a_sock, engine, clock=ticking)
+    at_send: list[float] = []
+    stamps: list[float] = []
+    real_send, real_sent = a_sock.send_frames, engine.frames_sent
+
+    def send_frames(frames: list[bytes]) -> int:
+        at_send.append(ticks[0])  # the clock's last reading before this call
+        return real_send(frames)
+
+    def frames_sent(now: float) -> None:
+        stamps.append(now)
+        real_sent(now)
+        ticks[0] += 0.005  # the engine's bookkeeping takes time: it must not be in the trip
+
+    a_sock.send_frames = send_frames  # type: ignore[method-assign]
+    engine.frames_sent = frames_sent  # type: ignore[method-assign]
+    engine.ping(b_sock.mac, runner.now())
+    runner.flush()
+    assert len(a_sock.sent) == 1 and native.parse_frame(a_sock.sent[0]).type == FrameType.PING
+    assert stamps == at_send
+    runner.close()

@@ -60,6 +60,13 @@ def status_lines(s: dict[str, Any]) -> list[str]:
         f"  dropped {c['frames_dropped']}"
     )
     lines.append(f"kernel     packets {c['kernel_packets']}  drops {c['kernel_drops']}")
+    echo = s.get("ping_responder")
+    if echo:
+        where = "C thread" if echo["thread"] == "c" else "event loop"
+        lines.append(
+            f"pings      answered {echo['answered']} ({where})  rate-limited "
+            f"{echo['rate_limited']}  peers evicted {echo['peers_evicted']}"
+        )
     drops = s["drops"]
     lines.append("drops      " + "  ".join(f"{k} {v}" for k, v in drops.items()))
     lines.append(f"chat       {s['chat_history']} messages received (l2fast chat --history)")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from l2fast.commands.status import status_lines
 from l2fast.daemon import service
 from l2fast.daemon.client import DaemonClient
 from l2fast.daemon.control import ControlClient, ControlRefused, control_address
@@ -99,6 +100,12 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     assert (status["recv_dir"], status["accept"]) == ("/tmp", "none")
     assert status["transfers"] == []
     assert status["control"]["clients"] == 1 and status["control"]["refused"] == 0
+    # The text form carries the same: every drop reason and the PING responder's counts.
+    text = "\n".join(status_lines(status))
+    assert all(reason in text for reason in service.DROP_REASONS)
+    echo = status["ping_responder"]
+    assert f"answered {echo['answered']} (event loop)" in text  # a fake socket: no C thread
+    assert f"rate-limited {echo['rate_limited']}" in text
 
 
 def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -> None:

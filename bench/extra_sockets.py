@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""What other packet sockets bound to l2fast's EtherType cost a bulk receiver, on a veth pair.
+
+A receiving daemon has, besides the socket of a transfer's receive process, its control socket
+and its PING responder's socket, all bound to the same EtherType on the same interface. The
+kernel hands every arriving frame to each of them in turn (their filters drop what is not
+theirs), in the veth receive softirq, which runs on the sending CPU: the bottleneck of a bulk
+transfer at MTU 1500. And every socket but the last one offered the frame gets it shared, so
+the one that accepts it must clone the skb; the last one offered is the oldest socket.
+
+This measures the raw blast (`python -m l2fast.rawblast`, as compare.py's raw ceiling) into a
+counting socket with 0 or 2 extra sockets in the receiving namespace, each filtered as the
+daemon's control socket is during a transfer (`set_control_filter` keyed on the blast's
+session: its DATA is dropped there), opened either before the counting socket (`older`: the
+daemon's case, so the counting socket clones every frame) or after it (`newer`: no clone, only
+the extra deliveries). The cases run interleaved, `--reps` times each.
+
+    sudo .venv/bin/python bench/extra_sockets.py [--mtu 1500] [--seconds 3] [--reps 3]
+
+Prints one JSON object: frames/s per case (median, all runs) and the ratio to no extra socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from l2fast.lab import netns  # noqa: E402
+from l2fast.lab.state import LabSpec, host_mac  # noqa: E402
+from l2fast.rawblast import BLAST_SESSION  # noqa: E402
+
+EXTRAS = r"""
+import sys, time
+from l2fast import native
+socks = [native.RawSocket.open("eth0") for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.set_control_filter([int(sys.argv[2])])  # drop the blast, as for a transfer's session
+print("ready", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+CASES = ("none", "older", "newer")
+
+
+def in_ns(ns: str, *argv: str, **kw: object) -> subprocess.Popen[str]:
+    """A process inside namespace `ns`, with the repository importable."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True, env=env, **kw)  # type: ignore[call-overload]
+
+
+def start_extras(ns: str, n: int, seconds: float) -> subprocess.Popen[str]:
+    proc = in_ns(
+        ns, sys.executable, "-c", EXTRAS, str(n), str(BLAST_SESSION), str(seconds),
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit("the extra sockets did not open")
+    return proc
+
+
+def one_run(h1: str, h2: str, case: str, seconds: float) -> float:
+    """Frames per second the counting socket received in one blast."""
+    extras = start_extras(h2, 2, seconds + 15) if case == "older" else None
+    rx = in_ns(
+        h2, sys.executable, "-m", "l2fast.rawblast", "rx", "--wait", "10",
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert rx.stdout is not None
+        if json.loads(rx.stdout.readline()) != {"ready": True}:
+            raise SystemExit("the blast receiver did not start")
+        if case == "newer":
+            extras = start_extras(h2, 2, seconds + 15)
+        subprocess.run(
+            ["ip", "netns", "exec", h1, sys.executable, "-m", "l2fast.rawblast", "tx",
+             "--dst", host_mac(2), "--seconds", str(seconds)],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True,
+            timeout=seconds + 30,
+        )  # fmt: skip
+        out, _ = rx.communicate(timeout=30)
+        got = json.loads(out.strip().splitlines()[-1])
+        if not got["frames"]:
+            raise SystemExit(f"nothing arrived ({got})")
+        return float(got["frames_per_s"])
+    finally:
+        for proc in (rx, extras):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def main() -> int:
+    """Build a 2-host lab, run the cases interleaved, tear the lab down."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mtu", type=int, default=1500)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one blast")
+    parser.add_argument("--reps", type=int, default=3, help="runs of each case")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces, raw sockets): run it with sudo")
+    name = f"xs{os.getpid() % 100000}"
+    netns.up(LabSpec(name=name, hosts=2, mtu=args.mtu))
+    runs: dict[str, list[float]] = {c: [] for c in CASES}
+    try:
+        for _ in range(args.reps):
+            for case in CASES:
+                runs[case].append(one_run(f"{name}-h1", f"{name}-h2", case, args.seconds))
+    finally:
+        netns.down(name)
+    base = statistics.median(runs["none"])
+    result = {
+        "mtu": args.mtu,
+        "seconds": args.seconds,
+        "frames_per_s_median": {c: round(statistics.median(v)) for c, v in runs.items()},
+        "frames_per_s_runs": {c: [round(x) for x in v] for c, v in runs.items()},
+        "ratio_to_none": {c: round(statistics.median(v) / base, 3) for c, v in runs.items()},
+        "load_average": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

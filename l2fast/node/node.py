@@ -535,7 +535,8 @@ class NodeEngine:
         return out
 
     def frames_sent(self, now: float) -> None:
-        """The adapter is about to send (system call next) what `frames_to_send` returned.
+        """The adapter sends what `frames_to_send` returned; `now` is its clock reading right
+        before the send system call (it may report after the call, with that earlier time).
 
         Optional: without it a PING's round trip starts at `frames_to_send`; with it, at the
         send itself, so the adapter's encoding is not counted as network time.

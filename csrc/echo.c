@@ -15,7 +15,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <math.h>
@@ -41,11 +40,6 @@
 #define PEER_PROBES 8
 #define RCVBUF_BYTES (4 << 20)
 #define SNDBUF_BYTES (1 << 20)
-/* Frames offsets the filter reads (PROTOCOL.md §Header, after the 14-byte Ethernet header);
- * the control socket's filter (rawsock.c l2f_sock_filter_control_echo) drops the same set. */
-#define OFF_MAGIC L2F_ETH_HLEN
-#define OFF_TYPE (L2F_ETH_HLEN + 3)
-#define FILTER_ACCEPT 0x40000u
 
 struct bucket {
     double tokens;
@@ -378,34 +372,6 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
-static int attach_ping_filter(int fd, const uint8_t mac[6])
-{
-    uint32_t mac_hi = (uint32_t)mac[0] << 24 | (uint32_t)mac[1] << 16 | (uint32_t)mac[2] << 8 |
-                      mac[3];
-    uint32_t mac_lo = (uint32_t)mac[4] << 8 | mac[5];
-    /* A PING at least a header long, addressed to us; anything else stays with the control
-     * socket, whose filter drops exactly this set (so each frame is counted once).  Jumps go
-     * to "drop" at index 10 unless taken. */
-    struct sock_filter prog[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 0, 8),
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, OFF_MAGIC),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 0, 6),
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, OFF_TYPE),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 4),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), /* destination MAC, bytes 0..3, network order */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_hi, 0, 2),
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 4), /* bytes 4..5 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_lo, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, 0),
-        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT),
-    };
-    struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
-        return -errno;
-    return 0;
-}
-
 static void set_buffer(int fd, int force_opt, int opt, int bytes)
 {
     /* FORCE needs CAP_NET_ADMIN; without it the kernel caps the plain option, which is enough
@@ -425,7 +391,7 @@ static int open_socket(struct l2f_echo *e, const char *ifname)
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
-    int rc = attach_ping_filter(fd, e->cfg.mac);
+    int rc = l2f_sock_filter_echo(fd, e->cfg.mac);
     if (rc < 0)
         goto fail;
     set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, RCVBUF_BYTES);

@@ -109,6 +109,11 @@ int l2f_echo_stop(struct l2f_echo *e);
 /* Stop if needed and free; NULL is accepted. */
 void l2f_echo_free(struct l2f_echo *e);
 
+/* The responder's own socket filter: keep only PINGs at least a header long addressed to mac
+ * (the set l2f_sock_filter_control_echo drops).  Defined in rawsock.c beside that filter, so
+ * the two complementary programs are read together.  Returns 0 or -errno. */
+int l2f_sock_filter_echo(int32_t fd, const uint8_t *mac);
+
 /* The control socket's filter when this responder serves the node: as l2f_sock_filter_control
  * (drop DATA and FEEDBACK of the n listed sessions; with all_bulk set, drop every DATA and
  * FEEDBACK instead, as L2F_FILTER_CONTROL does), and also drop every frame the responder's

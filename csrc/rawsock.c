@@ -348,6 +348,17 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
     return 0;
 }
 
+/* A MAC as the two loads a filter compares it with: bytes 0..3 and 4..5, in network order. */
+static uint32_t mac_high(const uint8_t *mac)
+{
+    return (uint32_t)mac[0] << 24 | (uint32_t)mac[1] << 16 | (uint32_t)mac[2] << 8 | mac[3];
+}
+
+static uint32_t mac_low(const uint8_t *mac)
+{
+    return (uint32_t)mac[4] << 8 | mac[5];
+}
+
 /* The controller's filter (l2f_sock_filter_control, and l2f_sock_filter_control_echo when a C
  * echo responder serves the node).  With echo_mac, PINGs at least a header long addressed to it
  * are dropped: the responder's socket takes exactly those (echo.c attach_ping_filter).  With
@@ -376,9 +387,7 @@ static int attach_control_filter(int32_t fd, const uint32_t *sessions, uint32_t 
     for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
         prog_buf[len++] = head[i];
     if (echo_mac) {
-        uint32_t mac_hi = (uint32_t)echo_mac[0] << 24 | (uint32_t)echo_mac[1] << 16 |
-                          (uint32_t)echo_mac[2] << 8 | echo_mac[3];
-        uint32_t mac_lo = (uint32_t)echo_mac[4] << 8 | echo_mac[5];
+        uint32_t mac_hi = mac_high(echo_mac), mac_lo = mac_low(echo_mac);
         /* Not taken: on to the type reload at the block's end (the MAC loads replace A). */
         struct sock_filter echo[FILTER_ECHO_LEN] = {
             BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 5),
@@ -426,6 +435,35 @@ int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n)
      * ones whose frames data-path sockets consume) are dropped; those of any other session
      * reach the controller, which counts them. */
     return attach_control_filter(fd, sessions, n, 0, NULL);
+}
+
+int l2f_sock_filter_echo(int32_t fd, const uint8_t *mac)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (!mac)
+        return -L2F_E_ARG;
+    /* Exactly the set attach_control_filter's echo block drops (so each frame is counted
+     * once): a PING at least a header long, with l2fast's magic, addressed to mac.  Jumps go
+     * to "drop" at index 10 unless taken. */
+    struct sock_filter prog[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 0, 8),
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, FILTER_MAGIC_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 0, 6),
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), /* destination MAC, bytes 0..3 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_high(mac), 0, 2),
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 4), /* bytes 4..5 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_low(mac), 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT),
+    };
+    struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
+        return -errno;
+    return 0;
 }
 
 int l2f_sock_filter_control_echo(int32_t fd, const uint32_t *sessions, uint32_t n,

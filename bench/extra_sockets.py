@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from compare_hosts import read_line, run_in, start_in, stop  # noqa: E402
+
 from l2fast.lab import netns  # noqa: E402
 from l2fast.lab.state import LabSpec, host_mac  # noqa: E402
 from l2fast.rawblast import BLAST_SESSION  # noqa: E402
@@ -51,19 +53,9 @@ time.sleep(float(sys.argv[3]))
 CASES = ("none", "older", "newer")
 
 
-def in_ns(ns: str, *argv: str, **kw: object) -> subprocess.Popen[str]:
-    """A process inside namespace `ns`, with the repository importable."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True, env=env, **kw)  # type: ignore[call-overload]
-
-
 def start_extras(ns: str, n: int, seconds: float) -> subprocess.Popen[str]:
-    proc = in_ns(
-        ns, sys.executable, "-c", EXTRAS, str(n), str(BLAST_SESSION), str(seconds),
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
+    proc = start_in(ns, [sys.executable, "-c", EXTRAS, str(n), str(BLAST_SESSION), str(seconds)])
+    if read_line(proc, 10, f"extra sockets in {ns}").strip() != "ready":
         raise SystemExit("the extra sockets did not open")
     return proc
 
@@ -71,22 +63,14 @@ def start_extras(ns: str, n: int, seconds: float) -> subprocess.Popen[str]:
 def one_run(h1: str, h2: str, case: str, seconds: float) -> float:
     """Frames per second the counting socket received in one blast."""
     extras = start_extras(h2, 2, seconds + 15) if case == "older" else None
-    rx = in_ns(
-        h2, sys.executable, "-m", "l2fast.rawblast", "rx", "--wait", "10",
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
+    rx = start_in(h2, [sys.executable, "-m", "l2fast.rawblast", "rx", "--wait", "10"])
     try:
-        assert rx.stdout is not None
-        if json.loads(rx.stdout.readline()) != {"ready": True}:
+        if json.loads(read_line(rx, 10, f"blast receiver in {h2}")) != {"ready": True}:
             raise SystemExit("the blast receiver did not start")
         if case == "newer":
             extras = start_extras(h2, 2, seconds + 15)
-        subprocess.run(
-            ["ip", "netns", "exec", h1, sys.executable, "-m", "l2fast.rawblast", "tx",
-             "--dst", host_mac(2), "--seconds", str(seconds)],
-            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True,
-            timeout=seconds + 30,
-        )  # fmt: skip
+        tx = [sys.executable, "-m", "l2fast.rawblast", "tx", "--dst", host_mac(2)]
+        run_in(h1, [*tx, "--seconds", str(seconds)], timeout=seconds + 30)
         out, _ = rx.communicate(timeout=30)
         got = json.loads(out.strip().splitlines()[-1])
         if not got["frames"]:
@@ -94,9 +78,8 @@ def one_run(h1: str, h2: str, case: str, seconds: float) -> float:
         return float(got["frames_per_s"])
     finally:
         for proc in (rx, extras):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                stop(proc)
 
 
 def main() -> int:

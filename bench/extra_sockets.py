@@ -13,7 +13,9 @@ counting socket with 0 or 2 extra sockets in the receiving namespace, each filte
 daemon's control socket is during a transfer (`set_control_filter` keyed on the blast's
 session: its DATA is dropped there), opened either before the counting socket (`older`: the
 daemon's case, so the counting socket clones every frame) or after it (`newer`: no clone, only
-the extra deliveries). The cases run interleaved, `--reps` times each.
+the extra deliveries), or bound to another EtherType (`other_type`, opened before: what the
+layout costs when bulk DATA has an EtherType of its own). The cases run interleaved, `--reps`
+times each.
 
     sudo .venv/bin/python bench/extra_sockets.py [--mtu 1500] [--seconds 3] [--reps 3]
 
@@ -39,22 +41,29 @@ from compare_hosts import read_line, run_in, start_in, stop  # noqa: E402
 from l2fast.lab import netns  # noqa: E402
 from l2fast.lab.state import LabSpec, host_mac  # noqa: E402
 from l2fast.rawblast import BLAST_SESSION  # noqa: E402
+from l2fast.wire.constants import DEFAULT_ETHERTYPE  # noqa: E402
 
 EXTRAS = r"""
 import sys, time
 from l2fast import native
-socks = [native.RawSocket.open("eth0") for _ in range(int(sys.argv[1]))]
+socks = [native.RawSocket.open("eth0", int(sys.argv[4])) for _ in range(int(sys.argv[1]))]
 for s in socks:
     s.set_control_filter([int(sys.argv[2])])  # drop the blast, as for a transfer's session
 print("ready", flush=True)
 time.sleep(float(sys.argv[3]))
 """
 
-CASES = ("none", "older", "newer")
+CASES = ("none", "older", "newer", "other_type")
+#: The EtherType of the `other_type` case's extra sockets: the second IEEE 802 local
+#: experimental EtherType, beside l2fast's default 0x88B5.
+OTHER_ETHERTYPE = 0x88B6
 
 
-def start_extras(ns: str, n: int, seconds: float) -> subprocess.Popen[str]:
-    proc = start_in(ns, [sys.executable, "-c", EXTRAS, str(n), str(BLAST_SESSION), str(seconds)])
+def start_extras(
+    ns: str, n: int, seconds: float, ethertype: int = DEFAULT_ETHERTYPE
+) -> subprocess.Popen[str]:
+    args = [str(n), str(BLAST_SESSION), str(seconds), str(ethertype)]
+    proc = start_in(ns, [sys.executable, "-c", EXTRAS, *args])
     if read_line(proc, 10, f"extra sockets in {ns}").strip() != "ready":
         raise SystemExit("the extra sockets did not open")
     return proc
@@ -62,7 +71,11 @@ def start_extras(ns: str, n: int, seconds: float) -> subprocess.Popen[str]:
 
 def one_run(h1: str, h2: str, case: str, seconds: float) -> float:
     """Frames per second the counting socket received in one blast."""
-    extras = start_extras(h2, 2, seconds + 15) if case == "older" else None
+    extras = None
+    if case == "older":
+        extras = start_extras(h2, 2, seconds + 15)
+    elif case == "other_type":
+        extras = start_extras(h2, 2, seconds + 15, OTHER_ETHERTYPE)
     rx = start_in(h2, [sys.executable, "-m", "l2fast.rawblast", "rx", "--wait", "10"])
     try:
         if json.loads(read_line(rx, 10, f"blast receiver in {h2}")) != {"ready": True}:

@@ -475,6 +475,15 @@ int l2f_echo_sock_stats(struct l2f_echo *e, uint64_t *packets, uint64_t *drops)
     return l2f_sock_stats(e->sock_fd, packets, drops);
 }
 
+int l2f_echo_join_fanout(struct l2f_echo *e, uint32_t id)
+{
+    if (!e)
+        return -L2F_E_ARG;
+    if (e->sock_fd < 0)
+        return -ENOTCONN;
+    return l2f_fanout_join(e->sock_fd, id);
+}
+
 int l2f_echo_running(const struct l2f_echo *e)
 {
     return e ? __atomic_load_n(&e->running, __ATOMIC_ACQUIRE) : 0;

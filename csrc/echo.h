@@ -93,6 +93,11 @@ int l2f_echo_counters(const struct l2f_echo *e, struct l2f_echo_counters *out);
  * packets includes drops).  Returns 0, -ENOTCONN (not started) or -errno. */
 int l2f_echo_sock_stats(struct l2f_echo *e, uint64_t *packets, uint64_t *drops);
 
+/* Make the responder's socket the next member of the node's fanout group `id` (see
+ * l2f_fanout_create in l2fast_core.h); the group's program must then route PINGs to it.
+ * Returns 0, -ENOTCONN (not started) or -errno. */
+int l2f_echo_join_fanout(struct l2f_echo *e, uint32_t id);
+
 /* 1 while the thread runs (it ends only when stopped, or after a socket error it reports as
  * l2f_echo_exit_code). */
 int l2f_echo_running(const struct l2f_echo *e);

@@ -159,13 +159,15 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops);
  *                        socket: the data-path processes consume them on their own
  *                        sockets); everything else, short or malformed frames too, passes;
  *   L2F_FILTER_DATA      accept only DATA of `session` (a receive process);
- *   L2F_FILTER_FEEDBACK  accept only FEEDBACK of `session` (a sender process).
+ *   L2F_FILTER_FEEDBACK  accept only FEEDBACK of `session` (a sender process);
+ *   L2F_FILTER_REJECT    accept nothing (an idle socket of the receive pool).
  * The type is read at frame offset 17 and the session at 22 (big-endian u32); the DATA and
  * FEEDBACK filters drop a frame too short to hold them. Returns 0 or -errno. */
 #define L2F_FILTER_NONE 0
 #define L2F_FILTER_CONTROL 1
 #define L2F_FILTER_DATA 2
 #define L2F_FILTER_FEEDBACK 3
+#define L2F_FILTER_REJECT 4
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session);
 
 /* The controller's filter, keyed on the sessions whose bulk frames are consumed elsewhere: as
@@ -175,6 +177,33 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session);
  * Replaces any filter atomically. Returns 0 or -errno (-L2F_E_ARG for too many). */
 #define L2F_FILTER_MAX_SESSIONS 1024
 int l2f_sock_filter_control(int32_t fd, const uint32_t *sessions, uint32_t n);
+
+/* One PACKET_FANOUT_CBPF group for the sockets of a receiving node (the controller's, the
+ * data path's and the PING responder's), so that the kernel hands each arriving frame to one
+ * socket chosen by a demultiplexing program, instead of offering it to every socket bound to
+ * the EtherType (each offer runs a filter in the softirq, and the socket offered a frame first
+ * must clone it: about a fifth of a bulk receiver's sending core at MTU 1500, see
+ * bench/extra_sockets.py).  Members are numbered in the order they joined; the kernel moves
+ * the last member into the place of one that leaves, so the caller keeps members that may
+ * leave at the end.  All members must be bound to the same interface and EtherType.
+ *
+ * l2f_fanout_create makes fd the first member (number 0) of a new group with a kernel-chosen
+ * id, and returns that id (0..65535) or -errno.  l2f_fanout_join adds fd to group `id` as the
+ * next member; returns 0 or -errno (-ENOSPC when the group is full). */
+int l2f_fanout_create(int32_t fd);
+int l2f_fanout_join(int32_t fd, uint32_t id);
+
+/* Install the demultiplexing program of fd's group (replacing the previous one atomically):
+ * DATA and FEEDBACK of sessions[i] go to member members[i] (n at most L2F_FANOUT_MAX_ROUTES);
+ * with echo_member > 0, a PING at least a header long addressed to mac goes to that member
+ * (exactly the frames l2f_sock_filter_echo keeps); everything else, and anything too short
+ * to hold a header, goes to member 0, the controller, whose own filter treats it as if no
+ * group existed.  Each member's own filter still runs on what it is handed.  A member number
+ * at or above the group's size wraps around (the kernel takes it modulo the size).
+ * Returns 0 or -errno (-L2F_E_ARG for bad arguments). */
+#define L2F_FANOUT_MAX_ROUTES 64
+int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *members, uint32_t n,
+                     uint32_t echo_member, const uint8_t *mac);
 
 int l2f_close(int32_t fd);
 

@@ -333,8 +333,12 @@ int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
         BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT),
         BPF_STMT(BPF_RET | BPF_K, 0),
     };
+    struct sock_filter reject[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
     struct sock_fprog prog;
-    if (mode == L2F_FILTER_CONTROL) {
+    if (mode == L2F_FILTER_REJECT) {
+        prog.len = 1;
+        prog.filter = reject;
+    } else if (mode == L2F_FILTER_CONTROL) {
         prog.len = sizeof control / sizeof control[0];
         prog.filter = control;
     } else if (mode == L2F_FILTER_DATA || mode == L2F_FILTER_FEEDBACK) {
@@ -472,6 +476,102 @@ int l2f_sock_filter_control_echo(int32_t fd, const uint32_t *sessions, uint32_t 
     if (!mac)
         return -L2F_E_ARG;
     return attach_control_filter(fd, sessions, n, all_bulk != 0, mac);
+}
+
+/* ---- one fanout group for a receiving node's sockets ---- */
+
+int l2f_fanout_create(int32_t fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    /* Id 0 with UNIQUEID: the kernel picks an id no group in this network namespace uses, so
+     * the daemon never joins some other program's group by accident. */
+    int v = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+    if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &v, sizeof v) < 0)
+        return -errno;
+    int got = 0;
+    socklen_t len = sizeof got;
+    if (getsockopt(fd, SOL_PACKET, PACKET_FANOUT, &got, &len) < 0)
+        return -errno;
+    return got & 0xffff;
+}
+
+int l2f_fanout_join(int32_t fd, uint32_t id)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (id > 0xffff)
+        return -L2F_E_ARG;
+    int v = (int)(id | (uint32_t)PACKET_FANOUT_CBPF << 16);
+    return setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &v, sizeof v) < 0 ? -errno : 0;
+}
+
+/* The demultiplexing program runs on the skb as the receive path holds it, its data at the
+ * network header: the l2fast header starts at offset 0 and the length excludes the Ethernet
+ * header; the destination MAC is read through SKF_LL_OFF. A load past the end ends the program
+ * with 0, which is member 0, the controller: a malformed frame always lands there. */
+#define DEMUX_MAGIC_OFF (FILTER_MAGIC_OFF - L2F_ETH_HLEN)
+#define DEMUX_TYPE_OFF (FILTER_TYPE_OFF - L2F_ETH_HLEN)
+#define DEMUX_SESSION_OFF (FILTER_SESSION_OFF - L2F_ETH_HLEN)
+#define DEMUX_HEAD 7 /* length, magic and type tests */
+#define DEMUX_ECHO 7
+#define DEMUX_BULK 4
+
+int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *members, uint32_t n,
+                     uint32_t echo_member, const uint8_t *mac)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (n > L2F_FANOUT_MAX_ROUTES || (n > 0 && (!sessions || !members)) ||
+        (echo_member > 0 && !mac))
+        return -L2F_E_ARG;
+    struct sock_filter prog[DEMUX_HEAD + DEMUX_ECHO + DEMUX_BULK + 2 * L2F_FANOUT_MAX_ROUTES + 1];
+    uint32_t len = 0;
+    const struct sock_filter to_control = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_filter head[DEMUX_HEAD] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD - L2F_ETH_HLEN, 1, 0),
+        to_control,
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, DEMUX_MAGIC_OFF),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 1, 0),
+        to_control,
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, DEMUX_TYPE_OFF),
+    };
+    for (uint32_t i = 0; i < DEMUX_HEAD; i++)
+        prog[len++] = head[i];
+    if (echo_member > 0) {
+        /* Not a PING: on to the bulk tests, with the type still in A. */
+        struct sock_filter echo[DEMUX_ECHO] = {
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 6),
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_LL_OFF + 0),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_high(mac), 0, 3),
+            BPF_STMT(BPF_LD | BPF_H | BPF_ABS, (uint32_t)SKF_LL_OFF + 4),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_low(mac), 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, echo_member),
+            to_control, /* a PING for another MAC: the controller counts it */
+        };
+        for (uint32_t i = 0; i < DEMUX_ECHO; i++)
+            prog[len++] = echo[i];
+    }
+    struct sock_filter bulk[DEMUX_BULK] = {
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_FEEDBACK, 1, 0),
+        to_control,
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, DEMUX_SESSION_OFF), /* in network order */
+    };
+    for (uint32_t i = 0; i < DEMUX_BULK; i++)
+        prog[len++] = bulk[i];
+    for (uint32_t i = 0; i < n; i++) {
+        struct sock_filter cmp = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, sessions[i], 0, 1);
+        struct sock_filter ret = BPF_STMT(BPF_RET | BPF_K, members[i]);
+        prog[len++] = cmp;
+        prog[len++] = ret;
+    }
+    prog[len++] = to_control;
+    struct sock_fprog fprog = {.len = (unsigned short)len, .filter = prog};
+    if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &fprog, sizeof fprog) < 0)
+        return -errno;
+    return 0;
 }
 
 int l2f_close(int32_t fd)

@@ -24,7 +24,7 @@ import enum
 import errno
 import os
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -62,6 +62,7 @@ _ffi: Any = _core.ffi
 _lib: Any = _core.lib
 
 __all__ = [
+    "MAX_FANOUT_ROUTES",
     "MAX_FILTER_SESSIONS",
     "InterfaceInfo",
     "RawSocket",
@@ -86,6 +87,8 @@ Buffer = bytes | bytearray | memoryview
 _MAC_LEN = 6
 #: Most sessions `RawSocket.set_control_filter` takes (csrc L2F_FILTER_MAX_SESSIONS).
 MAX_FILTER_SESSIONS: int = _lib.L2F_FILTER_MAX_SESSIONS
+#: Routes a fanout group's program holds at most (`RawSocket.fanout_route`).
+MAX_FANOUT_ROUTES: int = _lib.L2F_FANOUT_MAX_ROUTES
 _VERDICTS = tuple(Verdict)
 # Frames that can come off any interface: Ethernet header + the largest MTU.
 _MAX_FRAME = ETH_HLEN + MAX_MTU
@@ -535,6 +538,7 @@ class SocketFilter(enum.IntEnum):
     CONTROL = 1  #: everything but DATA and FEEDBACK
     DATA = 2  #: DATA of one session
     FEEDBACK = 3  #: FEEDBACK of one session
+    REJECT = 4  #: nothing (an idle socket of the receive pool)
 
 
 class RawSocket:
@@ -770,6 +774,41 @@ class RawSocket:
         else:
             rc = _lib.l2f_sock_filter_control(self._fd(), ids, len(bulk_sessions))
         _check(rc, f"filtering {self.ifname!r}")
+
+    def fanout_create(self) -> int:
+        """Make this socket member 0 of a new PACKET_FANOUT_CBPF group with a kernel-chosen
+        id, and return the id. Until `fanout_route` installs a program, every frame goes to
+        member 0 (see csrc/l2fast_core.h `l2f_fanout_create`)."""
+        rc = _lib.l2f_fanout_create(self._fd())
+        _check(rc, f"fanout group on {self.ifname!r}")
+        return int(rc)
+
+    def fanout_join(self, group_id: int) -> None:
+        """Join fanout group `group_id` as its next member (numbered in joining order)."""
+        _check_uint("group id", group_id, 16)
+        _check(_lib.l2f_fanout_join(self._fd(), group_id), f"fanout group on {self.ifname!r}")
+
+    def fanout_route(
+        self, routes: Mapping[int, int], echo_member: int = 0, echo_mac: bytes | None = None
+    ) -> None:
+        """Install the program of this socket's fanout group: DATA and FEEDBACK of session
+        `s` go to member `routes[s]`; with `echo_member`, PINGs at least a header long
+        addressed to `echo_mac` go to that member; everything else goes to member 0. At most
+        `MAX_FANOUT_ROUTES` routes; the program is replaced atomically."""
+        if len(routes) > MAX_FANOUT_ROUTES:
+            raise ValueError(f"{len(routes)} routes exceed the group's {MAX_FANOUT_ROUTES}")
+        for session, member in routes.items():
+            _check_uint("session", session, 32)
+            _check_uint("member", member, 16)
+        _check_uint("member", echo_member, 16)
+        if echo_member and (echo_mac is None or len(echo_mac) != 6):
+            raise ValueError("routing PINGs needs the 6-byte MAC they are addressed to")
+        n = len(routes)
+        sessions = _ffi.new("uint32_t[]", list(routes)) if n else _ffi.NULL
+        members = _ffi.new("uint32_t[]", list(routes.values())) if n else _ffi.NULL
+        mac = echo_mac if echo_member and echo_mac is not None else _ffi.NULL
+        rc = _lib.l2f_fanout_route(self._fd(), sessions, members, n, echo_member, mac)
+        _check(rc, f"fanout program on {self.ifname!r}")
 
     def fileno(self) -> int:
         """The descriptor, for select/poll/selectors."""

@@ -166,6 +166,11 @@ class EchoResponder:
         _check(_lib.l2f_echo_start(self._handle(), name), f"echo responder on {ifname!r}", ifname)
         self.ifname = ifname
 
+    def join_fanout(self, group_id: int) -> None:
+        """Make the started responder's socket the next member of fanout group `group_id`
+        (`RawSocket.fanout_create`); the group's program must then route PINGs to it."""
+        _check(_lib.l2f_echo_join_fanout(self._handle(), group_id), "echo responder fanout")
+
     @property
     def running(self) -> bool:
         """Whether the thread runs (it stops on `stop()`, or on a failure: `exit_error`)."""

@@ -67,6 +67,15 @@ def status_lines(s: dict[str, Any]) -> list[str]:
             f"pings      answered {echo['answered']} ({where})  rate-limited "
             f"{echo['rate_limited']}  peers evicted {echo['peers_evicted']}"
         )
+    pool = s.get("receive_sockets")
+    if pool:
+        lines.append(
+            f"receiving  fanout group {pool['fanout_group']:#06x}: {pool['lent']} of "
+            f"{pool['pool']} pooled sockets lent ({pool['lent_total']} so far, "
+            f"{pool['unpooled']} receivers used their own)"
+        )
+    elif "receive_sockets" in s:
+        lines.append("receiving  no fanout group: each receiver opens its own socket")
     drops = s["drops"]
     lines.append("drops      " + "  ".join(f"{k} {v}" for k, v in drops.items()))
     lines.append(f"chat       {s['chat_history']} messages received (l2fast chat --history)")

@@ -231,6 +231,9 @@ def run_daemon(options: DaemonOptions) -> int:
     # From the first turn on, only the sessions carrying a transfer lose their DATA and
     # FEEDBACK in the kernel; any other's are counted (no_transfer).
     daemon.runner.on_bulk_sessions = keyed_control_filter(sock)
+    # One fanout group for the node's receiving sockets: each arriving frame is handed to the
+    # one socket that wants it, not offered to all (a fifth of a bulk receiver's CPU at 1500).
+    daemon.runner.open_receive_sockets()
     # PINGs are answered by a C thread, outside this loop and the GIL (the round trip a peer
     # measures); if it cannot start, the loop answers them and the log says why.
     daemon.runner.start_echo_responder()

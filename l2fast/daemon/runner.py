@@ -39,6 +39,7 @@ from l2fast.native import RxArena
 from l2fast.native.echo import EchoConfig, EchoCounters, EchoResponder
 from l2fast.node.events import Event
 from l2fast.node.node import NodeEngine
+from l2fast.transfer.receive_sockets import ReceiveSockets
 from l2fast.wire.constants import ETH_HLEN, FrameInfo, FrameType, Verdict
 from l2fast.wire.frames import Frame, decode_payload, encode_payload
 
@@ -194,6 +195,9 @@ class NodeRunner:
         self._bulk_version = -1
         #: The C thread answering PINGs (`start_echo_responder`), or None: the loop answers.
         self.echo: EchoResponder | None = None
+        #: The node's fanout group and pool of receive sockets (`open_receive_sockets`), or
+        #: None: receive processes open their own sockets.
+        self.receive_sockets: ReceiveSockets | None = None
         # Totals of a responder that stopped (the loop answers again), kept for `status`.
         self._echo_past = EchoCounters()
         self._closed = False
@@ -483,6 +487,20 @@ class NodeRunner:
         self._bulk_version = version
         self.on_bulk_sessions(self.engine.bulk_sessions())
 
+    # --- the fanout group of the receiving sockets ---------------------------------------
+
+    def open_receive_sockets(self) -> bool:
+        """Put this node's socket at the head of a fanout group with a pool of data sockets
+        for its receive processes (`l2fast.transfer.receive_sockets`); True if it did. Call
+        it before `start_echo_responder` (the responder's socket joins the group last)."""
+        sock = self.sock
+        if self.receive_sockets is not None:
+            return True
+        if not isinstance(sock, native.RawSocket):
+            return False
+        self.receive_sockets = ReceiveSockets.open(sock)
+        return self.receive_sockets is not None
+
     # --- the C echo responder --------------------------------------------------------------
 
     def start_echo_responder(self) -> bool:
@@ -532,6 +550,12 @@ class NodeRunner:
             return False
         self._bulk_version = -1  # re-key the owner's filter, now without our PINGs
         self.echo = responder
+        if self.receive_sockets is not None:
+            try:
+                self.receive_sockets.add_echo(responder.join_fanout, sock.mac)
+            except L2fastError as exc:
+                # Outside the group the responder still gets every PING (offered separately).
+                log.warning("the echo responder stays outside the fanout group: %s", exc.message)
         log.info("PINGs to %s are answered by a C thread", sock.ifname)
         return True
 
@@ -560,6 +584,9 @@ class NodeRunner:
         echo, self.echo = self.echo, None
         if echo is None:
             return
+        if self.receive_sockets is not None:
+            with contextlib.suppress(L2fastError):
+                self.receive_sockets.remove_echo()
         self._answer_pings_here()
         with contextlib.suppress(L2fastError):
             packets, drops = echo.kernel_stats()
@@ -596,6 +623,8 @@ class NodeRunner:
             return
         self._closed = True
         self.stop_echo_responder()
+        if self.receive_sockets is not None:
+            self.receive_sockets.close()
         self.selector.close()
         self.sock.close()
 

@@ -222,6 +222,9 @@ class NodeService:
             "counters": counters,
             "drops": dict(sorted(drops.items())),
             "ping_responder": ping_responder,
+            "receive_sockets": (
+                runner.receive_sockets.status() if runner.receive_sockets is not None else None
+            ),
             "chat_history": len(self.history),
             "transfers": self.transfers.status(),
             "received": list(self.transfers.history)[-10:],

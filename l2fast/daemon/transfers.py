@@ -313,7 +313,9 @@ class Transfers:
         if not ev.size and ev.path == BENCH_RAW_PATH:
             # Count a raw blast: ready before the FILE_ACCEPT (which starts the blast); the
             # FILE_RESULT waits for the count.
-            counter = RawCounter(iface=self.runner.sock.ifname, wait_s=10.0)
+            counter = RawCounter(
+                iface=self.runner.sock.ifname, wait_s=10.0, sockets=self.runner.receive_sockets
+            )
             if not counter.wait_ready():
                 counter.close()
                 inc.incoming.reject(ev.transfer_id, now, ErrorCode.IO_ERROR, "no raw counter")
@@ -344,6 +346,7 @@ class Transfers:
             chunk_size=ev.chunk_size,
             first=ev.first_chunk,
             end=end,
+            sockets=self.runner.receive_sockets,
         )
         self.runner.add_reader(bench.conn, lambda: self._on_bench(inc))
         self.runner.add_reader(bench.sentinel, lambda: self._on_bench(inc, died=True))
@@ -481,6 +484,7 @@ class Transfers:
             size=f.size,
             chunk_size=f.chunk_size,
             first_chunk=f.first_chunk,
+            sockets=self.runner.receive_sockets,
         )
         # Threads start only after the fork.
         rec.digester = PrefixDigester(f.fd, f.size, rec.offer.digest)
@@ -495,7 +499,10 @@ class Transfers:
         small = inc.small
         if small is None:
             small = inc.small = SmallFileReceiver(
-                iface=self.runner.sock.ifname, session=inc.session, peer=inc.peer
+                iface=self.runner.sock.ifname,
+                session=inc.session,
+                peer=inc.peer,
+                sockets=self.runner.receive_sockets,
             )
             self.runner.add_reader(small.conn, lambda: self._on_small(inc))
             self.runner.add_reader(small.sentinel, lambda: self._on_small(inc, died=True))

@@ -33,6 +33,7 @@ from l2fast import native
 from l2fast.errors import L2fastError
 from l2fast.native import datapath as dp
 from l2fast.procname import name_this_thread
+from l2fast.transfer.receive_sockets import LentSocket, ReceiveSockets
 from l2fast.wire.constants import FrameType
 from l2fast.wire.frames import encode_payload
 
@@ -101,6 +102,18 @@ def _report_failure(conn: Connection, what: str, work: Callable[[], None]) -> No
             conn.send({"error": f"{what}: {exc!r}"})
 
 
+def _data_socket(o: dict[str, Any], session: int, sndbuf: int) -> native.RawSocket:
+    """The receive process's socket: the pooled one the controller lent it (already filtered
+    to the session's DATA and routed to by the node's fanout group, `ReceiveSockets`), or
+    else one of its own, filtered here."""
+    lent: native.RawSocket | None = o.get("sock")
+    if lent is not None:
+        return lent
+    sock = native.RawSocket.open(o["iface"], sndbuf=sndbuf, rcvbuf=SOCKBUF)
+    sock.set_filter(native.SocketFilter.DATA, session)
+    return sock
+
+
 def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     """The receive process: RxPath, FEEDBACK, writers; reports to the controller."""
     name_this_thread("l2f-rx")
@@ -109,8 +122,7 @@ def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> 
 
 def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     started = time.monotonic()
-    sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
-    sock.set_filter(native.SocketFilter.DATA, o["session"])
+    sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
     nslots = max(64, 1 << (RING_BYTES // slot).bit_length() - 1)
     rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
@@ -216,12 +228,42 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     )
 
 
-class ChildProcess:
+class _Borrower:
+    """A forked process that may borrow a pooled data socket from the node's fanout group
+    (`l2fast.transfer.receive_sockets`) for its life."""
+
+    process: BaseProcess
+    #: The pooled socket lent to the process (`_lend`), or None: it opened its own.
+    lent: LentSocket | None = None
+
+    def _lend(self, sockets: ReceiveSockets | None, session: int, o: dict[str, Any]) -> None:
+        """Borrow a pooled socket for `session` before the fork (the process inherits it as
+        `o["sock"]`); without one the process opens its own."""
+        self.lent = sockets.lend(session) if sockets is not None else None
+        o["sock"] = self.lent.sock if self.lent is not None else None
+
+    def _start(self) -> None:
+        """Fork the process; a lent socket goes back if that fails."""
+        try:
+            self.process.start()
+        except BaseException:
+            self._give_back()
+            raise
+
+    def _give_back(self) -> None:
+        """Return the lent socket once the process is gone (one still running keeps it: the
+        pool has one socket fewer, and the number of every member stays right)."""
+        lent = self.lent
+        if lent is not None and not (self.process.pid is not None and self.process.is_alive()):
+            self.lent = None
+            lent.give_back()
+
+
+class ChildProcess(_Borrower):
     """A forked worker process and the pipe to it, seen from the controller (never per frame:
     messages are per batch, progress report or file)."""
 
     conn: Connection
-    process: BaseProcess
 
     @property
     def sentinel(self) -> int:
@@ -246,6 +288,7 @@ class ChildProcess:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(grace_s)
+        self._give_back()
 
 
 class ReceiveJob(ChildProcess):
@@ -262,6 +305,7 @@ class ReceiveJob(ChildProcess):
         size: int,
         chunk_size: int,
         first_chunk: int,
+        sockets: ReceiveSockets | None = None,
     ) -> None:
         self.size = size
         self.chunk_size = chunk_size
@@ -284,12 +328,13 @@ class ReceiveJob(ChildProcess):
             "parent": os.getpid(),
             "end": self.end_chunk,
         }
+        self._lend(sockets, session, o)
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(
             target=_receive_main, args=(o, fd, bitmap, child), daemon=False
         )
-        self.process.start()
+        self._start()
         child.close()
         self.cum = first_chunk
         #: Frames the kernel dropped on the receive socket (PACKET_STATISTICS), as reported.
@@ -350,8 +395,7 @@ def _small(o: dict[str, Any], conn: Connection) -> None:
     no fork per file). The controller queues files here ahead of time (`SMALL_QUEUE`), so the
     next file's receive path and credit follow the previous file's last chunk at once, with no
     round trip through the controller between files."""
-    sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
-    sock.set_filter(native.SocketFilter.DATA, o["session"])
+    sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
     rings = [dp.ShmRing(max(64, 1 << ((4 << 20) // slot).bit_length() - 1), slot)]
     peer = bytes.fromhex(o["peer"])
@@ -468,12 +512,15 @@ def _small_file(
 class SmallFileReceiver(ChildProcess):
     """One session's receive process for small files, seen from the controller."""
 
-    def __init__(self, *, iface: str, session: int, peer: bytes) -> None:
+    def __init__(
+        self, *, iface: str, session: int, peer: bytes, sockets: ReceiveSockets | None = None
+    ) -> None:
         o = {"iface": iface, "session": session, "peer": peer.hex(), "parent": os.getpid()}
+        self._lend(sockets, session, o)
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(target=_small_main, args=(o, child), daemon=True)
-        self.process.start()
+        self._start()
         child.close()
         #: Transfer ids handed to the process and not reported yet, in the order it takes them.
         self.outstanding: deque[int] = deque()
@@ -516,8 +563,7 @@ def _bench(o: dict[str, Any], conn: Connection) -> None:
     process, no futex wake-up per batch); FEEDBACK credit up to the end the controller allows.
     Reports cum_ack, kernel drops and CPU seconds every REPORT_INTERVAL_S, until told to stop."""
     started = time.monotonic()
-    sock = native.RawSocket.open(o["iface"], sndbuf=8 << 20, rcvbuf=SOCKBUF)
-    sock.set_filter(native.SocketFilter.DATA, o["session"])
+    sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
     nslots = max(64, 1 << (RING_BYTES // slot).bit_length() - 1)
     rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
@@ -600,7 +646,7 @@ class BenchReceiver(ChildProcess):
     """One session's bench receive process, seen from the controller."""
 
     def __init__(self, *, iface: str, session: int, peer: bytes, chunk_size: int, first: int,
-                 end: int) -> None:  # fmt: skip
+                 end: int, sockets: ReceiveSockets | None = None) -> None:  # fmt: skip
         o = {
             "iface": iface,
             "session": session,
@@ -610,10 +656,11 @@ class BenchReceiver(ChildProcess):
             "end": end,
             "parent": os.getpid(),
         }
+        self._lend(sockets, session, o)
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(target=_bench_main, args=(o, child), daemon=False)
-        self.process.start()
+        self._start()
         child.close()
         self.first = first
         self.chunk_size = chunk_size
@@ -646,8 +693,7 @@ def _raw_count_main(o: dict[str, Any], conn: Connection) -> None:
 
     name_this_thread("l2f-rawcount")
     try:
-        with native.RawSocket.open(o["iface"], sndbuf=1 << 20, rcvbuf=SOCKBUF) as sock:
-            sock.set_filter(native.SocketFilter.DATA, BLAST_SESSION)
+        with _data_socket(o, BLAST_SESSION, 1 << 20) as sock:
             conn.send({"ready": True})
             conn.send(receive_blast(sock, o["wait_s"]).to_json())
     except Exception as exc:
@@ -655,18 +701,21 @@ def _raw_count_main(o: dict[str, Any], conn: Connection) -> None:
             conn.send({"error": f"raw count: {exc!r}"})
 
 
-class RawCounter:
+class RawCounter(_Borrower):
     """A process that counts the frames of one raw blast (`l2fast bench --raw` on the peer):
     its socket keeps only DATA of the blast session; it reports once the blast went quiet."""
 
-    def __init__(self, *, iface: str, wait_s: float) -> None:
+    def __init__(self, *, iface: str, wait_s: float, sockets: ReceiveSockets | None = None) -> None:
+        from l2fast.rawblast import BLAST_SESSION
+
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=False)
-        o = {"iface": iface, "wait_s": wait_s}
+        o: dict[str, Any] = {"iface": iface, "wait_s": wait_s}
+        self._lend(sockets, BLAST_SESSION, o)
         self.process: BaseProcess = ctx.Process(
             target=_raw_count_main, args=(o, child), daemon=True
         )
-        self.process.start()
+        self._start()
         child.close()
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
@@ -691,5 +740,6 @@ class RawCounter:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(1)
+        self._give_back()
         with contextlib.suppress(OSError):
             self.conn.close()

@@ -106,6 +106,19 @@ def no_partials(rx: Path) -> list[str]:
     return [p.name for p in rx.rglob("*") if ".part" in p.name]
 
 
+def pool_returned(lab: SendLab, host: str) -> dict[str, Any]:
+    """The receive pool of `host`'s daemon once every lent socket is back (bounded wait):
+    a receive process that ended, however it ended, gives its pooled socket back."""
+    pool: dict[str, Any] = {}
+
+    def back() -> bool:
+        pool.update(lab.status(host)["receive_sockets"])
+        return bool(pool["lent"] == 0)
+
+    assert wait_until(back, 10, 0.1), pool
+    return pool
+
+
 # --- a single file ------------------------------------------------------------------------
 
 
@@ -403,6 +416,7 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
     assert "writer process died" in err, err
     assert "writer process died" in lab.log_tail("h2")
     assert not (rx / "w.bin").exists()
+    assert pool_returned(lab, "h2")["lent_total"] == 1
     assert lab.daemons["h2"].poll() is None  # the daemon carries on
     assert wait_until(lambda: _children(daemon) == [], 10, 0.05)  # nothing left hanging
 
@@ -428,6 +442,26 @@ def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> N
     assert sorted(p.name for p in (rx / "many").iterdir()) == names
     for name in names:
         assert (rx / "many" / name).read_bytes() == (top / name).read_bytes(), name
+    # The small-file process and the large file's process each borrowed a pooled socket (or,
+    # while both ran on the one session, the second opened its own).
+    pool = pool_returned(lab, "h2")
+    assert pool["lent_total"] >= 1 and pool["lent_total"] + pool["unpooled"] >= 2, pool
+
+
+def test_separate_sockets_without_the_fanout_group(
+    make_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """L2FAST_FANOUT=0: no group, each receive process opens its own socket, and a transfer
+    is as correct as with the pool."""
+    monkeypatch.setenv("L2FAST_FANOUT", "0")
+    lab = make_lab(mtu=1500)
+    rx = lab.daemon("h2")
+    src = make_file(tmp_path / "sep.bin", 8 * MIB + 3, 5)
+    result = lab.send("h1", "h2", src)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h2")
+    assert final_event(result.stdout)["digest"] == sha256(src) == sha256(rx / "sep.bin")
+    assert lab.status("h2")["receive_sockets"] is None
+    assert "no fanout group" in lab.ok("h2", "status").stdout
 
 
 def test_small_file_process_death_fails_only_its_file(make_lab: Any, tmp_path: Path) -> None:
@@ -468,4 +502,6 @@ def test_small_file_process_death_fails_only_its_file(make_lab: Any, tmp_path: P
         if name not in failed_names:
             assert (rx / "lots" / name).read_bytes() == (top / name).read_bytes(), name
     assert lab.daemons["h2"].poll() is None  # the daemon carries on
+    # The killed process's socket came back, and its successor borrowed one too.
+    assert pool_returned(lab, "h2")["lent_total"] >= 2
     assert wait_until(lambda: _children(daemon) == [], 10, 0.05)  # nothing left hanging

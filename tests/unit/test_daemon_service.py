@@ -106,6 +106,13 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     echo = status["ping_responder"]
     assert f"answered {echo['answered']} (event loop)" in text  # a fake socket: no C thread
     assert f"rate-limited {echo['rate_limited']}" in text
+    # A fake socket has no fanout group: receivers open their own sockets, and both say so.
+    assert status["receive_sockets"] is None
+    assert "no fanout group" in text
+    pooled = {"fanout_group": 0x1F, "pool": 8, "lent": 1, "lent_total": 5, "unpooled": 2,
+              "ping_responder_member": 9}  # fmt: skip
+    text = "\n".join(status_lines({**status, "receive_sockets": pooled}))
+    assert "fanout group 0x001f: 1 of 8 pooled sockets lent (5 so far, 2 " in text
 
 
 def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -> None:

@@ -247,7 +247,8 @@ class ReceiveDir:
         """The regular file already under the offered name, when it has the offered size.
 
         None when there is none: no such path, a directory, symlink, FIFO or device under the
-        name, another size, an unreadable file, or an offer that is not a plain file. Creates
+        name, a file with more than one link, another size, an unreadable file, or an offer
+        that is not a plain file. Creates
         nothing, follows no symlink (a symlinked directory on the way is BadName, as it is for
         `receive_offer`), and never writes. Raises BadName for a refused name.
         """
@@ -261,7 +262,9 @@ class ReceiveDir:
         leaf = components[-1]
         try:
             seen = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
-            if not stat.S_ISREG(seen.st_mode) or seen.st_size != offer.size:
+            # A second link may be one planted to a file elsewhere: its digest is nobody's
+            # business (the sender would learn whether it guessed the content).
+            if not stat.S_ISREG(seen.st_mode) or seen.st_nlink != 1 or seen.st_size != offer.size:
                 return None
             fd = os.open(leaf, _PRESENT_FLAGS, dir_fd=parent)
         except OSError:

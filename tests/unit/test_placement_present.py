@@ -92,6 +92,8 @@ def test_symlinks_are_never_followed(root: Path, recv: ReceiveDir, tmp_path: Pat
     (root / "link").symlink_to(outside / "secret")
     (root / "dirlink").symlink_to(outside)
     assert recv.find_present(offer("link", 6)) is None
+    os.link(outside / "secret", root / "hard")  # a hard link planted to a file elsewhere
+    assert recv.find_present(offer("hard", 6)) is None
     with pytest.raises(BadName):  # a symlinked directory on the way is refused, as on receiving
         recv.find_present(offer("dirlink/secret", 6))
 

@@ -483,6 +483,7 @@ class OutgoingJob:
             "peer": format_mac(self.peer),
             "session": f"{self.session:#010x}",
             "files": self.n_entries,
+            "files_present": sum(1 for r in self.results if r.get("present")),
             "bytes_done": p.bytes_done if p else 0,
             "bytes_total": p.bytes_total if p else 0,
             "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,

@@ -808,6 +808,7 @@ class Transfers:
                     "peer": format_mac(inc.peer),
                     "session": f"{inc.session:#010x}",
                     "files": p.files_total,
+                    "files_present": sum(1 for r in inc.received if r["present"]),
                     "bytes_done": p.bytes_done,
                     "bytes_total": p.bytes_total,
                     "seconds": round(now - inc.started, 3),

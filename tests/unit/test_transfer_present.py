@@ -12,6 +12,8 @@ import random
 import pytest
 
 from l2fast.errors import LocalProtocolError
+from l2fast.node.config import NodeConfig
+from l2fast.node.events import SessionOpened
 from l2fast.transfer.events import (
     FileCompleted,
     FileFailed,
@@ -25,9 +27,10 @@ from l2fast.transfer.events import (
 )
 from l2fast.transfer.protocol import IncomingTransfer
 from l2fast.transfer.protocol_states import FileState
-from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
 from l2fast.wire.frames import FileAccept, FileEnd, FileOffer, FileResult
 from tests.file_harness import Faults, FileRun, Setup, Source, directory, file
+from tests.node_harness import Lan
 
 
 def of(events: list[object], kind: type) -> list:  # type: ignore[type-arg]
@@ -211,3 +214,20 @@ def test_sender_core_fails_differs_for_a_file_whose_data_was_sent() -> None:
     (failed,) = of(list(iter(out.next_event, None)), FileFailed)
     assert failed.code == ErrorCode.DIFFERS
     assert not of(run.out_events, FileReoffered)
+
+
+@pytest.mark.parametrize(
+    ("features_a", "expected"),
+    [(None, Features.ZLIB | Features.PRESENT), (Features.ZLIB, Features.ZLIB)],
+)
+def test_present_is_offered_by_default_and_only_used_when_both_offer_it(
+    features_a: Features | None, expected: Features
+) -> None:
+    # A peer that does not offer PRESENT (an older one) never gets a file answered as present.
+    lan = Lan()
+    a = lan.add(config=NodeConfig() if features_a is None else NodeConfig(features=features_a))
+    b = lan.add()
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionOpened) and lan.has(b, SessionOpened), timeout=1)
+    for node in (a, b):
+        assert lan.of(node, SessionOpened)[0].params.features == expected

@@ -14,8 +14,9 @@ What other tools got wrong (FACTS.md) shapes every rule here:
   file whose name holds a regular file of the offered size is answered as already present
   (`find_present`): the file is only read, for its digest, and FILE_END decides (PROTOCOL.md
   §Files already at the receiver); if the digests differ it is offered again and received
-  under the rules below. The lookup walks the path like every other (no symlink followed, no
-  directory created) and opens the leaf O_NOFOLLOW after an lstat found a regular file.
+  under the rules below (with `overwrite` too: the same bytes need no replacing). The lookup
+  walks the path like every other (no symlink followed, no directory created) and opens the
+  leaf O_NOFOLLOW after an lstat found a regular file with one link.
 - **Never overwrite by default** (magic-wormhole refuses to). The finished part file is renamed
   with RENAME_NOREPLACE (or link + unlink, also atomic) and, when the name is taken, to
   `name (1).ext`, `name (2).ext`, ... `overwrite=True` replaces the old file atomically instead.

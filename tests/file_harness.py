@@ -42,6 +42,7 @@ from l2fast.node.events import (
 from l2fast.node.node import NodeEngine
 from l2fast.transfer.events import (
     FileChunksComplete,
+    FileReoffered,
     FileVerified,
     IncomingEvent,
     OfferAccepted,
@@ -139,6 +140,9 @@ class Setup:
     fail_write: frozenset[str] = frozenset()
     #: Path -> file-relative chunk ranges the receiver holds before the transfer (resume).
     receiver_has: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    #: Path -> bytes of a file already at the receiver under that name: an offer of the same
+    #: size is accepted as present (PROTOCOL.md §Files already at the receiver).
+    receiver_present: dict[str, bytes] = field(default_factory=dict)
     #: The sender's application closes the session once its transfer ended.
     close_when_done: bool = True
 
@@ -189,6 +193,7 @@ class FileRun:
         self._rx_starts: list[int] = []
         self._rx_ids: list[int] = []
         self.placed: dict[str, bytes] = {}
+        self.present_ids: set[int] = set()  #: transfer ids accepted as present
         self.dirs: set[str] = set()
         self.bench_bytes = 0
         self.written: Counter[int] = Counter()  #: data-space chunk -> times written
@@ -252,6 +257,8 @@ class FileRun:
             return
         while (ev := out.next_event()) is not None:
             self.out_events.append(ev)
+            if isinstance(ev, FileReoffered):
+                self.sources.append(self.sources[ev.index])  # the adapter's same source
             if isinstance(ev, OfferAccepted) and ev.needs_digest:
                 self._tiebreak += 1
                 due = now + self.setup.digest_delay
@@ -282,6 +289,9 @@ class FileRun:
                 if ev.path in self.setup.wrong_digest:
                     digest = bytes(32)
                 inc.file_written(ev.transfer_id, digest, now)
+            elif isinstance(ev, FileVerified) and ev.transfer_id in self.present_ids:
+                self.parts.pop(ev.transfer_id)  # already there: nothing is placed
+                inc.file_placed(ev.transfer_id, ev.path, now)
             elif isinstance(ev, FileVerified):
                 self.placed[ev.path] = bytes(self.parts.pop(ev.transfer_id))
                 inc.file_placed(ev.transfer_id, ev.path, now)
@@ -313,6 +323,19 @@ class FileRun:
         if ev.kind is FileKind.DIRECTORY:
             self.dirs.add(ev.path)
             inc.accept(ev.transfer_id, now, final_name=ev.path)
+            return
+        here = self.setup.receiver_present.get(ev.path)
+        if (
+            ev.kind is FileKind.FILE
+            and here is not None
+            and len(here) == ev.size
+            and ev.path not in inc.differing
+        ):
+            # What the daemon does when ReceiveDir.find_present finds the file: its digest is
+            # the FILE_END check's "written data".
+            self.parts[ev.transfer_id] = bytearray(here)
+            self.present_ids.add(ev.transfer_id)
+            inc.accept(ev.transfer_id, now, present=True)
             return
         part = bytearray(ev.size) if ev.kind is not FileKind.BENCH else bytearray()
         have = self.setup.receiver_has.get(ev.path, ())

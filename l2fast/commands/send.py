@@ -29,11 +29,16 @@ your own rights; with a daemon on the interface they are handed to it (SCM_RIGHT
 this command runs the sender itself (root or CAP_NET_RAW needed). SHA-256 of every file is
 compared by the receiver; the exit status is 0 only when every file was verified, 1 when the
 receiver refused a file or a transfer failed. Sending the same file again after an interrupted
-transfer sends only what the receiver is missing (skipped_bytes in the final event).
+transfer sends only what the receiver is missing (skipped_bytes in the final event), and a
+file the receiver already has under its name (same size and SHA-256) is not sent at all and
+not copied again: it is reported as already there (files_present, and per file present).
+A file of that name that differs is received beside it as `name (1).ext`, as before.
 
 The --json final event also carries bytes_sent (file bytes that had to cross, each counted once),
 resent_bytes and retransmitted_frames (DATA sent again after a loss or timeout), skipped_bytes
-(already at the receiver: resume), and per file needed_bytes and skipped_bytes.
+(already at the receiver: resume or files already there), files_present (files the receiver
+already had, so nothing was sent for them), and per file needed_bytes, skipped_bytes and
+present.
 """
 
 #: Seconds without any message from the node before the command gives up.
@@ -101,6 +106,7 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
             resent_bytes=final.get("resent_bytes", 0),
             retransmitted_frames=final.get("retransmitted_frames", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
+            files_present=final.get("files_present", 0),
             results=final.get("files", []),
             **({"error": final["error"]} if final.get("error") else {}),
         )
@@ -118,12 +124,23 @@ def _summary(final: dict[str, Any], ok: bool) -> None:
     results = final.get("files", [])
     sent = int(final.get("bytes_sent", 0))
     skipped = int(final.get("skipped_bytes", 0))
+    present = int(final.get("files_present", 0))
+    check = "; verified" + (f" sha256 {final['digest']}" if final.get("digest") else "")
+    if len(results) == 1 and present:
+        name = display_name(results[0]["final_name"])
+        print(f"{name} is already at the receiver (same size and digest): nothing sent{check}")
+        return
     what = display_name(results[0]["final_name"]) if len(results) == 1 else f"{len(results)} files"
-    resumed = f", {format_bytes(skipped)} already there (resumed)" if skipped else ""
+    # Bytes of files already there count as skipped too; the rest was resumed part files.
+    present_bytes = sum(int(r.get("skipped_bytes", 0)) for r in results if r.get("present"))
+    notes = []
+    if present:
+        notes.append(f"{present} already at the receiver ({format_bytes(present_bytes)}, not sent)")
+    if skipped > present_bytes:
+        notes.append(f"{format_bytes(skipped - present_bytes)} already there (resumed)")
     print(
         f"sent {what}: {format_bytes(sent)} in {final.get('seconds', 0):.2f} s "
-        f"({final.get('gbit_per_s', 0):.2f} Gbit/s){resumed}; verified"
-        + (f" sha256 {final['digest']}" if final.get("digest") else "")
+        f"({final.get('gbit_per_s', 0):.2f} Gbit/s)" + "".join(f", {n}" for n in notes) + check
     )
 
 

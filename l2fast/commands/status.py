@@ -41,8 +41,10 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     lines.append(f"transfers  {len(transfers)} in flight")
     for t in transfers:
         pct = 100.0 * t["bytes_done"] / t["bytes_total"] if t["bytes_total"] else 0.0
+        present = t.get("files_present", 0)
+        already = f" ({present} already there)" if present else ""
         lines.append(
-            f"  {t['direction']:<7}  {t['peer']}  {t['session']}  {t['files']} file(s)  "
+            f"  {t['direction']:<7}  {t['peer']}  {t['session']}  {t['files']} file(s){already}  "
             f"{t['bytes_done']}/{t['bytes_total']} bytes ({pct:.1f}%)  {t['seconds']:.1f} s"
         )
     lines.append(f"peers      {len(s['peers'])}")

@@ -30,6 +30,7 @@ from l2fast.transfer.protocol import (
     FileCompleted,
     FileEntry,
     FileFailed,
+    FileReoffered,
     OfferAccepted,
     OfferRejected,
     OutgoingTransfer,
@@ -106,6 +107,8 @@ class OutgoingJob:
         self.reply = reply  # callable(dict)
         self.peer = peer
         self.files = files
+        #: Entries asked for; `files` grows past it when one is offered again (FileReoffered).
+        self.n_entries = len(files)
         self.digest = digest
         self.kernel_drops = 0  # summed from the receiver's FEEDBACK
         self._txs: list[dp.TxPath] = []  # every C sender this job made (bench sums their stats)
@@ -338,6 +341,14 @@ class OutgoingJob:
                     f.digester = FileDigester(f.data if f.data is not None else b"", self.digest)
                     if self._poll_timer is None:
                         self._poll_timer = self.runner.call_later(POLL_S, self._poll_digests)
+        if isinstance(ev, FileReoffered):
+            # The receiver holds another file of that name: the same source goes again.
+            old = self.files[ev.index]
+            assert ev.new_index == len(self.files)
+            self.files.append(SourceFile(old.entry, os.dup(old.fd)))
+            self._release(old)
+            self.skipped_bytes -= old.entry.size  # counted as held when it was accepted
+            log.info("%r differs from the receiver's file of that name: sending it", ev.path)
         if isinstance(ev, OfferRejected | FileCompleted | FileFailed):
             self._release(self.files[ev.index])
         if isinstance(ev, OfferRejected):
@@ -355,6 +366,7 @@ class OutgoingJob:
                     "verified": ev.verified,
                     "needed_bytes": ev.needed_bytes,
                     "skipped_bytes": ev.skipped_bytes,
+                    "present": ev.present,
                 }
             )
         elif isinstance(ev, FileFailed):
@@ -388,7 +400,7 @@ class OutgoingJob:
         self.ended = True
         now = self.runner.now()
         seconds = max(now - self.started, 1e-9) if self.started else 0.0
-        total = sum(f.entry.size for f in self.files)
+        total = sum(f.entry.size for f in self.files[: self.n_entries])
         sent = done.bytes_sent if done is not None else 0
         final: dict[str, Any] = {
             "done": True,
@@ -401,12 +413,14 @@ class OutgoingJob:
             "resent_bytes": self.out.retransmitted_bytes if self.out is not None else 0,
             "retransmitted_frames": self.out.retransmitted_frames if self.out is not None else 0,
             "skipped_bytes": self.skipped_bytes,
+            # Files the receiver already held (same name, size and digest): nothing was sent.
+            "files_present": done.files_present if done is not None else 0,
             "seconds": round(seconds, 6),
             "gbit_per_s": round(sent * 8 / seconds / 1e9, 3) if seconds else 0.0,
-            "verified": ok and done is not None and done.files_verified == len(self.files),
+            "verified": ok and done is not None and done.files_verified == self.n_entries,
         }
         digests = [r.get("digest") for r in self.results if r.get("digest")]
-        if len(self.files) == 1:
+        if self.n_entries == 1:
             final["digest"] = digests[0] if digests else None
         if error:
             final["error"] = error
@@ -468,7 +482,8 @@ class OutgoingJob:
             "direction": "send",
             "peer": format_mac(self.peer),
             "session": f"{self.session:#010x}",
-            "files": len(self.files),
+            "files": self.n_entries,
+            "files_present": sum(1 for r in self.results if r.get("present")),
             "bytes_done": p.bytes_done if p else 0,
             "bytes_total": p.bytes_total if p else 0,
             "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,

@@ -9,6 +9,9 @@ Receiving (`IncomingJob`): one per session the peer offers files on. Offers go t
 files are placed by `ReceiveDir` (part file, sidecar bitmap for resume) and received by a
 `ReceiveJob` (receive process + writer processes); the digest of the written prefix is
 computed by `PrefixDigester`; the verified file is fsynced and renamed, then FILE_RESULT.
+A file already here under the offered name and size (`ReceiveDir.find_present`, when the
+session negotiated PRESENT) is accepted as present: only its digest is computed, off the loop
+when it is large, and nothing is written (PROTOCOL.md §Files already at the receiver).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from l2fast.node.events import (
     SessionOpened,
 )
 from l2fast.transfer.digest import PrefixDigester, new_hasher
-from l2fast.transfer.incoming import IncomingFile, PlacementError
+from l2fast.transfer.incoming import IncomingFile, PlacementError, PresentFile
 from l2fast.transfer.placement import ReceiveDir
 from l2fast.transfer.protocol import (
     FileChunksComplete,
@@ -60,7 +63,7 @@ from l2fast.transfer.receiver_proc import (
     ReceiveJob,
     SmallFileReceiver,
 )
-from l2fast.wire.constants import Digest, ErrorCode, FileKind, error_name
+from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind, error_name
 from l2fast.wire.frames import FileOffer
 
 log = logging.getLogger("l2fast.daemon")
@@ -80,6 +83,7 @@ class _Receiving:
     digester: PrefixDigester | None = None
     written: bool = False
     digest: bytes = b""
+    present: PresentFile | None = None  #: the file already here (accepted as present)
 
 
 @dataclass
@@ -126,6 +130,8 @@ class Transfers:
         self._recv: ReceiveDir | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=100)
         self._session_mtu: dict[int, int] = {}
+        #: Sessions that negotiated Features.PRESENT (files already here are not received).
+        self._present_ok: set[int] = set()
         #: Peers asked to send bench streams here (`bench -R`): accepted whatever the policy.
         self.bench_expected: dict[bytes, int] = {}
 
@@ -135,11 +141,14 @@ class Transfers:
         """Route session and control events to the jobs."""
         if isinstance(ev, SessionOpened):
             self._session_mtu[ev.session] = ev.params.mtu
+            if ev.params.features & Features.PRESENT:
+                self._present_ok.add(ev.session)
             job = self.outgoing.get(ev.session)
             if job is not None and job.peer == ev.peer:
                 job.on_opened(ev.params.mtu)
         elif isinstance(ev, SessionClosed | SessionFailed):
             self._session_mtu.pop(ev.session, None)
+            self._present_ok.discard(ev.session)
             error = ev.error if isinstance(ev, SessionFailed) else None
             job = self.outgoing.get(ev.session)
             if job is not None:
@@ -206,6 +215,10 @@ class Transfers:
                 self._wait_digest(inc, rec)
         elif isinstance(ev, FileVerified):
             rec = inc.files.get(ev.transfer_id)
+            if rec is not None and rec.present is not None:
+                rec.present.close()  # the same file: nothing to write or place
+                inc.incoming.file_placed(ev.transfer_id, rec.present.final_name, now)
+                return
             if rec is None or rec.file is None:
                 return
             try:
@@ -225,11 +238,13 @@ class Transfers:
                 "final_name": ev.final_name,
                 "bytes": ev.size,
                 "digest": ev.digest.hex(),
+                "present": ev.present,
             }
             inc.received.append(entry)
             self.history.append(entry)
             log.info(
-                "received %r from %s as %r (%d bytes, digest %s)",
+                "%s %r from %s as %r (%d bytes, digest %s)",
+                "already present:" if ev.present else "received",
                 escape_text(ev.path),
                 format_mac(inc.peer),
                 escape_text(ev.final_name),
@@ -237,6 +252,15 @@ class Transfers:
                 ev.digest.hex(),
             )
             inc.files.pop(ev.transfer_id, None)
+        elif isinstance(ev, FileRejected) and ev.code == ErrorCode.DIFFERS:
+            log.info(
+                "%r from %s differs from the file already here: the sender sends it again",
+                escape_text(ev.path),
+                format_mac(inc.peer),
+            )
+            rec = inc.files.pop(ev.transfer_id, None)
+            if rec is not None:
+                self._drop_file(rec, keep=True)
         elif isinstance(ev, FileRejected):
             log.info(
                 "file %r from %s refused: %s %s",
@@ -287,6 +311,12 @@ class Transfers:
                     f"{escape_text(ev.path)!r}: only files and directories are received",
                     code=ErrorCode.BAD_REQUEST,
                 )
+            present = None
+            if inc.session in self._present_ok and ev.path not in inc.incoming.differing:
+                present = recv.find_present(offer)
+            if present is not None:
+                self._accept_present(inc, ev, present, now)
+                return
             incoming_file = recv.receive_offer(offer)
         except PlacementError as exc:
             log.info("refused %r: %s", escape_text(ev.path), exc.message)
@@ -304,6 +334,30 @@ class Transfers:
             self._wait_digest(inc, rec)
             return
         inc.queue.append(ev.transfer_id)
+
+    def _accept_present(
+        self, inc: IncomingJob, ev: OfferReceived, present: PresentFile, now: float
+    ) -> None:
+        """Accept as present (every chunk held, no data comes) and digest the file here: at
+        once when small, like a received small file, else in a `PrefixDigester` thread."""
+        rec = _Receiving(ev.transfer_id, ev, present=present, written=True)
+        inc.files[ev.transfer_id] = rec
+        inc.incoming.accept(ev.transfer_id, now, present=True)
+        if present.size >= self._receive_dir().policy.resume_min_bytes:
+            rec.digester = PrefixDigester(present.fd, present.size, ev.digest)
+            rec.digester.advance(present.size)
+            return  # FileChunksComplete, which accept() gave, waits for it
+        hasher = new_hasher(ev.digest)
+        try:
+            hasher.update(os.pread(present.fd, present.size, 0))
+        except OSError as exc:
+            inc.files.pop(ev.transfer_id, None)
+            present.close()
+            text = f"reading the file already here failed: {exc}"
+            inc.incoming.file_failed(ev.transfer_id, int(ErrorCode.IO_ERROR), text, now)
+            return
+        rec.digest = hasher.digest()
+        inc.incoming.file_written(ev.transfer_id, rec.digest, now)
 
     def _accept_bench(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
         """A bench stream: received by the session's bench receive process (one for every
@@ -643,6 +697,8 @@ class Transfers:
     def _drop_file(self, rec: _Receiving, keep: bool) -> None:
         if rec.digester is not None:
             rec.digester.cancel()
+        if rec.present is not None:
+            rec.present.close()  # the file already here stays as it is
         f = rec.file
         rec.file = None
         if f is None or f.outcome is not None:
@@ -759,6 +815,7 @@ class Transfers:
                     "peer": format_mac(inc.peer),
                     "session": f"{inc.session:#010x}",
                     "files": p.files_total,
+                    "files_present": sum(1 for r in inc.received if r["present"]),
                     "bytes_done": p.bytes_done,
                     "bytes_total": p.bytes_total,
                     "seconds": round(now - inc.started, 3),

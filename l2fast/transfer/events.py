@@ -26,6 +26,7 @@ __all__ = [
     "FileFailed",
     "FileReceived",
     "FileRejected",
+    "FileReoffered",
     "FileVerified",
     "IncomingEvent",
     "OfferAccepted",
@@ -96,6 +97,24 @@ class FileCompleted:
     skipped_bytes: int
     #: FILE_RESULT `bytes_received`, the receiver's count of the same thing as `needed_bytes`.
     bytes_received: int
+    #: True when the receiver held every chunk before the transfer (FILE_ACCEPT `have`
+    #: covered the whole file) and no data was sent: a file it already had under that name,
+    #: or a complete part file. Always False for an empty file (it has no chunks to hold).
+    present: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FileReoffered:
+    """The receiver holds a different file of the same name and size (FILE_RESULT `differs`
+    for a file it had answered as already present): the entry is offered again, as entry
+    `new_index` (transfer_id `new_index + 1`), whose data is sent. `index`'s file ended."""
+
+    transfer_id: int
+    index: int
+    path: str
+    #: Position of the new entry in the transfer's list (the adapter maps it to the same
+    #: source); its FileEntry is the old one's, placed after the last file in the data space.
+    new_index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +191,9 @@ class FileReceived:
     #: Bytes that came over the wire for it (its size minus what we held before).
     bytes_received: int
     size: int
+    #: True when the file was already here under `final_name` with the same content: nothing
+    #: was received or written (PROTOCOL.md §Files already at the receiver).
+    present: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +203,8 @@ class FileRejected:
     transfer_id: int
     path: str
     #: An `ErrorCode` value: refused/bad_name/no_space (our refusal), digest_mismatch,
-    #: io_error, timeout (the transfer ended first).
+    #: io_error, timeout (the transfer ended first), differs (a file answered as present
+    #: differs from the one here: the sender offers it again).
     code: int
     text: str
     #: True when the file had been accepted (a part file may exist: keep it for resume, or
@@ -216,6 +239,8 @@ class TransferDone:
     #: Bytes that crossed the wire for verified files, and bytes resume saved.
     bytes_sent: int
     bytes_skipped: int
+    #: Of `files_verified`, those already at the receiver, so not sent (`present`).
+    files_present: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +266,7 @@ OutgoingEvent: TypeAlias = (
     | OfferRejected
     | FileCompleted
     | FileFailed
+    | FileReoffered
     | TransferProgress
     | TransferDone
     | TransferFailed

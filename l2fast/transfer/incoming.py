@@ -4,7 +4,8 @@
 file or unnamed file, resume); this module writes into it within the declared size and places
 it: digest comparison, mode and mtime, fsync, the never-replacing rename (or `overwrite`), the
 directory fsync, the sidecar's removal. See `l2fast.transfer.placement` for the rules and why.
-It also holds the errors of receiving and the `PlacementPolicy`.
+It also holds the errors of receiving, the `PlacementPolicy`, and `PresentFile`: a file already
+under the offered name, which is read for its digest and never written.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "PlacedFile",
     "PlacementError",
     "PlacementPolicy",
+    "PresentFile",
 ]
 
 MAX_NAME_ATTEMPTS = 100  # `name (1)` .. `name (99)`, then give up with a clear error
@@ -92,6 +94,24 @@ class PlacedFile:
     final_name: str  #: POSIX path relative to the receive directory (FILE_RESULT `final_name`)
     size: int
     renamed: bool  #: True when the offered name was taken and another was chosen
+
+
+class PresentFile:
+    """A regular file already under an offered name with the offered size, open read-only
+    (PROTOCOL.md §Files already at the receiver). Its digest decides whether the offer is this
+    file; nothing is ever written to it, renamed or removed. Close it when decided."""
+
+    def __init__(self, fd: int, final_name: str, size: int) -> None:
+        self.fd = fd
+        #: POSIX path relative to the receive directory (FILE_RESULT `final_name`).
+        self.final_name = final_name
+        self.size = size
+
+    def close(self) -> None:
+        """Close the descriptor (idempotent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 # -- renames -----------------------------------------------------------------------------------

@@ -10,6 +10,13 @@ What other tools got wrong (FACTS.md) shapes every rule here:
   A symlink anywhere below the receive directory, even one planted there to point outside, is
   refused, never followed. Renames use the same directory descriptor, so a directory swapped
   for a symlink mid-transfer does not redirect the final rename either.
+- **A file already here is not received twice.** When the session negotiated it, an offered
+  file whose name holds a regular file of the offered size is answered as already present
+  (`find_present`): the file is only read, for its digest, and FILE_END decides (PROTOCOL.md
+  §Files already at the receiver); if the digests differ it is offered again and received
+  under the rules below (with `overwrite` too: the same bytes need no replacing). The lookup
+  walks the path like every other (no symlink followed, no directory created) and opens the
+  leaf O_NOFOLLOW after an lstat found a regular file with one link.
 - **Never overwrite by default** (magic-wormhole refuses to). The finished part file is renamed
   with RENAME_NOREPLACE (or link + unlink, also atomic) and, when the name is taken, to
   `name (1).ext`, `name (2).ext`, ... `overwrite=True` replaces the old file atomically instead.
@@ -68,6 +75,7 @@ from l2fast.transfer.incoming import (
     PlacedFile,
     PlacementError,
     PlacementPolicy,
+    PresentFile,
 )
 from l2fast.transfer.names import (
     PART_SUFFIX,
@@ -94,6 +102,7 @@ __all__ = [
     "PlacedFile",
     "PlacementError",
     "PlacementPolicy",
+    "PresentFile",
     "ReceiveDir",
     "checked_components",
     "display_name",
@@ -102,6 +111,8 @@ __all__ = [
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PART_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: should a FIFO replace the file between lstat and open, the open does not hang.
+_PRESENT_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: Bytes of a new part file preallocated before its offer is accepted (the writers start there);
 #: the rest is preallocated beside the transfer, a slice at a time (`_size_part`).
 PREALLOCATE_AHEAD = 64 << 20
@@ -232,6 +243,40 @@ class ReceiveDir:
             os.close(fd)
 
     # -- files ------------------------------------------------------------------------------
+
+    def find_present(self, offer: FileOffer) -> PresentFile | None:
+        """The regular file already under the offered name, when it has the offered size.
+
+        None when there is none: no such path, a directory, symlink, FIFO or device under the
+        name, a file with more than one link, another size, an unreadable file, or an offer
+        that is not a plain file. Creates
+        nothing, follows no symlink (a symlinked directory on the way is BadName, as it is for
+        `receive_offer`), and never writes. Raises BadName for a refused name.
+        """
+        if offer.kind != FileKind.FILE:
+            return None
+        components = checked_components(offer.path, is_file=True)
+        try:
+            parent = self._open_dir(components[:-1], create=False)
+        except OSError:
+            return None
+        leaf = components[-1]
+        try:
+            seen = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+            # A second link may be one planted to a file elsewhere: its digest is nobody's
+            # business (the sender would learn whether it guessed the content).
+            if not stat.S_ISREG(seen.st_mode) or seen.st_nlink != 1 or seen.st_size != offer.size:
+                return None
+            fd = os.open(leaf, _PRESENT_FLAGS, dir_fd=parent)
+        except OSError:
+            return None
+        finally:
+            os.close(parent)
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino) or info.st_size != offer.size:
+            os.close(fd)  # replaced between the lstat and the open
+            return None
+        return PresentFile(fd, "/".join(components), offer.size)
 
     def receive_offer(self, offer: FileOffer) -> IncomingFile:
         """`receive_file` for a FILE_OFFER of kind FILE."""

@@ -32,6 +32,10 @@ Rules the two cores agree on (beyond PROTOCOL.md):
   FILE_RESULT status 0 confirms the byte count, not a digest.
 - FILE_RESULT status 0 is valid only after FILE_END and must carry the sender's digest; a
   non-zero status may end a file any time after acceptance (the receiver could not write it).
+- A file the receiver already holds under its name and size is accepted with every chunk held
+  (`accept(present=True)`); FILE_END's digest then confirms it (FILE_RESULT 0, nothing written)
+  or FILE_RESULT `differs` makes the sender offer it again as a new entry (PROTOCOL.md §Files
+  already at the receiver).
 - The receiver records the chunks it will not be sent (held before, refused files, gaps) as
   received at once, so the cumulative ack and the credit move past them; the sender leaves
   them out of its window through `SendSpace`.
@@ -45,6 +49,7 @@ from l2fast.transfer.events import (
     FileFailed,
     FileReceived,
     FileRejected,
+    FileReoffered,
     FileVerified,
     IncomingEvent,
     OfferAccepted,
@@ -78,6 +83,7 @@ __all__ = [
     "FileLayout",
     "FileReceived",
     "FileRejected",
+    "FileReoffered",
     "FileState",
     "FileVerified",
     "IncomingEvent",

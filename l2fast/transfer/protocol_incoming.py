@@ -17,6 +17,12 @@ The adapter drives it:
   `FileVerified` fsync and rename, then `file_placed`; on a write failure `file_failed`;
 - time: `handle_timer(now)` at `next_timer()`; `session_ended` when the session ends.
 
+A file already here under the offered name, with the offered size, is accepted as present
+(`accept(..., present=True)`, PROTOCOL.md §Files already at the receiver): FILE_ACCEPT holds
+every chunk, nothing is sent, the adapter reports the digest of the file it holds, and FILE_END
+decides: the same digest is FILE_RESULT 0 (`FileReceived.present`, nothing is written), another
+is FILE_RESULT `differs` and the sender offers the file again, which is then received as usual.
+
 Chunks outside every accepted file (a refused or undecided file, past a declared size, never
 offered) are refused: not recorded, not acknowledged, counted in `chunks_refused`. Chunks the
 receiver does not want sent (held before, of a refused file, gaps between files) are recorded
@@ -85,6 +91,7 @@ class _InFile:
     end_algo: int = 0
     our_digest: bytes | None = None  #: of the written data, from the adapter
     final_name: str = ""
+    present: bool = False  #: accepted as already here: nothing is sent or written
 
     @property
     def transfer_id(self) -> int:
@@ -146,6 +153,9 @@ class IncomingTransfer:
         self.bench_notes: dict[int, str] = {}
         #: Bench offers whose FILE_RESULT waits for `release_bench` (a raw-blast count).
         self.bench_held: set[int] = set()
+        #: Paths accepted as present whose digest then differed (FILE_RESULT `differs`): the
+        #: sender offers them again, and the adapter must not answer those as present.
+        self.differing: set[str] = set()
 
     # --- inspection ------------------------------------------------------------------------
 
@@ -166,8 +176,10 @@ class IncomingTransfer:
 
     def progress(self) -> TransferProgress:
         """The progress now (the same numbers TransferProgress events carry)."""
-        done = sum(self._counts[s] for s in FINAL_STATES)
-        return TransferProgress(self._bytes_done, self._bytes_total, done, len(self._files))
+        # A superseded file comes again as a new offer: the pair counts as one file.
+        again = self._counts[FileState.SUPERSEDED]
+        done = sum(self._counts[s] for s in FINAL_STATES) - again
+        return TransferProgress(self._bytes_done, self._bytes_total, done, len(self._files) - again)
 
     # --- control stream --------------------------------------------------------------------
 
@@ -258,18 +270,27 @@ class IncomingTransfer:
         now: float,
         have: Iterable[tuple[int, int]] = (),
         final_name: str = "",
+        present: bool = False,
     ) -> None:
         """Accept an offer; `have` are file-relative chunk ranges already held (resume).
 
         Only as many `have` ranges as fit one FILE_ACCEPT are kept (the largest). For a
         directory, create it first: `final_name` is where it landed, and the file is complete
-        at once. Raises LocalProtocolError when the offer is unknown or already answered.
+        at once. `present`: a file of this name and size is already here; every chunk counts
+        as held (`have` is ignored) and the adapter reports that file's digest with
+        `file_written`. Raises LocalProtocolError when the offer is unknown or already
+        answered, or `present` is given for anything but a file.
         """
         f = self._known(transfer_id)
+        if present and f.kind is not FileKind.FILE:
+            raise LocalProtocolError(f"only a file can be present, not a {f.kind.name.lower()}")
         self._move(f, FileInput.ACCEPT)
         layout = f.layout
         held: tuple[tuple[int, int], ...] = ()
-        if f.kind in (FileKind.FILE, FileKind.SYMLINK):
+        f.present = present
+        if present:
+            held = ((layout.first_chunk, layout.end),) if layout.chunks else ()
+        elif f.kind in (FileKind.FILE, FileKind.SYMLINK):
             held = fit_have(layout.to_data(ChunkRanges(have)), self._max_have)
         self._control.append(FileAccept(transfer_id, held))
         if not layout.chunks:
@@ -460,6 +481,15 @@ class IncomingTransfer:
             else:
                 self._events.append(FileVerified(f.transfer_id, f.path, ours))
             return
+        if f.present:
+            # Not the same file: the sender offers it again and sends its data (§Files
+            # already at the receiver). The file here is left as it is.
+            text = "another file of that name and size is already here"
+            self._move(f, FileInput.DIFFERS)
+            self.differing.add(f.path)
+            self._control.append(FileResult(f.transfer_id, int(ErrorCode.DIFFERS), 0, ours, text))
+            self._events.append(FileRejected(f.transfer_id, f.path, ErrorCode.DIFFERS, text, True))
+            return
         text = "the digest of the data received differs from the sender's"
         self._move(f, FileInput.DIGEST_MISMATCH)
         self._control.append(
@@ -499,6 +529,7 @@ class IncomingTransfer:
                 digest,
                 f.bytes_in,
                 f.offer.size,
+                f.present,
             )
         )
 
@@ -565,6 +596,7 @@ class IncomingTransfer:
                 files_rejected=self._counts[FileState.REJECTED],
                 bytes_sent=sum(f.bytes_in for f in received),
                 bytes_skipped=sum(f.skipped_bytes for f in received),
+                files_present=sum(f.present for f in received),
             )
         )
 

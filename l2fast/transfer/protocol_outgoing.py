@@ -5,6 +5,9 @@ stream (a bounded number unanswered at a time, so thousands of small files pipel
 costing a round trip each), lays the accepted ones out in one `TxWindow` (through `SendSpace`,
 which leaves out chunks the receiver already holds and files it refused), sends FILE_END when
 a file's data is acknowledged and its digest is known, and ends each file on FILE_RESULT.
+A file the receiver answered as already present (every chunk held) whose FILE_RESULT says
+`differs` is offered once more as a new entry at the end (`FileReoffered`; PROTOCOL.md §Files
+already at the receiver).
 
 The adapter drives it:
 
@@ -24,6 +27,7 @@ Anything the peer sends that does not fit is counted in `drops`, never raised.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -33,6 +37,7 @@ from l2fast.errors import L2fastError, LocalProtocolError, ProtocolError, Remote
 from l2fast.transfer.events import (
     FileCompleted,
     FileFailed,
+    FileReoffered,
     OfferAccepted,
     OfferRejected,
     OutgoingEvent,
@@ -90,6 +95,8 @@ class _OutFile:
     needed: list[tuple[int, int]] | None = None  #: data-space ranges to send
     window_end: int = 0  #: the window-space end of its chunks, once laid out
     digest: bytes | None = None
+    #: The entry this one offers again after FILE_RESULT `differs` (None: a first offer).
+    reoffer_of: int | None = None
 
     @property
     def transfer_id(self) -> int:
@@ -102,6 +109,12 @@ class _OutFile:
     @property
     def needed_bytes(self) -> int:
         return self.entry.size - self.skipped_bytes
+
+    @property
+    def present(self) -> bool:
+        """Accepted with every chunk held: nothing of it is sent (PROTOCOL.md §Files already
+        at the receiver)."""
+        return self.needs_digest and self.entry.size > 0 and self.needed == []
 
 
 class OutgoingTransfer:
@@ -141,6 +154,8 @@ class OutgoingTransfer:
             self._layouts.append(layout)
             position = layout.end
         self._files: list[_OutFile] = []  # offered, in order; transfer_id = position + 1
+        # Entries added by `_reoffer`: new index -> (the index offered again, its digest).
+        self._reoffers: dict[int, tuple[int, bytes | None]] = {}
         self._control: list[Body] = []
         self._events: deque[OutgoingEvent] = deque()
         self._space = SendSpace()
@@ -194,8 +209,10 @@ class OutgoingTransfer:
             before = self._space.count_below(head.layout.first_chunk)
             chunks = max(0, self._window.cum_ack - before)
             done += min(chunks * head.layout.chunk_size, head.needed_bytes)
-        finished = sum(self._counts[s] for s in FINAL_STATES)
-        return TransferProgress(done, self._bytes_total, finished, len(self._entries))
+        # A superseded file is offered again as a new entry: the pair counts as one file.
+        again = self._counts[FileState.SUPERSEDED]
+        finished = sum(self._counts[s] for s in FINAL_STATES) - again
+        return TransferProgress(done, self._bytes_total, finished, len(self._entries) - again)
 
     def _file(self, transfer_id: int) -> _OutFile | None:
         i = transfer_id - 1
@@ -218,7 +235,10 @@ class OutgoingTransfer:
         ):
             index = len(self._files)
             entry, layout = self._entries[index], self._layouts[index]
-            self._files.append(_OutFile(index, entry, layout))
+            f = _OutFile(index, entry, layout)
+            if index in self._reoffers:
+                f.reoffer_of, f.digest = self._reoffers.pop(index)
+            self._files.append(f)
             self._counts[FileState.OFFERED] += 1
             self._outstanding += 1
             self._unfinished += 1
@@ -304,7 +324,8 @@ class OutgoingTransfer:
                 f.entry.size,
                 f.have,
                 f.skipped_bytes,
-                f.needs_digest,
+                # An entry offered again keeps the digest already computed for it.
+                f.needs_digest and f.digest is None,
             )
         )
         if not f.needed:
@@ -319,6 +340,14 @@ class OutgoingTransfer:
 
     def _on_result(self, body: FileResult, now: float) -> None:
         f = self._known(body.transfer_id)
+        if (
+            body.status == ErrorCode.DIFFERS
+            and f.present
+            and f.reoffer_of is None  # once: a receiver never answers a re-offer as present
+            and len(self._entries) < _MAX_TRANSFER_ID
+        ):
+            self._reoffer(f)
+            return
         if body.status != ErrorCode.OK:
             self._move(f, FileInput.RECV_RESULT_ERROR)
             # The code names the failure; the peer's own words (in `final_name`) travel in
@@ -360,8 +389,22 @@ class OutgoingTransfer:
                 f.needed_bytes,
                 f.skipped_bytes,
                 body.bytes_received,
+                f.present,
             )
         )
+
+    def _reoffer(self, f: _OutFile) -> None:
+        """FILE_RESULT `differs`: the receiver holds another file of this name and size. The
+        entry is offered again, once, after the last file of the data space; the receiver
+        then receives it as usual (under a free name). Its digest is already known."""
+        self._move(f, FileInput.RECV_RESULT_DIFFERS)
+        index = len(self._entries)
+        entry = dataclasses.replace(f.entry, first_chunk=None)
+        last = self._layouts[-1]
+        self._entries.append(entry)
+        self._layouts.append(FileLayout(index + 1, last.end, entry.chunk_size, entry.size))
+        self._reoffers[index] = (f.index, f.digest)
+        self._events.append(FileReoffered(f.transfer_id, f.index, f.entry.path, index))
 
     # --- the adapter's reports -----------------------------------------------------------
 
@@ -520,6 +563,7 @@ class OutgoingTransfer:
                 files_rejected=self._counts[FileState.REJECTED],
                 bytes_sent=sum(f.needed_bytes for f in verified),
                 bytes_skipped=sum(f.skipped_bytes for f in verified),
+                files_present=sum(f.present for f in verified),
             )
         )
 

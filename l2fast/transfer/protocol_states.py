@@ -10,10 +10,14 @@ peer's errors as drops and carry on; they never raise them into the event loop (
 One file's life (PROTOCOL.md §FILE_OFFER .. §FILE_RESULT):
 
     sender:   OFFERED -> ACCEPTED | REJECTED;  ACCEPTED -> DATA_DONE (every chunk acknowledged)
-              -> ENDED (FILE_END sent) -> VERIFIED | FAILED (FILE_RESULT)
+              -> ENDED (FILE_END sent) -> VERIFIED | FAILED | SUPERSEDED (FILE_RESULT)
     receiver: OFFERED -> ACCEPTED | REJECTED;  ACCEPTED -> DATA_DONE (written, digest known)
-              and FILE_END in either order -> CHECKING -> PLACING (digests match) | FAILED;
-              PLACING -> VERIFIED (placed under its final name, FILE_RESULT 0 sent)
+              and FILE_END in either order -> CHECKING -> PLACING (digests match) | FAILED
+              | SUPERSEDED; PLACING -> VERIFIED (placed under its final name, FILE_RESULT 0 sent)
+
+SUPERSEDED is the end of a file the receiver answered as already present (PROTOCOL.md §Files
+already at the receiver) whose digest then differed from the file it holds: FILE_RESULT
+`differs`, and the sender offers the same entry again as a new file.
 
 A receiver's FILE_END can arrive before its own writers finish (the sender sends FILE_END once
 FEEDBACK acknowledged the data, which happens on arrival, before the disk write), so the
@@ -63,6 +67,8 @@ class FileState(enum.Enum):
     PLACING = "placing"  #: receiver: digests match; the adapter renames the part file
     VERIFIED = "verified"  #: FILE_RESULT status 0 sent / received (final)
     FAILED = "failed"  #: FILE_RESULT with an error, or the transfer ended first (final)
+    #: FILE_RESULT `differs` sent / received: the file is offered again (final)
+    SUPERSEDED = "superseded"
 
 
 class FileInput(enum.Enum):
@@ -77,12 +83,16 @@ class FileInput(enum.Enum):
     RECV_END = "recv_end"  #: receiver: FILE_END
     RECV_RESULT_OK = "recv_result_ok"  #: sender: FILE_RESULT status 0
     RECV_RESULT_ERROR = "recv_result_error"  #: sender: FILE_RESULT with an error code
+    #: sender: FILE_RESULT `differs` for a file the receiver said it held
+    RECV_RESULT_DIFFERS = "recv_result_differs"
     # Local progress.
     DATA_ACKED = "data_acked"  #: sender: every chunk of the file acknowledged by FEEDBACK
     SEND_END = "send_end"  #: sender: FILE_END goes out (data done and digest known)
     DATA_WRITTEN = "data_written"  #: receiver: the adapter wrote every chunk and has a digest
     DIGEST_MATCH = "digest_match"  #: receiver: FILE_END's digest equals ours
     DIGEST_MISMATCH = "digest_mismatch"
+    #: receiver: FILE_END's digest differs from that of the file already present
+    DIFFERS = "differs"
     PLACED = "placed"  #: receiver: the adapter placed the file under its final name
     #: Either side: the file cannot finish (the adapter failed to write or place it, a timeout,
     #: the session ended, the transfer was cancelled).
@@ -99,13 +109,16 @@ LOCAL_INPUTS = frozenset(
         FileInput.DATA_WRITTEN,
         FileInput.DIGEST_MATCH,
         FileInput.DIGEST_MISMATCH,
+        FileInput.DIFFERS,
         FileInput.PLACED,
         FileInput.FAIL,
     }
 )
 
 #: States a file never leaves.
-FINAL_STATES = frozenset({FileState.REJECTED, FileState.VERIFIED, FileState.FAILED})
+FINAL_STATES = frozenset(
+    {FileState.REJECTED, FileState.VERIFIED, FileState.FAILED, FileState.SUPERSEDED}
+)
 
 S = FileState
 I = FileInput  # noqa: E741 - a one-letter alias keeps the table below readable
@@ -120,6 +133,7 @@ _SENDER: dict[FileState, dict[FileInput, FileState]] = {
     S.ENDED: {
         I.RECV_RESULT_OK: S.VERIFIED,
         I.RECV_RESULT_ERROR: S.FAILED,
+        I.RECV_RESULT_DIFFERS: S.SUPERSEDED,
         I.FAIL: S.FAILED,
     },
     # Final states take nothing: a late or repeated FILE_* frame is the peer's error (the
@@ -127,6 +141,7 @@ _SENDER: dict[FileState, dict[FileInput, FileState]] = {
     S.REJECTED: {},
     S.VERIFIED: {},
     S.FAILED: {},
+    S.SUPERSEDED: {},
     # Receiver-only states.
     S.CHECKING: {},
     S.PLACING: {},
@@ -137,11 +152,17 @@ _RECEIVER: dict[FileState, dict[FileInput, FileState]] = {
     S.ACCEPTED: {I.DATA_WRITTEN: S.DATA_DONE, I.RECV_END: S.ENDED, I.FAIL: S.FAILED},
     S.DATA_DONE: {I.RECV_END: S.CHECKING, I.FAIL: S.FAILED},
     S.ENDED: {I.DATA_WRITTEN: S.CHECKING, I.FAIL: S.FAILED},
-    S.CHECKING: {I.DIGEST_MATCH: S.PLACING, I.DIGEST_MISMATCH: S.FAILED, I.FAIL: S.FAILED},
+    S.CHECKING: {
+        I.DIGEST_MATCH: S.PLACING,
+        I.DIGEST_MISMATCH: S.FAILED,
+        I.DIFFERS: S.SUPERSEDED,
+        I.FAIL: S.FAILED,
+    },
     S.PLACING: {I.PLACED: S.VERIFIED, I.FAIL: S.FAILED},
     S.REJECTED: {},
     S.VERIFIED: {},
     S.FAILED: {},
+    S.SUPERSEDED: {},
 }
 
 #: role -> state -> input -> next state. Anything missing is a protocol error.

@@ -101,6 +101,10 @@ class Features(enum.IntFlag):
 
     NONE = 0
     ZLIB = 0x1
+    #: The receiver may answer an offer of a file it already holds (same name and size) as
+    #: held (FILE_ACCEPT `have` = every chunk), and the sender offers it again when FILE_RESULT
+    #: says `differs` (PROTOCOL.md §Files already at the receiver).
+    PRESENT = 0x2
 
 
 class Digest(enum.IntFlag):
@@ -126,6 +130,9 @@ class ErrorCode(enum.IntEnum):
     BAD_NAME = 9
     TIMEOUT = 10
     TOO_LARGE = 11
+    #: FILE_RESULT only: the receiver holds another file of that name and size (the sender
+    #: offers the file again; PROTOCOL.md §Files already at the receiver).
+    DIFFERS = 12
 
 
 def error_name(code: int) -> str:

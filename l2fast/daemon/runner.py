@@ -552,10 +552,15 @@ class NodeRunner:
         self.echo = responder
         if self.receive_sockets is not None:
             try:
-                self.receive_sockets.add_echo(responder.join_fanout, sock.mac)
+                routed = self.receive_sockets.add_echo(responder.join_fanout, sock.mac)
             except L2fastError as exc:
                 # Outside the group the responder still gets every PING (offered separately).
                 log.warning("the echo responder stays outside the fanout group: %s", exc.message)
+            else:
+                if not routed:  # in the group, but no PING would reach it
+                    self.stop_echo_responder()
+                    log.warning("PINGs are answered in the event loop")
+                    return False
         log.info("PINGs to %s are answered by a C thread", sock.ifname)
         return True
 

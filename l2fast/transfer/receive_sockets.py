@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,13 +124,27 @@ class ReceiveSockets:
 
     # --- the PING responder --------------------------------------------------------------
 
-    def add_echo(self, join: Any, mac: bytes) -> None:
+    def add_echo(self, join: Callable[[int], None], mac: bytes) -> bool:
         """Make the (started) PING responder the last member: `join(group_id)` joins its
-        socket (`EchoResponder.join_fanout`); then PINGs to `mac` are routed to it."""
+        socket (`EchoResponder.join_fanout`); then PINGs to `mac` are routed to it.
+
+        Returns True when PINGs now go to it. Raises what `join` raises when its socket
+        could not join (it stays outside the group and still gets every PING). Returns False
+        when it joined but the program routing PINGs to it could not be installed: PINGs then
+        reach member 0, whose filter drops them while a responder runs, so the caller must
+        stop the responder (its socket, the last member, leaves without renumbering anyone).
+        """
         join(self.group_id)
         self._echo_member = len(self._pool) + 1
         self._echo_mac = mac
-        self._apply()
+        try:
+            self._apply()
+        except L2fastError as exc:
+            log.warning("PINGs could not be routed to the responder: %s", exc.message)
+            self._echo_member = 0
+            self._echo_mac = None
+            return False
+        return True
 
     def remove_echo(self) -> None:
         """The responder stops: PINGs go to the control socket again (before its socket

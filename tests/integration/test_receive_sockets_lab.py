@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECEIVER = r"""
 import json, sys, time
 from l2fast import native
+from l2fast.errors import L2fastError
 from l2fast.transfer.receive_sockets import ReceiveSockets
 mac = bytes.fromhex(sys.argv[1].replace(":", ""))
 control = native.RawSocket.open("eth0")
@@ -59,6 +60,17 @@ pool.add_echo(echo.fanout_join, mac)
 step("echo", {"control": control, "echo": echo})
 pool.remove_echo()
 step("no_echo", {"control": control, "echo": echo})
+echo.close()  # the responder stopped: its socket, the last member, left
+# A new responder joins, but its route cannot be installed: add_echo says so (the daemon then
+# stops it), and PINGs keep going to member 0.
+echo2 = native.RawSocket.open("eth0")
+def refuse(*args, **kwargs):
+    raise L2fastError("refused")
+real = control.fanout_route
+control.fanout_route = refuse
+out["unrouted"] = [pool.add_echo(echo2.fanout_join, mac), pool.status()["ping_responder_member"]]
+control.fanout_route = real
+echo2.close()
 c.give_back(); b.give_back()
 out["status_end"] = pool.status()
 pool.close()
@@ -129,4 +141,5 @@ def test_the_pool_lends_routes_drains_and_reuses(labs: LabFactory) -> None:
     assert out["echo"]["echo"] == [[PING, 0]]
     assert [PING, 0] not in out["echo"]["control"]
     assert out["no_echo"]["echo"] == [] and [PING, 0] in out["no_echo"]["control"]
+    assert out["unrouted"] == [False, None]
     assert out["status_end"]["lent"] == 0 and out["status_end"]["lent_total"] == 3

@@ -7,7 +7,7 @@
 #   sudo bench/fanout_ab.sh 1500 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,8p' "$0"; exit 0; fi
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,7p' "$0"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "FAILED: needs root (network namespaces): run it with sudo" >&2; exit 1; }
 MTU=${1:-1500}
 REPS=${2:-3}

@@ -205,6 +205,11 @@ int l2f_fanout_join(int32_t fd, uint32_t id);
 int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *members, uint32_t n,
                      uint32_t echo_member, const uint8_t *mac);
 
+/* Take (and so clear) the socket's pending error: 0 when none, else the positive errno the next
+ * call would have failed with (ENETDOWN after the link went down, ...), or -errno when the
+ * query itself fails. */
+int l2f_sock_take_error(int32_t fd);
+
 int l2f_close(int32_t fd);
 
 /* Static description of an error code (errno or L2F_E_*), never NULL. */

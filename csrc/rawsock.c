@@ -574,6 +574,17 @@ int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *membe
     return 0;
 }
 
+int l2f_sock_take_error(int32_t fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return err;
+}
+
 int l2f_close(int32_t fd)
 {
     if (fd < 0)

@@ -775,6 +775,13 @@ class RawSocket:
             rc = _lib.l2f_sock_filter_control(self._fd(), ids, len(bulk_sessions))
         _check(rc, f"filtering {self.ifname!r}")
 
+    def take_error(self) -> int:
+        """Take (and so clear) the socket's pending error: 0, or the errno the next call would
+        have failed with (ENETDOWN after the link went down while nobody read the socket)."""
+        rc = _lib.l2f_sock_take_error(self._fd())
+        _check(rc, f"socket error of {self.ifname!r}")
+        return int(rc)
+
     def fanout_create(self) -> int:
         """Make this socket member 0 of a new PACKET_FANOUT_CBPF group with a kernel-chosen
         id, and return the id. Until `fanout_route` installs a program, every frame goes to

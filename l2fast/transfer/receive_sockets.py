@@ -165,6 +165,8 @@ class ReceiveSockets:
         member = self._free.pop()
         sock = self._pool[member]
         try:
+            # Idle in the pool it took nothing (REJECT) but may hold a link-down error since.
+            sock.take_error()
             sock.set_filter(native.SocketFilter.DATA, session)
             self._routes[session] = member
             self._apply()
@@ -194,10 +196,19 @@ class ReceiveSockets:
 
     @staticmethod
     def _drain(sock: native.RawSocket) -> None:
-        """Discard what is queued (frames of the previous session) and the kernel's counters."""
-        got = 0
-        while got < _DRAIN_LIMIT:
-            n = len(sock.recv_frames(0, 64))
+        """Discard what is queued (frames of the previous session), the kernel's counters, and
+        a pending error: a socket that sat in the pool while the link went down and up again
+        holds ENETDOWN, which would fail its next borrower's first read (a process that opens
+        its own socket after the link came back never sees it)."""
+        sock.take_error()
+        got = errors = 0
+        while got < _DRAIN_LIMIT and errors < 2:
+            try:
+                n = len(sock.recv_frames(0, 64))
+            except L2fastError:
+                errors += 1  # an error raised while reading: taken now, read on
+                sock.take_error()
+                continue
             if not n:
                 break
             got += n

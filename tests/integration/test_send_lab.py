@@ -448,6 +448,31 @@ def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> N
     assert pool["lent_total"] >= 1 and pool["lent_total"] + pool["unpooled"] >= 2, pool
 
 
+def test_send_after_the_link_went_down_and_up(make_lab: Any, tmp_path: Path) -> None:
+    """A receiving daemon whose link went down and up again receives the next file: the pooled
+    socket lent for it must not hand its receive process the ENETDOWN it was told while idle
+    (it failed the file with "Network is down" before the pool cleared it), and PINGs still
+    reach the responder."""
+    lab = make_lab(mtu=9000)
+    rx = lab.daemon("h2")
+    first = make_file(tmp_path / "before.bin", 4 * MIB + 1, 3)
+    result = lab.send("h1", "h2", first)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h2")
+    for state in ("down", "up"):
+        subprocess.run(
+            ["ip", "netns", "exec", lab.ns("h2"), "ip", "link", "set", "eth0", state],
+            check=True,
+            timeout=10,
+        )
+        time.sleep(0.3)
+    second = make_file(tmp_path / "after.bin", 4 * MIB + 7, 4)
+    result = lab.send("h1", "h2", second)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h2")
+    assert final_event(result.stdout)["digest"] == sha256(second) == sha256(rx / "after.bin")
+    assert lab.json("h1", "ping", lab.mac("h2"), "-c", "3", "-i", "0.05")["received"] == 3
+    assert pool_returned(lab, "h2")["lent_total"] == 2
+
+
 def test_separate_sockets_without_the_fanout_group(
     make_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

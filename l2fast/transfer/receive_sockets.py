@@ -21,6 +21,11 @@ while the daemon runs, except the PING responder, which joins last:
     1 .. size    the pool: data sockets opened at start, idle with a filter that takes nothing
     size + 1     the PING responder's socket, if it runs
 
+A link that goes down and up again unlinks every member and links them back in the order the
+sockets were created (the kernel walks its per-namespace socket list, appended to on creation
+in `packet_create`); the daemon creates them in joining order (control, pool, responder), so
+the numbers survive that too (tests/integration/test_send_lab.py sends and pings after a flap).
+
 A receive process borrows a pool socket (`lend`: filtered to its session's DATA, then routed)
 and inherits it when it is forked; once the process has ended the controller gives it back
 (`LentSocket.give_back`: route removed, filter back to nothing, queue drained, kernel counters

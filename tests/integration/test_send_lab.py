@@ -452,7 +452,8 @@ def test_send_after_the_link_went_down_and_up(make_lab: Any, tmp_path: Path) -> 
     """A receiving daemon whose link went down and up again receives the next file: the pooled
     socket lent for it must not hand its receive process the ENETDOWN it was told while idle
     (it failed the file with "Network is down" before the pool cleared it), and PINGs still
-    reach the responder."""
+    reach the responder: the flap unlinked and relinked every fanout member, and their numbers
+    must come out as before, or the session's DATA and the PINGs would go astray."""
     lab = make_lab(mtu=9000)
     rx = lab.daemon("h2")
     first = make_file(tmp_path / "before.bin", 4 * MIB + 1, 3)

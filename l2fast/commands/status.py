@@ -73,7 +73,8 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     if pool:
         lines.append(
             f"receiving  fanout group {pool['fanout_group']:#06x}: {pool['lent']} of "
-            f"{pool['pool']} pooled sockets lent ({pool['lent_total']} so far, "
+            f"{pool['pool']} pooled sockets lent, {pool.get('reserved', 0)} kept for their "
+            f"session ({pool['lent_total']} loans, {pool.get('reused', 0)} reused; "
             f"{pool['unpooled']} receivers used their own)"
         )
     elif "receive_sockets" in s:

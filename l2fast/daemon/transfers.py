@@ -147,6 +147,9 @@ class Transfers:
             if job is not None and job.peer == ev.peer:
                 job.on_opened(ev.params.mtu)
         elif isinstance(ev, SessionClosed | SessionFailed):
+            if self.runner.receive_sockets is not None:
+                # Its pooled socket stops being reserved: the session's DATA is stray now.
+                self.runner.receive_sockets.release_session(ev.session)
             self._session_mtu.pop(ev.session, None)
             self._present_ok.discard(ev.session)
             error = ev.error if isinstance(ev, SessionFailed) else None

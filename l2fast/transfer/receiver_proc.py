@@ -251,12 +251,11 @@ class _Borrower:
             raise
 
     def _give_back(self) -> None:
-        """Return the lent socket once the process is gone (one still running keeps it: the
-        pool has one socket fewer, and the number of every member stays right)."""
-        lent = self.lent
-        if lent is not None and not (self.process.pid is not None and self.process.is_alive()):
-            self.lent = None
-            lent.give_back()
+        """Return the lent socket (the pool parks it while the process is still alive)."""
+        lent, self.lent = self.lent, None
+        if lent is not None:
+            started = self.process.pid is not None
+            lent.give_back(self.process if started else None)
 
 
 class ChildProcess(_Borrower):
@@ -328,12 +327,12 @@ class ReceiveJob(ChildProcess):
             "parent": os.getpid(),
             "end": self.end_chunk,
         }
-        self._lend(sockets, session, o)
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(
             target=_receive_main, args=(o, fd, bitmap, child), daemon=False
         )
+        self._lend(sockets, session, o)
         self._start()
         child.close()
         self.cum = first_chunk
@@ -516,10 +515,10 @@ class SmallFileReceiver(ChildProcess):
         self, *, iface: str, session: int, peer: bytes, sockets: ReceiveSockets | None = None
     ) -> None:
         o = {"iface": iface, "session": session, "peer": peer.hex(), "parent": os.getpid()}
-        self._lend(sockets, session, o)
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(target=_small_main, args=(o, child), daemon=True)
+        self._lend(sockets, session, o)
         self._start()
         child.close()
         #: Transfer ids handed to the process and not reported yet, in the order it takes them.
@@ -656,10 +655,10 @@ class BenchReceiver(ChildProcess):
             "end": end,
             "parent": os.getpid(),
         }
-        self._lend(sockets, session, o)
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(target=_bench_main, args=(o, child), daemon=False)
+        self._lend(sockets, session, o)
         self._start()
         child.close()
         self.first = first
@@ -711,10 +710,10 @@ class RawCounter(_Borrower):
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=False)
         o: dict[str, Any] = {"iface": iface, "wait_s": wait_s}
-        self._lend(sockets, BLAST_SESSION, o)
         self.process: BaseProcess = ctx.Process(
             target=_raw_count_main, args=(o, child), daemon=True
         )
+        self._lend(sockets, BLAST_SESSION, o)
         self._start()
         child.close()
 

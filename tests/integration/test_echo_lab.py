@@ -212,11 +212,7 @@ def test_flood_from_random_macs_is_rate_limited_and_counted(echo_lab: NodeLab) -
 def test_daemon_stops_cleanly_with_the_responder(echo_lab: NodeLab) -> None:
     lab = echo_lab
     start_h1(lab)
-    status = lab.status("h1")
-    assert status["ping_responder"]["thread"] == "c"
-    # The responder's socket is the fanout group's last member, after the pool.
-    pool = status["receive_sockets"]
-    assert pool["ping_responder_member"] == pool["pool"] + 1
+    assert lab.status("h1")["ping_responder"]["thread"] == "c"
     assert lab.stop_daemon("h1") == 0
 
 

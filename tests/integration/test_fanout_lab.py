@@ -34,18 +34,24 @@ for _ in range(3):
     members.append(m)
 names = {id(s): n for s, n in zip(members, ("control", "m1", "m2", "m3"))}
 
+SENT = 9  # frames the sender sends each time
+
 def collect():
     for s in members:
         while s.recv_frames(0, 64):
             pass
     print("ready", flush=True)
     seen = {names[id(s)]: [] for s in members}
-    deadline = time.monotonic() + 2
+    # Until every frame landed somewhere (each lands once), then a little longer for any
+    # duplicate; bounded for a loaded machine.
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         for s in members:
             for f in s.recv_frames(0, 64):
                 info = native.parse_frame(f)
                 seen[names[id(s)]].append([info.type, info.session, f[:6].hex()])
+        if sum(map(len, seen.values())) >= SENT:
+            deadline = min(deadline, time.monotonic() + 0.3)
         time.sleep(0.01)
     print(json.dumps(seen), flush=True)
 
@@ -130,7 +136,6 @@ def test_the_demux_program_hands_each_frame_to_one_member(labs: LabFactory) -> N
     assert _kinds(first["m2"]) == [(PING, 0, me)]
     assert _kinds(first["m3"]) == [(FEEDBACK, 9, me)]
     # After m1 left, m3 is member 1: session 9 reaches it there; session 7 is unrouted now.
-    assert "m1" not in second
     assert _kinds(second["control"]) == sorted(
         [(DATA, 7, me), (DATA, 8, me), (FEEDBACK, 7, me), (CHAT, 7, me), (PING, 0, other),
          *hostile]

@@ -1,7 +1,9 @@
 """The receive pool (`l2fast.transfer.receive_sockets.ReceiveSockets`) across a real veth: lent
-sockets get their session's DATA and nothing else, a second borrower of a session and one past
-the pool's size get None (they open their own sockets), a socket given back comes out drained
-for its next session, and PINGs follow the responder in and out of the group."""
+sockets get their session's DATA and nothing else; a second borrower of a session and one past
+the pool's size get None (they open their own sockets); a socket given back stays routed to its
+session until that session borrows it again, another session takes it over, or the session
+ends, and comes out drained every time; a process that outlives its kill parks its socket,
+unrouted; PINGs follow the responder in and out of the group."""
 
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ control = native.RawSocket.open("eth0")
 pool = ReceiveSockets(control, size=2)
 out = {}
 
+class Process:  # stands in for a receive process that outlives its kill
+    alive = True
+    def is_alive(self):
+        return self.alive
+
 def frames(sock):
     return [[i.type, i.session] for i in map(native.parse_frame, sock.recv_frames(0, 64))]
 
@@ -48,32 +55,63 @@ out["lend"][2] = b.member if b else None
 out["past_size"] = pool.lend(9)
 out["status_lent"] = pool.status()
 step("lent", {"control": control, "a": a.sock, "b": b.sock})
-# DATA of 7 is queued on a's socket again (left unread); giving it back must discard it.
-step("queued", {"control": control, "b": b.sock})
+# Given back, a's socket stays routed to session 7 (reserved for its next file): 7's DATA
+# queues there, unread.
 a.give_back()
 a.give_back()  # twice does nothing
+out["status_reserved"] = pool.status()
+step("reserved", {"control": control, "b": b.sock})
+# Session 10 needs a socket and none is free: the reserved one is taken over, its queue of
+# session 7's frames discarded.
 c = pool.lend(10)
 out["loan"] = [c.member, frames(c.sock)]
-step("reused", {"control": control, "c": c.sock, "b": b.sock})
+step("taken_over", {"control": control, "c": c.sock, "b": b.sock})
+# c back, reserved for 10; 10's DATA queues; the next loan for 10 gets the same socket,
+# drained, with no route change.
+c.give_back()
+step("kept", {"control": control, "b": b.sock})
+d = pool.lend(10)
+out["relend"] = [d.member, frames(d.sock), pool.status()["reused"]]
+# The session ends while lent: freed when it comes back; its DATA goes to member 0 again.
+pool.release_session(10)
+d.give_back()
+out["status_released"] = pool.status()
+step("released", {"control": control, "d": d.sock, "b": b.sock})
+# A process that outlives its kill: its socket is unrouted at once and parked until it is gone.
+stuck = Process()
+e = pool.lend(11)
+e.give_back(stuck)
+out["park"] = [e.member, pool.status()["parked"], pool.status()["lent"]]
+step("parked", {"control": control, "e": e.sock})
+stuck.alive = False
+out["unparked"] = pool.status()["parked"]
 echo = native.RawSocket.open("eth0")
 pool.add_echo(echo.fanout_join, mac)
 step("echo", {"control": control, "echo": echo})
 pool.remove_echo()
 step("no_echo", {"control": control, "echo": echo})
-echo.close()  # the responder stopped: its socket, the last member, left
-# A new responder joins, but its route cannot be installed: add_echo says so (the daemon then
-# stops it), and PINGs keep going to member 0.
+echo.close()
+try:  # a second responder's number is not known (forked children may hold the first)
+    pool.add_echo(native.RawSocket.open("eth0").fanout_join, mac)
+    out["second_echo"] = "joined"
+except L2fastError:
+    out["second_echo"] = "refused"
+b.give_back()
+out["status_end"] = pool.status()
+pool.close()
+# A responder that joins a group whose program then cannot be installed: add_echo says so
+# (the daemon then stops it and answers PINGs in its loop), and PINGs go to member 0.
+control2 = native.RawSocket.open("eth0")
+pool2 = ReceiveSockets(control2, size=1)
 echo2 = native.RawSocket.open("eth0")
 def refuse(*args, **kwargs):
     raise L2fastError("refused")
-real = control.fanout_route
-control.fanout_route = refuse
-out["unrouted"] = [pool.add_echo(echo2.fanout_join, mac), pool.status()["ping_responder_member"]]
-control.fanout_route = real
-echo2.close()
-c.give_back(); b.give_back()
-out["status_end"] = pool.status()
-pool.close()
+real = control2.fanout_route
+control2.fanout_route = refuse
+out["unrouted_result"] = [
+    pool2.add_echo(echo2.fanout_join, mac), pool2.status()["ping_responder_member"]]
+control2.fanout_route = real
+step("unrouted", {"control": control2, "echo": echo2})
 print(json.dumps(out), flush=True)
 """
 
@@ -84,16 +122,18 @@ from l2fast.wire.constants import FrameType as T
 s = native.RawSocket.open("eth0")
 dst = bytes.fromhex(sys.argv[1].replace(":", ""))
 frames = [native.build_frame(dst, s.mac, 0x88B5, T.DATA, 0, sess, 1, b"x" * 16)
-          for sess in (7, 8, 9, 10)]
+          for sess in (7, 8, 9, 10, 11)]
 frames += [native.build_frame(dst, s.mac, 0x88B5, T.CHAT, 0, 7, 1, b"hi"),
            native.build_frame(dst, s.mac, 0x88B5, T.PING, 0, 0, 1, b"\0" * 12)]
 s.send_frames(frames)
 """
 
+STEPS = ("lent", "reserved", "taken_over", "kept", "released", "parked", "echo", "no_echo",
+         "unrouted")  # fmt: skip
 DATA, CHAT, PING = 0x20, 0x30, 0x38
 
 
-def test_the_pool_lends_routes_drains_and_reuses(labs: LabFactory) -> None:
+def test_the_pool_lends_keeps_drains_and_reuses(labs: LabFactory) -> None:
     lab = labs.up(hosts=2)
     ns1, ns2 = host_ns(lab.name, 1), host_ns(lab.name, 2)
     rx = subprocess.Popen(
@@ -105,7 +145,7 @@ def test_the_pool_lends_routes_drains_and_reuses(labs: LabFactory) -> None:
     )
     try:
         assert rx.stdout is not None and rx.stdin is not None
-        for step in ("lent", "queued", "reused", "echo", "no_echo"):
+        for step in STEPS:
             assert rx.stdout.readline().strip() == step
             subprocess.run(
                 ["ip", "netns", "exec", ns1, sys.executable, "-c", SENDER, host_mac(2)],
@@ -124,22 +164,46 @@ def test_the_pool_lends_routes_drains_and_reuses(labs: LabFactory) -> None:
         for pipe in (rx.stdout, rx.stdin):
             if pipe is not None:
                 pipe.close()
+    others = [(DATA, 9), (DATA, 11), (CHAT, 7), (PING, 0)]
+
+    def kinds(frames: list[list[int]]) -> list[tuple[int, ...]]:
+        return sorted(map(tuple, frames))
+
     # Members 1 and 2 lent; a second borrower of session 7 and a third session get None.
     assert out["lend"] == [1, None, 2]
     assert out["past_size"] is None
     assert out["status_lent"]["lent"] == 2 and out["status_lent"]["unpooled"] == 2
     lent = out["lent"]
     assert lent["a"] == [[DATA, 7]] and lent["b"] == [[DATA, 8]]
-    assert sorted(map(tuple, lent["control"])) == [(DATA, 9), (DATA, 10), (CHAT, 7), (PING, 0)]
-    # The given-back socket is lent again (lowest number first), empty: session 7's DATA
-    # queued on it went with it. It now takes 10 only; 7 goes to member 0, 8 stays with b.
+    assert kinds(lent["control"]) == sorted([(DATA, 10), *others])
+    # Given back, the socket stays routed to 7: 7's DATA does not reach member 0.
+    assert out["status_reserved"]["lent"] == 1 and out["status_reserved"]["reserved"] == 1
+    assert kinds(out["reserved"]["control"]) == sorted([(DATA, 10), *others])
+    # Taken over for 10 (lowest-used reserved first), empty: 7's queued DATA went with it.
     assert out["loan"] == [1, []]
-    reused = out["reused"]
-    assert reused["c"] == [[DATA, 10]] and reused["b"] == [[DATA, 8]]
-    assert sorted(map(tuple, reused["control"])) == [(DATA, 7), (DATA, 9), (CHAT, 7), (PING, 0)]
+    taken = out["taken_over"]
+    assert taken["c"] == [[DATA, 10]] and taken["b"] == [[DATA, 8]]
+    assert kinds(taken["control"]) == sorted([(DATA, 7), *others])
+    # Kept for 10 and lent again to 10: same socket, drained of what queued meanwhile.
+    assert kinds(out["kept"]["control"]) == sorted([(DATA, 7), *others])
+    assert out["relend"] == [1, [], 1]
+    # Released: 10's DATA reaches member 0 again.
+    assert out["status_released"]["reserved"] == 0 and out["status_released"]["lent"] == 1
+    released = out["released"]
+    assert released["d"] == [] and released["b"] == [[DATA, 8]]
+    assert kinds(released["control"]) == sorted([(DATA, 7), (DATA, 10), *others])
+    # Parked while its process lives: unrouted at once (11 reaches member 0), freed after.
+    assert out["park"] == [1, 1, 1]  # member 1; 1 parked; 1 lent (b)
+    parked = out["parked"]
+    assert parked["e"] == []
+    assert kinds(parked["control"]) == sorted([(DATA, 7), (DATA, 10), *others])
+    assert out["unparked"] == 0
     # The responder joined last: PINGs to this node go to it, and back to member 0 after.
     assert out["echo"]["echo"] == [[PING, 0]]
     assert [PING, 0] not in out["echo"]["control"]
     assert out["no_echo"]["echo"] == [] and [PING, 0] in out["no_echo"]["control"]
-    assert out["unrouted"] == [False, None]
-    assert out["status_end"]["lent"] == 0 and out["status_end"]["lent_total"] == 3
+    assert out["second_echo"] == "refused"
+    assert out["status_end"]["lent"] == 0 and out["status_end"]["lent_total"] == 5
+    # Joined but not routed: reported, and PINGs stay with member 0.
+    assert out["unrouted_result"] == [False, None]
+    assert out["unrouted"]["echo"] == [] and [PING, 0] in out["unrouted"]["control"]

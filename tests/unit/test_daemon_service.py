@@ -109,10 +109,11 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     # A fake socket has no fanout group: receivers open their own sockets, and both say so.
     assert status["receive_sockets"] is None
     assert "no fanout group" in text
-    pooled = {"fanout_group": 0x1F, "pool": 8, "lent": 1, "lent_total": 5, "unpooled": 2,
-              "ping_responder_member": 9}  # fmt: skip
+    pooled = {"fanout_group": 0x1F, "pool": 8, "lent": 1, "reserved": 2, "parked": 0,
+              "lent_total": 5, "reused": 3, "unpooled": 2, "ping_responder_member": 9}  # fmt: skip
     text = "\n".join(status_lines({**status, "receive_sockets": pooled}))
-    assert "fanout group 0x001f: 1 of 8 pooled sockets lent (5 so far, 2 " in text
+    assert "fanout group 0x001f: 1 of 8 pooled sockets lent, 2 kept for their session" in text
+    assert "(5 loans, 3 reused; 2 receivers used their own)" in text
 
 
 def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -> None:

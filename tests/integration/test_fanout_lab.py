@@ -5,13 +5,10 @@ the last member into its place (what the receive pool's numbering relies on)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from stepped import run_in_steps
 
 from l2fast.lab.state import host_mac, host_ns
 
@@ -19,7 +16,6 @@ if TYPE_CHECKING:
     from conftest import LabFactory
 
 pytestmark = pytest.mark.root
-REPO = Path(__file__).resolve().parents[2]
 
 RECEIVER = r"""
 import json, sys, time
@@ -35,12 +31,14 @@ for _ in range(3):
 names = {id(s): n for s, n in zip(members, ("control", "m1", "m2", "m3"))}
 
 SENT = 9  # frames the sender sends each time
+out = {}
 
-def collect():
+def collect(step):
     for s in members:
         while s.recv_frames(0, 64):
             pass
-    print("ready", flush=True)
+    print(step, flush=True)
+    sys.stdin.readline()  # the sender has sent
     seen = {names[id(s)]: [] for s in members}
     # Until every frame landed somewhere (each lands once), then a little longer for any
     # duplicate; bounded for a loaded machine.
@@ -53,16 +51,16 @@ def collect():
         if sum(map(len, seen.values())) >= SENT:
             deadline = min(deadline, time.monotonic() + 0.3)
         time.sleep(0.01)
-    print(json.dumps(seen), flush=True)
+    out[step] = seen
 
 # Members: control 0, m1 1, m2 2, m3 3.
 control.fanout_route({7: 1, 9: 3}, echo_member=2, echo_mac=mac)
-collect()
-sys.stdin.readline()
+collect("first")
 # m1 leaves: the kernel moves the last member (m3) to number 1.
 members.pop(1).close()
 control.fanout_route({9: 1}, echo_member=2, echo_mac=mac)
-collect()
+collect("second")
+print(json.dumps(out), flush=True)
 """
 
 SENDER = r"""
@@ -86,15 +84,6 @@ s.send_frames(frames)
 DATA, FEEDBACK, CHAT, PING = 0x20, 0x21, 0x30, 0x38
 
 
-def _send(ns: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, host_mac(2)],
-        check=True,
-        cwd=REPO,
-        timeout=30,
-    )
-
-
 def _kinds(frames: list[list[object]]) -> list[tuple[object, ...]]:
     return sorted(tuple(f) for f in frames)
 
@@ -103,29 +92,8 @@ def test_the_demux_program_hands_each_frame_to_one_member(labs: LabFactory) -> N
     lab = labs.up(hosts=2)
     ns1, ns2 = host_ns(lab.name, 1), host_ns(lab.name, 2)
     me, other = host_mac(2).replace(":", ""), "020000000099"
-    rx = subprocess.Popen(
-        ["ip", "netns", "exec", ns2, sys.executable, "-c", RECEIVER, host_mac(2)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert rx.stdout is not None and rx.stdin is not None
-        assert rx.stdout.readline().strip() == "ready"
-        _send(ns1)
-        first = json.loads(rx.stdout.readline())
-        rx.stdin.write("next\n")
-        rx.stdin.flush()
-        assert rx.stdout.readline().strip() == "ready"
-        _send(ns1)
-        second = json.loads(rx.stdout.readline())
-    finally:
-        rx.kill()
-        rx.wait(10)
-        for pipe in (rx.stdout, rx.stdin):
-            if pipe is not None:
-                pipe.close()
+    out = run_in_steps(ns2, ns1, RECEIVER, SENDER, host_mac(2), ("first", "second"))
+    first, second = out["first"], out["second"]
     # The short and the magic-less frame go to member 0 (their verdicts fill no header fields,
     # hence type 0, session 0), as does a PING for another MAC and any unrouted session.
     hostile = [(0, 0, me), (0, 0, me)]

@@ -7,13 +7,10 @@ unrouted; PINGs follow the responder in and out of the group."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from stepped import run_in_steps
 
 from l2fast.lab.state import host_mac, host_ns
 
@@ -21,7 +18,6 @@ if TYPE_CHECKING:
     from conftest import LabFactory
 
 pytestmark = pytest.mark.root
-REPO = Path(__file__).resolve().parents[2]
 
 RECEIVER = r"""
 import json, sys, time
@@ -136,34 +132,7 @@ DATA, CHAT, PING = 0x20, 0x30, 0x38
 def test_the_pool_lends_keeps_drains_and_reuses(labs: LabFactory) -> None:
     lab = labs.up(hosts=2)
     ns1, ns2 = host_ns(lab.name, 1), host_ns(lab.name, 2)
-    rx = subprocess.Popen(
-        ["ip", "netns", "exec", ns2, sys.executable, "-c", RECEIVER, host_mac(2)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert rx.stdout is not None and rx.stdin is not None
-        for step in STEPS:
-            assert rx.stdout.readline().strip() == step
-            subprocess.run(
-                ["ip", "netns", "exec", ns1, sys.executable, "-c", SENDER, host_mac(2)],
-                check=True,
-                cwd=REPO,
-                timeout=30,
-            )
-            rx.stdin.write("go\n")
-            rx.stdin.flush()
-        out = json.loads(rx.stdout.readline())
-        assert rx.wait(30) == 0
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait(10)
-        for pipe in (rx.stdout, rx.stdin):
-            if pipe is not None:
-                pipe.close()
+    out = run_in_steps(ns2, ns1, RECEIVER, SENDER, host_mac(2), STEPS)
     others = [(DATA, 9), (DATA, 11), (CHAT, 7), (PING, 0)]
 
     def kinds(frames: list[list[int]]) -> list[tuple[int, ...]]:

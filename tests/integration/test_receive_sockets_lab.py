@@ -7,12 +7,16 @@ unrouted; PINGs follow the responder in and out of the group."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
-from stepped import run_in_steps
+from stepped import REPO, run_in_steps
 
 from l2fast.lab.state import host_mac, host_ns
+from l2fast.transfer.receive_sockets import POOL_SIZE
 
 if TYPE_CHECKING:
     from conftest import LabFactory
@@ -176,3 +180,59 @@ def test_the_pool_lends_keeps_drains_and_reuses(labs: LabFactory) -> None:
     # Joined but not routed: reported, and PINGs stay with member 0.
     assert out["unrouted_result"] == [False, None]
     assert out["unrouted"]["echo"] == [] and [PING, 0] in out["unrouted"]["control"]
+
+
+RUNNER = r"""
+import json, random
+from l2fast import native
+from l2fast.daemon.runner import NodeRunner
+from l2fast.errors import L2fastError
+from l2fast.node.node import NodeEngine
+out = {}
+for case in ("routed", "unroutable"):
+    sock = native.RawSocket.open("eth0")
+    sock.set_filter(native.SocketFilter.CONTROL)
+    runner = NodeRunner(sock, NodeEngine(sock.mac, "x", sock.mtu, rng=random.Random(1)))
+    assert runner.open_receive_sockets()
+    if case == "unroutable":
+        real = sock.fanout_route
+        def route(routes, echo_member=0, echo_mac=None):
+            if echo_member:
+                raise L2fastError("refused")
+            return real(routes, echo_member, echo_mac)
+        sock.fanout_route = route
+    started = runner.start_echo_responder()
+    out[case] = {
+        "started": started,
+        "responder": runner.echo is not None,
+        "control_drops_pings": sock.echo_mac is not None,
+        "member": runner.receive_sockets.status()["ping_responder_member"],
+    }
+    runner.close()
+print(json.dumps(out))
+"""
+
+
+def test_the_runner_answers_pings_itself_when_the_responder_cannot_be_routed(
+    labs: LabFactory,
+) -> None:
+    """The responder joined the group but the program routing PINGs to it could not be
+    installed: the runner stops it and its control socket takes PINGs again (the event loop
+    answers them), rather than leave them to a filter that drops them."""
+    lab = labs.up(hosts=2)
+    result = subprocess.run(
+        ["ip", "netns", "exec", host_ns(lab.name, 2), sys.executable, "-c", RUNNER],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["routed"] == {
+        "started": True, "responder": True, "control_drops_pings": True, "member": POOL_SIZE + 1
+    }  # fmt: skip
+    assert out["unroutable"] == {
+        "started": False, "responder": False, "control_drops_pings": False, "member": None
+    }  # fmt: skip

@@ -294,7 +294,8 @@ int l2f_sock_stats(int32_t fd, uint64_t *packets, uint64_t *drops)
 #define FRAME_DATA 0x20
 #define FRAME_FEEDBACK 0x21
 #define FILTER_CONTROL_HEAD 11 /* instructions before the session list */
-#define FILTER_ECHO_LEN 7      /* instructions that drop the echo responder's PINGs */
+#define FILTER_ECHO_LEN 7      /* instructions that drop the echo responder's PINGs:
+                                  PING_TEST_LEN, the drop and the type reload */
 #define FRAME_PING 0x38
 
 int l2f_sock_filter(int32_t fd, int32_t mode, uint32_t session)
@@ -363,9 +364,31 @@ static uint32_t mac_low(const uint8_t *mac)
     return (uint32_t)mac[4] << 8 | mac[5];
 }
 
+/* "A PING addressed to mac", the frame's type already in A: the one encoding of that test
+ * that the responder's filter, the controller's filter and the fanout program share, so that
+ * they always agree on which frames are the responder's (each PING answered and counted
+ * once).  Writes PING_TEST_LEN instructions to p that fall through on a match; a frame of
+ * another type jumps `not_ping` instructions past them (with A still its type), a PING for
+ * another MAC `other_mac` past them.  The MAC is loaded from mac_off (0 in a socket filter,
+ * which sees the Ethernet header; SKF_LL_OFF in the fanout program). */
+#define PING_TEST_LEN 5
+static uint32_t put_ping_test(struct sock_filter *p, uint32_t mac_off, const uint8_t *mac,
+                              uint8_t not_ping, uint8_t other_mac)
+{
+    const struct sock_filter test[PING_TEST_LEN] = {
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, (uint8_t)(4 + not_ping)),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, mac_off), /* destination MAC bytes 0..3 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_high(mac), 0, (uint8_t)(2 + other_mac)),
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, mac_off + 4), /* bytes 4..5 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_low(mac), 0, other_mac),
+    };
+    memcpy(p, test, sizeof test);
+    return PING_TEST_LEN;
+}
+
 /* The controller's filter (l2f_sock_filter_control, and l2f_sock_filter_control_echo when a C
  * echo responder serves the node).  With echo_mac, PINGs at least a header long addressed to it
- * are dropped: the responder's socket takes exactly those (echo.c attach_ping_filter).  With
+ * are dropped: the responder's socket takes exactly those (l2f_sock_filter_echo).  With
  * all_bulk, every DATA and FEEDBACK is dropped; otherwise those of the n sessions only. */
 static int attach_control_filter(int32_t fd, const uint32_t *sessions, uint32_t n, int all_bulk,
                                  const uint8_t *echo_mac)
@@ -391,19 +414,13 @@ static int attach_control_filter(int32_t fd, const uint32_t *sessions, uint32_t 
     for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
         prog_buf[len++] = head[i];
     if (echo_mac) {
-        uint32_t mac_hi = mac_high(echo_mac), mac_lo = mac_low(echo_mac);
-        /* Not taken: on to the type reload at the block's end (the MAC loads replace A). */
-        struct sock_filter echo[FILTER_ECHO_LEN] = {
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 5),
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), /* destination MAC bytes 0..3 */
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_hi, 0, 3),
-            BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 4), /* bytes 4..5 */
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_lo, 0, 1),
-            BPF_STMT(BPF_RET | BPF_K, 0), /* the echo responder's */
-            BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
-        };
-        for (uint32_t i = 0; i < FILTER_ECHO_LEN; i++)
-            prog_buf[len++] = echo[i];
+        /* The responder's PINGs: dropped here (it takes them); anything else goes on to the
+         * type reload after the drop (the MAC loads replaced A). */
+        len += put_ping_test(&prog_buf[len], 0, echo_mac, 1, 1);
+        struct sock_filter drop_ping = BPF_STMT(BPF_RET | BPF_K, 0);
+        struct sock_filter reload = BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF);
+        prog_buf[len++] = drop_ping;
+        prog_buf[len++] = reload;
     }
     struct sock_filter bulk[] = {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),
@@ -448,23 +465,20 @@ int l2f_sock_filter_echo(int32_t fd, const uint8_t *mac)
     if (!mac)
         return -L2F_E_ARG;
     /* Exactly the set attach_control_filter's echo block drops (so each frame is counted
-     * once): a PING at least a header long, with l2fast's magic, addressed to mac.  Jumps go
-     * to "drop" at index 10 unless taken. */
-    struct sock_filter prog[] = {
+     * once): a PING at least a header long, with l2fast's magic, addressed to mac.  The
+     * length and magic tests jump to "drop", the last instruction, unless taken. */
+    struct sock_filter prog[5 + PING_TEST_LEN + 2] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 0, 8),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, L2F_FRAME_OVERHEAD, 0, PING_TEST_LEN + 4),
         BPF_STMT(BPF_LD | BPF_H | BPF_ABS, FILTER_MAGIC_OFF),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 0, 6),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, L2F_MAGIC, 0, PING_TEST_LEN + 2),
         BPF_STMT(BPF_LD | BPF_B | BPF_ABS, FILTER_TYPE_OFF),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 4),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), /* destination MAC, bytes 0..3 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_high(mac), 0, 2),
-        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 4), /* bytes 4..5 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_low(mac), 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, 0),
-        BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT),
     };
-    struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
+    uint32_t len = 5;
+    len += put_ping_test(&prog[len], 0, mac, 1, 1);
+    prog[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, FILTER_ACCEPT);
+    prog[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, 0); /* drop */
+    struct sock_fprog fprog = {.len = (unsigned short)len, .filter = prog};
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
         return -errno;
     return 0;
@@ -514,7 +528,7 @@ int l2f_fanout_join(int32_t fd, uint32_t id)
 #define DEMUX_TYPE_OFF (FILTER_TYPE_OFF - L2F_ETH_HLEN)
 #define DEMUX_SESSION_OFF (FILTER_SESSION_OFF - L2F_ETH_HLEN)
 #define DEMUX_HEAD 7 /* length, magic and type tests */
-#define DEMUX_ECHO 7
+#define DEMUX_ECHO (PING_TEST_LEN + 2)
 #define DEMUX_BULK 4
 
 int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *members, uint32_t n,
@@ -540,18 +554,12 @@ int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *membe
     for (uint32_t i = 0; i < DEMUX_HEAD; i++)
         prog[len++] = head[i];
     if (echo_member > 0) {
-        /* Not a PING: on to the bulk tests, with the type still in A. */
-        struct sock_filter echo[DEMUX_ECHO] = {
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_PING, 0, 6),
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_LL_OFF + 0),
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_high(mac), 0, 3),
-            BPF_STMT(BPF_LD | BPF_H | BPF_ABS, (uint32_t)SKF_LL_OFF + 4),
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, mac_low(mac), 0, 1),
-            BPF_STMT(BPF_RET | BPF_K, echo_member),
-            to_control, /* a PING for another MAC: the controller counts it */
-        };
-        for (uint32_t i = 0; i < DEMUX_ECHO; i++)
-            prog[len++] = echo[i];
+        /* A PING for this node to the responder; one for another MAC to the controller, which
+         * counts it; anything else on to the bulk tests, with the type still in A. */
+        len += put_ping_test(&prog[len], (uint32_t)SKF_LL_OFF, mac, 2, 1);
+        struct sock_filter to_echo = BPF_STMT(BPF_RET | BPF_K, echo_member);
+        prog[len++] = to_echo;
+        prog[len++] = to_control;
     }
     struct sock_filter bulk[DEMUX_BULK] = {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FRAME_DATA, 2, 0),

@@ -102,7 +102,7 @@ class ReceiveSockets:
         self.control = control
         self.group_id = control.fanout_create()
         self._pool: dict[int, native.RawSocket] = {}
-        self._free: list[int] = []
+        self._free: set[int] = set()  # lent lowest number first
         self._routes: dict[int, int] = {}  # session -> member: lent and reserved
         self._lent: dict[int, int] = {}  # member -> session, while a process has it
         self._reserved: OrderedDict[int, int] = OrderedDict()  # session -> member, idle
@@ -127,7 +127,7 @@ class ReceiveSockets:
                 sock.set_filter(native.SocketFilter.REJECT)
                 sock.fanout_join(self.group_id)
                 self._drain(sock)
-            self._free = sorted(self._pool, reverse=True)  # pop() lends the lowest first
+            self._free = set(self._pool)
             self._apply()
         except BaseException:
             self.close()
@@ -209,14 +209,15 @@ class ReceiveSockets:
             return None
         evicted = None
         if self._free:
-            member = self._free.pop()
+            member = min(self._free)
+            self._free.remove(member)
         else:
             evicted, member = self._reserved.popitem(last=False)  # least recently used
         sock = self._pool[member]
         try:
-            # The filter first, then the queue (the evicted session's frames, or nothing),
-            # then the route: nothing of the new session can arrive before it exists.
-            sock.take_error()
+            # The filter first, then the queue (the evicted session's frames, or nothing, and
+            # a pending error), then the route: nothing of the new session can arrive before
+            # it exists.
             sock.set_filter(native.SocketFilter.DATA, session)
             self._drain(sock)
             if evicted is not None:
@@ -229,8 +230,7 @@ class ReceiveSockets:
             with contextlib.suppress(L2fastError):
                 sock.set_filter(native.SocketFilter.REJECT)
                 self._apply()
-            self._free.append(member)
-            self._free.sort(reverse=True)
+            self._free.add(member)
             self.unpooled += 1
             return None
         return self._loan(member, session)
@@ -284,8 +284,7 @@ class ReceiveSockets:
         except L2fastError as exc:
             log.warning("pooled socket %d not reused: %s", member, exc.message)
             return  # stays a member, never lent again: the numbering must not change
-        self._free.append(member)
-        self._free.sort(reverse=True)
+        self._free.add(member)
 
     def _reap_parked(self) -> None:
         for item in list(self._parked):
@@ -337,7 +336,7 @@ class ReceiveSockets:
     def close(self) -> None:
         """Close the pool's sockets (the daemon stops; the control socket is the runner's)."""
         pool, self._pool = self._pool, {}
-        self._free = []
+        self._free = set()
         self._routes = {}
         self._lent = {}
         self._reserved = OrderedDict()

@@ -36,10 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from compare_hosts import read_line, run_in, start_in, stop  # noqa: E402
+from compare_hosts import LabHosts, lab, lab_prefix, read_line, run_in, start_in, stop  # noqa: E402
 
-from l2fast.lab import netns  # noqa: E402
-from l2fast.lab.state import LabSpec, host_mac  # noqa: E402
 from l2fast.rawblast import BLAST_SESSION  # noqa: E402
 from l2fast.wire.constants import DEFAULT_ETHERTYPE  # noqa: E402
 
@@ -69,8 +67,9 @@ def start_extras(
     return proc
 
 
-def one_run(h1: str, h2: str, case: str, seconds: float) -> float:
+def one_run(hosts: LabHosts, case: str, seconds: float) -> float:
     """Frames per second the counting socket received in one blast."""
+    h1, h2 = hosts.h1, hosts.h2
     extras = None
     if case == "older":
         extras = start_extras(h2, 2, seconds + 15)
@@ -82,7 +81,7 @@ def one_run(h1: str, h2: str, case: str, seconds: float) -> float:
             raise SystemExit("the blast receiver did not start")
         if case == "newer":
             extras = start_extras(h2, 2, seconds + 15)
-        tx = [sys.executable, "-m", "l2fast.rawblast", "tx", "--dst", host_mac(2)]
+        tx = [sys.executable, "-m", "l2fast.rawblast", "tx", "--dst", hosts.mac2]
         run_in(h1, [*tx, "--seconds", str(seconds)], timeout=seconds + 30)
         out, _ = rx.communicate(timeout=30)
         got = json.loads(out.strip().splitlines()[-1])
@@ -104,15 +103,11 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, raw sockets): run it with sudo")
-    name = f"xs{os.getpid() % 100000}"
-    netns.up(LabSpec(name=name, hosts=2, mtu=args.mtu))
     runs: dict[str, list[float]] = {c: [] for c in CASES}
-    try:
+    with lab(f"{lab_prefix('xs')}0", args.mtu) as hosts:
         for _ in range(args.reps):
             for case in CASES:
-                runs[case].append(one_run(f"{name}-h1", f"{name}-h2", case, args.seconds))
-    finally:
-        netns.down(name)
+                runs[case].append(one_run(hosts, case, args.seconds))
     base = statistics.median(runs["none"])
     result = {
         "mtu": args.mtu,

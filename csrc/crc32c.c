@@ -9,6 +9,11 @@
  *    interleaved and then combined (see shift tables below).  Compiled with
  *    __attribute__((target("sse4.2"))) so the rest of the build stays baseline x86-64, and only
  *    called after CPUID says the instruction exists.
+ *  - fold: on CPUs that also have VPCLMULQDQ and AVX2, each step of the main loop feeds 128
+ *    bytes to carry-less-multiply folding (four 256-bit accumulators, on the vector units) *and*
+ *    three 48-byte lanes to the `crc32` instruction (on the integer unit).  The two run side by
+ *    side, so the pair is ~1.8x the three lanes alone on frame-sized buffers (measured on the
+ *    target EPYC: 244 against 433 ns for 9000 bytes, 68 against 105 ns for 1486).
  *  - software: slicing-by-8 tables (8 KiB), for CPUs without SSE4.2 and as the test oracle.
  *
  * Internally both work on the "raw" CRC register (no pre/post inversion); the public functions
@@ -17,6 +22,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "l2fast_core.h"
@@ -26,6 +32,13 @@
 #define L2F_HAVE_X86_CRC 1
 #else
 #define L2F_HAVE_X86_CRC 0
+#endif
+/* The fold path needs compiler support for target("vpclmulqdq") (GCC 8, Clang 6 and later). */
+#if L2F_HAVE_X86_CRC && (defined(__clang__) || __GNUC__ >= 8)
+#include <immintrin.h>
+#define L2F_HAVE_X86_FOLD 1
+#else
+#define L2F_HAVE_X86_FOLD 0
 #endif
 
 #define CRC32C_POLY 0x82F63B78u
@@ -47,6 +60,8 @@ static uint32_t sw_table[8][256];
  * four tables of a tier together apply that linear map to any 32-bit register value. */
 static uint32_t shift_tab[N_TIERS][4][256];
 static int hw_ok;
+static int fold_ok;
+static enum { BEST_TABLE, BEST_HW, BEST_FOLD } best; /* what l2f_crc32c runs */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 /* Advance a raw register over n zero bytes, one byte at a time: slow, used only to build the shift
@@ -57,6 +72,36 @@ static uint32_t raw_zeros(uint32_t crc, size_t n)
         crc = (crc >> 8) ^ sw_table[0][crc & 0xFF];
     return crc;
 }
+
+#if L2F_HAVE_X86_FOLD
+/* One step of the fold path: 128 bytes folded, and FOLD_WORDS 8-byte words in each of three
+ * crc32 lanes (six words keep the integer unit about as busy as the vector units; 4, 5 and 8 were
+ * slower).  A call takes at least FOLD_MIN_STEPS steps (below that, fold_only is faster) and at
+ * most FOLD_MAX_STEPS (the size of the lane shift table). */
+#define FOLD_WORDS 6
+#define FOLD_LANE_STEP (8 * FOLD_WORDS)
+#define FOLD_STEP (128 + 3 * FOLD_LANE_STEP)
+#define FOLD_MIN_STEPS 6
+#define FOLD_MAX_STEPS 1024
+
+/* Multipliers, in the reflected register convention (bit 31 is x^0): folding a 128-bit value
+ * forward over d bits multiplies its low half (earlier bytes) by x^(d+31) mod P and its high half
+ * by x^(d-33) mod P; the clmul product of two such values has one extra bit of degree, hence 33.
+ * fold_k128 folds by 128 bits, fold_k1024 by 1024 (both 128-bit halves of a ymm register).
+ * fold_lane_shift[m] advances a register over m lane steps (m * FOLD_LANE_STEP bytes): multiply by
+ * x^(bits-33) with clmul, then one crc32 of the 64-bit product reduces it mod P. */
+static uint64_t fold_k128[2];
+static uint64_t fold_k1024[4];
+static uint32_t fold_lane_shift[FOLD_MAX_STEPS + 1];
+#endif
+
+#if L2F_HAVE_X86_FOLD
+/* x^n mod P as a raw register (bit 31 is x^0). */
+static uint32_t x_pow_mod(size_t n)
+{
+    return raw_zeros(0x80000000u >> (n & 7), n >> 3);
+}
+#endif
 
 static void build_shift(uint32_t tab[4][256], size_t lane)
 {
@@ -93,6 +138,26 @@ static void crc_init(void)
 #else
     hw_ok = 0;
 #endif
+    /* L2FAST_CRC32C=sse4.2 (or =table) caps the path l2f_crc32c picks, for same-minute A/B
+     * benchmarks of whole transfers (bench/crc_ab.sh); the explicit entry points stay usable. */
+    const char *cap = getenv("L2FAST_CRC32C");
+    const int cap_table = cap && strcmp(cap, "table") == 0;
+    const int cap_hw = cap && strcmp(cap, "sse4.2") == 0;
+#if L2F_HAVE_X86_FOLD
+    /* __builtin_cpu_supports("avx2") also checks that the OS saves the ymm registers (XGETBV). */
+    fold_ok = hw_ok && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("avx2") &&
+              __builtin_cpu_supports("vpclmulqdq");
+    fold_k128[0] = x_pow_mod(128 + 31);
+    fold_k128[1] = x_pow_mod(128 - 33);
+    fold_k1024[0] = fold_k1024[2] = x_pow_mod(1024 + 31);
+    fold_k1024[1] = fold_k1024[3] = x_pow_mod(1024 - 33);
+    fold_lane_shift[1] = x_pow_mod(8 * FOLD_LANE_STEP - 33);
+    for (size_t m = 2; m <= FOLD_MAX_STEPS; m++)
+        fold_lane_shift[m] = raw_zeros(fold_lane_shift[m - 1], FOLD_LANE_STEP);
+#else
+    fold_ok = 0;
+#endif
+    best = cap_table ? BEST_TABLE : (fold_ok && !cap_hw) ? BEST_FOLD : hw_ok ? BEST_HW : BEST_TABLE;
 }
 
 static void ensure_init(void)
@@ -215,8 +280,154 @@ uint32_t l2f_crc32c_hw(uint32_t crc, const uint8_t *buf, size_t len)
 
 #endif
 
+#if L2F_HAVE_X86_FOLD
+
+#define FOLD_TARGET __attribute__((target("sse4.2,pclmul,avx2,vpclmulqdq")))
+
+/* Fold four ymm accumulators (eight 128-bit values, in memory order) into one 128-bit value, and
+ * reduce that to the raw register with two crc32 instructions: the CRC of those 16 bytes from a
+ * zero register is the CRC of everything folded into them. */
+FOLD_TARGET static uint32_t fold_reduce(__m256i x0, __m256i x1, __m256i x2, __m256i x3)
+{
+    const __m128i k = _mm_loadu_si128((const __m128i *)fold_k128);
+    const __m128i parts[8] = {
+        _mm256_castsi256_si128(x0), _mm256_extracti128_si256(x0, 1),
+        _mm256_castsi256_si128(x1), _mm256_extracti128_si256(x1, 1),
+        _mm256_castsi256_si128(x2), _mm256_extracti128_si256(x2, 1),
+        _mm256_castsi256_si128(x3), _mm256_extracti128_si256(x3, 1),
+    };
+    __m128i acc = parts[0];
+    for (int i = 1; i < 8; i++) {
+        __m128i lo = _mm_clmulepi64_si128(acc, k, 0x00);
+        __m128i hi = _mm_clmulepi64_si128(acc, k, 0x11);
+        acc = _mm_xor_si128(parts[i], _mm_xor_si128(lo, hi));
+    }
+    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(acc));
+    return (uint32_t)_mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(acc, 1));
+}
+
+/* acc = acc folded forward over 1024 bits, xor the next 32 bytes at p. */
+FOLD_TARGET static inline __m256i fold_1024(__m256i acc, __m256i k, const uint8_t *p)
+{
+    __m256i lo = _mm256_clmulepi64_epi128(acc, k, 0x00);
+    __m256i hi = _mm256_clmulepi64_epi128(acc, k, 0x11);
+    return _mm256_xor_si256(_mm256_xor_si256(lo, hi), _mm256_loadu_si256((const __m256i *)p));
+}
+
+/* The four accumulators are named variables, not an array: GCC -O2 then keeps them in registers
+ * (with an array it spilled them, and the fold ran 1.4x slower). */
+#define FOLD_LOAD(p, crc)                                                                    \
+    __m256i x0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p)),                  \
+                                  _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)(crc))));    \
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)((p) + 32));                            \
+    __m256i x2 = _mm256_loadu_si256((const __m256i *)((p) + 64));                            \
+    __m256i x3 = _mm256_loadu_si256((const __m256i *)((p) + 96))
+#define FOLD_NEXT(p, k)                                                                      \
+    do {                                                                                     \
+        x0 = fold_1024(x0, k, (p));                                                          \
+        x1 = fold_1024(x1, k, (p) + 32);                                                     \
+        x2 = fold_1024(x2, k, (p) + 64);                                                     \
+        x3 = fold_1024(x3, k, (p) + 96);                                                     \
+    } while (0)
+
+/* Vector folding alone over the largest multiple of 128 bytes (*np >= 256).  FOLD_LOAD xors the
+ * running register into the first four bytes: raw(c, D) = raw(0, D with c xored into them). */
+FOLD_TARGET static uint32_t fold_only(uint32_t crc, const uint8_t **pp, size_t *np)
+{
+    const uint8_t *p = *pp;
+    size_t n = *np - 128;
+    const __m256i k = _mm256_loadu_si256((const __m256i *)fold_k1024);
+    FOLD_LOAD(p, crc);
+    for (p += 128; n >= 128; p += 128, n -= 128)
+        FOLD_NEXT(p, k);
+    *pp = p;
+    *np = n;
+    return fold_reduce(x0, x1, x2, x3);
+}
+
+/* m steps over m * FOLD_STEP bytes laid out as [A: 128m folded][B][C][D: three crc32 lanes of
+ * m * FOLD_LANE_STEP], both kinds in one loop so they overlap in the core.  Since the raw CRC is
+ * linear, raw(A|B|C|D) = s(s(s(raw(A)) ^ raw(B)) ^ raw(C)) ^ raw(D), s advancing over one lane. */
+FOLD_TARGET static uint32_t fold_steps(uint32_t crc, const uint8_t *p, size_t m)
+{
+    const size_t lane = m * FOLD_LANE_STEP;
+    const uint8_t *b = p + 128 * m, *c = b + lane, *d = c + lane;
+    const __m256i k = _mm256_loadu_si256((const __m256i *)fold_k1024);
+    uint64_t cb = 0, cc = 0, cd = 0;
+#define LANE_WORDS()                                                                         \
+    for (int w = 0; w < FOLD_WORDS; w++, b += 8, c += 8, d += 8) {                           \
+        uint64_t u, v, z;                                                                    \
+        memcpy(&u, b, 8);                                                                    \
+        memcpy(&v, c, 8);                                                                    \
+        memcpy(&z, d, 8);                                                                    \
+        cb = _mm_crc32_u64(cb, u);                                                           \
+        cc = _mm_crc32_u64(cc, v);                                                           \
+        cd = _mm_crc32_u64(cd, z);                                                           \
+    }
+    FOLD_LOAD(p, crc);
+    for (size_t step = 1; step < m; step++) {
+        p += 128;
+        FOLD_NEXT(p, k);
+        LANE_WORDS();
+    }
+    LANE_WORDS(); /* the lanes have m steps, the fold m - 1 after its load */
+#undef LANE_WORDS
+    const __m128i shift = _mm_cvtsi32_si128((int)fold_lane_shift[m]);
+    uint32_t r = fold_reduce(x0, x1, x2, x3);
+    const uint32_t lanes[3] = {(uint32_t)cb, (uint32_t)cc, (uint32_t)cd};
+    for (int i = 0; i < 3; i++) {
+        __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)r), shift, 0x00);
+        r = (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(prod)) ^ lanes[i];
+    }
+    return r;
+}
+
+uint32_t l2f_crc32c_fold(uint32_t crc, const uint8_t *buf, size_t len)
+{
+    if (!buf || !len)
+        return crc;
+    ensure_init();
+    if (!fold_ok)  /* never execute an illegal instruction: callers should have checked */
+        return l2f_crc32c_hw(crc, buf, len);
+    uint32_t c = ~crc;
+    while (len >= FOLD_MIN_STEPS * FOLD_STEP) {
+        size_t m = len / FOLD_STEP;
+        if (m > FOLD_MAX_STEPS)
+            m = FOLD_MAX_STEPS;
+        c = fold_steps(c, buf, m);
+        buf += m * FOLD_STEP;
+        len -= m * FOLD_STEP;
+    }
+    if (len >= 256)
+        c = fold_only(c, &buf, &len);
+    return ~hw_one_lane(c, buf, len);
+}
+
+#else
+
+uint32_t l2f_crc32c_fold(uint32_t crc, const uint8_t *buf, size_t len)
+{
+    return l2f_crc32c_hw(crc, buf, len);
+}
+
+#endif
+
+int l2f_crc32c_fold_available(void)
+{
+    ensure_init();
+    return fold_ok;
+}
+
+int l2f_crc32c_best(void)
+{
+    ensure_init();
+    return (int)best;
+}
+
 uint32_t l2f_crc32c(uint32_t crc, const uint8_t *buf, size_t len)
 {
     ensure_init();
-    return hw_ok ? l2f_crc32c_hw(crc, buf, len) : l2f_crc32c_sw(crc, buf, len);
+    if (best == BEST_FOLD)
+        return l2f_crc32c_fold(crc, buf, len);
+    return best == BEST_HW ? l2f_crc32c_hw(crc, buf, len) : l2f_crc32c_sw(crc, buf, len);
 }

@@ -204,12 +204,13 @@ def test_frames_built_in_c_decode_in_python(frame: Frame) -> None:
 
 # ---- CRC32C ----
 
-# Lengths around the word boundaries and the three-lane blocks of the C paths (csrc/crc32c.c
-# runs three lanes of 8192 bytes, then three of 256, then single bytes and words).
+# Lengths around the word boundaries and the blocks of the C paths (csrc/crc32c.c: three lanes
+# of 16384, 2048 and 192 bytes; folding steps of 272 bytes from 6 steps on, folding alone from
+# 256 bytes; then words and single bytes).
 _BOUNDARY_LENGTHS = [
-    *(0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 255, 256, 257),
-    *(767, 768, 769, 775, 1023, 1024, 1025, 4096),
-    *(24575, 24576, 24577, 3 * 8192 + 3 * 256 + 5, MAX_PAYLOAD),
+    *(0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 255, 256, 257, 383, 384, 385),
+    *(575, 576, 577, 1023, 1024, 1025, 1631, 1632, 1633, 1904, 4096, 6143, 6144, 6145),
+    *(49151, 49152, 49153, 3 * 16384 + 3 * 2048 + 3 * 192 + 5, MAX_PAYLOAD),
 ]
 
 
@@ -226,6 +227,8 @@ def test_crc32c_agrees(data: bytes, value: int) -> None:
     assert native.crc32c_sw(data, value) == expected
     if native.crc32c_hw_available():
         assert native.crc32c_hw(data, value) == expected
+    if native.crc32c_fold_available():
+        assert native.crc32c_fold(data, value) == expected
 
 
 def test_crc32c_check_value_in_every_path() -> None:
@@ -233,6 +236,8 @@ def test_crc32c_check_value_in_every_path() -> None:
     assert native.crc32c_sw(b"123456789") == 0xE3069283
     if native.crc32c_hw_available():
         assert native.crc32c_hw(b"123456789") == 0xE3069283
+    if native.crc32c_fold_available():
+        assert native.crc32c_fold(b"123456789") == 0xE3069283
 
 
 @given(data=st.binary(min_size=1, max_size=3000), offset=st.integers(0, 15))

@@ -1,9 +1,13 @@
-"""CRC-32C of the C core (csrc/crc32c.c) through l2fast.native: both paths, against a bitwise
-reference written here from the definition (PROTOCOL.md §CRC)."""
+"""CRC-32C of the C core (csrc/crc32c.c) through l2fast.native: every path (table, SSE4.2 three
+lanes, VPCLMULQDQ folding), against a bitwise reference written here from the definition
+(PROTOCOL.md §CRC)."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 
@@ -17,16 +21,21 @@ from l2fast.errors import NativeError
 
 HW = native.crc32c_hw_available()
 NO_HW_REASON = "this CPU has no SSE4.2 crc32 instruction; only the table path can run"
+FOLD = native.crc32c_fold_available()
+NO_FOLD_REASON = "this CPU has no VPCLMULQDQ/AVX2: the folding path cannot run here"
 
 CrcFn = Callable[..., int]
 
-# Every implementation under test.  The hardware one is skipped, with its reason, only when the
-# CPU lacks SSE4.2; the table path runs everywhere.
+# Every implementation under test.  A hardware one is skipped, with its reason, only when the
+# CPU lacks its instructions; the table path runs everywhere.
 IMPLS = [
     pytest.param(native.crc32c, id="best"),
     pytest.param(native.crc32c_sw, id="table"),
     pytest.param(
         native.crc32c_hw, id="sse42", marks=pytest.mark.skipif(not HW, reason=NO_HW_REASON)
+    ),
+    pytest.param(
+        native.crc32c_fold, id="fold", marks=pytest.mark.skipif(not FOLD, reason=NO_FOLD_REASON)
     ),
     pytest.param(l2fast.crc32c, id="public"),
 ]
@@ -115,6 +124,28 @@ def test_three_lane_boundaries(fn: CrcFn) -> None:
             assert fn(chunk) == ref_bytewise(chunk), (n, off)
 
 
+# The folding path (csrc/crc32c.c): a step is 128 folded bytes plus three crc32 lanes of 48; a
+# call of at least 6 steps runs steps (at most 1024 at a time), the rest folds alone from 256
+# bytes on, and words and bytes finish.
+FOLD_STEP, FOLD_MIN_STEPS, FOLD_MAX_STEPS = 128 + 3 * 48, 6, 1024
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_fold_boundaries(fn: CrcFn) -> None:
+    rng = random.Random(11)
+    biggest = FOLD_MAX_STEPS * FOLD_STEP
+    data = rng.randbytes(2 * biggest + 1000)
+    lengths = {len(data) - 3, 2 * biggest, 2 * biggest + 1}
+    for edge in (128, 256, 384, FOLD_MIN_STEPS * FOLD_STEP, biggest):
+        lengths |= {edge - 1, edge, edge + 1, edge + 8, edge + 255, edge + 256, edge + 257}
+    for steps in (FOLD_MIN_STEPS, FOLD_MIN_STEPS + 1, 33, 241, FOLD_MAX_STEPS - 1):
+        lengths |= {steps * FOLD_STEP + tail for tail in (0, 7, 127, 128, 200, 271)}
+    for n in sorted(lengths):
+        for off in (0, 5):
+            chunk = data[off : off + n]
+            assert fn(chunk, 0x5A5A5A5A) == ref_bytewise(chunk, 0x5A5A5A5A), (n, off)
+
+
 @pytest.mark.parametrize("fn", IMPLS)
 def test_chaining_is_zlib_convention(fn: CrcFn) -> None:
     rng = random.Random(7)
@@ -160,23 +191,47 @@ def test_large_buffers_hw_equals_sw() -> None:
     expected = ref_bytewise(big)
     assert native.crc32c_sw(big) == expected
     assert native.crc32c(big) == expected
+    many = rng.randbytes(8 << 20)
     if HW:
         assert native.crc32c_hw(big) == expected
         assert native.crc32c_hw(big[5:]) == native.crc32c_sw(big[5:])
-        many = rng.randbytes(8 << 20)
         assert native.crc32c_hw(many) == native.crc32c_sw(many)
+    if FOLD:
+        assert native.crc32c_fold(big) == expected
+        assert native.crc32c_fold(big[5:]) == native.crc32c_sw(big[5:])
+        assert native.crc32c_fold(many) == native.crc32c_sw(many)
 
 
-@pytest.mark.skipif(not HW, reason=NO_HW_REASON)
-def test_impl_name_with_sse42() -> None:
-    assert native.crc32c_impl() == "sse4.2-3way"
+def test_impl_name_is_the_fastest_path_this_cpu_has() -> None:
+    expected = "vpclmulqdq-fold" if FOLD else "sse4.2-3way" if HW else "table"
+    assert native.crc32c_impl() == expected
+    assert not FOLD or HW  # folding needs the crc32 instruction too
+
+
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [("sse4.2", "sse4.2-3way" if HW else "table"), ("table", "table"), ("bogus", None)],
+)
+def test_environment_caps_the_path(cap: str, expected: str | None) -> None:
+    # The choice is made once per process, so ask a fresh interpreter.
+    code = "from l2fast import native as n; print(n.crc32c_impl(), hex(n.crc32c(b'123456789')))"
+    env = {**os.environ, "L2FAST_CRC32C": cap}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [expected or native.crc32c_impl(), "0xe3069283"]
 
 
 @pytest.mark.skipif(HW, reason="this CPU has SSE4.2: the no-hardware error cannot occur")
 def test_hw_without_sse42_raises() -> None:
-    assert native.crc32c_impl() == "table"
     with pytest.raises(NativeError):
         native.crc32c_hw(b"x")
+
+
+@pytest.mark.skipif(FOLD, reason="this CPU has VPCLMULQDQ: the no-folding error cannot occur")
+def test_fold_without_vpclmulqdq_raises() -> None:
+    with pytest.raises(NativeError):
+        native.crc32c_fold(b"x")
 
 
 @settings(max_examples=300, deadline=None)
@@ -187,3 +242,5 @@ def test_property_paths_agree(data: bytes, value: int) -> None:
     assert native.crc32c(data, value) == expected
     if HW:
         assert native.crc32c_hw(data, value) == expected
+    if FOLD:
+        assert native.crc32c_fold(data, value) == expected

@@ -30,6 +30,7 @@ from l2fast.wire.frames import (
     Feedback,
     FileAccept,
     FileEnd,
+    FileHeld,
     FileOffer,
     FileReject,
     FileResult,
@@ -184,6 +185,8 @@ file_result_bodies = st.builds(
     final_name=st.text(_chars, max_size=MAX_PATH_BYTES // 4),
 )
 
+file_held_bodies = st.builds(FileHeld, transfer_id=u32, pending_id=u32, text=texts)
+
 #: One valid-body strategy per payload class.
 BODY_STRATEGIES: dict[type[Body], st.SearchStrategy[Body]] = {
     Hello: hello_bodies,
@@ -206,6 +209,7 @@ BODY_STRATEGIES: dict[type[Body], st.SearchStrategy[Body]] = {
     FileReject: file_reject_bodies,
     FileEnd: file_end_bodies,
     FileResult: file_result_bodies,
+    FileHeld: file_held_bodies,
     Error: error_bodies,
 }
 

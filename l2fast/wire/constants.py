@@ -69,6 +69,7 @@ class FrameType(enum.IntEnum):
     FILE_REJECT = 0x42
     FILE_END = 0x43
     FILE_RESULT = 0x44
+    FILE_HELD = 0x45
     ERROR = 0x7F
 
 
@@ -105,6 +106,10 @@ class Features(enum.IntFlag):
     #: held (FILE_ACCEPT `have` = every chunk), and the sender offers it again when FILE_RESULT
     #: says `differs` (PROTOCOL.md §Files already at the receiver).
     PRESENT = 0x2
+    #: The receiver tells the sender that an offer waits for a person to decide (FILE_HELD,
+    #: PROTOCOL.md §FILE_HELD); without it the sender hears nothing until FILE_ACCEPT or
+    #: FILE_REJECT.
+    HELD = 0x4
 
 
 class Digest(enum.IntFlag):

@@ -46,6 +46,7 @@ from l2fast.wire.frames_transfer import (
     Feedback,
     FileAccept,
     FileEnd,
+    FileHeld,
     FileOffer,
     FileReject,
     FileResult,
@@ -67,6 +68,7 @@ __all__ = [
     "Feedback",
     "FileAccept",
     "FileEnd",
+    "FileHeld",
     "FileOffer",
     "FileReject",
     "FileResult",
@@ -110,6 +112,7 @@ Body: TypeAlias = (
     | FileReject
     | FileEnd
     | FileResult
+    | FileHeld
     | Error
 )
 
@@ -137,6 +140,7 @@ BODY_CLASSES: dict[int, type[Body]] = {
         FileReject,
         FileEnd,
         FileResult,
+        FileHeld,
         Error,
     )
 }

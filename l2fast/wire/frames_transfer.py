@@ -1,8 +1,8 @@
 """Payloads of data, chat and file-transfer frames (PROTOCOL.md §Frame types).
 
-DATA, FEEDBACK, CHAT, FILE_OFFER, FILE_ACCEPT, FILE_REJECT, FILE_END and FILE_RESULT. Import them
-from `l2fast.wire.frames`. The conventions (`frame_type`, `violation()`, `LAYOUT`) are those
-described in `l2fast.wire.frames_session`.
+DATA, FEEDBACK, CHAT, FILE_OFFER, FILE_ACCEPT, FILE_REJECT, FILE_END, FILE_RESULT and FILE_HELD.
+Import them from `l2fast.wire.frames`. The conventions (`frame_type`, `violation()`, `LAYOUT`)
+are those described in `l2fast.wire.frames_session`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "Feedback",
     "FileAccept",
     "FileEnd",
+    "FileHeld",
     "FileOffer",
     "FileReject",
     "FileResult",
@@ -41,6 +42,13 @@ _MODE_MASK = 0o7777
 def _digest_violation(digest: int) -> str | None:
     if not is_single_bit(digest):
         return f"digest {digest:#x} must be exactly one digest bit"
+    return None
+
+
+def _text_violation(text: str) -> str | None:
+    size = utf8_len(text)
+    if size > MAX_TEXT_BYTES:
+        return f"text is {size} bytes, more than {MAX_TEXT_BYTES}"
     return None
 
 
@@ -230,10 +238,7 @@ class FileReject(TablePayload):
 
     def violation(self) -> str | None:
         """Why the values break PROTOCOL.md §Limits, or None."""
-        size = utf8_len(self.text)
-        if size > MAX_TEXT_BYTES:
-            return f"text is {size} bytes, more than {MAX_TEXT_BYTES}"
-        return None
+        return _text_violation(self.text)
 
 
 @checked_layout
@@ -282,3 +287,24 @@ class FileResult(TablePayload):
     def violation(self) -> str | None:
         """No rule beyond the field widths and the payload limit."""
         return None
+
+
+@checked_layout
+@dataclass(frozen=True, slots=True)
+class FileHeld(TablePayload):
+    """FILE_HELD (`0x45`): an offer waits for a person at the receiver (PROTOCOL.md §FILE_HELD).
+
+    `u32 transfer_id`, `u32 pending_id` (the receiver's inbox number, what `l2fast accept`
+    takes there), `str16 text` (<= 512 bytes, the receiver's note). Sent only in a session that
+    negotiated feature HELD, at most once per offer and before its FILE_ACCEPT / FILE_REJECT.
+    """
+
+    frame_type: ClassVar[FrameType] = FrameType.FILE_HELD
+    LAYOUT = (Field("transfer_id", "u32"), Field("pending_id", "u32"), Field("text", "str16"))
+    transfer_id: int
+    pending_id: int
+    text: str = ""
+
+    def violation(self) -> str | None:
+        """Why the values break PROTOCOL.md §FILE_HELD or §Limits, or None."""
+        return _text_violation(self.text)

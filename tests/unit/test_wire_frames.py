@@ -30,6 +30,7 @@ from l2fast.wire.frames import (
     Feedback,
     FileAccept,
     FileEnd,
+    FileHeld,
     FileOffer,
     FileReject,
     FileResult,
@@ -106,6 +107,9 @@ VECTORS: list[tuple[Body, str]] = [
         FileResult(7, 0, 4096, b"\xaa\xbb", "f.txt"),
         "00000007 0000 0000000000001000 02 aabb 0005 662e747874",
     ),
+    # §FILE_HELD: transfer_id 7, pending_id 3, text "ask".
+    (FileHeld(7, 3, "ask"), "00000007 00000003 0003 61736b"),
+    (FileHeld(0xFFFF_FFFF, 0), "ffffffff 00000000 0000"),
     (Error(1, "v2?"), "0001 0003 76323f"),
 ]
 
@@ -240,6 +244,7 @@ _NO_REST_SAMPLES: list[Body] = [
     FileReject(1, 3, "no"),
     FileEnd(1, 1, b"\x01" * 32),
     FileResult(1, 0, 10, b"\x01" * 32, "a"),
+    FileHeld(1, 2, "waiting for a person"),
     Error(4, "bad"),
 ]
 
@@ -353,6 +358,12 @@ MALFORMED: list[tuple[str, FrameType, bytes]] = [
         struct.pack(">IHQB", 1, 0, 0, 32) + bytes(10),
     ),
     ("result final_name missing", FrameType.FILE_RESULT, struct.pack(">IHQB", 1, 0, 0, 0)),
+    # §FILE_HELD.
+    ("held 513-byte text", FrameType.FILE_HELD, struct.pack(">II", 1, 1) + _str16(b"t" * 513)),
+    ("held text not utf-8", FrameType.FILE_HELD, struct.pack(">II", 1, 1) + _str16(b"\xff")),
+    ("held text missing", FrameType.FILE_HELD, struct.pack(">II", 1, 1)),
+    ("held text past end", FrameType.FILE_HELD, struct.pack(">II", 1, 1) + _str16(b"abc")[:-1]),
+    ("held pending_id cut", FrameType.FILE_HELD, struct.pack(">IH", 1, 0)),
     # Whole payload.
     ("payload over 65511 bytes", FrameType.DATA, bytes(MAX_PAYLOAD + 1)),
     ("ping too short", FrameType.PING, bytes(11)),
@@ -402,6 +413,8 @@ ACCEPTED_EDGES: list[tuple[str, FrameType, bytes]] = [
         struct.pack(">IHQB", 1, 6, 0, 0) + _str16(b""),
     ),
     ("accept touching ranges", FrameType.FILE_ACCEPT, struct.pack(">IHQQQQ", 1, 2, 0, 4, 4, 6)),
+    ("held 512-byte text", FrameType.FILE_HELD, struct.pack(">II", 1, 2) + _str16(b"t" * 512)),
+    ("held empty text", FrameType.FILE_HELD, struct.pack(">II", 1, 2) + _str16(b"")),
 ]
 
 
@@ -454,6 +467,9 @@ _TOO_BIG = [
     FileEnd(0, 0, b""),
     FileEnd(0, 1, bytes(256)),
     FileResult(0, 0, 0, bytes(256), ""),
+    FileHeld(0, 0, "t" * 513),
+    FileHeld(0, 1 << 32, ""),
+    FileHeld(-1, 0, ""),
 ]
 
 

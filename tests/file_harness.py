@@ -14,7 +14,8 @@ so the file-transfer protocol can be tested under every fault in milliseconds (S
   session stays alive and the data window must notice the stall itself);
 - the disk is a dict of bytearrays (part files) and a dict of placed files; digests are real
   `hashlib` digests; the application answers offers by policy (`all`, `none`, or `ask`:
-  collected in `inbox` for the test to answer later).
+  collected in `inbox` for the test to answer later, and reported to the sender with `hold`
+  as the daemon does, which sends FILE_HELD only when the session negotiated HELD).
 
     run = FileRun(Setup(seed=3), Faults(loss=0.05), files(...))
     run.run()
@@ -33,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from l2fast.node.config import NodeConfig
 from l2fast.node.events import (
     ControlReceived,
     SessionClosed,
@@ -59,7 +61,7 @@ from l2fast.transfer.protocol import (
     for_sender,
     is_file_frame,
 )
-from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
 from l2fast.wire.frames import Feedback, Frame
 from tests.node_harness import Lan
 
@@ -145,6 +147,9 @@ class Setup:
     receiver_present: dict[str, bytes] = field(default_factory=dict)
     #: The sender's application closes the session once its transfer ended.
     close_when_done: bool = True
+    #: Feature bits each node offers in SYN / SYN_ACK (None: NodeConfig's default).
+    sender_features: Features | None = None
+    receiver_features: Features | None = None
 
 
 class _FaultyLan(Lan):
@@ -175,8 +180,12 @@ class FileRun:
         )
         lan.faults = faults
         self.lan = lan
-        self.a: NodeEngine = lan.add(mtu=setup.mtu)  # the sender
-        self.b: NodeEngine = lan.add(mtu=setup.mtu)  # the receiver
+
+        def config(features: Features | None) -> NodeConfig | None:
+            return None if features is None else NodeConfig(features=features)
+
+        self.a: NodeEngine = lan.add(mtu=setup.mtu, config=config(setup.sender_features))
+        self.b: NodeEngine = lan.add(mtu=setup.mtu, config=config(setup.receiver_features))
         self.session = self.a.open_session(self.b.mac, lan.now)
         self.out: OutgoingTransfer | None = None
         self.inc: IncomingTransfer | None = None
@@ -227,7 +236,12 @@ class FileRun:
                 if isinstance(ev, SessionOpened) and ev.session == self.session:
                     if node is self.a:
                         entries = [s.entry for s in self.sources]
-                        self.out = OutgoingTransfer(entries, now=now, config=self.setup.config)
+                        self.out = OutgoingTransfer(
+                            entries,
+                            now=now,
+                            config=self.setup.config,
+                            features=Features(ev.params.features),
+                        )
                     else:
                         self.inc = IncomingTransfer(
                             now=now,
@@ -236,6 +250,7 @@ class FileRun:
                             session=ev.session,
                             peer=ev.peer,
                             config=self.setup.config,
+                            features=Features(ev.params.features),
                         )
                 elif isinstance(ev, ControlReceived) and is_file_frame(ev.body):
                     if node is self.a and self.out is not None and for_sender(ev.body):
@@ -312,6 +327,9 @@ class FileRun:
             inc.reject(ev.transfer_id, now, ErrorCode.REFUSED, "this node accepts no files")
         elif policy == "ask":
             self.inbox.append(ev)
+            # What the daemon does: the inbox number, and a note (PROTOCOL.md §FILE_HELD).
+            pending_id = len(self.inbox)
+            inc.hold(ev.transfer_id, now, pending_id, f"l2fast accept {pending_id}")
         else:
             self.answer(ev, now)
 

@@ -51,9 +51,10 @@ class NodeConfig:
     ver_max: int = VERSION
     #: Receive credit offered in SYN / SYN_ACK, in frames.
     window: int = 1024
-    #: Feature bits offered: zlib compression of DATA, and files already at the receiver
-    #: recognised instead of sent again (PRESENT).
-    features: Features = Features.ZLIB | Features.PRESENT
+    #: Feature bits offered: zlib compression of DATA, files already at the receiver
+    #: recognised instead of sent again (PRESENT), and offers waiting for a person reported
+    #: to the sender (HELD).
+    features: Features = Features.ZLIB | Features.PRESENT | Features.HELD
     #: Digest bits offered; SHA-256 is preferred when both ends offer it.
     digests: Digest = Digest.SHA256 | Digest.BLAKE2B_256
     #: Give up opening a session after this long without completing the handshake.

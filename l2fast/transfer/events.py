@@ -30,6 +30,7 @@ __all__ = [
     "FileVerified",
     "IncomingEvent",
     "OfferAccepted",
+    "OfferHeld",
     "OfferReceived",
     "OfferRejected",
     "OutgoingEvent",
@@ -72,6 +73,21 @@ class OfferRejected:
     #: FILE_REJECT `reason`, an `ErrorCode` value (refused, no_space, bad_name, ...).
     reason: int
     #: FILE_REJECT `text`: the peer's words, untrusted (show it with repr()).
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferHeld:
+    """The receiver keeps one of our offers until a person there decides (FILE_HELD,
+    PROTOCOL.md §FILE_HELD). Nothing changes: the offer is still answered later, by
+    OfferAccepted or OfferRejected; the adapter tells its user who must act."""
+
+    transfer_id: int
+    index: int
+    path: str
+    #: The receiver's inbox number for the offer (what `l2fast accept` takes there).
+    pending_id: int
+    #: FILE_HELD `text`: the receiver's note, untrusted (escape it to print).
     text: str
 
 
@@ -263,6 +279,7 @@ class TransferFailed:
 #: What `OutgoingTransfer.next_event()` can return.
 OutgoingEvent: TypeAlias = (
     OfferAccepted
+    | OfferHeld
     | OfferRejected
     | FileCompleted
     | FileFailed

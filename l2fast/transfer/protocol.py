@@ -13,6 +13,8 @@ FEEDBACK on the session's reliable control stream:
 
     sender                                          receiver
     FILE_OFFER (id, kind, size, first_chunk ...) ─►  OfferReceived → accept / reject
+                    ◄─ FILE_HELD (pending id, note): only with feature HELD, when a person
+                       must decide (`hold`); the sender reports OfferHeld and waits
                     ◄─ FILE_ACCEPT (have: chunks held, resume) | FILE_REJECT (reason, text)
     DATA for the chunks not held  ─────────────────►  on_chunks (batches)
                     ◄─ FEEDBACK (cum_ack, SACK, credit) every ~1 ms
@@ -53,6 +55,7 @@ from l2fast.transfer.events import (
     FileVerified,
     IncomingEvent,
     OfferAccepted,
+    OfferHeld,
     OfferReceived,
     OfferRejected,
     OutgoingEvent,
@@ -72,7 +75,15 @@ from l2fast.transfer.protocol_space import (
     held_bytes,
 )
 from l2fast.transfer.protocol_states import FileState
-from l2fast.wire.frames import Body, FileAccept, FileEnd, FileOffer, FileReject, FileResult
+from l2fast.wire.frames import (
+    Body,
+    FileAccept,
+    FileEnd,
+    FileHeld,
+    FileOffer,
+    FileReject,
+    FileResult,
+)
 
 __all__ = [
     "ChunkSpan",
@@ -89,6 +100,7 @@ __all__ = [
     "IncomingEvent",
     "IncomingTransfer",
     "OfferAccepted",
+    "OfferHeld",
     "OfferReceived",
     "OfferRejected",
     "OutgoingEvent",
@@ -104,12 +116,12 @@ __all__ = [
     "is_file_frame",
 ]
 
-_TO_SENDER = (FileAccept, FileReject, FileResult)
+_TO_SENDER = (FileAccept, FileReject, FileResult, FileHeld)
 _TO_RECEIVER = (FileOffer, FileEnd)
 
 
 def is_file_frame(body: Body) -> bool:
-    """True for the five FILE_* bodies (the adapter routes these to a transfer core)."""
+    """True for the six FILE_* bodies (the adapter routes these to a transfer core)."""
     return isinstance(body, _TO_SENDER + _TO_RECEIVER)
 
 

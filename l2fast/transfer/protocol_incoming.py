@@ -17,6 +17,10 @@ The adapter drives it:
   `FileVerified` fsync and rename, then `file_placed`; on a write failure `file_failed`;
 - time: `handle_timer(now)` at `next_timer()`; `session_ended` when the session ends.
 
+An offer the application keeps for a person to decide (`ask`) may be reported to the sender
+with `hold` (FILE_HELD, PROTOCOL.md §FILE_HELD): only in a session that negotiated feature
+HELD, at most once per offer, and only before it is answered.
+
 A file already here under the offered name, with the offered size, is accepted as present
 (`accept(..., present=True)`, PROTOCOL.md §Files already at the receiver): FILE_ACCEPT holds
 every chunk, nothing is sent, the adapter reports the digest of the file it holds, and FILE_END
@@ -60,12 +64,13 @@ from l2fast.transfer.protocol_states import (
 )
 from l2fast.transfer.ranges import ChunkRanges
 from l2fast.transfer.receiver import RxTracker
-from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
 from l2fast.wire.frames import (
     Body,
     Feedback,
     FileAccept,
     FileEnd,
+    FileHeld,
     FileOffer,
     FileReject,
     FileResult,
@@ -92,6 +97,7 @@ class _InFile:
     our_digest: bytes | None = None  #: of the written data, from the adapter
     final_name: str = ""
     present: bool = False  #: accepted as already here: nothing is sent or written
+    held: bool = False  #: FILE_HELD was sent for it (at most once)
 
     @property
     def transfer_id(self) -> int:
@@ -106,7 +112,8 @@ class IncomingTransfer:
     """Receives every file the peer offers on one session (see the module docstring).
 
     `buffer_chunks` is the receive rings' free space in chunks (the credit is cum_ack plus
-    it); `mtu` the session's, which bounds the `have` ranges one FILE_ACCEPT can carry.
+    it); `mtu` the session's, which bounds the `have` ranges one FILE_ACCEPT can carry;
+    `features` the session's negotiated feature bits (HELD allows `hold` to tell the sender).
     """
 
     def __init__(
@@ -118,8 +125,10 @@ class IncomingTransfer:
         session: int = 0,
         peer: bytes = b"",
         config: TransferConfig | None = None,
+        features: Features = Features.NONE,
     ) -> None:
         self.config = config or TransferConfig()
+        self.features = features
         self.session = session
         self.peer = peer
         self._max_have = max_have_ranges(mtu)
@@ -184,7 +193,8 @@ class IncomingTransfer:
     # --- control stream --------------------------------------------------------------------
 
     def control_to_send(self) -> list[Body]:
-        """FILE_ACCEPT / FILE_REJECT / FILE_RESULT bodies for the control stream, in order."""
+        """FILE_HELD / FILE_ACCEPT / FILE_REJECT / FILE_RESULT bodies for the control stream,
+        in order."""
         out, self._control = self._control, []
         return out
 
@@ -308,6 +318,27 @@ class IncomingTransfer:
             self._incomplete += 1
         else:
             self._chunks_complete(f, now)
+
+    def hold(self, transfer_id: int, now: float, pending_id: int, text: str = "") -> bool:
+        """Tell the sender that the offer waits for a person here (FILE_HELD): `pending_id`
+        is its inbox number (what `l2fast accept` takes), `text` a note for the sender (cut
+        to 512 bytes). True when FILE_HELD was queued; False when the session did not
+        negotiate HELD or the offer was already reported held (the sender hears nothing new).
+        The offer stays undecided: answer it later with `accept` or `reject`.
+
+        Raises LocalProtocolError when the offer is unknown or already answered, or
+        `pending_id` does not fit u32.
+        """
+        f = self._known(transfer_id)
+        if f.state is not FileState.OFFERED:
+            raise LocalProtocolError(f"file #{transfer_id} was already answered")
+        if not 0 <= pending_id <= 0xFFFF_FFFF:
+            raise LocalProtocolError(f"pending id {pending_id} does not fit u32")
+        if f.held or not self.features & Features.HELD or self.finished:
+            return False
+        f.held = True
+        self._control.append(FileHeld(transfer_id, pending_id, wire_text(text)))
+        return True
 
     def _after_accept_empty(self, f: _InFile, final_name: str, now: float) -> None:
         if f.kind is FileKind.DIRECTORY:

@@ -7,13 +7,15 @@ which leaves out chunks the receiver already holds and files it refused), sends 
 a file's data is acknowledged and its digest is known, and ends each file on FILE_RESULT.
 A file the receiver answered as already present (every chunk held) whose FILE_RESULT says
 `differs` is offered once more as a new entry at the end (`FileReoffered`; PROTOCOL.md §Files
-already at the receiver).
+already at the receiver). A receiver that keeps an offer for a person to decide may say so
+with FILE_HELD (feature HELD, PROTOCOL.md §FILE_HELD): that gives `OfferHeld` and changes
+nothing else; `held()` lists the offers held and not yet answered.
 
 The adapter drives it:
 
 - control: send every body of `control_to_send()` with `Session.send_control` (through
-  `NodeEngine.send_control`); hand every FILE_ACCEPT / FILE_REJECT / FILE_RESULT that arrives
-  (`ControlReceived`) to `receive_control`;
+  `NodeEngine.send_control`); hand every FILE_ACCEPT / FILE_REJECT / FILE_RESULT / FILE_HELD
+  that arrives (`ControlReceived`) to `receive_control`;
 - data: ask `next_batch(now, max_chunks)` for data-space chunk ranges and send them as DATA
   (`spans()` maps them to file bytes); give every FEEDBACK to `on_feedback`;
 - digests: compute each file's digest beside the data path once `OfferAccepted` says so, and
@@ -39,6 +41,7 @@ from l2fast.transfer.events import (
     FileFailed,
     FileReoffered,
     OfferAccepted,
+    OfferHeld,
     OfferRejected,
     OutgoingEvent,
     TransferDone,
@@ -63,12 +66,13 @@ from l2fast.transfer.protocol_states import (
 )
 from l2fast.transfer.ranges import ChunkRanges
 from l2fast.transfer.reliability import TransferStalled, TxWindow
-from l2fast.wire.constants import ErrorCode, FileKind, error_name
+from l2fast.wire.constants import ErrorCode, Features, FileKind, error_name
 from l2fast.wire.frames import (
     Body,
     Feedback,
     FileAccept,
     FileEnd,
+    FileHeld,
     FileOffer,
     FileReject,
     FileResult,
@@ -97,6 +101,7 @@ class _OutFile:
     digest: bytes | None = None
     #: The entry this one offers again after FILE_RESULT `differs` (None: a first offer).
     reoffer_of: int | None = None
+    held: bool = False  #: the receiver said a person must decide (FILE_HELD)
 
     @property
     def transfer_id(self) -> int:
@@ -123,8 +128,9 @@ class OutgoingTransfer:
     `initial_credit` is the receiver's first grant in data-space chunks, if known (0: wait for
     its first FEEDBACK). Entries are checked and laid out at once: `layout(index)` tells where
     each file's chunks sit even before it is offered, and entry `index` is offered as
-    transfer_id `index + 1`, in list order. Raises LocalProtocolError for an entry that cannot
-    be offered or a layout that overlaps.
+    transfer_id `index + 1`, in list order. `features` are the session's negotiated feature
+    bits (FILE_HELD is taken only with HELD). Raises LocalProtocolError for an entry that
+    cannot be offered or a layout that overlaps.
     """
 
     def __init__(
@@ -134,10 +140,12 @@ class OutgoingTransfer:
         now: float,
         config: TransferConfig | None = None,
         initial_credit: int = 0,
+        features: Features = Features.NONE,
     ) -> None:
         if len(entries) > _MAX_TRANSFER_ID:
             raise LocalProtocolError(f"{len(entries)} entries do not fit u32 transfer ids")
         self.config = config or TransferConfig()
+        self.features = features
         #: Peer frames dropped, by reason (for `l2fast status`).
         self.drops: Counter[str] = Counter()
         self._entries = list(entries)
@@ -165,6 +173,7 @@ class OutgoingTransfer:
         self._sending: deque[_OutFile] = deque()  # laid out, data not yet all acknowledged
         self._deadlines: list[tuple[float, int, FileState]] = []
         self._outstanding = 0  # offers unanswered
+        self._held: dict[int, OfferHeld] = {}  # transfer_id -> FILE_HELD, offers unanswered
         self._unfinished = 0  # offered, not final
         self._counts: Counter[FileState] = Counter()
         self._bytes_total = 0  # bytes to send for files accepted so far
@@ -213,6 +222,11 @@ class OutgoingTransfer:
         again = self._counts[FileState.SUPERSEDED]
         finished = sum(self._counts[s] for s in FINAL_STATES) - again
         return TransferProgress(done, self._bytes_total, finished, len(self._entries) - again)
+
+    def held(self) -> list[OfferHeld]:
+        """The offers the receiver holds for a person (FILE_HELD) and has not answered yet,
+        in the order it said so."""
+        return list(self._held.values())
 
     def _file(self, transfer_id: int) -> _OutFile | None:
         i = transfer_id - 1
@@ -266,12 +280,14 @@ class OutgoingTransfer:
         self._counts[f.state] += 1
         if old is FileState.OFFERED:
             self._outstanding -= 1
+            self._held.pop(f.transfer_id, None)
         if f.state in FINAL_STATES:
             self._unfinished -= 1
         return old
 
     def receive_control(self, body: Body, now: float) -> None:
-        """Take a FILE_ACCEPT, FILE_REJECT or FILE_RESULT from the peer (in stream order).
+        """Take a FILE_ACCEPT, FILE_REJECT, FILE_RESULT or FILE_HELD from the peer (in stream
+        order).
 
         Never raises for what the peer sent: frames that do not fit are counted in `drops`.
         """
@@ -288,6 +304,9 @@ class OutgoingTransfer:
                 self._on_reject(body, now)
             elif isinstance(body, FileResult):
                 self._on_result(body, now)
+            elif isinstance(body, FileHeld):
+                self._on_held(body)
+                return  # no state changes: nothing to lay out, offer or report
             else:
                 self.drops["not_for_sender"] += 1
                 return
@@ -330,6 +349,24 @@ class OutgoingTransfer:
         )
         if not f.needed:
             self._data_done(f, now)
+
+    def _on_held(self, body: FileHeld) -> None:
+        """FILE_HELD: a person at the receiver must decide on the offer (PROTOCOL.md
+        §FILE_HELD). Valid once per offer, before its answer, in a session with HELD."""
+        if not self.features & Features.HELD:
+            self.drops["held_not_negotiated"] += 1
+            raise RemoteProtocolError("FILE_HELD in a session without feature HELD")
+        f = self._known(body.transfer_id)
+        if f.state is not FileState.OFFERED:
+            self.drops["held_after_answer"] += 1
+            raise RemoteProtocolError(f"FILE_HELD for file #{f.transfer_id}, already answered")
+        if f.held:
+            self.drops["held_twice"] += 1
+            raise RemoteProtocolError(f"a second FILE_HELD for file #{f.transfer_id}")
+        f.held = True
+        ev = OfferHeld(f.transfer_id, f.index, f.entry.path, body.pending_id, body.text)
+        self._held[f.transfer_id] = ev
+        self._events.append(ev)
 
     def _on_reject(self, body: FileReject, now: float) -> None:
         f = self._known(body.transfer_id)

@@ -509,7 +509,7 @@ class OutgoingTransfer:
                 self._sending.append(f)
                 grew = True
         if grew:
-            self._window.set_total(self._space.length)
+            self._window.set_total(self._space.length, now)
             self._update_credit(now)
 
     def _update_credit(self, now: float) -> None:

@@ -284,11 +284,19 @@ class TxWindow:
         """A copy of the chunks known to be at the receiver."""
         return self._acked.copy()
 
-    def set_total(self, total: int) -> None:
-        """Fix (or grow) the end of the data space; it cannot drop below chunks already sent."""
+    def set_total(self, total: int, now: float | None = None) -> None:
+        """Fix (or grow) the end of the data space; it cannot drop below chunks already sent.
+
+        With `now`: when the new end gives an idle window something to wait for (data beyond
+        the credit), the stall clock starts now. Idle time, such as a person deciding on an
+        offer, is not the receiver failing to make progress.
+        """
         if total < self._next_new and total < self._acked.first_missing(self._next_new):
             raise ValueError(f"total {total} is below chunks already sent ({self._next_new})")
+        was_idle = not self._waiting_on_peer()
         self._total = total
+        if now is not None and was_idle and self._waiting_on_peer():
+            self._last_progress = now
 
     # -- sending ----------------------------------------------------------------------------
 

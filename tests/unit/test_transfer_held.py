@@ -19,11 +19,12 @@ from l2fast.transfer.events import (
     OfferReceived,
     OfferRejected,
     TransferDone,
+    TransferFailed,
 )
 from l2fast.transfer.protocol import FileEntry, IncomingTransfer, OutgoingTransfer
 from l2fast.transfer.protocol_states import FileState
 from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
-from l2fast.wire.frames import FileAccept, FileHeld, FileOffer, FileReject
+from l2fast.wire.frames import Feedback, FileAccept, FileHeld, FileOffer, FileReject
 from tests.file_harness import Faults, FileRun, Setup, file
 
 LOSSY = Faults(loss=0.1, duplicate=0.1, reorder=0.1)
@@ -48,7 +49,10 @@ def test_held_offer_is_reported_once_then_completes_after_a_later_accept(faults:
     assert run.run(until=lambda: bool(of(run.out_events, OfferHeld)))
     out = run.out
     assert out is not None
-    run.run(until=lambda: run.lan.now > 3.0)  # a person takes their time
+    # A person takes their time: longer than the data window's stall timeout, which must not
+    # count the wait for the decision as a receiver that stopped answering.
+    assert run.setup.config.tx.stall_timeout < 8.0
+    run.run(until=lambda: run.lan.now > 8.0)
     (held,) = of(run.out_events, OfferHeld)
     assert (held.transfer_id, held.index, held.path) == (1, 0, "report.pdf")
     assert (held.pending_id, held.text) == (1, "l2fast accept 1")
@@ -136,6 +140,24 @@ def test_sender_counts_file_held_for_unknown_or_answered_offers_as_violations() 
     assert out.next_event() is None and out.held() == []
     assert out.state(1) is FileState.ACCEPTED and out.state(2) is FileState.REJECTED
     assert not of(before, OfferHeld)
+
+
+def test_an_accept_long_after_the_offer_is_not_a_stall() -> None:
+    # The daemon's order: FILE_ACCEPT is taken and the timers run before the receiver's first
+    # FEEDBACK (its credit) arrives. The data window had nothing to wait for while a person
+    # decided, so its stall clock starts at the accept, not at the offer.
+    out = OutgoingTransfer([_entry()], now=0.0, features=Features.HELD)
+    out.control_to_send()
+    out.receive_control(FileHeld(1, 1, "l2fast accept 1"), 0.001)
+    later = 10 * out.config.tx.stall_timeout
+    out.receive_control(FileAccept(1, ()), later)
+    timer = out.next_timer()
+    assert timer is not None and timer > later  # the stall timeout runs from the accept
+    out.handle_timer(later)
+    assert not out.finished
+    out.on_feedback(Feedback(0, 3, 0, 0), later + 0.001, 1)
+    assert out.next_batch(later + 0.001, 16) == [(0, 3)]
+    assert not of(list(iter(out.next_event, None)), TransferFailed)
 
 
 def test_sender_without_held_counts_file_held_as_a_violation() -> None:

@@ -24,11 +24,16 @@ examples:
                                                  {bytes, seconds, gbit_per_s, digest, verified}
 
 PEER is a MAC or a name from `l2fast discover`. The receiving daemon decides by its --accept
-policy (all, ask: `l2fast inbox` / `l2fast accept ID` there, none). The files are opened with
-your own rights; with a daemon on the interface they are handed to it (SCM_RIGHTS), otherwise
-this command runs the sender itself (root or CAP_NET_RAW needed). SHA-256 of every file is
-compared by the receiver; the exit status is 0 only when every file was verified, 1 when the
-receiver refused a file or a transfer failed. Sending the same file again after an interrupted
+policy (all, ask: `l2fast inbox` / `l2fast accept ID` there, none). With ask (the default), the
+receiver says that a person must decide, and this command prints which `l2fast accept ID` to
+run there (--json: a `held` event with path, pending_id and the receiver's text, then a
+`waiting` event every few seconds); it then waits for that decision with no time limit
+(Ctrl-C cancels). `l2fast reject ID` there ends the send with exit status 1 and the
+receiver's reason. The files are opened with your own rights; with a daemon on the
+interface they are handed to it (SCM_RIGHTS), otherwise this command runs the sender itself
+(root or CAP_NET_RAW needed). SHA-256 of every file is compared by the receiver; the exit
+status is 0 only when every file was verified, 1 when the receiver refused a file or a
+transfer failed. Sending the same file again after an interrupted
 transfer sends only what the receiver is missing (skipped_bytes in the final event), and a
 file the receiver already has under its name (same size and SHA-256) is not sent at all and
 not copied again: it is reported as already there (files_present, and per file present).
@@ -41,8 +46,12 @@ already had, so nothing was sent for them), and per file needed_bytes, skipped_b
 present.
 """
 
-#: Seconds without any message from the node before the command gives up.
+#: Seconds without any message from the node before the command gives up. While the
+#: receiver holds an offer for a person, the node repeats a `waiting` event every few seconds
+#: (daemon.outgoing.HELD_REPEAT_S), so a decision may take as long as it takes.
 SILENCE_S = 120.0
+#: Held files announced one line each in text mode; after that, one line for the rest.
+HELD_LINES = 10
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,18 +91,20 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
         else:
             # In-process, the engine owns and closes what it is given.
             given, fds[:] = list(fds), []
-        for msg in client.stream(request, SILENCE_S, fds=given):
-            event = msg.get("event")
-            if msg.get("done"):
-                final = msg
-                break
-            if event == "progress":
-                done = int(msg.get("bytes", 0))
-                line.update(done, int(msg.get("total") or total))
-                if js is not None:
-                    js.progress(done, int(msg.get("total") or total), files_done=msg["files_done"])
-            elif event == "rejected" and js is not None:
-                js.emit("rejected", path=msg["path"], reason=msg["reason"], text=msg["text"])
+        held: set[int] = set()
+        try:
+            for msg in client.stream(request, SILENCE_S, fds=given):
+                event = msg.get("event")
+                if msg.get("done"):
+                    final = msg
+                    break
+                if event == "held":
+                    _held(args, msg, held, line, js)
+                else:
+                    _event(msg, total, line, js)
+        except KeyboardInterrupt:
+            line.clear()  # "interrupted" goes on a line of its own; the node cancels the send
+            raise
     ok = bool(final.get("success")) and bool(final.get("verified"))
     line.finish(int(final.get("bytes_sent", 0)))
     if js is not None:
@@ -115,6 +126,54 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
     if not ok and args.json:
         print(f"l2fast: {final.get('error') or 'the transfer failed'}", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _event(msg: dict[str, Any], total: int, line: ProgressLine, js: JsonProgress | None) -> None:
+    event = msg.get("event")
+    if event == "progress":
+        done = int(msg.get("bytes", 0))
+        line.update(done, int(msg.get("total") or total))
+        if js is not None:
+            js.progress(done, int(msg.get("total") or total), files_done=msg["files_done"])
+    elif event == "rejected" and js is not None:
+        js.emit("rejected", path=msg["path"], reason=msg["reason"], text=msg["text"])
+    elif event == "waiting" and js is not None:
+        # Offers still held for a person (every few seconds): the wait goes on.
+        js.emit("waiting", held=msg.get("held", []))
+
+
+def _held(
+    args: argparse.Namespace,
+    msg: dict[str, Any],
+    seen: set[int],
+    line: ProgressLine,
+    js: JsonProgress | None,
+) -> None:
+    """The receiver keeps a file until a person there decides: say once per file who must
+    run what (PROTOCOL.md §FILE_HELD). Names and texts from the wire are shown escaped."""
+    pending_id = int(msg.get("pending_id", 0))
+    if pending_id in seen:
+        return
+    seen.add(pending_id)
+    path, text = str(msg.get("path", "")), str(msg.get("text", ""))
+    if js is not None:
+        js.emit("held", path=path, pending_id=pending_id, text=text)
+        return
+    peer = display_name(args.peer)
+    line.clear()
+    if len(seen) <= HELD_LINES:
+        print(
+            f"{peer} holds '{display_name(path)}' until someone there accepts it: on {peer} run "
+            f"`l2fast accept {pending_id}` (or `l2fast inbox`); waiting (Ctrl-C to cancel)",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif len(seen) == HELD_LINES + 1:
+        print(
+            f"{peer} holds more files for a person: `l2fast inbox` on {peer} lists them",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _summary(final: dict[str, Any], ok: bool) -> None:

@@ -7,6 +7,11 @@ ranges the window asks for with the C `TxPath` (header, CRC32C and sendmmsg in C
 straight from the mapping), on a socket of its own that the kernel filters to FEEDBACK of this
 session. SHA-256 is computed by `FileDigester` threads beside it. Python runs per batch of
 frames and per FEEDBACK, never per frame.
+
+An offer the receiver keeps for a person to decide (FILE_HELD, PROTOCOL.md §FILE_HELD) is
+told to the client as a `held` event, and then, while any offer is held and unanswered, a
+`waiting` event every HELD_REPEAT_S: the client's silence timeout is for a node that stopped
+answering, not for a person who has not decided yet.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from l2fast.transfer.protocol import (
     FileFailed,
     FileReoffered,
     OfferAccepted,
+    OfferHeld,
     OfferRejected,
     OutgoingTransfer,
     TransferDone,
@@ -43,6 +49,7 @@ from l2fast.wire.constants import (
     ETH_HLEN,
     HDR_LEN,
     Digest,
+    Features,
     FrameType,
     Verdict,
     error_name,
@@ -67,6 +74,9 @@ _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
 _PROGRESS_S = 0.25
 #: Files up to this size are hashed in the event loop when accepted (~0.2 ms of SHA-256).
 INLINE_DIGEST_BYTES = 256 << 10
+#: While an offer is held for a person at the receiver, the client hears from the job at
+#: least this often (`waiting`), well inside its silence timeout (send.SILENCE_S).
+HELD_REPEAT_S = 5.0
 
 
 def raise_fd_limit() -> None:
@@ -110,6 +120,8 @@ class OutgoingJob:
         #: Entries asked for; `files` grows past it when one is offered again (FileReoffered).
         self.n_entries = len(files)
         self.digest = digest
+        #: The session's negotiated feature bits, set when it opens (before `on_opened`).
+        self.features = Features.NONE
         self.kernel_drops = 0  # summed from the receiver's FEEDBACK
         self._txs: list[dp.TxPath] = []  # every C sender this job made (bench sums their stats)
         self.session = self.runner.engine.open_session(peer, self.runner.now())
@@ -122,6 +134,7 @@ class OutgoingJob:
         self.ended = False
         self._pump_timer: Timer | None = None
         self._poll_timer: Timer | None = None
+        self._held_timer: Timer | None = None  # `waiting` events while offers are held
         self._last_progress = 0.0
         self.skipped_bytes = 0
         self.results: list[dict[str, Any]] = []
@@ -143,7 +156,9 @@ class OutgoingJob:
                 digest=self.digest,
             )
             entries.append(f.entry)
-        self.out = OutgoingTransfer(entries, now=now, initial_credit=INITIAL_CREDIT)
+        self.out = OutgoingTransfer(
+            entries, now=now, initial_credit=INITIAL_CREDIT, features=self.features
+        )
         self.sock = native.RawSocket.open(self.runner.sock.ifname, sndbuf=1 << 20, rcvbuf=16 << 20)
         self.sock.set_filter(native.SocketFilter.FEEDBACK, self.session)
         self.runner.add_reader(self.sock, self._on_feedback)
@@ -321,7 +336,39 @@ class OutgoingJob:
             self._on_event(ev, now)
         self._schedule(now, delay)
 
+    def _held_tick(self) -> None:
+        """While offers are held for a person at the receiver: say so to the client again."""
+        self._held_timer = None
+        out = self.out
+        if out is None or self.ended or out.finished:
+            return
+        held = out.held()
+        if not held:
+            return
+        now = self.runner.now()
+        self.reply(
+            {
+                "event": "waiting",
+                "held": [{"path": h.path, "pending_id": h.pending_id} for h in held],
+                "seconds": round(now - self.started, 3),
+            }
+        )
+        self._held_timer = self.runner.call_later(HELD_REPEAT_S, self._held_tick)
+
     def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, OfferHeld):
+            log.info(
+                "offer %r held by %s for a person (its offer %d)",
+                escape_text(ev.path),
+                format_mac(self.peer),
+                ev.pending_id,
+            )
+            self.reply(
+                {"event": "held", "path": ev.path, "pending_id": ev.pending_id, "text": ev.text}
+            )
+            if self._held_timer is None:
+                self._held_timer = self.runner.call_later(HELD_REPEAT_S, self._held_tick)
+            return
         if isinstance(ev, OfferAccepted):
             f = self.files[ev.index]
             self.skipped_bytes += ev.skipped_bytes
@@ -462,7 +509,7 @@ class OutgoingJob:
 
     def close(self) -> None:
         self.ended = True
-        for t in (self._pump_timer, self._poll_timer):
+        for t in (self._pump_timer, self._poll_timer, self._held_timer):
             if t is not None:
                 t.cancel()
         if self.sock is not None:

@@ -132,6 +132,9 @@ class Transfers:
         self._session_mtu: dict[int, int] = {}
         #: Sessions that negotiated Features.PRESENT (files already here are not received).
         self._present_ok: set[int] = set()
+        #: The feature bits each open session negotiated (HELD: offers kept for a person are
+        #: reported to the sender with FILE_HELD).
+        self._features: dict[int, Features] = {}
         #: Peers asked to send bench streams here (`bench -R`): accepted whatever the policy.
         self.bench_expected: dict[bytes, int] = {}
 
@@ -143,8 +146,10 @@ class Transfers:
             self._session_mtu[ev.session] = ev.params.mtu
             if ev.params.features & Features.PRESENT:
                 self._present_ok.add(ev.session)
+            self._features[ev.session] = Features(ev.params.features)
             job = self.outgoing.get(ev.session)
             if job is not None and job.peer == ev.peer:
+                job.features = Features(ev.params.features)
                 job.on_opened(ev.params.mtu)
         elif isinstance(ev, SessionClosed | SessionFailed):
             if self.runner.receive_sockets is not None:
@@ -152,6 +157,7 @@ class Transfers:
                 self.runner.receive_sockets.release_session(ev.session)
             self._session_mtu.pop(ev.session, None)
             self._present_ok.discard(ev.session)
+            self._features.pop(ev.session, None)
             error = ev.error if isinstance(ev, SessionFailed) else None
             job = self.outgoing.get(ev.session)
             if job is not None:
@@ -180,6 +186,7 @@ class Transfers:
                         mtu=self._session_mtu.get(ev.session, 1500),
                         session=ev.session,
                         peer=ev.peer,
+                        features=self._features.get(ev.session, Features.NONE),
                     ),
                     started=now,
                 )
@@ -296,6 +303,10 @@ class Transfers:
             self._next_pending += 1
             self.pending[pid] = _Pending(pid, inc.session, inc.peer, ev, now)
             log.info("offer %d pending: %s", pid, label)
+            # The sender learns that a person must decide, and how (PROTOCOL.md §FILE_HELD);
+            # a peer without feature HELD hears nothing until the answer, as before.
+            note = f"waiting for a person to accept it: l2fast accept {pid}"
+            inc.incoming.hold(ev.transfer_id, now, pid, note)
             return
         self._accept(inc, ev, now)
 

@@ -64,11 +64,14 @@ class SendLab(NodeLab):
         super().__init__(factory.up(hosts=hosts, **options), log_dir)
         self.recv: dict[str, Path] = {}
 
-    def daemon(self, host: str, accept: str = "all") -> Path:
+    def daemon(self, host: str, accept: str | None = "all") -> Path:
+        """Start `host`'s daemon with its own receive directory (accept None: the default
+        policy, ask)."""
         rx = self.log_dir / f"rx-{host}"
         rx.mkdir(exist_ok=True)
         self.recv[host] = rx
-        self.start_daemon(host, "--accept", accept, "--recv-dir", str(rx))
+        policy = () if accept is None else ("--accept", accept)
+        self.start_daemon(host, *policy, "--recv-dir", str(rx))
         self.wait_ready(host)
         return rx
 

@@ -189,8 +189,9 @@ def crc32c_fold_available() -> bool:
 
 
 def crc32c_impl() -> str:
-    """Which path `crc32c` uses here: "vpclmulqdq-fold", "sse4.2-3way" or "table" (the fastest
-    this CPU has, unless the environment variable L2FAST_CRC32C=sse4.2 or =table caps it)."""
+    """Which path `crc32c` uses here: "vpclmulqdq-fold" (from 4 KiB on; shorter buffers take
+    the three lanes, csrc/crc32c.c FOLD_MIN_LEN says why), "sse4.2-3way" or "table": the fastest
+    this CPU has, unless the environment variable L2FAST_CRC32C=sse4.2 or =table caps it."""
     return ("table", "sse4.2-3way", "vpclmulqdq-fold")[_lib.l2f_crc32c_best()]
 
 

@@ -280,10 +280,17 @@ class JsonProgress:
         )
 
     def final(
-        self, *, n_bytes: int, digest: str, verified: bool, **extra: object
+        self,
+        *,
+        n_bytes: int,
+        digest: str,
+        verified: bool,
+        idle_s: float = 0.0,
+        **extra: object,
     ) -> dict[str, object]:
-        """The final event: `bytes`, `seconds`, `gbit_per_s` (average), `digest`, `verified`."""
-        seconds = self._clock() - self._start
+        """The final event: `bytes`, `seconds`, `gbit_per_s` (average), `digest`, `verified`.
+        `idle_s` (waiting for a person, say) is left out of `seconds` and the rate."""
+        seconds = max(self._clock() - self._start - idle_s, 0.0)
         return self.emit(
             "done",
             seconds=round(seconds, 6),

@@ -39,11 +39,12 @@ file the receiver already has under its name (same size and SHA-256) is not sent
 not copied again: it is reported as already there (files_present, and per file present).
 A file of that name that differs is received beside it as `name (1).ext`, as before.
 
-The --json final event also carries bytes_sent (file bytes that had to cross, each counted once),
-resent_bytes and retransmitted_frames (DATA sent again after a loss or timeout), skipped_bytes
-(already at the receiver: resume or files already there), files_present (files the receiver
-already had, so nothing was sent for them), and per file needed_bytes, skipped_bytes and
-present.
+The --json final event's seconds and gbit_per_s (and the text summary's) leave out the time
+an offer waited for a person at the receiver, which is held_seconds. It also carries
+bytes_sent (file bytes that had to cross, each counted once), resent_bytes and
+retransmitted_frames (DATA sent again after a loss or timeout), skipped_bytes (already at the
+receiver: resume or files already there), files_present (files the receiver already had, so
+nothing was sent for them), and per file needed_bytes, skipped_bytes and present.
 """
 
 #: Seconds without any message from the node before the command gives up. While the
@@ -118,6 +119,8 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
             retransmitted_frames=final.get("retransmitted_frames", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             files_present=final.get("files_present", 0),
+            idle_s=float(final.get("held_seconds", 0.0)),
+            held_seconds=final.get("held_seconds", 0.0),
             results=final.get("files", []),
             **({"error": final["error"]} if final.get("error") else {}),
         )
@@ -197,6 +200,9 @@ def _summary(final: dict[str, Any], ok: bool) -> None:
         notes.append(f"{present} already at the receiver ({format_bytes(present_bytes)}, not sent)")
     if skipped > present_bytes:
         notes.append(f"{format_bytes(skipped - present_bytes)} already there (resumed)")
+    held = float(final.get("held_seconds", 0.0))
+    if held >= 0.05:
+        notes.append(f"after {held:.1f} s waiting for acceptance (not counted above)")
     print(
         f"sent {what}: {format_bytes(sent)} in {final.get('seconds', 0):.2f} s "
         f"({final.get('gbit_per_s', 0):.2f} Gbit/s)" + "".join(f", {n}" for n in notes) + check

@@ -135,6 +135,10 @@ class OutgoingJob:
         self._pump_timer: Timer | None = None
         self._poll_timer: Timer | None = None
         self._held_timer: Timer | None = None  # `waiting` events while offers are held
+        #: Seconds the transfer waited with some offer held for a person (and since when, while
+        #: one is): not transfer time, so not in `seconds` or the rate of the final message.
+        self.held_s = 0.0
+        self._held_since: float | None = None
         self._last_progress = 0.0
         self.skipped_bytes = 0
         self.results: list[dict[str, Any]] = []
@@ -368,7 +372,12 @@ class OutgoingJob:
             )
             if self._held_timer is None:
                 self._held_timer = self.runner.call_later(HELD_REPEAT_S, self._held_tick)
+            if self._held_since is None:
+                self._held_since = now
             return
+        if self._held_since is not None and self.out is not None and not self.out.held():
+            self.held_s += now - self._held_since  # the last held offer was answered
+            self._held_since = None
         if isinstance(ev, OfferAccepted):
             f = self.files[ev.index]
             self.skipped_bytes += ev.skipped_bytes
@@ -446,7 +455,8 @@ class OutgoingJob:
             return
         self.ended = True
         now = self.runner.now()
-        seconds = max(now - self.started, 1e-9) if self.started else 0.0
+        held_s = self.held_s + (now - self._held_since if self._held_since is not None else 0.0)
+        seconds = max(now - self.started - held_s, 1e-9) if self.started else 0.0
         total = sum(f.entry.size for f in self.files[: self.n_entries])
         sent = done.bytes_sent if done is not None else 0
         final: dict[str, Any] = {
@@ -463,6 +473,8 @@ class OutgoingJob:
             # Files the receiver already held (same name, size and digest): nothing was sent.
             "files_present": done.files_present if done is not None else 0,
             "seconds": round(seconds, 6),
+            # Waiting for a person to accept (FILE_HELD) is not transfer time.
+            "held_seconds": round(held_s, 3),
             "gbit_per_s": round(sent * 8 / seconds / 1e9, 3) if seconds else 0.0,
             "verified": ok and done is not None and done.files_verified == self.n_entries,
         }

@@ -37,6 +37,7 @@ class Events:
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
+        self.started = time.monotonic()
         self.seen: list[dict[str, Any]] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -104,12 +105,16 @@ def test_held_offer_is_reported_then_accepted(make_lab: Any, tmp_path: Path) -> 
         waiting = events.wait_for("waiting", WAITING_WITHIN_S)
         assert waiting["held"] == [{"path": "held.bin", "pending_id": pid}], waiting
         assert not (rx / "held.bin").exists()
+        held_for = time.monotonic() - events.started
         lab.ok("h2", "accept", str(pid))
         code, done, err = events.finish(DONE_WITHIN_S)
     finally:
         events.close()
     assert code == 0, err + lab.log_tail("h2")
     assert done["verified"] is True and done["digest"] == sha256(src)
+    # The wait for the person is reported apart and left out of the transfer's time and rate.
+    assert done["held_seconds"] >= held_for - 1.0, (done, held_for)
+    assert done["seconds"] < done["held_seconds"], done
     assert [e for e in events.seen if e["event"] == "held"] == [held]  # once per file
     assert sha256(rx / "held.bin") == sha256(src)
 

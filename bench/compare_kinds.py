@@ -162,6 +162,30 @@ def measure_raw(ctx: RunContext) -> Sample:
     )
 
 
+def measure_raw_daemon(ctx: RunContext) -> Sample:
+    """`l2fast bench <h2> --raw` in h1, the daemons running: the same blast, counted by a
+    process of h2's daemon on a socket of its receiving fanout group, so the frames take the
+    path `l2fast bench`'s do (the group's demultiplexer on the sending core). Next to the raw
+    ceiling (no daemon, one lone socket) it shows what that receive path costs by itself."""
+    h = ctx.hosts
+    argv = [*PY, "l2fast", "bench", h.mac2, "--raw", "-t", str(ctx.seconds), "--json"]
+    out = run_in(h.h1, argv, timeout=ctx.seconds + RAW_RX_WAIT_S + MARGIN_S).stdout
+    try:
+        end = json.loads(out).get("end") or {}
+    except json.JSONDecodeError:
+        raise BenchError(f"l2fast bench --raw printed no JSON: {out.strip()[-300:]!r}") from None
+    if "error" in end:
+        raise BenchError(f"l2fast bench --raw failed: {end['error']}")
+    if end.get("bad_frames"):
+        raise BenchError(f"l2fast bench --raw: {end['bad_frames']} frames arrived corrupted")
+    if end.get("frame_size") != h.mtu + 14:
+        raise BenchError(f"l2fast bench --raw: frames of {end.get('frame_size')} B")
+    if not end.get("frames_arrived") or not end.get("seconds"):
+        raise BenchError(f"l2fast bench --raw: nothing arrived ({json.dumps(end)[:300]})")
+    payload_gbit = end["frames_per_s"] * (end["frame_size"] - FRAME_OVERHEAD) * 8 / GBIT
+    return Sample(payload_gbit, end)
+
+
 # ---- 3. iperf3 over kernel TCP
 
 
@@ -489,6 +513,13 @@ def _final_send_event(proc: subprocess.CompletedProcess[str], log: Path) -> dict
 # The order here is the order of the rotation within one repetition and of the table.
 KINDS: tuple[Kind, ...] = (
     Kind("raw", "raw-frame ceiling (l2fast raw blast)", "Gbit/s", measure_raw),
+    Kind(
+        "raw_daemon",
+        "raw blast through the daemons (l2fast bench --raw)",
+        "Gbit/s",
+        measure_raw_daemon,
+        daemons=True,
+    ),
     Kind(
         "l2fast_bench",
         "l2fast bench (reliable, memory to memory)",

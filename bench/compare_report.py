@@ -34,6 +34,14 @@ RATIOS: tuple[tuple[str, str, str, str, str], ...] = (
         ">= 1.0 at MTU 1500, >= 1.5 at 9000 (issue 5)",
     ),
     ("rtt_ratio", "RTT: l2fast ping / ICMP ping", "l2fast_ping", "icmp_ping", "<= 5"),
+    (
+        "bench_over_raw_daemon",
+        "l2fast bench / raw blast through the daemons",
+        "l2fast_bench",
+        "raw_daemon",
+        "",
+    ),
+    ("raw_daemon_over_raw", "raw blast through the daemons / raw ceiling", "raw_daemon", "raw", ""),
     ("raw_over_iperf3", "raw ceiling / iperf3", "raw", "iperf3", ""),
     ("raw_over_nc", "raw ceiling / nc", "raw", "nc", ""),
 )

@@ -64,6 +64,12 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
         assert 0 < row["min"] <= row["median"] <= row["max"]
     raw = rows["raw"]["samples"]
     assert all(s["frames_per_s"] > 0 and s["frame_size"] == 9014 for s in raw)
+    # The same blast through the daemons (`l2fast bench --raw`): counted, nothing corrupted.
+    assert rows["raw_daemon"]["status"] == "ok", rows["raw_daemon"]
+    through = rows["raw_daemon"]["samples"]
+    assert len(through) == reps and all(s["value"] > 0 for s in through)
+    assert all(s["frame_size"] == 9014 and s["bad_frames"] == 0 for s in through)
+    assert mtu["ratios"]["raw_daemon_over_raw"]["value"] > 0
     nc = rows["nc"]["samples"]
     assert all(s["bytes"] == data["settings"]["file_bytes"] for s in nc)
     assert nc[0]["sha256_checked"] is True  # the first copy of each MTU is digest-checked

@@ -521,3 +521,15 @@ class FileRun:
                 wake.append(queue[0][0])
         target = max(min(wake), now) if wake else math.inf
         return min(target, self.setup.max_time + 1.0)
+
+
+def of(events: Sequence[object], kind: type) -> list:  # type: ignore[type-arg]
+    """The events of one kind, in order."""
+    return [ev for ev in events if isinstance(ev, kind)]
+
+
+def tap(run: FileRun) -> list[object]:
+    """Every control body either node puts on the wire (retransmissions included)."""
+    bodies: list[object] = []
+    run.lan.tap = lambda frame: bodies.append(frame.body)
+    return bodies

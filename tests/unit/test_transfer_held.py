@@ -25,20 +25,9 @@ from l2fast.transfer.protocol import FileEntry, IncomingTransfer, OutgoingTransf
 from l2fast.transfer.protocol_states import FileState
 from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
 from l2fast.wire.frames import Feedback, FileAccept, FileHeld, FileOffer, FileReject
-from tests.file_harness import Faults, FileRun, Setup, file
+from tests.file_harness import Faults, FileRun, Setup, file, of, tap
 
 LOSSY = Faults(loss=0.1, duplicate=0.1, reorder=0.1)
-
-
-def of(events: list[object], kind: type) -> list:  # type: ignore[type-arg]
-    return [ev for ev in events if isinstance(ev, kind)]
-
-
-def tap(run: FileRun) -> list[object]:
-    """Every control body either node puts on the wire (retransmissions included)."""
-    bodies: list[object] = []
-    run.lan.tap = lambda frame: bodies.append(frame.body)
-    return bodies
 
 
 @pytest.mark.parametrize("faults", [Faults(), LOSSY], ids=["clean", "lossy"])

@@ -29,19 +29,8 @@ from l2fast.transfer.protocol import IncomingTransfer
 from l2fast.transfer.protocol_states import FileState
 from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
 from l2fast.wire.frames import FileAccept, FileEnd, FileOffer, FileResult
-from tests.file_harness import Faults, FileRun, Setup, Source, directory, file
+from tests.file_harness import Faults, FileRun, Setup, Source, directory, file, of, tap
 from tests.node_harness import Lan
-
-
-def of(events: list[object], kind: type) -> list:  # type: ignore[type-arg]
-    return [ev for ev in events if isinstance(ev, kind)]
-
-
-def tap(run: FileRun) -> list[object]:
-    """Every control body either node puts on the wire (retransmissions included)."""
-    bodies: list[object] = []
-    run.lan.tap = lambda frame: bodies.append(frame.body)
-    return bodies
 
 
 def folder(seed: int) -> list[Source]:

@@ -26,7 +26,7 @@ from l2fast.transfer.events import (
 )
 from l2fast.transfer.protocol import FileEntry, TransferConfig
 from l2fast.wire.constants import Digest, ErrorCode, FileKind, FrameType
-from tests.file_harness import Faults, FileRun, Setup, Source, bench, directory, file
+from tests.file_harness import Faults, FileRun, Setup, Source, bench, directory, file, of
 
 FILE_FRAMES = (
     FrameType.FILE_OFFER,
@@ -49,10 +49,6 @@ def tree(seed: int, files: int = 24) -> list[Source]:
     out.append(file("big.bin", rng.randbytes(700_000), chunk_size=8000))
     out.append(bench("bench", 300_000, chunk_size=8000))
     return out
-
-
-def of(events: list[object], kind: type) -> list:  # type: ignore[type-arg]
-    return [ev for ev in events if isinstance(ev, kind)]
 
 
 def assert_all_arrived(run: FileRun) -> None:

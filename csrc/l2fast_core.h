@@ -213,6 +213,9 @@ int l2f_fanout_route(int32_t fd, const uint32_t *sessions, const uint32_t *membe
  * query itself fails. */
 int l2f_sock_take_error(int32_t fd);
 
+/* Instructions of the classic-BPF filter attached to the socket (0 when none), or -errno. */
+int l2f_sock_filter_len(int32_t fd);
+
 int l2f_close(int32_t fd);
 
 /* Static description of an error code (errno or L2F_E_*), never NULL. */

@@ -593,6 +593,18 @@ int l2f_sock_take_error(int32_t fd)
     return err;
 }
 
+int l2f_sock_filter_len(int32_t fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    /* SO_GET_FILTER counts in instructions: asked with a length of 0, it stores the filter's
+     * length there and copies nothing (any other length is an array the kernel fills). */
+    socklen_t len = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, NULL, &len) < 0)
+        return -errno;
+    return (int)len;
+}
+
 int l2f_close(int32_t fd)
 {
     if (fd < 0)

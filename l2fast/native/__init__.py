@@ -805,6 +805,12 @@ class RawSocket:
         _check(rc, f"socket error of {self.ifname!r}")
         return int(rc)
 
+    def filter_length(self) -> int:
+        """Instructions of the classic-BPF filter attached to this socket (0: none)."""
+        rc = _lib.l2f_sock_filter_len(self._fd())
+        _check(rc, f"filter of {self.ifname!r}")
+        return int(rc)
+
     def fanout_create(self) -> int:
         """Make this socket member 0 of a new PACKET_FANOUT_CBPF group with a kernel-chosen
         id, and return the id. Until `fanout_route` installs a program, every frame goes to

@@ -49,6 +49,8 @@ def step(name, socks):
     out[name] = {k: frames(s) for k, s in socks.items()}
 
 a = pool.lend(7)
+# Routed, a lent socket keeps no filter of its own: the group's program alone feeds it.
+out["filter_lent"] = a.sock.filter_length()
 out["lend"] = [a.member if a else None, pool.lend(7), None]
 b = pool.lend(8)
 out["lend"][2] = b.member if b else None
@@ -75,6 +77,7 @@ out["relend"] = [d.member, frames(d.sock), pool.status()["reused"]]
 # The session ends while lent: freed when it comes back; its DATA goes to member 0 again.
 pool.release_session(10)
 d.give_back()
+out["filter_released"] = d.sock.filter_length()  # idle again: a filter that takes nothing
 out["status_released"] = pool.status()
 step("released", {"control": control, "d": d.sock, "b": b.sock})
 # A process that outlives its kill: its socket is unrouted at once and parked until it is gone.
@@ -147,6 +150,8 @@ def test_the_pool_lends_keeps_drains_and_reuses(labs: LabFactory) -> None:
     assert out["past_size"] is None
     assert out["status_lent"]["lent"] == 2 and out["status_lent"]["unpooled"] == 2
     lent = out["lent"]
+    # Unfiltered, each lent socket still gets only its session's DATA (not 7's CHAT).
+    assert out["filter_lent"] == 0 and out["filter_released"] > 0
     assert lent["a"] == [[DATA, 7]] and lent["b"] == [[DATA, 8]]
     assert kinds(lent["control"]) == sorted([(DATA, 10), *others])
     # Given back, the socket stays routed to 7: 7's DATA does not reach member 0.

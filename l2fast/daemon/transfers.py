@@ -130,10 +130,8 @@ class Transfers:
         self._recv: ReceiveDir | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=100)
         self._session_mtu: dict[int, int] = {}
-        #: Sessions that negotiated Features.PRESENT (files already here are not received).
-        self._present_ok: set[int] = set()
-        #: The feature bits each open session negotiated (HELD: offers kept for a person are
-        #: reported to the sender with FILE_HELD).
+        #: The feature bits each open session negotiated (PRESENT: files already here are not
+        #: received; HELD: offers kept for a person are reported to the sender with FILE_HELD).
         self._features: dict[int, Features] = {}
         #: Peers asked to send bench streams here (`bench -R`): accepted whatever the policy.
         self.bench_expected: dict[bytes, int] = {}
@@ -144,8 +142,6 @@ class Transfers:
         """Route session and control events to the jobs."""
         if isinstance(ev, SessionOpened):
             self._session_mtu[ev.session] = ev.params.mtu
-            if ev.params.features & Features.PRESENT:
-                self._present_ok.add(ev.session)
             self._features[ev.session] = Features(ev.params.features)
             job = self.outgoing.get(ev.session)
             if job is not None and job.peer == ev.peer:
@@ -156,7 +152,6 @@ class Transfers:
                 # Its pooled socket stops being reserved: the session's DATA is stray now.
                 self.runner.receive_sockets.release_session(ev.session)
             self._session_mtu.pop(ev.session, None)
-            self._present_ok.discard(ev.session)
             self._features.pop(ev.session, None)
             error = ev.error if isinstance(ev, SessionFailed) else None
             job = self.outgoing.get(ev.session)
@@ -326,7 +321,7 @@ class Transfers:
                     code=ErrorCode.BAD_REQUEST,
                 )
             present = None
-            if inc.session in self._present_ok and ev.path not in inc.incoming.differing:
+            if inc.incoming.features & Features.PRESENT and ev.path not in inc.incoming.differing:
                 present = recv.find_present(offer)
             if present is not None:
                 self._accept_present(inc, ev, present, now)

@@ -101,7 +101,6 @@ class _OutFile:
     digest: bytes | None = None
     #: The entry this one offers again after FILE_RESULT `differs` (None: a first offer).
     reoffer_of: int | None = None
-    held: bool = False  #: the receiver said a person must decide (FILE_HELD)
 
     @property
     def transfer_id(self) -> int:
@@ -360,10 +359,9 @@ class OutgoingTransfer:
         if f.state is not FileState.OFFERED:
             self.drops["held_after_answer"] += 1
             raise RemoteProtocolError(f"FILE_HELD for file #{f.transfer_id}, already answered")
-        if f.held:
+        if f.transfer_id in self._held:  # still OFFERED, so still listed
             self.drops["held_twice"] += 1
             raise RemoteProtocolError(f"a second FILE_HELD for file #{f.transfer_id}")
-        f.held = True
         ev = OfferHeld(f.transfer_id, f.index, f.entry.path, body.pending_id, body.text)
         self._held[f.transfer_id] = ev
         self._events.append(ev)

@@ -70,6 +70,12 @@ def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> N
         w.drain(2048, wait_s=0.005)
 
 
+def _ring_slots(ring_bytes: int, slot: int) -> int:
+    """Slots of a ring of about `ring_bytes` (at most) for `slot`-byte slots: a power of two,
+    at least 64."""
+    return max(64, 1 << (ring_bytes // slot).bit_length() - 1)
+
+
 def _feedback_frames(rings: list[dp.ShmRing]) -> int:
     """Frames after which the receive loop returns to send a FEEDBACK."""
     return max(16, sum(r.nslots for r in rings) // FEEDBACK_SLOT_FRACTION)
@@ -103,9 +109,9 @@ def _report_failure(conn: Connection, what: str, work: Callable[[], None]) -> No
 
 
 def _data_socket(o: dict[str, Any], session: int, sndbuf: int) -> native.RawSocket:
-    """The receive process's socket: the pooled one the controller lent it (already filtered
-    to the session's DATA and routed to by the node's fanout group, `ReceiveSockets`), or
-    else one of its own, filtered here."""
+    """The receive process's socket: the pooled one the controller lent it (routed to by the
+    node's fanout group, which alone decides what reaches it, `ReceiveSockets.lend`), or else
+    one of its own, filtered here to the session's DATA."""
     lent: native.RawSocket | None = o.get("sock")
     if lent is not None:
         return lent
@@ -124,8 +130,7 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     started = time.monotonic()
     sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
-    nslots = max(64, 1 << (RING_BYTES // slot).bit_length() - 1)
-    rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
+    rings = [dp.ShmRing(_ring_slots(RING_BYTES, slot), slot) for _ in range(WRITERS)]
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     writers = [
@@ -396,7 +401,7 @@ def _small(o: dict[str, Any], conn: Connection) -> None:
     round trip through the controller between files."""
     sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
-    rings = [dp.ShmRing(max(64, 1 << ((4 << 20) // slot).bit_length() - 1), slot)]
+    rings = [dp.ShmRing(_ring_slots(4 << 20, slot), slot)]
     peer = bytes.fromhex(o["peer"])
     fb_seq = time.monotonic_ns() // 1000
     jobs: deque[tuple[dict[str, Any], int]] = deque()
@@ -564,7 +569,7 @@ def _bench(o: dict[str, Any], conn: Connection) -> None:
     started = time.monotonic()
     sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
-    nslots = max(64, 1 << (RING_BYTES // slot).bit_length() - 1)
+    nslots = _ring_slots(RING_BYTES, slot)
     rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
     size = BENCH_SPACE_CHUNKS * o["chunk"]
     sinks = [

@@ -440,7 +440,6 @@ uint32_t l2f_crc32c(uint32_t crc, const uint8_t *buf, size_t len)
     ensure_init();
     if (best == BEST_FOLD && len >= FOLD_MIN_LEN)
         return l2f_crc32c_fold(crc, buf, len);
-    if (best == BEST_FOLD)
-        return l2f_crc32c_hw(crc, buf, len);
-    return best == BEST_HW ? l2f_crc32c_hw(crc, buf, len) : l2f_crc32c_sw(crc, buf, len);
+    /* BEST_FOLD below FOLD_MIN_LEN takes the three lanes, as BEST_HW does. */
+    return best == BEST_TABLE ? l2f_crc32c_sw(crc, buf, len) : l2f_crc32c_hw(crc, buf, len);
 }

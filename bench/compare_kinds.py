@@ -123,6 +123,22 @@ class Kind:
 # ---- 1. the raw-frame ceiling
 
 
+def blast_payload_gbit(
+    what: str, h: LabHosts, bad: int, frame_size: int, frames: int, seconds: float, got: Any
+) -> float:
+    """Check what a raw blast's counter reported (nothing corrupted, full-size frames, some
+    arrived) and return its payload Gbit/s. Payload bits, like iperf3's TCP goodput and nc's
+    file bytes: the l2fast header and the Ethernet header are overhead for every tool alike, so
+    they count for none."""
+    if bad:
+        raise BenchError(f"{what}: {bad} frames arrived corrupted (CRC32C mismatch)")
+    if frame_size != h.mtu + 14:
+        raise BenchError(f"{what}: frames of {frame_size} B, expected {h.mtu + 14}")
+    if not frames or not seconds:
+        raise BenchError(f"{what}: nothing arrived in {h.h2} ({json.dumps(got)[:300]})")
+    return frames * (frame_size - FRAME_OVERHEAD) * 8 / seconds / GBIT
+
+
 def measure_raw(ctx: RunContext) -> Sample:
     """The l2fast raw blast h1 -> h2: verified frames that arrived, per second."""
     h = ctx.hosts
@@ -139,15 +155,9 @@ def measure_raw(ctx: RunContext) -> Sample:
         got = json.loads(out.strip().splitlines()[-1])
     finally:
         stop(rx)
-    if got["bad"]:
-        raise BenchError(f"raw blast: {got['bad']} frames arrived corrupted (CRC32C mismatch)")
-    if got["frame_size"] != h.mtu + 14:
-        raise BenchError(f"raw blast: frames of {got['frame_size']} B, expected {h.mtu + 14}")
-    if not got["frames"] or not got["seconds"]:
-        raise BenchError(f"raw blast: nothing arrived in {h.h2} ({got})")
-    # Payload bits, like iperf3's TCP goodput and nc's file bytes: the l2fast header and the
-    # Ethernet header are overhead for every tool alike, so they count for none.
-    payload_gbit = got["frames"] * (got["frame_size"] - FRAME_OVERHEAD) * 8 / got["seconds"] / GBIT
+    payload_gbit = blast_payload_gbit(
+        "raw blast", h, got["bad"], got["frame_size"], got["frames"], got["seconds"], got
+    )
     return Sample(
         payload_gbit,
         {
@@ -176,13 +186,15 @@ def measure_raw_daemon(ctx: RunContext) -> Sample:
         raise BenchError(f"l2fast bench --raw printed no JSON: {out.strip()[-300:]!r}") from None
     if "error" in end:
         raise BenchError(f"l2fast bench --raw failed: {end['error']}")
-    if end.get("bad_frames"):
-        raise BenchError(f"l2fast bench --raw: {end['bad_frames']} frames arrived corrupted")
-    if end.get("frame_size") != h.mtu + 14:
-        raise BenchError(f"l2fast bench --raw: frames of {end.get('frame_size')} B")
-    if not end.get("frames_arrived") or not end.get("seconds"):
-        raise BenchError(f"l2fast bench --raw: nothing arrived ({json.dumps(end)[:300]})")
-    payload_gbit = end["frames_per_s"] * (end["frame_size"] - FRAME_OVERHEAD) * 8 / GBIT
+    payload_gbit = blast_payload_gbit(
+        "l2fast bench --raw",
+        h,
+        end.get("bad_frames", 0),
+        end.get("frame_size", 0),
+        end.get("frames_arrived", 0),
+        end.get("seconds", 0),
+        end,
+    )
     return Sample(payload_gbit, end)
 
 

@@ -260,6 +260,7 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
 #define L2F_TX_BENCH 1                /* data holds one chunk, sent as every chunk's payload */
 #define L2F_TX_RAW 2                  /* bench ceiling: one prebuilt header for every frame, no CRC */
 #define L2F_TX_MARK_LAST 4            /* set flag LAST on the file's final chunk */
+#define L2F_TX_CRC_HELPER 8           /* headers and CRC32C also built by a helper thread */
 
 struct l2f_tx_template {
     uint8_t dst[6];
@@ -276,6 +277,7 @@ struct l2f_tx_stats {
     uint64_t bytes;           /* their payload bytes */
     uint64_t calls;           /* sendmmsg calls */
     uint64_t backpressure;    /* times the kernel queue was full (ENOBUFS/EAGAIN or a short batch) */
+    uint64_t helper_frames;   /* headers the CRC helper thread built (L2F_TX_CRC_HELPER) */
 };
 
 /* Send the chunks of ranges[0..2*n_ranges) (pairs start, end exclusive, in the order given) as
@@ -285,7 +287,8 @@ struct l2f_tx_stats {
  * range must lie inside the file's chunks. Stops early when the kernel queue is full. Returns the
  * number of frames taken, in range order (fewer than asked means backpressure: retry the rest
  * later), or a negative code when none was taken (-L2F_E_ARG for a bad range, checked before
- * anything is sent). stats may be NULL. */
+ * anything is sent). stats may be NULL. With L2F_TX_CRC_HELPER the process's CRC helper thread
+ * builds headers ahead of the sendmmsg calls (see txpath.c); frames and results are the same. */
 int64_t l2f_tx_ranges(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
                       const uint8_t *data, uint64_t data_len, uint64_t file_size,
                       uint64_t first_chunk, uint32_t chunk_size, const uint64_t *ranges,

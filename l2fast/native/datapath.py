@@ -671,6 +671,7 @@ class TxStats:
     bytes: int  #: their payload bytes
     calls: int  #: sendmmsg calls
     backpressure: int  #: times the kernel queue was full
+    helper_frames: int = 0  #: headers the CRC helper thread built (the rest: the caller's thread)
 
 
 #: Bytes of frames per sendmmsg that `tx_batch_for` aims at.
@@ -720,11 +721,14 @@ class TxPath:
         raw: bool = False,
         mark_last: bool = False,
         batch: int | None = None,
+        crc_helper: bool = True,
     ) -> None:
         """Build the header template and pin `data`; raises ValueError on bad arguments.
 
         `batch` is the number of frames per sendmmsg (at most TX_BATCH); by default about
-        512 KiB of frames (`tx_batch_for`).
+        512 KiB of frames (`tx_batch_for`). `crc_helper` lets the process's CRC helper thread
+        build headers (CRC32C over each payload) ahead of the sendmmsg calls, off the sending
+        core (csrc/txpath.c); the frames are the same either way.
         """
         self.fd = _fd_of(sock)
         self.ifindex = _uint("ifindex", ifindex, 0x7FFFFFFF)
@@ -748,6 +752,7 @@ class TxPath:
             (_lib.L2F_TX_BENCH if bench else 0)
             | (_lib.L2F_TX_RAW if raw else 0)
             | (_lib.L2F_TX_MARK_LAST if mark_last else 0)
+            | (_lib.L2F_TX_CRC_HELPER if crc_helper else 0)
         )
         t.batch = _uint("batch", tx_batch_for(chunk_size) if batch is None else batch, TX_BATCH, 1)
         self._t = t
@@ -798,7 +803,9 @@ class TxPath:
     def stats(self) -> TxStats:
         """A snapshot of the counters."""
         s = self._stats
-        return TxStats(int(s.frames), int(s.bytes), int(s.calls), int(s.backpressure))
+        return TxStats(
+            int(s.frames), int(s.bytes), int(s.calls), int(s.backpressure), int(s.helper_frames)
+        )
 
 
 def tx_ranges(

@@ -236,6 +236,7 @@ class OutgoingJob:
                 file_size=layout.size,
                 first_chunk=layout.first_chunk,
                 bench=self.bench_payload,
+                crc_helper=os.environ.get("L2FAST_TX_CRC_HELPER", "1") != "0",
             )
             self._txs.append(f.tx)
         return f.tx

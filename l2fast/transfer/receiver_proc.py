@@ -4,7 +4,7 @@ The controller (the daemon's loop) starts a `ReceiveJob` for each accepted file.
 one receive process (multiprocessing, fork) that opens its own raw socket, filtered in the
 kernel to DATA of this session only (`SocketFilter.DATA`), and runs the C receive loop
 (`RxPath`) over shared-memory rings; it sends FEEDBACK to the sender itself (every 2 ms or
-each quarter of the rings' slots) from `RxPath.feedback()`. The writer processes (children of
+each half of the rings' slots) from `RxPath.feedback()`. The writer processes (children of
 the receive process) drain the rings with pwritev into the part file. Python runs per
 FEEDBACK and per progress message, never per frame.
 
@@ -46,10 +46,13 @@ RING_BYTES = 16 << 20
 #: A FEEDBACK at least this often while frames arrive...
 FEEDBACK_INTERVAL_S = 0.002
 #: ...and after every this fraction of the rings' slots received, so that credit comes back
-#: long before the sender used it up (the rings hold 4-40 ms of data at the link's rate).
+#: long before the sender used it up (the rings hold 3-40 ms of data at the link's rate).
 #: Measured on veth: a FEEDBACK every 0.5 ms cost the sender ~130 us of Python each (a fifth of
-#: its core at MTU 9000) and the receive process a tenth of its own.
-FEEDBACK_SLOT_FRACTION = 4
+#: its core at MTU 9000) and the receive process a tenth of its own. Half rather than a quarter
+#: (session 6): at MTU 65535 the rings hold 256 frames, ~3 ms at the link's rate, so a quarter
+#: meant ~1400 FEEDBACKs a second; half made `l2fast bench` +4.7 % there (BENCHMARKS.md §Found
+#: while measuring), and at 1500 and 9000 the 2 ms interval comes first either way.
+FEEDBACK_SLOT_FRACTION = 2
 #: After a read that drained the socket mid-stream, the receive loop sleeps this long so that
 #: the next read takes a batch (RxPath `gather_us`). Measured on veth at MTU 9000: 2.6 frames per
 #: recvmmsg and ~7,000 poll wake-ups/s without it, ~45 frames per call and ~150 wake-ups/s with

@@ -24,7 +24,7 @@ def test_rx_batch_shrinks_with_few_slots() -> None:
     try:
         assert rp._rx_batch(rings) == 16
         assert rp._rx_batch(many) == rp.RX_BATCH
-        assert rp._feedback_frames(rings) == 64
+        assert rp._feedback_frames(rings) == 256 // rp.FEEDBACK_SLOT_FRACTION == 128
     finally:
         for r in rings + many:
             r.close()

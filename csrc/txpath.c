@@ -94,16 +94,20 @@ static uint32_t job_of(uint64_t c) { return (uint32_t)(c >> 32); }
 static uint32_t next_of(uint64_t c) { return (uint32_t)(c >> 16) & 0xFFFF; }
 static uint32_t groups_of(uint64_t c) { return (uint32_t)c & 0xFFFF; }
 
-static void build_group(struct window *w, uint32_t g)
+static void build_frame(const struct l2f_tx_template *t, const struct frame_desc *d, uint8_t *out)
 {
-    const struct l2f_tx_template *t = &w->t;
+    /* Cannot fail: every argument was checked before the window was listed. */
+    (void)l2f_build_header(out, L2F_FRAME_OVERHEAD, t->dst, t->src, t->ethertype, TYPE_DATA,
+                           d->flags, t->session, d->seq, d->payload, d->len);
+}
+
+/* Build the headers of group g; returns how many frames it holds (the last may be short). */
+static uint32_t build_group(struct window *w, uint32_t g)
+{
     uint32_t end = (g + 1) * GROUP < w->n ? (g + 1) * GROUP : w->n;
-    for (uint32_t i = g * GROUP; i < end; i++) {
-        const struct frame_desc *d = &w->desc[i];
-        /* Cannot fail: every argument was checked before the window was listed. */
-        (void)l2f_build_header(w->hdrs[i], L2F_FRAME_OVERHEAD, t->dst, t->src, t->ethertype,
-                               TYPE_DATA, d->flags, t->session, d->seq, d->payload, d->len);
-    }
+    for (uint32_t i = g * GROUP; i < end; i++)
+        build_frame(&w->t, &w->desc[i], w->hdrs[i]);
+    return end - g * GROUP;
 }
 
 static void *helper_main(void *arg)
@@ -117,10 +121,7 @@ static void *helper_main(void *arg)
             if (atomic_compare_exchange_weak_explicit(&helper.claim, &c, c + (1u << 16),
                                                       memory_order_acq_rel,
                                                       memory_order_acquire)) {
-                build_group(&helper.w, g);
-                atomic_fetch_add_explicit(&helper.built,
-                                          (g + 1) * GROUP < helper.w.n ? GROUP
-                                                                       : helper.w.n - g * GROUP,
+                atomic_fetch_add_explicit(&helper.built, build_group(&helper.w, g),
                                           memory_order_relaxed);
                 atomic_store_explicit(&helper.w.ready[g], job_of(c), memory_order_release);
             }
@@ -342,12 +343,8 @@ int64_t l2f_tx_ranges(int32_t fd, int32_t ifindex, const struct l2f_tx_template 
                 uint32_t late = window_need(w, shared, job, &own_next, done / GROUP, upto);
                 if (late < upto) {
                     spare_from = late * GROUP > done ? late * GROUP - done : 0;
-                    for (uint32_t j = spare_from; j < cnt; j++) {
-                        const struct frame_desc *d = &w->desc[done + j];
-                        (void)l2f_build_header(spare[j], L2F_FRAME_OVERHEAD, t->dst, t->src,
-                                               t->ethertype, TYPE_DATA, d->flags, t->session,
-                                               d->seq, d->payload, d->len);
-                    }
+                    for (uint32_t j = spare_from; j < cnt; j++)
+                        build_frame(t, &w->desc[done + j], spare[j]);
                 }
             }
             for (uint32_t j = 0; j < cnt; j++) {

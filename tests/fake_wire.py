@@ -67,14 +67,14 @@ class FakeSocket:
         #: While True, sending fails like a real socket on an interface that went down.
         self.link_down = False
         self.sent: list[bytes] = []
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[bytes, int]] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
-    def inject(self, frame: bytes) -> None:
-        """A frame arrives from the wire."""
-        self._queue.append(bytes(frame))
+    def inject(self, frame: bytes, stamp_ns: int = 0) -> None:
+        """A frame arrives from the wire; `stamp_ns` is its kernel receive stamp (0: none)."""
+        self._queue.append((bytes(frame), stamp_ns))
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
 
@@ -90,8 +90,8 @@ class FakeSocket:
         limit = arena.slots if max_frames is None else max_frames
         n = 0
         while n < limit and self._queue:
-            frame = self._queue.popleft()
-            arena.store(n, frame[: arena.slot_size])
+            frame, stamp_ns = self._queue.popleft()
+            arena.store(n, frame[: arena.slot_size], stamp_ns)
             n += 1
         arena.count = n
         if self._queue:  # more than one batch waiting: stay readable

@@ -210,19 +210,30 @@ class NodeRunner:
         self._engine_time = max(self._engine_time, t)
         return t
 
-    def arrival_time(self, stamp_ns: int, now: float, wall: float) -> float:
-        """Engine time at which a frame the kernel stamped `stamp_ns` (0: unknown) arrived.
+    def stamp_time(self, stamp_ns: int, now: float, wall: float) -> float | None:
+        """Engine-clock time of the kernel receive stamp `stamp_ns`, or None when unknown.
 
         `now` and `wall` are the engine clock and the wall clock read together after the frame
-        was received. The result lies between the latest time the engine was already given and
-        `now`.
+        was received. A stamp of 0, one in the future (a wall-clock step) or one more than
+        `_MAX_STAMP_AGE_S` old is unknown. The result may be earlier than times the engine was
+        already given: it is for measuring (a PONG's round trip), not for the engine's clock.
         """
         if stamp_ns <= 0:
-            return now
+            return None
         age = wall - stamp_ns / 1e9
         if not 0.0 <= age <= _MAX_STAMP_AGE_S:
+            return None
+        return now - age
+
+    def arrival_time(self, arrived: float | None, now: float) -> float:
+        """The engine time to give with a frame that arrived at `arrived` (`stamp_time`).
+
+        Never earlier than the latest time the engine was already given (its clock must not
+        run backwards), and `now` when the arrival is unknown.
+        """
+        if arrived is None:
             return now
-        return min(now, max(self._engine_time, now - age))
+        return min(now, max(self._engine_time, arrived))
 
     def wall(self, t: float) -> float:
         """Engine time `t` as wall-clock seconds since the epoch (for users and JSON)."""
@@ -345,7 +356,8 @@ class NodeRunner:
                 if info.verdict is not Verdict.OK:
                     self.engine.note_drop(info.verdict.name.lower())
                     continue
-                when = self.arrival_time(arena.rx_stamp_ns(i), now, wall)
+                arrived = self.stamp_time(arena.rx_stamp_ns(i), now, wall)
+                when = self.arrival_time(arrived, now)
                 self._engine_time = when
                 if info.type == FrameType.PING:
                     self._answer_ping(info, arena.payload(i), when)
@@ -362,7 +374,7 @@ class NodeRunner:
                     self.engine.note_drop("bad_payload")
                     continue
                 frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
-                self.engine.receive_frame(frame, when)
+                self.engine.receive_frame(frame, when, arrived=arrived)
             # PONGs first (the peer's round trip runs until they leave), then whatever the
             # engine has (acknowledgements...), before taking the next batch.
             if self._tx_backlog:

@@ -395,7 +395,7 @@ class RxArena:
         """Kernel receive time of frame i in ns since the epoch; 0 when unknown.
 
         Known only for frames `RawSocket.recv_batch` took from a socket with
-        `enable_rx_timestamps()` (never for frames `store`d).
+        `enable_rx_timestamps()`, and for frames `store`d with a stamp.
         """
         return int(self._stamps[self._slot(i)])
 
@@ -411,8 +411,12 @@ class RxArena:
         start = i * self.slot_size
         return self._view[start : start + n]
 
-    def store(self, i: int, frame: Buffer) -> None:
-        """Copy `frame` into slot i (for tests and `parse_batch`); count grows to cover it."""
+    def store(self, i: int, frame: Buffer, stamp_ns: int = 0) -> None:
+        """Copy `frame` into slot i (for tests and `parse_batch`); count grows to cover it.
+
+        `stamp_ns` is the receive time `rx_stamp_ns` reports for it (0: unknown), as a
+        socket with receive timestamps would have stamped it.
+        """
         i = self._slot(i)
         src = _cbuf(frame, "frame")
         if len(src) > self.slot_size:
@@ -420,7 +424,7 @@ class RxArena:
         start = i * self.slot_size
         self._view[start : start + len(src)] = _ffi.buffer(src)
         self._lens[i] = len(src)
-        self._stamps[i] = 0
+        self._stamps[i] = stamp_ns
         self.count = max(self.count, i + 1)
 
     def load(self, frames: Sequence[Buffer]) -> None:

@@ -339,11 +339,16 @@ class NodeEngine:
 
     # --- frames ----------------------------------------------------------------------------
 
-    def receive_frame(self, frame: Frame, now: float) -> None:
-        """Take one decoded frame from the wire. Never raises for anything the peer sent."""
+    def receive_frame(self, frame: Frame, now: float, *, arrived: float | None = None) -> None:
+        """Take one decoded frame from the wire. Never raises for anything the peer sent.
+
+        `arrived`, when the adapter knows it, is when the frame reached the host (the kernel's
+        receive stamp on the engine's clock). It may be earlier than `now`, which only moves
+        forward; a PONG's round trip ends there, as ping(8)'s ends at its SO_TIMESTAMP.
+        """
         self.counters["frames_in"] += 1
         try:
-            self._route(frame, now)
+            self._route(frame, now, arrived)
         except RemoteProtocolError:
             self.drops["protocol_violation"] += 1
         self._collect(now)
@@ -371,7 +376,7 @@ class NodeEngine:
             return True
         return False
 
-    def _route(self, frame: Frame, now: float) -> None:
+    def _route(self, frame: Frame, now: float, arrived: float | None) -> None:
         src = frame.src
         if src == self.mac:
             self.drops["own_frame"] += 1
@@ -392,7 +397,7 @@ class NodeEngine:
             self.drops["not_for_us"] += 1
             return
         if kind in _PING_TYPES:
-            self.pinger.receive_frame(frame, now)
+            self.pinger.receive_frame(frame, now, arrived=arrived)
             return
         slot = self._slots.get((src, frame.session)) if frame.session else None
         if slot is not None:

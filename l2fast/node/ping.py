@@ -10,8 +10,9 @@ moment the adapter reports it started sending those frames (`frames_sent`, right
 send system call, after encoding them), never when `ping()` queued it: whatever the adapter
 does in between (answering its client, other timers, encoding) is not the network's round
 trip, and ping(8) too stamps right before `sendmsg`. The receiving
-time is the `now` the adapter passes with the PONG, which should be when the frame arrived
-(the daemon passes the kernel's receive timestamp), as ping(8) does with SO_TIMESTAMP.
+time is when the PONG arrived: the daemon passes the kernel's receive timestamp as `arrived`,
+as ping(8) uses SO_TIMESTAMP, even when its loop had already read a later time before it got
+to the frame (the sending turn's own bookkeeping, after the PONG had come in, must not count).
 """
 
 from __future__ import annotations
@@ -166,14 +167,18 @@ class Pinger:
         self._drops["rate_limited"] += 1
         return False
 
-    def receive_frame(self, frame: Frame, now: float) -> None:
-        """Answer a PING (if the rate limit allows) or match a PONG to one of ours."""
+    def receive_frame(self, frame: Frame, now: float, *, arrived: float | None = None) -> None:
+        """Answer a PING (if the rate limit allows) or match a PONG to one of ours.
+
+        A PONG's round trip ends at `arrived` when given (the kernel's receive stamp, possibly
+        earlier than `now`), else at `now`.
+        """
         body = frame.body
         if isinstance(body, Ping):
             if self.may_answer(frame.src, now):
                 self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
         elif isinstance(body, Pong):
-            self._on_pong(frame, body, now)
+            self._on_pong(frame, body, now if arrived is None else arrived)
 
     def _on_pong(self, frame: Frame, body: Pong, now: float) -> None:
         seq = frame.seq

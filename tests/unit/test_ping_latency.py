@@ -146,15 +146,46 @@ def test_arrival_time_is_the_kernel_stamp_within_bounds(hub: FakeHub) -> None:
     clock.t = 100.010
     wall = clock.wall()
     stamp = round((wall - 0.004) * 1e9)  # arrived 4 ms ago, while the loop was asleep
-    assert runner.arrival_time(stamp, clock.t, wall) == pytest.approx(100.006, abs=1e-6)
-    assert runner.arrival_time(0, clock.t, wall) == clock.t  # no stamp: now
+    arrived = runner.stamp_time(stamp, clock.t, wall)
+    assert arrived == pytest.approx(100.006, abs=1e-6)
+    assert runner.arrival_time(arrived, clock.t) == pytest.approx(100.006, abs=1e-6)
+    assert runner.stamp_time(0, clock.t, wall) is None  # no stamp
+    assert runner.arrival_time(None, clock.t) == clock.t  # ... is now
     future = round((wall + 0.5) * 1e9)
-    assert runner.arrival_time(future, clock.t, wall) == clock.t  # a clock step: now
+    assert runner.stamp_time(future, clock.t, wall) is None  # a clock step
     ancient = round((wall - 30) * 1e9)
-    assert runner.arrival_time(ancient, clock.t, wall) == clock.t
-    # Never before a time the engine already had: its clock must not run backwards.
+    assert runner.stamp_time(ancient, clock.t, wall) is None
+    # Never before a time the engine already had: its clock must not run backwards. The stamp
+    # itself is still what it was (a PONG's round trip ends there).
     runner.now()
-    assert runner.arrival_time(stamp, clock.t, wall) == clock.t
+    assert runner.arrival_time(arrived, clock.t) == clock.t
+    assert runner.stamp_time(stamp, clock.t, wall) == pytest.approx(100.006, abs=1e-6)
+    runner.close()
+
+
+def test_round_trip_ends_at_the_pong_stamp_even_after_the_loop_moved_on(hub: FakeHub) -> None:
+    # The PONG can arrive while the sending turn is still busy after its send call (on one
+    # core the responder even runs inside it); that turn's later clock reads must not count.
+    clock = FakeClock()
+    sock, peer = hub.socket(1), hub.socket(2)
+    engine = NodeEngine(sock.mac, "alpha", sock.mtu, rng=random.Random(1))
+    runner = NodeRunner(sock, engine, clock=clock.mono, wall_clock=clock.wall)
+    replies: list[PingReply] = []
+    runner.subscribe(lambda ev: replies.append(ev) if isinstance(ev, PingReply) else None)
+    seq = engine.ping(peer.mac, runner.now(), 40)
+    runner.flush()  # on the wire at t=100.000
+    ping = native.parse_frame(sock.sent[-1])
+    payload = sock.sent[-1][ping.payload_off : ping.payload_off + ping.payload_len]
+    clock.t = 100.003
+    runner.now()  # the turn's bookkeeping after the send, 3 ms later
+    pong = native.build_frame(
+        sock.mac, peer.mac, DEFAULT_ETHERTYPE, FrameType.PONG, 0, 0, seq, payload
+    )
+    sock.inject(pong, stamp_ns=round((100.001 + clock.wall_offset) * 1e9))  # 1 ms after
+    clock.t = 100.005
+    runner.step(0.0)
+    assert [r.seq for r in replies] == [seq]
+    assert replies[0].rtt_ns == pytest.approx(1_000_000, abs=2_000)
     runner.close()
 
 

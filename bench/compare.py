@@ -62,6 +62,7 @@ from compare_report import (
     NOT_RUN,
     PROFILED_RATIOS,
     comparison_chart,
+    format_ratio,
     linear_fit,
     machine_info,
     measurement_table,
@@ -347,7 +348,7 @@ def profile_mtu(
         if status[kind]["status"] != "ok" or (kind == "l2fast_send" and file is None):
             continue
         missed = [
-            f"{ratios[k]['label']} {ratios[k]['value']:.2f}x"
+            f"{ratios[k]['label']} {format_ratio(k, ctx.hosts.mtu, ratios[k]['value'])}"
             for k in missed_targets(ratios)
             if PROFILED_RATIOS.get(k) == kind
         ]

@@ -74,6 +74,18 @@ def target_met(key: str, mtu: int, value: float | None) -> bool | None:
     return value >= bound if op == ">=" else value <= bound
 
 
+def format_ratio(key: str, mtu: int, value: float) -> str:
+    """`value` as "1.23x": two decimals, or as many more (up to 6) as it takes for the printed
+    figure to sit on the same side of its target as the value (1.1998 is "1.1998x", not a
+    "1.20x" beside NOT MET)."""
+    met = target_met(key, mtu, value)
+    for places in range(2, 7):
+        text = f"{value:.{places}f}"
+        if met is None or target_met(key, mtu, float(text)) == met:
+            break
+    return text + "x"
+
+
 def missed_targets(ratios: dict[str, dict[str, Any]]) -> list[str]:
     """Keys of the ratios of one MTU whose target was checked and not met."""
     return [key for key, entry in ratios.items() if entry.get("met") is False]
@@ -251,7 +263,8 @@ def ratio_table(result: dict[str, Any]) -> str:
         cells = []
         for m in mtus:
             entry = result["mtus"][m]["ratios"][key]
-            cell = f"{entry['value']:.2f}x" if entry["status"] == "ok" else entry["status"]
+            ok = entry["status"] == "ok"
+            cell = format_ratio(key, int(m), entry["value"]) if ok else entry["status"]
             verdict = {True: " met", False: " **NOT MET**", None: ""}[entry.get("met")]
             cells.append(cell + verdict)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {target or '-'} |")

@@ -2,7 +2,10 @@
 # bench/fanout_probe.sh [MTU]: the raw blast into one counting socket, alone, beside two older
 # filtered sockets, and in one fanout group with them (bench/fanout_probe.c), 3 interleaved runs
 # each, on a 2-host lab it builds and removes. Root only.
+#
+# Example: sudo bench/fanout_probe.sh 9000
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,6p' "$0"; exit 0; fi
 cd "$(dirname "$0")/.."
 MTU=${1:-1500}
 NAME=fp$$

@@ -13,6 +13,7 @@
 # writers, daemon loop, softirq) with CPU seconds per GiB, is bench/cpu_profile.py, which
 # compare.py runs where a target is missed; this script stays for the sender's cProfile.
 set -eu
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,14p' "$0"; exit 0; fi
 OUT=${1:-/tmp/l2fast-profile}
 PY=${PY:-.venv/bin/python}
 LAB=prf$$

@@ -72,6 +72,7 @@ DROP_REASONS = (
     "rate_limited",
     "not_for_us",
     "no_transfer",
+    "between_files",
 )
 HISTORY_SIZE = 1000
 #: The history also keeps at most this many bytes of text (1000 messages at the 1 MiB cap
@@ -188,13 +189,17 @@ class NodeService:
         drops = Counter(dict.fromkeys(DROP_REASONS, 0))
         drops.update(engine.drops)
         drops.update(echo.drops())
+        pooled = runner.receive_sockets
+        if pooled is not None:
+            drops["between_files"] += pooled.idle_frames
         counters = {
             "frames_in": runner.counters["rx_frames"] + echo.rx,
             "frames_out": runner.counters["tx_frames"] + echo.tx,
             "frames_accepted": engine.counters["frames_in"] + echo.accepted,
             "frames_dropped": sum(drops.values()),
             "kernel_packets": runner.counters["kernel_packets"],
-            "kernel_drops": runner.counters["kernel_drops"],
+            "kernel_drops": runner.counters["kernel_drops"]
+            + (pooled.idle_kernel_drops if pooled is not None else 0),
             "tx_backpressure": runner.counters["tx_backpressure"],
             "tx_overflow": runner.counters["tx_overflow"],
             "tx_dropped": runner.counters["tx_dropped"] + echo.tx_errors,
@@ -222,9 +227,7 @@ class NodeService:
             "counters": counters,
             "drops": dict(sorted(drops.items())),
             "ping_responder": ping_responder,
-            "receive_sockets": (
-                runner.receive_sockets.status() if runner.receive_sockets is not None else None
-            ),
+            "receive_sockets": pooled.status() if pooled is not None else None,
             "chat_history": len(self.history),
             "transfers": self.transfers.status(),
             "received": list(self.transfers.history)[-10:],

@@ -119,6 +119,11 @@ class ReceiveSockets:
         self.lent_total = 0
         self.reused = 0
         self.unpooled = 0
+        #: Frames found queued on a pooled socket when it was next lent or freed: they came
+        #: while no receive process read it (the session between files: late retransmissions
+        #: of its previous file, or DATA forged with its id), and the kernel's drops there.
+        self.idle_frames = 0
+        self.idle_kernel_drops = 0
         try:
             for member in range(1, size + 1):
                 sock = native.RawSocket.open(
@@ -127,7 +132,9 @@ class ReceiveSockets:
                 self._pool[member] = sock
                 sock.set_filter(native.SocketFilter.REJECT)
                 sock.fanout_join(self.group_id)
-                self._drain(sock)
+                # Not counted: before its filter and the group it saw copies of what the
+                # control socket got and counts.
+                self._drain(sock, count=False)
             self._free = set(self._pool)
             self._apply()
         except BaseException:
@@ -300,12 +307,11 @@ class ReceiveSockets:
                 self._parked.remove(item)
                 self._free_member(member)
 
-    @staticmethod
-    def _drain(sock: native.RawSocket) -> None:
-        """Discard what is queued, the kernel's counters, and a pending error: a socket that
-        sat in the pool while the link went down and up again holds ENETDOWN, which would
-        fail its next borrower's first read (a process that opens its own socket after the
-        link came back never sees it)."""
+    def _drain(self, sock: native.RawSocket, *, count: bool = True) -> None:
+        """Discard (and count, `idle_frames`) what is queued, take the kernel's counters and
+        a pending error: a socket that sat in the pool while the link went down and up again
+        holds ENETDOWN, which would fail its next borrower's first read (a process that opens
+        its own socket after the link came back never sees it)."""
         sock.take_error()
         got = errors = 0
         while got < _DRAIN_LIMIT and errors < 2:
@@ -318,7 +324,10 @@ class ReceiveSockets:
             if not n:
                 break
             got += n
-        sock.stats()
+        drops = sock.stats()[1]
+        if count:
+            self.idle_frames += got
+            self.idle_kernel_drops += drops
 
     def _apply(self) -> None:
         self.control.fanout_route(self._routes, self._echo_member, self._echo_mac)
@@ -337,6 +346,8 @@ class ReceiveSockets:
             "lent_total": self.lent_total,
             "reused": self.reused,
             "unpooled": self.unpooled,
+            "idle_frames": self.idle_frames,
+            "idle_kernel_drops": self.idle_kernel_drops,
             "ping_responder_member": self._echo_member or None,
         }
 

@@ -66,14 +66,15 @@ step("reserved", {"control": control, "b": b.sock})
 # Session 10 needs a socket and none is free: the reserved one is taken over, its queue of
 # session 7's frames discarded.
 c = pool.lend(10)
-out["loan"] = [c.member, frames(c.sock)]
+out["loan"] = [c.member, frames(c.sock), pool.status()["idle_frames"]]
 step("taken_over", {"control": control, "c": c.sock, "b": b.sock})
 # c back, reserved for 10; 10's DATA queues; the next loan for 10 gets the same socket,
 # drained, with no route change.
 c.give_back()
 step("kept", {"control": control, "b": b.sock})
 d = pool.lend(10)
-out["relend"] = [d.member, frames(d.sock), pool.status()["reused"]]
+status = pool.status()
+out["relend"] = [d.member, frames(d.sock), status["reused"], status["idle_frames"]]
 # The session ends while lent: freed when it comes back; its DATA goes to member 0 again.
 pool.release_session(10)
 d.give_back()
@@ -157,14 +158,17 @@ def test_the_pool_lends_keeps_drains_and_reuses(labs: LabFactory) -> None:
     # Given back, the socket stays routed to 7: 7's DATA does not reach member 0.
     assert out["status_reserved"]["lent"] == 1 and out["status_reserved"]["reserved"] == 1
     assert kinds(out["reserved"]["control"]) == sorted([(DATA, 10), *others])
-    # Taken over for 10 (lowest-used reserved first), empty: 7's queued DATA went with it.
-    assert out["loan"] == [1, []]
+    # Taken over for 10 (lowest-used reserved first), empty: 7's queued DATA went with it,
+    # counted (`between_files` in the daemon's drops); nothing was counted before it.
+    assert out["status_lent"]["idle_frames"] == 0
+    assert out["status_reserved"]["idle_frames"] == 0
+    assert out["loan"] == [1, [], 1]
     taken = out["taken_over"]
     assert taken["c"] == [[DATA, 10]] and taken["b"] == [[DATA, 8]]
     assert kinds(taken["control"]) == sorted([(DATA, 7), *others])
     # Kept for 10 and lent again to 10: same socket, drained of what queued meanwhile.
     assert kinds(out["kept"]["control"]) == sorted([(DATA, 7), *others])
-    assert out["relend"] == [1, [], 1]
+    assert out["relend"] == [1, [], 1, 2]  # 10's DATA that queued meanwhile: counted
     # Released: 10's DATA reaches member 0 again.
     assert out["status_released"]["reserved"] == 0 and out["status_released"]["lent"] == 1
     released = out["released"]
@@ -182,6 +186,7 @@ def test_the_pool_lends_keeps_drains_and_reuses(labs: LabFactory) -> None:
     assert out["no_echo"]["echo"] == [] and [PING, 0] in out["no_echo"]["control"]
     assert out["second_echo"] == "refused"
     assert out["status_end"]["lent"] == 0 and out["status_end"]["lent_total"] == 5
+    assert out["status_end"]["idle_frames"] == 2 and out["status_end"]["idle_kernel_drops"] == 0
     # Joined but not routed: reported, and PINGs stay with member 0.
     assert out["unrouted_result"] == [False, None]
     assert out["unrouted"]["echo"] == [] and [PING, 0] in out["unrouted"]["control"]

@@ -116,6 +116,33 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     assert "(5 loans, 3 reused; 2 receivers used their own)" in text
 
 
+class IdlePool:
+    """What the status reads of a `ReceiveSockets` whose pooled sockets held frames."""
+
+    idle_frames = 3
+    idle_kernel_drops = 2
+
+    def status(self) -> dict[str, int]:
+        return {"idle_frames": self.idle_frames, "idle_kernel_drops": self.idle_kernel_drops}
+
+
+def test_frames_a_pooled_socket_held_between_files_are_drops(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    with a.client() as c:
+        before = c.request({"op": "status"}, 5)["status"]
+        runner = a.daemon.runner
+        runner.receive_sockets = IdlePool()  # type: ignore[assignment]
+        try:
+            after = c.request({"op": "status"}, 5)["status"]
+        finally:
+            runner.receive_sockets = None
+    assert before["drops"]["between_files"] == 0
+    assert after["drops"]["between_files"] == 3
+    assert after["counters"]["kernel_drops"] == before["counters"]["kernel_drops"] + 2
+    assert after["counters"]["frames_dropped"] >= before["counters"]["frames_dropped"] + 3
+    assert after["receive_sockets"] == {"idle_frames": 3, "idle_kernel_drops": 2}
+
+
 def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     with a.client() as c:

@@ -297,6 +297,7 @@ def run_compare(
         say(f"MTU {mtu}: lab {name}")
         with lab(name, mtu) as hosts:
             ctx = RunContext(hosts, args.seconds, file, args.ping_count, args.ping_interval, 0)
+            ctx.receiver_pss = False  # timed against nc: sample only what nc's runs sample
             for rep in range(args.reps):
                 ctx.rep = rep
                 for kind in KINDS:

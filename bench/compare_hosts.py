@@ -234,15 +234,19 @@ class TreeMemory:
     - `peak_pss_kib`: the largest sum of PSS (proportional set size: a shared page counts
       1/N in each of its N sharers) over the samples, i.e. the tree's real footprint at its
       fullest moment (within one sampling interval).
-    A `with` block runs the sampler thread; every INTERVAL_S it reads /proc only.
+    A `with` block runs the sampler thread; every INTERVAL_S it reads /proc only. With
+    `pss=False` it reads VmHWM alone and `peak_pss_kib` is None: PSS comes from smaps_rollup,
+    which walks every page table of the tree, and that took ~7 % of the lab's two cores during
+    a transfer (the profiles in BENCHMARKS.md), a cost the tool being timed pays.
     """
 
     INTERVAL_S = 0.02
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, pss: bool = True) -> None:
         self.pid = pid
+        self.pss = pss
         self.hwm: dict[int, int] = {}  #: pid -> largest VmHWM seen
-        self.peak_pss_kib = 0
+        self.peak_pss_kib: int | None = 0 if pss else None
         self.peak_processes = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -261,8 +265,10 @@ class TreeMemory:
             hwm = _status_kib(pid, "VmHWM")
             if hwm is not None:
                 self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
-            pss_total += _pss_kib(pid) or 0
-        self.peak_pss_kib = max(self.peak_pss_kib, pss_total)
+            if self.pss:
+                pss_total += _pss_kib(pid) or 0
+        if self.peak_pss_kib is not None:
+            self.peak_pss_kib = max(self.peak_pss_kib, pss_total)
         self.peak_processes = max(self.peak_processes, len(pids))
         self.samples += 1
 

@@ -97,6 +97,10 @@ class RunContext:
     daemon_pids: dict[str, int] = field(default_factory=dict)
     #: watches l2fast's own runs (the profiling pass sets it; None when only measuring)
     observer: RunObserver | None = None
+    #: sample the receiving daemon's PSS during `l2fast send` (TreeMemory). The comparison's
+    #: throughput runs turn it off, so that l2fast's copy bears no more sampling than nc's
+    #: (VmHWM reads); the scaling runs, memory.py and small_files.py report PSS and keep it.
+    receiver_pss: bool = True
 
     def next_port(self) -> int:
         """A port no earlier run of this lab used."""
@@ -434,7 +438,7 @@ def l2fast_send_run(ctx: RunContext, path: Path, size: int, run_dir: Path) -> Se
             obs.process(daemon.pid, "receiver")
             sender = functools.partial(obs.process, role="sender")
             obs.begin()
-        with TreeMemory(daemon.pid) as memory:
+        with TreeMemory(daemon.pid, pss=ctx.receiver_pss) as memory:
             start = time.perf_counter()
             proc = run_in(h.h1, send, timeout=budget, check=False, on_start=sender)
             wall = time.perf_counter() - start

@@ -83,9 +83,12 @@ def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
     assert all(s["seconds"] > 0 and s["wall_seconds"] >= s["seconds"] for s in send)
     assert send[0]["sha256_checked"] is True
     for s in send:
-        # The daemon, its receive process and its writers were all sampled.
+        # The daemon, its receive process and its writers were all sampled, for their peak RSS
+        # only: PSS (smaps_rollup, a page-table walk of the tree every 20 ms) would take CPU
+        # from the transfer being timed against nc, whose runs get VmHWM reads alone. The
+        # scaling run and bench/memory.py report PSS (tests/integration/test_bench_memory.py).
         assert s["receiver_processes"] >= 2 and s["memory_samples"] >= 2, s
-        assert 0 < s["receiver_peak_pss_kib"] <= s["receiver_peak_rss_kib"], s
+        assert s["receiver_peak_rss_kib"] > 0 and s["receiver_peak_pss_kib"] is None, s
 
     ratios = mtu["ratios"]
     assert ratios["send_over_nc"]["status"] == "ok" and ratios["send_over_nc"]["value"] > 0

@@ -219,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _context(hosts: LabHosts, seconds: float, file: TestFile | None) -> RunContext:
-    return RunContext(hosts, seconds, file, 1, 0.01, 0)
+    # As compare.py's profiling pass: no PSS sampling, whose page-table walks would show up
+    # in the profile as work the transfer does not do.
+    return RunContext(hosts, seconds, file, 1, 0.01, 0, receiver_pss=False)
 
 
 def main(argv: list[str] | None = None) -> int:

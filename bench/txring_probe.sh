@@ -25,9 +25,14 @@ trap '.venv/bin/l2fast lab down --name $NAME >/dev/null 2>&1 || true; rm -f $BIN
 .venv/bin/l2fast lab up --name $NAME --hosts 2 --mtu "$MTU" >/dev/null
 one_run() {
     ip netns exec $NAME-h2 $BIN recv 3 > $OUT &
+    local receiver=$!
     sleep 0.5
-    ip netns exec $NAME-h1 "$@"
-    wait
+    if ! ip netns exec $NAME-h1 "$@"; then
+        kill $receiver 2> /dev/null || true
+        wait $receiver 2> /dev/null || true
+        return 1
+    fi
+    wait $receiver
     cat $OUT
 }
 for _ in $(seq "$RUNS"); do

@@ -349,9 +349,11 @@ class NodeRunner:
                 return
             self._link_trouble("receiving", None)
             self.counters["rx_frames"] += n
-            # Not now(): the engine has not been given this time yet (see arrival_time).
-            now = self.clock()
+            # Not now(): the engine has not been given this time yet (see arrival_time). The
+            # wall clock first: a stamp's age is then never overstated, so an arrival is never
+            # placed earlier than it was (a round trip never reads short).
             wall = self.wall_clock()
+            now = self.clock()
             for i, info in enumerate(arena.parse(n, ethertype=ethertype)):
                 if info.verdict is not Verdict.OK:
                     self.engine.note_drop(info.verdict.name.lower())

@@ -189,17 +189,18 @@ class NodeService:
         drops = Counter(dict.fromkeys(DROP_REASONS, 0))
         drops.update(engine.drops)
         drops.update(echo.drops())
+        # Frames a pooled socket held while its session was between files: received, and
+        # dropped (`between_files`). The kernel's drops there are under receive_sockets.
         pooled = runner.receive_sockets
-        if pooled is not None:
-            drops["between_files"] += pooled.idle_frames
+        idle = pooled.idle_frames if pooled is not None else 0
+        drops["between_files"] += idle
         counters = {
-            "frames_in": runner.counters["rx_frames"] + echo.rx,
+            "frames_in": runner.counters["rx_frames"] + echo.rx + idle,
             "frames_out": runner.counters["tx_frames"] + echo.tx,
             "frames_accepted": engine.counters["frames_in"] + echo.accepted,
             "frames_dropped": sum(drops.values()),
             "kernel_packets": runner.counters["kernel_packets"],
-            "kernel_drops": runner.counters["kernel_drops"]
-            + (pooled.idle_kernel_drops if pooled is not None else 0),
+            "kernel_drops": runner.counters["kernel_drops"],
             "tx_backpressure": runner.counters["tx_backpressure"],
             "tx_overflow": runner.counters["tx_overflow"],
             "tx_dropped": runner.counters["tx_dropped"] + echo.tx_errors,

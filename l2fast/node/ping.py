@@ -171,16 +171,16 @@ class Pinger:
         """Answer a PING (if the rate limit allows) or match a PONG to one of ours.
 
         A PONG's round trip ends at `arrived` when given (the kernel's receive stamp, possibly
-        earlier than `now`), else at `now`.
+        earlier than `now`) and not earlier than the PING's send, else at `now`.
         """
         body = frame.body
         if isinstance(body, Ping):
             if self.may_answer(frame.src, now):
                 self._out.append(Frame(frame.src, self.local_mac, 0, frame.seq, Pong.echo(body)))
         elif isinstance(body, Pong):
-            self._on_pong(frame, body, now if arrived is None else arrived)
+            self._on_pong(frame, body, now, arrived)
 
-    def _on_pong(self, frame: Frame, body: Pong, now: float) -> None:
+    def _on_pong(self, frame: Frame, body: Pong, now: float, arrived: float | None) -> None:
         seq = frame.seq
         if body.ident != self.ident:
             self._drops["ping_unmatched"] += 1
@@ -201,7 +201,10 @@ class Pinger:
         self._answered[seq] = entry.peer
         if len(self._answered) > _ANSWERED_MEMORY:
             del self._answered[next(iter(self._answered))]
-        rtt_ns = max(0, round((now - entry.sent_at) * 1e9))
+        # The kernel's stamp, unless it reads earlier than the send (a wall-clock step, since
+        # the adapter converts it through the wall clock): then `now`, which never does.
+        end = arrived if arrived is not None and arrived >= entry.sent_at else now
+        rtt_ns = max(0, round((end - entry.sent_at) * 1e9))
         self._stats[entry.peer].add(rtt_ns)
         self._events.append(PingReply(entry.peer, seq, rtt_ns, entry.size))
 

@@ -138,8 +138,11 @@ def test_frames_a_pooled_socket_held_between_files_are_drops(nodes: tuple[Node, 
             runner.receive_sockets = None
     assert before["drops"]["between_files"] == 0
     assert after["drops"]["between_files"] == 3
-    assert after["counters"]["kernel_drops"] == before["counters"]["kernel_drops"] + 2
-    assert after["counters"]["frames_dropped"] >= before["counters"]["frames_dropped"] + 3
+    # Received as well as dropped: dropped frames never outnumber received ones (other frames
+    # may arrive between the two reads, which only adds to frames_in).
+    grown = {k: after["counters"][k] - before["counters"][k] for k in after["counters"]}
+    assert grown["frames_dropped"] >= 3 and grown["frames_in"] >= grown["frames_dropped"]
+    # The pool's kernel drops are its own, not the control socket's.
     assert after["receive_sockets"] == {"idle_frames": 3, "idle_kernel_drops": 2}
 
 

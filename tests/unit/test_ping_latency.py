@@ -189,6 +189,20 @@ def test_round_trip_ends_at_the_pong_stamp_even_after_the_loop_moved_on(hub: Fak
     runner.close()
 
 
+def test_an_arrival_before_the_send_is_not_believed() -> None:
+    # A wall-clock step between the send and the PONG can turn the kernel's stamp into an
+    # engine time before the PING left: the round trip then ends at `now`, never at 0.
+    pinger = Pinger(A, random.Random(0), NodeConfig(), Counter())
+    seq = pinger.ping(B, 10.0, size=40)
+    (ping,) = pinger.frames_to_send(10.0)
+    assert isinstance(ping.body, Ping)
+    pong = Frame(A, B, 0, seq, Pong.echo(ping.body))
+    pinger.receive_frame(pong, 10.002, arrived=9.999)
+    reply = pinger.next_event()
+    assert isinstance(reply, PingReply)
+    assert reply.rtt_ns == pytest.approx(2_000_000, abs=1)
+
+
 class Recorder:
     """A ping client: the messages, and how many frames were on the wire at each."""
 

@@ -118,6 +118,9 @@ class TxStats:
 
     new_chunks_sent: int = 0
     retransmitted_chunks: int = 0  #: includes RTO probes
+    #: acknowledgements of an RTO probe's chunk that came with older chunks' (the first
+    #: transmission arrived; the probe did not drive loss detection)
+    ambiguous_probe_acks: int = 0
     probes: int = 0  #: retransmission timeouts that sent a probe
     lost_chunks: int = 0  #: declared lost (RFC 9002 §6.1)
     spurious_losses: int = 0  #: declared lost, then acknowledged before being sent again
@@ -448,6 +451,16 @@ class TxWindow:
         newly = 0
         best_pn = self._largest_acked_pn
         best: _Batch | None = None
+        # An RTO probe repeats the lowest unacknowledged chunk, so its acknowledgement may be
+        # for the first transmission instead: a receiver that stalled (descheduled, its socket
+        # holding the whole window) answers the probe's chunk from its queue, in order, with
+        # the chunks sent after it. Then the probe's (late) transmission number would make
+        # every chunk still queued there look lost (one 50 ms stall resent ~8,500 frames of a
+        # 256 MiB send at MTU 1500). So a probe counts only when it is the only news: the case
+        # of a window that was truly lost. (Chunks first sent after the probe and acknowledged
+        # with it are later transmissions anyway, and drive loss detection themselves.)
+        probe_pn, probe = best_pn, None
+        others = False
         for s, e in parts:
             added = self._acked.add(s, e) if s < e else 0
             if not added:
@@ -470,8 +483,18 @@ class TxWindow:
                     self.stats.spurious_retransmits += gone
                     continue
                 pn = batch.pn_of(pe - 1)
+                if batch.probe:
+                    if pn > probe_pn:
+                        probe_pn, probe = pn, batch
+                    continue
+                others = True
                 if pn > best_pn:
                     best_pn, best = pn, batch
+        if probe is not None and probe_pn > best_pn:
+            if others:
+                self.stats.ambiguous_probe_acks += 1
+            else:
+                best_pn, best = probe_pn, probe
         if best is not None:
             self._largest_acked_pn = best_pn
             if timely and not best.retransmit:  # Karn: a retransmission's ack is ambiguous

@@ -205,6 +205,39 @@ def test_ack_resets_backoff_and_recovers_after_probe() -> None:
     assert tx.next_batch(0.1, 200) == [(1, 100)]
 
 
+def test_a_stalled_receiver_answering_the_probe_from_its_queue_loses_nothing() -> None:
+    # The whole window waits in the receiver's socket while it is descheduled; the RTO sends
+    # a probe of chunk 0. When the receiver runs again it acknowledges, in order, the first
+    # transmissions: chunk 0 with 1..63. The probe's late transmission must not make 64..99,
+    # still queued there, look lost (they were resent before: ~8,500 frames for a 50 ms stall).
+    tx = TxWindow(100, credit=100, config=TxConfig(initial_rtt=0.01))
+    tx.next_batch(0.0, 100)
+    tx.handle_timer(0.03)
+    assert tx.next_batch(0.03, 10) == [(0, 1)]
+    tx.on_feedback(fb(64, 100, 64), 0.06)
+    assert tx.stats.lost_chunks == 0 and tx.stats.ambiguous_probe_acks == 1
+    assert tx.next_batch(0.06, 200) == []  # nothing to resend
+    tx.on_feedback(fb(100, 100, 100), 0.061)
+    assert tx.done and tx.stats.retransmitted_chunks == 1  # the probe alone
+
+
+def test_a_window_lost_behind_a_stall_is_still_found_after_the_probe() -> None:
+    # Same stall, but the receiver's socket overflowed: 64..79 were dropped. Its FEEDBACK
+    # acknowledges 0..63 and 80..99 (first transmissions); the gap is lost by the time
+    # threshold (RFC 9002 §6.1.2) measured from the chunks acknowledged after it, as it would
+    # be without a probe.
+    tx = TxWindow(100, credit=100, config=TxConfig(initial_rtt=0.01))
+    tx.next_batch(0.0, 100)
+    tx.handle_timer(0.03)
+    tx.next_batch(0.03, 10)
+    tx.on_feedback(fb(64, 100, 100, ((80, 100),)), 0.06)
+    timer = tx.next_timer()
+    assert timer is not None and timer < 0.1
+    tx.handle_timer(timer)
+    assert tx.stats.lost_chunks == 16
+    assert tx.next_batch(timer, 200) == [(64, 80)]
+
+
 def test_waiting_for_credit_counts_towards_the_stall() -> None:
     tx = TxWindow(100, credit=10, config=TxConfig(stall_timeout=1.0))
     tx.next_batch(0.0, 100)

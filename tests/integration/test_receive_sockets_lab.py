@@ -246,3 +246,52 @@ def test_the_runner_answers_pings_itself_when_the_responder_cannot_be_routed(
     assert out["unroutable"] == {
         "started": False, "responder": False, "control_drops_pings": False, "member": None
     }  # fmt: skip
+
+
+# A reserved socket whose queue overflows while its session is between files: what it held and
+# what the kernel dropped there are both counted when it is lent again, and add up to what came.
+# The pool's receive buffer is made small (the kernel rounds it up to its minimum) so that a
+# burst of 300 frames overflows it.
+OVERFLOW_RECEIVER = r"""
+import json, sys
+from l2fast import native
+from l2fast.transfer import receive_sockets
+receive_sockets.POOL_RCVBUF = 64 << 10
+control = native.RawSocket.open("eth0")
+pool = receive_sockets.ReceiveSockets(control, size=1)
+lent = pool.lend(7)
+lent.give_back()  # reserved for session 7's next file
+print("burst", flush=True)
+sys.stdin.readline()
+import time; time.sleep(0.5)
+again = pool.lend(7)
+status = pool.status()
+print(json.dumps({"member": again.member, "idle_frames": status["idle_frames"],
+                  "idle_kernel_drops": status["idle_kernel_drops"]}), flush=True)
+again.give_back()
+pool.close()
+"""
+
+OVERFLOW_SENDER = r"""
+import sys
+from l2fast import native
+from l2fast.wire.constants import FrameType as T
+s = native.RawSocket.open("eth0")
+dst = bytes.fromhex(sys.argv[1].replace(":", ""))
+frame = native.build_frame(dst, s.mac, 0x88B5, T.DATA, 0, 7, 1, b"x" * 1400)
+sent = 0
+while sent < 300:
+    sent += s.send_frames([frame] * min(50, 300 - sent))
+"""
+
+
+def test_an_overflowing_reserved_socket_counts_what_it_held_and_dropped(
+    labs: LabFactory,
+) -> None:
+    lab = labs.up(hosts=2)
+    ns1, ns2 = host_ns(lab.name, 1), host_ns(lab.name, 2)
+    out = run_in_steps(ns2, ns1, OVERFLOW_RECEIVER, OVERFLOW_SENDER, host_mac(2), ("burst",))
+    assert out["member"] == 1
+    assert out["idle_kernel_drops"] > 0, out  # the burst did overflow the small queue
+    assert out["idle_frames"] > 0, out
+    assert out["idle_frames"] + out["idle_kernel_drops"] == 300, out

@@ -25,8 +25,11 @@ Design, after FACTS.md "Reliable bulk transfer":
   either (lost FEEDBACKs mean the acknowledgement may have waited at the receiver).
 - An acknowledged retransmission may be an earlier transmission arriving late. One acknowledged
   sooner than 0.95 x min RTT after it left is counted as spurious and, like RFC 8985 §6.2, does
-  not advance the largest acknowledged transmission; RTO probes, sent an RTO after the previous
-  attempt, are trusted.
+  not advance the largest acknowledged transmission. An RTO probe, sent an RTO after the
+  previous attempt, drives loss detection only when it is the only chunk a FEEDBACK newly
+  acknowledges: acknowledged together with older chunks, it is a stalled receiver answering
+  from its queue (the first transmission arrived), and the chunks still queued there are not
+  lost.
 - The retransmission timeout follows RFC 6298 §5, with QUIC's probe behaviour (RFC 9002 §6.2):
   on expiry the lowest unacknowledged chunk is sent again and the timeout doubles, up to
   `max_rto`. After `stall_timeout` without progress the transfer fails with `TransferStalled`

@@ -424,6 +424,47 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
     assert wait_until(lambda: _children(daemon) == [], 10, 0.05)  # nothing left hanging
 
 
+def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    # The receive process is stopped for 150 ms mid-file (as a descheduled or swapped-out one
+    # would be): the window waits in its socket, the sender's RTO fires and probes. When it
+    # runs again it acknowledges the queued first transmissions with the probe's chunk, and
+    # those must not be taken for losses (they were: ~8,500 frames resent for 50 ms). Only
+    # the probes are sent again (the timeout doubles from 5 ms: a handful in 150 ms).
+    lab = make_lab(mtu=1500)
+    rx = lab.daemon("h2")
+    src = make_file(tmp_path / "stall.bin", 512 * MIB, 5)
+    sender = lab.send_bg("h1", "h2", src)
+    daemon = lab.daemons["h2"].pid
+    try:
+
+        def receiving() -> bool:
+            return any(_comm(r) == "l2f-rx" for r in _children(daemon))
+
+        assert wait_until(receiving, 30, 0.005), lab.log_tail("h2")
+        receiver = next(r for r in _children(daemon) if _comm(r) == "l2f-rx")
+        time.sleep(0.1)  # well into the file: at MTU 1500 it takes ~2 s
+        os.kill(receiver, signal.SIGSTOP)
+        try:
+            time.sleep(0.15)
+        finally:
+            os.kill(receiver, signal.SIGCONT)
+        out, err = sender.communicate(timeout=SEND_TIMEOUT)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.communicate()
+    assert sender.returncode == 0, err + lab.log_tail("h2")
+    event = final_event(out)
+    assert event["verified"] is True and event["bytes"] == 512 * MIB
+    assert sha256(rx / "stall.bin") == sha256(src)
+    # The stall happened while frames were in flight: the RTO fired at least once...
+    assert event["retransmitted_frames"] >= 1, event
+    # ...and what went again is the probes, not the window queued at the receiver.
+    assert event["retransmitted_frames"] <= 16, event
+
+
 def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> None:
     """Runs of small files go through the session's small-file process queued ahead, a large
     file between them through its own receive process: every byte lands in the right file."""

@@ -244,8 +244,8 @@ class TreeMemory:
 
     def __init__(self, pid: int, *, pss: bool = True) -> None:
         self.pid = pid
-        self.pss = pss
         self.hwm: dict[int, int] = {}  #: pid -> largest VmHWM seen
+        #: None: PSS is not sampled (`pss=False`)
         self.peak_pss_kib: int | None = 0 if pss else None
         self.peak_processes = 0
         self.samples = 0
@@ -259,15 +259,13 @@ class TreeMemory:
 
     def sample(self) -> None:
         """Read every process of the tree once."""
-        pss_total = 0
         pids = process_tree(self.pid)
         for pid in pids:
             hwm = _status_kib(pid, "VmHWM")
             if hwm is not None:
                 self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
-            if self.pss:
-                pss_total += _pss_kib(pid) or 0
         if self.peak_pss_kib is not None:
+            pss_total = sum(_pss_kib(pid) or 0 for pid in pids)
             self.peak_pss_kib = max(self.peak_pss_kib, pss_total)
         self.peak_processes = max(self.peak_processes, len(pids))
         self.samples += 1

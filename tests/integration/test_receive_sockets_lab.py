@@ -253,7 +253,7 @@ def test_the_runner_answers_pings_itself_when_the_responder_cannot_be_routed(
 # The pool's receive buffer is made small (the kernel rounds it up to its minimum) so that a
 # burst of 300 frames overflows it.
 OVERFLOW_RECEIVER = r"""
-import json, sys
+import json, sys, time
 from l2fast import native
 from l2fast.transfer import receive_sockets
 receive_sockets.POOL_RCVBUF = 64 << 10
@@ -263,7 +263,7 @@ lent = pool.lend(7)
 lent.give_back()  # reserved for session 7's next file
 print("burst", flush=True)
 sys.stdin.readline()
-import time; time.sleep(0.5)
+time.sleep(0.5)  # as step() above: the burst is still arriving
 again = pool.lend(7)
 status = pool.status()
 print(json.dumps({"member": again.member, "idle_frames": status["idle_frames"],

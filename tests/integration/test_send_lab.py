@@ -437,13 +437,15 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
     src = make_file(tmp_path / "stall.bin", 512 * MIB, 5)
     sender = lab.send_bg("h1", "h2", src)
     daemon = lab.daemons["h2"].pid
+    receivers: list[int] = []
     try:
 
         def receiving() -> bool:
-            return any(_comm(r) == "l2f-rx" for r in _children(daemon))
+            receivers[:] = [r for r in _children(daemon) if _comm(r) == "l2f-rx"]
+            return bool(receivers)
 
         assert wait_until(receiving, 30, 0.005), lab.log_tail("h2")
-        receiver = next(r for r in _children(daemon) if _comm(r) == "l2f-rx")
+        receiver = receivers[0]
         time.sleep(0.1)  # well into the file: at MTU 1500 it takes ~2 s
         os.kill(receiver, signal.SIGSTOP)
         try:

@@ -7,6 +7,7 @@ tables, the JSON file and the charts always show the same numbers.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import shutil
@@ -77,11 +78,16 @@ def target_met(key: str, mtu: int, value: float | None) -> bool | None:
 def format_ratio(key: str, mtu: int, value: float) -> str:
     """`value` as "1.23x": two decimals, or as many more (up to 6) as it takes for the printed
     figure to sit on the same side of its target as the value (1.1998 is "1.1998x", not a
-    "1.20x" beside NOT MET)."""
+    "1.20x" beside NOT MET). Closer to the target than that, the sixth decimal is cut toward
+    the value's side instead of rounded (1.19999996 is "1.199999x")."""
     met = target_met(key, mtu, value)
     for places in range(2, 7):
         text = f"{value:.{places}f}"
         if met is None or target_met(key, mtu, float(text)) == met:
+            return text + "x"
+    for cut in (math.floor, math.ceil):
+        text = f"{cut(value * 1e6) / 1e6:.6f}"
+        if target_met(key, mtu, float(text)) == met:
             break
     return text + "x"
 

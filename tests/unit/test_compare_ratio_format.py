@@ -23,6 +23,9 @@ CASES = [
     ("rtt_ratio", 1500, 5.004, "5.004x"),  # <= 5 missed
     ("rtt_ratio", 1500, 4.996, "5.00x"),  # <= 5 met, and 5.00 is still <= 5
     ("raw_over_nc", 9000, 3.456, "3.46x"),  # no target anywhere
+    # Closer to the target than six decimals can round away from: cut toward the value's side.
+    ("bench_over_iperf3", 65535, 1.19999996, "1.199999x"),
+    ("rtt_ratio", 1500, 5.0000004, "5.000001x"),
 ]
 
 

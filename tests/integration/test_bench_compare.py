@@ -196,3 +196,28 @@ def test_only_rejects_an_unknown_kind() -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2
     assert "invalid choice: 'scp'" in proc.stderr
+
+
+def test_scaling_run_reports_the_receivers_pss(tmp_path: Path) -> None:
+    # The scaling run is where compare.py reports the receiver's memory by size, so its
+    # `l2fast send` copies sample PSS (smaps_rollup), unlike the runs timed against nc above.
+    out = tmp_path / "compare.json"
+    argv = [sys.executable, str(COMPARE), "--quick", "--no-compare", "--scaling"]
+    argv += ["--scaling-sizes", "16M,32M", "--no-chart", "--json-out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    scaling = json.loads(out.read_text())["scaling"]
+    assert scaling["sizes"] == [16 << 20, 32 << 20]
+    send = scaling["kinds"]["l2fast_send"]
+    assert send["status"] == "ok", send
+    for size in scaling["sizes"]:
+        samples = send["sizes"][str(size)]["samples"]
+        assert samples and all(s["bytes"] == size for s in samples)
+        for s in samples:
+            assert s["receiver_processes"] >= 2, s
+            assert 0 < s["receiver_peak_pss_kib"] <= s["receiver_peak_rss_kib"], s
+    nc = scaling["kinds"]["nc"]["sizes"][str(16 << 20)]["samples"]
+    assert all(s["receiver_peak_rss_kib"] > 0 for s in nc)
+    assert "receiver peak PSS" in proc.stdout
+    assert not [ns for ns in namespaces() if ns.startswith(scaling["lab"])]

@@ -4,7 +4,8 @@ A message of up to `NodeConfig.chat_cap` bytes is cut into CHAT fragments that e
 session's MTU, the last one flagged LAST, and queued on the control stream, which makes them
 arrive in order and exactly once. So the receiver only ever has one message in progress per
 session, and a fragment that does not continue it exactly is the peer's protocol error (the
-partial message is dropped and counted).
+partial message is dropped and counted). UTF-8 is checked once the message is whole, since a
+fragment boundary may split a character.
 """
 
 from __future__ import annotations
@@ -158,7 +159,9 @@ class ChatInbox:
     Messages announced larger than `cap` are refused: counted once as `chat_too_large`, their
     fragments skipped. (`NodeEngine` refuses them earlier, as they arrive, and ends the session
     so the sender learns of it; this is the inbox's own guard.) A fragment that does not
-    continue the message in progress exactly drops that message (`bad_chat`).
+    continue the message in progress exactly drops that message (`bad_chat`). A whole message
+    that is not UTF-8 is dropped as `bad_payload` (PROTOCOL.md §CHAT); its fragments were
+    acknowledged as they arrived, so the sender does not send it again.
     """
 
     def __init__(self, cap: int, drops: Counter[str]) -> None:
@@ -208,7 +211,13 @@ class ChatInbox:
             return None
         if not done:
             return None
-        msg = ReceivedMessage(chat.msg_id, bytes(self._buf), self._to_all)
+        data = bytes(self._buf)
         self._msg_id = None
         self._buf = bytearray()
-        return msg
+        try:
+            # Only here, on the whole message: a fragment boundary may split a character.
+            data.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            self._drops["bad_payload"] += 1  # PROTOCOL.md §CHAT: dropped, never delivered
+            return None
+        return ReceivedMessage(chat.msg_id, data, self._to_all)

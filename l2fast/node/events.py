@@ -177,8 +177,8 @@ class ChatReceived:
     name: str
     #: The sender's message counter.
     msg_id: int
-    #: The message bytes as sent; meant to be UTF-8 but unchecked, so a display must decode
-    #: with a replacement policy and escape control characters.
+    #: The message bytes as sent: valid UTF-8 (the inbox drops any other message as
+    #: `bad_payload`); a display must still escape control characters.
     text: bytes
     #: True when the sender addressed it to every peer.
     to_all: bool

@@ -81,6 +81,17 @@ def status_lines(s: dict[str, Any]) -> list[str]:
         lines.append("receiving  no fanout group: each receiver opens its own socket")
     drops = s["drops"]
     lines.append("drops      " + "  ".join(f"{k} {v}" for k, v in drops.items()))
+    refused = {k: v for k, v in s.get("transfer_drops", {}).items() if v}
+    for key in ("chunks_refused", "offers_refused_busy", "offers_failed_io"):
+        if c.get(key):
+            refused[key] = c[key]
+    if refused:  # a quiet line on a healthy node; shown once a peer did something refused
+        lines.append("refused    " + "  ".join(f"{k} {v}" for k, v in sorted(refused.items())))
+    errors = {k: c[k] for k in ("subscriber_errors", "encode_errors") if c.get(k)}
+    if errors:
+        lines.append(
+            "errors     " + "  ".join(f"{k} {v}" for k, v in errors.items()) + "  (see the log)"
+        )
     lines.append(f"chat       {s['chat_history']} messages received (l2fast chat --history)")
     return lines
 

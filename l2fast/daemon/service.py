@@ -8,7 +8,7 @@ Operations:
 
 | op | fields | replies |
 |---|---|---|
-| `status` | | one: interface, MAC, MTU, peers, sessions, counters, drops by reason |
+| `status` | | one: interface, MAC, MTU, peers, sessions, counters, drops and transfer_drops |
 | `peers` | | one: `peers` (the neighbour table) |
 | `discover` | `timeout` | one, after `timeout` s: `peers` |
 | `chat` | `peer`, `text` | one, once acknowledged (`ok: true`) or failed (`ok: false`) |
@@ -53,9 +53,10 @@ from l2fast.node.events import (
 )
 from l2fast.node.session import SessionInfo
 from l2fast.node.states import SessionState
+from l2fast.transfer.protocol_incoming import IncomingTransfer
 from l2fast.wire.constants import Caps, Digest
 
-__all__ = ["DROP_REASONS", "NodeService", "Replier"]
+__all__ = ["DROP_REASONS", "TRANSFER_DROP_REASONS", "NodeService", "Replier"]
 
 log = logging.getLogger("l2fast.daemon")
 
@@ -73,6 +74,20 @@ DROP_REASONS = (
     "not_for_us",
     "no_transfer",
     "between_files",
+)
+#: Control frames the receiving transfer layer refused, by reason (`IncomingTransfer.drops`),
+#: always shown by `status` under `transfer_drops`. The node had accepted these frames (they
+#: are in `frames_accepted`), and a refused FILE_OFFER or FILE_END counts under its reason and
+#: under `protocol_violation` too, so they are kept apart from `drops` and `frames_dropped`.
+TRANSFER_DROP_REASONS = (
+    "after_end",
+    "bad_offer",
+    "bad_payload",
+    "duplicate_offer",
+    "end_for_directory",
+    "not_for_receiver",
+    "protocol_violation",
+    "unknown_transfer",
 )
 HISTORY_SIZE = 1000
 #: The history also keeps at most this many bytes of text (1000 messages at the 1 MiB cap
@@ -145,6 +160,11 @@ class NodeService:
         #: File transfers (sending, and receiving under the `accept` policy).
         self.transfers = Transfers(runner, recv_dir=recv_dir, accept=accept)
         self._fd_stash: dict[int, list[int]] = {}
+        #: What the receiving transfers of ended sessions refused: frames by reason, and
+        #: `chunks_refused` (Transfers forgets a session's receiving job when it ends).
+        self._ended_refusals: Counter[str] = Counter()
+        # Subscribed before Transfers, so the ending session's job is still there to read.
+        runner.subscribe(self._keep_refusals)
         runner.subscribe(self.transfers.on_event)
 
     # --- formats ---------------------------------------------------------------------------
@@ -194,6 +214,10 @@ class NodeService:
         pooled = runner.receive_sockets
         idle = pooled.idle_frames if pooled is not None else 0
         drops["between_files"] += idle
+        refusals = self._transfer_refusals()
+        chunks_refused = refusals.pop("chunks_refused", 0)
+        transfer_drops = Counter(dict.fromkeys(TRANSFER_DROP_REASONS, 0))
+        transfer_drops.update(refusals)
         counters = {
             "frames_in": runner.counters["rx_frames"] + echo.rx + idle,
             "frames_out": runner.counters["tx_frames"] + echo.tx,
@@ -207,6 +231,15 @@ class NodeService:
             "link_errors": runner.counters["sending_errors"]
             + runner.counters["receiving_errors"]
             + echo.recv_errors,
+            # Chunks outside every accepted file: not written, not acknowledged.
+            "chunks_refused": chunks_refused,
+            # The node's own bugs, caught so that the daemon keeps serving (see the log).
+            "subscriber_errors": runner.counters["subscriber_errors"],
+            "encode_errors": runner.counters["encode_errors"],
+            # Offers refused for this daemon's own bounds (a peer flooding offers), and offers
+            # whose file could not be set up (out of descriptors, space, inodes).
+            "offers_refused_busy": self.transfers.counters["offers_refused_busy"],
+            "offers_failed_io": self.transfers.counters["offers_failed_io"],
         }
         ping_responder = {
             "thread": "c" if runner.echo is not None else "event_loop",
@@ -227,6 +260,7 @@ class NodeService:
             "sessions": [self._session_json(s) for s in engine.sessions()],
             "counters": counters,
             "drops": dict(sorted(drops.items())),
+            "transfer_drops": dict(sorted(transfer_drops.items())),
             "ping_responder": ping_responder,
             "receive_sockets": pooled.status() if pooled is not None else None,
             "chat_history": len(self.history),
@@ -237,7 +271,22 @@ class NodeService:
             out.update(self._info())
         return out
 
+    def _transfer_refusals(self) -> Counter[str]:
+        """What receiving transfers refused, ended sessions included: frames by reason, and
+        `chunks_refused`."""
+        total = Counter(self._ended_refusals)
+        for job in self.transfers.incoming.values():
+            total.update(_refusals_of(job.incoming))
+        return total
+
     # --- events ------------------------------------------------------------------------------
+
+    def _keep_refusals(self, ev: Event) -> None:
+        # Runs before Transfers.on_event, which drops the session's receiving job on this event.
+        if isinstance(ev, SessionClosed | SessionFailed):
+            job = self.transfers.incoming.get(ev.session)
+            if job is not None:
+                self._ended_refusals.update(_refusals_of(job.incoming))
 
     def _on_event(self, ev: Event) -> None:
         if isinstance(ev, ChatReceived):
@@ -664,6 +713,13 @@ class NodeService:
         "accept": _op_decide,
         "reject": _op_decide,
     }
+
+
+def _refusals_of(incoming: IncomingTransfer) -> Counter[str]:
+    """One receiving transfer's refused frames by reason, and its `chunks_refused`."""
+    out = Counter(incoming.drops)
+    out["chunks_refused"] += incoming.chunks_refused
+    return out
 
 
 def _number(request: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:

@@ -11,6 +11,7 @@ examples:
   sudo l2fast daemon                          the only interface that is up, named after the host
   sudo l2fast daemon -i eth0 --name alice     a chosen interface and name
   sudo l2fast daemon -i eth0 --group l2fast   members of group l2fast may use it too
+  sudo l2fast daemon --accept all --no-present    take every file; confirm none already here
 
 The daemon logs to stderr and stops cleanly on Ctrl-C or SIGTERM. Other commands (status,
 peers, discover, chat, ping) talk to it over the control socket @l2fast/IFACE, which only
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         recv_dir=args.recv_dir,
         accept=args.accept,
         group=args.group,
+        present=args.present,
     )
     return run_daemon(options)
 
@@ -69,5 +71,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--group",
         metavar="GROUP",
         help="also let members of GROUP use the control socket (default: root and this user)",
+    )
+    parser.add_argument(
+        "--no-present",
+        dest="present",
+        action="store_false",
+        help="receive every offered file even when the same file is already here, so that a "
+        "sender cannot test guesses of a file's content in --recv-dir (default: a file already "
+        "here, same name, size and content, is reported present and not sent again)",
     )
     parser.set_defaults(handler=run)

@@ -40,6 +40,8 @@ MAX_FDS = 16  # descriptors accepted with one request
 # Replies waiting for a client that reads slowly; beyond this it is dropped rather than let it
 # hold the daemon's memory (one full-size message always fits).
 MAX_BACKLOG = 2 * MAX_MESSAGE
+#: accept(2) failures that mean "no resources now" rather than a broken listener.
+_ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -223,6 +225,9 @@ class ControlServer:
         self.handler = handler
         self.connections: dict[int, ControlConnection] = {}
         self.refused = 0  # peers turned away by the access policy
+        self.accept_failures = 0  # accept(2) out of descriptors or memory
+        #: The resource error of the last failed accept, for the daemon to act on and clear.
+        self.starved: OSError | None = None
         self.bad_requests = 0  # garbage, over-long or non-object messages
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
@@ -276,6 +281,15 @@ class ControlServer:
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_STARVED:
+                raise
+            # Out of descriptors or memory: the client waits in the backlog. The listener
+            # stays readable, so the daemon stops watching it for a moment (`starved`) rather
+            # than spin on it.
+            self.accept_failures += 1
+            self.starved = exc
             return None
         cred = peer_credentials(sock)
         # The server speaks first (a greeting or the refusal), and clients send nothing before

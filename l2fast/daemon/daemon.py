@@ -16,6 +16,7 @@ peers' acknowledgements), clients are disconnected, the socket is closed, exit s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -42,7 +43,7 @@ from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
 from l2fast.node.config import NodeConfig
 from l2fast.node.node import NodeEngine
-from l2fast.wire.constants import Caps
+from l2fast.wire.constants import Caps, Features
 
 __all__ = ["ACCEPT_POLICIES", "Daemon", "DaemonOptions", "run_daemon"]
 
@@ -53,6 +54,8 @@ ACCEPT_POLICIES = ("all", "ask", "none")
 DEFAULT_RECV_DIR = "/var/lib/l2fast/received"
 #: How long a stopping daemon waits for its peers to acknowledge its CLOSEs.
 STOP_CLOSE_WAIT_S = 1.0
+#: Seconds the control listener is left alone after accept(2) ran out of descriptors.
+ACCEPT_RETRY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +64,15 @@ class DaemonOptions:
 
     interface: str | None = None
     name: str | None = None
-    #: Where received files will go, and whether offers are accepted: kept for the file
-    #: transfer engine (issue 5) and shown by `status`; this version transfers no files.
+    #: Where received files go, and which offers are accepted (all, ask, none).
     recv_dir: str | None = None
     accept: str = "ask"
     #: Members of this group may use the control socket besides root and the daemon's uid.
     group: str | None = None
+    #: Offer feature PRESENT: a file already here (same name, size and content) is not sent
+    #: again. Off, a sender learns nothing about the files already here (PROTOCOL.md §Files
+    #: already at the receiver).
+    present: bool = True
 
 
 class Daemon:
@@ -86,6 +92,9 @@ class Daemon:
         config: NodeConfig | None = None,
     ) -> None:
         self.options = options
+        if config is None and not options.present:
+            base = NodeConfig()
+            config = dataclasses.replace(base, features=base.features & ~Features.PRESENT)
         engine = NodeEngine(
             sock.mac,
             name,
@@ -135,6 +144,20 @@ class Daemon:
 
     def _on_accept(self) -> None:
         conn = self.control.accept()
+        if self.control.starved is not None:
+            # No descriptor for the client (a peer may be holding many open files): try again
+            # in a moment instead of spinning on a listener that stays readable.
+            log.warning(
+                "control socket: cannot accept a client (%s); retrying in %.1f s",
+                self.control.starved.strerror, ACCEPT_RETRY_S,
+            )  # fmt: skip
+            self.control.starved = None
+            self.runner.remove_reader(self.control.listener)
+            self.runner.call_later(
+                ACCEPT_RETRY_S,
+                lambda: self.runner.add_reader(self.control.listener, self._on_accept),
+            )
+            return
         if conn is None:
             if self.control.refused:
                 log.warning("control socket: refused a client (%d so far)", self.control.refused)

@@ -176,7 +176,7 @@ class NodeRunner:
         #: Runner-level counts: `rx_frames` (all received, valid or not), `tx_frames`,
         #: `tx_backpressure`, `tx_overflow`, `tx_dropped` and `sending_errors` /
         #: `receiving_errors` (link down), `kernel_packets`, `kernel_drops`,
-        #: `subscriber_errors`.
+        #: `subscriber_errors` (an event, timer or descriptor handler raised).
         self.counters: Counter[str] = Counter()
         self.arena = RxArena(RX_BATCH, sock.mtu + ETH_HLEN + _RX_SLOT_EXTRA)
         self.selector = selectors.DefaultSelector()
@@ -298,11 +298,14 @@ class NodeRunner:
         timeout = self._next_wake(self.now(), max_wait)
         for key, mask in self.selector.select(timeout):
             watch: _Watch = key.data
+            # Guarded like timers and subscribers: an error in one descriptor's handler (a
+            # full descriptor table while a peer floods offers, say) is counted and logged,
+            # and the loop goes on serving everyone else.
             if mask & selectors.EVENT_READ and watch.reader is not None:
-                watch.reader()
+                self._guarded(watch.reader)
             # The reader may have closed it; a writer checks that for itself.
             if mask & selectors.EVENT_WRITE and watch.writer is not None:
-                watch.writer()
+                self._guarded(watch.writer)
         now = self.now()
         due = self.engine.next_timer()
         if due is not None and due <= now:
@@ -324,8 +327,9 @@ class NodeRunner:
             self.step(left)
         return True
 
-    def _guarded(self, callback: Callable[..., None], *args: Any) -> None:
-        # A bug in one subscriber or timer must not stop a daemon that serves everyone else.
+    def _guarded(self, callback: Callable[..., object], *args: Any) -> None:
+        # A bug in one subscriber, timer or descriptor handler must not stop a daemon that
+        # serves everyone else.
         try:
             callback(*args)
         except L2fastError as exc:

@@ -17,9 +17,10 @@ when it is large, and nothing is written (PROTOCOL.md §Files already at the rec
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ from l2fast.transfer.protocol import (
     for_sender,
     is_file_frame,
 )
+from l2fast.transfer.protocol_config import TransferConfig
 from l2fast.transfer.receiver_proc import (
     BenchReceiver,
     RawCounter,
@@ -69,6 +71,27 @@ from l2fast.wire.frames import FileOffer
 log = logging.getLogger("l2fast.daemon")
 
 __all__ = ["Transfers"]
+
+#: Files one session may hold accepted and not yet ended. A sender keeps to this itself
+#: (`TransferConfig.max_unfinished`); a peer that does not is refused `busy` here, since each
+#: such file holds a part file (two descriptors) open in this daemon.
+MAX_OPEN_FILES_PER_SESSION = TransferConfig().max_unfinished
+#: ... and every session together: well inside the descriptor limit `raise_fd_limit` sets.
+MAX_OPEN_FILES = 2048
+#: Offers waiting for a person (--accept ask) in one session: the sender's own bound on
+#: unanswered offers (`TransferConfig.max_offers_outstanding`) ...
+MAX_PENDING_PER_SESSION = TransferConfig().max_offers_outstanding
+#: ... and in all: `l2fast inbox` lists them in one control message.
+MAX_PENDING = 1024
+#: Raw blasts counted at once (`l2fast bench --raw` from a peer): each is a process, and two
+#: blasts at once would only measure each other.
+MAX_RAW_COUNTS = 1
+#: Bench runs sent back at a peer's request (`l2fast bench -R` there), all peers together;
+#: one per peer at a time. Each opens a session of this node's own.
+MAX_REVERSE_RUNS = 4
+#: Sessions receiving bench streams at once (a receive process with its rings each).
+MAX_BENCH_RECEIVERS = 4
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 # ------------------------------------------------------------------------------- receiving
@@ -113,6 +136,7 @@ class IncomingJob:
     started: float = 0.0
     bench: BenchReceiver | None = None  # the bench streams' receive process
     bench_ends: deque[tuple[int, int]] = field(default_factory=deque)  # (transfer_id, end chunk)
+    busy_refusals: int = 0  #: offers refused `busy` (`Transfers._full_for`)
 
 
 class Transfers:
@@ -127,6 +151,11 @@ class Transfers:
         self.incoming: dict[int, IncomingJob] = {}
         self.pending: dict[int, _Pending] = {}
         self._next_pending = 1
+        #: Offers this daemon refused for its own load (`offers_refused_busy`) or failed to
+        #: set up (`offers_failed_io`); shown by `l2fast status`.
+        self.counters: Counter[str] = Counter()
+        self._raw_counts = 0  # raw blasts being counted
+        self._reverse_peers: set[bytes] = set()  # peers a bench run is being sent back to
         self._recv: ReceiveDir | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=100)
         self._session_mtu: dict[int, int] = {}
@@ -234,7 +263,14 @@ class Transfers:
                 )
                 return
             inc.incoming.file_placed(ev.transfer_id, placed.final_name, now)
-        elif isinstance(ev, FileReceived) and ev.kind is FileKind.BENCH:
+        elif isinstance(ev, FileReceived | FileRejected):
+            # The file ended here: its offer is not needed again (a `differs` file comes back
+            # as a new offer), so a long session keeps no more offers than files in flight.
+            inc.offers.pop(ev.transfer_id, None)
+            self._on_file_ended(inc, ev)
+
+    def _on_file_ended(self, inc: IncomingJob, ev: FileReceived | FileRejected) -> None:
+        if isinstance(ev, FileReceived) and ev.kind is FileKind.BENCH:
             inc.files.pop(ev.transfer_id, None)
         elif isinstance(ev, FileReceived):
             entry = {
@@ -266,14 +302,15 @@ class Transfers:
             rec = inc.files.pop(ev.transfer_id, None)
             if rec is not None:
                 self._drop_file(rec, keep=True)
-        elif isinstance(ev, FileRejected):
-            log.info(
-                "file %r from %s refused: %s %s",
-                escape_text(ev.path),
-                format_mac(inc.peer),
-                error_name(ev.code),
-                escape_text(ev.text),
-            )
+        else:
+            if ev.code != ErrorCode.BUSY:  # `_refuse_busy` logged the first of those
+                log.info(
+                    "file %r from %s refused: %s %s",
+                    escape_text(ev.path),
+                    format_mac(inc.peer),
+                    error_name(ev.code),
+                    escape_text(ev.text),
+                )
             rec = inc.files.pop(ev.transfer_id, None)
             if rec is not None:
                 self._drop_file(rec, keep=ev.code != ErrorCode.DIGEST_MISMATCH)
@@ -293,6 +330,10 @@ class Transfers:
             # A bench stream (l2fast bench) touches no disk: accepted unless --accept none.
             self._accept_bench(inc, ev, now)
             return
+        full = self._full_for(inc)
+        if full is not None:
+            self._refuse_busy(inc, ev, full, now)
+            return
         if self.accept_policy == "ask":
             pid = self._next_pending
             self._next_pending += 1
@@ -304,6 +345,35 @@ class Transfers:
             inc.incoming.hold(ev.transfer_id, now, pid, note)
             return
         self._accept(inc, ev, now)
+
+    def _full_for(self, inc: IncomingJob) -> str | None:
+        """Why this daemon takes no more offers from `inc`'s session now, or None.
+
+        The bounds a well-behaved sender keeps to anyway (one session), and the daemon's
+        own (all sessions): a peer that floods offers is refused `busy` instead of using up
+        the daemon's descriptors or memory (a root daemon must outlive a hostile LAN peer).
+        """
+        if len(inc.files) >= MAX_OPEN_FILES_PER_SESSION:
+            return f"{len(inc.files)} files of this session are open here"
+        if sum(len(job.files) for job in self.incoming.values()) >= MAX_OPEN_FILES:
+            return f"{MAX_OPEN_FILES} files are being received here"
+        if self.accept_policy == "ask":
+            mine = sum(1 for p in self.pending.values() if p.session == inc.session)
+            if mine >= MAX_PENDING_PER_SESSION:
+                return f"{mine} offers of this session wait for a person"
+            if len(self.pending) >= MAX_PENDING:
+                return f"{len(self.pending)} offers wait for a person"
+        return None
+
+    def _refuse_busy(self, inc: IncomingJob, ev: OfferReceived, why: str, now: float) -> None:
+        self.counters["offers_refused_busy"] += 1
+        inc.busy_refusals += 1
+        if inc.busy_refusals == 1:  # once per session: a flood must not flood the log too
+            log.warning(
+                "refusing offers from %s (busy: %s); counted as offers_refused_busy",
+                format_mac(inc.peer), why,
+            )  # fmt: skip
+        inc.incoming.reject(ev.transfer_id, now, ErrorCode.BUSY, f"the receiver is busy: {why}")
 
     def _accept(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
         offer = inc.offers.get(ev.transfer_id)
@@ -326,12 +396,20 @@ class Transfers:
             if present is not None:
                 self._accept_present(inc, ev, present, now)
                 return
-            incoming_file = recv.receive_offer(offer)
+            incoming_file = recv.receive_offer(offer, inc.peer)
         except PlacementError as exc:
             log.info("refused %r: %s", escape_text(ev.path), exc.message)
             inc.incoming.reject(
                 ev.transfer_id, now, int(exc.code or ErrorCode.REFUSED), exc.message
             )
+            return
+        except OSError as exc:
+            # Out of descriptors, space or inodes (ENOSPC from a mkdir, say): the offer is
+            # answered all the same, so the sender is not left waiting for it.
+            code = ErrorCode.NO_SPACE if exc.errno in _NO_SPACE else ErrorCode.IO_ERROR
+            self.counters["offers_failed_io"] += 1
+            log.warning("refused %r: %s", escape_text(ev.path), exc.strerror or exc)
+            inc.incoming.reject(ev.transfer_id, now, code, f"the receiver failed: {exc.strerror}")
             return
         rec = _Receiving(ev.transfer_id, ev, incoming_file)
         inc.files[ev.transfer_id] = rec
@@ -372,6 +450,10 @@ class Transfers:
         """A bench stream: received by the session's bench receive process (one for every
         bench stream of the session), whose writers release without writing; no file, no
         digest. Its credit grows to the end of each accepted stream."""
+        full = self._bench_full_for(inc, ev)
+        if full is not None:
+            self._refuse_busy(inc, ev, full, now)
+            return
         counter = None
         if not ev.size and ev.path == BENCH_RAW_PATH:
             # Count a raw blast: ready before the FILE_ACCEPT (which starts the blast); the
@@ -383,6 +465,7 @@ class Transfers:
                 counter.close()
                 inc.incoming.reject(ev.transfer_id, now, ErrorCode.IO_ERROR, "no raw counter")
                 return
+            self._raw_counts += 1
             inc.incoming.bench_held.add(ev.transfer_id)
         elif not ev.size and ev.path == BENCH_REVERSE_PATH:
             # The FILE_RESULT of a bench request waits for the bench run it starts: its text
@@ -414,6 +497,24 @@ class Transfers:
         self.runner.add_reader(bench.conn, lambda: self._on_bench(inc))
         self.runner.add_reader(bench.sentinel, lambda: self._on_bench(inc, died=True))
 
+    def _bench_full_for(self, inc: IncomingJob, ev: OfferReceived) -> str | None:
+        """Why this daemon takes no more bench work of this kind now, or None (bench offers
+        need no person, so these bounds are all that stands between a peer and the
+        processes and sessions they start)."""
+        if not ev.size and ev.path == BENCH_RAW_PATH:
+            if self._raw_counts >= MAX_RAW_COUNTS:
+                return "another raw blast is being counted here"
+        elif not ev.size and ev.path == BENCH_REVERSE_PATH:
+            if inc.peer in self._reverse_peers:
+                return "a bench run to this peer is going on"
+            if len(self._reverse_peers) >= MAX_REVERSE_RUNS:
+                return f"{MAX_REVERSE_RUNS} bench runs to other peers are going on"
+        elif inc.bench is None:
+            receiving = sum(1 for job in self.incoming.values() if job.bench is not None)
+            if receiving >= MAX_BENCH_RECEIVERS:
+                return f"{receiving} bench streams are being received here"
+        return None
+
     def _raw_count(self, inc: IncomingJob, tid: int, counter: RawCounter) -> None:
         def done() -> None:
             msg = counter.read()
@@ -421,6 +522,7 @@ class Transfers:
                 return
             self.runner.remove_reader(counter.conn)
             counter.close()
+            self._raw_counts -= 1
             if "error" in msg:
                 note = "bench error=1"
                 log.warning("raw blast count failed: %s", msg["error"])
@@ -440,9 +542,11 @@ class Transfers:
         seconds = min(max(ev.mtime_ns / 1e9, 0.1), 600.0)
         peer = format_mac(inc.peer)
         log.info("bench request from %s: sending for %.1f s", peer, seconds)
+        self._reverse_peers.add(inc.peer)
 
         def reply(obj: dict[str, Any]) -> None:
             if obj.get("done"):
+                self._reverse_peers.discard(inc.peer)
                 end = obj.get("end") or {}
                 log.info(
                     "bench to %s: %s Gbit/s%s",
@@ -455,7 +559,11 @@ class Transfers:
                     inc.incoming.release_bench(ev.transfer_id, sender_note(end), self.runner.now())
                     self._after_incoming(inc)
 
-        self.start_bench(reply, inc.peer, seconds, 1.0)
+        try:
+            self.start_bench(reply, inc.peer, seconds, 1.0)
+        except L2fastError as exc:  # no session to the peer (the table is full, say)
+            log.warning("bench request from %s not served: %s", peer, exc.message)
+            reply({"done": True, "ok": False, "error": exc.message})
 
     def _on_bench(self, inc: IncomingJob, died: bool = False) -> None:
         b = inc.bench

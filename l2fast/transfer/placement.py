@@ -113,6 +113,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PART_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: should a FIFO replace the file between lstat and open, the open does not hang.
 _PRESENT_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Space counted for one new directory (a block on most file systems).
+DIRECTORY_BYTES = 4096
 #: Bytes of a new part file preallocated before its offer is accepted (the writers start there);
 #: the rest is preallocated beside the transfer, a slice at a time (`_size_part`).
 PREALLOCATE_AHEAD = 64 << 20
@@ -206,6 +208,9 @@ class ReceiveDir:
             except FileNotFoundError:
                 if not create:
                     raise
+                # A directory costs a block too: offers of empty directories alone must not
+                # fill the file system past the reserve either.
+                self.check_space(DIRECTORY_BYTES)
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, 0o700 | (0o755 & self.policy.mode_mask), dir_fd=parent)
                     if self.policy.durable:
@@ -278,8 +283,8 @@ class ReceiveDir:
             return None
         return PresentFile(fd, "/".join(components), offer.size)
 
-    def receive_offer(self, offer: FileOffer) -> IncomingFile:
-        """`receive_file` for a FILE_OFFER of kind FILE."""
+    def receive_offer(self, offer: FileOffer, peer: bytes = b"") -> IncomingFile:
+        """`receive_file` for a FILE_OFFER of kind FILE from `peer` (its MAC)."""
         if offer.kind != FileKind.FILE:
             raise PlacementError(
                 f"offer of kind {offer.kind} is not a file", code=ErrorCode.BAD_REQUEST
@@ -292,6 +297,7 @@ class ReceiveDir:
             mode=offer.mode,
             mtime_ns=offer.mtime_ns,
             digest=offer.digest,
+            peer=peer,
         )
 
     def receive_file(
@@ -304,8 +310,10 @@ class ReceiveDir:
         mode: int,
         mtime_ns: int,
         digest: int,
+        peer: bytes = b"",
     ) -> IncomingFile:
-        """Open the part file for an offered file, resuming an earlier part of the same offer.
+        """Open the part file for an offered file, resuming an earlier part of the same offer
+        from the same `peer` (`offer_identity`).
 
         Raises BadName, NoSpace or PlacementError (TOO_LARGE, BAD_REQUEST, IO_ERROR) before
         anything is created. The result's `have` lists the chunks already held.
@@ -326,7 +334,7 @@ class ReceiveDir:
             size=size,
             chunk_size=chunk_size if size else 0,
             first_chunk=first_chunk,
-            identity=offer_identity(rel, size, mtime_ns, digest),
+            identity=offer_identity(rel, size, mtime_ns, digest, peer),
         )
         parent = self._open_dir(components[:-1], create=True)
         try:

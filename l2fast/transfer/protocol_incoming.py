@@ -518,7 +518,10 @@ class IncomingTransfer:
             text = "another file of that name and size is already here"
             self._move(f, FileInput.DIFFERS)
             self.differing.add(f.path)
-            self._control.append(FileResult(f.transfer_id, int(ErrorCode.DIFFERS), 0, ours, text))
+            # No digest: the file here is not the sender's to learn about. Its digest would
+            # let a peer that offers a guessed name and size test guesses of a small file's
+            # content offline (PROTOCOL.md §Files already at the receiver).
+            self._control.append(FileResult(f.transfer_id, int(ErrorCode.DIFFERS), 0, b"", text))
             self._events.append(FileRejected(f.transfer_id, f.path, ErrorCode.DIFFERS, text, True))
             return
         text = "the digest of the data received differs from the sender's"

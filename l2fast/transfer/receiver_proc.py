@@ -20,6 +20,7 @@ import dataclasses
 import mmap
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -66,8 +67,23 @@ RX_BATCH = 64
 RX_WINDOW = 1 << 17
 
 
+def _worker_start(name: str) -> None:
+    """First thing in every forked worker: its name, and the default signal dispositions.
+
+    The fork copies the controller's handlers, which only ask the controller's loop to stop:
+    in a worker they made SIGTERM do nothing, so a worker could be neither terminated nor
+    joined (multiprocessing's exit handler terminates daemonic workers, then joins them) and
+    the daemon hung on exit, its control address still held by the worker. Now SIGTERM ends a
+    worker; SIGINT (a Ctrl-C to the terminal's whole process group) is left to the controller,
+    which stops its workers in order.
+    """
+    name_this_thread(name)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
-    name_this_thread("l2f-writer")
+    _worker_start("l2f-writer")
     w = dp.Writer(ring, fd, chunk_size=o["chunk"], file_size=o["size"], first_chunk=o["first"])
     while not (stop.is_set() and ring.used() == 0):
         w.drain(2048, wait_s=0.005)
@@ -125,7 +141,7 @@ def _data_socket(o: dict[str, Any], session: int, sndbuf: int) -> native.RawSock
 
 def _receive_main(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     """The receive process: RxPath, FEEDBACK, writers; reports to the controller."""
-    name_this_thread("l2f-rx")
+    _worker_start("l2f-rx")
     _report_failure(conn, "receive process", lambda: _receive(o, fd, bitmap, conn))
 
 
@@ -383,7 +399,7 @@ class ReceiveJob(ChildProcess):
 
 
 def _small_main(o: dict[str, Any], conn: Connection) -> None:
-    name_this_thread("l2f-rx-small")
+    _worker_start("l2f-rx-small")
     _report_failure(conn, "receive process", lambda: _small(o, conn))
 
 
@@ -559,7 +575,7 @@ BENCH_SPACE_CHUNKS = 1 << 40
 
 
 def _bench_main(o: dict[str, Any], conn: Connection) -> None:
-    name_this_thread("l2f-rx-bench")
+    _worker_start("l2f-rx-bench")
     _report_failure(conn, "bench receive process", lambda: _bench(o, conn))
 
 
@@ -698,7 +714,7 @@ class BenchReceiver(ChildProcess):
 def _raw_count_main(o: dict[str, Any], conn: Connection) -> None:
     from l2fast.rawblast import BLAST_SESSION, receive_blast
 
-    name_this_thread("l2f-rawcount")
+    _worker_start("l2f-rawcount")
     try:
         with _data_socket(o, BLAST_SESSION, 1 << 20) as sock:
             conn.send({"ready": True})

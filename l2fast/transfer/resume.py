@@ -109,17 +109,21 @@ def prefix_bytes(chunks: int, chunk_size: int, size: int) -> int:
     return min(chunks * chunk_size, size)
 
 
-def offer_identity(path: str, size: int, mtime_ns: int, digest: int) -> bytes:
-    """16 bytes that name "the same file, offered again": path, size, mtime and digest algorithm.
+def offer_identity(path: str, size: int, mtime_ns: int, digest: int, peer: bytes = b"") -> bytes:
+    """16 bytes that name "the same file, offered again by the same peer": path, size, mtime,
+    digest algorithm and the sender's MAC.
 
     FILE_OFFER carries no file id that outlives a session (`transfer_id` and `first_chunk` are
     per session), so the offer's stable fields stand in for one. The mode is left out (a chmod
     does not change the bytes). Content changed without a size or mtime change slips through;
     the end-to-end digest then fails and the part is deleted, so it costs a resend, never a
-    wrong file.
+    wrong file. The peer is in it so that one peer's part file is never resumed by another's
+    offer of the same name, size and mtime: a peer that planted chunks would make the other's
+    transfer fail its digest. (A peer that forges the other's MAC is not stopped by this.)
     """
-    h = hashlib.sha256(b"l2fast offer identity v1\x00")
+    h = hashlib.sha256(b"l2fast offer identity v2\x00")
     h.update(struct.pack(">QqB", size, mtime_ns, digest & 0xFF))
+    h.update(struct.pack(">B", len(peer)) + peer)
     h.update(path.encode("utf-8", "surrogatepass"))
     return h.digest()[:IDENTITY_BYTES]
 

@@ -308,6 +308,45 @@ def test_no_space_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     assert listing(root) == []
 
 
+def test_directories_count_against_the_free_space_too(tmp_path: Path) -> None:
+    # Offers of empty directories (or files deep in new ones) must not fill the file system
+    # past the reserve either: each new directory takes a block.
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "old").mkdir()
+    with ReceiveDir(root, PlacementPolicy(reserve_bytes=1 << 62, resume_min_bytes=0)) as rd:
+        with pytest.raises(NoSpace) as info:
+            rd.make_directory("new")
+        assert info.value.code == ErrorCode.NO_SPACE
+        with pytest.raises(NoSpace):
+            rd.receive_file(
+                "deep/x.bin", size=0, chunk_size=0, first_chunk=0, mode=0, mtime_ns=0, digest=1
+            )
+        assert rd.make_directory("old") == "old"  # an existing one costs nothing
+    assert listing(root) == ["old"]
+
+
+def test_another_peers_part_is_not_resumed(recv: ReceiveDir) -> None:
+    # Two peers offering the same path, size and mtime: one's chunks must never become the
+    # other's (a peer that planted garbage would make the other's transfer fail its digest).
+    data = os.urandom(5000)
+    alice, mallory = b"\x02\x00\x00\x00\x00\x0a", b"\x02\x00\x00\x00\x00\x0b"
+    f = recv.receive_file(
+        "x.bin", size=len(data), chunk_size=CHUNK, first_chunk=0, mode=0o644, mtime_ns=MTIME,
+        digest=int(Digest.SHA256), peer=mallory,
+    )  # fmt: skip
+    write_all(f, b"\xee" * len(data), range(3))
+    f.interrupt()
+    g = recv.receive_file(
+        "x.bin", size=len(data), chunk_size=CHUNK, first_chunk=0, mode=0o644, mtime_ns=MTIME,
+        digest=int(Digest.SHA256), peer=alice,
+    )  # fmt: skip
+    assert not g.have and g.resumed_bytes == 0
+    write_all(g, data)
+    assert finish(g, data) == "x.bin"
+    assert (Path(recv.path) / "x.bin").read_bytes() == data
+
+
 def test_too_large_and_bad_sizes(tmp_path: Path) -> None:
     with ReceiveDir(tmp_path, PlacementPolicy(max_file_bytes=10)) as rd:
         with pytest.raises(PlacementError) as info:

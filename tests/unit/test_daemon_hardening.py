@@ -1,0 +1,163 @@
+"""The daemon's loop and processes outlive what a hostile LAN peer can provoke (found by a
+hostile-peer review): a descriptor handler that raises is counted and the loop goes on; a
+control listener out of descriptors is left alone for a moment instead of ending (or spinning)
+the loop; forked workers end on SIGTERM whatever handlers the daemon had; `--no-present`
+takes feature PRESENT out of what the node offers.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from l2fast.cli import build_parser
+from l2fast.daemon.client import DaemonClient
+from l2fast.daemon.control import ControlClient, control_address
+from l2fast.daemon.daemon import Daemon, DaemonOptions
+from l2fast.transfer import receiver_proc
+from l2fast.wire.constants import Features
+from tests.fake_wire import FakeHub
+from tests.service_harness import make_runner
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    h = FakeHub()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_a_descriptor_handler_that_raises_is_counted_and_the_loop_goes_on(hub: FakeHub) -> None:
+    runner = make_runner(hub, 1, "alpha")
+    bad_r, bad_w = socket.socketpair()
+    good_r, good_w = socket.socketpair()
+    served: list[bytes] = []
+
+    def broken() -> None:
+        bad_r.recv(16)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    runner.add_reader(bad_r, broken)
+    runner.add_reader(good_r, lambda: served.append(good_r.recv(16)))
+    try:
+        bad_w.send(b"x")
+        good_w.send(b"y")
+        for _ in range(3):
+            runner.step(0.01)
+        assert runner.counters["subscriber_errors"] == 1
+        assert served == [b"y"]
+        good_w.send(b"z")  # and the loop still serves
+        runner.step(0.01)
+        assert served == [b"y", b"z"]
+    finally:
+        for s in (bad_r, bad_w, good_r, good_w):
+            s.close()
+
+
+class _StarvedListener:
+    """The daemon's listening socket, whose accept(2) fails with EMFILE `failures` times."""
+
+    def __init__(self, real: socket.socket, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.real.accept()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_control_listener_out_of_descriptors_pauses_and_recovers(
+    hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    address = control_address(f"test-{uuid.uuid4().hex[:12]}")
+    daemon = Daemon(hub.socket(1), "alpha", DaemonOptions(), address=address)
+    real = daemon.control.listener
+    daemon.runner.remove_reader(real)
+    starved = _StarvedListener(real, failures=2)
+    daemon.control.listener = starved  # type: ignore[assignment]
+    daemon.runner.add_reader(starved, daemon._on_accept)
+    thread = threading.Thread(target=daemon.serve, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        with DaemonClient("fake0", ControlClient(address, timeout=10)) as client:
+            status = client.request({"op": "status"}, 10)["status"]
+        assert status["interface"]
+        # Served after two pauses, not by a loop that spun on the readable listener.
+        assert time.monotonic() - started >= 0.9
+        assert daemon.control.accept_failures == 2
+        assert sum("cannot accept a client" in r.getMessage() for r in caplog.records) == 2
+        assert thread.is_alive()
+    finally:
+        daemon.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def _worker(ready: Any) -> None:
+    receiver_proc._worker_start("l2f-test")
+    ready.set()
+    time.sleep(30)
+
+
+def test_a_forked_worker_ends_on_sigterm_whatever_the_daemons_handlers() -> None:
+    # The daemon's handlers only ask its loop to stop; inherited by a worker they made SIGTERM
+    # do nothing there, so neither the daemon nor multiprocessing's exit handler could end it.
+    old_term = signal.signal(signal.SIGTERM, lambda *_: None)
+    old_int = signal.signal(signal.SIGINT, lambda *_: None)
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_worker, args=(ready,), daemon=True)
+    try:
+        proc.start()
+        assert ready.wait(10)
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGINT)  # a Ctrl-C is the controller's to act on
+        proc.join(0.3)
+        assert proc.is_alive()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(5)
+        assert proc.exitcode == -signal.SIGTERM
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
+def test_no_present_takes_the_feature_out_of_what_the_node_offers(hub: FakeHub) -> None:
+    args = build_parser().parse_args(["daemon", "--no-present"])
+    assert args.present is False
+    assert build_parser().parse_args(["daemon"]).present is True
+    for present in (True, False):
+        address = control_address(f"test-{uuid.uuid4().hex[:12]}")
+        daemon = Daemon(
+            hub.socket(2 + present), "n", DaemonOptions(present=present), address=address
+        )
+        try:
+            offered = daemon.runner.engine.config.features
+            assert bool(offered & Features.PRESENT) is present
+            assert offered & Features.HELD  # the rest as before
+        finally:
+            daemon.close()

@@ -98,6 +98,9 @@ HISTORY_PACE_BYTES = 1 << 20
 HISTORY_PACE_S = 0.005
 #: How long a request naming an unknown peer waits for discovery to find it.
 RESOLVE_WAIT_S = 2.0
+#: After the first answer naming the wanted peer, wait this long for other nodes' answers
+#: (they answer a discovery at once) before resolving the name.
+RESOLVE_SETTLE_S = 0.25
 #: How long a one-shot `chat --all` listens for peers before sending.
 SETTLE_WAIT_S = 0.6
 #: Backstop for one chat request; the engine normally decides well within it (<= ~10 s).
@@ -452,8 +455,23 @@ class NodeService:
             if mac is None:
                 return False
             done = True
-            self._guard(conn, request, lambda: then(mac))
+            # Every node answers the discovery at once, so the first answer may not be the
+            # only one with that name: wait a moment for the others, then resolve again. A
+            # name two nodes carry is then refused instead of picking whichever answered
+            # first (a message or a file for one machine landing on another).
+            self.runner.call_later(RESOLVE_SETTLE_S, settle)
             return True
+
+        def settle() -> None:
+            try:
+                mac = self._lookup(wanted)
+            except RequestError as exc:
+                self._fail(conn, request, exc.message, exc.hint)
+                return
+            if mac is None:  # it was there a moment ago: the neighbour table forgot it
+                self._fail(conn, request, f"peer {escape_text(wanted)!r} disappeared")
+                return
+            self._guard(conn, request, lambda: then(mac))
 
         def give_up() -> None:
             nonlocal done

@@ -60,6 +60,7 @@ from l2fast.transfer.protocol import (
 )
 from l2fast.transfer.protocol_config import TransferConfig
 from l2fast.transfer.receiver_proc import (
+    NO_SPACE_ERROR,
     BenchReceiver,
     RawCounter,
     ReceiveJob,
@@ -786,8 +787,12 @@ class Transfers:
         log.warning("receiving %r failed: %s", escape_text(rec.offer.path), error)
         self._stop_job(inc, rec)
         now = self.runner.now()
+        code = ErrorCode.IO_ERROR
+        if error == NO_SPACE_ERROR:
+            code = ErrorCode.NO_SPACE
+            error = f"{error}: {self._receive_dir().path}"
         with contextlib.suppress(L2fastError):
-            inc.incoming.file_failed(rec.transfer_id, int(ErrorCode.IO_ERROR), error, now)
+            inc.incoming.file_failed(rec.transfer_id, int(code), error, now)
         inc.files.pop(rec.transfer_id, None)
         self._drop_file(rec, keep=True)
         self._after_incoming(inc)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import mmap
 import multiprocessing as mp
 import os
@@ -31,7 +32,7 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 from l2fast import native
-from l2fast.errors import L2fastError
+from l2fast.errors import L2fastError, NativeError
 from l2fast.native import datapath as dp
 from l2fast.procname import name_this_thread
 from l2fast.transfer.receive_sockets import LentSocket, ReceiveSockets
@@ -82,11 +83,29 @@ def _worker_start(name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: A writer's exit status when the file system is full (or the quota reached), and what the
+#: receive process then reports: the sender hears `no_space`, the daemon's log one line.
+WRITER_NO_SPACE = 3
+NO_SPACE_ERROR = "the receiving file system is full"
+
+
 def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
     _worker_start("l2f-writer")
     w = dp.Writer(ring, fd, chunk_size=o["chunk"], file_size=o["size"], first_chunk=o["first"])
-    while not (stop.is_set() and ring.used() == 0):
-        w.drain(2048, wait_s=0.005)
+    try:
+        while not (stop.is_set() and ring.used() == 0):
+            w.drain(2048, wait_s=0.005)
+    except NativeError as exc:
+        # The receive process sees the exit status and reports the failure; a traceback of
+        # this process in the daemon's log would say nothing more.
+        os._exit(WRITER_NO_SPACE if -exc.code in (errno.ENOSPC, errno.EDQUOT) else 1)
+
+
+def _writer_died(status: int | None) -> str:
+    """The receive process's report of a writer that exited with `status`."""
+    if status == WRITER_NO_SPACE:
+        return NO_SPACE_ERROR
+    return f"a writer process died (exit status {status})"
 
 
 def _ring_slots(ring_bytes: int, slot: int) -> int:
@@ -120,8 +139,9 @@ def _report_failure(conn: Connection, what: str, work: Callable[[], None]) -> No
     try:
         work()
     except L2fastError as exc:
+        full = isinstance(exc, NativeError) and -exc.code in (errno.ENOSPC, errno.EDQUOT)
         with contextlib.suppress(OSError):
-            conn.send({"error": exc.message})
+            conn.send({"error": NO_SPACE_ERROR if full else exc.message})
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send({"error": f"{what}: {exc!r}"})
@@ -213,7 +233,7 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
                 break
             dead = [p.exitcode for p in writers if p.exitcode is not None]
             if dead:
-                error = f"a writer process died (exit status {dead[0]})"
+                error = _writer_died(dead[0])
                 break
             conn.send({"cum": fb.cum_ack, "drops": drops_total})
             if conn.poll():  # the controller says stop (transfer cancelled)
@@ -221,8 +241,9 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
                 break
     # Received is not written: wait for the writers to empty every ring.
     while error is None and any(r.used() for r in rings):
-        if any(p.exitcode is not None for p in writers):
-            error = "a writer process died"
+        dead = [p.exitcode for p in writers if p.exitcode is not None]
+        if dead:
+            error = _writer_died(dead[0])
             break
         time.sleep(0.0005)
     stop.set()

@@ -3,6 +3,13 @@ and the recvmmsg batch; pure functions, no process or socket."""
 
 from __future__ import annotations
 
+import errno
+import multiprocessing as mp
+import os
+
+import pytest
+
+from l2fast.errors import NativeError
 from l2fast.native import datapath as dp
 from l2fast.transfer import receiver_proc as rp
 
@@ -28,3 +35,51 @@ def test_rx_batch_shrinks_with_few_slots() -> None:
     finally:
         for r in rings + many:
             r.close()
+
+
+class _FullDisk:
+    """A Writer whose file system is full (or that fails otherwise) on the first drain."""
+
+    def __init__(self, err: int) -> None:
+        self.err = err
+
+    def __call__(self, *args: object, **kwargs: object) -> _FullDisk:
+        return self
+
+    def drain(self, *args: object, **kwargs: object) -> int:
+        raise NativeError(-self.err, os.strerror(self.err), "writing received chunks")
+
+
+@pytest.mark.parametrize(("err", "status"), [(errno.ENOSPC, rp.WRITER_NO_SPACE), (errno.EIO, 1)])
+def test_a_writer_that_cannot_write_exits_with_a_status_that_says_why(
+    monkeypatch: pytest.MonkeyPatch, err: int, status: int
+) -> None:
+    # A full disk mid-transfer reached the sender as "io_error (a writer process died (exit
+    # status 1))" and left two tracebacks in the daemon's log (found by a review).
+    monkeypatch.setattr(rp.dp, "Writer", _FullDisk(err))
+    ctx = mp.get_context("fork")
+    stop = ctx.Event()
+    ring = dp.ShmRing(64, dp.slot_size_for_mtu(1500))
+    proc = ctx.Process(
+        target=rp._writer_main, args=(ring, -1, {"chunk": 1, "size": 1, "first": 0}, stop)
+    )
+    proc.start()
+    proc.join(10)
+    assert proc.exitcode == status
+    assert rp._writer_died(status) == (
+        rp.NO_SPACE_ERROR if err == errno.ENOSPC else "a writer process died (exit status 1)"
+    )
+
+
+def test_a_full_disk_in_a_receive_process_is_reported_as_such() -> None:
+    def full() -> None:
+        raise NativeError(-errno.ENOSPC, "No space left on device", "writing received chunks")
+
+    def other() -> None:
+        raise NativeError(-errno.EIO, "Input/output error", "writing received chunks")
+
+    here, there = mp.Pipe()
+    rp._report_failure(there, "receive process", full)
+    rp._report_failure(there, "receive process", other)
+    assert here.recv() == {"error": rp.NO_SPACE_ERROR}
+    assert here.recv() == {"error": "writing received chunks: Input/output error"}

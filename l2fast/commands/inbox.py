@@ -15,6 +15,8 @@ examples:
   l2fast inbox --json          [{id, peer, path, kind, size, waiting_s}, ...]
   l2fast accept 3              receive offer 3 into the daemon's --recv-dir
   l2fast reject 3              refuse it (the sender exits 1 and says so)
+
+Answering a folder answers everything in it that the same send offers, now or later.
 """
 
 
@@ -41,9 +43,11 @@ def run_decide(args: argparse.Namespace) -> int:
     with connect(args.interface, local_ok=False) as client:
         answer = client.request({"op": args.op, "offer": args.offer}, 10)
     if args.json:
-        print_json({k: answer[k] for k in ("offer", "path", "accepted")})
+        print_json({k: answer.get(k) for k in ("offer", "path", "accepted", "covered")})
     else:
-        print(f"{'accepted' if answer['accepted'] else 'rejected'} {answer['path']}")
+        covered = answer.get("covered") or 0
+        also = f" and the {covered} offers waiting under it" if covered else ""
+        print(f"{'accepted' if answer['accepted'] else 'rejected'} {answer['path']}{also}")
     return 0
 
 

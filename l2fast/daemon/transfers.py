@@ -98,6 +98,17 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # ------------------------------------------------------------------------------- receiving
 
 
+def _under(path: str, folder: str) -> bool:
+    """Whether `path` lies below `folder` (component by component: `a/bc` is not in `a/b`)."""
+    return path.startswith(folder + "/")
+
+
+def _answered_folder(inc: IncomingJob, path: str) -> str | None:
+    """The deepest folder a person answered in `inc`'s session that holds `path`, or None."""
+    held = [folder for folder in inc.folder_answers if _under(path, folder)]
+    return max(held, key=len) if held else None
+
+
 @dataclass
 class _Receiving:
     transfer_id: int
@@ -138,6 +149,9 @@ class IncomingJob:
     bench: BenchReceiver | None = None  # the bench streams' receive process
     bench_ends: deque[tuple[int, int]] = field(default_factory=deque)  # (transfer_id, end chunk)
     busy_refusals: int = 0  #: offers refused `busy` (`Transfers._full_for`)
+    #: A person's answer to a folder (--accept ask), by its path: it also answers every offer
+    #: under that folder in this session, those waiting and those still to come.
+    folder_answers: dict[str, bool] = field(default_factory=dict)
 
 
 class Transfers:
@@ -336,6 +350,10 @@ class Transfers:
             self._refuse_busy(inc, ev, full, now)
             return
         if self.accept_policy == "ask":
+            folder = _answered_folder(inc, ev.path)
+            if folder is not None:
+                self._answer(inc, ev, inc.folder_answers[folder], now, folder)
+                return
             pid = self._next_pending
             self._next_pending += 1
             self.pending[pid] = _Pending(pid, inc.session, inc.peer, ev, now)
@@ -908,7 +926,8 @@ class Transfers:
         ]
 
     def decide(self, pid: int, accept: bool) -> dict[str, Any]:
-        """Answer a pending offer."""
+        """Answer a pending offer. The answer to a folder answers everything under it in the
+        same session too, waiting now or offered later (`covered`: how many were waiting)."""
         p = self.pending.pop(pid, None)
         if p is None:
             raise L2fastError(f"no pending offer {pid}", hint="see `l2fast inbox`")
@@ -916,12 +935,30 @@ class Transfers:
         if inc is None:
             raise L2fastError(f"offer {pid}: the sender is gone")
         now = self.runner.now()
-        if accept:
-            self._accept(inc, p.offer, now)
-        else:
-            inc.incoming.reject(p.offer.transfer_id, now, ErrorCode.REFUSED, "refused by the user")
+        self._answer(inc, p.offer, accept, now)
+        covered = 0
+        if p.offer.kind is FileKind.DIRECTORY:
+            inc.folder_answers[p.offer.path] = accept
+            under = [
+                q for q in self.pending.values()
+                if q.session == p.session and _under(q.offer.path, p.offer.path)
+            ]  # fmt: skip
+            for q in under:
+                del self.pending[q.id]
+                self._answer(inc, q.offer, accept, now, p.offer.path)
+            covered = len(under)
         self._after_incoming(inc)
-        return {"offer": pid, "path": escape_text(p.offer.path), "accepted": accept}
+        path = escape_text(p.offer.path)
+        return {"offer": pid, "path": path, "accepted": accept, "covered": covered}
+
+    def _answer(
+        self, inc: IncomingJob, ev: OfferReceived, accept: bool, now: float, folder: str = ""
+    ) -> None:
+        if accept:
+            self._accept(inc, ev, now)
+            return
+        why = f"refused by the user (folder {folder})" if folder else "refused by the user"
+        inc.incoming.reject(ev.transfer_id, now, ErrorCode.REFUSED, why)
 
     def status(self) -> list[dict[str, Any]]:
         """Transfers in flight, for `l2fast status`."""

@@ -1,0 +1,79 @@
+"""Under --accept ask, a person's answer to a folder answers everything under it that the same
+send offers, waiting or still to come (found by a review: a folder of 1000 files took 1000
+`l2fast accept`, and rejecting the folder left the sender waiting for the rest)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.frames_transfer import FileAccept, FileHeld, FileOffer, FileReject
+from tests.fake_wire import FakeHub
+from tests.service_harness import Nodes, pump
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    hub = FakeHub()
+    pair = Nodes(hub, tmp_path, accept="ask")
+    try:
+        yield pair
+    finally:
+        pair.service.transfers.close()
+        hub.close()
+
+
+def folder(tid: int, path: str) -> FileOffer:
+    return FileOffer(tid, int(FileKind.DIRECTORY), int(Digest.SHA256), 0, 0o755, 0, 0, 0, path)
+
+
+def empty(tid: int, path: str) -> FileOffer:
+    return FileOffer(tid, int(FileKind.FILE), int(Digest.SHA256), 0, 0o644, 0, 0, 1000, path)
+
+
+def answered(nodes: Nodes, n: int) -> None:
+    kinds = (FileAccept, FileReject, FileHeld)
+    assert pump([nodes.a, nodes.b], lambda: sum(isinstance(b, kinds) for b in nodes.answers) >= n)
+
+
+def pending_paths(nodes: Nodes) -> dict[str, int]:
+    return {o["path"]: o["id"] for o in nodes.service.transfers.inbox()}
+
+
+def test_rejecting_a_folder_rejects_what_is_under_it_now_and_later(nodes: Nodes) -> None:
+    sid = nodes.open()
+    offers = [folder(1, "tree"), folder(2, "tree/a"), empty(3, "tree/a/x"), empty(4, "treeX")]
+    nodes.send(sid, *offers, empty(5, "other"))
+    answered(nodes, 5)
+    held = pending_paths(nodes)
+    assert set(held) == {"tree", "tree/a", "tree/a/x", "treeX", "other"}
+
+    answer = nodes.service.transfers.decide(held["tree"], accept=False)
+    assert (answer["accepted"], answer["covered"]) == (False, 2)
+    assert set(pending_paths(nodes)) == {"treeX", "other"}  # `treeX` is not in `tree`
+    nodes.send(sid, empty(6, "tree/b"))  # offered after the answer: answered at once
+    assert pump(
+        [nodes.a, nodes.b],
+        lambda: {r.transfer_id for r in nodes.answers if isinstance(r, FileReject)} == {1, 2, 3, 6},
+    )
+    for r in (b for b in nodes.answers if isinstance(b, FileReject)):
+        assert r.reason == ErrorCode.REFUSED
+        assert r.text in ("refused by the user", "refused by the user (folder tree)")
+    assert set(pending_paths(nodes)) == {"treeX", "other"}
+
+
+def test_accepting_a_folder_accepts_what_is_under_it(nodes: Nodes, tmp_path: Path) -> None:
+    sid = nodes.open()
+    nodes.send(sid, folder(1, "tree"), folder(2, "tree/a"), empty(3, "tree/a/x"), empty(4, "y"))
+    answered(nodes, 4)
+    answer = nodes.service.transfers.decide(pending_paths(nodes)["tree"], accept=True)
+    assert answer["covered"] == 2
+    assert pump(
+        [nodes.a, nodes.b],
+        lambda: {r.transfer_id for r in nodes.answers if isinstance(r, FileAccept)} == {1, 2, 3},
+    )
+    assert (tmp_path / "tree" / "a").is_dir()
+    assert set(pending_paths(nodes)) == {"y"}

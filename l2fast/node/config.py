@@ -69,6 +69,9 @@ class NodeConfig:
     linger: float = 2.0
     #: Sessions (in any state) at once; further SYNs are refused with ERROR busy.
     max_sessions: int = 256
+    #: Sessions one MAC may have open with this node (either side opened them); its further
+    #: SYNs are refused busy, so that one peer cannot take every slot from the others.
+    max_sessions_per_peer: int = 32
     #: New sessions accepted (SYNs answered) from one MAC, and from everyone together: rate per
     #: second and burst. Repeated SYNs of a session already held do not count.
     accept_rate_per_peer: float = 5.0

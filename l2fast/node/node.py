@@ -445,6 +445,12 @@ class NodeEngine:
                     f"{len(self._slots)} sessions open, no room for another",
                     code=ErrorCode.BUSY,
                 )
+            theirs = sum(1 for mac, _ in self._slots if mac == frame.src)
+            if theirs >= self.config.max_sessions_per_peer:
+                raise RemoteProtocolError(
+                    f"{theirs} sessions open with {format_mac(frame.src)}, no room for another",
+                    code=ErrorCode.BUSY,
+                )
             params = negotiate(frame.body, self.config, self.mtu)
         except RemoteProtocolError as exc:
             self.drops["refused_syn"] += 1

@@ -305,6 +305,17 @@ def test_sessions_over_the_limit_are_refused_busy() -> None:
     assert a.drops["refused_syn"] == 1
 
 
+def test_one_peer_cannot_take_every_session_slot() -> None:
+    lan, a, _ = pair(config=NodeConfig(max_sessions=8, max_sessions_per_peer=3))
+    greedy, other = b"\x02\x00\x00\x00\x00\x66", b"\x02\x00\x00\x00\x00\x77"
+    for i in (1, 2, 3, 4):
+        a.receive_frame(Frame(a.mac, greedy, i, 0, syn(i)), lan.now)
+    a.receive_frame(Frame(a.mac, other, 9, 0, syn(9)), lan.now)
+    errors = [f for f in a.frames_to_send(lan.now) if f.type is FrameType.ERROR]
+    assert [(f.session, f.body.code) for f in errors] == [(4, ErrorCode.BUSY)]  # type: ignore[union-attr]
+    assert sorted(s.session for s in a.sessions()) == [1, 2, 3, 9]
+
+
 def test_misuse_raises_local_errors() -> None:
     lan, a, _b = pair()
     with pytest.raises(LocalProtocolError):

@@ -6,22 +6,26 @@ import argparse
 import contextlib
 import os
 import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS
 from l2fast.daemon.outgoing import raise_fd_limit
-from l2fast.progress import JsonProgress, ProgressLine, format_bytes
+from l2fast.errors import L2fastError
+from l2fast.progress import JsonProgress, ProgressLine, format_bytes, gbit_per_s
 from l2fast.transfer.names import display_name
-from l2fast.transfer.tree import open_entry, plan_tree
-from l2fast.wire.constants import FileKind
+from l2fast.transfer.tree import NOT_FOLLOWED, SkippedEntry, TreePlan, open_entry, plan_tree
+from l2fast.wire.constants import FileKind, error_name
 
 EXAMPLES = """\
 examples:
   sudo l2fast send h2 big.iso                    send a file to the peer named h2
   sudo l2fast send 02:00:00:00:00:02 photos/     a folder: its tree, modes, empty dirs
   l2fast send h2 big.iso --json                  NDJSON progress, then a final event
-                                                 {bytes, seconds, gbit_per_s, digest, verified}
+                                                 {bytes, seconds, gbit_per_s, digest, verified,
+                                                  files, directories, skipped, results}
 
 PEER is a MAC or a name from `l2fast discover`. The receiving daemon decides by its --accept
 policy (all, ask: `l2fast inbox` / `l2fast accept ID` there, none). With ask (the default), the
@@ -31,20 +35,30 @@ run there (--json: a `held` event with path, pending_id and the receiver's text,
 (Ctrl-C cancels). `l2fast reject ID` there ends the send with exit status 1 and the
 receiver's reason. The files are opened with your own rights; with a daemon on the
 interface they are handed to it (SCM_RIGHTS), otherwise this command runs the sender itself
-(root or CAP_NET_RAW needed). SHA-256 of every file is compared by the receiver; the exit
-status is 0 only when every file was verified, 1 when the receiver refused a file or a
-transfer failed. Sending the same file again after an interrupted
-transfer sends only what the receiver is missing (skipped_bytes in the final event), and a
-file the receiver already has under its name (same size and SHA-256) is not sent at all and
-not copied again: it is reported as already there (files_present, and per file present).
+(root or CAP_NET_RAW needed). The digest of every file (SHA-256, or BLAKE2b with --digest
+blake2b) is compared by the receiver; the exit status is 0 only when every file was verified,
+1 when the receiver refused a file or a transfer failed (with a hint when sending again
+resumes it). A symlink named as PATH is sent as what it points to; symlinks inside a folder
+(unless --follow-symlinks), FIFOs, sockets and devices are not sent, and are named on one line
+before the transfer (--json: `skipped` in the final event, a list of {path, reason}).
+Sending the same file again after an interrupted transfer sends only what the receiver is
+missing (skipped_bytes in the final event), and a file the receiver already has under its
+name (same size and digest) is not sent at all and not copied again: it is reported as
+already there (files_present, and per file present).
 A file of that name that differs is received beside it as `name (1).ext`, as before.
 
 The --json final event's seconds and gbit_per_s (and the text summary's) leave out the time
-an offer waited for a person at the receiver, which is held_seconds. It also carries
-bytes_sent (file bytes that had to cross, each counted once), resent_bytes and
+an offer waited for a person at the receiver, which is held_seconds; gbit_per_s is
+bytes_sent over seconds (0 when nothing had to cross). It also carries bytes_sent (file
+bytes that had to cross, each counted once), resent_bytes and
 retransmitted_frames (DATA sent again after a loss or timeout), skipped_bytes (already at the
 receiver: resume or files already there), files_present (files the receiver already had, so
-nothing was sent for them), and per file needed_bytes, skipped_bytes and present.
+nothing was sent for them), files and directories (how many of each were offered), and
+results, one object per entry with its kind (file or directory), verified, and for a file
+digest, needed_bytes, skipped_bytes and present. A directory the receiver created is verified
+with digest null: it has no content to digest, and the receiver confirmed it. A refused entry
+has rejected, reason (its error name, as in the `rejected` event) and text; a failed one has
+failed and error; both have verified false.
 """
 
 #: Seconds without any message from the node before the command gives up. While the
@@ -53,6 +67,11 @@ nothing was sent for them), and per file needed_bytes, skipped_bytes and present
 SILENCE_S = 120.0
 #: Held files announced one line each in text mode; after that, one line for the rest.
 HELD_LINES = 10
+#: Skipped entries named in text mode; after that, how many more.
+SKIPPED_NAMED = 10
+#: The hint of a failure that sending again resumes: the receiver keeps its part files and
+#: does not take again the files it already holds (PROTOCOL.md §FILE_ACCEPT).
+RESUME_HINT = "send it again: what arrived is kept and the transfer resumes"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,18 +87,26 @@ def run(args: argparse.Namespace) -> int:
             )
             if e.kind == FileKind.FILE:
                 fds.append(open_entry(e))
-        return _send(args, plan.total_bytes, files, fds)
+        skipped = _skipped_line(plan.skipped)
+        if skipped and not args.json:
+            # Before the transfer (which may take long): what will not arrive, and why.
+            print(skipped, file=sys.stderr, flush=True)
+        return _send(args, plan, files, fds)
     finally:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
 
-def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds: list[int]) -> int:
+def _send(
+    args: argparse.Namespace, plan: TreePlan, files: list[dict[str, Any]], fds: list[int]
+) -> int:
     request = {"op": "send", "peer": args.peer, "files": files, "digest": args.digest}
+    total = plan.total_bytes
     label = os.path.basename(os.path.normpath(args.path))
     line = ProgressLine(total, label=label, quiet=args.quiet or args.json)
     js = JsonProgress() if args.json else None
+    started = time.monotonic()
     final: dict[str, Any] = {}
     with connect(args.interface, local_ok=True, name=args.name) as client:
         # The descriptors travel with the request; the node owns its copies from then on.
@@ -107,28 +134,84 @@ def _send(args: argparse.Namespace, total: int, files: list[dict[str, Any]], fds
             line.clear()  # "interrupted" goes on a line of its own; the node cancels the send
             raise
     ok = bool(final.get("success")) and bool(final.get("verified"))
-    line.finish(int(final.get("bytes_sent", 0)))
+    final["files"] = _results(final.get("files", []), {e.path: e.kind for e in plan.entries})
+    sent = int(final.get("bytes_sent", 0))
+    line.finish(sent)
     if js is not None:
-        js.final(
-            n_bytes=int(final.get("bytes", 0)),
+        # Not js.final: it rates `bytes`, the whole size, where only bytes_sent crossed.
+        held_s = float(final.get("held_seconds", 0.0))
+        seconds = max(time.monotonic() - started - held_s, 0.0)
+        js.emit(
+            "done",
+            seconds=round(seconds, 6),
+            bytes=int(final.get("bytes", 0)),
+            gbit_per_s=round(gbit_per_s(sent, seconds), 6),
             digest=str(final.get("digest") or ""),
             verified=ok,
-            files=len(files),
-            bytes_sent=final.get("bytes_sent", 0),
+            files=plan.n_files,
+            directories=plan.n_dirs,
+            bytes_sent=sent,
             resent_bytes=final.get("resent_bytes", 0),
             retransmitted_frames=final.get("retransmitted_frames", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             files_present=final.get("files_present", 0),
-            idle_s=float(final.get("held_seconds", 0.0)),
             held_seconds=final.get("held_seconds", 0.0),
-            results=final.get("files", []),
+            skipped=[{"path": s.path, "reason": s.reason} for s in plan.skipped],
+            results=final["files"],
             **({"error": final["error"]} if final.get("error") else {}),
         )
-    elif not args.quiet:
-        _summary(final, ok)
-    if not ok and args.json:
-        print(f"l2fast: {final.get('error') or 'the transfer failed'}", file=sys.stderr)
-    return 0 if ok else 1
+    elif ok and not args.quiet:
+        _summary(final, args.digest)
+    if not ok:
+        raise _failure(final)  # printed like every other error, after the final event
+    return 0
+
+
+def _results(results: list[dict[str, Any]], kinds: dict[str, FileKind]) -> list[dict[str, Any]]:
+    """The node's per-entry results as a script reads them: each has `kind` and `verified`. A
+    directory the receiver confirmed is verified with digest None (it has no content to
+    digest; the node says verified False for kinds without a digest), and a refusal's
+    `reason` is its error name, as in the `rejected` event."""
+    out = []
+    for result in results:
+        r = dict(result)
+        kind = kinds.get(str(r.get("path")), FileKind.FILE)
+        r["kind"] = kind.name.lower()
+        if r.get("rejected"):
+            reason = r.get("reason")
+            r["reason"] = error_name(reason) if isinstance(reason, int) else reason
+        elif kind == FileKind.DIRECTORY and not r.get("failed"):
+            r["verified"], r["digest"] = True, None
+        r.setdefault("verified", False)
+        out.append(r)
+    return out
+
+
+def _skipped_line(skipped: Sequence[SkippedEntry]) -> str | None:
+    """One line naming what the plan leaves out (at most SKIPPED_NAMED names), or None."""
+    if not skipped:
+        return None
+    n = len(skipped)
+    named = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:SKIPPED_NAMED])
+    more = f" and {n - SKIPPED_NAMED} more" if n > SKIPPED_NAMED else ""
+    tip = (
+        " (use --follow-symlinks to send what links point to)"
+        if any(s.reason == NOT_FOLLOWED for s in skipped)
+        else ""
+    )
+    return f"skipped {n} {'entry' if n == 1 else 'entries'}, not sent: {named}{more}{tip}"
+
+
+def _failure(final: dict[str, Any]) -> L2fastError:
+    """The error of a send that did not end verified, with what to do next."""
+    error = str(final.get("error") or "the transfer failed")
+    results = final.get("files", [])
+    errors = [error, *(str(r.get("error", "")) for r in results if r.get("failed"))]
+    # A refusal is the receiver's decision, and a digest mismatch discards the part file
+    # (l2fast.transfer.resume): sending again resumes neither. Anything else (the session
+    # failed or closed, a stall, a timeout) left what arrived where a new send picks it up.
+    final_say = any(r.get("rejected") for r in results) or any("digest" in e for e in errors)
+    return L2fastError(error, hint=None if final_say else RESUME_HINT)
 
 
 def _event(msg: dict[str, Any], total: int, line: ProgressLine, js: JsonProgress | None) -> None:
@@ -179,20 +262,27 @@ def _held(
         )
 
 
-def _summary(final: dict[str, Any], ok: bool) -> None:
-    if not ok:
-        print(f"l2fast: {final.get('error') or 'the transfer failed'}", file=sys.stderr)
-        return
+def _counted(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _summary(final: dict[str, Any], algo: str) -> None:
+    """The text line of a verified send; `algo` is the digest used (--digest)."""
     results = final.get("files", [])
     sent = int(final.get("bytes_sent", 0))
     skipped = int(final.get("skipped_bytes", 0))
     present = int(final.get("files_present", 0))
-    check = "; verified" + (f" sha256 {final['digest']}" if final.get("digest") else "")
+    check = "; verified" + (f" {algo} {final['digest']}" if final.get("digest") else "")
     if len(results) == 1 and present:
         name = display_name(results[0]["final_name"])
         print(f"{name} is already at the receiver (same size and digest): nothing sent{check}")
         return
-    what = display_name(results[0]["final_name"]) if len(results) == 1 else f"{len(results)} files"
+    if len(results) == 1:
+        what = display_name(results[0]["final_name"])
+    else:
+        n_dirs = sum(1 for r in results if r.get("kind") == "directory")
+        counts = ((len(results) - n_dirs, "file"), (n_dirs, "folder"))
+        what = " and ".join(_counted(n, w) for n, w in counts if n) or "0 files"
     # Bytes of files already there count as skipped too; the rest was resumed part files.
     present_bytes = sum(int(r.get("skipped_bytes", 0)) for r in results if r.get("present"))
     notes = []
@@ -215,7 +305,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "send",
         help="send a file or a folder to a peer, verified end to end",
         description="Send a file or a directory tree over the link layer, as fast as the link "
-        "allows; the receiver checks the SHA-256 of every file before placing it.",
+        "allows; the receiver checks the digest of every file (SHA-256 by default) before "
+        "placing it.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

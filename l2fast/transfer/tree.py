@@ -16,7 +16,9 @@ reason, so the CLI can say what was left out. The receiver never creates symlink
 symlink is how Warpinator's CVE-2022-42725 wrote outside the receive directory), so FileKind
 SYMLINK is never offered. With `follow_symlinks=True` a symlink is sent as what it points to,
 with loop protection: a directory already on the current path is skipped as a loop, and a
-dangling link is skipped. Sockets, FIFOs and devices are always skipped.
+dangling link is skipped. Sockets, FIFOs and devices are always skipped. The source itself is
+always followed when it is a symlink, as cp and rsync follow a source named on the command line.
+A source with nothing to offer (a device, a FIFO, a name receivers refuse) is a TreeError.
 
 Names. A path over PROTOCOL.md §Limits (1000 bytes, components of 255) or that is not UTF-8
 cannot be offered at all: `plan_tree` raises TreeError naming every offender. A name the
@@ -38,6 +40,7 @@ from l2fast.wire.constants import MAX_PATH_BYTES, MAX_PATH_COMPONENT_BYTES, File
 from l2fast.wire.frames_transfer import path_violation
 
 __all__ = [
+    "NOT_FOLLOWED",
     "SkippedEntry",
     "TreeEntry",
     "TreeError",
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 _MAX_LISTED = 10  # offenders named in one TreeError
+#: SkippedEntry.reason of a symlink left out because symlinks are not followed.
+NOT_FOLLOWED = "symlink, not followed"
 
 
 class TreeError(L2fastError):
@@ -103,6 +108,20 @@ class TreePlan:
 def _shown(rel: str) -> str:
     """A listed path, escaped for display; bytes that are not UTF-8 show as `\\xNN`."""
     return display_name(os.fsencode(rel))
+
+
+def _special(st: os.stat_result) -> str:
+    """What a file that is neither a regular file nor a directory is, for a user."""
+    mode = st.st_mode
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
 
 
 def _encode_problem(rel: str) -> str | None:
@@ -181,13 +200,17 @@ class _Walker:
             self.visit(child_rel, child.path, st, ancestors)
 
     def visit(
-        self, rel: str, source: str, st: os.stat_result, ancestors: frozenset[tuple[int, int]]
+        self,
+        rel: str,
+        source: str,
+        st: os.stat_result,
+        ancestors: frozenset[tuple[int, int]],
+        followed: bool = False,
     ) -> None:
-        """Add one entry found with lstat `st`."""
-        followed = False
+        """Add one entry found with lstat `st` (`followed`: the caller already followed it)."""
         if stat.S_ISLNK(st.st_mode):
             if not self.follow:
-                self.skip(rel, "symlink, not followed (use --follow-symlinks to send its target)")
+                self.skip(rel, NOT_FOLLOWED)
                 return
             try:
                 st = os.stat(source)
@@ -207,7 +230,7 @@ class _Walker:
             if self.admit(rel, FileKind.FILE):
                 self.add(rel, FileKind.FILE, st, source, followed)
         else:
-            self.skip(rel, "not a regular file or directory (device, FIFO or socket)")
+            self.skip(rel, _special(st))
 
 
 def plan_tree(
@@ -219,18 +242,27 @@ def plan_tree(
 ) -> TreePlan:
     """List `source` (a file or a directory) as FILE_OFFER entries with their chunk ranges.
 
-    Raises TreeError when the source is missing or unusable, or when some names cannot be
-    offered (over PROTOCOL.md §Limits, or not UTF-8), naming the offenders. A symlink given as
-    the source itself is followed (it is what the user typed); below it, `follow_symlinks`
-    applies.
+    Raises TreeError when the source is missing, unusable or not a regular file or directory,
+    or when some names cannot be offered (over PROTOCOL.md §Limits, or not UTF-8), naming the
+    offenders. A symlink given as the source itself is followed (it is what the user typed);
+    below it, `follow_symlinks` applies.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk size {chunk_size} must be positive")
     path = os.fspath(source)
     try:
+        # The source itself is followed: its entry must be opened following the link too,
+        # or open_entry's O_NOFOLLOW refuses a symlink to a file named as PATH.
+        named_link = stat.S_ISLNK(os.lstat(path).st_mode)
         st = os.stat(path)
     except OSError as exc:
         raise TreeError(f"cannot send {display_name(path)}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+        raise TreeError(
+            f"cannot send {display_name(path)}: it is a {_special(st)}, "
+            "not a regular file or directory",
+            hint="send a file or a folder (copy what it yields into a file first)",
+        )
     top = os.path.basename(os.path.normpath(os.path.abspath(path)))
     if not top:
         raise TreeError(
@@ -238,7 +270,7 @@ def plan_tree(
             hint="send a directory below /, or its contents one by one",
         )
     walker = _Walker(chunk_size, first_chunk, follow_symlinks)
-    walker.visit(top, path, st, frozenset())
+    walker.visit(top, path, st, frozenset(), followed=named_link)
     if walker.offenders:
         listed = walker.offenders[:_MAX_LISTED]
         more = len(walker.offenders) - len(listed)
@@ -248,6 +280,12 @@ def plan_tree(
             offenders=walker.offenders,
             hint=f"paths are limited to {MAX_PATH_BYTES} bytes of UTF-8 and components to "
             f"{MAX_PATH_COMPONENT_BYTES}; rename or move them",
+        )
+    if not walker.entries:
+        # The source itself was skipped (a name receivers refuse): a send of nothing.
+        raise TreeError(
+            f"cannot send {display_name(path)}: {walker.skipped[0].reason}",
+            hint="rename it, then send it again",
         )
     entries = tuple(walker.entries)
     n_files = sum(1 for e in entries if e.kind == FileKind.FILE)

@@ -84,7 +84,7 @@ def test_sending_a_folder_again_moves_only_what_is_missing(make_lab: Any, tmp_pa
     text = lab.cli("h1", "send", "h2", str(top), timeout=90)
     assert text.returncode == 0, text.stderr
     # 15 entries: 12 files and 3 directories; the empty file has no chunks to recognise.
-    assert text.stdout.startswith("sent 15 files: 0 B in "), text.stdout
+    assert text.stdout.startswith("sent 12 files and 3 folders: 0 B in "), text.stdout
     assert f", {len(sizes) - 1} already at the receiver (" in text.stdout, text.stdout
     assert copies(rx) == []
 

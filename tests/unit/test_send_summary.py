@@ -23,7 +23,7 @@ def result(path: str, size: int, present: bool, skipped: int | None = None) -> d
 
 def test_one_file_already_there(capsys: pytest.CaptureFixture[str]) -> None:
     final = {"files": [result("x.iso", MIB, True)], "files_present": 1, "digest": "ab"}
-    _summary({**final, "bytes_sent": 0, "skipped_bytes": MIB, "seconds": 0.01}, True)
+    _summary({**final, "bytes_sent": 0, "skipped_bytes": MIB, "seconds": 0.01}, "sha256")
     out = capsys.readouterr().out
     assert out == (
         "x.iso is already at the receiver (same size and digest): nothing sent; "
@@ -45,7 +45,7 @@ def test_a_folder_with_present_and_resumed_files(capsys: pytest.CaptureFixture[s
         "seconds": 0.5,
         "gbit_per_s": 0.02,
     }
-    _summary(final, True)
+    _summary(final, "sha256")
     out = capsys.readouterr().out
     assert out.startswith("sent 3 files: ")
     assert (

@@ -1,0 +1,344 @@
+"""`l2fast send` as a user and a script see it: a symlink named as PATH, what a folder leaves
+out, the digest's name, failures in the CLI's error format, and a --json final event a
+script can trust. The node is a fake that answers the request the way the daemon does
+(daemon.outgoing `_finish`, daemon.service `_op_send`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l2fast import cli
+from l2fast.commands import send
+from l2fast.commands.send import RESUME_HINT, _skipped_line, _summary
+from l2fast.transfer.tree import NOT_FOLLOWED, SkippedEntry, TreeError, open_entry, plan_tree
+from l2fast.wire.constants import ErrorCode, FileKind
+
+Final = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class FakeClient:
+    """Stands for connect(): takes the request and its descriptors, answers with `final`."""
+
+    via_daemon = False
+
+    def __init__(self, final: Final) -> None:
+        self.final = final
+        self.requests: list[dict[str, Any]] = []
+        self.read: list[bytes] = []
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def stream(
+        self, request: dict[str, Any], timeout: float, fds: list[int] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        self.requests.append(request)
+        for fd in fds or []:  # the engine owns what it is given
+            self.read.append(os.pread(fd, 100, 0))
+            os.close(fd)
+        yield {"ok": True, "done": True, **self.final(request)}
+
+
+def verified(request: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The node's final message for a send where every entry was confirmed."""
+    results = []
+    for f in request["files"]:
+        is_file = f["kind"] == FileKind.FILE
+        results.append(
+            {
+                "path": f["path"],
+                "final_name": f["path"],
+                "digest": "ab" * 32 if is_file else "",  # the node: "" for a directory
+                "verified": is_file,  # the node: False for kinds without a digest
+                "needed_bytes": 0,
+                "skipped_bytes": 0,
+                "present": False,
+            }
+        )
+    final = {
+        "success": True,
+        "verified": True,
+        "files": results,
+        "bytes": 0,
+        "bytes_sent": 0,
+        "seconds": 0.5,
+        "gbit_per_s": 0.0,
+        "held_seconds": 0.0,
+    }
+    if len(results) == 1:
+        final["digest"] = results[0]["digest"] or None
+    return {**final, **extra}
+
+
+@pytest.fixture
+def node(monkeypatch: pytest.MonkeyPatch) -> Callable[[Final], FakeClient]:
+    monkeypatch.delenv("L2FAST_DEBUG", raising=False)
+
+    def install(final: Final) -> FakeClient:
+        client = FakeClient(final)
+        monkeypatch.setattr(send, "connect", lambda *a, **k: client)
+        return client
+
+    return install
+
+
+def folder(tmp_path: Path) -> Path:
+    """3 files and 5 directories, plus a symlink, a dangling symlink and a FIFO."""
+    src = tmp_path / "d"
+    for sub in ("a", "a/b", "c", "e"):
+        (src / sub).mkdir(parents=True)
+    for name in ("one", "a/two", "a/b/three"):
+        (src / name).write_bytes(b"x" * 10)
+    (src / "a.lnk").symlink_to(src / "one")
+    (src / "gone").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(src / "fifo")
+    return src
+
+
+# --- 1. a symlink named as PATH -----------------------------------------------------------
+
+
+def test_a_symlink_to_a_file_named_as_path_is_followed(tmp_path: Path) -> None:
+    (tmp_path / "real.txt").write_bytes(b"hello")
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    for follow in (False, True):
+        (entry,) = plan_tree(tmp_path / "link.txt", 1000, follow_symlinks=follow).entries
+        assert entry.path == "link.txt" and entry.kind == FileKind.FILE and entry.followed
+        fd = open_entry(entry)
+        assert os.read(fd, 10) == b"hello"
+        os.close(fd)
+
+
+def test_a_symlinked_folder_named_as_path_still_skips_the_symlinks_inside(
+    tmp_path: Path,
+) -> None:
+    src = folder(tmp_path)
+    (tmp_path / "dlink").symlink_to(src)
+    plan = plan_tree(tmp_path / "dlink", 1000)
+    assert "dlink/one" in [e.path for e in plan.entries]
+    assert {s.path for s in plan.skipped} == {"dlink/a.lnk", "dlink/gone", "dlink/fifo"}
+    inner = next(e for e in plan.entries if e.path == "dlink/one")
+    assert not inner.followed  # opened with O_NOFOLLOW, as any file inside a tree
+
+
+def test_send_of_a_symlink_to_a_file(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "real.txt").write_bytes(b"hello")
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    client = node(verified)
+    assert cli.main(["send", "h2", str(tmp_path / "link.txt")]) == 0
+    assert [f["path"] for f in client.requests[0]["files"]] == ["link.txt"]
+    assert client.read == [b"hello"]
+    assert capsys.readouterr().out.startswith("sent link.txt: ")
+
+
+# --- 2. what is left out ------------------------------------------------------------------
+
+
+def test_skipped_entries_are_named_before_the_transfer(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    node(verified)
+    assert cli.main(["send", "h2", str(folder(tmp_path))]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"skipped 3 entries, not sent: d/a.lnk ({NOT_FOLLOWED}), d/fifo (FIFO), "
+        f"d/gone ({NOT_FOLLOWED}) (use --follow-symlinks to send what links point to)"
+    ]
+
+
+def test_the_skipped_line_is_bounded() -> None:
+    assert _skipped_line(()) is None
+    many = [SkippedEntry(f"d/s{i:02d}", "socket") for i in range(14)]
+    line = _skipped_line(many)
+    assert line is not None
+    assert line.startswith("skipped 14 entries, not sent: d/s00 (socket), ")
+    assert line.endswith("d/s09 (socket) and 4 more")  # no --follow-symlinks tip: no link
+    assert "d/s10" not in line
+    assert _skipped_line([SkippedEntry("d/x", "FIFO")]) == "skipped 1 entry, not sent: d/x (FIFO)"
+
+
+def test_json_lists_what_was_skipped(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    node(verified)
+    assert cli.main(["send", "h2", str(folder(tmp_path)), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    done = json.loads(out.splitlines()[-1])
+    assert done["skipped"] == [
+        {"path": "d/a.lnk", "reason": NOT_FOLLOWED},
+        {"path": "d/fifo", "reason": "FIFO"},
+        {"path": "d/gone", "reason": NOT_FOLLOWED},
+    ]
+
+
+@pytest.mark.parametrize("what", ["/dev/null", "fifo"])
+def test_a_device_or_fifo_as_path_is_one_clear_error(
+    what: str,
+    tmp_path: Path,
+    node: Callable[[Final], FakeClient],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    path = what if what.startswith("/") else str(tmp_path / what)
+    client = node(verified)
+    assert cli.main(["send", "h2", path]) == 1
+    err = capsys.readouterr().err.splitlines()
+    kind = "character device" if what == "/dev/null" else "FIFO"
+    assert err[0] == (
+        f"l2fast: error: cannot send {path}: it is a {kind}, not a regular file or directory"
+    )
+    assert err[1].startswith("l2fast: hint: ")
+    assert client.requests == []  # nothing was asked of the node
+
+
+def test_a_source_whose_own_name_receivers_refuse_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "x.part").write_bytes(b"1")
+    with pytest.raises(TreeError, match=r"cannot send .*x\.part: a receiver refuses it"):
+        plan_tree(tmp_path / "x.part", 1000)
+
+
+# --- 3. the digest's name -----------------------------------------------------------------
+
+
+def test_the_summary_names_the_digest_used(capsys: pytest.CaptureFixture[str]) -> None:
+    final = {
+        "files": [{"path": "f", "final_name": "f", "kind": "file"}],
+        "digest": "fef0",
+        "bytes_sent": 5,
+        "seconds": 0.1,
+        "gbit_per_s": 0.0,
+    }
+    _summary(final, "blake2b")
+    assert capsys.readouterr().out.endswith("; verified blake2b fef0\n")
+
+
+def test_send_digest_blake2b_prints_blake2b(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_bytes(b"hello")
+    client = node(verified)
+    assert cli.main(["send", "h2", str(tmp_path / "f"), "--digest", "blake2b"]) == 0
+    assert client.requests[0]["digest"] == "blake2b"
+    out = capsys.readouterr().out
+    assert f"verified blake2b {'ab' * 32}" in out and "sha256" not in out
+
+
+# --- 4. failures in the CLI's error format ------------------------------------------------
+
+
+def failed(request: dict[str, Any], message: str, **result: Any) -> dict[str, Any]:
+    """The node's final message for a send that failed with `message`; one entry `result`."""
+    entry = {"path": request["files"][0]["path"], **result}
+    return {
+        **verified(request),
+        "success": False,
+        "verified": False,
+        "error": message,
+        "files": [entry],
+    }
+
+
+SESSION_CLOSED = "the session closed before every file was confirmed"
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_a_failed_session_is_an_error_with_the_resume_hint(
+    json_mode: bool,
+    tmp_path: Path,
+    node: Callable[[Final], FakeClient],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "f").write_bytes(b"hello")
+    node(lambda r: failed(r, SESSION_CLOSED, failed=True, error=SESSION_CLOSED))
+    argv = ["send", "h2", str(tmp_path / "f"), *(["--json"] if json_mode else [])]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"l2fast: error: {SESSION_CLOSED}", f"l2fast: hint: {RESUME_HINT}"]
+    if json_mode:  # the final event still comes first, for scripts
+        done = json.loads(out.splitlines()[-1])
+        assert done["verified"] is False and done["error"] == SESSION_CLOSED
+    else:
+        assert out == ""
+
+
+def test_a_refusal_is_an_error_without_the_resume_hint(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_bytes(b"hello")
+    error = "the receiver refused 'f': no_space"
+    node(lambda r: failed(r, error, rejected=True, reason=int(ErrorCode.NO_SPACE), text=""))
+    assert cli.main(["send", "h2", str(tmp_path / "f")]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"l2fast: error: {error}"]
+
+
+# --- 5. a --json final event a script can trust --------------------------------------------
+
+
+def test_json_counts_files_and_directories_and_every_result_is_verified(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Everything already at the receiver: 30 bytes in all, none of them crossed.
+    node(lambda r: verified(r, bytes=30, bytes_sent=0, skipped_bytes=30, files_present=3))
+    assert cli.main(["send", "h2", str(folder(tmp_path)), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (done["files"], done["directories"]) == (3, 5)
+    assert done["bytes"] == 30 and done["bytes_sent"] == 0 and done["gbit_per_s"] == 0
+    assert all(r["verified"] for r in done["results"])
+    kinds = {r["path"]: r["kind"] for r in done["results"]}
+    assert kinds["d"] == "directory" and kinds["d/a/b/three"] == "file"
+    assert sorted(kinds.values()).count("directory") == 5
+    dirs = [r for r in done["results"] if r["kind"] == "directory"]
+    assert all(r["digest"] is None for r in dirs)
+
+
+def test_json_rate_is_of_the_bytes_sent(
+    tmp_path: Path,
+    node: Callable[[Final], FakeClient],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    clock = iter([10.0, 12.0])  # the command took 2 s
+    monkeypatch.setattr(send.time, "monotonic", lambda: next(clock))
+    node(lambda r: verified(r, bytes=1_000_000_000, bytes_sent=250_000_000))
+    assert cli.main(["send", "h2", str(tmp_path / "f"), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert done["seconds"] == 2.0 and done["gbit_per_s"] == 1.0  # 2 Gbit in 2 s
+
+
+def test_text_counts_files_and_folders(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    node(verified)
+    assert cli.main(["send", "h2", str(folder(tmp_path))]) == 0
+    assert capsys.readouterr().out.startswith("sent 3 files and 5 folders: ")
+
+
+def test_json_refusals_name_their_reason(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_bytes(b"hello")
+    error = "the receiver refused 'f': no_space"
+    node(lambda r: failed(r, error, rejected=True, reason=int(ErrorCode.NO_SPACE), text="full"))
+    assert cli.main(["send", "h2", str(tmp_path / "f"), "--json"]) == 1
+    (result,) = json.loads(capsys.readouterr().out.splitlines()[-1])["results"]
+    assert result == {
+        "path": "f",
+        "kind": "file",
+        "rejected": True,
+        "reason": "no_space",
+        "text": "full",
+        "verified": False,
+    }

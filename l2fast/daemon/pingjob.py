@@ -57,6 +57,9 @@ class PingJob:
         self._jobs = jobs
         self.sent = 0
         self._seqs: deque[int] = deque()
+        #: The node numbers every PING it sends; the client is told this run's own numbers,
+        #: from 1, as ping(8) counts (`_number`: node's sequence -> ours).
+        self._numbers: dict[int, int] = {}
         self._outstanding: set[int] = set()
         self._timer: Timer | None = None
         # (seq, time sent) of PINGs sent but not yet told to the client, oldest first.
@@ -91,10 +94,13 @@ class PingJob:
         if self._notice_timer is None:
             self._notice_timer = self.runner.call_later(SENT_NOTICE_DELAY, self._announce_late)
         self._seqs.append(seq)
+        self._numbers[seq] = self.sent
         self._outstanding.add(seq)
         self._jobs[seq] = self
         if len(self._seqs) > _REMEMBERED and self._seqs[0] not in self._outstanding:
-            self._jobs.pop(self._seqs.popleft(), None)
+            old = self._seqs.popleft()
+            self._jobs.pop(old, None)
+            self._numbers.pop(old, None)
         if self.count == 0 or self.sent < self.count:
             self._timer = self.runner.call_later(self.interval, self._ping_once)
 
@@ -107,14 +113,14 @@ class PingJob:
             self._send(
                 {
                     "event": "reply",
-                    "seq": ev.seq,
+                    "seq": self._number(ev.seq),
                     "rtt_us": round(ev.rtt_ns / 1000, 3),
                     "size": ev.size,
                     "duplicate": ev.duplicate,
                 }
             )
         else:
-            self._send({"event": "lost", "seq": ev.seq})
+            self._send({"event": "lost", "seq": self._number(ev.seq)})
         if not (isinstance(ev, PingReply) and ev.duplicate):
             self._outstanding.discard(ev.seq)
         if self._timer is None and not self._outstanding:
@@ -123,7 +129,7 @@ class PingJob:
     def _announce(self, upto: int | None = None) -> None:
         """Tell the client of the PINGs sent so far (up to sequence `upto`, when given)."""
         while self._unannounced and (upto is None or self._unannounced[0][0] <= upto):
-            self._send({"event": "sent", "seq": self._unannounced.popleft()[0]})
+            self._send({"event": "sent", "seq": self._number(self._unannounced.popleft()[0])})
 
     def _announce_late(self) -> None:
         # Only PINGs unanswered for SENT_NOTICE_DELAY: one sent a moment ago is likely in flight.
@@ -132,10 +138,13 @@ class PingJob:
             return
         old = self.runner.now() - SENT_NOTICE_DELAY
         while self._unannounced and self._unannounced[0][1] <= old:
-            self._send({"event": "sent", "seq": self._unannounced.popleft()[0]})
+            self._send({"event": "sent", "seq": self._number(self._unannounced.popleft()[0])})
         if self._unannounced:
             due = self._unannounced[0][1] + SENT_NOTICE_DELAY
             self._notice_timer = self.runner.call_at(due, self._announce_late)
+
+    def _number(self, seq: int) -> int:
+        return self._numbers.get(seq, seq)
 
     def _finish(self) -> None:
         if self.finished:

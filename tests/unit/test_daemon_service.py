@@ -230,6 +230,11 @@ def test_ping_streams_replies_then_done(nodes: tuple[Node, Node]) -> None:
     replies = [m for m in messages if m["event"] == "reply"]
     assert [r["seq"] for r in replies] == [1, 2, 3]
     assert all(r["rtt_us"] > 0 and r["size"] == 100 for r in replies)
+    # A second run counts from 1 too, as ping(8) does, though the node numbers its PINGs on.
+    with a.client() as c:
+        again = [m for m in c.stream(request, 5) if m["event"] in ("sent", "reply")]
+    assert [m["seq"] for m in again if m["event"] == "reply"] == [1, 2, 3]
+    assert [m["seq"] for m in again if m["event"] == "sent"] == [1, 2, 3]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,10 @@ from collections.abc import Sequence
 from l2fast import __version__
 from l2fast.errors import L2fastError
 
+#: Exit status for a bug in l2fast itself (sysexits.h EX_SOFTWARE; 77 is EX_NOPERM, already used
+#: for missing privileges).
+EX_SOFTWARE = 70
+
 # Order is the order shown in --help.
 COMMAND_MODULES = (
     "l2fast.commands.daemon",
@@ -74,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    debug = bool(args.debug or os.environ.get("L2FAST_DEBUG"))
     try:
         code: int = handler(args)
         return code
     except L2fastError as exc:
-        if args.debug or os.environ.get("L2FAST_DEBUG"):
+        if debug:
             raise
         print(f"l2fast: error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -89,3 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except Exception as exc:
+        # A bug, not a user error: still one line (the rule above), plus how to see the rest.
+        if debug:
+            raise
+        detail = " ".join(str(exc).split())
+        print(
+            f"l2fast: internal error: {type(exc).__name__}" + (f": {detail}" if detail else ""),
+            file=sys.stderr,
+        )
+        print(
+            "l2fast: hint: this is a bug in l2fast; rerun as `l2fast --debug ...` for the "
+            "traceback, and please report it",
+            file=sys.stderr,
+        )
+        return EX_SOFTWARE

@@ -38,9 +38,11 @@ class UnknownInterface(L2fastError):
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         listing = ", ".join(available) if available else "none"
+        # --interface, not -i: every command accepts the long form, while ping and bench use
+        # -i for the interval (their interface is -I).
         super().__init__(
             f"no network interface named {name!r}",
-            hint=f"interfaces here: {listing}; choose one with -i IFACE",
+            hint=f"interfaces here: {listing}; choose one with --interface IFACE",
         )
         self.name = name
         self.available = list(available)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import stat
 import sys
 import time
 from typing import Any
 
 from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import NodeClient, add_node_arguments, connect
-from l2fast.daemon.display import escape_text, format_clock
+from l2fast.daemon.display import escape_text, format_clock, parse_mac
 from l2fast.daemon.service import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
 from l2fast.errors import L2fastError
 
@@ -19,10 +21,11 @@ examples:
   sudo l2fast chat h2 "hello"            to the peer named h2; exits 0 once acknowledged
   sudo l2fast chat 02:00:00:00:00:02 hi  to a MAC
   sudo l2fast chat --all "lunch?"        to every peer, with a delivery report per peer
+                                         (with --all every argument is the message)
   l2fast chat h2 - < notes.txt           the message from stdin (up to the 1 MiB cap)
   l2fast chat --history --json           messages this node's daemon received
   l2fast chat                            interactive: /peers, /to PEER, /all, /quit
-  l2fast chat h2                         interactive, talking to h2
+  l2fast chat h2                         interactive, talking to h2 (stdin: a terminal or a pipe)
 
 PEER is a MAC or a name from `l2fast discover`. A peer that does not answer makes the command
 fail after a bounded time (about 10 s) with the reason. Without a daemon on the interface,
@@ -106,6 +109,14 @@ def run_send(args: argparse.Namespace, peer: str | None, words: list[str]) -> in
     """Send one message to `peer` (or to all when None) and report delivery."""
     text = _message_text(words)
     with connect(args.interface, local_ok=True, name=args.name) as client:
+        if peer is None and len(words) > 1 and _names_a_peer(client, words[0]):
+            # `chat --all h2 hi` would send "h2 hi" to everyone: refuse rather than guess.
+            raise L2fastError(
+                f"with --all every argument is the message, but {escape_text(words[0])!r} "
+                "names a peer",
+                hint=f"to send to that peer only: l2fast chat {shlex.quote(words[0])} TEXT; to "
+                f"send it all to everyone, quote it: l2fast chat --all {shlex.quote(text)}",
+            )
         if peer is None:
             reply = client.request({"op": "chat_all", "text": text}, SEND_TIMEOUT_S)
         else:
@@ -124,6 +135,22 @@ def run_send(args: argparse.Namespace, peer: str | None, words: list[str]) -> in
     return 0 if all(r["delivered"] for r in results) else 1
 
 
+def _table_request(client: NodeClient) -> dict[str, Any]:
+    """The request for the node's neighbour table, to check a name against."""
+    if client.via_daemon:
+        return {"op": "peers"}
+    # A node of our own may know nobody yet: give the peers the time chat_all gives them.
+    return {"op": "discover", "timeout": SETTLE_WAIT_S}
+
+
+def _names_a_peer(client: NodeClient, word: str) -> bool:
+    """Whether `word` is a MAC or the name of a peer the node knows."""
+    if parse_mac(word) is not None:
+        return True
+    peers: list[dict[str, Any]] = client.request(_table_request(client), 10)["peers"]
+    return any(word in (p["name"], p["mac"]) for p in peers)
+
+
 # --- interactive ----------------------------------------------------------------------------
 
 
@@ -137,6 +164,9 @@ class InteractiveChat:
         self.quitting = False
         self._buffer = b""
         self._pending: dict[int, tuple[str, str]] = {}  # request id -> (op, recipient label)
+        # Names and MACs of the peers in the node's table when last read (run() reads it first);
+        # None: not read, so /to cannot check a name.
+        self.known: set[str] | None = None
 
     def say(self, line: str) -> None:
         """Print one line at once (output may be a pipe)."""
@@ -147,10 +177,24 @@ class InteractiveChat:
             return "everyone"
         return escape_text(self.target) if self.target else "nobody (use /to PEER or /all)"
 
-    def _send(self, request: dict[str, Any], label: str) -> None:
+    def _send(self, request: dict[str, Any], label: str, kind: str | None = None) -> None:
         request_id = self.client.new_id()
-        self._pending[request_id] = (request["op"], label)
+        self._pending[request_id] = (kind or request["op"], label)
         self.client.send({**request, "id": request_id})
+
+    def learn(self, peers: list[dict[str, Any]]) -> None:
+        """Remember the names and MACs of a neighbour table the node sent."""
+        self.known = {p["name"] for p in peers} | {p["mac"] for p in peers}
+
+    def check_target(self, peer: str) -> None:
+        """Say at once when `peer` is no MAC and no known name (a send to it would fail).
+
+        An unknown name is checked again against a fresh table before the warning: the node
+        may have met the peer since the table was read.
+        """
+        if self.known is None or parse_mac(peer) is not None or peer in self.known:
+            return
+        self._send(_table_request(self.client), peer, kind="lookup")
 
     def on_line(self, line: str) -> None:
         """One line typed by the user."""
@@ -181,7 +225,16 @@ class InteractiveChat:
         elif word == "/to" and rest:
             self.to_all, self.target = False, rest
             self.say(f"[sending to {escape_text(rest)}]")
+            self.check_target(rest)
+        elif word == "/to":
+            self.say("[/to needs a peer: /to NAME or /to MAC]")
+        elif word in ("/help", "/?"):
+            self.say(f"[{INTERACTIVE_HELP}]")
         else:
+            self.say(
+                f"[unknown command {escape_text(word)}; to send a line that starts with /, "
+                "begin it with //]"
+            )
             self.say(f"[{INTERACTIVE_HELP}]")
 
     def on_stdin(self) -> None:
@@ -208,9 +261,12 @@ class InteractiveChat:
         if pending is None:
             return
         op, label = pending
-        if not msg.get("ok"):
+        if op == "lookup":
+            self._on_lookup(msg, label)
+        elif not msg.get("ok"):
             self.say(f"[not delivered to {escape_text(label)}: {msg.get('error')}]")
         elif op == "peers":
+            self.learn(msg["peers"])
             table = peers_table(msg["peers"]) if msg["peers"] else ["no peers known"]
             for row in table:
                 self.say(row)
@@ -219,6 +275,18 @@ class InteractiveChat:
                 self.say(f"[{line}]")
         else:
             self.say(f"[delivered to {escape_text(label)}]")
+
+    def _on_lookup(self, msg: dict[str, Any], peer: str) -> None:
+        if not msg.get("ok"):
+            return  # only a check: the send itself will say what is wrong
+        self.learn(msg["peers"])
+        if self.known is not None and peer not in self.known and self.target == peer:
+            # Kept as the recipient: a send asks the LAN again, and a peer that has just
+            # started may still answer.
+            self.say(
+                f"[no known peer is named {escape_text(peer)} (/peers lists them); messages "
+                f"to it fail unless it answers within {RESOLVE_WAIT_S:g} s]"
+            )
 
     def run(self) -> int:
         """Until /quit or end of input (then until every send is answered, bounded)."""
@@ -229,6 +297,9 @@ class InteractiveChat:
             f"{how}; to {self._recipient()}]"
         )
         self.say(f"[{INTERACTIVE_HELP}]")
+        self.learn(self.client.request({"op": "peers"}, 10)["peers"])
+        if self.target:
+            self.check_target(self.target)
         self.client.add_reader(sys.stdin.fileno(), self.on_stdin)
         give_up: float | None = None
         while not self.quitting or self._pending:
@@ -248,15 +319,52 @@ def run(args: argparse.Namespace) -> int:
         if args.all or args.words:
             raise L2fastError("--history takes no recipient or text")
         return run_history(args)
+    if args.limit is not None:
+        raise L2fastError("-n/--limit applies only to --history", hint="l2fast chat --history -n N")
     words: list[str] = list(args.words)
     peer = None if args.all else (words.pop(0) if words else None)
+    if peer == "-" and not words:
+        raise L2fastError(
+            "- (the message from stdin) needs a recipient before it",
+            hint="l2fast chat PEER - < FILE, or l2fast chat --all - < FILE",
+        )
     if words:
         return run_send(args, peer, words)
+    if args.json:
+        raise L2fastError(
+            "--json applies to --history and to a message given on the command line, "
+            "not to interactive chat"
+        )
+    _check_interactive_stdin(peer, args.all)
     with connect(args.interface, local_ok=True, name=args.name) as client:
         try:
             return InteractiveChat(client, peer, args.all).run()
         except KeyboardInterrupt:
             return 0
+
+
+def _check_interactive_stdin(peer: str | None, to_all: bool) -> None:
+    """Interactive chat watches stdin beside the node (epoll): it needs a terminal, a pipe or a
+    socket. epoll refuses a regular file or /dev/null (EPERM), so say what to do instead."""
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):  # stdin closed (None) or not a real file
+        fd, mode = -1, 0
+    if (fd >= 0 and os.isatty(fd)) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return
+    to = "--all" if to_all else (shlex.quote(peer) if peer else "PEER")
+    if stat.S_ISREG(mode):
+        raise L2fastError(
+            "no message given, and standard input is a file",
+            hint=f"to send a file's text, use l2fast chat {to} - < FILE",
+        )
+    raise L2fastError(
+        "no message given, and standard input is not a terminal or a pipe (interactive chat "
+        "reads from one)",
+        hint=f"give the message as arguments (l2fast chat {to} TEXT) or from a file "
+        f"(l2fast chat {to} - < FILE)",
+    )
 
 
 def _limit(text: str) -> int:

@@ -18,7 +18,8 @@ examples:
 
 Without a daemon on the interface, the command runs a node of its own for its duration
 (root or CAP_NET_RAW needed). JSON: an array of {mac, name, mtu, last_seen (Unix time),
-rtt_us, caps, node_id, daemon}.
+rtt_us, caps, node_id, daemon}. It exits 0 when at least one node answered, 1 when none did
+(like `l2fast ping`).
 """
 
 PEERS_EXAMPLES = """\
@@ -70,7 +71,8 @@ def run_discover(args: argparse.Namespace) -> int:
     else:
         print(f"{len(peers)} peer{'s' if len(peers) != 1 else ''} on {ifname}:")
         print("\n".join(peers_table(peers)))
-    return 0
+    # Like ping: finding nobody is a failure a script can test for.
+    return 0 if peers else 1
 
 
 def run_peers(args: argparse.Namespace) -> int:

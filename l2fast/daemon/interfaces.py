@@ -1,7 +1,8 @@
 """Which interface a node runs on when the user does not say (`-i` left out), and who may run it.
 
 The rule from issue 4: the only non-loopback interface that is up; with none or several, an error
-that lists them, so the user can pick one with `-i`.
+that lists them, so the user can pick one with `--interface` (the one spelling every command
+accepts: ping and bench use `-i` for the interval and `-I` for the interface).
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ def choose_interface(
     if not candidates:
         raise NoInterface(
             "no network interface is up (besides loopback)",
-            hint=f"interfaces here: {listing}; bring one up or choose one with -i IFACE",
+            hint=f"interfaces here: {listing}; bring one up or choose one with --interface IFACE",
         )
     raise NoInterface(
         f"{len(candidates)} interfaces are up: "
         + ", ".join(c.name for c in candidates)
         + "; l2fast does not guess which one",
-        hint="choose one with -i IFACE",
+        hint="choose one with --interface IFACE",
     )
 
 

@@ -102,7 +102,7 @@ def test_several_interfaces_up_is_an_error_listing_them() -> None:
     infos = [iface("lo", mac=bytes(6)), iface("eth0"), iface("wlan0")]
     with pytest.raises(NoInterface) as info:
         choose_interface(None, **chooser(infos))
-    assert "eth0, wlan0" in info.value.message and "-i IFACE" in (info.value.hint or "")
+    assert "eth0, wlan0" in info.value.message and "--interface IFACE" in (info.value.hint or "")
 
 
 def test_no_interface_up_is_an_error_listing_what_exists() -> None:

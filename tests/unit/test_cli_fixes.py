@@ -1,0 +1,427 @@
+"""User-facing fixes in the command line: no tracebacks, the right flag in hints, chat's edges.
+
+Most run `python -m l2fast` as a subprocess. Where a node must answer, a fake daemon serves the
+control socket of `lo` in this test process (canned replies per request, requests recorded), so
+no raw socket, root or network is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from l2fast import cli
+from l2fast.commands.chat import INTERACTIVE_HELP, InteractiveChat
+from l2fast.daemon.control import MessageBuffer, control_address, encode_message
+from l2fast.daemon.interfaces import NoInterface, choose_interface
+from l2fast.errors import UnknownInterface
+from l2fast.native import InterfaceInfo
+
+REPO = Path(__file__).resolve().parents[2]
+H2_MAC = "02:00:00:00:00:02"
+H2 = {
+    "mac": H2_MAC,
+    "name": "h2",
+    "node_id": "0" * 16,
+    "mtu": 1500,
+    "caps": ["chat"],
+    "daemon": True,
+    "first_seen": 0.0,
+    "last_seen": 0.0,
+    "rtt_us": 100.0,
+}
+
+
+def run_cli(
+    *args: str, stdin: int | IO[Any] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l2fast", *args],
+        stdin=stdin,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+class FakeDaemon:
+    """Just enough of `l2fast daemon` on lo's control socket: one canned reply per op."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.listener.bind(control_address("lo"))
+        except OSError as exc:
+            self.listener.close()
+            if exc.errno == errno.EADDRINUSE:
+                pytest.skip("a daemon already serves lo in this network namespace")
+            raise
+        self.listener.listen()
+        self.listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def ops(self) -> list[str]:
+        return [r["op"] for r in self.requests]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                self._talk(conn)
+
+    def _talk(self, conn: socket.socket) -> None:
+        conn.settimeout(0.05)
+        conn.sendall(encode_message({"ok": True, "hello": "l2fast", "version": "fake"}))
+        inbox = MessageBuffer()
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            for request in inbox.feed(data):
+                self.requests.append(request)
+                canned = self.replies.get(request["op"])
+                reply = {"ok": canned is not None, "id": request.get("id"), **(canned or {})}
+                if canned is None:
+                    reply["error"] = f"the fake daemon has no reply to {request['op']!r}"
+                try:
+                    conn.sendall(encode_message(reply))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def daemon() -> Iterator[FakeDaemon]:
+    fake = FakeDaemon()
+    fake.replies["watch"] = {
+        "watching": True,
+        "name": "fake",
+        "mac": "02:00:00:00:00:01",
+        "interface": "lo",
+        "daemon": True,
+    }
+    fake.replies["peers"] = {"peers": [H2]}
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+# --- 1: interactive chat needs a terminal or a pipe ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin_kind", "lines"),
+    [
+        (
+            ["chat", "h2"],
+            "file",
+            [
+                "l2fast: error: no message given, and standard input is a file",
+                "l2fast: hint: to send a file's text, use l2fast chat h2 - < FILE",
+            ],
+        ),
+        (
+            ["chat"],
+            "file",
+            [
+                "l2fast: error: no message given, and standard input is a file",
+                "l2fast: hint: to send a file's text, use l2fast chat PEER - < FILE",
+            ],
+        ),
+        (
+            ["chat", "--all"],
+            "devnull",
+            [
+                "l2fast: error: no message given, and standard input is not a terminal or a "
+                "pipe (interactive chat reads from one)",
+                "l2fast: hint: give the message as arguments (l2fast chat --all TEXT) or from a "
+                "file (l2fast chat --all - < FILE)",
+            ],
+        ),
+        (
+            ["chat", "--json"],
+            "devnull",
+            [
+                "l2fast: error: --json applies to --history and to a message given on the "
+                "command line, not to interactive chat",
+            ],
+        ),
+        (
+            ["chat", "-"],
+            "file",
+            [
+                "l2fast: error: - (the message from stdin) needs a recipient before it",
+                "l2fast: hint: l2fast chat PEER - < FILE, or l2fast chat --all - < FILE",
+            ],
+        ),
+    ],
+)
+def test_chat_without_a_message_and_a_file_on_stdin_is_one_error(
+    tmp_path: Path, args: list[str], stdin_kind: str, lines: list[str]
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello from a file\n")
+    with notes.open("rb") as file:
+        result = run_cli(*args, stdin=file if stdin_kind == "file" else subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == lines
+
+
+def test_chat_dash_still_reads_the_message_from_a_file(tmp_path: Path, daemon: FakeDaemon) -> None:
+    daemon.replies["chat"] = {"msg_id": 7, "peer": H2_MAC, "delivered": True}
+    notes = tmp_path / "notes.txt"
+    notes.write_text("line one\nline two\n")
+    with notes.open("rb") as file:
+        result = run_cli("chat", "-i", "lo", "h2", "-", stdin=file)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"delivered to h2 ({H2_MAC})\n"
+    assert daemon.requests[-1]["text"] == "line one\nline two\n"
+
+
+# --- 2: a bug is one line, not a traceback ------------------------------------------------
+
+
+def _failing_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(_args: argparse.Namespace) -> int:
+        raise RuntimeError("boom\nsecond line")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.set_defaults(handler=failing)
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("L2FAST_DEBUG", raising=False)
+    _failing_parser(monkeypatch)
+    assert cli.main([]) == 70
+    assert capsys.readouterr().err.splitlines() == [
+        "l2fast: internal error: RuntimeError: boom second line",
+        "l2fast: hint: this is a bug in l2fast; rerun as `l2fast --debug ...` for the "
+        "traceback, and please report it",
+    ]
+
+
+def test_debug_still_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("L2FAST_DEBUG", raising=False)
+    _failing_parser(monkeypatch)
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["--debug"])
+    monkeypatch.setenv("L2FAST_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main([])
+
+
+# --- 3: the interface hint names a flag the command has -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "h2", "-I", "nosuch0"],
+        ["ping", "h2", "-I", "nosuch0"],
+        ["discover", "-i", "nosuch0"],
+    ],
+)
+def test_unknown_interface_hint_names_a_flag_the_command_has(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 1, result.stderr
+    error, hint = result.stderr.splitlines()
+    assert error == "l2fast: error: no network interface named 'nosuch0'"
+    assert hint.endswith("; choose one with --interface IFACE")
+
+
+def test_every_command_with_an_interface_accepts_the_long_flag() -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    with_interface = []
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.dest == "interface":
+                assert "--interface" in action.option_strings, name
+                with_interface.append(name)
+    assert {"daemon", "discover", "chat", "ping", "bench", "send", "status"} <= set(with_interface)
+
+
+def test_interface_choice_hints_name_the_long_flag() -> None:
+    infos = {
+        "lo": InterfaceInfo("lo", 1, 65536, True, bytes(6)),
+        "eth0": InterfaceInfo("eth0", 2, 1500, True, b"\x02\0\0\0\0\x01"),
+        "eth1": InterfaceInfo("eth1", 3, 1500, True, b"\x02\0\0\0\0\x02"),
+    }
+
+    def info(name: str) -> InterfaceInfo:
+        if name not in infos:
+            raise UnknownInterface(name, sorted(infos))
+        return infos[name]
+
+    with pytest.raises(NoInterface) as several:
+        choose_interface(None, lambda: sorted(infos), info)
+    assert several.value.hint == "choose one with --interface IFACE"
+    del infos["eth0"], infos["eth1"]
+    with pytest.raises(NoInterface) as none:
+        choose_interface(None, lambda: sorted(infos), info)
+    assert (none.value.hint or "").endswith("bring one up or choose one with --interface IFACE")
+
+
+# --- 4: interactive chat commands, --all and -n -------------------------------------------
+
+
+class RecordingClient:
+    """Just enough of a NodeClient (a daemon's) for the interactive loop's line handling."""
+
+    via_daemon = True
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def new_id(self) -> int:
+        return len(self.sent) + 1
+
+    def send(self, request: dict[str, Any]) -> None:
+        self.sent.append(request)
+
+
+def test_an_unknown_slash_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    chat = InteractiveChat(RecordingClient(), None, False)  # type: ignore[arg-type]
+    chat.on_line("/bogus")
+    chat.on_line("/to")
+    chat.on_line("/help")
+    assert capsys.readouterr().out.splitlines() == [
+        "[unknown command /bogus; to send a line that starts with /, begin it with //]",
+        f"[{INTERACTIVE_HELP}]",
+        "[/to needs a peer: /to NAME or /to MAC]",
+        f"[{INTERACTIVE_HELP}]",
+    ]
+
+
+def test_to_an_unknown_name_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    client = RecordingClient()
+    chat = InteractiveChat(client, None, False)  # type: ignore[arg-type]
+    chat.learn([H2])
+    chat.on_line("/to h2")  # known by name
+    chat.on_line("/to 02:00:00:00:00:09")  # a MAC is always allowed
+    assert client.sent == []
+    chat.on_line("/to nobody")
+    assert client.sent == [{"op": "peers", "id": 1}]  # checked against a fresh table
+    chat.on_message({"ok": True, "id": 1, "peers": [H2]})
+    assert chat.target == "nobody"
+    assert capsys.readouterr().out.splitlines() == [
+        "[sending to h2]",
+        "[sending to 02:00:00:00:00:09]",
+        "[sending to nobody]",
+        "[no known peer is named nobody (/peers lists them); messages to it fail unless it "
+        "answers within 2 s]",
+    ]
+    # The peer turned up meanwhile: no warning.
+    chat.on_line("/to h3")
+    chat.on_message({"ok": True, "id": 2, "peers": [H2, {**H2, "name": "h3"}]})
+    assert capsys.readouterr().out.splitlines() == ["[sending to h3]"]
+
+
+def test_interactive_chat_through_a_pipe(daemon: FakeDaemon) -> None:
+    result = run_cli("chat", "-i", "lo", input="/bogus\n/to h2\n/to nobody\n/quit\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0] == "[chat on lo as fake (02:00:00:00:00:01), through the daemon; to nobody " + (
+        "(use /to PEER or /all)]"
+    )
+    assert out[2:] == [
+        "[unknown command /bogus; to send a line that starts with /, begin it with //]",
+        f"[{INTERACTIVE_HELP}]",
+        "[sending to h2]",
+        "[sending to nobody]",
+        "[no known peer is named nobody (/peers lists them); messages to it fail unless it "
+        "answers within 2 s]",
+    ]
+    assert daemon.ops() == ["watch", "peers", "peers"]
+
+
+@pytest.mark.parametrize("first", ["h2", H2_MAC])
+def test_chat_all_refuses_a_peer_as_the_first_word(daemon: FakeDaemon, first: str) -> None:
+    result = run_cli("chat", "-i", "lo", "--all", first, "hi")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"l2fast: error: with --all every argument is the message, but {first!r} names a peer",
+        f"l2fast: hint: to send to that peer only: l2fast chat {first} TEXT; to send it all "
+        f"to everyone, quote it: l2fast chat --all '{first} hi'",
+    ]
+    assert "chat_all" not in daemon.ops()
+
+
+def test_chat_all_sends_quoted_or_unambiguous_text(daemon: FakeDaemon) -> None:
+    daemon.replies["chat_all"] = {
+        "msg_id": 3,
+        "results": [{"mac": H2_MAC, "name": "h2", "delivered": True, "error": None}],
+    }
+    for args in (["h2 hi"], ["lunch", "at", "noon"]):
+        result = run_cli("chat", "-i", "lo", "--all", *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"delivered to h2 ({H2_MAC})\n"
+    assert [r["text"] for r in daemon.requests if r["op"] == "chat_all"] == [
+        "h2 hi",
+        "lunch at noon",
+    ]
+
+
+@pytest.mark.parametrize("args", [["-n", "2", "h1", "hello"], ["--all", "-n", "2", "hi"]])
+def test_limit_without_history_is_refused(args: list[str]) -> None:
+    result = run_cli("chat", *args)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "l2fast: error: -n/--limit applies only to --history",
+        "l2fast: hint: l2fast chat --history -n N",
+    ]
+
+
+# --- 5: discover fails when nobody answered -----------------------------------------------
+
+
+def test_discover_exits_1_when_nobody_answered(daemon: FakeDaemon) -> None:
+    daemon.replies["discover"] = {"peers": []}
+    result = run_cli("discover", "-i", "lo", "--timeout", "0")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "no l2fast node answered on lo within 0 s\n"
+    result = run_cli("discover", "-i", "lo", "--timeout", "0", "--json")
+    assert (result.returncode, result.stdout) == (1, "[]\n")
+    daemon.replies["discover"] = {"peers": [{**H2, "last_seen": time.time()}]}
+    result = run_cli("discover", "-i", "lo", "--timeout", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1 peer on lo:\n")
+
+
+def test_discover_help_documents_the_exit_status() -> None:
+    result = run_cli("discover", "--help")
+    assert "exits 0 when at least one node answered, 1 when none did" in " ".join(
+        result.stdout.split()
+    )

@@ -215,9 +215,13 @@ def _check_options(options: DaemonOptions) -> None:
     if options.accept not in ACCEPT_POLICIES:
         raise L2fastError(f"--accept must be one of {', '.join(ACCEPT_POLICIES)}")
     if options.recv_dir is not None and not Path(options.recv_dir).is_dir():
+        there = Path(options.recv_dir).exists()
         raise L2fastError(
-            f"receive directory {options.recv_dir!r} does not exist or is not a directory",
-            hint=f"create it first: mkdir -p {options.recv_dir}",
+            f"receive directory {options.recv_dir!r} "
+            + ("is not a directory" if there else "does not exist"),
+            hint="choose a directory for --recv-dir"
+            if there
+            else f"create it first: mkdir -p {options.recv_dir}",
         )
     if options.group is not None:
         import grp

@@ -434,6 +434,11 @@ class NodeService:
         wanted = request.get("peer")
         if not isinstance(wanted, str) or not wanted:
             raise RequestError("the request names no peer")
+        if wanted == self.engine.name or parse_mac(wanted) == self.engine.mac:
+            raise RequestError(
+                f"{escape_text(wanted)!r} is this node ({format_mac(self.engine.mac)})",
+                hint="name another node; `l2fast peers` lists them",
+            )
         mac = self._lookup(wanted)
         if mac is not None:
             then(mac)

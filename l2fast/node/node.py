@@ -104,7 +104,10 @@ class NodeEngine:
         if not 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES:
             raise LocalProtocolError(f"node name {name!r} must be 1..{MAX_NAME_BYTES} bytes")
         if not MIN_MTU <= mtu <= MAX_MTU:
-            raise LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+            error = LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+            if mtu > MAX_MTU:  # loopback's 65536: l2fast needs an Ethernet interface
+                error.hint = "is this the loopback interface? choose an Ethernet interface"
+            raise error
         self.mac = bytes(mac)
         self.name = name
         self.mtu = mtu

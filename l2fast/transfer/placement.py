@@ -178,9 +178,10 @@ class ReceiveDir:
         """NoSpace unless `needed` bytes fit, leaving `reserve_bytes` free (use it for a tree)."""
         free = self.free_bytes()
         if needed + self.policy.reserve_bytes > free:
+            reserve = self.policy.reserve_bytes
             raise NoSpace(
                 f"not enough space in {display_name(self.path)}: {needed} bytes needed, "
-                f"{max(0, free - self.policy.reserve_bytes)} available",
+                f"{max(0, free - reserve)} available (of {free} free, {reserve} are kept free)",
                 hint="free some space or choose another receive directory",
             )
 

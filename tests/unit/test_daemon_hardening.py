@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ import pytest
 from l2fast.cli import build_parser
 from l2fast.daemon.client import DaemonClient
 from l2fast.daemon.control import ControlClient, control_address
-from l2fast.daemon.daemon import Daemon, DaemonOptions
+from l2fast.daemon.daemon import Daemon, DaemonOptions, _check_options
+from l2fast.errors import L2fastError
 from l2fast.transfer import receiver_proc
 from l2fast.wire.constants import Features
 from tests.fake_wire import FakeHub
@@ -161,3 +163,14 @@ def test_no_present_takes_the_feature_out_of_what_the_node_offers(hub: FakeHub) 
             assert offered & Features.HELD  # the rest as before
         finally:
             daemon.close()
+
+
+def test_a_recv_dir_that_is_a_file_is_not_told_to_be_created(tmp_path: Path) -> None:
+    afile = tmp_path / "big.txt"
+    afile.write_text("x")
+    with pytest.raises(L2fastError) as info:
+        _check_options(DaemonOptions(recv_dir=str(afile)))
+    assert "is not a directory" in info.value.message and "mkdir" not in (info.value.hint or "")
+    with pytest.raises(L2fastError) as info:
+        _check_options(DaemonOptions(recv_dir=str(tmp_path / "missing")))
+    assert "does not exist" in info.value.message and "mkdir -p" in (info.value.hint or "")

@@ -328,6 +328,9 @@ def test_misuse_raises_local_errors() -> None:
         NodeEngine(a.mac, "", 1500, rng=__import__("random").Random(0))
     with pytest.raises(LocalProtocolError):
         NodeEngine(a.mac, "n", 1000, rng=__import__("random").Random(0))
+    with pytest.raises(LocalProtocolError) as info:  # the loopback interface's MTU
+        NodeEngine(a.mac, "n", 65536, rng=__import__("random").Random(0))
+    assert info.value.hint is not None and "loopback" in info.value.hint
 
 
 def test_sending_on_a_closing_session_is_a_local_error() -> None:

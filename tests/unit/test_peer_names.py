@@ -79,3 +79,14 @@ def test_a_name_one_node_carries_resolves(hub: FakeHub, tmp_path: Path) -> None:
         assert reply["ok"] is True, reply
     finally:
         service.transfers.close()
+
+
+@pytest.mark.parametrize("peer", ["asker", "02:00:00:00:00:01"])
+def test_naming_this_node_itself_is_a_clear_error(hub: FakeHub, tmp_path: Path, peer: str) -> None:
+    runner, service = one_shot(hub, tmp_path)
+    try:
+        peer = peer if peer == "asker" else runner.engine.mac.hex(":")
+        reply = ping_reply([runner], service, peer)
+        assert reply["ok"] is False and "is this node" in reply["error"], reply
+    finally:
+        service.transfers.close()

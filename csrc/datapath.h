@@ -254,6 +254,11 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
                          uint32_t chunk_size, uint64_t file_size, uint32_t max_batch,
                          int32_t wait_us, struct l2f_writer_stats *stats);
 
+/* Give back the blocks of bytes [offset, offset + length) of a part file, keeping its size
+ * (fallocate PUNCH_HOLE | KEEP_SIZE): the preallocated space of chunks that never arrived, when
+ * a transfer stops. Returns 0, or a negative code (-EOPNOTSUPP where the file system cannot). */
+int l2f_punch_hole(int32_t fd, uint64_t offset, uint64_t length);
+
 /* ---- transmit (csrc/txpath.c) ---- */
 #define L2F_TX_BATCH 64               /* most frames per sendmmsg */
 /* Template modes. */

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -152,4 +153,15 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
     }
     int rc = l2f_ring_release(ring, (uint32_t)n);
     return rc < 0 ? rc : total;
+}
+
+int l2f_punch_hole(int32_t fd, uint64_t offset, uint64_t length)
+{
+    if (fd < 0 || offset > (uint64_t)INT64_MAX || length > (uint64_t)INT64_MAX - offset)
+        return -EINVAL;
+    if (length == 0)
+        return 0;
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) < 0)
+        return -errno;
+    return 0;
 }

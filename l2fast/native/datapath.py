@@ -57,6 +57,7 @@ __all__ = [
     "descriptor_fields",
     "descriptor_seqs",
     "pack_descriptors",
+    "punch_hole",
     "ring_size",
     "slot_size_for_mtu",
     "tx_batch_for",
@@ -406,6 +407,20 @@ class RxCounters:
         verdicts = {v: int(c.verdicts[int(v)]) for v in Verdict}
         names = [f.name for f in fields(cls) if f.name != "verdicts"]
         return cls(verdicts=verdicts, **{name: int(getattr(c, name)) for name in names})
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Give back the blocks of bytes [offset, offset + length) of a file, keeping its size.
+
+    False where the file system cannot (EOPNOTSUPP); NativeError for any other failure.
+    """
+    rc = _lib.l2f_punch_hole(
+        fd, _uint("offset", offset, _MAX_INDEX), _uint("length", length, _MAX_INDEX)
+    )
+    if rc == -errno.EOPNOTSUPP:
+        return False
+    _check(rc, "punching a hole")
+    return True
 
 
 def written_bitmap_size(file_size: int, chunk_size: int) -> int:

@@ -18,8 +18,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from l2fast.errors import L2fastError
+from l2fast.native import datapath as dp
 from l2fast.transfer.names import display_name, variant_name
 from l2fast.transfer.ranges import ChunkRanges
 from l2fast.transfer.resume import ResumeState, SidecarHeader, chunk_count
@@ -148,6 +150,16 @@ def _held_bytes(held: ChunkRanges, chunk_size: int, size: int) -> int:
     return total
 
 
+#: Holes are punched in whole blocks of this size (a partial block would only be zeroed).
+_HOLE_ALIGN = 4096
+
+
+class _Preallocating(Protocol):
+    """The thread preallocating the rest of a part file (`placement.Preallocation`)."""
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
 class IncomingFile:
     """One file being received; finish with `complete`, `interrupt` or `discard` (as a
     context manager, an exception interrupts it).
@@ -168,8 +180,10 @@ class IncomingFile:
         mode: int,
         mtime_ns: int,
         state: ResumeState | None,
+        preallocation: _Preallocating | None = None,
     ) -> None:
         self.policy = policy
+        self._preallocation = preallocation
         self._parent = parent_fd
         self.components = components
         self.resume = state
@@ -322,20 +336,46 @@ class IncomingFile:
 
     def interrupt(self) -> None:
         """Stop, keeping the part file and its sidecar for a later resume (an unnamed small
-        file just vanishes)."""
+        file just vanishes). The space preallocated for chunks that never arrived is given
+        back: a part file costs the disk what was received, not what was offered (a peer that
+        offers large files and sends nothing must not fill the receive directory for good)."""
         if self.outcome is None:
+            self._stop_preallocating()
             if self.resume is not None:
+                self._give_back_unwritten(self.resume)
                 self.resume.release()
             self._close("kept" if self.resume is not None else "dropped")
 
     def discard(self) -> None:
         """Stop, deleting the part file and its sidecar."""
         if self.outcome is None:
+            self._stop_preallocating()
             if self.resume is not None:
                 self.resume.remove()
             self._close("discarded")
 
+    def _stop_preallocating(self) -> None:
+        preallocation, self._preallocation = self._preallocation, None
+        if preallocation is not None:
+            preallocation.stop()
+
+    def _give_back_unwritten(self, resume: ResumeState) -> None:
+        """Punch holes where no chunk was written (best effort: the part is good without)."""
+        for start, end in resume.held().gaps(0, self.n_chunks):
+            lo = -(-start * self.chunk_size // _HOLE_ALIGN) * _HOLE_ALIGN
+            hi = min(end * self.chunk_size, self.size)
+            if hi < self.size:
+                hi = hi // _HOLE_ALIGN * _HOLE_ALIGN
+            if hi <= lo:
+                continue
+            try:
+                if not dp.punch_hole(self.fd, lo, hi - lo):
+                    return  # the file system cannot: nothing more to try
+            except L2fastError:
+                return
+
     def _close(self, outcome: str) -> None:
+        self._stop_preallocating()
         self.outcome = outcome
         os.close(self.fd)
         os.close(self._parent)

@@ -340,13 +340,16 @@ class ReceiveDir:
         parent = self._open_dir(components[:-1], create=True)
         try:
             state: ResumeState | None = None
+            preallocation = None
             fd = self._open_unnamed(parent, size)
             if fd < 0:
-                state, fd = self._open_part(parent, components[-1], expected)
+                state, fd, preallocation = self._open_part(parent, components[-1], expected)
         except BaseException:
             os.close(parent)
             raise
-        return IncomingFile(self.policy, parent, components, expected, fd, mode, mtime_ns, state)
+        return IncomingFile(
+            self.policy, parent, components, expected, fd, mode, mtime_ns, state, preallocation
+        )
 
     def _open_unnamed(self, parent: int, size: int) -> int:
         """An unnamed file (O_TMPFILE) for a small file, or -1 to use a part file instead."""
@@ -368,8 +371,9 @@ class ReceiveDir:
 
     def _open_part(
         self, parent: int, leaf: str, expected: SidecarHeader
-    ) -> tuple[ResumeState, int]:
-        """Find the slot for `leaf`'s part file: a resumable one, or the first free one."""
+    ) -> tuple[ResumeState, int, Preallocation | None]:
+        """Find the slot for `leaf`'s part file: a resumable one, or the first free one (with
+        the thread preallocating the rest of it, if any)."""
         for n in range(MAX_NAME_ATTEMPTS):
             part = part_name(leaf, n)
             found = open_sidecar(parent, part, expected)
@@ -378,7 +382,7 @@ class ReceiveDir:
             if found.state is not None:
                 part_fd = self._reopen_part(parent, found.state)
                 if part_fd >= 0:
-                    return found.state, part_fd
+                    return found.state, part_fd, None
             if _exists(parent, part):
                 continue  # a part file without a sidecar is not ours: leave it alone
             self.check_space(expected.size)
@@ -395,12 +399,12 @@ class ReceiveDir:
                 state.finish()
                 raise
             try:
-                self._size_part(part_fd, expected.size)
+                preallocation = self._size_part(part_fd, expected.size)
             except BaseException:
                 os.close(part_fd)
                 state.remove()
                 raise
-            return state, part_fd
+            return state, part_fd, preallocation
         raise PlacementError(
             f"no free name for the part file of {display_name(leaf)} after "
             f"{MAX_NAME_ATTEMPTS} tries",
@@ -432,7 +436,7 @@ class ReceiveDir:
             raise
         return fd
 
-    def _size_part(self, fd: int, size: int) -> None:
+    def _size_part(self, fd: int, size: int) -> Preallocation | None:
         """Cut the new part file to the declared size, and preallocate it when asked.
 
         Only the first `PREALLOCATE_AHEAD` bytes are allocated before the offer is accepted;
@@ -445,7 +449,7 @@ class ReceiveDir:
         """
         os.ftruncate(fd, size)
         if not (self.policy.preallocate and size):
-            return
+            return None
         first = min(size, PREALLOCATE_AHEAD)
         try:
             os.posix_fallocate(fd, 0, first)
@@ -454,25 +458,38 @@ class ReceiveDir:
                 raise NoSpace(f"not enough space for {size} bytes") from None
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
-            return
-        if first < size:
-            dup = os.dup(fd)
-            threading.Thread(
-                target=_preallocate_rest, args=(dup, first, size), name="l2f-fallocate",
-                daemon=True,
-            ).start()  # fmt: skip
+            return None
+        return Preallocation(os.dup(fd), first, size) if first < size else None
 
 
-def _preallocate_rest(fd: int, start: int, size: int) -> None:
+class Preallocation:
+    """The thread that preallocates the rest of a part file; `stop()` ends it after its slice."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=_preallocate_rest, args=(fd, start, size, self._stopped), name="l2f-fallocate",
+            daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop allocating and wait (at most `timeout` s) for the slice in progress."""
+        self._stopped.set()
+        self._thread.join(timeout)
+
+
+def _preallocate_rest(fd: int, start: int, size: int, stopped: threading.Event) -> None:
     """Allocate bytes [start, size) of a part file in slices, then close `fd` (a duplicate).
 
-    Stops early when the file was removed meanwhile (an abandoned or failed transfer) or when
-    fallocate fails: a write that then lacks space reports it itself.
+    Stops early when told to (the transfer stopped: see `IncomingFile.interrupt`), when the file
+    was removed meanwhile (an abandoned or failed transfer) or when fallocate fails: a write
+    that then lacks space reports it itself.
     """
     name_this_thread("l2f-fallocate")
     try:
         pos = start
-        while pos < size and os.fstat(fd).st_nlink:
+        while pos < size and not stopped.is_set() and os.fstat(fd).st_nlink:
             n = min(PREALLOCATE_SLICE, size - pos)
             os.posix_fallocate(fd, pos, n)
             pos += n

@@ -348,6 +348,40 @@ def test_another_peers_part_is_not_resumed(recv: ReceiveDir) -> None:
     assert (Path(recv.path) / "x.bin").read_bytes() == data
 
 
+def test_an_interrupted_part_gives_back_the_space_of_what_never_arrived(tmp_path: Path) -> None:
+    # A part file is preallocated whole (its first 64 MiB at once, the rest by a thread) so
+    # that writes into it are cheap; kept for a resume after an interruption, it used to keep
+    # all of that space too: a peer offering large files and sending nothing filled the disk
+    # for good (found by a hostile-peer review). Now it keeps the blocks of what was written.
+    chunk = 1 << 20
+    size = 100 * chunk + 123  # past the first 64 MiB: the thread preallocates the rest
+    with ReceiveDir(tmp_path, PlacementPolicy(resume_min_bytes=0)) as rd:
+        f = rd.receive_file(
+            "big.bin", size=size, chunk_size=chunk, first_chunk=0, mode=0o644, mtime_ns=MTIME,
+            digest=int(Digest.SHA256),
+        )  # fmt: skip
+        part = tmp_path / "big.bin.part"
+        assert part.stat().st_blocks * 512 >= 64 * chunk  # preallocated
+        data = os.urandom(chunk)
+        written = [0, 1, 2, 50]
+        for k in written:
+            f.write_chunk(k, data)
+        f.interrupt()
+        used = part.stat().st_blocks * 512
+        assert used < (len(written) + 1) * chunk, used
+        assert part.stat().st_size == size
+        # What was written is still there, and resumes.
+        g = rd.receive_file(
+            "big.bin", size=size, chunk_size=chunk, first_chunk=0, mode=0o644, mtime_ns=MTIME,
+            digest=int(Digest.SHA256),
+        )  # fmt: skip
+        assert g.held == ChunkRanges([(0, 3), (50, 51)])
+        with part.open("rb") as fh:
+            fh.seek(50 * chunk)
+            assert fh.read(chunk) == data
+        g.interrupt()
+
+
 def test_too_large_and_bad_sizes(tmp_path: Path) -> None:
     with ReceiveDir(tmp_path, PlacementPolicy(max_file_bytes=10)) as rd:
         with pytest.raises(PlacementError) as info:

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ from l2fast.transfer import receiver_proc
 from l2fast.wire.constants import Features
 from tests.fake_wire import FakeHub
 from tests.service_harness import make_runner
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    h = FakeHub()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_a_descriptor_handler_that_raises_is_counted_and_the_loop_goes_on(hub: FakeHub) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from l2fast.wire.constants import Digest, ErrorCode, FileKind
 from l2fast.wire.frames_transfer import FileAccept, FileEnd, FileHeld, FileOffer, FileReject
 from tests.fake_wire import FakeHub
 from tests.service_harness import Nodes, pump
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    h = FakeHub()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def make(hub: FakeHub, tmp_path: Path, accept: str) -> Nodes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,6 +14,7 @@ from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, FrameType
 from l2fast.wire.frames import Chat, Hello, encode_payload
 from tests.fake_wire import FakeHub, FakeSocket
+from tests.service_harness import pump
 
 
 def make_runner(hub: FakeHub, index: int, name: str) -> tuple[NodeRunner, list[Event]]:
@@ -24,25 +24,6 @@ def make_runner(hub: FakeHub, index: int, name: str) -> tuple[NodeRunner, list[E
     events: list[Event] = []
     runner.subscribe(events.append)
     return runner, events
-
-
-def pump(runners: list[NodeRunner], until: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Turn every runner's loop until `until()` holds; False after `timeout` s."""
-    deadline = runners[0].clock() + timeout
-    while not until():
-        if runners[0].clock() > deadline:
-            return False
-        for runner in runners:
-            runner.step(0.001)
-    return True
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    """A fake segment whose sockets are closed after the test."""
-    segment = FakeHub()
-    yield segment
-    segment.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ answered first (found by a review: without a daemon, `l2fast chat dup hi` with t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ class Inbox:
     def send(self, obj: dict[str, Any]) -> bool:
         self.replies.append(obj)
         return True
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    h = FakeHub()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def one_shot(hub: FakeHub, tmp_path: Path) -> tuple[NodeRunner, NodeService]:

@@ -24,8 +24,9 @@ from l2fast.daemon.control import (
     DaemonNotRunning,
     check_reply,
     control_address,
+    running_daemons,
 )
-from l2fast.daemon.interfaces import choose_interface
+from l2fast.daemon.interfaces import NoInterface, choose_interface
 from l2fast.daemon.runner import NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
@@ -294,6 +295,19 @@ class LocalClient(NodeClient):
             self.runner.close()
 
 
+def interface_of_node(interface: str | None) -> str:
+    """`interface`, else the only interface that is up, else the interface of the only daemon
+    running here: a daemon keeps serving `status` while its link is down, and with several
+    links up the one a daemon serves is the one meant."""
+    try:
+        return choose_interface(interface)
+    except NoInterface:
+        daemons = running_daemons()
+        if interface is None and len(daemons) == 1:
+            return daemons[0]
+        raise
+
+
 def connect(
     interface: str | None, *, local_ok: bool, name: str | None = None, timeout: float = 10.0
 ) -> NodeClient:
@@ -303,7 +317,7 @@ def connect(
     DaemonNotRunning. A daemon that refuses this user raises ControlRefused (no fallback: the
     user asked that node, and it said no).
     """
-    ifname = choose_interface(interface)
+    ifname = interface_of_node(interface)
     try:
         control = ControlClient(control_address(ifname), timeout=timeout)
     except DaemonNotRunning:

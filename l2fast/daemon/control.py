@@ -28,6 +28,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from l2fast import __version__
@@ -56,6 +57,22 @@ class ControlRefused(L2fastError):
 def control_address(ifname: str, path: str | None = None) -> str:
     """The control socket address for the daemon on `ifname` (abstract unless `path`)."""
     return path if path else f"\0l2fast/{ifname}"
+
+
+def running_daemons(table: str = "/proc/net/unix") -> list[str]:
+    """Interfaces whose daemon listens on its abstract control socket in this network
+    namespace (`/proc/net/unix` lists a namespace's own sockets), sorted."""
+    try:
+        lines = Path(table).read_text().splitlines()[1:]
+    except OSError:
+        return []
+    found = set()
+    for line in lines:
+        fields = line.split()
+        # Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is a listening socket.
+        if len(fields) >= 8 and fields[7].startswith("@l2fast/") and int(fields[3], 16) & 0x10000:
+            found.add(fields[7][len("@l2fast/") :])
+    return sorted(found)
 
 
 def describe_address(address: str) -> str:

@@ -22,7 +22,8 @@ import pytest
 
 from l2fast import cli
 from l2fast.commands.chat import INTERACTIVE_HELP, InteractiveChat
-from l2fast.daemon.control import MessageBuffer, control_address, encode_message
+from l2fast.daemon import client
+from l2fast.daemon.control import MessageBuffer, control_address, encode_message, running_daemons
 from l2fast.daemon.interfaces import NoInterface, choose_interface
 from l2fast.errors import UnknownInterface
 from l2fast.native import InterfaceInfo
@@ -425,3 +426,36 @@ def test_discover_help_documents_the_exit_status() -> None:
     assert "exits 0 when at least one node answered, 1 when none did" in " ".join(
         result.stdout.split()
     )
+
+
+UNIX_TABLE = """\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 2276219 @l2fast/eth3
+0000000000000000: 00000003 00000000 00000000 0001 03 2276230 @l2fast/eth3
+0000000000000000: 00000002 00000000 00010000 0001 01 2276231 /run/other.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 2276232 @l2fast-lab/x
+"""
+
+
+def test_running_daemons_are_the_listening_l2fast_sockets(tmp_path: Path) -> None:
+    table = tmp_path / "unix"
+    table.write_text(UNIX_TABLE)
+    assert running_daemons(str(table)) == ["eth3"]  # a connected client is not a daemon
+    assert running_daemons(str(tmp_path / "missing")) == []
+
+
+def test_with_no_interface_up_the_only_daemon_is_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `l2fast status` while the daemon's link is down (found by a review): the daemon still
+    # serves it, so the client should find it rather than say no interface is up.
+    def nothing_up(requested: str | None) -> str:
+        if requested:
+            return requested
+        raise NoInterface("no network interface is up (besides loopback)")
+
+    monkeypatch.setattr(client, "choose_interface", nothing_up)
+    monkeypatch.setattr(client, "running_daemons", lambda: ["eth3"])
+    assert client.interface_of_node(None) == "eth3"
+    assert client.interface_of_node("eth9") == "eth9"
+    monkeypatch.setattr(client, "running_daemons", lambda: ["eth3", "eth4"])
+    with pytest.raises(NoInterface):
+        client.interface_of_node(None)

@@ -443,7 +443,8 @@ class Session:
         self._send_probe(now)
 
     def _on_error(self, body: Error, now: float) -> None:
-        name = error_name(body.code)
+        # Code 0 is `ok`, which no ERROR can mean: say what arrived rather than "with ok".
+        name = error_name(body.code) if body.code else "an ERROR of code 0 (no error code)"
         # The text is the peer's: repr() keeps terminal escapes in it from doing anything.
         detail = f" ({body.text!r})" if body.text else ""
         error = RemoteProtocolError(

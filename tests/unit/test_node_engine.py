@@ -349,6 +349,16 @@ def test_forged_error_from_a_stranger_does_not_touch_the_session() -> None:
     assert a.drops["unknown_session"] == 1
 
 
+def test_an_error_of_code_zero_is_not_reported_as_ok() -> None:
+    lan, a, b = pair()
+    sid = a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: lan.has(a, SessionOpened), timeout=1)
+    a.receive_frame(Frame(a.mac, b.mac, sid, 0, Error(code=0)), lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=1)
+    (failed,) = lan.of(a, SessionFailed)
+    assert "code 0" in failed.error.message and "with ok" not in failed.error.message
+
+
 def test_status_snapshots() -> None:
     lan, a, b = pair()
     sid = a.open_session(b.mac, lan.now)

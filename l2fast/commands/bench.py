@@ -48,8 +48,12 @@ what arrived: the ceiling of the link for l2fast's frame size.
 
 -R asks the peer's node to send bench streams back (a zero-size bench offer named
 `bench/reverse` carrying the duration; docs/PROTOCOL.md §FILE_OFFER) and measures them as
-they arrive here: Gbit/s, frames/s, kernel drops and this node's receive CPU; the sender's
-retransmissions and CPU stay on the peer (null here; its daemon logs its own summary).
+they arrive here: Gbit/s, frames/s, kernel drops and this node's receive CPU. The sender's
+retransmissions and CPU are null in the intervals; the summary has them from the peer's
+FILE_RESULT once its run ended.
+
+Ctrl-C prints the summary of the intervals measured so far (with --json, `"interrupted": true`)
+and exits 130, as iperf3 does.
 """
 
 #: Seconds without any message from the node before the command gives up (beyond -t).
@@ -74,10 +78,30 @@ def run(args: argparse.Namespace) -> int:
     }
     final: dict[str, Any] = {}
     quiet = args.json or args.json_stream
+    intervals: list[dict[str, Any]] = []
+    try:
+        _stream(args, request, quiet, intervals, final)
+    except KeyboardInterrupt:
+        # As iperf3 does on Ctrl-C: the summary of the intervals measured so far.
+        if args.raw or not intervals:
+            raise
+        _report(args, {"intervals": intervals, "end": _partial(intervals)}, interrupted=True)
+        return 130
+    return _report(args, final)
+
+
+def _stream(
+    args: argparse.Namespace,
+    request: dict[str, Any],
+    quiet: bool,
+    intervals: list[dict[str, Any]],
+    final: dict[str, Any],
+) -> None:
+    """Ask the node for the run; print (or collect) its intervals; `final` gets the summary."""
     with connect(args.interface, local_ok=True, name=args.name) as client:
         for msg in client.stream(request, SILENCE_S + args.time):
             if msg.get("done"):
-                final = msg
+                final.update(msg)
                 break
             if msg.get("event") == "start" and not quiet and args.raw:
                 print(f"raw blast to {args.peer}: MTU {msg.get('mtu')}")
@@ -89,18 +113,28 @@ def run(args: argparse.Namespace) -> int:
                 print(_HEADER)
             elif msg.get("event") == "interval":
                 rep = _clean(msg)
+                intervals.append(rep)
                 if args.json_stream:
                     print(json.dumps({"event": "interval", "data": rep}), flush=True)
                 elif not args.json:
                     print(_raw_line(rep) if args.raw else _line(rep), flush=True)
-    ok = bool(final.get("success"))
+
+
+def _report(args: argparse.Namespace, final: dict[str, Any], interrupted: bool = False) -> int:
+    """Print the run's result (text, --json or --json-stream's end); the exit status."""
+    ok = bool(final.get("success")) or interrupted
     result = _result(args, final)
+    if interrupted:
+        result["interrupted"] = True
     if args.json_stream:
         print(json.dumps({"event": "end", "data": result}), flush=True)
     elif args.json:
         print(json.dumps(result, indent=2))
     elif ok and args.raw:
         print(_raw_summary(result))
+    elif interrupted:
+        print(_SEP)
+        print(_line(result["end"], summary=True) + " interrupted")
     elif ok:
         print(_SEP)
         print(_line(result["end"], summary=True))
@@ -108,6 +142,31 @@ def run(args: argparse.Namespace) -> int:
     if not ok:
         print(f"l2fast: error: {final.get('error') or 'the bench failed'}", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _partial(intervals: list[dict[str, Any]]) -> dict[str, Any]:
+    """A summary of the intervals received (an interrupted run has no summary of the node's)."""
+    seconds = sum(float(r.get("seconds", 0.0)) for r in intervals)
+    n_bytes = sum(int(r.get("bytes", 0)) for r in intervals)
+
+    def weighted(key: str) -> float | None:
+        values = [(r.get(key), float(r.get("seconds", 0.0))) for r in intervals]
+        if not seconds or any(v is None for v, _ in values):
+            return None
+        return round(sum(float(v) * w for v, w in values if v is not None) / seconds, 1)
+
+    return {
+        "start": intervals[0].get("start", 0.0),
+        "end": intervals[-1].get("end", 0.0),
+        "seconds": round(seconds, 3),
+        "bytes": n_bytes,
+        "gbit_per_s": round(n_bytes * 8 / seconds / 1e9, 3) if seconds else 0.0,
+        "frames_per_s": round(weighted("frames_per_s") or 0),
+        "retransmits": _total(intervals, "retransmits"),
+        "kernel_drops": _total(intervals, "kernel_drops"),
+        "sender_cpu_pct": weighted("sender_cpu_pct"),
+        "receiver_cpu_pct": weighted("receiver_cpu_pct"),
+    }
 
 
 def _clean(msg: dict[str, Any]) -> dict[str, Any]:
@@ -206,3 +265,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_node_arguments(parser, one_shot=True, interface_flag="-I")
     parser.set_defaults(handler=run)
+
+
+def _total(intervals: list[dict[str, Any]], key: str) -> int | None:
+    """The sum of `key` over the intervals; None when one of them did not know it (-R)."""
+    values = [r.get(key) for r in intervals]
+    if any(v is None for v in values):
+        return None
+    return sum(int(v) for v in values if v is not None)

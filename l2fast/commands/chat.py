@@ -31,6 +31,8 @@ PEER is a MAC or a name from `l2fast discover`. A peer that does not answer make
 fail after a bounded time (about 10 s) with the reason. Without a daemon on the interface,
 sending runs a node of its own for the command's duration (root or CAP_NET_RAW needed);
 --history needs the daemon. Text from peers is shown with control characters escaped.
+Interactive chat exits 1 when a message it sent was not delivered (lines piped in from a
+script), else 0.
 """
 
 #: How long one send may take in all: finding the peer, the handshake, the engine's give-up,
@@ -167,6 +169,9 @@ class InteractiveChat:
         # Names and MACs of the peers in the node's table when last read (run() reads it first);
         # None: not read, so /to cannot check a name.
         self.known: set[str] | None = None
+        #: Messages that were not delivered: a script piping lines in learns it from the exit
+        #: status (1), as from `l2fast chat PEER TEXT`.
+        self.undelivered = 0
 
     def say(self, line: str) -> None:
         """Print one line at once (output may be a pipe)."""
@@ -264,6 +269,8 @@ class InteractiveChat:
         if op == "lookup":
             self._on_lookup(msg, label)
         elif not msg.get("ok"):
+            if op in ("chat", "chat_all"):
+                self.undelivered += 1
             self.say(f"[not delivered to {escape_text(label)}: {msg.get('error')}]")
         elif op == "peers":
             self.learn(msg["peers"])
@@ -271,6 +278,8 @@ class InteractiveChat:
             for row in table:
                 self.say(row)
         elif op == "chat_all":
+            if not all(r["delivered"] for r in msg["results"]):
+                self.undelivered += 1
             for line in result_lines(msg["results"]) or ["nobody to deliver to"]:
                 self.say(f"[{line}]")
         else:
@@ -310,7 +319,7 @@ class InteractiveChat:
                 return 1
             for msg in self.client.poll(0.5):
                 self.on_message(msg)
-        return 0
+        return 1 if self.undelivered else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import subprocess
 import sys
@@ -459,3 +460,51 @@ def test_with_no_interface_up_the_only_daemon_is_the_node(monkeypatch: pytest.Mo
     monkeypatch.setattr(client, "running_daemons", lambda: ["eth3", "eth4"])
     with pytest.raises(NoInterface):
         client.interface_of_node(None)
+
+
+class ScriptedClient(RecordingClient):
+    """A RecordingClient whose node answers every chat of the interactive loop's run: the
+    first one delivered, the others not."""
+
+    def __init__(self, fail: bool) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if request["op"] == "watch":
+            return {"ok": True, "interface": "eth0", "name": "me", "mac": "02:00:00:00:00:01"}
+        return {"ok": True, "peers": [H2]}
+
+    def add_reader(self, fd: int, callback: Any) -> None:
+        self.on_stdin = callback
+
+    def remove_reader(self, fd: int) -> None:
+        pass
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        if not self.sent:
+            self.on_stdin()  # the piped lines arrive
+            return []
+        replies = []
+        for n, request in enumerate(self.sent, start=1):
+            ok = n == 1 or not self.fail
+            replies.append({"id": request["id"], "ok": ok, "error": None if ok else "timeout"})
+        self.sent = []
+        return replies
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_interactive_chat_exits_1_when_a_message_was_not_delivered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fail: bool
+) -> None:
+    # A script piping lines into `l2fast chat h2` learns of a lost message from the exit
+    # status, as it does from `l2fast chat h2 TEXT` (found by a review: it was always 0).
+    r, w = os.pipe()
+    os.write(w, b"first\nsecond\n")
+    os.close(w)
+    with os.fdopen(r) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        chat = InteractiveChat(ScriptedClient(fail), "h2", False)  # type: ignore[arg-type]
+        assert chat.run() == (1 if fail else 0)
+    out = capsys.readouterr().out
+    assert ("[not delivered to h2: timeout]" in out) is fail

@@ -28,6 +28,8 @@ class Check:
     ok: bool
     detail: str
     numbers: dict[str, float] = field(default_factory=dict)
+    #: Not run here (raw sockets without root): not a failure, and not a pass either.
+    skipped: bool = False
 
 
 def check_crc() -> Check:
@@ -152,13 +154,14 @@ def run(args: argparse.Namespace) -> int:
             checks.append(Check("raw sockets", False, f"{exc.message} ({exc.hint or ''})"))
     else:
         checks.append(
-            Check("raw sockets", True, "skipped: not root (needs CAP_NET_RAW); run as root")
+            Check("raw sockets", True, "not root (needs CAP_NET_RAW); run as root", skipped=True)
         )
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
         for check in checks:
-            print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:28}  {check.detail}")
+            label = "skip" if check.skipped else "ok  " if check.ok else "FAIL"
+            print(f"{label}  {check.name:28}  {check.detail}")
     return 0 if all(c.ok for c in checks) else 1
 
 

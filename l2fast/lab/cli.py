@@ -173,7 +173,7 @@ def exec_(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise LabError("no command given", hint="sudo l2fast lab exec h1 -- ip link show eth0")
-    netns.require_root()
+    netns.require_root("exec enters a lab host's network namespace")
     record, ns = netns.resolve_host(args.host, args.name)
     env = dict(os.environ, L2FAST_LAB=record.name, L2FAST_LAB_HOST=ns)
     if record.rate_bps:

@@ -47,17 +47,17 @@ _HOST_RE = re.compile(r"^h(\d+)$")
 
 
 class LabNeedsRoot(NeedsPrivilege):
-    """Namespaces, links and qdiscs can only be made by root."""
+    """Namespaces, links and qdiscs can only be made (and looked into) by root."""
 
-    def __init__(self) -> None:
-        super().__init__("l2fast lab creates network namespaces and links, which needs root")
+    def __init__(self, doing: str = "creates network namespaces and links") -> None:
+        super().__init__(f"l2fast lab {doing}, which needs root")
         self.hint = "run it with sudo: sudo l2fast lab ..."
 
 
-def require_root() -> None:
-    """Raise LabNeedsRoot unless this process is root."""
+def require_root(doing: str = "creates network namespaces and links") -> None:
+    """Raise LabNeedsRoot (saying what needs root: `doing`) unless this process is root."""
     if os.geteuid() != 0:
-        raise LabNeedsRoot()
+        raise LabNeedsRoot(doing)
 
 
 def _ipv6_off(ns: str) -> None:
@@ -196,7 +196,7 @@ def down(name: str) -> bool:
 
     Works from the namespace names alone when the record is missing (e.g. `up` was killed).
     """
-    require_root()
+    require_root("down removes network namespaces and links")
     record = load_record(name)
     existing = iproute.netns_list()
     namespaces = lab_namespaces_in(name, existing)
@@ -283,7 +283,7 @@ def lab_status(name: str) -> dict[str, Any] | None:
 
 def status(name: str | None = None) -> list[dict[str, Any]]:
     """`lab_status` of every lab (or of lab `name` only, raising LabError if it is unknown)."""
-    require_root()
+    require_root("status looks into the lab hosts' network namespaces")
     if name is not None:
         one = lab_status(name)
         if one is None:

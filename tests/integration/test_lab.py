@@ -117,12 +117,16 @@ def test_not_root_gets_one_clear_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    for argv in (["lab", "up", "--name", "x"], ["lab", "status"], ["lab", "down", "--name", "x"]):
+    # Each says what it needs root for (status only reads, but reads inside the namespaces).
+    for argv, doing in (
+        (["lab", "up", "--name", "x"], "creates network namespaces and links"),
+        (["lab", "status"], "status looks into the lab hosts' network namespaces"),
+        (["lab", "down", "--name", "x"], "down removes network namespaces and links"),
+        (["lab", "exec", "h1", "--", "true"], "exec enters a lab host's network namespace"),
+    ):
         assert cli.main(argv) == 77
         err = capsys.readouterr().err.splitlines()
-        assert err[0] == (
-            "l2fast: error: l2fast lab creates network namespaces and links, which needs root"
-        )
+        assert err[0] == f"l2fast: error: l2fast lab {doing}, which needs root"
         assert err[1].startswith("l2fast: hint: run it with sudo")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -178,6 +179,17 @@ def test_daemon_refuses_without_privilege() -> None:
         lines[0] == "l2fast: error: l2fast daemon needs raw Ethernet sockets: root or CAP_NET_RAW"
     )
     assert lines[1].startswith("l2fast: hint: run as root") and len(lines) == 2
+
+
+def test_selftest_without_privilege_says_it_skipped_raw_sockets() -> None:
+    # Not "ok": the raw socket check did not run (found by a review).
+    result = run_cli("selftest", "--json", user=65534 if os.geteuid() == 0 else None)
+    assert result.returncode == 0, result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["raw sockets"]["skipped"] is True
+    assert all(c["ok"] and not c["skipped"] for n, c in checks.items() if n != "raw sockets")
+    text = run_cli("selftest", user=65534 if os.geteuid() == 0 else None)
+    assert any(line.startswith("skip  raw sockets") for line in text.stdout.splitlines())
 
 
 # --- output formats -----------------------------------------------------------------------

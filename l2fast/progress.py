@@ -286,16 +286,19 @@ class JsonProgress:
         digest: str,
         verified: bool,
         idle_s: float = 0.0,
+        rate_bytes: int | None = None,
         **extra: object,
     ) -> dict[str, object]:
         """The final event: `bytes`, `seconds`, `gbit_per_s` (average), `digest`, `verified`.
-        `idle_s` (waiting for a person, say) is left out of `seconds` and the rate."""
+        `idle_s` (waiting for a person, say) is left out of `seconds` and the rate; the rate
+        counts `rate_bytes` (default `n_bytes`: a send rates only what had to cross)."""
         seconds = max(self._clock() - self._start - idle_s, 0.0)
+        rated = n_bytes if rate_bytes is None else rate_bytes
         return self.emit(
             "done",
             seconds=round(seconds, 6),
             bytes=n_bytes,
-            gbit_per_s=round(gbit_per_s(n_bytes, seconds), 6),
+            gbit_per_s=round(gbit_per_s(rated, seconds), 6),
             digest=digest,
             verified=verified,
             **extra,

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS
 from l2fast.daemon.outgoing import raise_fd_limit
 from l2fast.errors import L2fastError
-from l2fast.progress import JsonProgress, ProgressLine, format_bytes, gbit_per_s
+from l2fast.progress import JsonProgress, ProgressLine, format_bytes
 from l2fast.transfer.names import display_name
 from l2fast.transfer.tree import NOT_FOLLOWED, SkippedEntry, TreePlan, open_entry, plan_tree
 from l2fast.wire.constants import FileKind, error_name
@@ -106,7 +105,6 @@ def _send(
     label = os.path.basename(os.path.normpath(args.path))
     line = ProgressLine(total, label=label, quiet=args.quiet or args.json)
     js = JsonProgress() if args.json else None
-    started = time.monotonic()
     final: dict[str, Any] = {}
     with connect(args.interface, local_ok=True, name=args.name) as client:
         # The descriptors travel with the request; the node owns its copies from then on.
@@ -138,16 +136,13 @@ def _send(
     sent = int(final.get("bytes_sent", 0))
     line.finish(sent)
     if js is not None:
-        # Not js.final: it rates `bytes`, the whole size, where only bytes_sent crossed.
         held_s = float(final.get("held_seconds", 0.0))
-        seconds = max(time.monotonic() - started - held_s, 0.0)
-        js.emit(
-            "done",
-            seconds=round(seconds, 6),
-            bytes=int(final.get("bytes", 0)),
-            gbit_per_s=round(gbit_per_s(sent, seconds), 6),
+        js.final(
+            n_bytes=int(final.get("bytes", 0)),
             digest=str(final.get("digest") or ""),
             verified=ok,
+            idle_s=held_s,
+            rate_bytes=sent,
             files=plan.n_files,
             directories=plan.n_dirs,
             bytes_sent=sent,
@@ -155,7 +150,7 @@ def _send(
             retransmitted_frames=final.get("retransmitted_frames", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             files_present=final.get("files_present", 0),
-            held_seconds=final.get("held_seconds", 0.0),
+            held_seconds=held_s,
             skipped=[{"path": s.path, "reason": s.reason} for s in plan.skipped],
             results=final["files"],
             **({"error": final["error"]} if final.get("error") else {}),

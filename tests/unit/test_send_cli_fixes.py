@@ -5,6 +5,7 @@ script can trust. The node is a fake that answers the request the way the daemon
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import pytest
 from l2fast import cli
 from l2fast.commands import send
 from l2fast.commands.send import RESUME_HINT, _skipped_line, _summary
+from l2fast.progress import JsonProgress
 from l2fast.transfer.tree import NOT_FOLLOWED, SkippedEntry, TreeError, open_entry, plan_tree
 from l2fast.wire.constants import ErrorCode, FileKind
 
@@ -310,8 +312,8 @@ def test_json_rate_is_of_the_bytes_sent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "f").write_bytes(b"x" * 100)
-    clock = iter([10.0, 12.0])  # the command took 2 s
-    monkeypatch.setattr(send.time, "monotonic", lambda: next(clock))
+    clock = itertools.chain([10.0], itertools.repeat(12.0))  # the command took 2 s
+    monkeypatch.setattr(send, "JsonProgress", lambda: JsonProgress(clock=lambda: next(clock)))
     node(lambda r: verified(r, bytes=1_000_000_000, bytes_sent=250_000_000))
     assert cli.main(["send", "h2", str(tmp_path / "f"), "--json"]) == 0
     done = json.loads(capsys.readouterr().out.splitlines()[-1])

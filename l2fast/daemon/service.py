@@ -53,7 +53,6 @@ from l2fast.node.events import (
 )
 from l2fast.node.session import SessionInfo
 from l2fast.node.states import SessionState
-from l2fast.transfer.protocol_incoming import IncomingTransfer
 from l2fast.wire.constants import Caps, Digest
 
 __all__ = ["DROP_REASONS", "TRANSFER_DROP_REASONS", "NodeService", "Replier"]
@@ -163,11 +162,6 @@ class NodeService:
         #: File transfers (sending, and receiving under the `accept` policy).
         self.transfers = Transfers(runner, recv_dir=recv_dir, accept=accept)
         self._fd_stash: dict[int, list[int]] = {}
-        #: What the receiving transfers of ended sessions refused: frames by reason, and
-        #: `chunks_refused` (Transfers forgets a session's receiving job when it ends).
-        self._ended_refusals: Counter[str] = Counter()
-        # Subscribed before Transfers, so the ending session's job is still there to read.
-        runner.subscribe(self._keep_refusals)
         runner.subscribe(self.transfers.on_event)
 
     # --- formats ---------------------------------------------------------------------------
@@ -217,7 +211,7 @@ class NodeService:
         pooled = runner.receive_sockets
         idle = pooled.idle_frames if pooled is not None else 0
         drops["between_files"] += idle
-        refusals = self._transfer_refusals()
+        refusals = self.transfers.refusals()
         chunks_refused = refusals.pop("chunks_refused", 0)
         transfer_drops = Counter(dict.fromkeys(TRANSFER_DROP_REASONS, 0))
         transfer_drops.update(refusals)
@@ -274,22 +268,7 @@ class NodeService:
             out.update(self._info())
         return out
 
-    def _transfer_refusals(self) -> Counter[str]:
-        """What receiving transfers refused, ended sessions included: frames by reason, and
-        `chunks_refused`."""
-        total = Counter(self._ended_refusals)
-        for job in self.transfers.incoming.values():
-            total.update(_refusals_of(job.incoming))
-        return total
-
     # --- events ------------------------------------------------------------------------------
-
-    def _keep_refusals(self, ev: Event) -> None:
-        # Runs before Transfers.on_event, which drops the session's receiving job on this event.
-        if isinstance(ev, SessionClosed | SessionFailed):
-            job = self.transfers.incoming.get(ev.session)
-            if job is not None:
-                self._ended_refusals.update(_refusals_of(job.incoming))
 
     def _on_event(self, ev: Event) -> None:
         if isinstance(ev, ChatReceived):
@@ -736,13 +715,6 @@ class NodeService:
         "accept": _op_decide,
         "reject": _op_decide,
     }
-
-
-def _refusals_of(incoming: IncomingTransfer) -> Counter[str]:
-    """One receiving transfer's refused frames by reason, and its `chunks_refused`."""
-    out = Counter(incoming.drops)
-    out["chunks_refused"] += incoming.chunks_refused
-    return out
 
 
 def _number(request: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:

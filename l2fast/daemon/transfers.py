@@ -98,6 +98,13 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # ------------------------------------------------------------------------------- receiving
 
 
+def _refusals_of(incoming: IncomingTransfer) -> Counter[str]:
+    """One receiving transfer's refused frames by reason, and its `chunks_refused`."""
+    out = Counter(incoming.drops)
+    out["chunks_refused"] += incoming.chunks_refused
+    return out
+
+
 def _under(path: str, folder: str) -> bool:
     """Whether `path` lies below `folder` (component by component: `a/bc` is not in `a/b`)."""
     return path.startswith(folder + "/")
@@ -169,6 +176,8 @@ class Transfers:
         #: Offers this daemon refused for its own load (`offers_refused_busy`) or failed to
         #: set up (`offers_failed_io`); shown by `l2fast status`.
         self.counters: Counter[str] = Counter()
+        #: What the receiving transfers of ended sessions refused (see `refusals`).
+        self._ended_refusals: Counter[str] = Counter()
         self._raw_counts = 0  # raw blasts being counted
         self._reverse_peers: set[bytes] = set()  # peers a bench run is being sent back to
         self._recv: ReceiveDir | None = None
@@ -849,7 +858,16 @@ class Transfers:
             else:
                 f.discard()
 
+    def refusals(self) -> Counter[str]:
+        """What the receiving transfers refused, ended sessions included: frames by reason
+        (`IncomingTransfer.drops`), and `chunks_refused`."""
+        total = Counter(self._ended_refusals)
+        for inc in self.incoming.values():
+            total.update(_refusals_of(inc.incoming))
+        return total
+
     def _end_incoming(self, inc: IncomingJob, error: Any) -> None:
+        self._ended_refusals.update(_refusals_of(inc.incoming))  # the job is forgotten now
         now = self.runner.now()
         self._stop_small(inc)
         self._stop_bench(inc)

@@ -7,6 +7,7 @@ stops the daemons and removes the lab. Every wait has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -86,6 +87,18 @@ class SendLab(NodeLab):
         return subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
         )
+
+    @contextlib.contextmanager
+    def sending(self, host: str, peer: str, path: Path) -> Iterator[subprocess.Popen[str]]:
+        """`send_bg`, killed on the way out if it still runs (a failed check in the block
+        must not leave a send behind)."""
+        sender = self.send_bg(host, peer, path)
+        try:
+            yield sender
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+                sender.communicate()
 
 
 @pytest.fixture
@@ -262,8 +275,7 @@ def test_receiver_killed_then_resumed(make_lab: Any, tmp_path: Path) -> None:
     lab = make_lab(mtu=1500)
     rx = lab.daemon("h2")
     src = make_file(tmp_path / "resume.bin", 512 * MIB, 9)
-    sender = lab.send_bg("h1", "h2", src)
-    try:
+    with lab.sending("h1", "h2", src) as sender:
         sidecar = rx / "resume.bin.part.l2fast"
         assert wait_until(sidecar.exists, 30, 0.01), lab.log_tail("h2")
         time.sleep(0.4)
@@ -271,10 +283,6 @@ def test_receiver_killed_then_resumed(make_lab: Any, tmp_path: Path) -> None:
         lab.daemons.pop("h2").wait(10)
         sender.communicate(timeout=60)
         assert sender.returncode != 0
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.communicate()
     assert not (rx / "resume.bin").exists()  # nothing partial at the final name
     assert (rx / "resume.bin.part").exists()
     lab.daemon("h2")
@@ -390,10 +398,9 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
     lab = make_lab(mtu=1500)
     rx = lab.daemon("h2")
     src = make_file(tmp_path / "w.bin", 512 * MIB, 4)
-    sender = lab.send_bg("h1", "h2", src)
     daemon = lab.daemons["h2"].pid
     writers: list[int] = []
-    try:
+    with lab.sending("h1", "h2", src) as sender:
 
         def writers_running() -> bool:
             writers[:] = [w for r in _children(daemon) for w in _children(r)]
@@ -410,10 +417,6 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
         ), [_comm(p) for p in (receiver, *writers)]
         os.kill(writers[0], signal.SIGKILL)
         _, err = sender.communicate(timeout=60)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.communicate()
     assert sender.returncode == 1 and "io_error" in err, err
     # The receiver's reason reaches the sender in its FILE_RESULT, not only the code.
     assert "writer process died" in err, err
@@ -435,10 +438,9 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
     lab = make_lab(mtu=1500)
     rx = lab.daemon("h2")
     src = make_file(tmp_path / "stall.bin", 512 * MIB, 5)
-    sender = lab.send_bg("h1", "h2", src)
     daemon = lab.daemons["h2"].pid
     receivers: list[int] = []
-    try:
+    with lab.sending("h1", "h2", src) as sender:
 
         def receiving() -> bool:
             receivers[:] = [r for r in _children(daemon) if _comm(r) == "l2f-rx"]
@@ -453,10 +455,6 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
         finally:
             os.kill(receiver, signal.SIGCONT)
         out, err = sender.communicate(timeout=SEND_TIMEOUT)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.communicate()
     assert sender.returncode == 0, err + lab.log_tail("h2")
     event = final_event(out)
     assert event["verified"] is True and event["bytes"] == 512 * MIB
@@ -545,9 +543,8 @@ def test_small_file_process_death_fails_only_its_file(make_lab: Any, tmp_path: P
     top.mkdir()
     for i in range(1500):
         (top / f"f{i:04d}").write_bytes(os.urandom(4096))
-    sender = lab.send_bg("h1", "h2", top)
     daemon = lab.daemons["h2"].pid
-    try:
+    with lab.sending("h1", "h2", top) as sender:
         victims: list[int] = []
 
         def receiving() -> bool:
@@ -557,10 +554,6 @@ def test_small_file_process_death_fails_only_its_file(make_lab: Any, tmp_path: P
         assert wait_until(receiving, 30, 0.005), lab.log_tail("h2")
         os.kill(victims[0], signal.SIGKILL)
         out, err = sender.communicate(timeout=120)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.communicate()
     done = final_event(out)
     failed = [r for r in done["results"] if r.get("error")]
     assert len(failed) <= 1, failed

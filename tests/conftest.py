@@ -7,12 +7,14 @@ and are skipped only when the suite runs as another user, with that reason.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fake_wire import FakeHub
+from tests.service_harness import Nodes
 
 # Timings are noisy on a 2-core machine shared by both ends of every test: hypothesis must judge
 # behaviour, never speed, so no per-example deadline and no "too slow" health check.
@@ -44,3 +46,20 @@ def hub() -> Iterator[FakeHub]:
         yield segment
     finally:
         segment.close()
+
+
+@pytest.fixture
+def make_nodes(hub: FakeHub, tmp_path: Path) -> Iterator[Callable[[str], Nodes]]:
+    """`make_nodes(accept)`: a sender and a receiving NodeService on `hub`
+    (tests/service_harness.py); every receiver's transfers are closed after the test."""
+    made: list[Nodes] = []
+
+    def make(accept: str) -> Nodes:
+        made.append(Nodes(hub, tmp_path, accept=accept))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for nodes in made:
+            nodes.service.transfers.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from l2fast.daemon.runner import NodeRunner
 from l2fast.daemon.service import NodeService
@@ -14,8 +15,10 @@ from l2fast.node.config import NodeConfig
 from l2fast.node.events import ControlReceived, Event, SessionOpened
 from l2fast.node.node import NodeEngine
 from l2fast.node.states import SessionState
-from l2fast.wire.frames_transfer import FileEnd, FileOffer
+from l2fast.wire.frames_transfer import FileAccept, FileEnd, FileHeld, FileOffer, FileReject
 from tests.fake_wire import FakeHub
+
+T = TypeVar("T")
 
 FAST = NodeConfig(handshake_timeout=0.5, ctrl_give_up=1.0, dead_after=1.0)
 
@@ -78,6 +81,16 @@ class Nodes:
             return ended and sid not in self.service.transfers.incoming
 
         assert pump([self.a, self.b], forgotten)
+
+    def answers_of(self, kind: type[T]) -> list[T]:
+        """The control bodies of `kind` that `a` received, in order."""
+        return [b for b in self.answers if isinstance(b, kind)]
+
+    def wait_answers(self, n: int) -> None:
+        """Turn both loops until `a` has had `n` offers answered (accepted, refused or held)."""
+        kinds = (FileAccept, FileReject, FileHeld)
+        done = lambda: sum(isinstance(b, kinds) for b in self.answers) >= n  # noqa: E731
+        assert pump([self.a, self.b], done), self.answers
 
     def status(self) -> dict[str, object]:
         return self.service.status()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -22,12 +22,9 @@ from l2fast.daemon.benchjobs import BENCH_RAW_PATH, BENCH_REVERSE_PATH
 from l2fast.transfer.placement import ReceiveDir
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
 from l2fast.wire.frames_transfer import FileAccept, FileEnd, FileHeld, FileOffer, FileReject
-from tests.fake_wire import FakeHub
 from tests.service_harness import Nodes, pump
 
-
-def make(hub: FakeHub, tmp_path: Path, accept: str) -> Nodes:
-    return Nodes(hub, tmp_path, accept=accept)
+MakeNodes = Callable[[str], Nodes]
 
 
 def empty_file(tid: int) -> FileOffer:
@@ -38,136 +35,107 @@ def bench(tid: int, path: str, size: int = 0) -> FileOffer:
     return FileOffer(tid, int(FileKind.BENCH), int(Digest.SHA256), size, 0, 10**9, 0, 1000, path)
 
 
-def answers(nodes: Nodes, kind: type) -> list:
-    return [b for b in nodes.answers if isinstance(b, kind)]
-
-
-def answered(nodes: Nodes, n: int) -> None:
-    kinds = (FileAccept, FileReject, FileHeld)
-    done = lambda: sum(isinstance(b, kinds) for b in nodes.answers) >= n  # noqa: E731
-    assert pump([nodes.a, nodes.b], done), nodes.answers
-
-
 def busy(nodes: Nodes) -> list[FileReject]:
-    return [r for r in answers(nodes, FileReject) if r.reason == ErrorCode.BUSY]
+    return [r for r in nodes.answers_of(FileReject) if r.reason == ErrorCode.BUSY]
 
 
 def test_open_files_of_one_session_are_bounded(
-    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_nodes: MakeNodes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(transfers_mod, "MAX_OPEN_FILES_PER_SESSION", 6)
-    nodes = make(hub, tmp_path, "all")
-    try:
-        sid = nodes.open()
-        nodes.send(sid, *(empty_file(t) for t in range(1, 11)))
-        answered(nodes, 10)
-        assert len(answers(nodes, FileAccept)) == 6
-        refused = busy(nodes)
-        assert [r.transfer_id for r in refused] == [7, 8, 9, 10]
-        assert "busy" in refused[0].text
-        assert len(nodes.service.transfers.incoming[sid].files) == 6
-        assert nodes.service.status()["counters"]["offers_refused_busy"] == 4
-        # Logged once for the session, not once per offer.
-        assert sum("refusing offers from" in r.getMessage() for r in caplog.records) == 1
-        # A file that ends makes room for the next offer.
-        nodes.send(sid, FileEnd(1, int(Digest.SHA256), hashlib.sha256(b"").digest()))
-        assert pump(
-            [nodes.a, nodes.b], lambda: 1 not in nodes.service.transfers.incoming[sid].files
-        )
-        nodes.send(sid, empty_file(11))
-        answered(nodes, 11)
-        assert answers(nodes, FileAccept)[-1].transfer_id == 11
-    finally:
-        nodes.service.transfers.close()
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    nodes.send(sid, *(empty_file(t) for t in range(1, 11)))
+    nodes.wait_answers(10)
+    assert len(nodes.answers_of(FileAccept)) == 6
+    refused = busy(nodes)
+    assert [r.transfer_id for r in refused] == [7, 8, 9, 10]
+    assert "busy" in refused[0].text
+    assert len(nodes.service.transfers.incoming[sid].files) == 6
+    assert nodes.service.status()["counters"]["offers_refused_busy"] == 4
+    # Logged once for the session, not once per offer.
+    assert sum("refusing offers from" in r.getMessage() for r in caplog.records) == 1
+    # A file that ends makes room for the next offer.
+    nodes.send(sid, FileEnd(1, int(Digest.SHA256), hashlib.sha256(b"").digest()))
+    assert pump([nodes.a, nodes.b], lambda: 1 not in nodes.service.transfers.incoming[sid].files)
+    nodes.send(sid, empty_file(11))
+    nodes.wait_answers(11)
+    assert nodes.answers_of(FileAccept)[-1].transfer_id == 11
 
 
 def test_open_files_of_all_sessions_are_bounded(
-    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_nodes: MakeNodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transfers_mod, "MAX_OPEN_FILES_PER_SESSION", 6)
     monkeypatch.setattr(transfers_mod, "MAX_OPEN_FILES", 8)
-    nodes = make(hub, tmp_path, "all")
-    try:
-        first, second = nodes.open(), nodes.open()
-        nodes.send(first, *(empty_file(t) for t in range(1, 7)))
-        answered(nodes, 6)
-        nodes.send(second, *(empty_file(t) for t in range(1, 5)))
-        answered(nodes, 10)
-        assert len(answers(nodes, FileAccept)) == 8
-        assert len(busy(nodes)) == 2
-        files = [len(job.files) for job in nodes.service.transfers.incoming.values()]
-        assert sorted(files) == [2, 6]
-    finally:
-        nodes.service.transfers.close()
+    nodes = make_nodes("all")
+    first, second = nodes.open(), nodes.open()
+    nodes.send(first, *(empty_file(t) for t in range(1, 7)))
+    nodes.wait_answers(6)
+    nodes.send(second, *(empty_file(t) for t in range(1, 5)))
+    nodes.wait_answers(10)
+    assert len(nodes.answers_of(FileAccept)) == 8
+    assert len(busy(nodes)) == 2
+    files = [len(job.files) for job in nodes.service.transfers.incoming.values()]
+    assert sorted(files) == [2, 6]
 
 
 def test_offers_waiting_for_a_person_are_bounded(
-    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_nodes: MakeNodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transfers_mod, "MAX_PENDING_PER_SESSION", 5)
     monkeypatch.setattr(transfers_mod, "MAX_PENDING", 7)
-    nodes = make(hub, tmp_path, "ask")
-    try:
-        first, second = nodes.open(), nodes.open()
-        nodes.send(first, *(empty_file(t) for t in range(1, 9)))
-        answered(nodes, 8)
-        assert (len(answers(nodes, FileHeld)), len(busy(nodes))) == (5, 3)
-        nodes.send(second, *(empty_file(t) for t in range(1, 5)))
-        answered(nodes, 12)
-        assert (len(answers(nodes, FileHeld)), len(busy(nodes))) == (7, 5)
-        assert len(nodes.service.transfers.inbox()) == 7
-        assert nodes.service.status()["counters"]["offers_refused_busy"] == 5
-    finally:
-        nodes.service.transfers.close()
+    nodes = make_nodes("ask")
+    first, second = nodes.open(), nodes.open()
+    nodes.send(first, *(empty_file(t) for t in range(1, 9)))
+    nodes.wait_answers(8)
+    assert (len(nodes.answers_of(FileHeld)), len(busy(nodes))) == (5, 3)
+    nodes.send(second, *(empty_file(t) for t in range(1, 5)))
+    nodes.wait_answers(12)
+    assert (len(nodes.answers_of(FileHeld)), len(busy(nodes))) == (7, 5)
+    assert len(nodes.service.transfers.inbox()) == 7
+    assert nodes.service.status()["counters"]["offers_refused_busy"] == 5
 
 
 @pytest.mark.parametrize(
     ("err", "code"), [(errno.EMFILE, ErrorCode.IO_ERROR), (errno.ENOSPC, ErrorCode.NO_SPACE)]
 )
 def test_an_offer_whose_file_cannot_be_set_up_is_answered(
-    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, code: ErrorCode
+    make_nodes: MakeNodes, monkeypatch: pytest.MonkeyPatch, err: int, code: ErrorCode
 ) -> None:
     def fails(self: ReceiveDir, offer: FileOffer, peer: bytes = b"") -> None:
         raise OSError(err, "the system says no")
 
-    nodes = make(hub, tmp_path, "all")
-    try:
-        sid = nodes.open()
-        with monkeypatch.context() as m:
-            m.setattr(ReceiveDir, "receive_offer", fails)
-            nodes.send(sid, FileOffer(1, int(FileKind.FILE), 1, 10, 0o644, 0, 0, 1000, "x"))
-            answered(nodes, 1)
-        (reject,) = answers(nodes, FileReject)
-        assert (reject.transfer_id, reject.reason) == (1, code)
-        assert "the system says no" in reject.text
-        assert nodes.service.status()["counters"]["offers_failed_io"] == 1
-        nodes.send(sid, empty_file(2))  # and the daemon goes on
-        answered(nodes, 2)
-        assert answers(nodes, FileAccept)[-1].transfer_id == 2
-    finally:
-        nodes.service.transfers.close()
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    with monkeypatch.context() as m:
+        m.setattr(ReceiveDir, "receive_offer", fails)
+        nodes.send(sid, FileOffer(1, int(FileKind.FILE), 1, 10, 0o644, 0, 0, 1000, "x"))
+        nodes.wait_answers(1)
+    (reject,) = nodes.answers_of(FileReject)
+    assert (reject.transfer_id, reject.reason) == (1, code)
+    assert "the system says no" in reject.text
+    assert nodes.service.status()["counters"]["offers_failed_io"] == 1
+    nodes.send(sid, empty_file(2))  # and the daemon goes on
+    nodes.wait_answers(2)
+    assert nodes.answers_of(FileAccept)[-1].transfer_id == 2
 
 
 def test_bench_work_a_peer_can_start_is_bounded(
-    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_nodes: MakeNodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Bench offers need no person, even under --accept ask: each raw count is a process,
     # each reverse run a session of this node's own, each bench stream a receive process.
     monkeypatch.setattr(transfers_mod, "MAX_BENCH_RECEIVERS", 0)
-    nodes = make(hub, tmp_path, "ask")
-    try:
-        transfers = nodes.service.transfers
-        transfers._raw_counts = transfers_mod.MAX_RAW_COUNTS  # one is being counted
-        transfers._reverse_peers.add(nodes.a.engine.mac)  # a run back to this peer is going on
-        sid = nodes.open()
-        nodes.send(sid, bench(1, BENCH_RAW_PATH), bench(2, BENCH_REVERSE_PATH))
-        nodes.send(sid, bench(3, "bench/0", size=1 << 20))
-        answered(nodes, 3)
-        texts = {r.transfer_id: r.text for r in busy(nodes)}
-        assert set(texts) == {1, 2, 3}
-        assert (
-            "raw blast" in texts[1] and "to this peer" in texts[2] and "bench streams" in texts[3]
-        )
-        assert not answers(nodes, FileAccept)
-    finally:
-        nodes.service.transfers.close()
+    nodes = make_nodes("ask")
+    transfers = nodes.service.transfers
+    transfers._raw_counts = transfers_mod.MAX_RAW_COUNTS  # one is being counted
+    transfers._reverse_peers.add(nodes.a.engine.mac)  # a run back to this peer is going on
+    sid = nodes.open()
+    nodes.send(sid, bench(1, BENCH_RAW_PATH), bench(2, BENCH_REVERSE_PATH))
+    nodes.send(sid, bench(3, "bench/0", size=1 << 20))
+    nodes.wait_answers(3)
+    texts = {r.transfer_id: r.text for r in busy(nodes)}
+    assert set(texts) == {1, 2, 3}
+    assert "raw blast" in texts[1] and "to this peer" in texts[2] and "bench streams" in texts[3]
+    assert not nodes.answers_of(FileAccept)

@@ -4,26 +4,19 @@ send offers, waiting or still to come (found by a review: a folder of 1000 files
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
-from l2fast.wire.frames_transfer import FileAccept, FileHeld, FileOffer, FileReject
-from tests.fake_wire import FakeHub
+from l2fast.wire.frames_transfer import FileAccept, FileOffer, FileReject
 from tests.service_harness import Nodes, pump
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[Nodes]:
-    hub = FakeHub()
-    pair = Nodes(hub, tmp_path, accept="ask")
-    try:
-        yield pair
-    finally:
-        pair.service.transfers.close()
-        hub.close()
+def nodes(make_nodes: Callable[[str], Nodes]) -> Nodes:
+    return make_nodes("ask")
 
 
 def folder(tid: int, path: str) -> FileOffer:
@@ -34,11 +27,6 @@ def empty(tid: int, path: str) -> FileOffer:
     return FileOffer(tid, int(FileKind.FILE), int(Digest.SHA256), 0, 0o644, 0, 0, 1000, path)
 
 
-def answered(nodes: Nodes, n: int) -> None:
-    kinds = (FileAccept, FileReject, FileHeld)
-    assert pump([nodes.a, nodes.b], lambda: sum(isinstance(b, kinds) for b in nodes.answers) >= n)
-
-
 def pending_paths(nodes: Nodes) -> dict[str, int]:
     return {o["path"]: o["id"] for o in nodes.service.transfers.inbox()}
 
@@ -47,7 +35,7 @@ def test_rejecting_a_folder_rejects_what_is_under_it_now_and_later(nodes: Nodes)
     sid = nodes.open()
     offers = [folder(1, "tree"), folder(2, "tree/a"), empty(3, "tree/a/x"), empty(4, "treeX")]
     nodes.send(sid, *offers, empty(5, "other"))
-    answered(nodes, 5)
+    nodes.wait_answers(5)
     held = pending_paths(nodes)
     assert set(held) == {"tree", "tree/a", "tree/a/x", "treeX", "other"}
 
@@ -68,7 +56,7 @@ def test_rejecting_a_folder_rejects_what_is_under_it_now_and_later(nodes: Nodes)
 def test_accepting_a_folder_accepts_what_is_under_it(nodes: Nodes, tmp_path: Path) -> None:
     sid = nodes.open()
     nodes.send(sid, folder(1, "tree"), folder(2, "tree/a"), empty(3, "tree/a/x"), empty(4, "y"))
-    answered(nodes, 4)
+    nodes.wait_answers(4)
     answer = nodes.service.transfers.decide(pending_paths(nodes)["tree"], accept=True)
     assert answer["covered"] == 2
     assert pump(

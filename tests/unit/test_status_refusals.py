@@ -7,8 +7,7 @@ while the session lives and keeps them once it ended and Transfers forgot its jo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -16,19 +15,12 @@ from l2fast.daemon import service
 from l2fast.node.events import Event
 from l2fast.wire.constants import Digest, FileKind
 from l2fast.wire.frames_transfer import FileEnd, FileOffer
-from tests.fake_wire import FakeHub
 from tests.service_harness import Nodes
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[Nodes]:
-    hub = FakeHub()
-    pair = Nodes(hub, tmp_path)
-    try:
-        yield pair
-    finally:
-        pair.service.transfers.close()
-        hub.close()
+def nodes(make_nodes: Callable[[str], Nodes]) -> Nodes:
+    return make_nodes("none")
 
 
 def offer(transfer_id: int) -> FileOffer:

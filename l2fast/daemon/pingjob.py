@@ -56,9 +56,9 @@ class PingJob:
         self._send = send
         self._jobs = jobs
         self.sent = 0
-        self._seqs: deque[int] = deque()
-        #: The node numbers every PING it sends; the client is told this run's own numbers,
-        #: from 1, as ping(8) counts (`_number`: node's sequence -> ours).
+        #: The node's sequence of each PING remembered (oldest first) -> this run's number for
+        #: it: the node numbers every PING it sends, the client is told this run's own numbers,
+        #: from 1, as ping(8) counts.
         self._numbers: dict[int, int] = {}
         self._outstanding: set[int] = set()
         self._timer: Timer | None = None
@@ -93,14 +93,13 @@ class PingJob:
         self._unannounced.append((seq, self.runner.now()))
         if self._notice_timer is None:
             self._notice_timer = self.runner.call_later(SENT_NOTICE_DELAY, self._announce_late)
-        self._seqs.append(seq)
         self._numbers[seq] = self.sent
         self._outstanding.add(seq)
         self._jobs[seq] = self
-        if len(self._seqs) > _REMEMBERED and self._seqs[0] not in self._outstanding:
-            old = self._seqs.popleft()
-            self._jobs.pop(old, None)
-            self._numbers.pop(old, None)
+        oldest = next(iter(self._numbers))
+        if len(self._numbers) > _REMEMBERED and oldest not in self._outstanding:
+            del self._numbers[oldest]
+            self._jobs.pop(oldest, None)
         if self.count == 0 or self.sent < self.count:
             self._timer = self.runner.call_later(self.interval, self._ping_once)
 
@@ -160,5 +159,5 @@ class PingJob:
             if timer is not None:
                 timer.cancel()
         self._timer = self._notice_timer = None
-        for seq in self._seqs:
+        for seq in self._numbers:
             self._jobs.pop(seq, None)

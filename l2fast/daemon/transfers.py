@@ -17,7 +17,6 @@ when it is large, and nothing is written (PROTOCOL.md §Files already at the rec
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 from collections import Counter, deque
@@ -60,6 +59,7 @@ from l2fast.transfer.protocol import (
 )
 from l2fast.transfer.protocol_config import TransferConfig
 from l2fast.transfer.receiver_proc import (
+    NO_SPACE_ERRNOS,
     NO_SPACE_ERROR,
     BenchReceiver,
     RawCounter,
@@ -92,7 +92,6 @@ MAX_RAW_COUNTS = 1
 MAX_REVERSE_RUNS = 4
 #: Sessions receiving bench streams at once (a receive process with its rings each).
 MAX_BENCH_RECEIVERS = 4
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 # ------------------------------------------------------------------------------- receiving
@@ -434,7 +433,7 @@ class Transfers:
         except OSError as exc:
             # Out of descriptors, space or inodes (ENOSPC from a mkdir, say): the offer is
             # answered all the same, so the sender is not left waiting for it.
-            code = ErrorCode.NO_SPACE if exc.errno in _NO_SPACE else ErrorCode.IO_ERROR
+            code = ErrorCode.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ErrorCode.IO_ERROR
             self.counters["offers_failed_io"] += 1
             log.warning("refused %r: %s", escape_text(ev.path), exc.strerror or exc)
             inc.incoming.reject(ev.transfer_id, now, code, f"the receiver failed: {exc.strerror}")

@@ -87,6 +87,8 @@ def _worker_start(name: str) -> None:
 #: receive process then reports: the sender hears `no_space`, the daemon's log one line.
 WRITER_NO_SPACE = 3
 NO_SPACE_ERROR = "the receiving file system is full"
+#: The errno values that mean the receiving file system is full (or the quota reached).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
@@ -98,7 +100,7 @@ def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> N
     except NativeError as exc:
         # The receive process sees the exit status and reports the failure; a traceback of
         # this process in the daemon's log would say nothing more.
-        os._exit(WRITER_NO_SPACE if -exc.code in (errno.ENOSPC, errno.EDQUOT) else 1)
+        os._exit(WRITER_NO_SPACE if -exc.code in NO_SPACE_ERRNOS else 1)
 
 
 def _writer_died(status: int | None) -> str:
@@ -139,7 +141,7 @@ def _report_failure(conn: Connection, what: str, work: Callable[[], None]) -> No
     try:
         work()
     except L2fastError as exc:
-        full = isinstance(exc, NativeError) and -exc.code in (errno.ENOSPC, errno.EDQUOT)
+        full = isinstance(exc, NativeError) and -exc.code in NO_SPACE_ERRNOS
         with contextlib.suppress(OSError):
             conn.send({"error": NO_SPACE_ERROR if full else exc.message})
     except Exception as exc:

@@ -349,7 +349,6 @@ class IncomingFile:
     def discard(self) -> None:
         """Stop, deleting the part file and its sidecar."""
         if self.outcome is None:
-            self._stop_preallocating()
             if self.resume is not None:
                 self.resume.remove()
             self._close("discarded")

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "l2fast.commands.status",
     "l2fast.commands.discover",
     "l2fast.commands.chat",
+    "l2fast.commands.ui",
     "l2fast.commands.ping",
     "l2fast.commands.send",
     "l2fast.commands.bench",
@@ -42,6 +43,7 @@ examples:
   l2fast discover                               who runs l2fast on this LAN
   l2fast chat bob "hello"                       a message, acknowledged end to end
   l2fast chat                                   interactive chat (/peers, /to, /all, /quit)
+  l2fast ui                                     full screen: peers, transfers, offers, chat
   l2fast ping bob -c 5                          round trips over the L2 echo
   l2fast status                                 interface, peers, sessions, drop counters
   sudo l2fast lab up --name demo --hosts 2      two test hosts in network namespaces

@@ -1,0 +1,501 @@
+"""What `l2fast ui` shows and does, without a terminal or a socket (sans-IO).
+
+In: `on_hello` (the node's `watch` reply), `on_message` (replies and chat events from the
+node), `on_key` (one key press, named as curses names them), `on_send_event` / `on_send_exit`
+(an `l2fast send --json` process it asked for), and `tick` (time passing).
+Out: `take_requests` (JSON requests for the node, ids already set), `take_launches` (send
+commands to start), `render(width, height)` (the screen as lines) and `quitting`.
+
+Everything that came from the wire (names, messages, paths) is shown through `escape_text`,
+as every other command shows it (PROTOCOL.md §Field rules), and every line is cut to the
+terminal's width in cells, wide characters counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from l2fast.commands.chat import entry_line, result_lines
+from l2fast.daemon.display import escape_text, format_clock, format_rtt_us, parse_mac
+from l2fast.progress import format_bytes
+
+__all__ = ["Line", "SendJob", "UiModel", "cells", "fit", "progress_bar"]
+
+#: How often peers, transfers and held offers are asked for again.
+REFRESH_S = 0.5
+#: Messages and notices kept for the log pane.
+LOG_LINES = 1000
+#: Chat messages read from the daemon's history when the interface starts.
+HISTORY_LINES = 50
+#: Rows the peers pane may take at most (the log pane keeps the rest).
+PEER_ROWS = 8
+
+HELP = (
+    "Tab / Shift-Tab or Up / Down: pick who you talk to (everyone, or one peer)",
+    "Enter: send the typed line as a message to them",
+    "/send PATH: send a file or folder to the picked peer (verified; progress shown above)",
+    "/accept ID, /reject ID: answer an offer waiting for you (daemon run with --accept ask)",
+    "/to NAME|MAC, /all: pick by name or MAC, or everyone",
+    "/discover: ask the LAN who is there now; /help: this; /quit or Ctrl-C: leave",
+    "A line that starts with / is sent as a message when it starts with //.",
+)
+
+#: Styles a line may have; the screen maps them to terminal attributes.
+TITLE, NORMAL, DIM, SELECTED, ERROR, INPUT = "title", "normal", "dim", "selected", "error", "input"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One screen row: its text (already cut to width) and its style."""
+
+    text: str
+    style: str = NORMAL
+
+
+def _cells(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def cells(text: str) -> int:
+    """Terminal cells `text` takes (wide characters two, combining marks none)."""
+    return len(text) if text.isascii() else sum(_cells(ch) for ch in text)
+
+
+def fit(text: str, width: int) -> str:
+    """`text` cut to at most `width` terminal cells (wide characters take two)."""
+    if width <= 0:
+        return ""
+    if text.isascii():
+        return text[:width]
+    out = []
+    used = 0
+    for ch in text:
+        cells = _cells(ch)
+        if used + cells > width:
+            break
+        out.append(ch)
+        used += cells
+    return "".join(out)
+
+
+def progress_bar(done: int, total: int, width: int) -> str:
+    """`[#####-----]` filled in proportion, `width` cells in all (at least the brackets)."""
+    inner = max(0, width - 2)
+    filled = 0 if total <= 0 else min(inner, inner * max(done, 0) // total)
+    return "[" + "#" * filled + "-" * (inner - filled) + "]"
+
+
+@dataclass
+class SendJob:
+    """One `l2fast send` the interface started, and what it has said so far."""
+
+    number: int
+    path: str
+    peer: str  #: MAC
+    label: str  #: how the peer is shown
+    bytes_done: int = 0
+    total: int = 0
+    gbit_per_s: float = 0.0
+    finished: bool = False
+
+
+class UiModel:
+    """The interface's state; see the module docstring for what goes in and out."""
+
+    def __init__(
+        self,
+        *,
+        new_id: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        python: str = sys.executable,
+    ) -> None:
+        self._new_id = new_id
+        self._clock = clock
+        self._wall = wall
+        self._python = python
+        self.me: dict[str, Any] = {}
+        self.interface = ""
+        self.peers: list[dict[str, Any]] = []
+        self.transfers: list[dict[str, Any]] = []
+        self.offers: list[dict[str, Any]] = []
+        self.sends: list[SendJob] = []
+        self.log: deque[Line] = deque(maxlen=LOG_LINES)
+        #: Who a typed line goes to: None for everyone, else a peer's MAC (`aa:bb:..`).
+        self.target: str | None = None
+        self.input = ""
+        self.notice = Line("")
+        self.quitting = False
+        self._requests: list[dict[str, Any]] = []
+        self._launches: list[tuple[SendJob, list[str]]] = []
+        self._pending: dict[int, tuple[str, str]] = {}  # request id -> (kind, label)
+        self._refresh_due = 0.0
+        self._refreshing: set[str] = set()  # kinds asked for and not answered yet
+        self._send_numbers = 0
+        #: Offers cannot be listed (a node without a daemon has no inbox): stop asking.
+        self._no_inbox = False
+
+    # --- in ------------------------------------------------------------------------------------
+
+    def on_hello(self, hello: dict[str, Any]) -> None:
+        """The node's reply to `watch`: who we are; ask for the history and the tables."""
+        self.me = hello
+        self.interface = str(hello.get("interface", ""))
+        how = "through the daemon" if hello.get("daemon") else "with a node of its own"
+        self._say(f"l2fast ui on {self.interface} {how}; /help lists the keys", DIM)
+        if hello.get("daemon"):
+            self._request({"op": "history", "limit": HISTORY_LINES}, "history")
+        else:
+            self._no_inbox = True
+        self.tick()
+
+    def tick(self) -> None:
+        """Ask for fresh peers, transfers and offers when they are due (and not still asked)."""
+        now = self._clock()
+        if now < self._refresh_due:
+            return
+        self._refresh_due = now + REFRESH_S
+        for kind, request in (("peers", {"op": "peers"}), ("status", {"op": "status"})):
+            if kind not in self._refreshing:
+                self._refreshing.add(kind)
+                self._request(request, kind)
+        if not self._no_inbox and "inbox" not in self._refreshing:
+            self._refreshing.add("inbox")
+            self._request({"op": "inbox"}, "inbox")
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        """One message from the node: a chat event, or a reply to one of our requests."""
+        if msg.get("event") == "chat":
+            self._say(entry_line(msg))
+            return
+        pending = self._pending.get(msg.get("id", -1))
+        if pending is None:
+            return
+        kind, label = pending
+        if not (msg.get("event") == "entry" and kind == "history"):
+            self._pending.pop(msg["id"], None)
+        self._refreshing.discard(kind)
+        if not msg.get("ok"):
+            self._refused(kind, label, msg)
+        elif kind == "history":
+            if "entry" in msg:
+                self._say(entry_line(msg["entry"]), DIM)
+        elif kind == "peers":
+            self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
+        elif kind == "status":
+            self.transfers = list(msg["status"].get("transfers", []))
+        elif kind == "inbox":
+            self.offers = list(msg["offers"])
+        elif kind == "discover":
+            self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
+            self._note(f"{len(self.peers)} peers answered")
+        elif kind == "chat":
+            self._say(f"[delivered to {label}]", DIM)
+        elif kind == "chat_all":
+            lines = result_lines(msg["results"]) or ["nobody to deliver to"]
+            for line in lines:
+                self._say(f"[{line}]", DIM if line.startswith("delivered") else ERROR)
+        elif kind in ("accept", "reject"):
+            covered = msg.get("covered") or 0
+            also = f" and the {covered} offers waiting under it" if covered else ""
+            verb = "accepted" if msg.get("accepted") else "rejected"
+            self._say(f"[{verb} {escape_text(msg.get('path', '?'))}{also}]", DIM)
+            self._refresh_due = 0.0  # the inbox changed: show it now
+
+    def _refused(self, kind: str, label: str, msg: dict[str, Any]) -> None:
+        error = escape_text(str(msg.get("error", "refused")))
+        hint = msg.get("hint")
+        text = error + (f" ({escape_text(str(hint))})" if hint else "")
+        if kind == "inbox":
+            # A node of the command's own, or an old daemon: no offers to list; say it once.
+            self._no_inbox = True
+            self._note(f"offers cannot be listed here: {text}", ERROR)
+        elif kind in ("peers", "status", "history"):
+            self._note(f"{kind}: {text}", ERROR)
+        elif kind in ("chat", "chat_all"):
+            self._say(f"[NOT delivered to {label}: {text}]", ERROR)
+        else:
+            self._say(f"[{kind} {label}: {text}]" if label else f"[{kind}: {text}]", ERROR)
+
+    def on_key(self, key: str) -> None:
+        """One key press: a printable character, or a curses key name (`KEY_UP`, `^C`...)."""
+        if key in ("\n", "\r", "KEY_ENTER", "^J", "^M"):
+            line, self.input = self.input, ""
+            self._submit(line)
+        elif key in ("KEY_BACKSPACE", "\x7f", "\b", "^?", "^H"):
+            self.input = self.input[:-1]
+        elif key in ("\t", "^I", "KEY_DOWN"):
+            self._move_target(1)
+        elif key in ("KEY_BTAB", "KEY_UP"):
+            self._move_target(-1)
+        elif key == "^C" or (key == "^D" and not self.input):
+            self.quitting = True
+        elif key == "^U":
+            self.input = ""
+        elif len(key) == 1 and key.isprintable():
+            self.input += key
+        # Anything else (function keys, a resize) changes nothing here.
+
+    def on_send_event(self, job: SendJob, event: dict[str, Any]) -> None:
+        """One NDJSON line of a send process this interface started."""
+        if event.get("event") == "progress":
+            job.bytes_done = int(event.get("bytes", 0))
+            job.total = int(event.get("total", 0))
+            job.gbit_per_s = float(event.get("gbit_per_s", 0.0))
+        elif event.get("event") == "held":
+            self._say(
+                f"[{job.label} holds {escape_text(str(event.get('path', job.path)))} until "
+                f"someone there accepts it (offer {event.get('pending_id', '?')} there)]",
+                DIM,
+            )
+        elif event.get("event") == "done":
+            job.finished = True
+            job.bytes_done = int(event.get("bytes", job.bytes_done))
+            path = escape_text(job.path)
+            if event.get("verified"):
+                self._say(
+                    f"[sent {path} to {job.label}: {format_bytes(job.bytes_done)} in "
+                    f"{float(event.get('seconds', 0.0)):.2f} s, "
+                    f"{float(event.get('gbit_per_s', 0.0)):.2f} Gbit/s, verified]"
+                )
+            else:
+                error = escape_text(str(event.get("error", "the transfer failed")))
+                self._say(f"[sending {path} to {job.label} FAILED: {error}]", ERROR)
+
+    def on_send_exit(self, job: SendJob, status: int, stderr: str) -> None:
+        """The send process ended with `status`; `stderr` is what it printed there."""
+        if job in self.sends:
+            self.sends.remove(job)
+        if job.finished:
+            return
+        job.finished = True
+        lines = [escape_text(s) for s in stderr.strip().splitlines() if s.strip()]
+        why = " ".join(lines[-2:]) if lines else f"it exited with status {status}"
+        self._say(f"[sending {escape_text(job.path)} to {job.label} FAILED: {why}]", ERROR)
+
+    # --- out -----------------------------------------------------------------------------------
+
+    def take_requests(self) -> list[dict[str, Any]]:
+        """Requests to send to the node, in order (their ids are set)."""
+        out, self._requests = self._requests, []
+        return out
+
+    def take_launches(self) -> list[tuple[SendJob, list[str]]]:
+        """`l2fast send` commands to start: the job to report to, and its argv."""
+        out, self._launches = self._launches, []
+        return out
+
+    def target_label(self) -> str:
+        """Who a typed line goes to, as shown."""
+        if self.target is None:
+            return "everyone"
+        peer = self._peer(self.target)
+        return escape_text(peer["name"]) if peer is not None else self.target
+
+    def render(self, width: int, height: int) -> list[Line]:
+        """The screen: at most `height` lines of at most `width` cells."""
+        if width < 20 or height < 6:
+            return [Line(fit("l2fast ui: make the terminal larger", width), ERROR)][:height]
+        top: list[Line] = [self._title(width)]
+        top += self._peer_lines(width)
+        top += self._transfer_lines(width)
+        top += self._offer_lines(width)
+        bottom = [
+            Line(fit(f" {self.notice.text}", width), self.notice.style),
+            Line(fit(f"to {self.target_label()}> {self.input}", width), INPUT),
+        ]
+        room = height - len(bottom)
+        top = top[: max(1, room - 2)]
+        log_rows = room - len(top) - 1
+        log = [Line(fit(line.text, width), line.style) for line in self.log]
+        shown = log[-log_rows:] if log_rows > 0 else []
+        middle = [Line(fit("MESSAGES", width), TITLE)] if log_rows >= 0 else []
+        middle += shown + [Line("")] * max(0, log_rows - len(shown))
+        return (top + middle + bottom)[:height]
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _title(self, width: int) -> Line:
+        name = escape_text(str(self.me.get("name", "?")))
+        text = f"l2fast ui - {name} ({self.me.get('mac', '?')}) on {self.interface}"
+        return Line(fit(text + "   Tab: next peer  /help  /quit", width), TITLE)
+
+    def _peer_lines(self, width: int) -> list[Line]:
+        lines = [Line(fit(f"PEERS ({len(self.peers)})", width), TITLE)]
+        rows: list[tuple[str | None, str]] = [(None, f"everyone ({len(self.peers)} peers)")]
+        for p in self.peers:
+            kind = "daemon" if p.get("daemon") else "cli"
+            rows.append(
+                (
+                    p["mac"],
+                    f"{escape_text(p['name'])}  {p['mac']}  mtu {p['mtu']}  "
+                    f"rtt {format_rtt_us(p.get('rtt_us'))}  {kind}",
+                )
+            )
+        if self.target is not None and self._peer(self.target) is None:
+            rows.append((self.target, f"{self.target}  (not in the neighbour table)"))
+        # Keep the picked row visible when there are more peers than rows.
+        index = next(i for i, (mac, _) in enumerate(rows) if mac == self.target)
+        start = max(0, min(index - PEER_ROWS + 1, len(rows) - PEER_ROWS))
+        for mac, text in rows[start : start + PEER_ROWS]:
+            picked = mac == self.target
+            lines.append(Line(fit(("> " if picked else "  ") + text, width),
+                              SELECTED if picked else NORMAL))  # fmt: skip
+        if len(rows) > PEER_ROWS:
+            lines.append(Line(fit(f"  ... {len(rows)} in all (Tab moves)", width), DIM))
+        return lines
+
+    def _transfer_lines(self, width: int) -> list[Line]:
+        running = list(self.transfers)
+        own = [j for j in self.sends if not j.finished]
+        if not running and not own:
+            return []
+        lines = [Line(fit("TRANSFERS", width), TITLE)]
+        bar = max(10, min(30, width // 4))
+        for t in running:
+            arrow = "->" if t.get("direction") == "send" else "<-"
+            who = self._label_of(str(t.get("peer", "?")))
+            done, total = int(t.get("bytes_done", 0)), int(t.get("bytes_total", 0))
+            pct = 100.0 * done / total if total else 0.0
+            text = (
+                f"  {t.get('direction', '?')} {arrow} {who}  {t.get('files', 0)} files  "
+                f"{progress_bar(done, total, bar)} {pct:5.1f}%  "
+                f"{format_bytes(done)} / {format_bytes(total)}"
+            )
+            lines.append(Line(fit(text, width)))
+        for j in own:
+            pct = 100.0 * j.bytes_done / j.total if j.total else 0.0
+            text = (
+                f"  /send #{j.number} {escape_text(os.path.basename(j.path) or j.path)} -> "
+                f"{j.label}  {progress_bar(j.bytes_done, j.total, bar)} {pct:5.1f}%  "
+                f"{j.gbit_per_s:.2f} Gbit/s"
+            )
+            lines.append(Line(fit(text, width)))
+        return lines
+
+    def _offer_lines(self, width: int) -> list[Line]:
+        if not self.offers:
+            return []
+        lines = [Line(fit("OFFERS WAITING: /accept ID or /reject ID", width), TITLE)]
+        for o in self.offers:
+            text = (
+                f"  {o['id']:>4}  {self._label_of(str(o['peer']))}  {o['kind']}  "
+                f"{format_bytes(int(o['size']))}  {escape_text(str(o['path']))}  "
+                f"(waiting {float(o.get('waiting_s', 0)):.0f} s)"
+            )
+            lines.append(Line(fit(text, width)))
+        return lines
+
+    def _peer(self, mac: str) -> dict[str, Any] | None:
+        return next((p for p in self.peers if p["mac"] == mac), None)
+
+    def _label_of(self, mac: str) -> str:
+        peer = self._peer(mac)
+        return f"{escape_text(peer['name'])} ({mac})" if peer is not None else mac
+
+    def _move_target(self, step: int) -> None:
+        choices: list[str | None] = [None, *(p["mac"] for p in self.peers)]
+        if self.target not in choices:
+            choices.append(self.target)
+        self.target = choices[(choices.index(self.target) + step) % len(choices)]
+        self._note(f"talking to {self.target_label()}")
+
+    def _request(self, request: dict[str, Any], kind: str, label: str = "") -> None:
+        request_id = self._new_id()
+        self._pending[request_id] = (kind, label)
+        self._requests.append({**request, "id": request_id})
+
+    def _say(self, text: str, style: str = NORMAL) -> None:
+        self.log.append(Line(text, style))
+
+    def _note(self, text: str, style: str = DIM) -> None:
+        self.notice = Line(f"[{format_clock(self._wall())}] {text}", style)
+
+    def _submit(self, line: str) -> None:
+        line = line.strip("\r\n")
+        if not line.strip():
+            return
+        if line.startswith("/") and not line.startswith("//"):
+            self._command(line)
+            return
+        text = line[1:] if line.startswith("//") else line
+        if self.target is None:
+            self._say(f"[you to everyone] {escape_text(text)}")
+            self._request({"op": "chat_all", "text": text}, "chat_all", "everyone")
+        else:
+            label = self.target_label()
+            self._say(f"[you to {label}] {escape_text(text)}")
+            self._request({"op": "chat", "peer": self.target, "text": text}, "chat", label)
+
+    def _command(self, line: str) -> None:
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if word == "/quit":
+            self.quitting = True
+        elif word in ("/help", "/?"):
+            for text in HELP:
+                self._say(f"[{text}]", DIM)
+        elif word == "/all":
+            self.target = None
+            self._note("talking to everyone")
+        elif word == "/to":
+            self._pick(rest)
+        elif word == "/discover":
+            self._request({"op": "discover", "timeout": 1.0}, "discover")
+            self._note("asking the LAN who is there...")
+        elif word in ("/accept", "/reject"):
+            self._decide(word[1:], rest)
+        elif word == "/send":
+            self._send(rest)
+        else:
+            self._say(f"[unknown command {escape_text(word)}: /help lists them]", ERROR)
+
+    def _pick(self, wanted: str) -> None:
+        if not wanted:
+            self._say("[/to needs a peer: /to NAME or /to MAC]", ERROR)
+            return
+        mac = parse_mac(wanted)
+        if mac is not None:
+            self.target = mac.hex(":")
+        else:
+            named = [p for p in self.peers if p["name"] == wanted]
+            if len(named) != 1:
+                why = "no peer is" if not named else f"{len(named)} peers are"
+                self._say(f"[{why} named {escape_text(wanted)}: pick one by its MAC]", ERROR)
+                return
+            self.target = named[0]["mac"]
+        self._note(f"talking to {self.target_label()}")
+
+    def _decide(self, op: str, rest: str) -> None:
+        try:
+            offer = int(rest)
+        except ValueError:
+            self._say(f"[/{op} needs the offer's number, as listed under OFFERS WAITING]", ERROR)
+            return
+        self._request({"op": op, "offer": offer}, op, f"offer {offer}")
+
+    def _send(self, path: str) -> None:
+        if self.target is None:
+            self._say("[/send goes to one peer: pick it with Tab or /to first]", ERROR)
+            return
+        if not path:
+            self._say("[/send needs a path: /send FILE or /send FOLDER]", ERROR)
+            return
+        path = os.path.expanduser(path)
+        self._send_numbers += 1
+        job = SendJob(self._send_numbers, path, self.target, self.target_label())
+        self.sends.append(job)
+        argv = [self._python, "-m", "l2fast", "send", self.target, path, "--json"]
+        if self.interface:
+            argv += ["--interface", self.interface]
+        self._launches.append((job, argv))
+        self._say(f"[/send #{job.number}: {escape_text(path)} to {job.label}...]", DIM)

@@ -1,0 +1,186 @@
+"""The curses shell of `l2fast ui`: the terminal, the node client and the send processes.
+
+One loop: ask the model for requests and send commands, draw it, then wait (at most FRAME_S)
+for the node's messages, key presses or a send process's output, and hand each to the model.
+Files are sent by `l2fast send --json` child processes, so a transfer started here behaves
+exactly as the command does (descriptors, resume, verification), and the interface reads its
+NDJSON events for the progress it shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import curses
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from l2fast.daemon.client import NodeClient
+from l2fast.tui.model import DIM, ERROR, INPUT, NORMAL, SELECTED, TITLE, SendJob, UiModel, cells
+
+__all__ = ["run_screen"]
+
+#: The screen is drawn again at least this often (progress moves without any input).
+FRAME_S = 0.1
+#: How long a send process gets to stop when the interface quits (then it is killed).
+SEND_STOP_S = 3.0
+
+
+def _styles() -> dict[str, int]:
+    styles = {NORMAL: curses.A_NORMAL, DIM: curses.A_DIM, TITLE: curses.A_BOLD,
+              SELECTED: curses.A_REVERSE, ERROR: curses.A_BOLD, INPUT: curses.A_NORMAL}  # fmt: skip
+    if curses.has_colors():
+        with contextlib.suppress(curses.error):
+            curses.start_color()
+            curses.use_default_colors()
+            curses.init_pair(1, curses.COLOR_RED, -1)
+            curses.init_pair(2, curses.COLOR_CYAN, -1)
+            styles[ERROR] = curses.color_pair(1) | curses.A_BOLD
+            styles[TITLE] = curses.color_pair(2) | curses.A_BOLD
+    return styles
+
+
+def _key_name(key: int | str) -> str:
+    """A key as the model names it: a printable character, or curses' name (`KEY_UP`, `^C`)."""
+    if isinstance(key, int):
+        return curses.keyname(key).decode("ascii", "replace")
+    if len(key) == 1 and (ord(key) < 32 or ord(key) == 127):
+        return curses.keyname(ord(key)).decode("ascii", "replace")
+    return key
+
+
+class _SendProcess:
+    """One `l2fast send --json` child and the part of a line it has printed."""
+
+    def __init__(self, job: SendJob, proc: subprocess.Popen[bytes]) -> None:
+        self.job = job
+        self.proc = proc
+        self.partial = b""
+
+
+class _Screen:
+    def __init__(self, scr: Any, client: NodeClient, model: UiModel) -> None:
+        self.scr = scr
+        self.client = client
+        self.model = model
+        self.styles = _styles()
+        self.sends: list[_SendProcess] = []
+
+    def run(self) -> int:
+        with contextlib.suppress(curses.error):
+            curses.curs_set(1)
+        self.scr.nodelay(True)
+        self.scr.keypad(True)
+        self.client.add_reader(sys.stdin.fileno(), self.on_keys)
+        model = self.model
+        try:
+            while not model.quitting:
+                model.tick()
+                for request in model.take_requests():
+                    self.client.send(request)
+                for job, argv in model.take_launches():
+                    self.start(job, argv)
+                self.draw()
+                for msg in self.client.poll(FRAME_S):
+                    model.on_message(msg)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how many people leave a full-screen program: not an error
+        finally:
+            self.stop_sends()
+        return 0
+
+    def on_keys(self) -> None:
+        while True:
+            try:
+                key = self.scr.get_wch()
+            except curses.error:  # no more input for now
+                return
+            self.model.on_key(_key_name(key))
+
+    def draw(self) -> None:
+        height, width = self.scr.getmaxyx()
+        # One column spare: writing the bottom-right cell scrolls some terminals.
+        lines = self.model.render(width - 1, height)
+        self.scr.erase()
+        for y, line in enumerate(lines):
+            with contextlib.suppress(curses.error):
+                self.scr.addstr(y, 0, line.text, self.styles.get(line.style, curses.A_NORMAL))
+        if lines and lines[-1].style == INPUT:
+            x = cells(lines[-1].text)
+            with contextlib.suppress(curses.error):
+                self.scr.move(len(lines) - 1, min(x, width - 2))
+        self.scr.refresh()
+
+    # --- send processes --------------------------------------------------------------------
+
+    def start(self, job: SendJob, argv: list[str]) -> None:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C in the interface is not the send's signal
+            )
+        except OSError as exc:
+            self.model.on_send_exit(job, 127, f"could not start l2fast send: {exc}")
+            return
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        sp = _SendProcess(job, proc)
+        self.sends.append(sp)
+        self.client.add_reader(proc.stdout.fileno(), lambda: self.on_send_output(sp))
+
+    def on_send_output(self, sp: _SendProcess) -> None:
+        assert sp.proc.stdout is not None
+        try:
+            data = os.read(sp.proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if data:
+            sp.partial += data
+            *lines, sp.partial = sp.partial.split(b"\n")
+            for raw in lines:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue  # not an event (the command prints only NDJSON with --json)
+                if isinstance(event, dict):
+                    self.model.on_send_event(sp.job, event)
+            return
+        # End of output: the command is ending; its stderr holds the error, if any.
+        self.client.remove_reader(sp.proc.stdout.fileno())
+        err = sp.proc.stderr.read() if sp.proc.stderr is not None else b""
+        status = sp.proc.wait()
+        self._close(sp)
+        self.model.on_send_exit(sp.job, status, err.decode("utf-8", "replace"))
+
+    def _close(self, sp: _SendProcess) -> None:
+        if sp in self.sends:
+            self.sends.remove(sp)
+        for stream in (sp.proc.stdout, sp.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def stop_sends(self) -> None:
+        """Leaving: interrupt the sends still running (the receiver keeps what arrived)."""
+        for sp in list(self.sends):
+            if sp.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(sp.proc.pid, signal.SIGINT)
+                try:
+                    sp.proc.wait(SEND_STOP_S)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(sp.proc.pid, signal.SIGKILL)
+                    sp.proc.wait()
+            self._close(sp)
+
+
+def run_screen(client: NodeClient, model: UiModel) -> int:
+    """Run the interface in the terminal until the user leaves; the exit status."""
+    status: int = curses.wrapper(lambda scr: _Screen(scr, client, model).run())
+    return status

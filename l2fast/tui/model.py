@@ -26,7 +26,7 @@ from l2fast.commands.chat import entry_line, result_lines
 from l2fast.daemon.display import escape_text, format_clock, format_rtt_us, parse_mac
 from l2fast.progress import format_bytes
 
-__all__ = ["Line", "SendJob", "UiModel", "cells", "fit", "progress_bar"]
+__all__ = ["Line", "SendJob", "UiModel", "cells", "fit", "progress_bar", "wrap"]
 
 #: How often peers, transfers and held offers are asked for again.
 REFRESH_S = 0.5
@@ -36,6 +36,8 @@ LOG_LINES = 1000
 HISTORY_LINES = 50
 #: Rows the peers pane may take at most (the log pane keeps the rest).
 PEER_ROWS = 8
+#: Characters of one log entry shown (a chat message may hold 1 MiB): the rest is summarised.
+LOG_ENTRY_CHARS = 4096
 
 HELP = (
     "Tab / Shift-Tab or Up / Down: pick who you talk to (everyone, or one peer)",
@@ -85,6 +87,24 @@ def fit(text: str, width: int) -> str:
         out.append(ch)
         used += cells
     return "".join(out)
+
+
+def counted(n: int, word: str) -> str:
+    """`1 file`, `2 files`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """`text` as rows of at most `width` cells (a message is never cut off, only wrapped)."""
+    if width <= 0:
+        return []
+    rows = []
+    while True:
+        row = fit(text, width) or text[:1]  # a wide character in a 1-cell terminal: overflow
+        rows.append(row)
+        text = text[len(row) :]
+        if not text:
+            return rows
 
 
 def progress_bar(done: int, total: int, width: int) -> str:
@@ -197,7 +217,7 @@ class UiModel:
             self.offers = list(msg["offers"])
         elif kind == "discover":
             self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
-            self._note(f"{len(self.peers)} peers answered")
+            self._note(f"{counted(len(self.peers), 'peer')} answered")
         elif kind == "chat":
             self._say(f"[delivered to {label}]", DIM)
         elif kind == "chat_all":
@@ -316,8 +336,13 @@ class UiModel:
         room = height - len(bottom)
         top = top[: max(1, room - 2)]
         log_rows = room - len(top) - 1
-        log = [Line(fit(line.text, width), line.style) for line in self.log]
-        shown = log[-log_rows:] if log_rows > 0 else []
+        shown: list[Line] = []
+        for line in reversed(self.log):  # the newest messages, wrapped, as many as fit
+            if len(shown) >= log_rows:
+                break
+            rows = [Line(row, line.style) for row in wrap(line.text, width)]
+            shown[:0] = rows
+        shown = shown[-log_rows:] if log_rows > 0 else []
         middle = [Line(fit("MESSAGES", width), TITLE)] if log_rows >= 0 else []
         middle += shown + [Line("")] * max(0, log_rows - len(shown))
         return (top + middle + bottom)[:height]
@@ -331,7 +356,9 @@ class UiModel:
 
     def _peer_lines(self, width: int) -> list[Line]:
         lines = [Line(fit(f"PEERS ({len(self.peers)})", width), TITLE)]
-        rows: list[tuple[str | None, str]] = [(None, f"everyone ({len(self.peers)} peers)")]
+        rows: list[tuple[str | None, str]] = [
+            (None, f"everyone ({counted(len(self.peers), 'peer')})")
+        ]
         for p in self.peers:
             kind = "daemon" if p.get("daemon") else "cli"
             rows.append(
@@ -366,8 +393,9 @@ class UiModel:
             who = self._label_of(str(t.get("peer", "?")))
             done, total = int(t.get("bytes_done", 0)), int(t.get("bytes_total", 0))
             pct = 100.0 * done / total if total else 0.0
+            files = counted(int(t.get("files", 0)), "file")
             text = (
-                f"  {t.get('direction', '?')} {arrow} {who}  {t.get('files', 0)} files  "
+                f"  {t.get('direction', '?')} {arrow} {who}  {files}  "
                 f"{progress_bar(done, total, bar)} {pct:5.1f}%  "
                 f"{format_bytes(done)} / {format_bytes(total)}"
             )
@@ -415,6 +443,9 @@ class UiModel:
         self._requests.append({**request, "id": request_id})
 
     def _say(self, text: str, style: str = NORMAL) -> None:
+        if len(text) > LOG_ENTRY_CHARS:
+            more = len(text) - LOG_ENTRY_CHARS
+            text = text[:LOG_ENTRY_CHARS] + f"... ({more} more characters: `l2fast chat --history`)"
         self.log.append(Line(text, style))
 
     def _note(self, text: str, style: str = DIM) -> None:

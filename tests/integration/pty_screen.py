@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -49,6 +50,11 @@ class PtyScreen:
         """The screen as it is now, one line per row."""
         return "\n".join(self.screen.display)
 
+    def joined(self, width: int) -> str:
+        """The rows run together, each cut to `width` columns: text a program wrapped at that
+        width reads whole again."""
+        return "".join(row[:width] for row in self.screen.display)
+
     def pump(self, timeout: float) -> None:
         """Read what the program printed within `timeout` seconds."""
         ready, _, _ = select.select([self.master], [], [], timeout)
@@ -69,6 +75,16 @@ class PtyScreen:
                 return False
             self.pump(min(left, 0.1))
         return True
+
+    def wait_match(self, pattern: str, timeout: float = 10.0) -> re.Match[str] | None:
+        """Wait until a line of the screen matches `pattern` (re.MULTILINE); the match or None."""
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.text(), re.M)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.pump(min(left, 0.1))
+        return found
 
     def type(self, keys: str) -> None:
         """Type `keys` (a str: "\\t" is Tab, "\\r" Enter)."""

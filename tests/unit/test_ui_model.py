@@ -21,6 +21,7 @@ from l2fast.tui.model import (
     cells,
     fit,
     progress_bar,
+    wrap,
 )
 
 A = "02:00:00:00:00:0a"
@@ -352,6 +353,27 @@ def test_fit_counts_wide_characters_twice() -> None:
     assert cells(fit("a😀b", 2)) <= 2
     assert fit("e\u0301x", 2) == "e\u0301x"  # a combining mark takes no cell
     assert fit("abc", 0) == ""
+
+
+def test_wrap_keeps_every_character() -> None:
+    assert wrap("abcdefg", 3) == ["abc", "def", "g"]
+    assert wrap("", 5) == [""]
+    assert wrap("日本語", 4) == ["日本", "語"]
+    assert "".join(wrap("x😀" * 50, 7)) == "x😀" * 50
+
+
+def test_a_long_message_is_wrapped_not_cut_and_a_huge_one_summarised() -> None:
+    model, _ = started([])
+    long = "word " * 60
+    model.on_message({"ok": True, "event": "chat", "time": 0.0, "name": "bob", "mac": B,
+                      "text": long})  # fmt: skip
+    text = "".join(line.text for line in model.render(40, 30))
+    assert long.strip() in text.replace("\n", "")
+    model.on_message({"ok": True, "event": "chat", "time": 0.0, "name": "bob", "mac": B,
+                      "text": "y" * (1 << 20)})  # fmt: skip
+    last = model.log[-1].text
+    assert len(last) < 4300
+    assert last.endswith("more characters: `l2fast chat --history`)")
 
 
 def test_progress_bar_is_bounded() -> None:

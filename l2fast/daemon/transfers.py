@@ -181,6 +181,9 @@ class Transfers:
         self._reverse_peers: set[bytes] = set()  # peers a bench run is being sent back to
         self._recv: ReceiveDir | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=100)
+        #: Files received since the daemon started: each `history` entry's `n` (1, 2, ...),
+        #: so a client polling `status` tells new entries from ones it has seen.
+        self.received_count = 0
         self._session_mtu: dict[int, int] = {}
         #: The feature bits each open session negotiated (PRESENT: files already here are not
         #: received; HELD: offers kept for a person are reported to the sender with FILE_HELD).
@@ -296,7 +299,9 @@ class Transfers:
         if isinstance(ev, FileReceived) and ev.kind is FileKind.BENCH:
             inc.files.pop(ev.transfer_id, None)
         elif isinstance(ev, FileReceived):
+            self.received_count += 1
             entry = {
+                "n": self.received_count,
                 "peer": format_mac(inc.peer),
                 "path": ev.path,
                 "final_name": ev.final_name,

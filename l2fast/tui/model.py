@@ -163,6 +163,10 @@ class UiModel:
         self._send_numbers = 0
         #: Offers cannot be listed (a node without a daemon has no inbox): stop asking.
         self._no_inbox = False
+        #: The `n` of the newest received file already told (None: status not read yet).
+        self._received_seen: int | None = None
+        #: Per transfer (session, direction): the last (time, bytes_done) and the rate seen.
+        self._rates: dict[tuple[str, str], tuple[float, int, float]] = {}
 
     # --- in ------------------------------------------------------------------------------------
 
@@ -212,7 +216,7 @@ class UiModel:
         elif kind == "peers":
             self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
         elif kind == "status":
-            self.transfers = list(msg["status"].get("transfers", []))
+            self._on_status(msg["status"])
         elif kind == "inbox":
             self.offers = list(msg["offers"])
         elif kind == "discover":
@@ -230,6 +234,51 @@ class UiModel:
             verb = "accepted" if msg.get("accepted") else "rejected"
             self._say(f"[{verb} {escape_text(msg.get('path', '?'))}{also}]", DIM)
             self._refresh_due = 0.0  # the inbox changed: show it now
+
+    def _on_status(self, status: dict[str, Any]) -> None:
+        now = self._clock()
+        self.transfers = list(status.get("transfers", []))
+        rates = {}
+        for t in self.transfers:
+            key = (str(t.get("session")), str(t.get("direction")))
+            done = int(t.get("bytes_done", 0))
+            before = self._rates.get(key)
+            rate = 0.0
+            if before is not None and now > before[0]:
+                sample = max(0, done - before[1]) * 8 / (now - before[0]) / 1e9
+                rate = sample if before[2] == 0.0 else 0.5 * before[2] + 0.5 * sample
+            rates[key] = (now, done, rate)
+            t["gbit_per_s"] = rate
+        self._rates = rates
+        if "received" in status:  # a node of the command's own, or an old daemon: not at all
+            self._told_received([e for e in status["received"] if isinstance(e.get("n"), int)])
+
+    def _told_received(self, entries: list[dict[str, Any]]) -> None:
+        """Say which files arrived since the last status (not the ones from before we started)."""
+        newest = max((e["n"] for e in entries), default=0)
+        if self._received_seen is None:
+            self._received_seen = newest
+            return
+        new = [e for e in entries if e["n"] > self._received_seen]
+        self._received_seen = max(self._received_seen, newest)
+        if len(new) > 3:
+            by_peer: dict[str, list[dict[str, Any]]] = {}
+            for e in new:
+                by_peer.setdefault(str(e.get("peer")), []).append(e)
+            for mac, files in by_peer.items():
+                last = escape_text(str(files[-1].get("final_name", "?")))
+                self._say(f"[received {counted(len(files), 'file')} from "
+                          f"{self._label_of(mac)}, the last {last}]")  # fmt: skip
+            return
+        for e in new:
+            who = self._label_of(str(e.get("peer")))
+            path = escape_text(str(e.get("path", "?")))
+            if e.get("present"):
+                self._say(f"[{path} from {who} was already here]", DIM)
+            else:
+                final = escape_text(str(e.get("final_name", "?")))
+                size = format_bytes(int(e.get("bytes", 0)))
+                self._say(f"[received {path} from {who} as {final} ({size}, verified)]")
 
     def _refused(self, kind: str, label: str, msg: dict[str, Any]) -> None:
         error = escape_text(str(msg.get("error", "refused")))
@@ -397,7 +446,8 @@ class UiModel:
             text = (
                 f"  {t.get('direction', '?')} {arrow} {who}  {files}  "
                 f"{progress_bar(done, total, bar)} {pct:5.1f}%  "
-                f"{format_bytes(done)} / {format_bytes(total)}"
+                f"{format_bytes(done)} / {format_bytes(total)}  "
+                f"{float(t.get('gbit_per_s', 0.0)):.2f} Gbit/s"
             )
             lines.append(Line(fit(text, width)))
         for j in own:

@@ -96,6 +96,10 @@ def test_chat_send_accept_and_leave_from_the_interface(ui_lab: UiLab, tmp_path: 
         ), one.text()
         received = ui_lab.recv_dir / "photo.bin"
         assert received.read_bytes() == source.read_bytes()
+        # The receiving side's interface tells of the file once it is placed.
+        assert two.wait_match(
+            r"\[received .*photo\.bin from h1 .* \(3\.00 MiB, verified\)\]", 10
+        ), two.text()
 
         # Leaving: /quit, and Ctrl-C (SIGINT from the terminal), both exit 0.
         one.type("/quit\r")

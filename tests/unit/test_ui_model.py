@@ -431,3 +431,49 @@ def test_send_job_numbers_count_up() -> None:
     jobs = [job for job, _ in model.take_launches()]
     assert [j.number for j in jobs] == [1, 2]
     assert all(isinstance(j, SendJob) for j in jobs)
+
+
+def status_answer(model: UiModel, clock: Clock, **status: Any) -> None:
+    clock.t += REFRESH_S
+    model.tick()
+    answer(model, status=status, peers=[peer(A, "alice")], offers=[])
+
+
+def received(n: int, name: str = "f.bin", **extra: Any) -> dict[str, Any]:
+    return {"n": n, "peer": A, "path": name, "final_name": name, "bytes": 4096,
+            "digest": "00", "present": False, **extra}  # fmt: skip
+
+
+def test_files_received_since_the_start_are_told_once() -> None:
+    model, clock = started()
+    status_answer(model, clock, transfers=[], received=[received(1, "old.bin")])
+    assert "old.bin" not in screen(model)  # from before the interface started
+    status_answer(model, clock, transfers=[],
+                  received=[received(1, "old.bin"), received(2, "new\x1b.bin")])  # fmt: skip
+    latest = [received(2, "new\x1b.bin"), received(3, "same.bin", present=True)]
+    status_answer(model, clock, transfers=[], received=latest)
+    text = screen(model, 120)
+    assert text.count("new\\x1b.bin") == 2  # "received PATH ... as FINAL", said once
+    assert f"[received new\\x1b.bin from alice ({A}) as new\\x1b.bin (4.00 KiB, verified)]" in text
+    assert f"[same.bin from alice ({A}) was already here]" in text
+    assert "old.bin" not in text
+
+
+def test_many_files_at_once_are_told_as_a_count_per_peer() -> None:
+    model, clock = started()
+    status_answer(model, clock, transfers=[], received=[])
+    status_answer(model, clock, transfers=[],
+                  received=[received(n, f"f{n}.bin") for n in range(1, 11)])  # fmt: skip
+    assert f"[received 10 files from alice ({A}), the last f10.bin]" in screen(model, 120)
+
+
+def test_a_transfers_rate_comes_from_successive_statuses() -> None:
+    model, clock = started()
+
+    def transfer(done: int) -> dict[str, Any]:
+        return {"direction": "send", "peer": A, "session": "0x1", "files": 1,
+                "bytes_done": done, "bytes_total": 10**10}  # fmt: skip
+
+    status_answer(model, clock, transfers=[transfer(0)])
+    status_answer(model, clock, transfers=[transfer(125_000_000)])  # 1 Gbit in 0.5 s
+    assert "2.00 Gbit/s" in screen(model, 160)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from l2fast.daemon.daemon import ACCEPT_POLICIES, DaemonOptions, run_daemon
+from l2fast.daemon.daemon import (
+    ACCEPT_POLICIES,
+    DEFAULT_KEEP_PARTS_DAYS,
+    DaemonOptions,
+    run_daemon,
+)
 
 EXAMPLES = """\
 examples:
@@ -12,6 +17,7 @@ examples:
   sudo l2fast daemon -i eth0 --name alice     a chosen interface and name
   sudo l2fast daemon -i eth0 --group l2fast   members of group l2fast may use it too
   sudo l2fast daemon --accept all --no-present    take every file; confirm none already here
+  sudo l2fast daemon --keep-parts 1           part files not resumed within a day are deleted
 
 The daemon logs to stderr and stops cleanly on Ctrl-C or SIGTERM. Other commands (status,
 peers, discover, chat, ping) talk to it over the control socket @l2fast/IFACE, which only
@@ -20,7 +26,9 @@ network namespace.
 
 Files sent with `l2fast send` land in --recv-dir (default /var/lib/l2fast/received, created
 on the first file) under the --accept policy: all accepts, none refuses, ask keeps each offer
-pending until `l2fast accept ID` or `l2fast reject ID` (`l2fast inbox` lists them).
+pending until `l2fast accept ID` or `l2fast reject ID` (`l2fast inbox` lists them). A transfer
+that stops keeps its part file there, so that sending the same file again resumes; part files
+nobody resumes are deleted after --keep-parts days (checked at start and hourly).
 """
 
 
@@ -33,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         accept=args.accept,
         group=args.group,
         present=args.present,
+        keep_parts_days=args.keep_parts,
     )
     return run_daemon(options)
 
@@ -79,5 +88,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="receive every offered file even when the same file is already here, so that a "
         "sender cannot test guesses of a file's content in --recv-dir (default: a file already "
         "here, same name, size and content, is reported present and not sent again)",
+    )
+    parser.add_argument(
+        "--keep-parts",
+        metavar="DAYS",
+        type=float,
+        default=DEFAULT_KEEP_PARTS_DAYS,
+        help="delete part files of interrupted transfers that nobody resumed (sent again) for "
+        f"DAYS days; 0 keeps them (default: {DEFAULT_KEEP_PARTS_DAYS:g})",
     )
     parser.set_defaults(handler=run)

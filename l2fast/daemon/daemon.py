@@ -38,6 +38,7 @@ from l2fast.daemon.control import (
 )
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.interfaces import choose_interface, require_raw_sockets
+from l2fast.daemon.part_expiry import PartExpiry
 from l2fast.daemon.runner import FrameSocket, NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
@@ -52,6 +53,9 @@ log = logging.getLogger("l2fast.daemon")
 ACCEPT_POLICIES = ("all", "ask", "none")
 #: Where received files land without --recv-dir (created when the first file arrives).
 DEFAULT_RECV_DIR = "/var/lib/l2fast/received"
+#: `l2fast daemon --keep-parts` by default: a week to send an interrupted file again.
+DEFAULT_KEEP_PARTS_DAYS = 7.0
+MAX_KEEP_PARTS_DAYS = 36500.0
 #: How long a stopping daemon waits for its peers to acknowledge its CLOSEs.
 STOP_CLOSE_WAIT_S = 1.0
 #: Seconds the control listener is left alone after accept(2) ran out of descriptors.
@@ -73,6 +77,9 @@ class DaemonOptions:
     #: again. Off, a sender learns nothing about the files already here (PROTOCOL.md §Files
     #: already at the receiver).
     present: bool = True
+    #: Part files (and their sidecars) nobody wrote to for this many days are deleted; 0
+    #: keeps them until someone removes them.
+    keep_parts_days: float = DEFAULT_KEEP_PARTS_DAYS
 
 
 class Daemon:
@@ -127,12 +134,18 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.runner.add_reader(self._wake_r, self._drain_wakeup)
+        self.part_expiry: PartExpiry | None = None
+        if options.keep_parts_days > 0:
+            recv_dir = options.recv_dir or DEFAULT_RECV_DIR
+            self.part_expiry = PartExpiry(self.runner, recv_dir, options.keep_parts_days)
 
     def _info(self) -> dict[str, Any]:
         o = self.options
+        expiry = self.part_expiry
         return {
             "recv_dir": o.recv_dir or DEFAULT_RECV_DIR,
             "accept": o.accept,
+            "part_files": expiry.status() if expiry is not None else {"keep_days": 0},
             "control": {
                 "address": describe_address(self.address),
                 "group": o.group,
@@ -194,6 +207,8 @@ class Daemon:
         """Announce the node and run until `stop()`; then close sessions and everything else."""
         engine = self.runner.engine
         engine.start(self.runner.now())
+        if self.part_expiry is not None:
+            self.part_expiry.start()
         try:
             while not self._stopping:
                 self.runner.step(1.0)
@@ -205,6 +220,8 @@ class Daemon:
 
     def close(self) -> None:
         """Release the control socket, the raw socket and the wake-up pair."""
+        if self.part_expiry is not None:
+            self.part_expiry.close()
         self.control.close()
         self.runner.close()
         self._wake_r.close()
@@ -222,6 +239,12 @@ def _check_options(options: DaemonOptions) -> None:
             hint="choose a directory for --recv-dir"
             if there
             else f"create it first: mkdir -p {options.recv_dir}",
+        )
+    if not 0 <= options.keep_parts_days <= MAX_KEEP_PARTS_DAYS:
+        raise L2fastError(
+            f"--keep-parts must be 0 to {MAX_KEEP_PARTS_DAYS:g} days, "
+            f"not {options.keep_parts_days:g}",
+            hint="0 keeps part files until someone removes them",
         )
     if options.group is not None:
         import grp

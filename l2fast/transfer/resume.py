@@ -65,11 +65,13 @@ from l2fast.transfer.ranges import ChunkRanges
 __all__ = [
     "BITMAP_OFFSET",
     "SIDECAR_SUFFIX",
+    "ExpiryResult",
     "Lookup",
     "ResumeState",
     "SidecarHeader",
     "SidecarLookup",
     "chunk_count",
+    "expire_pairs",
     "offer_identity",
     "open_sidecar",
     "prefix_bytes",
@@ -505,6 +507,110 @@ def open_sidecar(dir_fd: int, part_name: str, expected: SidecarHeader) -> Sideca
         raise
     state = ResumeState(dir_fd, part_name, fd, header, mapped)
     return SidecarLookup(Lookup.RESUMABLE, state, note=f"resuming from {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryResult:
+    """What one `expire_pairs` walk did."""
+
+    removed: int = 0  #: pairs (part file and sidecar) deleted
+    removed_bytes: int = 0  #: blocks the deleted part files held, in bytes
+    kept_busy: int = 0  #: old pairs a transfer holds now (locked): left alone
+    scanned: int = 0  #: directory entries looked at
+    truncated: bool = False  #: the walk stopped at its entry limit
+
+
+def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> ExpiryResult:
+    """Delete the resume pairs under the directory `dir_fd` that nobody wrote to for
+    `max_age_s` seconds before the wall-clock time `now`; look at `limit` entries at most.
+
+    A pair is a sidecar `x.part.l2fast` this process's user owns, with its part file `x.part`;
+    it is old when neither file changed for `max_age_s`. Each is deleted while holding the
+    sidecar's lock, part file first (the order `ResumeState.create` reverses), so a transfer
+    that holds a pair, or takes it meanwhile, is never touched. Symbolic links and anything
+    that is not ours are left alone; subdirectories are walked (one descriptor per level
+    open), links to them are not. Never raises for what it finds on disk.
+    """
+    removed = removed_bytes = kept_busy = scanned = 0
+    truncated = False
+    # Depth first: each frame is an open directory and the subdirectories still to visit.
+    frames: list[tuple[int, list[str]]] = []
+    fd = os.dup(dir_fd)
+    try:
+        while fd >= 0:
+            subdirs: list[str] = []
+            sidecars: list[str] = []
+            with contextlib.suppress(OSError), os.scandir(fd) as entries:
+                for entry in entries:
+                    if scanned >= limit:
+                        truncated = True
+                        break
+                    scanned += 1
+                    with contextlib.suppress(OSError):
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(entry.name)
+                        elif entry.name.endswith(".part" + SIDECAR_SUFFIX):
+                            sidecars.append(entry.name)
+            for name in sidecars:
+                outcome = _expire_one(fd, name, max_age_s, now)
+                if outcome == _BUSY:
+                    kept_busy += 1
+                elif outcome is not None:
+                    removed += 1
+                    removed_bytes += outcome
+            frames.append((fd, subdirs))
+            fd = -1
+            while frames and fd < 0:
+                parent, pending = frames[-1]
+                if pending and not truncated:
+                    with contextlib.suppress(OSError):
+                        fd = os.open(pending.pop(), _DIR_FLAGS, dir_fd=parent)
+                else:
+                    frames.pop()
+                    os.close(parent)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        for parent, _ in frames:
+            os.close(parent)
+    return ExpiryResult(removed, removed_bytes, kept_busy, scanned, truncated)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_BUSY = -1
+
+
+def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | None:
+    """Delete the pair of sidecar `name` if it is ours and old: the part's bytes freed; -1 when
+    it is old but locked by a transfer; None when it is young or not ours."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+            return None
+        part = name[: -len(SIDECAR_SUFFIX)]
+        try:
+            part_info: os.stat_result | None = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            part_info = None
+        newest = max(info.st_mtime, part_info.st_mtime if part_info is not None else 0.0)
+        if now - newest < max_age_s:
+            return None
+        if not _try_lock(fd):
+            return _BUSY
+        if not _same_inode(dir_fd, name, fd):  # removed or replaced before we got the lock
+            return None
+        freed = 0
+        if part_info is not None and stat.S_ISREG(part_info.st_mode):
+            freed = part_info.st_blocks * 512
+        _unlink_part(dir_fd, part)
+        _unlink_quiet(dir_fd, name)
+        return freed
+    finally:
+        os.close(fd)
 
 
 def _mismatch(

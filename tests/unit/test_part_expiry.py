@@ -1,0 +1,197 @@
+"""Expiry of part files nobody resumes (`l2fast.transfer.resume.expire_pairs`): old pairs go,
+young, busy and foreign ones stay, the walk is bounded."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l2fast.cli import build_parser
+from l2fast.daemon.client import DaemonClient
+from l2fast.daemon.control import ControlClient, control_address
+from l2fast.daemon.daemon import Daemon, DaemonOptions, _check_options
+from l2fast.errors import L2fastError
+from l2fast.transfer.resume import ResumeState, SidecarHeader, expire_pairs, offer_identity
+from tests.fake_wire import FakeHub
+
+DAY = 86400.0
+NOW = time.time()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """The receive directory walked (tmp_path/recv; the rest of tmp_path is outside it)."""
+    recv = tmp_path / "recv"
+    recv.mkdir()
+    fd = os.open(recv, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield recv, fd
+    finally:
+        os.close(fd)
+
+
+def make_pair(directory: Path, name: str, *, age_days: float, size: int = 8192) -> ResumeState:
+    """A sidecar and its part file under `directory`, last written `age_days` ago; the state
+    is returned still holding the sidecar's lock (release it to leave the pair idle)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        header = SidecarHeader(size, 4096, 0, offer_identity(name, size, 1, 1))
+        state = ResumeState.create(dir_fd, f"{name}.part", header)
+        (directory / f"{name}.part").write_bytes(os.urandom(size))
+        when = NOW - age_days * DAY
+        for leaf in (f"{name}.part", f"{name}.part.l2fast"):
+            os.utime(directory / leaf, (when, when))
+    finally:
+        os.close(dir_fd)
+    return state
+
+
+def idle_pair(directory: Path, name: str, *, age_days: float) -> None:
+    make_pair(directory, name, age_days=age_days).release()
+
+
+def test_old_pairs_go_and_young_ones_stay(root: tuple[Path, int]) -> None:
+    path, fd = root
+    idle_pair(path, "old", age_days=10)
+    idle_pair(path / "deep" / "er", "old2", age_days=8)
+    idle_pair(path, "young", age_days=1)
+    (path / "done.bin").write_bytes(b"a received file")
+    result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
+    assert (result.removed, result.kept_busy, result.truncated) == (2, 0, False)
+    assert result.removed_bytes >= 2 * 8192
+    left = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert left == ["done.bin", "young.part", "young.part.l2fast"]
+
+
+def test_a_recently_written_part_keeps_an_old_sidecar(root: tuple[Path, int]) -> None:
+    path, fd = root
+    idle_pair(path, "x", age_days=30)
+    os.utime(path / "x.part", (NOW, NOW))  # a writer wrote to it just now
+    assert expire_pairs(fd, 7 * DAY, NOW, limit=1000).removed == 0
+    assert (path / "x.part").exists() and (path / "x.part.l2fast").exists()
+
+
+def test_a_pair_a_transfer_holds_is_left_alone(root: tuple[Path, int]) -> None:
+    path, fd = root
+    live = make_pair(path, "live", age_days=30)  # still locked, as a transfer holds it
+    try:
+        result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
+        assert (result.removed, result.kept_busy) == (0, 1)
+        assert (path / "live.part").exists() and (path / "live.part.l2fast").exists()
+    finally:
+        live.release()
+    assert expire_pairs(fd, 7 * DAY, NOW, limit=1000).removed == 1  # idle now: it goes
+
+
+def test_what_is_not_ours_is_never_touched(root: tuple[Path, int], tmp_path: Path) -> None:
+    path, fd = root
+    when = NOW - 30 * DAY
+    # A part file without a sidecar; a "sidecar" that is a symlink; one with a second link.
+    (path / "lone.part").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "t.part.l2fast").write_bytes(b"y")
+    (path / "link.part.l2fast").symlink_to(outside / "t.part.l2fast")
+    (path / "two.part.l2fast").write_bytes(b"z")
+    os.link(path / "two.part.l2fast", outside / "second-link")
+    # A directory link pointing at an old pair elsewhere: not walked into.
+    idle_pair(outside / "elsewhere", "far", age_days=30)
+    (path / "dirlink").symlink_to(outside / "elsewhere")
+    for p in (path / "lone.part", path / "two.part.l2fast"):
+        os.utime(p, (when, when))
+    result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
+    assert result.removed == 0
+    for p in ("lone.part", "two.part.l2fast"):
+        assert (path / p).exists()
+    assert (path / "link.part.l2fast").is_symlink() and (outside / "t.part.l2fast").exists()
+    assert (outside / "elsewhere" / "far.part").exists()
+
+
+def test_the_walk_stops_at_its_limit(root: tuple[Path, int]) -> None:
+    path, fd = root
+    for i in range(6):
+        idle_pair(path / f"d{i}", "p", age_days=30)
+    result = expire_pairs(fd, 7 * DAY, NOW, limit=4)
+    assert result.truncated and result.scanned == 4
+    assert result.removed < 6
+    again = expire_pairs(fd, 7 * DAY, NOW, limit=10_000)  # the next walk finishes the job
+    assert not again.truncated
+    assert result.removed + again.removed == 6
+
+
+def test_no_descriptor_is_left_open(root: tuple[Path, int]) -> None:
+    path, fd = root
+    for i in range(5):
+        idle_pair(path / "a" / f"b{i}" / "c", "p", age_days=30)
+    before = len(os.listdir("/proc/self/fd"))
+    expire_pairs(fd, 7 * DAY, NOW, limit=3)  # truncated mid-walk
+    expire_pairs(fd, 7 * DAY, NOW, limit=10_000)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --- in the daemon ---------------------------------------------------------------------------
+
+
+def serve(daemon: Daemon) -> threading.Thread:
+    thread = threading.Thread(target=daemon.serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def part_status(address: str) -> dict[str, Any]:
+    with DaemonClient("fake0", ControlClient(address, timeout=10)) as client:
+        status: dict[str, Any] = client.request({"op": "status"}, 10)["status"]["part_files"]
+    return status
+
+
+def test_the_daemon_walks_its_receive_directory_at_start(hub: FakeHub, tmp_path: Path) -> None:
+    recv = tmp_path / "recv"
+    idle_pair(recv / "sub", "stale", age_days=8)
+    idle_pair(recv, "fresh", age_days=1)
+    address = control_address(f"test-{uuid.uuid4().hex[:12]}")
+    daemon = Daemon(hub.socket(1), "n", DaemonOptions(recv_dir=str(recv)), address=address)
+    thread = serve(daemon)
+    try:
+        deadline = time.monotonic() + 10
+        while (status := part_status(address))["sweeps"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status["keep_days"] == 7.0
+        assert (status["sweeps"], status["removed"]) == (1, 1)
+        assert status["removed_bytes"] >= 8192 and status["last_sweep"] is not None
+        assert not (recv / "sub" / "stale.part").exists()
+        assert (recv / "fresh.part").exists()
+    finally:
+        daemon.stop()
+        thread.join(10)
+
+
+def test_keep_parts_0_keeps_them(hub: FakeHub, tmp_path: Path) -> None:
+    idle_pair(tmp_path, "stale", age_days=400)
+    address = control_address(f"test-{uuid.uuid4().hex[:12]}")
+    options = DaemonOptions(recv_dir=str(tmp_path), keep_parts_days=0)
+    daemon = Daemon(hub.socket(1), "n", options, address=address)
+    thread = serve(daemon)
+    try:
+        assert part_status(address) == {"keep_days": 0}
+        time.sleep(0.2)
+        assert (tmp_path / "stale.part").exists()
+    finally:
+        daemon.stop()
+        thread.join(10)
+
+
+def test_keep_parts_option() -> None:
+    assert build_parser().parse_args(["daemon"]).keep_parts == 7.0
+    assert build_parser().parse_args(["daemon", "--keep-parts", "0.5"]).keep_parts == 0.5
+    for bad in (-1.0, float("nan"), 1e9):
+        with pytest.raises(L2fastError) as info:
+            _check_options(DaemonOptions(keep_parts_days=bad))
+        assert "--keep-parts must be 0 to" in info.value.message

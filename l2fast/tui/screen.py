@@ -19,7 +19,18 @@ import sys
 from typing import Any
 
 from l2fast.daemon.client import NodeClient
-from l2fast.tui.model import DIM, ERROR, INPUT, NORMAL, SELECTED, TITLE, SendJob, UiModel, cells
+from l2fast.tui.model import (
+    DIM,
+    ERROR,
+    INPUT,
+    NORMAL,
+    SELECTED,
+    TITLE,
+    SendJob,
+    UiModel,
+    cells,
+    fit,
+)
 
 __all__ = ["run_screen"]
 
@@ -106,8 +117,16 @@ class _Screen:
         lines = self.model.render(width - 1, height)
         self.scr.erase()
         for y, line in enumerate(lines):
+            attr = self.styles.get(line.style, curses.A_NORMAL)
             with contextlib.suppress(curses.error):
-                self.scr.addstr(y, 0, line.text, self.styles.get(line.style, curses.A_NORMAL))
+                try:
+                    self.scr.addstr(y, 0, line.text, attr)
+                except UnicodeEncodeError:
+                    # A terminal whose character set cannot show a name or message (an ASCII
+                    # locale, say): its characters are shown as escapes instead of crashing.
+                    enc = self.scr.encoding
+                    shown = line.text.encode(enc, "backslashreplace").decode(enc, "replace")
+                    self.scr.addstr(y, 0, fit(shown, width - 1), attr)
         if lines and lines[-1].style == INPUT:
             x = cells(lines[-1].text)
             with contextlib.suppress(curses.error):

@@ -388,6 +388,14 @@ class ControlServer:
                 os.unlink(self.address)
 
 
+def _closed() -> L2fastError:
+    return L2fastError(
+        "the l2fast daemon closed the connection",
+        hint="it stopped or restarted: `l2fast status` tells whether one runs now; its log "
+        "(stderr) says why",
+    )
+
+
 class ControlClient:
     """CLI side: one connection to the daemon, blocking, with a timeout."""
 
@@ -434,7 +442,7 @@ class ControlClient:
                     hint="check it is alive with `l2fast status`; see its log on stderr",
                 ) from None
             if not data:
-                raise L2fastError("the l2fast daemon closed the connection")
+                raise _closed()
             self._pending.extend(self._inbox.feed(data))
         return self._pending.pop(0)
 
@@ -455,7 +463,7 @@ class ControlClient:
         if not self._pending:
             data = self.sock.recv(65536)
             if not data:
-                raise L2fastError("the l2fast daemon closed the connection")
+                raise _closed()
             self._pending.extend(self._inbox.feed(data))
         messages, self._pending = self._pending, []
         return messages

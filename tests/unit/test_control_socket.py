@@ -257,3 +257,25 @@ def test_second_uid_is_refused(server: ServerThread, address: str) -> None:
     assert "hint" in refusal
     assert server.server.refused == 1
     assert all(r.get("value") != "intruder" for r in server.requests)
+
+
+def test_a_daemon_that_goes_away_is_a_clear_error_with_what_to_do() -> None:
+    address = f"\0l2fast-test-{uuid.uuid4().hex[:12]}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(1)
+
+    def accept_and_hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.close()  # a daemon that stopped right after accepting, before any greeting
+
+    thread = threading.Thread(target=accept_and_hang_up, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(L2fastError) as info:
+            ControlClient(address, timeout=5)
+        assert info.value.message == "the l2fast daemon closed the connection"
+        assert "`l2fast status`" in (info.value.hint or "")
+    finally:
+        thread.join(5)
+        listener.close()

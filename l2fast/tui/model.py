@@ -41,6 +41,7 @@ LOG_ENTRY_CHARS = 4096
 
 HELP = (
     "Tab / Shift-Tab or Up / Down: pick who you talk to (everyone, or one peer)",
+    "PgUp / PgDn: scroll the messages back and forth; End: the newest",
     "Enter: send the typed line as a message to them",
     "/send PATH: send a file or folder to the picked peer (verified; progress shown above)",
     "/accept ID, /reject ID: answer an offer waiting for you (daemon run with --accept ask)",
@@ -167,6 +168,11 @@ class UiModel:
         self._received_seen: int | None = None
         #: Per transfer (session, direction): the last (time, bytes_done) and the rate seen.
         self._rates: dict[tuple[str, str], tuple[float, int, float]] = {}
+        #: Rows of the message log scrolled back over (0: the newest are shown).
+        self.scroll = 0
+        self._page = 10  # rows one PgUp moves, from the last frame drawn
+        self._width = 80  # of the last frame drawn
+        self._wrap_cache: dict[tuple[Line, int], list[Line]] = {}
 
     # --- in ------------------------------------------------------------------------------------
 
@@ -310,6 +316,12 @@ class UiModel:
             self.quitting = True
         elif key == "^U":
             self.input = ""
+        elif key == "KEY_PPAGE":
+            self.scroll += self._page
+        elif key == "KEY_NPAGE":
+            self.scroll = max(0, self.scroll - self._page)
+        elif key == "KEY_END":
+            self.scroll = 0
         elif len(key) == 1 and key.isprintable():
             self.input += key
         # Anything else (function keys, a resize) changes nothing here.
@@ -384,17 +396,37 @@ class UiModel:
         ]
         room = height - len(bottom)
         top = top[: max(1, room - 2)]
-        log_rows = room - len(top) - 1
-        shown: list[Line] = []
-        for line in reversed(self.log):  # the newest messages, wrapped, as many as fit
-            if len(shown) >= log_rows:
+        log_rows = max(0, room - len(top) - 1)
+        self._page = max(1, log_rows - 1)
+        self._width = width
+        # The newest rows, wrapped, as many as fit plus those scrolled back over.
+        wanted = log_rows + self.scroll
+        rows: list[Line] = []
+        for line in reversed(self.log):
+            if len(rows) >= wanted:
                 break
-            rows = [Line(row, line.style) for row in wrap(line.text, width)]
-            shown[:0] = rows
-        shown = shown[-log_rows:] if log_rows > 0 else []
-        middle = [Line(fit("MESSAGES", width), TITLE)] if log_rows >= 0 else []
+            rows[:0] = self._wrapped(line, width)
+        # Scrolled back past the oldest row kept: stop at the top.
+        self.scroll = max(0, min(self.scroll, len(rows) - log_rows))
+        end = len(rows) - self.scroll
+        shown = rows[max(0, end - log_rows) : end]
+        title = "MESSAGES"
+        if self.scroll:
+            title += f"  (scrolled back {self.scroll} rows: PgDn or End for the newest)"
+        middle = [Line(fit(title, width), TITLE)]
         middle += shown + [Line("")] * max(0, log_rows - len(shown))
         return (top + middle + bottom)[:height]
+
+    def _wrapped(self, line: Line, width: int) -> list[Line]:
+        """`line` as rows of `width` cells, remembered (a frame is drawn ten times a second)."""
+        key = (line, width)
+        rows = self._wrap_cache.get(key)
+        if rows is None:
+            if len(self._wrap_cache) > 4 * LOG_LINES:
+                self._wrap_cache.clear()
+            rows = [Line(row, line.style) for row in wrap(line.text, width)]
+            self._wrap_cache[key] = rows
+        return rows
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -496,7 +528,10 @@ class UiModel:
         if len(text) > LOG_ENTRY_CHARS:
             more = len(text) - LOG_ENTRY_CHARS
             text = text[:LOG_ENTRY_CHARS] + f"... ({more} more characters: `l2fast chat --history`)"
-        self.log.append(Line(text, style))
+        line = Line(text, style)
+        self.log.append(line)
+        if self.scroll:  # scrolled back: what is on the screen stays there
+            self.scroll += len(self._wrapped(line, self._width))
 
     def _note(self, text: str, style: str = DIM) -> None:
         self.notice = Line(f"[{format_clock(self._wall())}] {text}", style)

@@ -4,6 +4,7 @@ in; requests, send commands and screen lines out."""
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 from typing import Any
@@ -477,3 +478,28 @@ def test_a_transfers_rate_comes_from_successive_statuses() -> None:
     status_answer(model, clock, transfers=[transfer(0)])
     status_answer(model, clock, transfers=[transfer(125_000_000)])  # 1 Gbit in 0.5 s
     assert "2.00 Gbit/s" in screen(model, 160)
+
+
+def test_pgup_scrolls_the_messages_back_and_end_returns() -> None:
+    model, _ = started([])
+    for i in range(100):
+        model.on_message({"ok": True, "event": "chat", "time": 0.0, "name": "bob", "mac": B,
+                          "text": f"message {i:03d}"})  # fmt: skip
+    text = screen(model, 80, 20)
+    assert "message 099" in text and "message 080" not in text
+    model.on_key("KEY_PPAGE")
+    text = screen(model, 80, 20)
+    assert "message 099" not in text and "scrolled back" in text
+    shown = [int(x) for x in re.findall(r"message (\d{3})", text)]
+    assert shown == sorted(shown) and max(shown) < 99
+    # A new message while scrolled back does not move what is shown.
+    model.on_message({"ok": True, "event": "chat", "time": 0.0, "name": "bob", "mac": B,
+                      "text": "message new"})  # fmt: skip
+    assert [int(x) for x in re.findall(r"message (\d{3})", screen(model, 80, 20))] == shown
+    for _ in range(50):
+        model.on_key("KEY_PPAGE")
+    text = screen(model, 80, 20)
+    assert "message 000" in text  # stops at the oldest kept
+    model.on_key("KEY_END")
+    text = screen(model, 80, 20)
+    assert "message new" in text and "scrolled back" not in text

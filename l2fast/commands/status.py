@@ -8,6 +8,7 @@ from typing import Any
 from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.display import escape_text, format_rtt_us
+from l2fast.progress import format_bytes
 
 EXAMPLES = """\
 examples:
@@ -37,6 +38,12 @@ def status_lines(s: dict[str, Any]) -> list[str]:
         )
     if "accept" in s:
         lines.append(f"files      recv-dir {s['recv_dir'] or '-'}  accept {s['accept']}")
+        parts = s.get("part_files") or {}
+        if parts.get("keep_days"):
+            lines.append(
+                f"           part files kept {parts['keep_days']:g} days, "
+                f"{parts.get('removed', 0)} removed ({format_bytes(parts.get('removed_bytes', 0))})"
+            )
     transfers = s.get("transfers", [])
     lines.append(f"transfers  {len(transfers)} in flight")
     for t in transfers:

@@ -109,6 +109,8 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     # A fake socket has no fanout group: receivers open their own sockets, and both say so.
     assert status["receive_sockets"] is None
     assert "no fanout group" in text
+    assert status["part_files"]["keep_days"] == 7.0
+    assert "part files kept 7 days, " in text
     pooled = {"fanout_group": 0x1F, "pool": 8, "lent": 1, "reserved": 2, "parked": 0,
               "lent_total": 5, "reused": 3, "unpooled": 2, "ping_responder_member": 9}  # fmt: skip
     text = "\n".join(status_lines({**status, "receive_sockets": pooled}))

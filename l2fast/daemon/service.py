@@ -364,7 +364,8 @@ class NodeService:
 
     def _op_history(self, conn: Replier, request: dict[str, Any]) -> None:
         limit = int(_number(request, "limit", len(self.history), 0, HISTORY_SIZE))
-        entries = deque(list(self.history)[len(self.history) - limit :] if limit else [])
+        # The newest `limit` (all of them when fewer are kept).
+        entries = deque(list(self.history)[-limit:] if limit else [])
         count = len(entries)
 
         def pump() -> None:

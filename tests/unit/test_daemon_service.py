@@ -174,7 +174,11 @@ def test_chat_by_name_and_by_mac_reaches_the_history(nodes: tuple[Node, Node]) -
     assert all(abs(e["time"] - time.time()) < 10 for e in entries)
     with b.client() as c:
         (last,) = [m["entry"] for m in c.stream({"op": "history", "limit": 1}, 5) if "entry" in m]
+        # More asked for than kept: every message, oldest first (it used to be the newest
+        # `limit - kept` of them).
+        more = [m["entry"] for m in c.stream({"op": "history", "limit": 50}, 5) if "entry" in m]
     assert last["text"] == "é" * 30_000
+    assert [e["text"] for e in more] == ["hi \x1b[2J bravo", "é" * 30_000]
 
 
 def test_unknown_name_fails_after_a_bounded_wait(

@@ -37,13 +37,15 @@ def run(args: argparse.Namespace) -> int:
             "l2fast ui needs a terminal on stdin and stdout",
             hint="for scripts use `l2fast chat`, `l2fast send --json` or `l2fast status --json`",
         )
+    hint = "set TERM to your terminal's type (for example TERM=xterm-256color)"
     try:
         curses.setupterm()
     except curses.error as exc:
         raise L2fastError(
-            f"this terminal cannot run a full-screen interface: {exc}",
-            hint="set TERM to your terminal's type (for example TERM=xterm-256color)",
+            f"this terminal cannot run a full-screen interface: {exc}", hint=hint
         ) from None
+    if curses.tigetstr("cup") is None:  # TERM=dumb and the like: no cursor addressing
+        raise L2fastError("this terminal cannot move its cursor (TERM has no 'cup')", hint=hint)
     from l2fast.tui.screen import run_screen  # curses' window code only once it is needed
 
     with connect(args.interface, local_ok=True, name=args.name) as client:

@@ -36,6 +36,8 @@ LOG_LINES = 1000
 HISTORY_LINES = 50
 #: Rows the peers pane may take at most (the log pane keeps the rest).
 PEER_ROWS = 8
+#: Offers listed at most (a folder held for a person offers one per entry).
+OFFER_ROWS = 6
 #: Characters of one log entry shown (a chat message may hold 1 MiB): the rest is summarised.
 LOG_ENTRY_CHARS = 4096
 
@@ -63,7 +65,9 @@ class Line:
 
 
 def _cells(ch: str) -> int:
-    if unicodedata.combining(ch):
+    # Nonspacing and enclosing marks take no cell; spacing marks (Mc, such as the spacing
+    # viramas) take one, as the C library's wcwidth, which the terminal follows, says.
+    if unicodedata.category(ch) in ("Mn", "Me"):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
@@ -88,6 +92,21 @@ def fit(text: str, width: int) -> str:
         out.append(ch)
         used += cells
     return "".join(out)
+
+
+#: Characters of one log line at most, escapes included (a guard for any text shown).
+_LOG_LINE_CAP = 8 * LOG_ENTRY_CHARS
+
+
+def _clipped_entry_line(entry: dict[str, Any]) -> str:
+    """A chat entry's line, its text cut to LOG_ENTRY_CHARS *before* escaping: escaping a
+    1 MiB message of control characters took ~0.7 s, and a peer could send many."""
+    text = str(entry.get("text", ""))
+    more = len(text) - LOG_ENTRY_CHARS
+    if more <= 0:
+        return entry_line(entry)
+    line = entry_line({**entry, "text": text[:LOG_ENTRY_CHARS]})
+    return f"{line}... ({more} more characters: `l2fast chat --history`)"
 
 
 def counted(n: int, word: str) -> str:
@@ -205,7 +224,7 @@ class UiModel:
     def on_message(self, msg: dict[str, Any]) -> None:
         """One message from the node: a chat event, or a reply to one of our requests."""
         if msg.get("event") == "chat":
-            self._say(entry_line(msg))
+            self._say(_clipped_entry_line(msg))
             return
         pending = self._pending.get(msg.get("id", -1))
         if pending is None:
@@ -218,7 +237,7 @@ class UiModel:
             self._refused(kind, label, msg)
         elif kind == "history":
             if "entry" in msg:
-                self._say(entry_line(msg["entry"]), DIM)
+                self._say(_clipped_entry_line(msg["entry"]), DIM)
         elif kind == "peers":
             self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
         elif kind == "status":
@@ -308,10 +327,15 @@ class UiModel:
             self._submit(line)
         elif key in ("KEY_BACKSPACE", "\x7f", "\b", "^?", "^H"):
             self.input = self.input[:-1]
-        elif key in ("\t", "^I", "KEY_DOWN"):
-            self._move_target(1)
-        elif key in ("KEY_BTAB", "KEY_UP"):
-            self._move_target(-1)
+        elif key in ("\t", "^I") and self.input:
+            # A Tab in a line being typed (or pasted) is part of the message: it must not
+            # send the rest of the line to someone else.
+            self.input += "\t"
+        elif key in ("\t", "^I", "KEY_DOWN", "KEY_BTAB", "KEY_UP"):
+            if self.input:
+                self._note("finish or clear the line (Ctrl-U) before picking someone else")
+            else:
+                self._move_target(1 if key in ("\t", "^I", "KEY_DOWN") else -1)
         elif key == "^C" or (key == "^D" and not self.input):
             self.quitting = True
         elif key == "^U":
@@ -342,6 +366,15 @@ class UiModel:
             job.finished = True
             job.bytes_done = int(event.get("bytes", job.bytes_done))
             path = escape_text(job.path)
+            skipped = event.get("skipped") or []
+            if skipped:
+                what = escape_text(str(skipped[0].get("path")))
+                why = escape_text(str(skipped[0].get("reason")))
+                self._say(
+                    f"[/send #{job.number} left out {counted(len(skipped), 'entry')}, such as "
+                    f"{what} ({why})]",
+                    DIM,
+                )
             if event.get("verified"):
                 self._say(
                     f"[sent {path} to {job.label}: {format_bytes(job.bytes_done)} in "
@@ -392,7 +425,7 @@ class UiModel:
         top += self._offer_lines(width)
         bottom = [
             Line(fit(f" {self.notice.text}", width), self.notice.style),
-            Line(fit(f"to {self.target_label()}> {self.input}", width), INPUT),
+            self._input_line(width),
         ]
         room = height - len(bottom)
         top = top[: max(1, room - 2)]
@@ -416,6 +449,19 @@ class UiModel:
         middle = [Line(fit(title, width), TITLE)]
         middle += shown + [Line("")] * max(0, log_rows - len(shown))
         return (top + middle + bottom)[:height]
+
+    def _input_line(self, width: int) -> Line:
+        """The prompt and what is typed; a line longer than the screen shows its end, where
+        the cursor is (tabs shown as `\\t`, as the message will be)."""
+        prompt = f"to {self.target_label()}> "
+        typed = self.input.replace("\t", "\\t")
+        room = width - cells(prompt) - 1
+        if room > 0 and cells(typed) > room:
+            tail = typed[-room:]
+            while cells(tail) > room - 1:
+                tail = tail[1:]
+            typed = "<" + tail
+        return Line(fit(prompt + typed, width), INPUT)
 
     def _wrapped(self, line: Line, width: int) -> list[Line]:
         """`line` as rows of `width` cells, remembered (a frame is drawn ten times a second)."""
@@ -464,7 +510,11 @@ class UiModel:
 
     def _transfer_lines(self, width: int) -> list[Line]:
         running = list(self.transfers)
-        own = [j for j in self.sends if not j.finished]
+        # A /send through the daemon is also one of the daemon's transfers: its row (the
+        # daemon's own count) stands for it; a /send's row is for one that has none yet, or
+        # runs a node of its own.
+        daemon_sends = {str(t.get("peer")) for t in running if t.get("direction") == "send"}
+        own = [j for j in self.sends if not j.finished and j.peer not in daemon_sends]
         if not running and not own:
             return []
         lines = [Line(fit("TRANSFERS", width), TITLE)]
@@ -473,36 +523,42 @@ class UiModel:
             arrow = "->" if t.get("direction") == "send" else "<-"
             who = self._label_of(str(t.get("peer", "?")))
             done, total = int(t.get("bytes_done", 0)), int(t.get("bytes_total", 0))
-            pct = 100.0 * done / total if total else 0.0
             files = counted(int(t.get("files", 0)), "file")
-            text = (
-                f"  {t.get('direction', '?')} {arrow} {who}  {files}  "
-                f"{progress_bar(done, total, bar)} {pct:5.1f}%  "
-                f"{format_bytes(done)} / {format_bytes(total)}  "
-                f"{float(t.get('gbit_per_s', 0.0)):.2f} Gbit/s"
-            )
-            lines.append(Line(fit(text, width)))
+            head = f"  {t.get('direction', '?')} {arrow} {who}  {files}  "
+            rate = float(t.get("gbit_per_s", 0.0))
+            lines.append(Line(fit(head + self._progress(done, total, bar, rate), width)))
         for j in own:
-            pct = 100.0 * j.bytes_done / j.total if j.total else 0.0
-            text = (
-                f"  /send #{j.number} {escape_text(os.path.basename(j.path) or j.path)} -> "
-                f"{j.label}  {progress_bar(j.bytes_done, j.total, bar)} {pct:5.1f}%  "
-                f"{j.gbit_per_s:.2f} Gbit/s"
-            )
-            lines.append(Line(fit(text, width)))
+            name = escape_text(os.path.basename(j.path) or j.path)
+            head = f"  /send #{j.number} {name} -> {j.label}  "
+            progress = self._progress(j.bytes_done, j.total, bar, j.gbit_per_s)
+            lines.append(Line(fit(head + progress, width)))
         return lines
+
+    @staticmethod
+    def _progress(done: int, total: int, bar: int, gbit_per_s: float) -> str:
+        if total <= 0:
+            return "offered, waiting for the peer's answer"
+        pct = 100.0 * done / total
+        return (
+            f"{progress_bar(done, total, bar)} {pct:5.1f}%  {format_bytes(done)} / "
+            f"{format_bytes(total)}  {gbit_per_s:.2f} Gbit/s"
+        )
 
     def _offer_lines(self, width: int) -> list[Line]:
         if not self.offers:
             return []
         lines = [Line(fit("OFFERS WAITING: /accept ID or /reject ID", width), TITLE)]
-        for o in self.offers:
+        for o in self.offers[:OFFER_ROWS]:
             text = (
                 f"  {o['id']:>4}  {self._label_of(str(o['peer']))}  {o['kind']}  "
                 f"{format_bytes(int(o['size']))}  {escape_text(str(o['path']))}  "
                 f"(waiting {float(o.get('waiting_s', 0)):.0f} s)"
             )
             lines.append(Line(fit(text, width)))
+        if len(self.offers) > OFFER_ROWS:
+            more = len(self.offers) - OFFER_ROWS
+            text = f"  ... and {more} more (`l2fast inbox` lists them all)"
+            lines.append(Line(fit(text, width), DIM))
         return lines
 
     def _peer(self, mac: str) -> dict[str, Any] | None:
@@ -525,9 +581,8 @@ class UiModel:
         self._requests.append({**request, "id": request_id})
 
     def _say(self, text: str, style: str = NORMAL) -> None:
-        if len(text) > LOG_ENTRY_CHARS:
-            more = len(text) - LOG_ENTRY_CHARS
-            text = text[:LOG_ENTRY_CHARS] + f"... ({more} more characters: `l2fast chat --history`)"
+        if len(text) > _LOG_LINE_CAP:  # a last guard; messages are cut before escaping
+            text = text[:_LOG_LINE_CAP] + "..."
         line = Line(text, style)
         self.log.append(line)
         if self.scroll:  # scrolled back: what is on the screen stays there
@@ -592,6 +647,13 @@ class UiModel:
         self._note(f"talking to {self.target_label()}")
 
     def _decide(self, op: str, rest: str) -> None:
+        if self._no_inbox:
+            self._say(
+                "[no offers wait here: offers are held by a daemon run with --accept ask, and "
+                f"this interface is not talking to one on {self.interface}]",
+                ERROR,
+            )
+            return
         try:
             offer = int(rest)
         except ValueError:
@@ -610,8 +672,9 @@ class UiModel:
         self._send_numbers += 1
         job = SendJob(self._send_numbers, path, self.target, self.target_label())
         self.sends.append(job)
-        argv = [self._python, "-m", "l2fast", "send", self.target, path, "--json"]
+        argv = [self._python, "-m", "l2fast", "send", "--json"]
         if self.interface:
             argv += ["--interface", self.interface]
+        argv += ["--", self.target, path]  # a path that starts with "-" is still a path
         self._launches.append((job, argv))
         self._say(f"[/send #{job.number}: {escape_text(path)} to {job.label}...]", DIM)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import curses
 import json
+import locale
 import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from l2fast.daemon.client import NodeClient
@@ -79,6 +81,7 @@ class _Screen:
         self.model = model
         self.styles = _styles()
         self.sends: list[_SendProcess] = []
+        self._codeset = locale.nl_langinfo(locale.CODESET).lower() or "ascii"
 
     def run(self) -> int:
         with contextlib.suppress(curses.error):
@@ -117,16 +120,18 @@ class _Screen:
         lines = self.model.render(width - 1, height)
         self.scr.erase()
         for y, line in enumerate(lines):
-            attr = self.styles.get(line.style, curses.A_NORMAL)
+            text = line.text
+            if self._codeset not in ("utf-8", "utf8"):
+                # A terminal whose character set cannot show a name or message (an ASCII
+                # locale, say): such characters are shown as escapes, not dropped.
+                shown = text.encode(self._codeset, "backslashreplace")
+                text = fit(shown.decode(self._codeset, "replace"), width - 1)
             with contextlib.suppress(curses.error):
-                try:
-                    self.scr.addstr(y, 0, line.text, attr)
-                except UnicodeEncodeError:
-                    # A terminal whose character set cannot show a name or message (an ASCII
-                    # locale, say): its characters are shown as escapes instead of crashing.
-                    enc = self.scr.encoding
-                    shown = line.text.encode(enc, "backslashreplace").decode(enc, "replace")
-                    self.scr.addstr(y, 0, fit(shown, width - 1), attr)
+                # Cleared first: should a row ever take more cells than counted, what spills
+                # onto the next row is wiped when that row is drawn.
+                self.scr.move(y, 0)
+                self.scr.clrtoeol()
+                self.scr.addstr(y, 0, text, self.styles.get(line.style, curses.A_NORMAL))
         if lines and lines[-1].style == INPUT:
             x = cells(lines[-1].text)
             with contextlib.suppress(curses.error):
@@ -185,18 +190,26 @@ class _Screen:
                 stream.close()
 
     def stop_sends(self) -> None:
-        """Leaving: interrupt the sends still running (the receiver keeps what arrived)."""
-        for sp in list(self.sends):
-            if sp.proc.poll() is None:
+        """Leaving: interrupt the sends still running (the receiver keeps what arrived), all at
+        once and against one deadline; a second Ctrl-C meanwhile does not leave them behind."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            running = [sp for sp in self.sends if sp.proc.poll() is None]
+            for sp in running:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(sp.proc.pid, signal.SIGINT)
+            deadline = time.monotonic() + SEND_STOP_S
+            for sp in running:
                 try:
-                    sp.proc.wait(SEND_STOP_S)
+                    sp.proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(sp.proc.pid, signal.SIGKILL)
                     sp.proc.wait()
-            self._close(sp)
+            for sp in list(self.sends):
+                self._close(sp)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run_screen(client: NodeClient, model: UiModel) -> int:

@@ -2,7 +2,7 @@
 
 `PtyScreen` starts a command with a pty of a fixed size as its terminal, feeds everything it
 prints to a `pyte` terminal emulator, and lets a test type keys and wait (bounded) for text to
-appear on the emulated screen. Used for `l2fast ui` (tests/integration/test_node_lab.py).
+appear on the emulated screen. Used for `l2fast ui` (tests/integration/test_ui_lab.py).
 """
 
 from __future__ import annotations

@@ -125,3 +125,13 @@ def test_a_send_the_peer_cannot_take_is_shown_as_failed(ui_lab: UiLab) -> None:
         assert screen.wait_exit(10) == 0
     finally:
         screen.close()
+
+
+def test_a_terminal_that_cannot_address_its_cursor_is_refused() -> None:
+    screen = PtyScreen(["env", "TERM=dumb", sys.executable, "-m", "l2fast", "ui"], cwd=str(REPO))
+    try:
+        assert screen.wait_exit(30) == 1
+        assert "this terminal cannot move its cursor (TERM has no 'cup')" in screen.text()
+        assert "Traceback" not in screen.text()
+    finally:
+        screen.close()

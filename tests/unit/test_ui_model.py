@@ -7,6 +7,7 @@ import itertools
 import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from l2fast.tui.model import (
     ERROR,
+    LOG_ENTRY_CHARS,
     REFRESH_S,
     SELECTED,
     Line,
@@ -263,13 +265,13 @@ def test_send_starts_l2fast_send_and_shows_its_progress_then_the_result() -> Non
     model.on_key("\t")
     typed(model, "/send /data/big.bin\n")
     ((job, argv),) = model.take_launches()
-    assert argv == ["py", "-m", "l2fast", "send", A, "/data/big.bin", "--json",
-                    "--interface", "eth9"]  # fmt: skip
+    assert argv == ["py", "-m", "l2fast", "send", "--json", "--interface", "eth9", "--", A,
+                    "/data/big.bin"]  # fmt: skip
     model.on_send_event(job, {"event": "progress", "bytes": 1 << 29, "total": 1 << 30,
                               "gbit_per_s": 3.25})  # fmt: skip
     text = screen(model)
     assert "/send #1 big.bin -> alice" in text
-    assert " 50.0%  3.25 Gbit/s" in text
+    assert " 50.0%  512 MiB / 1.00 GiB  3.25 Gbit/s" in screen(model, 140)
     model.on_send_event(job, {"event": "done", "bytes": 1 << 30, "seconds": 2.5,
                               "gbit_per_s": 3.4, "verified": True})  # fmt: skip
     model.on_send_exit(job, 0, "")
@@ -503,3 +505,75 @@ def test_pgup_scrolls_the_messages_back_and_end_returns() -> None:
     model.on_key("KEY_END")
     text = screen(model, 80, 20)
     assert "message new" in text and "scrolled back" not in text
+
+
+def test_a_tab_in_a_typed_line_is_text_and_does_not_change_the_recipient() -> None:
+    model, _ = started()
+    typed(model, "col1\tcol2")
+    model.on_key("KEY_UP")
+    assert model.target is None  # still everyone: the line goes where it was started
+    assert "before picking someone else" in model.notice.text
+    model.on_key("\n")
+    (request,) = model.take_requests()
+    assert (request["op"], request["text"]) == ("chat_all", "col1\tcol2")
+
+
+def test_a_line_longer_than_the_screen_shows_its_end() -> None:
+    model, _ = started()
+    typed(model, "a" * 150 + "THE END")
+    (last,) = model.render(60, 20)[-1:]
+    assert last.text.startswith("to everyone> <") and last.text.endswith("THE END")
+    assert cells(last.text) <= 60
+
+
+def test_a_huge_message_is_cut_before_it_is_escaped() -> None:
+    model, _ = started([])
+    started_at = time.perf_counter()
+    for _ in range(10):
+        model.on_message({"ok": True, "event": "chat", "time": 0.0, "name": "bob", "mac": B,
+                          "text": "\x01" * (1 << 20)})  # fmt: skip
+    assert time.perf_counter() - started_at < 2.0  # escaping 10 MiB took ~7 s
+    line = model.log[-1].text
+    assert line.endswith(f"... ({(1 << 20) - LOG_ENTRY_CHARS} more characters: "
+                         "`l2fast chat --history`)")  # fmt: skip
+    assert line.count("\\x01") == LOG_ENTRY_CHARS
+
+
+def test_spacing_marks_take_a_cell() -> None:
+    assert cells("\u1b44" * 10) == 10  # spacing virama (Mc): one cell each, as wcwidth says
+    assert cells("e\u0301") == 1  # a nonspacing accent (Mn) takes none
+
+
+def test_many_offers_end_with_how_many_more() -> None:
+    model, clock = started()
+    offers = [{"id": i, "peer": A, "kind": "file", "size": 1, "path": f"f{i}", "waiting_s": 1}
+              for i in range(1, 21)]  # fmt: skip
+    clock.t += REFRESH_S
+    model.tick()
+    answer(model, offers=offers, peers=[peer(A, "alice")], status={"transfers": []})
+    text = screen(model, 100, 40)
+    assert "f6  (waiting" in text and "f7  (waiting" not in text
+    assert "... and 14 more (`l2fast inbox` lists them all)" in text
+
+
+def test_the_daemons_row_stands_for_a_send_started_here() -> None:
+    model, clock = started()
+    model.on_key("\t")
+    typed(model, "/send big.bin\n")
+    model.take_launches()
+    assert "/send #1 big.bin -> alice  offered, waiting for the peer's answer" in screen(model)
+    held = {"direction": "send", "peer": A, "session": "0x9", "files": 1, "bytes_done": 0,
+            "bytes_total": 0}  # fmt: skip
+    status_answer(model, clock, transfers=[held])
+    text = screen(model, 120)
+    assert "send -> alice (02:00:00:00:00:0a)  1 file  offered, waiting" in text
+    assert "/send #1" not in text.split("MESSAGES")[0]  # one row for one transfer
+
+
+def test_offers_cannot_be_answered_without_a_daemon() -> None:
+    model = UiModel(new_id=itertools.count(1).__next__, clock=Clock())
+    model.on_hello({**HELLO, "daemon": False})
+    model.take_requests()
+    typed(model, "/accept 3\n")
+    assert model.take_requests() == []
+    assert "offers are held by a daemon run with --accept ask" in screen(model, 160)

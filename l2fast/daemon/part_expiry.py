@@ -80,6 +80,14 @@ class PartExpiry:
                 "part files: removed %d not resumed for %g days (%s)",
                 result.removed, self.max_age_days, format_bytes(result.removed_bytes),
             )  # fmt: skip
+        if result.kept_busy:
+            log.info("part files: %d old ones are in use by a transfer: kept", result.kept_busy)
+        if result.dirs_skipped:
+            log.warning(
+                "part files: %d directories under %s could not be opened (out of descriptors, "
+                "or no permission): part files in them were not looked at",
+                result.dirs_skipped, self.recv_dir,
+            )  # fmt: skip
         if result.truncated:
             log.warning(
                 "part files: the walk of %s stopped after %d entries; the next one starts over",

@@ -518,6 +518,8 @@ class ExpiryResult:
     kept_busy: int = 0  #: old pairs a transfer holds now (locked): left alone
     scanned: int = 0  #: directory entries looked at
     truncated: bool = False  #: the walk stopped at its entry limit
+    #: subdirectories that could not be opened (out of descriptors, gone, no permission)
+    dirs_skipped: int = 0
 
 
 def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> ExpiryResult:
@@ -531,7 +533,7 @@ def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> Expir
     that is not ours are left alone; subdirectories are walked (one descriptor per level
     open), links to them are not. Never raises for what it finds on disk.
     """
-    removed = removed_bytes = kept_busy = scanned = 0
+    removed = removed_bytes = kept_busy = scanned = dirs_skipped = 0
     truncated = False
     # Depth first: each frame is an open directory and the subdirectories still to visit.
     frames: list[tuple[int, list[str]]] = []
@@ -563,8 +565,10 @@ def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> Expir
             while frames and fd < 0:
                 parent, pending = frames[-1]
                 if pending and not truncated:
-                    with contextlib.suppress(OSError):
+                    try:
                         fd = os.open(pending.pop(), _DIR_FLAGS, dir_fd=parent)
+                    except OSError:
+                        dirs_skipped += 1
                 else:
                     frames.pop()
                     os.close(parent)
@@ -573,7 +577,7 @@ def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> Expir
             os.close(fd)
         for parent, _ in frames:
             os.close(parent)
-    return ExpiryResult(removed, removed_bytes, kept_busy, scanned, truncated)
+    return ExpiryResult(removed, removed_bytes, kept_busy, scanned, truncated, dirs_skipped)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -603,9 +607,24 @@ def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | N
             return _BUSY
         if not _same_inode(dir_fd, name, fd):  # removed or replaced before we got the lock
             return None
-        freed = 0
-        if part_info is not None and stat.S_ISREG(part_info.st_mode):
-            freed = part_info.st_blocks * 512
+        # Only what is provably a pair we wrote: a sidecar with a valid header and the size
+        # it implies, and (when there is one) a part file that is a plain file of ours, with
+        # one link, of the header's size. Anything else under these names is left alone.
+        header = SidecarHeader.unpack(os.pread(fd, BITMAP_OFFSET, 0))
+        if header is None or os.fstat(fd).st_size != BITMAP_OFFSET + header.bitmap_bytes:
+            return None
+        try:
+            part_info = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            part_info = None
+        if part_info is not None and not (
+            stat.S_ISREG(part_info.st_mode)
+            and part_info.st_nlink == 1
+            and part_info.st_uid == os.geteuid()
+            and part_info.st_size == header.size
+        ):
+            return None
+        freed = part_info.st_blocks * 512 if part_info is not None else 0
         _unlink_part(dir_fd, part)
         _unlink_quiet(dir_fd, name)
         return freed

@@ -3,6 +3,7 @@ young, busy and foreign ones stay, the walk is bounded."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -135,6 +136,68 @@ def test_no_descriptor_is_left_open(root: tuple[Path, int]) -> None:
     expire_pairs(fd, 7 * DAY, NOW, limit=3)  # truncated mid-walk
     expire_pairs(fd, 7 * DAY, NOW, limit=10_000)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_only_provable_pairs_are_deleted(root: tuple[Path, int], tmp_path: Path) -> None:
+    """Right names are not enough: the sidecar must have a valid header and its size, and the
+    part must be a plain file of ours, with one link, of the header's size."""
+    path, fd = root
+    when = NOW - 30 * DAY
+    outside = tmp_path / "outside-file"
+    outside.write_bytes(b"precious" * 1024)
+
+    def old(p: Path) -> None:
+        os.utime(p, (when, when), follow_symlinks=False)
+
+    # A garbage "sidecar" beside a plain part file.
+    (path / "garbage.part").write_bytes(b"x" * 8192)
+    (path / "garbage.part.l2fast").write_bytes(b"not a sidecar at all" * 10)
+    # Valid pairs whose part is not what the sidecar says or not ours to delete.
+    idle_pair(path, "wrongsize", age_days=30)
+    (path / "wrongsize.part").write_bytes(b"y" * 100)
+    idle_pair(path, "hardlink", age_days=30)
+    (path / "hardlink.part").unlink()
+    os.link(outside, path / "hardlink.part")
+    idle_pair(path, "fifo", age_days=30)
+    (path / "fifo.part").unlink()
+    os.mkfifo(path / "fifo.part")
+    idle_pair(path, "symlink", age_days=30)
+    (path / "symlink.part").unlink()
+    (path / "symlink.part").symlink_to(outside)
+    idle_pair(path, "other", age_days=30)
+    os.chown(path / "other.part", 65534, 65534)
+    # A sidecar whose part file is gone: ours, and useless; it goes.
+    idle_pair(path, "orphan", age_days=30)
+    (path / "orphan.part").unlink()
+    for p in path.iterdir():
+        old(p)
+    result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
+    assert result.removed == 1
+    assert not (path / "orphan.part.l2fast").exists()
+    for name in ("garbage", "wrongsize", "hardlink", "fifo", "symlink", "other"):
+        assert (path / f"{name}.part.l2fast").exists(), name
+        assert os.path.lexists(path / f"{name}.part"), name
+    assert outside.read_bytes() == b"precious" * 1024
+
+
+def test_directories_that_cannot_be_opened_are_counted(
+    root: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, fd = root
+    for i in range(3):
+        idle_pair(path / f"d{i}", "p", age_days=30)
+    real_open = os.open
+
+    def out_of_descriptors(name: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if name == "d1" and flags & os.O_DIRECTORY:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", out_of_descriptors)
+    result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
+    monkeypatch.undo()
+    assert (result.removed, result.dirs_skipped) == (2, 1)
+    assert (path / "d1" / "p.part").exists()
 
 
 # --- in the daemon ---------------------------------------------------------------------------

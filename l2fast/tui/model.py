@@ -44,7 +44,8 @@ LOG_ENTRY_CHARS = 4096
 HELP = (
     "Tab / Shift-Tab or Up / Down: pick who you talk to (everyone, or one peer)",
     "PgUp / PgDn: scroll the messages back and forth; End: the newest",
-    "Enter: send the typed line as a message to them",
+    "Enter: send the typed line as a message to them; Left / Right, Home / Ctrl-A, Ctrl-E, "
+    "Backspace, Delete and Ctrl-U edit it",
     "/send PATH: send a file or folder to the picked peer (verified; progress shown above)",
     "/accept ID, /reject ID: answer an offer waiting for you (daemon run with --accept ask)",
     "/to NAME|MAC, /all: pick by name or MAC, or everyone",
@@ -173,6 +174,8 @@ class UiModel:
         #: Who a typed line goes to: None for everyone, else a peer's MAC (`aa:bb:..`).
         self.target: str | None = None
         self.input = ""
+        self.cursor = 0  #: where in `input` the next character goes
+        self.cursor_x = 0  #: the terminal column of the cursor on the input line, when drawn
         self.notice = Line("")
         self.quitting = False
         self._requests: list[dict[str, Any]] = []
@@ -322,24 +325,36 @@ class UiModel:
 
     def on_key(self, key: str) -> None:
         """One key press: a printable character, or a curses key name (`KEY_UP`, `^C`...)."""
+        at = self.cursor
         if key in ("\n", "\r", "KEY_ENTER", "^J", "^M"):
-            line, self.input = self.input, ""
+            line, self.input, self.cursor = self.input, "", 0
             self._submit(line)
         elif key in ("KEY_BACKSPACE", "\x7f", "\b", "^?", "^H"):
-            self.input = self.input[:-1]
+            if at > 0:
+                self.input, self.cursor = self.input[: at - 1] + self.input[at:], at - 1
+        elif key in ("KEY_DC", "^D") and self.input:
+            self.input = self.input[:at] + self.input[at + 1 :]
+        elif key == "KEY_LEFT":
+            self.cursor = max(0, at - 1)
+        elif key == "KEY_RIGHT":
+            self.cursor = min(len(self.input), at + 1)
+        elif key in ("KEY_HOME", "^A"):
+            self.cursor = 0
+        elif key == "^E":
+            self.cursor = len(self.input)
         elif key in ("\t", "^I") and self.input:
             # A Tab in a line being typed (or pasted) is part of the message: it must not
             # send the rest of the line to someone else.
-            self.input += "\t"
+            self._insert("\t")
         elif key in ("\t", "^I", "KEY_DOWN", "KEY_BTAB", "KEY_UP"):
             if self.input:
                 self._note("finish or clear the line (Ctrl-U) before picking someone else")
             else:
                 self._move_target(1 if key in ("\t", "^I", "KEY_DOWN") else -1)
-        elif key == "^C" or (key == "^D" and not self.input):
+        elif key in ("^C", "^D"):  # Ctrl-D on an empty line, as a shell reads it
             self.quitting = True
         elif key == "^U":
-            self.input = ""
+            self.input, self.cursor = "", 0
         elif key == "KEY_PPAGE":
             self.scroll += self._page
         elif key == "KEY_NPAGE":
@@ -347,8 +362,13 @@ class UiModel:
         elif key == "KEY_END":
             self.scroll = 0
         elif len(key) == 1 and key.isprintable():
-            self.input += key
+            self._insert(key)
         # Anything else (function keys, a resize) changes nothing here.
+
+    def _insert(self, text: str) -> None:
+        at = self.cursor
+        self.input = self.input[:at] + text + self.input[at:]
+        self.cursor = at + len(text)
 
     def on_send_event(self, job: SendJob, event: dict[str, Any]) -> None:
         """One NDJSON line of a send process this interface started."""
@@ -451,17 +471,22 @@ class UiModel:
         return (top + middle + bottom)[:height]
 
     def _input_line(self, width: int) -> Line:
-        """The prompt and what is typed; a line longer than the screen shows its end, where
-        the cursor is (tabs shown as `\\t`, as the message will be)."""
+        """The prompt and what is typed (tabs shown as `\\t`, as the message will show). A line
+        longer than the screen is shown around the cursor, with `<` when its start is cut;
+        `cursor_x` is where the terminal's cursor goes."""
         prompt = f"to {self.target_label()}> "
-        typed = self.input.replace("\t", "\\t")
-        room = width - cells(prompt) - 1
-        if room > 0 and cells(typed) > room:
-            tail = typed[-room:]
-            while cells(tail) > room - 1:
-                tail = tail[1:]
-            typed = "<" + tail
-        return Line(fit(prompt + typed, width), INPUT)
+        before = self.input[: self.cursor].replace("\t", "\\t")
+        typed = before + self.input[self.cursor :].replace("\t", "\\t")
+        if cells(prompt + typed) < width:
+            self.cursor_x = cells(prompt + before)
+            return Line(prompt + typed, INPUT)
+        room = max(1, width - cells(prompt) - 2)  # "<" and a cell for the cursor at the end
+        start = 0
+        while cells(before[start:]) > room:
+            start += 1
+        shown = ("<" if start else "") + fit(typed[start:], room)
+        self.cursor_x = min(width - 1, cells(prompt) + (1 if start else 0) + cells(before[start:]))
+        return Line(fit(prompt + shown, width), INPUT)
 
     def _wrapped(self, line: Line, width: int) -> list[Line]:
         """`line` as rows of `width` cells, remembered (a frame is drawn ten times a second)."""

@@ -30,7 +30,6 @@ from l2fast.tui.model import (
     TITLE,
     SendJob,
     UiModel,
-    cells,
     fit,
 )
 
@@ -133,9 +132,8 @@ class _Screen:
                 self.scr.clrtoeol()
                 self.scr.addstr(y, 0, text, self.styles.get(line.style, curses.A_NORMAL))
         if lines and lines[-1].style == INPUT:
-            x = cells(lines[-1].text)
             with contextlib.suppress(curses.error):
-                self.scr.move(len(lines) - 1, min(x, width - 2))
+                self.scr.move(len(lines) - 1, min(self.model.cursor_x, width - 2))
         self.scr.refresh()
 
     # --- send processes --------------------------------------------------------------------

@@ -577,3 +577,40 @@ def test_offers_cannot_be_answered_without_a_daemon() -> None:
     typed(model, "/accept 3\n")
     assert model.take_requests() == []
     assert "offers are held by a daemon run with --accept ask" in screen(model, 160)
+
+
+def test_the_input_line_edits_at_the_cursor() -> None:
+    model, _ = started()
+    typed(model, "helo wrld")
+    for _ in range(3):
+        model.on_key("KEY_LEFT")
+    typed(model, "o")  # "helo wo|rld"
+    model.on_key("^A")
+    model.on_key("KEY_RIGHT")
+    model.on_key("KEY_RIGHT")
+    typed(model, "l")  # "hel|lo world"
+    assert model.input == "hello world"
+    model.on_key("^E")
+    model.on_key("KEY_BACKSPACE")
+    model.on_key("KEY_HOME")
+    model.on_key("KEY_DC")
+    assert model.input == "ello worl"
+    line = model.render(80, 20)[-1]
+    assert line.text == "to everyone> ello worl"
+    assert model.cursor_x == len("to everyone> ")  # at the start, after Home
+    model.on_key("\n")
+    (request,) = model.take_requests()
+    assert request["text"] == "ello worl" and (model.input, model.cursor) == ("", 0)
+
+
+def test_a_long_line_is_shown_around_the_cursor() -> None:
+    model, _ = started()
+    typed(model, "START" + "x" * 200 + "END")
+    model.on_key("^A")
+    line = model.render(60, 20)[-1]
+    assert line.text.startswith("to everyone> START") and "<" not in line.text
+    assert model.cursor_x == len("to everyone> ")
+    model.on_key("^E")
+    line = model.render(60, 20)[-1]
+    assert line.text.startswith("to everyone> <") and line.text.endswith("END")
+    assert model.cursor_x == cells(line.text)  # just after the last character

@@ -36,6 +36,8 @@ LOG_LINES = 1000
 HISTORY_LINES = 50
 #: Rows the peers pane may take at most (the log pane keeps the rest).
 PEER_ROWS = 8
+#: Files a /send says the peer holds, one line each, before one line for the rest.
+HELD_LINES = 3
 #: Offers listed at most (a folder held for a person offers one per entry).
 OFFER_ROWS = 6
 #: Characters of one log entry shown (a chat message may hold 1 MiB): the rest is summarised.
@@ -147,6 +149,7 @@ class SendJob:
     total: int = 0
     gbit_per_s: float = 0.0
     finished: bool = False
+    held: int = 0  #: offers of this send the peer keeps for a person
 
 
 class UiModel:
@@ -377,11 +380,18 @@ class UiModel:
             job.total = int(event.get("total", 0))
             job.gbit_per_s = float(event.get("gbit_per_s", 0.0))
         elif event.get("event") == "held":
-            self._say(
-                f"[{job.label} holds {escape_text(str(event.get('path', job.path)))} until "
-                f"someone there accepts it (offer {event.get('pending_id', '?')} there)]",
-                DIM,
-            )
+            # One line per held file for a few; a folder held entry by entry says the rest
+            # once (as `l2fast send` does).
+            job.held += 1
+            if job.held <= HELD_LINES:
+                self._say(
+                    f"[{job.label} holds {escape_text(str(event.get('path', job.path)))} until "
+                    f"someone there accepts it (offer {event.get('pending_id', '?')} there)]",
+                    DIM,
+                )
+            elif job.held == HELD_LINES + 1:
+                self._say(f"[{job.label} holds more of /send #{job.number} for a person: "
+                          "`l2fast inbox` there lists them]", DIM)  # fmt: skip
         elif event.get("event") == "done":
             job.finished = True
             job.bytes_done = int(event.get("bytes", job.bytes_done))

@@ -614,3 +614,15 @@ def test_a_long_line_is_shown_around_the_cursor() -> None:
     line = model.render(60, 20)[-1]
     assert line.text.startswith("to everyone> <") and line.text.endswith("END")
     assert model.cursor_x == cells(line.text)  # just after the last character
+
+
+def test_a_folder_held_entry_by_entry_is_told_in_a_few_lines() -> None:
+    model, _ = started()
+    model.on_key("\t")
+    typed(model, "/send tree\n")
+    ((job, _),) = model.take_launches()
+    for i in range(10):
+        model.on_send_event(job, {"event": "held", "path": f"tree/f{i}", "pending_id": i + 1})
+    text = screen(model, 120, 40)
+    assert text.count("until someone there accepts it") == 3
+    assert text.count("holds more of /send #1 for a person") == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import curses
 import sys
 
 from l2fast.daemon.client import add_node_arguments, connect
@@ -37,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
             "l2fast ui needs a terminal on stdin and stdout",
             hint="for scripts use `l2fast chat`, `l2fast send --json` or `l2fast status --json`",
         )
+    # Imported here, not with the module: every command's parser loads this module, and a
+    # Python built without curses must still run the others.
+    import curses
+
     hint = "set TERM to your terminal's type (for example TERM=xterm-256color)"
     try:
         curses.setupterm()

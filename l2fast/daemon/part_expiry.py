@@ -7,6 +7,12 @@ a transfer (`l2fast.transfer.resume.expire_pairs`). It runs in a thread of its o
 receive directory of a million files takes seconds to walk, and the loop serves peers
 meanwhile. Only file-system calls run there; its results are plain counters that `status`
 reads.
+
+Two limits of the flock(2) it relies on: a worker forked while the walk holds a sidecar's lock
+(a few microseconds per pair) inherits that lock until it exits, which can make that one pair
+look busy to a resume meanwhile; and on NFS, where flock is emulated per process, the walk's
+lock does not exclude the daemon's own transfers. Receive directories belong on a local file
+system.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ log = logging.getLogger("l2fast.daemon")
 
 #: Seconds between walks (the first runs as the daemon starts).
 SWEEP_INTERVAL_S = 3600.0
-#: Directory entries one walk looks at, at most (the next walk starts again from the top).
+#: Directory entries one walk looks at, at most. Every walk starts from the top, so in a
+#: receive directory of more entries those past the limit are never looked at (logged).
 SWEEP_ENTRIES = 1_000_000
 DAY_S = 86400.0
 
@@ -71,10 +78,12 @@ class PartExpiry:
         self._record(result)
 
     def _record(self, result: ExpiryResult) -> None:
-        self.sweeps += 1
+        # `sweeps` last: `status` (read from the loop's thread) never shows a finished walk
+        # without its counts.
         self.removed += result.removed
         self.removed_bytes += result.removed_bytes
         self.last_wall = time.time()
+        self.sweeps += 1
         if result.removed:
             log.info(
                 "part files: removed %d not resumed for %g days (%s)",
@@ -82,6 +91,11 @@ class PartExpiry:
             )  # fmt: skip
         if result.kept_busy:
             log.info("part files: %d old ones are in use by a transfer: kept", result.kept_busy)
+        if result.failed:
+            log.warning(
+                "part files: %d old ones could not be deleted (read-only or immutable files, or "
+                "I/O errors); they are tried again at the next walk", result.failed,
+            )  # fmt: skip
         if result.dirs_skipped:
             log.warning(
                 "part files: %d directories under %s could not be opened (out of descriptors, "
@@ -90,7 +104,8 @@ class PartExpiry:
             )  # fmt: skip
         if result.truncated:
             log.warning(
-                "part files: the walk of %s stopped after %d entries; the next one starts over",
+                "part files: the walk of %s stopped after %d entries; every walk starts from the "
+                "top, so part files beyond that many entries are not reached",
                 self.recv_dir, result.scanned,
             )  # fmt: skip
 

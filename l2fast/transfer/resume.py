@@ -520,6 +520,8 @@ class ExpiryResult:
     truncated: bool = False  #: the walk stopped at its entry limit
     #: subdirectories that could not be opened (out of descriptors, gone, no permission)
     dirs_skipped: int = 0
+    #: pairs whose deletion failed (a read-only or immutable file, an I/O error): left
+    failed: int = 0
 
 
 def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> ExpiryResult:
@@ -533,7 +535,7 @@ def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> Expir
     that is not ours are left alone; subdirectories are walked (one descriptor per level
     open), links to them are not. Never raises for what it finds on disk.
     """
-    removed = removed_bytes = kept_busy = scanned = dirs_skipped = 0
+    removed = removed_bytes = kept_busy = scanned = dirs_skipped = failed = 0
     truncated = False
     # Depth first: each frame is an open directory and the subdirectories still to visit.
     frames: list[tuple[int, list[str]]] = []
@@ -554,7 +556,13 @@ def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> Expir
                         elif entry.name.endswith(".part" + SIDECAR_SUFFIX):
                             sidecars.append(entry.name)
             for name in sidecars:
-                outcome = _expire_one(fd, name, max_age_s, now)
+                try:
+                    outcome = _expire_one(fd, name, max_age_s, now)
+                except OSError:
+                    # One pair that cannot be deleted must not stop the walk (the same pair
+                    # would stop every walk after it, in the same order).
+                    failed += 1
+                    continue
                 if outcome == _BUSY:
                     kept_busy += 1
                 elif outcome is not None:
@@ -577,7 +585,7 @@ def expire_pairs(dir_fd: int, max_age_s: float, now: float, limit: int) -> Expir
             os.close(fd)
         for parent, _ in frames:
             os.close(parent)
-    return ExpiryResult(removed, removed_bytes, kept_busy, scanned, truncated, dirs_skipped)
+    return ExpiryResult(removed, removed_bytes, kept_busy, scanned, truncated, dirs_skipped, failed)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -596,10 +604,7 @@ def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | N
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
             return None
         part = name[: -len(SIDECAR_SUFFIX)]
-        try:
-            part_info: os.stat_result | None = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            part_info = None
+        part_info = _stat_or_none(dir_fd, part)
         newest = max(info.st_mtime, part_info.st_mtime if part_info is not None else 0.0)
         if now - newest < max_age_s:
             return None
@@ -607,16 +612,17 @@ def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | N
             return _BUSY
         if not _same_inode(dir_fd, name, fd):  # removed or replaced before we got the lock
             return None
+        # Resumed and released again between the first look and the lock: young again.
+        part_info = _stat_or_none(dir_fd, part)
+        newest = max(os.fstat(fd).st_mtime, part_info.st_mtime if part_info is not None else 0.0)
+        if now - newest < max_age_s:
+            return None
         # Only what is provably a pair we wrote: a sidecar with a valid header and the size
         # it implies, and (when there is one) a part file that is a plain file of ours, with
         # one link, of the header's size. Anything else under these names is left alone.
         header = SidecarHeader.unpack(os.pread(fd, BITMAP_OFFSET, 0))
         if header is None or os.fstat(fd).st_size != BITMAP_OFFSET + header.bitmap_bytes:
             return None
-        try:
-            part_info = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            part_info = None
         if part_info is not None and not (
             stat.S_ISREG(part_info.st_mode)
             and part_info.st_nlink == 1
@@ -630,6 +636,13 @@ def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | N
         return freed
     finally:
         os.close(fd)
+
+
+def _stat_or_none(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _mismatch(

@@ -112,9 +112,9 @@ def _clipped_entry_line(entry: dict[str, Any]) -> str:
     return f"{line}... ({more} more characters: `l2fast chat --history`)"
 
 
-def counted(n: int, word: str) -> str:
-    """`1 file`, `2 files`."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """`1 file`, `2 files` (`plural` for words that do not take an s)."""
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 def wrap(text: str, width: int) -> list[str]:
@@ -281,7 +281,7 @@ class UiModel:
             rates[key] = (now, done, rate)
             t["gbit_per_s"] = rate
         self._rates = rates
-        if "received" in status:  # a node of the command's own, or an old daemon: not at all
+        if "received" in status:  # an older daemon does not number its received files
             self._told_received([e for e in status["received"] if isinstance(e.get("n"), int)])
 
     def _told_received(self, entries: list[dict[str, Any]]) -> None:
@@ -291,15 +291,17 @@ class UiModel:
             self._received_seen = newest
             return
         new = [e for e in entries if e["n"] > self._received_seen]
+        # `status` lists the newest few only: how many arrived is told by the numbers.
+        arrived = max(0, newest - self._received_seen)
         self._received_seen = max(self._received_seen, newest)
-        if len(new) > 3:
-            by_peer: dict[str, list[dict[str, Any]]] = {}
-            for e in new:
-                by_peer.setdefault(str(e.get("peer")), []).append(e)
-            for mac, files in by_peer.items():
-                last = escape_text(str(files[-1].get("final_name", "?")))
-                self._say(f"[received {counted(len(files), 'file')} from "
-                          f"{self._label_of(mac)}, the last {last}]")  # fmt: skip
+        if arrived > 3 or arrived > len(new):
+            last = new[-1] if new else None
+            if last is None:
+                return
+            peers = {str(e.get("peer")) for e in new}
+            who = self._label_of(str(last.get("peer"))) if len(peers) == 1 else "peers"
+            name = escape_text(str(last.get("final_name", "?")))
+            self._say(f"[received {counted(arrived, 'file')} from {who}, the last {name}]")
             return
         for e in new:
             who = self._label_of(str(e.get("peer")))
@@ -400,11 +402,8 @@ class UiModel:
             if skipped:
                 what = escape_text(str(skipped[0].get("path")))
                 why = escape_text(str(skipped[0].get("reason")))
-                self._say(
-                    f"[/send #{job.number} left out {counted(len(skipped), 'entry')}, such as "
-                    f"{what} ({why})]",
-                    DIM,
-                )
+                n = counted(len(skipped), "entry", "entries")
+                self._say(f"[/send #{job.number} left out {n}, such as {what} ({why})]", DIM)
             if event.get("verified"):
                 self._say(
                     f"[sent {path} to {job.label}: {format_bytes(job.bytes_done)} in "
@@ -710,6 +709,9 @@ class UiModel:
         argv = [self._python, "-m", "l2fast", "send", "--json"]
         if self.interface:
             argv += ["--interface", self.interface]
+        if not self.me.get("daemon") and self.me.get("name"):
+            # No daemon: the command runs a node of its own, announced as this one is.
+            argv += ["--name", str(self.me["name"])]
         argv += ["--", self.target, path]  # a path that starts with "-" is still a path
         self._launches.append((job, argv))
         self._say(f"[/send #{job.number}: {escape_text(path)} to {job.label}...]", DIM)

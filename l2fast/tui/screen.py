@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -39,6 +40,8 @@ __all__ = ["run_screen"]
 FRAME_S = 0.1
 #: How long a send process gets to stop when the interface quits (then it is killed).
 SEND_STOP_S = 3.0
+#: Bytes of a send's stderr read for its error line (it prints one line and a hint).
+MAX_STDERR = 64 << 10
 
 
 def _styles() -> dict[str, int]:
@@ -67,9 +70,10 @@ def _key_name(key: int | str) -> str:
 class _SendProcess:
     """One `l2fast send --json` child and the part of a line it has printed."""
 
-    def __init__(self, job: SendJob, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, job: SendJob, proc: subprocess.Popen[bytes], errors: Any) -> None:
         self.job = job
         self.proc = proc
+        self.errors = errors  # the temporary file its stderr goes to
         self.partial = b""
 
 
@@ -139,20 +143,24 @@ class _Screen:
     # --- send processes --------------------------------------------------------------------
 
     def start(self, job: SendJob, argv: list[str]) -> None:
+        # Its errors go to a file, read when it ends: a pipe nobody reads while it runs could
+        # fill and stop the send. The file lives as long as the send (closed in _close).
+        errors = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=errors,
                 start_new_session=True,  # Ctrl-C in the interface is not the send's signal
             )
         except OSError as exc:
+            errors.close()
             self.model.on_send_exit(job, 127, f"could not start l2fast send: {exc}")
             return
         assert proc.stdout is not None
         os.set_blocking(proc.stdout.fileno(), False)
-        sp = _SendProcess(job, proc)
+        sp = _SendProcess(job, proc, errors)
         self.sends.append(sp)
         self.client.add_reader(proc.stdout.fileno(), lambda: self.on_send_output(sp))
 
@@ -175,17 +183,18 @@ class _Screen:
             return
         # End of output: the command is ending; its stderr holds the error, if any.
         self.client.remove_reader(sp.proc.stdout.fileno())
-        err = sp.proc.stderr.read() if sp.proc.stderr is not None else b""
         status = sp.proc.wait()
+        sp.errors.seek(0)
+        err = sp.errors.read(MAX_STDERR)
         self._close(sp)
         self.model.on_send_exit(sp.job, status, err.decode("utf-8", "replace"))
 
     def _close(self, sp: _SendProcess) -> None:
         if sp in self.sends:
             self.sends.remove(sp)
-        for stream in (sp.proc.stdout, sp.proc.stderr):
-            if stream is not None:
-                stream.close()
+        if sp.proc.stdout is not None:
+            sp.proc.stdout.close()
+        sp.errors.close()
 
     def stop_sends(self) -> None:
         """Leaving: interrupt the sends still running (the receiver keeps what arrived), all at

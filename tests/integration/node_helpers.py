@@ -121,6 +121,10 @@ class NodeLab:
         """Start `l2fast daemon` in `host` (not waiting for it to be ready)."""
         argv = ["ip", "netns", "exec", self.ns(host), sys.executable, "-m", "l2fast", "daemon"]
         argv += ["-i", "eth0", "--name", host, *extra]
+        if "--keep-parts" not in extra:
+            # Lab daemons share the machine's file system: they must not walk (and expire
+            # part files in) its real receive directory.
+            argv += ["--keep-parts", "0"]
         with self.log(host).open("ab") as log:
             # `ip netns exec` execs the command, so this pid is the daemon's; its own session
             # lets the teardown kill it and nothing else.

@@ -111,7 +111,7 @@ def test_chat_send_accept_and_leave_from_the_interface(ui_lab: UiLab, tmp_path: 
         two.close()
 
 
-def test_a_send_the_peer_cannot_take_is_shown_as_failed(ui_lab: UiLab) -> None:
+def test_a_send_of_a_missing_path_is_shown_as_failed(ui_lab: UiLab) -> None:
     lab = ui_lab.nodes
     screen = ui(lab, "h1")
     try:

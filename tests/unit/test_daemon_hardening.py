@@ -82,7 +82,7 @@ def test_control_listener_out_of_descriptors_pauses_and_recovers(
     hub: FakeHub, caplog: pytest.LogCaptureFixture
 ) -> None:
     address = control_address(f"test-{uuid.uuid4().hex[:12]}")
-    daemon = Daemon(hub.socket(1), "alpha", DaemonOptions(), address=address)
+    daemon = Daemon(hub.socket(1), "alpha", DaemonOptions(keep_parts_days=0), address=address)
     real = daemon.control.listener
     daemon.runner.remove_reader(real)
     starved = _StarvedListener(real, failures=2)
@@ -145,7 +145,10 @@ def test_no_present_takes_the_feature_out_of_what_the_node_offers(hub: FakeHub) 
     for present in (True, False):
         address = control_address(f"test-{uuid.uuid4().hex[:12]}")
         daemon = Daemon(
-            hub.socket(2 + present), "n", DaemonOptions(present=present), address=address
+            hub.socket(2 + present),
+            "n",
+            DaemonOptions(present=present, keep_parts_days=0),
+            address=address,
         )
         try:
             offered = daemon.runner.engine.config.features

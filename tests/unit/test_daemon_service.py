@@ -66,7 +66,7 @@ def nodes(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
     hub = FakeHub()
     # A receive directory of the test's own: the daemon walks it for old part files.
     a = start_node(hub, 1, "alpha", DaemonOptions(recv_dir=str(tmp_path), accept="none"))
-    b = start_node(hub, 2, "bravo", DaemonOptions())
+    b = start_node(hub, 2, "bravo", DaemonOptions(keep_parts_days=0))
     try:
         with a.client() as ca, b.client() as cb:
 
@@ -292,7 +292,7 @@ def test_a_second_daemon_on_the_same_address_refuses(nodes: tuple[Node, Node]) -
     hub = FakeHub()
     try:
         with pytest.raises(L2fastError, match="another l2fast daemon already serves"):
-            Daemon(hub.socket(7), "again", DaemonOptions(), address=a.address)
+            Daemon(hub.socket(7), "again", DaemonOptions(keep_parts_days=0), address=a.address)
     finally:
         hub.close()
 

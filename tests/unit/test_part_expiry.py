@@ -102,12 +102,12 @@ def test_what_is_not_ours_is_never_touched(root: tuple[Path, int], tmp_path: Pat
     outside.mkdir()
     (outside / "t.part.l2fast").write_bytes(b"y")
     (path / "link.part.l2fast").symlink_to(outside / "t.part.l2fast")
-    (path / "two.part.l2fast").write_bytes(b"z")
+    idle_pair(path, "two", age_days=30)  # a valid sidecar, but with a second name elsewhere
     os.link(path / "two.part.l2fast", outside / "second-link")
     # A directory link pointing at an old pair elsewhere: not walked into.
     idle_pair(outside / "elsewhere", "far", age_days=30)
     (path / "dirlink").symlink_to(outside / "elsewhere")
-    for p in (path / "lone.part", path / "two.part.l2fast"):
+    for p in (path / "lone.part", path / "two.part", path / "two.part.l2fast"):
         os.utime(p, (when, when))
     result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
     assert result.removed == 0
@@ -122,11 +122,10 @@ def test_the_walk_stops_at_its_limit(root: tuple[Path, int]) -> None:
     for i in range(6):
         idle_pair(path / f"d{i}", "p", age_days=30)
     result = expire_pairs(fd, 7 * DAY, NOW, limit=4)
-    assert result.truncated and result.scanned == 4
-    assert result.removed < 6
-    again = expire_pairs(fd, 7 * DAY, NOW, limit=10_000)  # the next walk finishes the job
-    assert not again.truncated
-    assert result.removed + again.removed == 6
+    # The root's six entries are the six directories: the walk stops before opening any.
+    assert (result.truncated, result.scanned, result.removed) == (True, 4, 0)
+    again = expire_pairs(fd, 7 * DAY, NOW, limit=10_000)  # a walk with room does all of it
+    assert (again.truncated, again.removed) == (False, 6)
 
 
 def test_no_descriptor_is_left_open(root: tuple[Path, int]) -> None:
@@ -210,6 +209,27 @@ def test_directories_that_cannot_be_opened_are_counted(
     monkeypatch.undo()
     assert (result.removed, result.dirs_skipped) == (2, 1)
     assert (path / "d1" / "p.part").exists()
+
+
+def test_a_pair_that_cannot_be_deleted_does_not_stop_the_walk(
+    root: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, fd = root
+    for name in ("a", "b", "c"):
+        idle_pair(path, name, age_days=30)
+    real_unlink = os.unlink
+
+    def immutable_b(name: Any, *args: Any, **kwargs: Any) -> None:
+        if str(name).startswith("b.part"):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", immutable_b)
+    result = expire_pairs(fd, 7 * DAY, NOW, limit=1000)
+    monkeypatch.undo()
+    assert (result.removed, result.failed) == (2, 1)
+    assert (path / "b.part.l2fast").exists()
+    assert not (path / "a.part").exists() and not (path / "c.part").exists()
 
 
 # --- in the daemon ---------------------------------------------------------------------------

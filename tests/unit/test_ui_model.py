@@ -626,3 +626,30 @@ def test_a_folder_held_entry_by_entry_is_told_in_a_few_lines() -> None:
     text = screen(model, 120, 40)
     assert text.count("until someone there accepts it") == 3
     assert text.count("holds more of /send #1 for a person") == 1
+
+
+def test_more_files_than_status_lists_are_counted_by_their_numbers() -> None:
+    model, clock = started()
+    status_answer(model, clock, transfers=[], received=[])
+    # 50 arrived since; status lists the newest 10 only.
+    status_answer(model, clock, transfers=[],
+                  received=[received(n, f"f{n}.bin") for n in range(41, 51)])  # fmt: skip
+    assert f"[received 50 files from alice ({A}), the last f50.bin]" in screen(model, 120)
+
+
+def test_skipped_entries_of_a_send_are_named() -> None:
+    model, _ = started()
+    model.on_key("\t")
+    typed(model, "/send tree\n")
+    ((job, _),) = model.take_launches()
+    skipped = [{"path": "tree/link", "reason": "symlink"}, {"path": "tree/l2", "reason": "x"}]
+    model.on_send_event(job, {"event": "done", "verified": True, "skipped": skipped})
+    assert "[/send #1 left out 2 entries, such as tree/link (symlink)]" in screen(model, 120)
+
+
+def test_a_send_without_a_daemon_announces_the_interfaces_name() -> None:
+    model = UiModel(new_id=itertools.count(1).__next__, clock=Clock(), python="py")
+    model.on_hello({**HELLO, "daemon": False, "name": "solo"})
+    typed(model, f"/to {A}\n/send f\n")
+    ((_, argv),) = model.take_launches()
+    assert argv[-5:] == ["--name", "solo", "--", A, "f"]

@@ -87,6 +87,7 @@ from l2fast.transfer.resume import (
     Lookup,
     ResumeState,
     SidecarHeader,
+    is_ours,
     offer_identity,
     open_sidecar,
 )
@@ -419,12 +420,7 @@ class ReceiveDir:
             state.remove()
             return -1
         info = os.fstat(fd)
-        if (
-            not stat.S_ISREG(info.st_mode)
-            or info.st_nlink != 1  # a hard link planted to a file elsewhere
-            or info.st_uid != os.geteuid()
-            or info.st_size != state.header.size
-        ):
+        if not is_ours(info) or info.st_size != state.header.size:
             os.close(fd)
             state.remove()
             return -1

@@ -72,6 +72,7 @@ __all__ = [
     "SidecarLookup",
     "chunk_count",
     "expire_pairs",
+    "is_ours",
     "offer_identity",
     "open_sidecar",
     "prefix_bytes",
@@ -420,11 +421,8 @@ class ResumeState:
 
 def _unlink_part(dir_fd: int, part_name: str) -> None:
     """Remove our part file; never a directory (whatever sits there then is not ours)."""
-    try:
-        st = os.stat(part_name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
+    st = _stat_or_none(dir_fd, part_name)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
         _unlink_quiet(dir_fd, part_name)
 
 
@@ -477,7 +475,7 @@ def open_sidecar(dir_fd: int, part_name: str, expected: SidecarHeader) -> Sideca
         raise
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+        if not is_ours(info):
             os.close(fd)
             return SidecarLookup(Lookup.BUSY, note=f"{name} is not a sidecar we wrote")
         if not _try_lock(fd):
@@ -601,34 +599,27 @@ def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | N
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+        if not is_ours(info):
             return None
         part = name[: -len(SIDECAR_SUFFIX)]
         part_info = _stat_or_none(dir_fd, part)
-        newest = max(info.st_mtime, part_info.st_mtime if part_info is not None else 0.0)
-        if now - newest < max_age_s:
+        if now - _last_write(info, part_info) < max_age_s:
             return None
         if not _try_lock(fd):
             return _BUSY
         if not _same_inode(dir_fd, name, fd):  # removed or replaced before we got the lock
             return None
         # Resumed and released again between the first look and the lock: young again.
-        part_info = _stat_or_none(dir_fd, part)
-        newest = max(os.fstat(fd).st_mtime, part_info.st_mtime if part_info is not None else 0.0)
-        if now - newest < max_age_s:
+        info, part_info = os.fstat(fd), _stat_or_none(dir_fd, part)
+        if now - _last_write(info, part_info) < max_age_s:
             return None
         # Only what is provably a pair we wrote: a sidecar with a valid header and the size
         # it implies, and (when there is one) a part file that is a plain file of ours, with
         # one link, of the header's size. Anything else under these names is left alone.
         header = SidecarHeader.unpack(os.pread(fd, BITMAP_OFFSET, 0))
-        if header is None or os.fstat(fd).st_size != BITMAP_OFFSET + header.bitmap_bytes:
+        if header is None or info.st_size != BITMAP_OFFSET + header.bitmap_bytes:
             return None
-        if part_info is not None and not (
-            stat.S_ISREG(part_info.st_mode)
-            and part_info.st_nlink == 1
-            and part_info.st_uid == os.geteuid()
-            and part_info.st_size == header.size
-        ):
+        if part_info is not None and not (is_ours(part_info) and part_info.st_size == header.size):
             return None
         freed = part_info.st_blocks * 512 if part_info is not None else 0
         _unlink_part(dir_fd, part)
@@ -636,6 +627,17 @@ def _expire_one(dir_fd: int, name: str, max_age_s: float, now: float) -> int | N
         return freed
     finally:
         os.close(fd)
+
+
+def is_ours(info: os.stat_result) -> bool:
+    """A plain file this process's user owns, under one name only: what a sidecar or part
+    file must be before it is trusted (a hard link could be someone else's file elsewhere)."""
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == os.geteuid()
+
+
+def _last_write(sidecar: os.stat_result, part: os.stat_result | None) -> float:
+    """When either file of a pair last changed (wall clock)."""
+    return max(sidecar.st_mtime, part.st_mtime if part is not None else 0.0)
 
 
 def _stat_or_none(dir_fd: int, name: str) -> os.stat_result | None:
@@ -659,9 +661,8 @@ def _mismatch(
         return "it belongs to another offer"
     if file_size != BITMAP_OFFSET + found.bitmap_bytes:
         return f"its bitmap is {file_size - BITMAP_OFFSET} bytes, not {found.bitmap_bytes}"
-    try:
-        part = os.stat(part_name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
+    part = _stat_or_none(dir_fd, part_name)
+    if part is None:
         return "its part file is gone"
     if not stat.S_ISREG(part.st_mode) or part.st_nlink != 1:
         return "its part file is not a plain file"

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import escape_text, format_rtt_us
+from l2fast.daemon.display import counted, escape_text, format_rtt_us
 
 DISCOVER_EXAMPLES = """\
 examples:
@@ -69,7 +69,7 @@ def run_discover(args: argparse.Namespace) -> int:
     elif not peers:
         print(f"no l2fast node answered on {ifname} within {args.timeout:g} s")
     else:
-        print(f"{len(peers)} peer{'s' if len(peers) != 1 else ''} on {ifname}:")
+        print(f"{counted(len(peers), 'peer')} on {ifname}:")
         print("\n".join(peers_table(peers)))
     # Like ping: finding nobody is a failure a script can test for.
     return 0 if peers else 1

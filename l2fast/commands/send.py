@@ -11,6 +11,7 @@ from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS
+from l2fast.daemon.display import counted
 from l2fast.daemon.outgoing import raise_fd_limit
 from l2fast.errors import L2fastError
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
@@ -194,7 +195,7 @@ def _skipped_line(skipped: Sequence[SkippedEntry]) -> str | None:
         if any(s.reason == NOT_FOLLOWED for s in skipped)
         else ""
     )
-    return f"skipped {n} {'entry' if n == 1 else 'entries'}, not sent: {named}{more}{tip}"
+    return f"skipped {counted(n, 'entry', 'entries')}, not sent: {named}{more}{tip}"
 
 
 def _failure(final: dict[str, Any]) -> L2fastError:
@@ -257,10 +258,6 @@ def _held(
         )
 
 
-def _counted(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
 def _summary(final: dict[str, Any], algo: str) -> None:
     """The text line of a verified send; `algo` is the digest used (--digest)."""
     results = final.get("files", [])
@@ -277,7 +274,7 @@ def _summary(final: dict[str, Any], algo: str) -> None:
     else:
         n_dirs = sum(1 for r in results if r.get("kind") == "directory")
         counts = ((len(results) - n_dirs, "file"), (n_dirs, "folder"))
-        what = " and ".join(_counted(n, w) for n, w in counts if n) or "0 files"
+        what = " and ".join(counted(n, w) for n, w in counts if n) or "0 files"
     # Bytes of files already there count as skipped too; the rest was resumed part files.
     present_bytes = sum(int(r.get("skipped_bytes", 0)) for r in results if r.get("present"))
     notes = []

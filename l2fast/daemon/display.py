@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import unicodedata
 
-__all__ = ["escape_text", "format_clock", "format_mac", "format_rtt_us", "parse_mac"]
+__all__ = ["counted", "escape_text", "format_clock", "format_mac", "format_rtt_us", "parse_mac"]
 
 # Unicode categories never printed raw: C0/C1 controls with DEL (Cc, which holds ESC and CSI),
 # format characters such as bidi overrides and zero-width joiners (Cf), lone surrogates from
@@ -68,6 +68,11 @@ def parse_mac(text: str) -> bytes | None:
 def format_clock(wall: float) -> str:
     """A wall-clock time as local `HH:MM:SS`, for lines printed as things happen."""
     return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """`1 file`, `2 files` (`plural` for words that do not take an s: `2 entries`)."""
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 def format_rtt_us(rtt_us: float | None) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l2fast.commands.chat import entry_line, result_lines
-from l2fast.daemon.display import escape_text, format_clock, format_rtt_us, parse_mac
+from l2fast.daemon.display import counted, escape_text, format_clock, format_rtt_us, parse_mac
 from l2fast.progress import format_bytes
 
 __all__ = ["Line", "SendJob", "UiModel", "cells", "fit", "progress_bar", "wrap"]
@@ -110,11 +110,6 @@ def _clipped_entry_line(entry: dict[str, Any]) -> str:
         return entry_line(entry)
     line = entry_line({**entry, "text": text[:LOG_ENTRY_CHARS]})
     return f"{line}... ({more} more characters: `l2fast chat --history`)"
-
-
-def counted(n: int, word: str, plural: str | None = None) -> str:
-    """`1 file`, `2 files` (`plural` for words that do not take an s)."""
-    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 def wrap(text: str, width: int) -> list[str]:

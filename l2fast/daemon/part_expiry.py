@@ -2,7 +2,7 @@
 
 A transfer that stops keeps its part file and sidecar so that sending the same file again
 resumes (PROTOCOL.md §Resume); one nobody sends again would stay forever. Each walk deletes
-the pairs neither written to for `max_age_s` (`l2fast daemon --keep-parts DAYS`) nor held by
+the pairs neither written to for `max_age_days` (`l2fast daemon --keep-parts DAYS`) nor held by
 a transfer (`l2fast.transfer.resume.expire_pairs`). It runs in a thread of its own: a
 receive directory of a million files takes seconds to walk, and the loop serves peers
 meanwhile. Only file-system calls run there; its results are plain counters that `status`
@@ -43,7 +43,6 @@ class PartExpiry:
     def __init__(self, runner: NodeRunner, recv_dir: str, max_age_days: float) -> None:
         self.runner = runner
         self.recv_dir = recv_dir
-        self.max_age_s = max_age_days * DAY_S
         self.max_age_days = max_age_days
         self.sweeps = 0
         self.removed = 0
@@ -69,7 +68,7 @@ class PartExpiry:
             log.warning("part files: cannot read %s: %s", self.recv_dir, exc.strerror)
             return
         try:
-            result = expire_pairs(fd, self.max_age_s, time.time(), SWEEP_ENTRIES)
+            result = expire_pairs(fd, self.max_age_days * DAY_S, time.time(), SWEEP_ENTRIES)
         except OSError as exc:
             log.warning("part files: walking %s failed: %s", self.recv_dir, exc.strerror)
             return

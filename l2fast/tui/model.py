@@ -286,13 +286,13 @@ class UiModel:
             self._received_seen = newest
             return
         new = [e for e in entries if e["n"] > self._received_seen]
+        if not new:
+            return
         # `status` lists the newest few only: how many arrived is told by the numbers.
-        arrived = max(0, newest - self._received_seen)
-        self._received_seen = max(self._received_seen, newest)
+        arrived = newest - self._received_seen
+        self._received_seen = newest
         if arrived > 3 or arrived > len(new):
-            last = new[-1] if new else None
-            if last is None:
-                return
+            last = new[-1]
             peers = {str(e.get("peer")) for e in new}
             who = self._label_of(str(last.get("peer"))) if len(peers) == 1 else "peers"
             name = escape_text(str(last.get("final_name", "?")))

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -462,12 +463,18 @@ def test_files_received_since_the_start_are_told_once() -> None:
     assert "old.bin" not in text
 
 
-def test_many_files_at_once_are_told_as_a_count_per_peer() -> None:
+# 10 files arrive, numbered from `first`: with 1 status lists them all; with 41 the files
+# 1-40 arrived too, and status lists only the newest 10. The count comes from the numbers.
+@pytest.mark.parametrize("first", [1, 41])
+def test_many_files_at_once_are_told_as_one_count_by_their_numbers(first: int) -> None:
     model, clock = started()
     status_answer(model, clock, transfers=[], received=[])
-    status_answer(model, clock, transfers=[],
-                  received=[received(n, f"f{n}.bin") for n in range(1, 11)])  # fmt: skip
-    assert f"[received 10 files from alice ({A}), the last f10.bin]" in screen(model, 120)
+    newest = first + 9
+    listed = [received(n, f"f{n}.bin") for n in range(first, newest + 1)]
+    status_answer(model, clock, transfers=[], received=listed)
+    assert f"[received {newest} files from alice ({A}), the last f{newest}.bin]" in screen(
+        model, 120
+    )
 
 
 def test_a_transfers_rate_comes_from_successive_statuses() -> None:
@@ -626,15 +633,6 @@ def test_a_folder_held_entry_by_entry_is_told_in_a_few_lines() -> None:
     text = screen(model, 120, 40)
     assert text.count("until someone there accepts it") == 3
     assert text.count("holds more of /send #1 for a person") == 1
-
-
-def test_more_files_than_status_lists_are_counted_by_their_numbers() -> None:
-    model, clock = started()
-    status_answer(model, clock, transfers=[], received=[])
-    # 50 arrived since; status lists the newest 10 only.
-    status_answer(model, clock, transfers=[],
-                  received=[received(n, f"f{n}.bin") for n in range(41, 51)])  # fmt: skip
-    assert f"[received 50 files from alice ({A}), the last f50.bin]" in screen(model, 120)
 
 
 def test_skipped_entries_of_a_send_are_named() -> None:

@@ -298,6 +298,53 @@ int64_t l2f_tx_ranges(int32_t fd, int32_t ifindex, const struct l2f_tx_template 
                       const uint8_t *data, uint64_t data_len, uint64_t file_size,
                       uint64_t first_chunk, uint32_t chunk_size, const uint64_t *ranges,
                       uint32_t n_ranges, uint64_t max_frames, struct l2f_tx_stats *stats);
+/* ---- streaming burst (csrc/txstream.c) ---- */
+/* Why l2f_tx_stream returned (struct l2f_tx_burst.stop). */
+#define L2F_BURST_END 0          /* next reached end */
+#define L2F_BURST_DEADLINE 1     /* deadline_ns passed (maybe waiting for credit) */
+#define L2F_BURST_BLOCKED 2      /* the kernel queue was full: retry soon */
+#define L2F_BURST_NEWS 3         /* a FEEDBACK with SACK ranges or kernel drops was read */
+#define L2F_BURST_FULL 4         /* the send log or the FEEDBACK arena is full */
+#define L2F_BURST_ERROR 5        /* a send or receive failed after the burst began: see error */
+
+/* One burst: what it may send, where it logs what it did. The caller owns every array. */
+struct l2f_tx_burst {
+    int32_t fb_fd;            /* socket the session's FEEDBACK arrives on */
+    uint32_t turn_frames;     /* most frames sent between two reads of fb_fd */
+    uint64_t next;            /* in: first chunk to send; out: the first one not sent */
+    uint64_t end;             /* never send at or above this chunk */
+    uint64_t credit;          /* in: the receiver's grant; out: raised by plain FEEDBACKs read */
+    int64_t deadline_ns;      /* CLOCK_MONOTONIC: return by then */
+    /* Send log: send_count[i] frames from send_start[i], sent at send_ns[i] (monotonic ns). */
+    uint64_t *send_start;
+    uint32_t *send_count;
+    int64_t *send_ns;
+    uint32_t max_sends;
+    uint32_t n_sends;
+    /* FEEDBACK frames read, in order: frame i at fb_arena + i*fb_slot, fb_len[i] bytes long as
+     * received (more than fb_slot: cut short), read at fb_ns[i]. Frames that are not a valid
+     * FEEDBACK of the template's session are dropped and counted in `ignored`. */
+    uint8_t *fb_arena;
+    uint64_t fb_arena_len;
+    uint32_t fb_slot;
+    uint32_t max_fb;
+    uint32_t *fb_len;
+    int64_t *fb_ns;
+    uint32_t n_fb;
+    uint32_t stop;            /* L2F_BURST_* */
+    int32_t error;            /* negative code with L2F_BURST_ERROR, else 0 */
+    uint64_t ignored;         /* frames read and dropped (added to) */
+};
+
+/* Send new DATA chunks [next, end) of one file as l2f_tx_ranges does (same arguments), never at or
+ * above the credit, reading FEEDBACK frames from b->fb_fd between sends and taking the credit of
+ * those without SACK ranges or kernel drops; returns as soon as one has either (see txstream.c).
+ * Returns 0 with b->stop saying why it returned, or a negative code when the arguments are bad
+ * (then nothing was sent). */
+int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
+                  const uint8_t *data, uint64_t data_len, uint64_t file_size,
+                  uint64_t first_chunk, uint32_t chunk_size, struct l2f_tx_burst *b,
+                  struct l2f_tx_stats *stats);
 /* CDEF-END */
 
 /* Internal to the C core (not exported to Python): the receive loop reclaims slots itself so that

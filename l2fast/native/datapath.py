@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+from l2fast.errors import NativeError
 from l2fast.native import _check, _ffi, _lib
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, MAX_PAYLOAD, Flags, Verdict
 from l2fast.wire.frames import Feedback
@@ -44,6 +45,9 @@ __all__ = [
     "RING_MAX_SLOTS",
     "RING_MIN_SLOT",
     "TX_BATCH",
+    "Burst",
+    "BurstLog",
+    "BurstStop",
     "RxCounters",
     "RxFeedback",
     "RxPath",
@@ -711,6 +715,96 @@ def _mac(name: str, value: bytes) -> bytes:
     return bytes(value)
 
 
+class BurstStop(enum.IntEnum):
+    """Why `TxPath.stream` returned (csrc/datapath.h L2F_BURST_*)."""
+
+    END = _lib.L2F_BURST_END  #: every chunk up to `end` went
+    DEADLINE = _lib.L2F_BURST_DEADLINE  #: the deadline passed (perhaps waiting for credit)
+    BLOCKED = _lib.L2F_BURST_BLOCKED  #: the kernel queue was full: retry soon
+    NEWS = _lib.L2F_BURST_NEWS  #: a FEEDBACK with SACK ranges or kernel drops arrived
+    FULL = _lib.L2F_BURST_FULL  #: a log filled up
+    ERROR = _lib.L2F_BURST_ERROR  #: a send or receive failed after the burst began
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """What one `TxPath.stream` call did, for the caller to replay into its window.
+
+    Times are `time.monotonic()` seconds (the C side reads CLOCK_MONOTONIC, the same clock).
+    """
+
+    stop: BurstStop
+    next: int  #: the first chunk not sent
+    credit: int  #: the grant after the plain FEEDBACKs read (never below the one passed in)
+    sends: list[tuple[int, int, float]]  #: (start, end, sent at): consecutive chunk ranges
+    feedback: list[tuple[bytes, float]]  #: every FEEDBACK frame read, with its arrival time
+    error: NativeError | None  #: with stop ERROR: what failed (the sends before it stand)
+    ignored: int  #: frames read that were not a valid FEEDBACK of the session (dropped)
+
+
+class BurstLog:
+    """The arrays one `TxPath.stream` call logs into, allocated once and reused.
+
+    `max_sends` sends and `max_feedback` FEEDBACK frames of up to `slot` bytes each (a FEEDBACK
+    holds at most 30 + 64 * 16 bytes of payload, PROTOCOL.md §FEEDBACK, so 2 KiB is ample).
+    """
+
+    def __init__(self, max_sends: int = 256, max_feedback: int = 64, slot: int = 2048) -> None:
+        _uint("max_sends", max_sends, 1 << 16, 1)
+        _uint("max_feedback", max_feedback, 1 << 12, 1)
+        _uint("slot", slot, 1 << 16, 64)
+        self.max_sends = max_sends
+        self.max_feedback = max_feedback
+        self.slot = slot
+        self.send_start = _ffi.new("uint64_t[]", max_sends)
+        self.send_count = _ffi.new("uint32_t[]", max_sends)
+        self.send_ns = _ffi.new("int64_t[]", max_sends)
+        self.arena = _ffi.new("uint8_t[]", max_feedback * slot)
+        self.fb_len = _ffi.new("uint32_t[]", max_feedback)
+        self.fb_ns = _ffi.new("int64_t[]", max_feedback)
+        self.ignored = 0
+
+    def burst(self, fb_fd: int, *, next_chunk: int, end: int, credit: int, deadline: float,
+              turn_frames: int) -> Any:  # fmt: skip
+        """A filled `struct l2f_tx_burst` pointing at these arrays."""
+        b = _ffi.new("struct l2f_tx_burst *")
+        b.fb_fd = fb_fd
+        b.turn_frames = _uint("turn_frames", turn_frames, _MAX_BATCH, 1)
+        b.next = _uint("next_chunk", next_chunk, _MAX_INDEX - 1)
+        b.end = _uint("end", end, _MAX_INDEX - 1, next_chunk)
+        b.credit = _uint("credit", credit, (1 << 64) - 1)
+        b.deadline_ns = int(deadline * 1e9)
+        b.send_start, b.send_count, b.send_ns = self.send_start, self.send_count, self.send_ns
+        b.max_sends = self.max_sends
+        b.fb_arena, b.fb_arena_len = self.arena, self.max_feedback * self.slot
+        b.fb_slot, b.max_fb = self.slot, self.max_feedback
+        b.fb_len, b.fb_ns = self.fb_len, self.fb_ns
+        return b
+
+    def result(self, b: Any) -> Burst:
+        """The `Burst` a finished call logged in `b`."""
+        sends = [
+            (int(self.send_start[i]), int(self.send_start[i]) + int(self.send_count[i]),
+             self.send_ns[i] / 1e9)
+            for i in range(b.n_sends)
+        ]  # fmt: skip
+        slot = self.slot
+        feedback = [
+            (bytes(_ffi.buffer(self.arena + i * slot, min(int(self.fb_len[i]), slot))),
+             self.fb_ns[i] / 1e9)
+            for i in range(b.n_fb)
+        ]  # fmt: skip
+        error = None
+        if b.stop == _lib.L2F_BURST_ERROR:
+            try:
+                _check(b.error, "streaming DATA frames")
+            except NativeError as exc:
+                error = exc
+        self.ignored += int(b.ignored)
+        return Burst(BurstStop(b.stop), int(b.next), int(b.credit), sends, feedback, error,
+                     int(b.ignored))  # fmt: skip
+
+
 class TxPath:
     """Sends ranges of chunks of a mapped file as DATA frames (csrc/txpath.c).
 
@@ -814,6 +908,49 @@ class TxPath:
         if rc == -errno.EINTR:
             return 0
         return _check(rc, "sending DATA frames")
+
+    def stream(
+        self,
+        log: BurstLog,
+        fb_sock: int | _HasFileno,
+        *,
+        next_chunk: int,
+        end: int,
+        credit: int,
+        deadline: float,
+        turn_frames: int,
+    ) -> Burst:
+        """Send new chunks [next_chunk, end) below the credit, reading FEEDBACK from `fb_sock`.
+
+        The streaming burst of csrc/txstream.c: up to `turn_frames` frames at a time, then the
+        FEEDBACK frames queued on `fb_sock` (waiting for one while the credit is used up); each
+        one without SACK ranges or kernel drops raises the credit, any other ends the burst. It
+        returns by `deadline` (`time.monotonic()` seconds) and reports what it sent and read,
+        which the caller must replay into its window. Raises ValueError for a range outside the
+        file; a failure after sending began comes back as `Burst.error`.
+        """
+        if not self.first_chunk <= next_chunk <= end <= self.end_chunk:
+            raise ValueError(
+                f"chunks [{next_chunk}, {end}) are not inside the file's chunks "
+                f"[{self.first_chunk}, {self.end_chunk})"
+            )
+        b = log.burst(_fd_of(fb_sock), next_chunk=next_chunk, end=end, credit=credit,
+                      deadline=deadline, turn_frames=turn_frames)  # fmt: skip
+        self._t.flags = 0
+        rc = _lib.l2f_tx_stream(
+            self.fd,
+            self.ifindex,
+            self._t,
+            self._data,
+            len(self._data),
+            self.file_size,
+            self.first_chunk,
+            self.chunk_size,
+            b,
+            self._stats,
+        )
+        _check(rc, "streaming DATA frames")
+        return log.result(b)
 
     def stats(self) -> TxStats:
         """A snapshot of the counters."""

@@ -34,35 +34,68 @@ def data_seqs(sock: socket.socket) -> list[int]:
         seqs.append(info.seq)
 
 
-def feedback_frame(credit: int, *, cum: int = 0, seq: int = 1, session: int = SESSION,
-                   drops: int = 0, ranges: tuple[tuple[int, int], ...] = ()) -> bytes:  # fmt: skip
+def feedback_frame(
+    credit: int,
+    *,
+    cum: int = 0,
+    seq: int = 1,
+    session: int = SESSION,
+    drops: int = 0,
+    ranges: tuple[tuple[int, int], ...] = (),
+) -> bytes:
     body = Feedback(cum_ack=cum, credit=credit, highest=cum, kernel_drops=drops, ranges=ranges)
-    return native.build_frame(SRC, DST, native.DEFAULT_ETHERTYPE, FrameType.FEEDBACK, 0, session,
-                              seq, encode_payload(body))  # fmt: skip
+    return native.build_frame(
+        SRC,
+        DST,
+        native.DEFAULT_ETHERTYPE,
+        FrameType.FEEDBACK,
+        0,
+        session,
+        seq,
+        encode_payload(body),
+    )
 
 
 class Lab:
     """A TxPath over a datagram pair, and a second pair its FEEDBACK arrives on."""
 
-    def __init__(self, data_pair: tuple[socket.socket, socket.socket],
-                 fb_pair: tuple[socket.socket, socket.socket], chunks: int = 100,
-                 first: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_pair: tuple[socket.socket, socket.socket],
+        fb_pair: tuple[socket.socket, socket.socket],
+        chunks: int = 100,
+        first: int = 0,
+    ) -> None:
         self.tx_sock, self.rx_sock = data_pair
         self.fb_peer, self.fb_sock = fb_pair
-        self.tx = dp.TxPath(self.tx_sock, 0, dst=DST, src=SRC, session=SESSION,
-                            data=file_bytes(chunks * CS, CS), chunk_size=CS,
-                            first_chunk=first)  # fmt: skip
+        self.tx = dp.TxPath(
+            self.tx_sock,
+            0,
+            dst=DST,
+            src=SRC,
+            session=SESSION,
+            data=file_bytes(chunks * CS, CS),
+            chunk_size=CS,
+            first_chunk=first,
+        )
         self.log = dp.BurstLog(max_sends=16, max_feedback=8)
 
     def feed(self, *frames: bytes) -> None:
         for f in frames:
             self.fb_peer.send(f)
 
-    def stream(self, next_chunk: int, end: int, credit: int, *, wait: float = FB_DEADLINE,
-               turn: int = 10) -> dp.Burst:  # fmt: skip
-        return self.tx.stream(self.log, self.fb_sock, next_chunk=next_chunk, end=end,
-                              credit=credit, deadline=time.monotonic() + wait,
-                              turn_frames=turn)  # fmt: skip
+    def stream(
+        self, next_chunk: int, end: int, credit: int, *, wait: float = FB_DEADLINE, turn: int = 10
+    ) -> dp.Burst:
+        return self.tx.stream(
+            self.log,
+            self.fb_sock,
+            next_chunk=next_chunk,
+            end=end,
+            credit=credit,
+            deadline=time.monotonic() + wait,
+            turn_frames=turn,
+        )
 
 
 @pytest.fixture
@@ -109,8 +142,7 @@ def test_a_smaller_credit_never_shrinks_the_grant(lab: Lab) -> None:
     ],
     ids=["sack", "drops"],
 )
-def test_feedback_with_news_ends_the_burst_without_taking_its_credit(lab: Lab,
-                                                                     news: bytes) -> None:  # fmt: skip
+def test_feedback_with_news_ends_the_burst_without_taking_its_credit(lab: Lab, news: bytes) -> None:
     lab.feed(news)
     burst = lab.stream(0, 100, 20)
     assert burst.stop is dp.BurstStop.NEWS
@@ -123,8 +155,9 @@ def test_frames_that_are_not_this_sessions_feedback_are_dropped_and_counted(lab:
     junk = [
         corrupt(feedback_frame(99)),  # bad CRC: its credit must not count
         feedback_frame(99, session=SESSION + 1),
-        native.build_frame(SRC, DST, native.DEFAULT_ETHERTYPE, FrameType.PING, 0, SESSION, 1,
-                           b"\0" * 16),  # fmt: skip
+        native.build_frame(
+            SRC, DST, native.DEFAULT_ETHERTYPE, FrameType.PING, 0, SESSION, 1, b"\0" * 16
+        ),
         b"\xff" * 10,
     ]
     lab.feed(junk[0], junk[1], good, junk[2], junk[3])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,14 +17,14 @@ from l2fast import native
 from l2fast.native import datapath as dp
 from l2fast.wire.constants import FrameType, Verdict
 from l2fast.wire.frames import Feedback, encode_payload
-from tests.datapath_harness import DST, SESSION, SRC, corrupt, dgram_pair, file_bytes
+from tests.datapath_harness import DST, ET, SESSION, SRC, corrupt, dgram_pair, file_bytes
 
 CS = 100
 FB_DEADLINE = 0.05  # seconds a burst that runs out of credit waits for a FEEDBACK
 
 
 def data_seqs(sock: socket.socket) -> list[int]:
-    seqs = []
+    seqs: list[int] = []
     while True:
         try:
             frame = sock.recv(70_000)
@@ -47,7 +48,7 @@ def feedback_frame(
     return native.build_frame(
         SRC,
         DST,
-        native.DEFAULT_ETHERTYPE,
+        ET,
         FrameType.FEEDBACK,
         0,
         session,
@@ -99,7 +100,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab() -> object:
+def lab() -> Iterator[Lab]:
     with dgram_pair() as data, dgram_pair() as fb:
         yield Lab(data, fb)
 
@@ -155,9 +156,7 @@ def test_frames_that_are_not_this_sessions_feedback_are_dropped_and_counted(lab:
     junk = [
         corrupt(feedback_frame(99)),  # bad CRC: its credit must not count
         feedback_frame(99, session=SESSION + 1),
-        native.build_frame(
-            SRC, DST, native.DEFAULT_ETHERTYPE, FrameType.PING, 0, SESSION, 1, b"\0" * 16
-        ),
+        native.build_frame(SRC, DST, ET, FrameType.PING, 0, SESSION, 1, b"\0" * 16),
         b"\xff" * 10,
     ]
     lab.feed(junk[0], junk[1], good, junk[2], junk[3])

@@ -64,6 +64,7 @@ from l2fast.transfer.protocol import (
 from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
 from l2fast.wire.frames import Feedback, Frame
 from tests.node_harness import Lan
+from tests.transfer_harness import StreamBurst
 
 _HASHES = {Digest.SHA256: "sha256", Digest.BLAKE2B_256: "blake2b"}
 
@@ -150,6 +151,9 @@ class Setup:
     #: Feature bits each node offers in SYN / SYN_ACK (None: NodeConfig's default).
     sender_features: Features | None = None
     receiver_features: Features | None = None
+    #: The sender streams new data in bursts of up to this many steps (0: a batch every step),
+    #: as the daemon does with csrc/txstream.c (tests/transfer_harness.StreamBurst).
+    burst_steps: int = 0
 
 
 class _FaultyLan(Lan):
@@ -213,6 +217,8 @@ class FileRun:
         self.corrupted = 0
         self.crc_dropped = 0
         self.feedbacks_lost = 0
+        self.burst: StreamBurst | None = None  # the sender's streaming burst under way
+        self.streamed_chunks = 0  # chunks sent by bursts
         self._data: list[tuple[float, int, int, bytes, int]] = []
         self._back: list[tuple[float, int, int, Feedback]] = []
         self._digests: list[tuple[float, int, int]] = []  # (due, tiebreak, transfer_id)
@@ -390,8 +396,20 @@ class FileRun:
         if out is None:
             self._busy = False
             return
-        batch = out.next_batch(now, self.setup.chunks_per_step)
-        self._busy = bool(batch)
+        burst = self.burst
+        timer = out.next_timer()
+        # The daemon runs due timers before it pumps (OutgoingJob._pump_and_timers); this loop
+        # runs them after sending, so a burst waits for the step after them.
+        due = timer is not None and timer <= now
+        if burst is None and self.setup.burst_steps and not due and (span := out.stream_target()):
+            deadline = now + self.setup.burst_steps * self.setup.step
+            deadline = deadline if timer is None else min(deadline, timer)
+            burst = self.burst = StreamBurst(span.start, span.end, out.data_credit, deadline)
+        if burst is not None:
+            batch = burst.take(self.setup.chunks_per_step, now)
+        else:
+            batch = out.next_batch(now, self.setup.chunks_per_step)
+        self._busy = bool(batch) or burst is not None
         f, rng = self.faults, self.rng
         for span in out.spans(batch):
             index = span.transfer_id - 1
@@ -475,7 +493,9 @@ class FileRun:
                     heapq.heappush(self._back, item)
         while self._back and self._back[0][0] <= now:
             _, _, seq, feedback = heapq.heappop(self._back)
-            if out is not None:
+            if self.burst is not None:
+                self.burst.read(seq, feedback, now)
+            elif out is not None:
                 out.on_feedback(feedback, now, seq)
 
     # --- running -------------------------------------------------------------------------------
@@ -494,6 +514,10 @@ class FileRun:
         lan = self.lan
         while lan.now <= self.setup.max_time:
             now = lan.now
+            burst = self.burst
+            if burst is not None and self.out is not None and (burst.over or now >= burst.deadline):
+                self.streamed_chunks += burst.replay(self.out)
+                self.burst = None
             self._applications(now)
             if until():
                 self.elapsed = now
@@ -503,6 +527,8 @@ class FileRun:
             self._feedback(now)
             for side in (self.out, self.inc):
                 timer = side.next_timer() if side is not None else None
+                if side is self.out and self.burst is not None:
+                    continue  # the sender's Python waits for its burst to return
                 if side is not None and timer is not None and timer <= now:
                     side.handle_timer(now)
             self._applications(now)

@@ -4,7 +4,11 @@ It plays the parts the C data path and the kernel play in production, so the rel
 can be tested under every fault in milliseconds (STYLE.md §13):
 
 - the sender's C loop: each step it asks `TxWindow.next_batch` for up to `chunks_per_step`
-  chunks (one sendmmsg batch) and puts one frame per chunk on the wire;
+  chunks (one sendmmsg batch) and puts one frame per chunk on the wire. With `burst_steps` it
+  streams instead, as csrc/txstream.c does: while `TxWindow.stream_range` allows, a burst sends
+  new chunks up to the credit of the FEEDBACKs it reads itself, for up to that many steps (or
+  until a FEEDBACK reports SACK ranges or drops), and only then does the window see the sends
+  (`record_streamed`) and the FEEDBACKs (coalesced), as the daemon replays a burst;
 - the wire: seeded loss, duplication, reordering, corruption, blackouts (both directions dead)
   and FEEDBACK loss, plus a one-way latency;
 - the receiver's C loop: each step it takes the frames that arrived (one recvmmsg batch), drops
@@ -25,8 +29,10 @@ import math
 import random
 import zlib
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from l2fast.transfer import RxConfig, RxTracker, TransferStalled, TxConfig, TxWindow
+from l2fast.transfer.reliability import coalesce_feedback
 from l2fast.wire.frames import Feedback
 
 FOREVER = math.inf
@@ -69,6 +75,8 @@ class Setup:
     rx_config: RxConfig = field(default_factory=RxConfig)
     max_time: float = 30.0  #: virtual seconds before the harness gives up (a hang)
     stop_after_chunks: int | None = None  #: open-ended runs: stop when this many arrived
+    #: Stream new data in bursts of up to this many steps (0: ask next_batch every step).
+    burst_steps: int = 0
 
 
 @dataclass
@@ -96,6 +104,8 @@ class Result:
     feedbacks_sent: int = 0
     feedbacks_lost: int = 0
     max_ring: int = 0  #: highest ring occupancy seen
+    bursts: int = 0  #: streaming bursts replayed into the window
+    streamed_chunks: int = 0  #: chunks those bursts sent
 
     @property
     def wire_losses(self) -> int:
@@ -125,6 +135,64 @@ def _ranges(chunks: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+class _Streamed(Protocol):
+    """What a burst is replayed into: a `TxWindow` or an `OutgoingTransfer` (data space)."""
+
+    def record_streamed(self, start: int, end: int, now: float, credit: int) -> None: ...
+
+    def on_feedback(
+        self,
+        feedback: Feedback,
+        now: float,
+        seq: int | None = None,
+        *,
+        first_seq: int | None = None,
+    ) -> Any: ...
+
+
+@dataclass
+class StreamBurst:
+    """A streaming burst under way (csrc/txstream.c): what the C loop knows; the window learns
+    it when the burst ends (`replay`), as the daemon's OutgoingJob does."""
+
+    next: int
+    end: int
+    credit: int
+    deadline: float
+    sends: list[tuple[int, int, float]] = field(default_factory=list)
+    feedback: list[tuple[int, Feedback]] = field(default_factory=list)
+    last_arrival: float = 0.0
+    over: bool = False  #: reached `end`, or a FEEDBACK with news arrived
+
+    def read(self, seq: int, feedback: Feedback, now: float) -> None:
+        """One FEEDBACK read in C: a plain one's credit is taken, any other ends the burst."""
+        self.feedback.append((seq, feedback))
+        self.last_arrival = now
+        if feedback.ranges or feedback.kernel_drops:
+            self.over = True
+        else:
+            self.credit = max(self.credit, feedback.credit)
+
+    def take(self, max_chunks: int, now: float) -> list[tuple[int, int]]:
+        """This step's sendmmsg: new chunks below the credit and `end`."""
+        n = min(min(self.credit, self.end) - self.next, max_chunks)
+        if n <= 0:
+            return []
+        self.sends.append((self.next, self.next + n, now))
+        self.next += n
+        self.over = self.over or self.next >= self.end
+        return [(self.next - n, self.next)]
+
+    def replay(self, window: _Streamed) -> int:
+        """What the daemon does when the burst returns: the sends first, then the FEEDBACKs,
+        coalesced, at the last one's arrival. Returns the chunks the burst sent."""
+        for s, e, t in self.sends:
+            window.record_streamed(s, e, t, self.credit)
+        for first, seq, fb in coalesce_feedback(self.feedback):
+            window.on_feedback(fb, self.last_arrival, seq, first_seq=first)
+        return sum(e - s for s, e, _ in self.sends)
+
+
 def run(setup: Setup, faults: Faults = Faults()) -> Result:
     """Run one transfer to completion, stall or `setup.max_time`."""
     rng = random.Random(setup.seed)
@@ -142,18 +210,26 @@ def run(setup: Setup, faults: Faults = Faults()) -> Result:
     data: list[tuple[float, int, int, bytes, int]] = []  # (arrival, tiebreak, chunk, payload, crc)
     back: list[tuple[float, int, int, Feedback]] = []  # (arrival, tiebreak, seq, feedback)
     tiebreak = 0
+    burst: StreamBurst | None = None
 
     while now <= setup.max_time:
         while back and back[0][0] <= now:
             _, _, seq, feedback = heapq.heappop(back)
-            tx.on_feedback(feedback, now, seq)
+            if burst is None:
+                tx.on_feedback(feedback, now, seq)
+            else:
+                burst.read(seq, feedback, now)
+        if burst is not None and (burst.over or now >= burst.deadline):
+            res.streamed_chunks += burst.replay(tx)
+            res.bursts += 1
+            burst = None
         if tx.done:
             res.completed = True
             break
         if setup.stop_after_chunks is not None and rx.count >= setup.stop_after_chunks:
             break
         timer = tx.next_timer()
-        if timer is not None and timer <= now:
+        if burst is None and timer is not None and timer <= now:
             try:
                 tx.handle_timer(now)
             except TransferStalled as stalled:
@@ -161,12 +237,23 @@ def run(setup: Setup, faults: Faults = Faults()) -> Result:
                 break
 
         # The sender's C loop: one batch, one frame per chunk.
-        batch = tx.next_batch(now, setup.chunks_per_step)
+        if burst is None and setup.burst_steps and (span := tx.stream_range()) is not None:
+            deadline = now + setup.burst_steps * setup.step
+            timer = tx.next_timer()
+            burst = StreamBurst(
+                *span, tx.credit, deadline if timer is None else min(deadline, timer)
+            )
+        if burst is not None:
+            batch = burst.take(setup.chunks_per_step, now)
+            credit = burst.credit
+        else:
+            batch = tx.next_batch(now, setup.chunks_per_step)
+            credit = tx.credit
         for s, e in batch:
             for k in range(s, e):
                 res.frames_sent += 1
                 res.sent[k] = res.sent.get(k, 0) + 1
-                if k >= granted or k >= tx.credit:
+                if k >= granted or k >= credit:
                     res.over_credit.append(k)
                 if faults.dead(now):
                     res.blackout_lost += 1
@@ -247,7 +334,7 @@ def run(setup: Setup, faults: Faults = Faults()) -> Result:
                 seq = rx.counters.feedbacks
                 heapq.heappush(back, (now + setup.latency, tiebreak, seq, fb))
 
-        now = _next_time(now, setup, tx, rx, batch, ring, data, back)
+        now = _next_time(now, setup, tx, rx, batch, ring, data, back, burst)
     res.elapsed = now
     return res
 
@@ -261,12 +348,15 @@ def _next_time(
     ring: int,
     data: list[tuple[float, int, int, bytes, int]],
     back: list[tuple[float, int, int, Feedback]],
+    burst: StreamBurst | None,
 ) -> float:
     """The next step, skipping ahead over idle time (timeouts last seconds of virtual time)."""
     step = now + setup.step
     if batch or ring:
         return step
     wake = [t for t in (tx.next_timer(), rx.next_timer()) if t is not None]
+    if burst is not None:
+        wake.append(burst.deadline)
     if data:
         wake.append(data[0][0])
     if back:

@@ -540,6 +540,36 @@ class OutgoingTransfer:
             self.retransmitted_bytes += sum(s.length for s in self.spans(_first(out, resent)))
         return out
 
+    @property
+    def data_credit(self) -> int:
+        """The receiver's largest grant: data-space chunks below it may be sent."""
+        return self._credit
+
+    def stream_target(self) -> ChunkSpan | None:
+        """New data a streaming burst may send now: data-space chunks of one file, or None.
+
+        The first contiguous run of `TxWindow.stream_range` that lies in one file (the C sender
+        streams one mapping); the burst stops at the data credit itself. None when the window
+        must choose (probes, retransmissions, pacing), nothing new is laid out, or the transfer
+        ended.
+        """
+        if self.finished:
+            return None
+        gap = self._window.stream_range()
+        if gap is None:
+            return None
+        data = self._space.to_data(gap[0], min(gap[1], self._space.length))
+        return self.spans(data[:1])[0] if data else None
+
+    def record_streamed(self, start: int, end: int, now: float, credit: int) -> None:
+        """Count data-space chunks [start, end), sent at `now` by a streaming burst under the
+        data-space `credit`, as `next_batch` would have; the burst's FEEDBACKs come next
+        (`on_feedback`). Raises ValueError unless they continue `stream_target`."""
+        w0, w1 = self._space.count_below(start), self._space.count_below(end)
+        if w1 - w0 != end - start:
+            raise ValueError(f"chunks [{start}, {end}) are not all to be sent")
+        self._window.record_streamed(w0, w1, now, self._space.count_below(credit))
+
     def spans(self, ranges: Sequence[tuple[int, int]]) -> list[ChunkSpan]:
         """The file bytes behind data-space chunk ranges, split per file (for the C sender)."""
         return split_spans(self._layouts, ranges)

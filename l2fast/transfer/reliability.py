@@ -336,6 +336,41 @@ class TxWindow:
             self._last_progress = now  # the wait for the peer starts now, not when we idled
         return out
 
+    def stream_range(self) -> tuple[int, int] | None:
+        """The next new chunks [start, end) a streaming sender may send on its own, or None.
+
+        A streaming burst (csrc/txstream.c) sends new data as fast as the receiver's credit
+        grows, reading each grant from FEEDBACK itself; `record_streamed` then counts what it
+        sent. Only plain new data may go that way: while probes or retransmissions wait, pacing
+        is on or the window stalled, `next_batch` decides. The range is the next run of chunks
+        that were never sent and that the receiver does not hold, up to the total; the credit is
+        not applied here (the burst applies the newest grant).
+        """
+        if self._stalled or self._probes or self._lost or self._rate is not None:
+            return None
+        end = _UNLIMITED if self._total is None else self._total
+        return next(self._acked.gaps(self._next_new, end), None)
+
+    def record_streamed(self, start: int, end: int, now: float, credit: int) -> None:
+        """Count new chunks [start, end), sent at `now` by a streaming burst, as `next_batch`
+        would have counted them.
+
+        `credit` is the grant the burst sent under, which may be newer than the window's: the
+        FEEDBACKs that raised it are applied next, with `on_feedback`. Raises ValueError unless
+        [start, end) begins the range `stream_range` gives and ends within it and the credit.
+        """
+        gap = self.stream_range()
+        if gap is None or not gap[0] == start < end <= gap[1] or end > max(credit, self._credit):
+            raise ValueError(
+                f"chunks [{start}, {end}) are not the next new ones ({gap}) below the credit "
+                f"{max(credit, self._credit)}"
+            )
+        was_idle = not self._waiting_on_peer()
+        self._next_new = end
+        self._record([(start, end)], now, retransmit=False)
+        if was_idle:
+            self._last_progress = now
+
     def _paced_budget(self, now: float, want: int) -> int:
         """Chunks the token bucket allows now (all of `want` while no rate is set)."""
         if self._rate is None or want <= 0:

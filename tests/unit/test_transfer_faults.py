@@ -74,12 +74,20 @@ def assert_retransmissions_bounded(res: Result) -> None:
     assert retx <= bound, (retx, res.wire_losses, res.reordered, res.feedbacks_lost)
 
 
+#: How the sender sends: a batch from the window every step, or streaming bursts of up to 20
+#: steps that the window learns of only when they end (csrc/txstream.c).
+SENDERS = {"batches": 0, "bursts": 20}
+
+
+@pytest.mark.parametrize("sender", SENDERS)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_fault_profile_delivers_exactly_once(profile: str, seed: int) -> None:
+def test_every_fault_profile_delivers_exactly_once(profile: str, seed: int, sender: str) -> None:
     faults, overrides = PROFILES[profile]
-    setup = dataclasses.replace(Setup(seed=seed), **overrides)  # type: ignore[arg-type]
+    setup = dataclasses.replace(Setup(seed=seed, burst_steps=SENDERS[sender]), **overrides)  # type: ignore[arg-type]
     res = run(setup, faults)
+    if SENDERS[sender]:
+        assert res.bursts > 0 and res.streamed_chunks > 0
     assert_delivered_exactly_once(res, setup)
     assert_retransmissions_bounded(res)
     if faults.corrupt:
@@ -203,6 +211,7 @@ def test_runs_are_deterministic_per_seed() -> None:
     buffer_chunks=st.integers(1, 600),
     chunks_per_step=st.integers(1, 64),
     latency=st.floats(0.00005, 0.002),
+    burst_steps=st.sampled_from([0, 1, 7, 50]),
 )
 def test_any_mix_of_faults_delivers_exactly_once(
     seed: int,
@@ -214,6 +223,7 @@ def test_any_mix_of_faults_delivers_exactly_once(
     buffer_chunks: int,
     chunks_per_step: int,
     latency: float,
+    burst_steps: int,
 ) -> None:
     faults = Faults(loss, duplicate, reorder, corrupt=corrupt, feedback_loss=feedback_loss)
     setup = Setup(
@@ -223,6 +233,7 @@ def test_any_mix_of_faults_delivers_exactly_once(
         drain_per_step=max(1, buffer_chunks // 4),
         chunks_per_step=chunks_per_step,
         latency=latency,
+        burst_steps=burst_steps,
     )
     res = run(setup, faults)
     assert_delivered_exactly_once(res, setup)

@@ -160,13 +160,19 @@ FAULTS: dict[str, Faults] = {
 }
 
 
+@pytest.mark.parametrize("burst_steps", [0, 30], ids=["batches", "bursts"])
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("profile", FAULTS)
-def test_every_fault_delivers_every_file_exactly_once(profile: str, seed: int) -> None:
-    setup = Setup(seed=seed, buffer_chunks=256, drain_per_step=32)
+def test_every_fault_delivers_every_file_exactly_once(
+    profile: str, seed: int, burst_steps: int
+) -> None:
+    """Every file of a tree, under each fault; the sender asks the window for a batch every
+    step, or streams new data in bursts the window learns of afterwards (csrc/txstream.c)."""
+    setup = Setup(seed=seed, buffer_chunks=256, drain_per_step=32, burst_steps=burst_steps)
     run = FileRun(setup, FAULTS[profile], tree(seed))
     assert run.run(), f"not done after {run.elapsed:.3f} s of virtual time"
     assert_all_arrived(run)
+    assert (run.streamed_chunks > 0) == bool(burst_steps)
     if profile.startswith(("loss", "corrupt", "everything", "data-blackout")):
         assert run.data_lost + run.crc_dropped > 0  # the faults did hit the data
     if profile == "corrupt-5%":
@@ -245,17 +251,20 @@ def test_ask_is_answered_later_and_offers_stay_bounded() -> None:
         (Faults(loss=0.05), 64),
     ],
 )
+@pytest.mark.parametrize("burst_steps", [0, 30], ids=["batches", "bursts"])
 def test_resume_sends_only_missing_chunks_and_reports_needed_bytes(
-    faults: Faults, buffer_chunks: int
+    faults: Faults, buffer_chunks: int, burst_steps: int
 ) -> None:
     rng = random.Random(7)
     big = file("big.iso", rng.randbytes(1_000_003), chunk_size=1000)  # 1001 chunks
     whole = file("whole.txt", rng.randbytes(5_000), chunk_size=1000)
     fresh = file("fresh.txt", rng.randbytes(3_000), chunk_size=1000)
     have = {"big.iso": ((0, 400), (500, 900), (1000, 1001)), "whole.txt": ((0, 5),)}
-    setup = Setup(seed=7, receiver_has=have, buffer_chunks=buffer_chunks, drain_per_step=16)
+    setup = Setup(seed=7, receiver_has=have, buffer_chunks=buffer_chunks, drain_per_step=16,
+                  burst_steps=burst_steps)  # fmt: skip
     run = FileRun(setup, faults, [big, whole, fresh])
     assert run.run()
+    assert (run.streamed_chunks > 0) == bool(burst_steps)
     assert run.placed == run.source_by_path()
     assert run.out is not None
     first = run.out.layout(0).first_chunk

@@ -69,6 +69,80 @@ def test_credit_never_shrinks_on_stale_feedback() -> None:
     assert tx.credit == 300 and tx.cum_ack == 50
 
 
+# -- streaming bursts (csrc/txstream.c) -------------------------------------------------------
+
+
+def test_stream_range_is_the_next_run_of_new_chunks() -> None:
+    tx = TxWindow(100, credit=10, have=[(0, 5), (40, 60)])
+    assert tx.stream_range() == (5, 40)  # past the credit: the burst applies the grant itself
+    tx.record_streamed(5, 10, 0.0, 10)
+    assert tx.stream_range() == (10, 40)
+    tx.record_streamed(10, 40, 0.0, 45)  # a grant read by the burst
+    assert tx.stream_range() == (60, 100)
+    tx.record_streamed(60, 100, 0.0, 100)
+    assert tx.stream_range() is None  # everything went
+    assert TxWindow(None, credit=0).stream_range() == (0, 1 << 62)
+
+
+def test_only_plain_new_data_streams() -> None:
+    lost = TxWindow(1000, credit=1000)
+    lost.next_batch(0.0, 200)
+    lost.on_feedback(fb(0, 1000, 200, ((100, 200),)), 0.001)  # 0-99 lost (packet threshold)
+    assert lost.stream_range() is None
+    paced = TxWindow(1000, credit=1000)
+    paced.next_batch(0.0, 10)
+    paced.on_feedback(fb(10, 1000, 10, drops=3), 0.001)
+    assert paced.pacing_rate is not None and paced.stream_range() is None
+    probed = TxWindow(1000, credit=1000)
+    probed.next_batch(0.0, 10)
+    probed.handle_timer(1.0)  # the RTO fires: a probe waits
+    assert probed.stream_range() is None
+    with pytest.raises(ValueError):
+        probed.record_streamed(10, 20, 1.0, 1000)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "credit"),
+    [(1, 5, 100), (0, 0, 100), (0, 70, 100), (0, 30, 20), (45, 60, 100)],
+    ids=["not-next", "empty", "past-the-gap", "past-the-credit", "held-chunks"],
+)
+def test_record_streamed_refuses_what_no_burst_could_send(
+    start: int, end: int, credit: int
+) -> None:
+    tx = TxWindow(100, credit=10, have=[(50, 60)])
+    with pytest.raises(ValueError):
+        tx.record_streamed(start, end, 0.0, credit)
+    assert tx.stream_range() == (0, 50) and tx.in_flight == 0
+
+
+def test_a_replayed_burst_leaves_the_window_where_batches_would() -> None:
+    """Three sends and their FEEDBACKs, applied as they happen (next_batch) or after the burst
+    (record_streamed, then the coalesced FEEDBACKs): same acknowledgements, RTT, timer, stats."""
+    batches, burst = TxWindow(1000, credit=100), TxWindow(1000, credit=100)
+    sends = [(0, 100, 0.000), (100, 250, 0.002), (250, 400, 0.004)]
+    fbs = [
+        (1, fb(100, 250, 100), 0.0015),
+        (2, fb(250, 400, 250), 0.0035),
+        (3, fb(400, 600, 400), 0.0055),
+    ]
+    batches.next_batch(0.000, 1000)
+    batches.on_feedback(fbs[0][1], fbs[0][2], 1)
+    batches.next_batch(0.002, 1000)
+    batches.on_feedback(fbs[1][1], fbs[1][2], 2)
+    batches.next_batch(0.004, 1000)
+    batches.on_feedback(fbs[2][1], fbs[2][2], 3)
+    for s, e, t in sends:
+        burst.record_streamed(s, e, t, 400)
+    for first, seq, body in coalesce_feedback([(seq, body) for seq, body, _ in fbs]):
+        burst.on_feedback(body, fbs[-1][2], seq, first_seq=first)
+    assert burst.acked() == batches.acked() and burst.cum_ack == 400
+    assert (burst.credit, burst.in_flight) == (batches.credit, batches.in_flight) == (600, 0)
+    assert burst.srtt == pytest.approx(0.0015)  # the newest send acknowledged, 1.5 ms later
+    assert burst.stats.new_chunks_sent == batches.stats.new_chunks_sent == 400
+    assert burst.next_timer() == batches.next_timer()
+    assert burst.stream_range() == batches.stream_range() == (400, 1000)
+
+
 # -- RTT (RFC 6298 §2) ------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ import mmap
 import os
 import resource
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ from l2fast.transfer.protocol import (
     TransferFailed,
     TransferProgress,
 )
+from l2fast.transfer.protocol_space import ChunkSpan
 from l2fast.transfer.reliability import coalesce_feedback
 from l2fast.wire.constants import (
     ETH_HLEN,
@@ -78,6 +80,11 @@ POLL_S = 0.01  # how often a digest computed in a thread is looked at (here and 
 _IDLE_S = 0.005  # pump at least this often while waiting on the receiver
 _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
 _PROGRESS_S = 0.25
+#: The longest streaming burst (csrc/txstream.c): new data goes out as the receiver's FEEDBACKs
+#: extend the credit, read in C, and the window hears of it all when the burst returns. Each
+#: return costs a turn of Python (~0.2 ms at MTU 65535, BENCHMARKS.md "Session 10") that used
+#: to be paid per FEEDBACK (~620 a second); a PING or chat to this daemon waits up to this long.
+BURST_S = 0.02
 #: Files up to this size are hashed in the event loop when accepted (~0.2 ms of SHA-256).
 INLINE_DIGEST_BYTES = 256 << 10
 #: While an offer is held for a person at the receiver, the client hears from the job at
@@ -142,6 +149,11 @@ class OutgoingJob:
         self._poll_timer: Timer | None = None
         self._held_timer: Timer | None = None  # `waiting` events while offers are held
         self.batch_chunks = SEND_BATCH_CHUNKS  # per sending turn, sized when the session opens
+        #: Stream new data in C bursts (csrc/txstream.c); L2FAST_TX_STREAM=0 turns it off, for
+        #: comparing (bench/env_ab.sh) or should a kernel misbehave with it.
+        self.streaming = os.environ.get("L2FAST_TX_STREAM", "1") != "0"
+        self._burst_log: dp.BurstLog | None = None
+        self.bursts = 0
         #: Seconds the transfer waited with some offer held for a person (and since when, while
         #: one is): not transfer time, so not in `seconds` or the rate of the final message.
         self.held_s = 0.0
@@ -188,10 +200,16 @@ class OutgoingJob:
     # --- data --------------------------------------------------------------------------------
 
     def _on_feedback(self) -> None:
-        assert self.sock is not None and self.out is not None
+        assert self.sock is not None
         now = self.runner.now()
+        self._apply_feedback(self.sock.recv_frames(0, 256), now)
+        self._after(now)
+
+    def _apply_feedback(self, frames: Iterable[bytes], now: float) -> None:
+        """Decode FEEDBACK frames read together and apply them to the window at `now`."""
+        assert self.out is not None
         read: list[tuple[int, Feedback]] = []
-        for raw in self.sock.recv_frames(0, 256):
+        for raw in frames:
             info = native.parse_frame(raw)
             if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
                 continue
@@ -209,7 +227,6 @@ class OutgoingJob:
         # acknowledgement work (~70 us of Python each) is done once per run of them.
         for first, seq, body in coalesce_feedback(read):
             self.out.on_feedback(body, now, seq, first_seq=first)
-        self._after(now)
 
     def _tx_for(self, index: int) -> dp.TxPath:
         f = self.files[index]
@@ -256,6 +273,9 @@ class OutgoingJob:
         if out is None or self.ended:
             return
         now = self.runner.now()
+        if not self.pending and self.streaming and (span := out.stream_target()) is not None:
+            self._after(self.runner.now(), self._burst(out, span, now))
+            return
         if not self.pending:
             for start, end in out.next_batch(now, self.batch_chunks):
                 for span in out.spans([(start, end)]):
@@ -276,6 +296,42 @@ class OutgoingJob:
                 break
             self.pending.popleft()
         self._after(now, _BLOCKED_S if blocked else (0.0 if sent else None))
+
+    def _burst(self, out: OutgoingTransfer, span: ChunkSpan, now: float) -> float | None:
+        """Stream `span`'s new chunks in one C burst, then replay it into the window: its sends
+        as sent when they went, then its FEEDBACKs as read at the last one's arrival (they are
+        cumulative, `coalesce_feedback`). Returns when to pump next (None: on FEEDBACK)."""
+        assert self.sock is not None
+        if self._burst_log is None:
+            self._burst_log = dp.BurstLog()
+        timer = out.next_timer()
+        deadline = now + BURST_S if timer is None else min(now + BURST_S, timer)
+        try:
+            burst = self._tx_for(span.transfer_id - 1).stream(
+                self._burst_log,
+                self.sock,
+                next_chunk=span.start,
+                end=span.end,
+                credit=out.data_credit,
+                deadline=deadline,
+                turn_frames=self.batch_chunks,
+            )
+        except L2fastError as exc:
+            out.cancel(now, f"sending failed: {exc.message}")
+            return None
+        self.bursts += 1
+        for start, end, sent_at in burst.sends:
+            out.record_streamed(start, end, sent_at, burst.credit)
+        if burst.feedback:
+            self._apply_feedback((frame for frame, _ in burst.feedback), burst.feedback[-1][1])
+        if burst.error is not None:
+            out.cancel(now, f"sending failed: {burst.error.message}")
+            return None
+        if burst.stop is dp.BurstStop.BLOCKED:
+            return _BLOCKED_S
+        if burst.stop is dp.BurstStop.DEADLINE and burst.next >= burst.credit:
+            return None  # out of credit: the next FEEDBACK (or a timer) pumps again
+        return 0.0
 
     def _schedule(self, now: float, delay: float | None) -> None:
         """Pump again after `delay` s; None: when a timer is due (FEEDBACK wakes it sooner)."""

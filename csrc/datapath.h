@@ -315,6 +315,8 @@ struct l2f_tx_burst {
     uint64_t end;             /* never send at or above this chunk */
     uint64_t credit;          /* in: the receiver's grant; out: raised by plain FEEDBACKs read */
     int64_t deadline_ns;      /* CLOCK_MONOTONIC: return by then */
+    int64_t quiet_ns;         /* ...and once this long passed without a FEEDBACK whose cum_ack
+                               * is new (the caller's retransmission timer); 0: no such bound */
     /* Send log: send_count[i] frames from send_start[i], sent at send_ns[i] (monotonic ns). */
     uint64_t *send_start;
     uint32_t *send_count;

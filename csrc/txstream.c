@@ -16,7 +16,9 @@
  * frames are queued (waiting for one only when the credit is used up); take the credit of each
  * plain one.  It logs every send (first chunk, count, time) and keeps every FEEDBACK frame it read
  * with its arrival time, and the caller replays both into its window afterwards.  It returns at
- * the deadline, at `end`, when a log is full, on backpressure or a send error, and as soon as a
+ * the deadline, once the receiver has been quiet for as long as the caller's retransmission timer
+ * allows (the timer restarts on every new acknowledgement, so it is bound to no fixed time), at
+ * `end`, when a log is full, on backpressure or a send error, and as soon as a
  * FEEDBACK carries news that the window must act on before anything more is sent: SACK ranges
  * (the receiver misses chunks: maybe a loss) or kernel drops (pacing).  Such a FEEDBACK's credit
  * is not taken here; the caller decodes it in full.
@@ -37,6 +39,7 @@
 
 #define TYPE_FEEDBACK 0x21 /* PROTOCOL.md §Frame types */
 /* PROTOCOL.md §FEEDBACK: offsets in the payload. */
+#define FB_CUM_ACK 0
 #define FB_CREDIT 8
 #define FB_DROPS 24
 #define FB_NRANGES 28
@@ -60,21 +63,22 @@ static int32_t wait_ms(int64_t deadline_ns, int64_t now)
 enum fb_kind { FB_IGNORED, FB_PLAIN, FB_NEWS };
 
 static enum fb_kind classify(const uint8_t *frame, uint32_t len, uint16_t ethertype,
-                             uint32_t session, uint64_t *credit)
+                             uint32_t session, uint64_t *cum_ack, uint64_t *credit)
 {
     struct l2f_frame_info info;
     if (l2f_parse_frame(frame, len, ethertype, &info) != L2F_V_OK || info.type != TYPE_FEEDBACK ||
         info.session != session)
         return FB_IGNORED;
     const struct l2f_wire w = l2f_wire_view(frame + info.payload_off, info.payload_len);
-    uint64_t c;
+    uint64_t cum, c;
     uint32_t drops;
     uint16_t nranges;
-    if (l2f_wire_be64(&w, FB_CREDIT, &c) || l2f_wire_be32(&w, FB_DROPS, &drops) ||
-        l2f_wire_be16(&w, FB_NRANGES, &nranges))
+    if (l2f_wire_be64(&w, FB_CUM_ACK, &cum) || l2f_wire_be64(&w, FB_CREDIT, &c) ||
+        l2f_wire_be32(&w, FB_DROPS, &drops) || l2f_wire_be16(&w, FB_NRANGES, &nranges))
         return FB_NEWS; /* too short to be a FEEDBACK: the caller's decoder says why */
     if (drops || nranges)
         return FB_NEWS;
+    *cum_ack = cum;
     *credit = c;
     return FB_PLAIN;
 }
@@ -92,6 +96,12 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
     b->n_sends = b->n_fb = 0;
     b->error = 0;
     b->stop = L2F_BURST_END;
+    /* The caller's retransmission timer restarts whenever the receiver acknowledges something
+     * new (RFC 6298 §5.3), so the burst returns only once it has been quiet that long. */
+    uint64_t cum_seen = 0;
+    int64_t deadline = b->deadline_ns;
+    if (b->quiet_ns > 0 && mono_ns() + b->quiet_ns < deadline)
+        deadline = mono_ns() + b->quiet_ns;
     for (;;) {
         int64_t now = mono_ns();
         const uint64_t limit = b->credit < b->end ? b->credit : b->end;
@@ -129,7 +139,7 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
             return 0;
         }
         now = mono_ns();
-        if (now >= b->deadline_ns) {
+        if (now >= deadline) {
             b->stop = L2F_BURST_DEADLINE;
             return 0;
         }
@@ -142,7 +152,7 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
         uint8_t *slots = b->fb_arena + (size_t)b->n_fb * b->fb_slot;
         int got = l2f_recv_batch(b->fb_fd, slots, (size_t)(b->max_fb - b->n_fb) * b->fb_slot,
                                  b->fb_slot, b->max_fb - b->n_fb, b->fb_len + b->n_fb, NULL,
-                                 starved ? wait_ms(b->deadline_ns, now) : 0);
+                                 starved ? wait_ms(deadline, now) : 0);
         if (got < 0 && got != -EINTR && got != -EAGAIN) {
             b->error = got;
             b->stop = L2F_BURST_ERROR;
@@ -153,8 +163,8 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
         for (int i = 0; i < got; i++) {
             uint8_t *frame = slots + (size_t)i * b->fb_slot;
             const uint32_t len = b->fb_len[b->n_fb] < b->fb_slot ? b->fb_len[b->n_fb] : b->fb_slot;
-            uint64_t credit = 0;
-            switch (classify(frame, len, t->ethertype, t->session, &credit)) {
+            uint64_t cum = 0, credit = 0;
+            switch (classify(frame, len, t->ethertype, t->session, &cum, &credit)) {
             case FB_IGNORED:
                 b->ignored++;
                 /* Close the gap: the next kept frame takes this slot. */
@@ -169,6 +179,11 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
             case FB_PLAIN:
                 if (credit > b->credit)
                     b->credit = credit;
+                if (cum > cum_seen && b->quiet_ns > 0) {
+                    cum_seen = cum;
+                    deadline = arrived + b->quiet_ns < b->deadline_ns ? arrived + b->quiet_ns
+                                                                      : b->deadline_ns;
+                }
                 break;
             case FB_NEWS:
                 news = 1;
@@ -181,7 +196,7 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
             b->stop = L2F_BURST_NEWS;
             return 0;
         }
-        if (starved && b->next >= b->credit && mono_ns() >= b->deadline_ns) {
+        if (starved && b->next >= b->credit && mono_ns() >= deadline) {
             b->stop = L2F_BURST_DEADLINE;
             return 0;
         }

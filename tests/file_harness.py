@@ -402,9 +402,9 @@ class FileRun:
         # runs them after sending, so a burst waits for the step after them.
         due = timer is not None and timer <= now
         if burst is None and self.setup.burst_steps and not due and (span := out.stream_target()):
-            deadline = now + self.setup.burst_steps * self.setup.step
-            deadline = deadline if timer is None else min(deadline, timer)
-            burst = self.burst = StreamBurst(span.start, span.end, out.data_credit, deadline)
+            length = self.setup.burst_steps * self.setup.step
+            burst = StreamBurst.start((span.start, span.end), out.data_credit, now, length, timer)
+            self.burst = burst
         if burst is not None:
             batch = burst.take(self.setup.chunks_per_step, now)
         else:

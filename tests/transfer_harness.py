@@ -158,20 +158,37 @@ class StreamBurst:
     next: int
     end: int
     credit: int
-    deadline: float
+    hard_deadline: float  #: the daemon's BURST_S after the start
+    quiet: float | None  #: the window's timer, restarted by each new cum_ack (`quiet_ns`)
+    deadline: float = 0.0  #: when the burst returns, as it stands
     sends: list[tuple[int, int, float]] = field(default_factory=list)
     feedback: list[tuple[int, Feedback]] = field(default_factory=list)
     last_arrival: float = 0.0
+    cum_seen: int = 0
     over: bool = False  #: reached `end`, or a FEEDBACK with news arrived
 
+    @classmethod
+    def start(
+        cls, span: tuple[int, int], credit: int, now: float, length: float, timer: float | None
+    ) -> StreamBurst:
+        """A burst of new chunks `span` from `now`, as OutgoingJob._burst starts one."""
+        quiet = None if timer is None else max(timer - now, 0.0)
+        burst = cls(span[0], span[1], credit, now + length, quiet)
+        burst.deadline = burst.hard_deadline if quiet is None else min(now + quiet, now + length)
+        return burst
+
     def read(self, seq: int, feedback: Feedback, now: float) -> None:
-        """One FEEDBACK read in C: a plain one's credit is taken, any other ends the burst."""
+        """One FEEDBACK read in C: a plain one's credit is taken (and a new cum_ack restarts
+        the quiet time), any other ends the burst."""
         self.feedback.append((seq, feedback))
         self.last_arrival = now
         if feedback.ranges or feedback.kernel_drops:
             self.over = True
-        else:
-            self.credit = max(self.credit, feedback.credit)
+            return
+        self.credit = max(self.credit, feedback.credit)
+        if self.quiet is not None and feedback.cum_ack > self.cum_seen:
+            self.cum_seen = feedback.cum_ack
+            self.deadline = min(now + self.quiet, self.hard_deadline)
 
     def take(self, max_chunks: int, now: float) -> list[tuple[int, int]]:
         """This step's sendmmsg: new chunks below the credit and `end`."""
@@ -238,11 +255,8 @@ def run(setup: Setup, faults: Faults = Faults()) -> Result:
 
         # The sender's C loop: one batch, one frame per chunk.
         if burst is None and setup.burst_steps and (span := tx.stream_range()) is not None:
-            deadline = now + setup.burst_steps * setup.step
-            timer = tx.next_timer()
-            burst = StreamBurst(
-                *span, tx.credit, deadline if timer is None else min(deadline, timer)
-            )
+            length = setup.burst_steps * setup.step
+            burst = StreamBurst.start(span, tx.credit, now, length, tx.next_timer())
         if burst is not None:
             batch = burst.take(setup.chunks_per_step, now)
             credit = burst.credit

@@ -305,7 +305,6 @@ class OutgoingJob:
         if self._burst_log is None:
             self._burst_log = dp.BurstLog()
         timer = out.next_timer()
-        deadline = now + BURST_S if timer is None else min(now + BURST_S, timer)
         try:
             burst = self._tx_for(span.transfer_id - 1).stream(
                 self._burst_log,
@@ -313,7 +312,10 @@ class OutgoingJob:
                 next_chunk=span.start,
                 end=span.end,
                 credit=out.data_credit,
-                deadline=deadline,
+                deadline=now + BURST_S,
+                # The window's timers (retransmission, loss, stall) restart on every new
+                # acknowledgement, which the burst sees: it returns when they could fire.
+                quiet=None if timer is None else max(timer - now, 0.0),
                 turn_frames=self.batch_chunks,
             )
         except L2fastError as exc:

@@ -765,7 +765,7 @@ class BurstLog:
         self.ignored = 0
 
     def burst(self, fb_fd: int, *, next_chunk: int, end: int, credit: int, deadline: float,
-              turn_frames: int) -> Any:  # fmt: skip
+              quiet: float | None, turn_frames: int) -> Any:  # fmt: skip
         """A filled `struct l2f_tx_burst` pointing at these arrays."""
         b = _ffi.new("struct l2f_tx_burst *")
         b.fb_fd = fb_fd
@@ -774,6 +774,7 @@ class BurstLog:
         b.end = _uint("end", end, _MAX_INDEX - 1, next_chunk)
         b.credit = _uint("credit", credit, (1 << 64) - 1)
         b.deadline_ns = int(deadline * 1e9)
+        b.quiet_ns = 0 if quiet is None else max(1, int(quiet * 1e9))
         b.send_start, b.send_count, b.send_ns = self.send_start, self.send_count, self.send_ns
         b.max_sends = self.max_sends
         b.fb_arena, b.fb_arena_len = self.arena, self.max_feedback * self.slot
@@ -919,13 +920,15 @@ class TxPath:
         credit: int,
         deadline: float,
         turn_frames: int,
+        quiet: float | None = None,
     ) -> Burst:
         """Send new chunks [next_chunk, end) below the credit, reading FEEDBACK from `fb_sock`.
 
         The streaming burst of csrc/txstream.c: up to `turn_frames` frames at a time, then the
         FEEDBACK frames queued on `fb_sock` (waiting for one while the credit is used up); each
         one without SACK ranges or kernel drops raises the credit, any other ends the burst. It
-        returns by `deadline` (`time.monotonic()` seconds) and reports what it sent and read,
+        returns by `deadline` (`time.monotonic()` seconds), and once `quiet` seconds passed
+        without a FEEDBACK acknowledging something new, and reports what it sent and read,
         which the caller must replay into its window. Raises ValueError for a range outside the
         file; a failure after sending began comes back as `Burst.error`.
         """
@@ -935,7 +938,7 @@ class TxPath:
                 f"[{self.first_chunk}, {self.end_chunk})"
             )
         b = log.burst(_fd_of(fb_sock), next_chunk=next_chunk, end=end, credit=credit,
-                      deadline=deadline, turn_frames=turn_frames)  # fmt: skip
+                      deadline=deadline, quiet=quiet, turn_frames=turn_frames)  # fmt: skip
         self._t.flags = 0
         rc = _lib.l2f_tx_stream(
             self.fd,

@@ -74,9 +74,9 @@ def assert_retransmissions_bounded(res: Result) -> None:
     assert retx <= bound, (retx, res.wire_losses, res.reordered, res.feedbacks_lost)
 
 
-#: How the sender sends: a batch from the window every step, or streaming bursts of up to 20
-#: steps that the window learns of only when they end (csrc/txstream.c).
-SENDERS = {"batches": 0, "bursts": 20}
+#: How the sender sends: a batch from the window every step, or streaming bursts of up to 20 or
+#: 200 steps (2 or 20 ms) that the window learns of only when they end (csrc/txstream.c).
+SENDERS = {"batches": 0, "bursts": 20, "long-bursts": 200}
 
 
 @pytest.mark.parametrize("sender", SENDERS)

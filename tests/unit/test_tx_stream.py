@@ -86,7 +86,14 @@ class Lab:
             self.fb_peer.send(f)
 
     def stream(
-        self, next_chunk: int, end: int, credit: int, *, wait: float = FB_DEADLINE, turn: int = 10
+        self,
+        next_chunk: int,
+        end: int,
+        credit: int,
+        *,
+        wait: float = FB_DEADLINE,
+        turn: int = 10,
+        quiet: float | None = None,
     ) -> dp.Burst:
         return self.tx.stream(
             self.log,
@@ -96,6 +103,7 @@ class Lab:
             credit=credit,
             deadline=time.monotonic() + wait,
             turn_frames=turn,
+            quiet=quiet,
         )
 
 
@@ -115,6 +123,20 @@ def test_sends_up_to_the_credit_then_waits_until_the_deadline(lab: Lab) -> None:
     assert all(t0 <= t <= t0 + waited for _, _, t in burst.sends)
     assert (burst.next, burst.credit, burst.feedback, burst.error) == (25, 25, [], None)
     assert waited >= FB_DEADLINE * 0.9  # it waited for credit rather than spin back
+
+
+def test_a_quiet_receiver_ends_the_burst_when_the_callers_timer_could_fire(lab: Lab) -> None:
+    """`quiet` is the window's retransmission timer: it restarts on each FEEDBACK that
+    acknowledges something new, and without one the burst returns when it runs out."""
+    t0 = time.monotonic()
+    burst = lab.stream(0, 100, 20, wait=5.0, quiet=0.03)
+    assert burst.stop is dp.BurstStop.DEADLINE and burst.next == 20
+    assert 0.025 <= time.monotonic() - t0 < 2.0  # the quiet time, not the 5 s deadline
+    lab.feed(feedback_frame(40, cum=20, seq=1))
+    t0 = time.monotonic()
+    burst = lab.stream(20, 100, 20, wait=5.0, quiet=0.03)
+    assert burst.next == 40 and len(burst.feedback) == 1
+    assert 0.025 <= time.monotonic() - t0 < 2.0
 
 
 def test_plain_feedback_extends_the_credit_and_is_kept_for_the_window(lab: Lab) -> None:

@@ -558,8 +558,9 @@ class OutgoingTransfer:
         gap = self._window.stream_range()
         if gap is None:
             return None
-        data = self._space.to_data(gap[0], min(gap[1], self._space.length))
-        return self.spans(data[:1])[0] if data else None
+        data = self._space.to_data(gap[0], min(gap[1], self._space.length), limit=1)
+        spans = split_spans(self._layouts, data, limit=1)
+        return spans[0] if spans else None
 
     def record_streamed(self, start: int, end: int, now: float, credit: int) -> None:
         """Count data-space chunks [start, end), sent at `now` by a streaming burst under the

@@ -181,11 +181,12 @@ class FileLayout:
 
 
 def split_spans(
-    layouts: Sequence[FileLayout], ranges: Iterable[tuple[int, int]]
+    layouts: Sequence[FileLayout], ranges: Iterable[tuple[int, int]], limit: int | None = None
 ) -> list[ChunkSpan]:
     """Data-space chunk ranges split per file, with the file bytes behind each piece.
 
     `layouts` ascend in the data space (offer order). Chunks of no file (gaps) are left out.
+    `limit`: only the first that many pieces (a range may cover thousands of files).
     """
     out: list[ChunkSpan] = []
     for start, end in ranges:
@@ -196,6 +197,8 @@ def split_spans(
             span = layouts[i].span(start, end)
             if span.end > span.start:
                 out.append(span)
+                if len(out) == limit:
+                    return out
                 start = span.end
             i += 1
     return out
@@ -241,11 +244,11 @@ class SendSpace:
             return 0
         return self._window[i] + min(chunk - self._data[i], self._lengths[i])
 
-    def to_data(self, start: int, end: int) -> list[tuple[int, int]]:
-        """Window chunks [start, end) as ascending data-space ranges."""
+    def to_data(self, start: int, end: int, limit: int | None = None) -> list[tuple[int, int]]:
+        """Window chunks [start, end) as ascending data-space ranges (only the first `limit`)."""
         out: list[tuple[int, int]] = []
         i = max(bisect_right(self._window, start) - 1, 0)
-        while start < end and i < len(self._window):
+        while start < end and i < len(self._window) and len(out) != limit:
             seg_end = self._window[i] + self._lengths[i]
             if start < seg_end:
                 stop = min(end, seg_end)

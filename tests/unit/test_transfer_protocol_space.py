@@ -15,6 +15,7 @@ from l2fast.transfer.protocol_space import (
     fit_have,
     held_bytes,
     max_have_ranges,
+    split_spans,
 )
 from l2fast.transfer.ranges import ChunkRanges
 from l2fast.wire.constants import FileKind
@@ -84,6 +85,18 @@ def test_send_space_maps_window_ranges_to_data_ranges() -> None:
     ]  # fmt: skip
     with pytest.raises(LocalProtocolError):
         space.append(30, 35)  # below what is laid out: the map must stay monotone
+    assert space.to_data(0, 18, limit=1) == [(0, 12)]
+    assert space.to_data(11, 18, limit=2) == [(11, 12), (20, 25)]
+
+
+def test_split_spans_can_stop_at_the_first_file() -> None:
+    """A streaming burst needs one file of a range that may cover thousands (bench segments)."""
+    layouts = [FileLayout(i + 1, 10 * i, 100, 1000) for i in range(5000)]
+    assert len(split_spans(layouts, [(0, 50_000)])) == 5000
+    (first,) = split_spans(layouts, [(25, 50_000)], limit=1)
+    assert (first.transfer_id, first.start, first.end, first.offset, first.length) == (
+        3, 25, 30, 500, 500,
+    )  # fmt: skip
 
 
 def test_feedback_about_skipped_chunks_vanishes_and_highest_stays_truthful() -> None:

@@ -332,6 +332,13 @@ struct l2f_tx_burst {
     uint32_t max_fb;
     uint32_t *fb_len;
     int64_t *fb_ns;
+    /* For a plain FEEDBACK (no SACK ranges, no kernel drops: fb_plain[i] = 1) its header seq and
+     * fields, so that the caller need not decode it; 0 for one the caller must decode itself. */
+    uint8_t *fb_plain;
+    uint64_t *fb_seq;
+    uint64_t *fb_cum_ack;
+    uint64_t *fb_credit;
+    uint64_t *fb_highest;
     uint32_t n_fb;
     uint32_t stop;            /* L2F_BURST_* */
     int32_t error;            /* negative code with L2F_BURST_ERROR, else 0 */

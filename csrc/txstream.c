@@ -41,6 +41,7 @@
 /* PROTOCOL.md §FEEDBACK: offsets in the payload. */
 #define FB_CUM_ACK 0
 #define FB_CREDIT 8
+#define FB_HIGHEST 16
 #define FB_DROPS 24
 #define FB_NRANGES 28
 #define FB_FIXED 30
@@ -62,24 +63,28 @@ static int32_t wait_ms(int64_t deadline_ns, int64_t now)
 /* What one received frame is to the burst. */
 enum fb_kind { FB_IGNORED, FB_PLAIN, FB_NEWS };
 
+/* The fields of a plain FEEDBACK. */
+struct plain_fb {
+    uint64_t seq, cum_ack, credit, highest;
+};
+
 static enum fb_kind classify(const uint8_t *frame, uint32_t len, uint16_t ethertype,
-                             uint32_t session, uint64_t *cum_ack, uint64_t *credit)
+                             uint32_t session, struct plain_fb *out)
 {
     struct l2f_frame_info info;
     if (l2f_parse_frame(frame, len, ethertype, &info) != L2F_V_OK || info.type != TYPE_FEEDBACK ||
         info.session != session)
         return FB_IGNORED;
     const struct l2f_wire w = l2f_wire_view(frame + info.payload_off, info.payload_len);
-    uint64_t cum, c;
     uint32_t drops;
     uint16_t nranges;
-    if (l2f_wire_be64(&w, FB_CUM_ACK, &cum) || l2f_wire_be64(&w, FB_CREDIT, &c) ||
-        l2f_wire_be32(&w, FB_DROPS, &drops) || l2f_wire_be16(&w, FB_NRANGES, &nranges))
+    if (l2f_wire_be64(&w, FB_CUM_ACK, &out->cum_ack) || l2f_wire_be64(&w, FB_CREDIT, &out->credit) ||
+        l2f_wire_be64(&w, FB_HIGHEST, &out->highest) || l2f_wire_be32(&w, FB_DROPS, &drops) ||
+        l2f_wire_be16(&w, FB_NRANGES, &nranges))
         return FB_NEWS; /* too short to be a FEEDBACK: the caller's decoder says why */
     if (drops || nranges)
         return FB_NEWS;
-    *cum_ack = cum;
-    *credit = c;
+    out->seq = info.seq;
     return FB_PLAIN;
 }
 
@@ -90,6 +95,7 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
 {
     if (!b || !t || b->fb_fd < 0 || !b->send_start || !b->send_count || !b->send_ns ||
         b->max_sends == 0 || b->max_fb == 0 || !b->fb_arena || !b->fb_len || !b->fb_ns ||
+        !b->fb_plain || !b->fb_seq || !b->fb_cum_ack || !b->fb_credit || !b->fb_highest ||
         b->fb_slot < L2F_FRAME_OVERHEAD || b->turn_frames == 0 || b->next > b->end ||
         (uint64_t)b->max_fb * b->fb_slot > b->fb_arena_len)
         return -L2F_E_ARG;
@@ -163,8 +169,10 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
         for (int i = 0; i < got; i++) {
             uint8_t *frame = slots + (size_t)i * b->fb_slot;
             const uint32_t len = b->fb_len[b->n_fb] < b->fb_slot ? b->fb_len[b->n_fb] : b->fb_slot;
-            uint64_t cum = 0, credit = 0;
-            switch (classify(frame, len, t->ethertype, t->session, &cum, &credit)) {
+            struct plain_fb fb = {0, 0, 0, 0};
+            const uint32_t k = b->n_fb;
+            b->fb_plain[k] = 0;
+            switch (classify(frame, len, t->ethertype, t->session, &fb)) {
             case FB_IGNORED:
                 b->ignored++;
                 /* Close the gap: the next kept frame takes this slot. */
@@ -177,10 +185,15 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
                 i--;
                 continue;
             case FB_PLAIN:
-                if (credit > b->credit)
-                    b->credit = credit;
-                if (cum > cum_seen && b->quiet_ns > 0) {
-                    cum_seen = cum;
+                b->fb_plain[k] = 1;
+                b->fb_seq[k] = fb.seq;
+                b->fb_cum_ack[k] = fb.cum_ack;
+                b->fb_credit[k] = fb.credit;
+                b->fb_highest[k] = fb.highest;
+                if (fb.credit > b->credit)
+                    b->credit = fb.credit;
+                if (fb.cum_ack > cum_seen && b->quiet_ns > 0) {
+                    cum_seen = fb.cum_ack;
                     deadline = arrived + b->quiet_ns < b->deadline_ns ? arrived + b->quiet_ns
                                                                       : b->deadline_ns;
                 }

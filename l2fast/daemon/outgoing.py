@@ -202,30 +202,34 @@ class OutgoingJob:
     def _on_feedback(self) -> None:
         assert self.sock is not None
         now = self.runner.now()
-        self._apply_feedback(self.sock.recv_frames(0, 256), now)
+        self._apply_feedback([self._decode_feedback(raw) for raw in self.sock.recv_frames(0, 256)],
+                             now)  # fmt: skip
         self._after(now)
 
-    def _apply_feedback(self, frames: Iterable[bytes], now: float) -> None:
-        """Decode FEEDBACK frames read together and apply them to the window at `now`."""
+    def _decode_feedback(self, raw: bytes) -> tuple[int, Feedback] | None:
+        """(header seq, FEEDBACK) of a frame, or None for anything else (dropped)."""
+        info = native.parse_frame(raw)
+        if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
+            return None
+        off = ETH_HLEN + HDR_LEN
+        try:
+            body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
+        except L2fastError:
+            return None
+        if not isinstance(body, Feedback):
+            return None
+        # Drops the receiver's kernel reported (PACKET_STATISTICS): shown by status and bench;
+        # the TxWindow also paces on them.
+        self.kernel_drops += body.kernel_drops
+        return info.seq, body
+
+    def _apply_feedback(self, read: Iterable[tuple[int, Feedback] | None], now: float) -> None:
+        """Apply FEEDBACKs read together (None: a frame that was not one) at `now`."""
         assert self.out is not None
-        read: list[tuple[int, Feedback]] = []
-        for raw in frames:
-            info = native.parse_frame(raw)
-            if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
-                continue
-            off = ETH_HLEN + HDR_LEN
-            try:
-                body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
-            except L2fastError:
-                continue
-            if isinstance(body, Feedback):
-                # Drops the receiver's kernel reported (PACKET_STATISTICS): shown by status
-                # and bench; the TxWindow also paces on them.
-                self.kernel_drops += body.kernel_drops
-                read.append((info.seq, body))
         # A wake-up often finds several FEEDBACKs of one receive process: the window's
         # acknowledgement work (~70 us of Python each) is done once per run of them.
-        for first, seq, body in coalesce_feedback(read):
+        runs = coalesce_feedback(item for item in read if item is not None)
+        for first, seq, body in runs:
             self.out.on_feedback(body, now, seq, first_seq=first)
 
     def _tx_for(self, index: int) -> dp.TxPath:
@@ -325,7 +329,9 @@ class OutgoingJob:
         for start, end, sent_at in burst.sends:
             out.record_streamed(start, end, sent_at, burst.credit)
         if burst.feedback:
-            self._apply_feedback((frame for frame, _ in burst.feedback), burst.feedback[-1][1])
+            # A plain FEEDBACK's fields were read in C; any other is decoded here.
+            read = [fb.plain or self._decode_feedback(fb.frame) for fb in burst.feedback]
+            self._apply_feedback(read, burst.feedback[-1].arrived)
         if burst.error is not None:
             out.cancel(now, f"sending failed: {burst.error.message}")
             return None

@@ -46,6 +46,7 @@ __all__ = [
     "RING_MIN_SLOT",
     "TX_BATCH",
     "Burst",
+    "BurstFeedback",
     "BurstLog",
     "BurstStop",
     "RxCounters",
@@ -727,6 +728,17 @@ class BurstStop(enum.IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class BurstFeedback:
+    """One FEEDBACK frame a burst read."""
+
+    frame: bytes
+    arrived: float  #: `time.monotonic()` seconds
+    #: A plain FEEDBACK (no SACK ranges, no kernel drops) as read in C, with its header seq;
+    #: None for any other, which the caller decodes from `frame`.
+    plain: tuple[int, Feedback] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Burst:
     """What one `TxPath.stream` call did, for the caller to replay into its window.
 
@@ -737,7 +749,7 @@ class Burst:
     next: int  #: the first chunk not sent
     credit: int  #: the grant after the plain FEEDBACKs read (never below the one passed in)
     sends: list[tuple[int, int, float]]  #: (start, end, sent at): consecutive chunk ranges
-    feedback: list[tuple[bytes, float]]  #: every FEEDBACK frame read, with its arrival time
+    feedback: list[BurstFeedback]  #: every FEEDBACK frame read, in order
     error: NativeError | None  #: with stop ERROR: what failed (the sends before it stand)
     ignored: int  #: frames read that were not a valid FEEDBACK of the session (dropped)
 
@@ -762,6 +774,8 @@ class BurstLog:
         self.arena = _ffi.new("uint8_t[]", max_feedback * slot)
         self.fb_len = _ffi.new("uint32_t[]", max_feedback)
         self.fb_ns = _ffi.new("int64_t[]", max_feedback)
+        self.fb_plain = _ffi.new("uint8_t[]", max_feedback)
+        self.fb_fields = [_ffi.new("uint64_t[]", max_feedback) for _ in range(4)]
         self.ignored = 0
 
     def burst(self, fb_fd: int, *, next_chunk: int, end: int, credit: int, deadline: float,
@@ -779,7 +793,8 @@ class BurstLog:
         b.max_sends = self.max_sends
         b.fb_arena, b.fb_arena_len = self.arena, self.max_feedback * self.slot
         b.fb_slot, b.max_fb = self.slot, self.max_feedback
-        b.fb_len, b.fb_ns = self.fb_len, self.fb_ns
+        b.fb_len, b.fb_ns, b.fb_plain = self.fb_len, self.fb_ns, self.fb_plain
+        b.fb_seq, b.fb_cum_ack, b.fb_credit, b.fb_highest = self.fb_fields
         return b
 
     def result(self, b: Any) -> Burst:
@@ -790,9 +805,14 @@ class BurstLog:
             for i in range(b.n_sends)
         ]  # fmt: skip
         slot = self.slot
+        seq, cum, credit, highest = self.fb_fields
         feedback = [
-            (bytes(_ffi.buffer(self.arena + i * slot, min(int(self.fb_len[i]), slot))),
-             self.fb_ns[i] / 1e9)
+            BurstFeedback(
+                bytes(_ffi.buffer(self.arena + i * slot, min(int(self.fb_len[i]), slot))),
+                self.fb_ns[i] / 1e9,
+                (int(seq[i]), Feedback(int(cum[i]), int(credit[i]), int(highest[i]), 0))
+                if self.fb_plain[i] else None,
+            )
             for i in range(b.n_fb)
         ]  # fmt: skip
         error = None

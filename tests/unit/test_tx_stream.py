@@ -146,8 +146,13 @@ def test_plain_feedback_extends_the_credit_and_is_kept_for_the_window(lab: Lab) 
     assert burst.stop is dp.BurstStop.END
     assert data_seqs(lab.rx_sock) == list(range(60))
     assert burst.credit == 60 and burst.next == 60
-    assert [f for f, _ in burst.feedback] == [fb1, fb2]
-    assert burst.feedback[0][1] <= burst.feedback[1][1] <= time.monotonic()
+    assert [f.frame for f in burst.feedback] == [fb1, fb2]
+    assert burst.feedback[0].arrived <= burst.feedback[1].arrived <= time.monotonic()
+    # Their fields were read in C: the window needs no decoding of a plain FEEDBACK.
+    assert [f.plain for f in burst.feedback] == [
+        (7, Feedback(cum_ack=5, credit=40, highest=5, kernel_drops=0)),
+        (8, Feedback(cum_ack=20, credit=60, highest=20, kernel_drops=0)),
+    ]
 
 
 def test_a_smaller_credit_never_shrinks_the_grant(lab: Lab) -> None:
@@ -170,7 +175,8 @@ def test_feedback_with_news_ends_the_burst_without_taking_its_credit(lab: Lab, n
     burst = lab.stream(0, 100, 20)
     assert burst.stop is dp.BurstStop.NEWS
     assert burst.credit == 20 and burst.next <= 20
-    assert [f for f, _ in burst.feedback] == [news]
+    assert [f.frame for f in burst.feedback] == [news]
+    assert burst.feedback[0].plain is None  # the caller decodes it in full
 
 
 def test_frames_that_are_not_this_sessions_feedback_are_dropped_and_counted(lab: Lab) -> None:
@@ -185,7 +191,7 @@ def test_frames_that_are_not_this_sessions_feedback_are_dropped_and_counted(lab:
     burst = lab.stream(0, 100, 10, wait=0.02)
     assert burst.stop is dp.BurstStop.DEADLINE
     assert burst.credit == 50 and burst.next == 50
-    assert [f for f, _ in burst.feedback] == [good]
+    assert [f.frame for f in burst.feedback] == [good]
     assert burst.ignored == 4 and lab.log.ignored == 4
 
 

@@ -56,11 +56,12 @@ typecheck:
 pytest:
 	$(VPY) -m pytest -q
 
-## fuzz: run each libFuzzer target (C batch parser, receive path, echo) for FUZZ_SECONDS (ASan + UBSan)
+## fuzz: run each libFuzzer target (C batch parser, receive path, echo, streaming burst) for FUZZ_SECONDS (ASan + UBSan)
 fuzz: install
 	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_parse_batch
 	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_rxwindow
 	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_echo
+	tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz_txstream
 
 ## bench: the C core, the comparison with kernel TCP (profiled where a target is missed) and
 ## many small files (see BENCHMARKS.md and bench/README.md); BENCH_ARGS go to compare.py

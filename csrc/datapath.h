@@ -4,6 +4,8 @@
  *
  *   sender:   l2f_tx_ranges      mmap'd file --(header + CRC32C, sendmmsg, payload iovec points
  *                                into the mapping)--> wire
+ *             l2f_tx_stream      the same for new data, as far as the FEEDBACK credit it reads
+ *                                itself allows (csrc/txstream.c)
  *   receiver: l2f_rx_run         wire --(recvmmsg straight into ring slots, verify, receive window,
  *                                dedup)--> one SPSC ring per writer process, batches of
  *                                >= publish_bytes handed over round-robin

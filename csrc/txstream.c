@@ -21,7 +21,8 @@
  * `end`, when a log is full, on backpressure or a send error, and as soon as a
  * FEEDBACK carries news that the window must act on before anything more is sent: SACK ranges
  * (the receiver misses chunks: maybe a loss) or kernel drops (pacing).  Such a FEEDBACK's credit
- * is not taken here; the caller decodes it in full.
+ * is not taken here, and the caller decodes it in full; the rest of the frames of that read are
+ * kept as usual, and nothing more is sent.
  *
  * Nothing here decides what a frame means beyond that: the verdict, type and session are checked
  * with the one frame parser (l2f_parse_frame, CRC included), and a frame that fails them is

@@ -5,8 +5,10 @@ a daemon; the node never opens user paths). The job opens a session, runs `Outgo
 (offers, FILE_END, FILE_RESULT on the control stream), maps each file and sends the chunk
 ranges the window asks for with the C `TxPath` (header, CRC32C and sendmmsg in C, payload
 straight from the mapping), on a socket of its own that the kernel filters to FEEDBACK of this
-session. SHA-256 is computed by `FileDigester` threads beside it. Python runs per batch of
-frames and per FEEDBACK, never per frame.
+session. SHA-256 is computed by `FileDigester` threads beside it. New data goes out in
+streaming bursts (`TxPath.stream`, csrc/txstream.c) that read the FEEDBACK credit in C and are
+replayed into the window afterwards; resends go batch by batch. Python runs per burst, or per
+batch of frames and per FEEDBACK, never per frame.
 
 An offer the receiver keeps for a person to decide (FILE_HELD, PROTOCOL.md §FILE_HELD) is
 told to the client as a `held` event, and then, while any offer is held and unanswered, a

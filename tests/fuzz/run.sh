@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz a C target for SECONDS (default 60) with ASan + UBSan.
 # Usage: tests/fuzz/run.sh [SECONDS] [TARGET]   (TARGET: fuzz_parse_batch, the default,
-# fuzz_rxwindow or fuzz_echo; see build.sh)
+# fuzz_rxwindow, fuzz_echo or fuzz_txstream; see build.sh)
 # Builds the target if it is missing or older than its sources, starts from the committed seeds
 # (tests/fuzz/seeds/), keeps the growing corpus in tests/fuzz/corpus-run/ and writes any crashing
 # input to tests/fuzz/build/. Exits non-zero on any finding (crash, leak, timeout, OOM).
@@ -22,7 +22,10 @@ case "$target" in
   fuzz_echo)
     units=(echo.c rawsock.c frame.c crc32c.c echo.h l2fast_core.h wire_guard.h)
     corpus="$here/build/corpus_echo"; seeds=(); max_len=8192 ;;
-  *) echo "usage: $0 [SECONDS] [fuzz_parse_batch|fuzz_rxwindow|fuzz_echo]" >&2; exit 2 ;;
+  fuzz_txstream)
+    units=(txstream.c txpath.c rawsock.c frame.c crc32c.c datapath.h l2fast_core.h wire_guard.h)
+    corpus="$here/build/corpus_txstream"; seeds=(); max_len=4096 ;;
+  *) echo "usage: $0 [SECONDS] [fuzz_parse_batch|fuzz_rxwindow|fuzz_echo|fuzz_txstream]" >&2; exit 2 ;;
 esac
 
 bin="$here/build/$target"

@@ -6,6 +6,9 @@
   process scribbling on the shared rings.
 - `fuzz_echo`: the echo responder's per-frame decision (tests/fuzz/fuzz_echo.c): PONGs echo
   their PING byte for byte, every frame lands in exactly one counter, the rate limits hold.
+- `fuzz_txstream`: the sender's streaming burst (tests/fuzz/fuzz_txstream.c) fed hostile and
+  forged FEEDBACK frames: it sends exactly what it logs, never past the credit, and takes credit
+  only from this session's plain FEEDBACKs.
 
 All are built with ASan and UBSan. `make fuzz` (or `tests/fuzz/run.sh SECONDS [TARGET]`) runs
 them for longer; this keeps every test run fuzzing a little. Any finding (crash, sanitizer
@@ -25,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 RUN = HERE / "run.sh"
 FUZZ_SECONDS = 15
 # Targets fuzzed for less (their input space is small): seconds per run.
-FUZZ_SECONDS_FOR = {"fuzz_echo": 10}
+FUZZ_SECONDS_FOR = {"fuzz_echo": 10, "fuzz_txstream": 10}
 ARTIFACTS = ("crash-*", "leak-*", "timeout-*", "oom-*", "slow-unit-*")
 
 
@@ -51,7 +54,9 @@ def _artifacts() -> set[Path]:
     return {p for pattern in ARTIFACTS for p in (HERE / "build").glob(pattern)}
 
 
-@pytest.mark.parametrize("target", ["fuzz_parse_batch", "fuzz_rxwindow", "fuzz_echo"])
+@pytest.mark.parametrize(
+    "target", ["fuzz_parse_batch", "fuzz_rxwindow", "fuzz_echo", "fuzz_txstream"]
+)
 def test_fuzz_target_runs_clean(target: str) -> None:
     missing = _libfuzzer_missing()
     if missing is not None:

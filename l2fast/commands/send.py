@@ -51,7 +51,8 @@ The --json final event's seconds and gbit_per_s (and the text summary's) leave o
 an offer waited for a person at the receiver, which is held_seconds; gbit_per_s is
 bytes_sent over seconds (0 when nothing had to cross). It also carries bytes_sent (file
 bytes that had to cross, each counted once), resent_bytes and
-retransmitted_frames (DATA sent again after a loss or timeout), skipped_bytes (already at the
+retransmitted_frames (DATA sent again after a loss or timeout), streaming_bursts (how many
+C bursts sent the new data of large files), skipped_bytes (already at the
 receiver: resume or files already there), files_present (files the receiver already had, so
 nothing was sent for them), files and directories (how many of each were offered), and
 results, one object per entry with its kind (file or directory), verified, and for a file
@@ -149,6 +150,7 @@ def _send(
             bytes_sent=sent,
             resent_bytes=final.get("resent_bytes", 0),
             retransmitted_frames=final.get("retransmitted_frames", 0),
+            streaming_bursts=final.get("streaming_bursts", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             files_present=final.get("files_present", 0),
             held_seconds=held_s,

@@ -156,6 +156,7 @@ def test_256_mib_file_in_process_sender(make_lab: Any, tmp_path: Path, mtu: int)
     chunk = mtu - 24
     assert event["resent_bytes"] <= event["retransmitted_frames"] * chunk
     assert event["results"][0]["needed_bytes"] == 256 * MIB
+    assert event["streaming_bursts"] > 0  # new data went out in C bursts (csrc/txstream.c)
     assert sha256(rx / "big.bin") == digest
     assert no_partials(rx) == []
 
@@ -261,14 +262,24 @@ def test_folder_with_nested_and_empty_directories(make_lab: Any, tmp_path: Path)
 # --- faults -------------------------------------------------------------------------------
 
 
-def test_through_the_impairment_relay(make_lab: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("streaming", ["bursts", "batches"])
+def test_through_the_impairment_relay(
+    make_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streaming: str
+) -> None:
+    """Loss, duplication, reordering and corruption across the kernel, with new data sent in
+    streaming bursts (replayed into the window afterwards) or batch by batch."""
+    if streaming == "batches":
+        monkeypatch.setenv("L2FAST_TX_STREAM", "0")
     faults = Impairment(loss=0.02, dup=0.01, reorder=0.01, corrupt=0.001, seed=7)
     lab = make_lab(mtu=9000, impairment=faults)
     rx = lab.daemon("h2")
     src = make_file(tmp_path / "lossy.bin", 24 * MIB + 5, 3)
     result = lab.send("h1", "h2", src)
     assert result.returncode == 0, result.stderr + lab.log_tail("h2")
-    assert final_event(result.stdout)["digest"] == sha256(src) == sha256(rx / "lossy.bin")
+    event = final_event(result.stdout)
+    assert event["digest"] == sha256(src) == sha256(rx / "lossy.bin")
+    assert event["retransmitted_frames"] > 0  # the relay did lose frames
+    assert (event["streaming_bursts"] > 0) == (streaming == "bursts")
 
 
 def test_receiver_killed_then_resumed(make_lab: Any, tmp_path: Path) -> None:

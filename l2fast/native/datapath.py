@@ -912,23 +912,15 @@ class TxPath:
                 )
         self._t.flags = int(Flags.RETRANSMIT) if retransmit else 0
         c_ranges = _ffi.new("uint64_t[]", flat) if flat else _ffi.NULL
-        rc = _lib.l2f_tx_ranges(
-            self.fd,
-            self.ifindex,
-            self._t,
-            self._data,
-            len(self._data),
-            self.file_size,
-            self.first_chunk,
-            self.chunk_size,
-            c_ranges,
-            n,
-            max_frames,
-            self._stats,
-        )
+        rc = _lib.l2f_tx_ranges(*self._sender_args(), c_ranges, n, max_frames, self._stats)
         if rc == -errno.EINTR:
             return 0
         return _check(rc, "sending DATA frames")
+
+    def _sender_args(self) -> tuple[Any, ...]:
+        """The socket, template and file arguments every C sender call starts with."""
+        return (self.fd, self.ifindex, self._t, self._data, len(self._data), self.file_size,
+                self.first_chunk, self.chunk_size)  # fmt: skip
 
     def stream(
         self,
@@ -960,19 +952,7 @@ class TxPath:
         b = log.burst(_fd_of(fb_sock), next_chunk=next_chunk, end=end, credit=credit,
                       deadline=deadline, quiet=quiet, turn_frames=turn_frames)  # fmt: skip
         self._t.flags = 0
-        rc = _lib.l2f_tx_stream(
-            self.fd,
-            self.ifindex,
-            self._t,
-            self._data,
-            len(self._data),
-            self.file_size,
-            self.first_chunk,
-            self.chunk_size,
-            b,
-            self._stats,
-        )
-        _check(rc, "streaming DATA frames")
+        _check(_lib.l2f_tx_stream(*self._sender_args(), b, self._stats), "streaming DATA frames")
         return log.result(b)
 
     def stats(self) -> TxStats:

@@ -24,15 +24,10 @@
 
 #include "echo.h"
 #include "l2fast_core.h"
+#include "fuzz_input.h"
 
 #define MAX_FRAMES 128
 #define SLOT 1600 /* MTU 1500 + 14 + 18 + room */
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
 
 static const uint8_t US[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
 

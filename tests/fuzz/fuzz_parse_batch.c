@@ -19,16 +19,11 @@
 #include <string.h>
 
 #include "l2fast_core.h"
+#include "fuzz_input.h"
 
 #define MAX_FRAMES 64
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
-
-static size_t take(const uint8_t *data, size_t size, size_t *pos, uint8_t *dst, size_t n)
+static size_t take_bytes(const uint8_t *data, size_t size, size_t *pos, uint8_t *dst, size_t n)
 {
     size_t avail = *pos < size ? size - *pos : 0;
     size_t k = n < avail ? n : avail;
@@ -91,9 +86,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t pos = 0;
     uint8_t sel[2] = {0, 0}, mode = 0, et[2] = {0, 0};
-    take(data, size, &pos, sel, 2);
-    take(data, size, &pos, &mode, 1);
-    take(data, size, &pos, et, 2);
+    take_bytes(data, size, &pos, sel, 2);
+    take_bytes(data, size, &pos, &mode, 1);
+    take_bytes(data, size, &pos, et, 2);
     uint32_t slot_size = 1 + (uint32_t)(sel[0] | sel[1] << 8) % 2048;
     uint16_t ethertype = (mode & 1) ? L2F_DEFAULT_ETHERTYPE : (uint16_t)(et[0] << 8 | et[1]);
 
@@ -122,11 +117,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t n = 0;
     while (n < MAX_FRAMES && pos < size) {
         uint8_t lb[2] = {0, 0};
-        take(data, size, &pos, lb, 2);
+        take_bytes(data, size, &pos, lb, 2);
         uint32_t claimed = (uint32_t)(lb[0] | lb[1] << 8);
         uint8_t *slot = arena + (size_t)n * slot_size;
         memset(slot, 0xA5, slot_size);
-        take(data, size, &pos, slot, claimed < slot_size ? claimed : slot_size);
+        take_bytes(data, size, &pos, slot, claimed < slot_size ? claimed : slot_size);
         lens[n++] = claimed;
     }
     /* Shrink to exactly n slots so ASan sees any read past the last one. */

@@ -30,35 +30,11 @@
 #include <unistd.h>
 
 #include "datapath.h"
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_input.h"
 
 #define MAX_RINGS 3
 #define CTRL_MAX 4
 #define MAX_FRAME 1024
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint64_t take(struct input *in, unsigned bytes)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < bytes; i++) {
-        uint8_t b = 0;
-        if (in->n) {
-            b = *in->p++;
-            in->n--;
-        }
-        v |= (uint64_t)b << (8 * i);
-    }
-    return v;
-}
 
 static int sock_rx = -1, sock_tx = -1, file_fd = -1;
 

@@ -33,12 +33,7 @@
 
 #include "datapath.h"
 #include "l2fast_core.h"
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_input.h"
 
 #define CHUNK 64
 #define CHUNKS 200
@@ -50,25 +45,6 @@
 
 static const uint8_t DST[6] = {0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee};
 static const uint8_t SRC[6] = {0x02, 0x11, 0x22, 0x33, 0x44, 0xff};
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint64_t take(struct input *in, unsigned bytes)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < bytes; i++) {
-        uint8_t b = 0;
-        if (in->n) {
-            b = *in->p++;
-            in->n--;
-        }
-        v |= (uint64_t)b << (8 * i);
-    }
-    return v;
-}
 
 static int data_tx = -1, data_rx = -1, fb_tx = -1, fb_rx = -1;
 static uint8_t file[CHUNK * CHUNKS];

@@ -29,7 +29,7 @@ case "$target" in
 esac
 
 bin="$here/build/$target"
-sources=("$here/$target.c" "${units[@]/#/$root/csrc/}" "$here/build.sh")
+sources=("$here/$target.c" "$here/fuzz_input.h" "${units[@]/#/$root/csrc/}" "$here/build.sh")
 rebuild=0
 if [ ! -x "$bin" ]; then
   rebuild=1

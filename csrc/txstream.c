@@ -123,7 +123,7 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
             int64_t took = l2f_tx_ranges(fd, ifindex, t, data, data_len, file_size, first_chunk,
                                          chunk_size, range, 1, want, stats);
             if (took < 0) {
-                if (b->n_sends == 0 && b->next == range[0] && took == -L2F_E_ARG)
+                if (b->n_sends == 0 && took == -L2F_E_ARG)
                     return (int)took; /* a bad call: nothing was sent */
                 b->error = (int32_t)took;
                 b->stop = L2F_BURST_ERROR;
@@ -167,26 +167,26 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
         }
         const int64_t arrived = mono_ns();
         int news = 0;
-        for (int i = 0; i < got; i++) {
-            uint8_t *frame = slots + (size_t)i * b->fb_slot;
-            const uint32_t len = b->fb_len[b->n_fb] < b->fb_slot ? b->fb_len[b->n_fb] : b->fb_slot;
+        /* Keep this session's FEEDBACKs in order: a frame moves down into the slot of one
+         * dropped before it (its own bytes only, so a read full of junk costs linear time). */
+        const uint32_t first = b->n_fb;
+        for (int r = 0; r < got; r++) {
+            const uint32_t from = first + (uint32_t)r, k = b->n_fb;
+            const uint32_t full = b->fb_len[from];
+            const uint32_t len = full < b->fb_slot ? full : b->fb_slot;
+            const uint8_t *frame = b->fb_arena + (size_t)from * b->fb_slot;
             struct plain_fb fb = {0, 0, 0, 0};
-            const uint32_t k = b->n_fb;
-            b->fb_plain[k] = 0;
-            switch (classify(frame, len, t->ethertype, t->session, &fb)) {
-            case FB_IGNORED:
+            const enum fb_kind kind = classify(frame, len, t->ethertype, t->session, &fb);
+            if (kind == FB_IGNORED) {
                 b->ignored++;
-                /* Close the gap: the next kept frame takes this slot. */
-                if (i + 1 < got) {
-                    memmove(frame, frame + b->fb_slot, (size_t)(got - i - 1) * b->fb_slot);
-                    memmove(&b->fb_len[b->n_fb], &b->fb_len[b->n_fb + 1],
-                            (size_t)(got - i - 1) * sizeof b->fb_len[0]);
-                }
-                got--;
-                i--;
                 continue;
-            case FB_PLAIN:
-                b->fb_plain[k] = 1;
+            }
+            if (k != from) {
+                memcpy(b->fb_arena + (size_t)k * b->fb_slot, frame, len);
+                b->fb_len[k] = full;
+            }
+            b->fb_plain[k] = kind == FB_PLAIN;
+            if (kind == FB_PLAIN) {
                 b->fb_seq[k] = fb.seq;
                 b->fb_cum_ack[k] = fb.cum_ack;
                 b->fb_credit[k] = fb.credit;
@@ -198,12 +198,10 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
                     deadline = arrived + b->quiet_ns < b->deadline_ns ? arrived + b->quiet_ns
                                                                       : b->deadline_ns;
                 }
-                break;
-            case FB_NEWS:
+            } else {
                 news = 1;
-                break;
             }
-            b->fb_ns[b->n_fb] = arrived;
+            b->fb_ns[k] = arrived;
             b->n_fb++;
         }
         if (news) {

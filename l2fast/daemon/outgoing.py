@@ -84,8 +84,9 @@ _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
 _PROGRESS_S = 0.25
 #: The longest streaming burst (csrc/txstream.c): new data goes out as the receiver's FEEDBACKs
 #: extend the credit, read in C, and the window hears of it all when the burst returns. Each
-#: return costs a turn of Python (~0.2 ms at MTU 65535, BENCHMARKS.md "Session 10") that used
-#: to be paid per FEEDBACK (~620 a second); a PING or chat to this daemon waits up to this long.
+#: return costs a turn of Python (~0.24 ms at MTU 65535, BENCHMARKS.md "Session 9") that used
+#: to be paid per FEEDBACK (~620 a second); a chat or control frame to this daemon waits up to
+#: this long (PINGs are answered by the C echo responder's own thread).
 BURST_S = 0.02
 #: ...for runs of at least this many new chunks, and only with credit to start on. A burst pays
 #: off over several FEEDBACKs (one comes every half of the receiver's rings, 128 frames at MTU
@@ -210,8 +211,8 @@ class OutgoingJob:
     def _on_feedback(self) -> None:
         assert self.sock is not None
         now = self.runner.now()
-        self._apply_feedback([self._decode_feedback(raw) for raw in self.sock.recv_frames(0, 256)],
-                             now)  # fmt: skip
+        read = [self._decode_feedback(raw) for raw in self.sock.recv_frames(0, 256)]
+        self._apply_feedback(read, now)
         self._after(now)
 
     def _decode_feedback(self, raw: bytes) -> tuple[int, Feedback] | None:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from l2fast.errors import NativeError
+from l2fast.errors import L2fastError
 from l2fast.native import _check, _ffi, _lib
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, MAX_PAYLOAD, Flags, Verdict
 from l2fast.wire.frames import Feedback
@@ -750,7 +750,7 @@ class Burst:
     credit: int  #: the grant after the plain FEEDBACKs read (never below the one passed in)
     sends: list[tuple[int, int, float]]  #: (start, end, sent at): consecutive chunk ranges
     feedback: list[BurstFeedback]  #: every FEEDBACK frame read, in order
-    error: NativeError | None  #: with stop ERROR: what failed (the sends before it stand)
+    error: L2fastError | None  #: with stop ERROR: what failed (the sends before it stand)
     ignored: int  #: frames read that were not a valid FEEDBACK of the session (dropped)
 
 
@@ -819,7 +819,7 @@ class BurstLog:
         if b.stop == _lib.L2F_BURST_ERROR:
             try:
                 _check(b.error, "streaming DATA frames")
-            except NativeError as exc:
+            except L2fastError as exc:  # NativeError, or NeedsPrivilege for EPERM
                 error = exc
         self.ignored += int(b.ignored)
         return Burst(BurstStop(b.stop), int(b.next), int(b.credit), sends, feedback, error,

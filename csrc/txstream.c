@@ -106,9 +106,10 @@ int l2f_tx_stream(int32_t fd, int32_t ifindex, const struct l2f_tx_template *t,
     /* The caller's retransmission timer restarts whenever the receiver acknowledges something
      * new (RFC 6298 §5.3), so the burst returns only once it has been quiet that long. */
     uint64_t cum_seen = 0;
+    const int64_t start = mono_ns();
     int64_t deadline = b->deadline_ns;
-    if (b->quiet_ns > 0 && mono_ns() + b->quiet_ns < deadline)
-        deadline = mono_ns() + b->quiet_ns;
+    if (b->quiet_ns > 0 && start + b->quiet_ns < deadline)
+        deadline = start + b->quiet_ns;
     for (;;) {
         int64_t now = mono_ns();
         const uint64_t limit = b->credit < b->end ? b->credit : b->end;

@@ -174,7 +174,9 @@ class StreamBurst:
         """A burst of new chunks `span` from `now`, as OutgoingJob._burst starts one."""
         quiet = None if timer is None else max(timer - now, 0.0)
         burst = cls(span[0], span[1], credit, now + length, quiet)
-        burst.deadline = burst.hard_deadline if quiet is None else min(now + quiet, now + length)
+        burst.deadline = (
+            burst.hard_deadline if quiet is None else min(now + quiet, burst.hard_deadline)
+        )
         return burst
 
     def read(self, seq: int, feedback: Feedback, now: float) -> None:

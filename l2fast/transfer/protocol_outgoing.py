@@ -558,7 +558,7 @@ class OutgoingTransfer:
         gap = self._window.stream_range()
         if gap is None:
             return None
-        data = self._space.to_data(gap[0], min(gap[1], self._space.length), limit=1)
+        data = self._space.to_data(*gap, limit=1)  # the window's total is the space's length
         spans = split_spans(self._layouts, data, limit=1)
         return spans[0] if spans else None
 

@@ -50,7 +50,7 @@
 /* ---- ring geometry ---- */
 #define L2F_RING_HDR_SIZE 512
 #define L2F_RING_MIN_SLOT 64          /* slot_size: a multiple of 64 in 64..L2F_RING_MAX_SLOT */
-#define L2F_RING_MAX_SLOT 65600       /* Ethernet header + the largest MTU + a VLAN tag, rounded */
+#define L2F_RING_MAX_SLOT 65664       /* L2F_FRAME_PHASE + Ethernet header + the largest MTU + a VLAN tag, rounded */
 #define L2F_RING_MAX_SLOTS 1048576    /* nslots: a power of two in 2..this */
 #define L2F_RING_MAX_BYTES 2147483648 /* a whole region is at most 2 GiB */
 

@@ -23,6 +23,21 @@
 #define L2F_MAX_PAYLOAD 65511
 #define L2F_DEFAULT_ETHERTYPE 0x88B5
 
+/* Where l2fast places bulk frames in its own memory (docs/ARCHITECTURE.md "Copy alignment").
+ * The kernel copies between user memory and socket buffers with `rep movsb`, which on this
+ * machine's AMD EPYC runs ~16x slower when the destination is 1..31 bytes ahead of the source
+ * modulo 4096 (bench/movsb_probe.sh).  A frame longer than a page leaves packet_snd() with
+ * everything after its Ethernet header in page-aligned fragments, so:
+ *   L2F_FRAME_PHASE: a whole frame (sent or received) starts at this offset modulo 64, which
+ *     puts its byte 14 on a 64-byte line and every such copy at a distance that is a multiple
+ *     of 64;
+ *   L2F_PAYLOAD_PAGE_OFFSET: a payload sent after its separate 38-byte header starts at this
+ *     offset modulo 4096 (24 modulo 64, as byte 24 after the Ethernet header; 88 rather than 24
+ *     because a frame below a page is copied into a linear skb head 16 bytes in, where a payload
+ *     at 24 would sit 30 bytes behind for half of the heads: -6 % at MTU 1500). */
+#define L2F_FRAME_PHASE 50
+#define L2F_PAYLOAD_PAGE_OFFSET 88
+
 /* Verdicts of l2f_parse_frame / l2f_parse_batch, in the order PROTOCOL.md §Receiving applies them. */
 #define L2F_V_OK 0
 #define L2F_V_SHORT 1

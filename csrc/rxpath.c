@@ -2,7 +2,8 @@
  * The receive loop of a bulk transfer (csrc/datapath.h, docs/ARCHITECTURE.md "A file").
  *
  * recvmmsg writes frames straight into free slots of the writers' shared-memory rings (iovecs
- * point at the slots: zero copy), each frame is verified with the core parser (PROTOCOL.md
+ * point at the slots: zero copy; a frame starts L2F_FRAME_PHASE bytes into its slot, where the
+ * kernel's copy runs fastest, l2fast_core.h), each frame is verified with the core parser (PROTOCOL.md
  * §Receiving, CRC32C included; every wire read goes through csrc/wire_guard.h there), DATA of the
  * active session is filtered through the receive window, and frames accumulate in one ring until
  * they are published together with one head update.  Slots whose frame is not a new chunk get a SKIP descriptor
@@ -212,8 +213,10 @@ int l2f_rx_add_ring(struct l2f_rx *rx, uint8_t *region, uint64_t len)
     if (rc < 0)
         return rc;
     /* A frame is stored whole or not at all: the slot must hold the 38 header bytes and a full
-     * chunk, or every DATA frame would be truncated and dropped. */
-    if ((uint64_t)r->slot_size < (uint64_t)L2F_FRAME_OVERHEAD + rx->cfg.chunk_size) {
+     * chunk after the L2F_FRAME_PHASE bytes it starts at, or every DATA frame would be truncated
+     * and dropped. */
+    if ((uint64_t)r->slot_size <
+        (uint64_t)L2F_FRAME_PHASE + L2F_FRAME_OVERHEAD + rx->cfg.chunk_size) {
         memset(r, 0, sizeof *r);
         return -L2F_E_ARG;
     }
@@ -368,7 +371,7 @@ static int classify_data(struct l2f_rx *rx, const struct l2f_frame_info *fi, str
     if (c + 1 > rx->highest)
         rx->highest = c + 1;
     d->flags = (fi->flags & FLAG_LAST) ? L2F_DESC_LAST : 0;
-    d->payload_off = fi->payload_off;
+    d->payload_off = L2F_FRAME_PHASE + fi->payload_off; /* from the slot's start */
     d->payload_len = fi->payload_len;
     rx->c.data_new++;
     rx->c.data_bytes += fi->payload_len;
@@ -387,15 +390,16 @@ static void dispatch(struct l2f_rx *rx, uint32_t n, uint8_t *ctrl, uint32_t ctrl
     const uint64_t pos = l2f_ring_load_head(r) + rx->pend;
     for (uint32_t j = 0; j < n; j++) {
         uint32_t idx = (uint32_t)(pos + j) & mask;
-        uint8_t *slot = r->slots + (size_t)idx * r->slot_size;
+        uint8_t *frame = r->slots + (size_t)idx * r->slot_size + L2F_FRAME_PHASE;
+        uint32_t room = r->slot_size - L2F_FRAME_PHASE;
         uint32_t len = rx->msgs[j].msg_len;
-        /* MSG_TRUNC reports the real length; only slot_size bytes were stored. */
-        uint32_t stored = len < r->slot_size ? len : r->slot_size;
+        /* MSG_TRUNC reports the real length; only `room` bytes were stored. */
+        uint32_t stored = len < room ? len : room;
         struct l2f_desc d = {0, 0, 0, L2F_DESC_SKIP, 0};
         struct l2f_frame_info fi;
         rx->c.frames++;
         rx->c.bytes += len;
-        int v = l2f_parse_frame(slot, stored, rx->cfg.ethertype, &fi);
+        int v = l2f_parse_frame(frame, stored, rx->cfg.ethertype, &fi);
         if (v >= 0 && v < L2F_V_COUNT)
             rx->c.verdicts[v]++;
         if (v == L2F_V_OK) {
@@ -408,7 +412,7 @@ static void dispatch(struct l2f_rx *rx, uint32_t n, uint8_t *ctrl, uint32_t ctrl
                 /* The caller sized this recvmmsg to the free control entries, so it fits. */
                 uint32_t k = (*ctrl_count)++;
                 uint32_t copied = stored < ctrl_slot ? stored : ctrl_slot;
-                memcpy(ctrl + (size_t)k * ctrl_slot, slot, copied);
+                memcpy(ctrl + (size_t)k * ctrl_slot, frame, copied);
                 ctrl_lens[k] = copied; /* what the slot holds: a caller may read this many */
                 rx->c.control++;
             } else {
@@ -531,8 +535,9 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
         const uint32_t mask = r->nslots - 1;
         memset(rx->msgs, 0, sizeof(rx->msgs[0]) * want);
         for (uint32_t j = 0; j < want; j++) {
-            rx->iov[j].iov_base = r->slots + (size_t)((uint32_t)(pos + j) & mask) * r->slot_size;
-            rx->iov[j].iov_len = r->slot_size;
+            rx->iov[j].iov_base = r->slots + (size_t)((uint32_t)(pos + j) & mask) * r->slot_size +
+                                  L2F_FRAME_PHASE;
+            rx->iov[j].iov_len = r->slot_size - L2F_FRAME_PHASE;
             rx->msgs[j].msg_hdr.msg_iov = &rx->iov[j];
             rx->msgs[j].msg_hdr.msg_iovlen = 1;
         }

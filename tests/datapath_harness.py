@@ -88,7 +88,7 @@ class Receiver:
     rings: list[dp.ShmRing] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        slot = max(dp.RING_MIN_SLOT, (self.chunk_size + 38 + 63) // 64 * 64)
+        slot = max(dp.RING_MIN_SLOT, (dp.FRAME_PHASE + self.chunk_size + 38 + 63) // 64 * 64)
         self.rings = [dp.ShmRing(self.nslots, slot) for _ in range(self.nrings)]
         self.rx = dp.RxPath(
             self.sock,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import mmap
 import os
 import socket
 from collections.abc import Collection, Mapping, Sequence
@@ -62,8 +63,10 @@ _ffi: Any = _core.ffi
 _lib: Any = _core.lib
 
 __all__ = [
+    "FRAME_PHASE",
     "MAX_FANOUT_ROUTES",
     "MAX_FILTER_SESSIONS",
+    "PAYLOAD_PAGE_OFFSET",
     "InterfaceInfo",
     "RawSocket",
     "RxArena",
@@ -80,6 +83,7 @@ __all__ = [
     "crc32c_sw",
     "interface_info",
     "list_interfaces",
+    "page_placed",
     "parse_batch",
     "parse_frame",
 ]
@@ -92,6 +96,12 @@ MAX_FILTER_SESSIONS: int = _lib.L2F_FILTER_MAX_SESSIONS
 #: Routes a fanout group's program holds at most (`RawSocket.fanout_route`).
 MAX_FANOUT_ROUTES: int = _lib.L2F_FANOUT_MAX_ROUTES
 _VERDICTS = tuple(Verdict)
+#: Where bulk frames start in l2fast's own memory, modulo 64, and where a payload sent after its
+#: own header starts, modulo 4096: the placements at which the kernel's copies into and out of
+#: socket buffers run fastest (csrc/l2fast_core.h, docs/ARCHITECTURE.md "Copy alignment").
+FRAME_PHASE: int = _lib.L2F_FRAME_PHASE
+PAYLOAD_PAGE_OFFSET: int = _lib.L2F_PAYLOAD_PAGE_OFFSET
+_PAGE = mmap.PAGESIZE
 # Frames that can come off any interface: Ethernet header + the largest MTU.
 _MAX_FRAME = ETH_HLEN + MAX_MTU
 # Receive slots a little larger than MTU + 14, so a frame with a VLAN tag left on still fits.
@@ -99,6 +109,28 @@ _RX_SLOT_EXTRA = 18
 # Arena size cap: large enough for any sensible batch, small enough that a typo cannot ask for
 # many gigabytes.
 _MAX_ARENA_BYTES = 1 << 30
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def page_placed(data: Buffer, page_offset: int) -> memoryview:
+    """A read-only copy of `data` starting `page_offset` bytes (0..4095) into fresh pages.
+
+    For buffers the kernel copies from many times (a bench stream's payload): where they sit
+    modulo 4096 decides whether that copy runs at full speed (`PAYLOAD_PAGE_OFFSET`).
+    """
+    if not 0 <= page_offset < _PAGE:
+        raise ValueError(f"page_offset {page_offset} is outside 0..{_PAGE - 1}")
+    src = memoryview(data).cast("B")
+    region = mmap.mmap(-1, _round_up(page_offset + max(1, src.nbytes), _PAGE))
+    region[page_offset : page_offset + src.nbytes] = src
+    # The view keeps the mapping alive; nothing else holds it.
+    return memoryview(region)[page_offset : page_offset + src.nbytes].toreadonly()
 
 
 # --------------------------------------------------------------------------- errors
@@ -352,7 +384,8 @@ def parse_batch(frames: Sequence[Buffer], ethertype: int = DEFAULT_ETHERTYPE) ->
 
 
 class RxArena:
-    """Caller-owned receive buffers: `slots` fixed-size slots of `slot_size` bytes each.
+    """Caller-owned receive buffers: `slots` fixed-size slots of `slot_size` bytes each
+    (rounded up to a multiple of 64).
 
     `RawSocket.recv_batch` fills it (frame i in slot i, `count` frames); `verify`/`parse`
     validate all of them in one C call and count verdicts in `verdict_counts()`.  Views
@@ -371,16 +404,20 @@ class RxArena:
         if slot_size > 0xFFFFFFFF or slots > 0x7FFFFFFF:
             raise ValueError("RxArena dimensions do not fit the C core's 32-bit counts")
         self.slots = slots
-        self.slot_size = slot_size
+        # Slots are a whole number of 64-byte lines and each starts at FRAME_PHASE modulo 64,
+        # where the kernel's copy of a received frame into it runs fastest.
+        self.slot_size = slot_size = _round_up(slot_size, 64)
         #: frames held: set by RawSocket.recv_batch and load()
         self.count = 0
-        self._buf = _ffi.new("uint8_t[]", slots * slot_size)
+        self._mem = _ffi.new("uint8_t[]", slots * slot_size + 64)
+        lead = (FRAME_PHASE - int(_ffi.cast("uintptr_t", self._mem))) % 64
+        self._buf = self._mem + lead
         self._lens = _ffi.new("uint32_t[]", slots)
         self._stamps = _ffi.new("int64_t[]", slots)
         self._infos = _ffi.new("struct l2f_frame_info[]", slots)
         self._counters = _ffi.new("uint64_t[]", _lib.L2F_V_COUNT)
         self._parsed = 0
-        self._view = memoryview(_ffi.buffer(self._buf))
+        self._view = memoryview(_ffi.buffer(self._buf, slots * slot_size))
 
     @property
     def lens(self) -> memoryview:
@@ -538,7 +575,8 @@ class TxBatch:
     """Whole frames prepared once and sent many times with `RawSocket.send_prepared`.
 
     Building the sendmmsg descriptors costs Python per frame; a batch that is re-sent (a raw
-    blast, a benchmark) pays it once.
+    blast, a benchmark) pays it once.  The frames are copied once, each into its own pages at
+    FRAME_PHASE, where the kernel's copy from them runs fastest (`page_placed`).
     """
 
     def __init__(self, frames: Sequence[Buffer]) -> None:
@@ -546,16 +584,21 @@ class TxBatch:
             raise ValueError("a TxBatch needs at least one frame")
         self.count = len(frames)
         self._descs = _ffi.new("struct l2f_txdesc[]", self.count)
-        self._keep = []
-        self.largest = 0
-        for i, frame in enumerate(frames):
-            buf = _cbuf(frame, "frame")
-            if len(buf) < ETH_HLEN:
-                raise ValueError(f"frame {i} is {len(buf)} bytes, shorter than a header")
-            self._keep.append(buf)
-            self._descs[i].hdr = buf
-            self._descs[i].hdr_len = len(buf)
-            self.largest = max(self.largest, len(buf))
+        views = [memoryview(f).cast("B") for f in frames]
+        for i, view in enumerate(views):
+            if view.nbytes < ETH_HLEN:
+                raise ValueError(f"frame {i} is {view.nbytes} bytes, shorter than a header")
+        self.largest = max(v.nbytes for v in views)
+        # A stride of whole pages puts every frame at the same page offset, so a frame below a
+        # page, copied into an skb head, meets the same distance as the first one.
+        stride = _round_up(FRAME_PHASE + self.largest, _PAGE)
+        self._region = mmap.mmap(-1, stride * self.count)
+        self._base = _cbuf(memoryview(self._region), "frames")  # holds the pointers' export
+        for i, view in enumerate(views):
+            at = i * stride + FRAME_PHASE
+            self._region[at : at + view.nbytes] = view
+            self._descs[i].hdr = self._base + at
+            self._descs[i].hdr_len = view.nbytes
 
 
 class SocketFilter(enum.IntEnum):

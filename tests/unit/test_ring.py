@@ -42,7 +42,7 @@ def test_ring_size_layout() -> None:
 
 @pytest.mark.parametrize(
     ("nslots", "slot_size"),
-    [(0, 128), (1, 128), (3, 128), (1000, 128), (1 << 21, 128), (8, 32), (8, 100), (8, 65664)],
+    [(0, 128), (1, 128), (3, 128), (1000, 128), (1 << 21, 128), (8, 32), (8, 100), (8, 65728)],
 )
 def test_ring_size_refuses_bad_geometry(nslots: int, slot_size: int) -> None:
     with pytest.raises(NativeError):
@@ -55,8 +55,8 @@ def test_ring_size_caps_the_region() -> None:
 
 
 def test_slot_size_for_mtu() -> None:
-    assert dp.slot_size_for_mtu(1500) == 1536  # 1500 + 14 + 4 -> 1518 -> 1536
-    assert dp.slot_size_for_mtu(9000) == 9024
+    assert dp.slot_size_for_mtu(1500) == 1600  # 50 + 1500 + 14 + 4 -> 1568 -> 1600
+    assert dp.slot_size_for_mtu(9000) == 9088
     assert dp.slot_size_for_mtu(65535) == dp.RING_MAX_SLOT
     assert dp.slot_size_for_mtu(1500) % 64 == 0
 

@@ -419,6 +419,11 @@ class RxArena:
         self._parsed = 0
         self._view = memoryview(_ffi.buffer(self._buf, slots * slot_size))
 
+    def fits(self, slots: int, slot_size: int) -> bool:
+        """Whether this arena is what `RxArena(slots, slot_size)` would make, or larger in
+        slots: so a caller can keep it rather than allocate (and zero) a new one."""
+        return self.slots >= slots and self.slot_size == _round_up(slot_size, 64)
+
     @property
     def lens(self) -> memoryview:
         """Read-only view of the per-slot frame lengths as received (format "I").
@@ -786,7 +791,7 @@ class RawSocket:
         if max_frames < 1:
             raise ValueError(f"max_frames={max_frames} must be >= 1")
         slot = self._frame_limit() + _RX_SLOT_EXTRA
-        if self._rx is None or self._rx.slots < max_frames or self._rx.slot_size != slot:
+        if self._rx is None or not self._rx.fits(max_frames, slot):
             self._rx = RxArena(max_frames, slot)
         n = self.recv_batch(self._rx, timeout_ms, max_frames)
         return [bytes(self._rx.frame(i)) for i in range(n)]

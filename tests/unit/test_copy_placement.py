@@ -57,6 +57,15 @@ def test_arena_slots_are_whole_lines_starting_at_the_frame_phase(slot_size: int)
     assert arena.verify() == 5
 
 
+def test_an_arena_fits_what_it_was_made_for_after_rounding() -> None:
+    # RawSocket.recv_frames keeps its arena while it fits: comparing against the unrounded
+    # size allocated (and zeroed) a 4 MiB arena on every FEEDBACK read at MTU 65535.
+    arena = native.RxArena(64, 65553)
+    assert arena.fits(64, 65553) and arena.fits(8, 65553)
+    assert not arena.fits(65, 65553)
+    assert not arena.fits(64, 9018)
+
+
 def test_tx_batch_copies_each_frame_to_the_frame_phase_of_its_own_pages() -> None:
     frames = [data_frame(k, bytes([k]) * (100 + 1000 * k)) for k in range(4)]
     source = [bytearray(f) for f in frames]

@@ -47,19 +47,19 @@ name (same size and digest) is not sent at all and not copied again: it is repor
 already there (files_present, and per file present).
 A file of that name that differs is received beside it as `name (1).ext`, as before.
 
-The --json final event's seconds and gbit_per_s (and the text summary's) leave out the time
-an offer waited for a person at the receiver, which is held_seconds; gbit_per_s is
-bytes_sent over seconds (0 when nothing had to cross). It also carries bytes_sent (file
-bytes that had to cross, each counted once), resent_bytes and
-retransmitted_frames (DATA sent again after a loss or timeout), streaming_bursts (how many
-C bursts sent the new data of large files), skipped_bytes (already at the
-receiver: resume or files already there), files_present (files the receiver already had, so
-nothing was sent for them), files and directories (how many of each were offered), and
-results, one object per entry with its kind (file or directory), verified, and for a file
-digest, needed_bytes, skipped_bytes and present. A directory the receiver created is verified
-with digest null: it has no content to digest, and the receiver confirmed it. A refused entry
-has rejected, reason (its error name, as in the `rejected` event) and text; a failed one has
-failed and error; both have verified false.
+The --json final event's seconds and gbit_per_s (and the text summary's) leave out the time an
+offer waited for a person at the receiver, which is held_seconds; gbit_per_s is bytes_sent over
+seconds (0 when nothing had to cross). It also carries bytes_sent (file bytes that had to cross,
+each counted once), resent_bytes and retransmitted_frames (DATA sent again after a loss or
+timeout), streaming_bursts (how many C bursts sent the new data of large files),
+feedback_refused (frames that reached the sender as this transfer's FEEDBACK but failed
+verification: corrupted or forged), skipped_bytes (already at the receiver: resume or files
+already there), files_present (files the receiver already had, so nothing was sent for them),
+files and directories (how many of each were offered), and results, one object per entry with
+its kind (file or directory), verified, and for a file digest, needed_bytes, skipped_bytes and
+present. A directory the receiver created is verified with digest null: it has no content to
+digest, and the receiver confirmed it. A refused entry has rejected, reason (its error name, as
+in the `rejected` event) and text; a failed one has failed and error; both have verified false.
 """
 
 #: Seconds without any message from the node before the command gives up. While the
@@ -151,6 +151,7 @@ def _send(
             resent_bytes=final.get("resent_bytes", 0),
             retransmitted_frames=final.get("retransmitted_frames", 0),
             streaming_bursts=final.get("streaming_bursts", 0),
+            feedback_refused=final.get("feedback_refused", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             files_present=final.get("files_present", 0),
             held_seconds=held_s,

@@ -163,6 +163,7 @@ class OutgoingJob:
         self.streaming = os.environ.get("L2FAST_TX_STREAM", "1") != "0"
         self._burst_log: dp.BurstLog | None = None
         self.bursts = 0
+        self.feedback_refused = 0  # frames on the FEEDBACK socket that were not a valid one
         #: Seconds the transfer waited with some offer held for a person (and since when, while
         #: one is): not transfer time, so not in `seconds` or the rate of the final message.
         self.held_s = 0.0
@@ -215,17 +216,27 @@ class OutgoingJob:
         self._apply_feedback(read, now)
         self._after(now)
 
+    def _refuse_feedback(self, n: int = 1) -> None:
+        """Count frames on this job's FEEDBACK socket that were not a valid FEEDBACK of its
+        session (a forged or corrupted one: the socket filter lets only its session's FEEDBACK
+        type through). `status` shows them as received and dropped (`bad_feedback`)."""
+        self.feedback_refused += n
+        self.runner.counters["feedback_refused"] += n
+
     def _decode_feedback(self, raw: bytes) -> tuple[int, Feedback] | None:
-        """(header seq, FEEDBACK) of a frame, or None for anything else (dropped)."""
+        """(header seq, FEEDBACK) of a frame, or None for anything else (dropped, counted)."""
         info = native.parse_frame(raw)
         if info.verdict is not Verdict.OK or info.type != FrameType.FEEDBACK:
+            self._refuse_feedback()
             return None
         off = ETH_HLEN + HDR_LEN
         try:
             body = decode_payload(FrameType.FEEDBACK, raw[off : off + info.payload_len])
         except L2fastError:
+            self._refuse_feedback()
             return None
         if not isinstance(body, Feedback):
+            self._refuse_feedback()
             return None
         # Drops the receiver's kernel reported (PACKET_STATISTICS): shown by status and bench;
         # the TxWindow also paces on them.
@@ -342,6 +353,8 @@ class OutgoingJob:
         self.bursts += 1
         for start, end, sent_at in burst.sends:
             out.record_streamed(start, end, sent_at, burst.credit)
+        if burst.ignored:  # dropped in C: not this session's FEEDBACK, or not verified
+            self._refuse_feedback(burst.ignored)
         if burst.feedback:
             # A plain FEEDBACK's fields were read in C; any other is decoded here.
             read = [fb.plain or self._decode_feedback(fb.frame) for fb in burst.feedback]
@@ -567,6 +580,9 @@ class OutgoingJob:
             # New data sent in C streaming bursts (csrc/txstream.c): 0 when every file was
             # small, or with L2FAST_TX_STREAM=0.
             "streaming_bursts": self.bursts,
+            # Frames on this transfer's FEEDBACK socket refused as not a valid FEEDBACK of
+            # its session (corrupted or forged), also under the node's drops (bad_feedback).
+            "feedback_refused": self.feedback_refused,
         }
         digests = [r.get("digest") for r in self.results if r.get("digest")]
         if self.n_entries == 1:

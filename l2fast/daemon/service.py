@@ -73,6 +73,7 @@ DROP_REASONS = (
     "not_for_us",
     "no_transfer",
     "between_files",
+    "bad_feedback",
 )
 #: Control frames the receiving transfer layer refused, by reason (`IncomingTransfer.drops`),
 #: always shown by `status` under `transfer_drops`. The node had accepted these frames (they
@@ -211,12 +212,15 @@ class NodeService:
         pooled = runner.receive_sockets
         idle = pooled.idle_frames if pooled is not None else 0
         drops["between_files"] += idle
+        # Frames a sending job's FEEDBACK socket read and refused: received, and dropped.
+        feedback_refused = runner.counters["feedback_refused"]
+        drops["bad_feedback"] += feedback_refused
         refusals = self.transfers.refusals()
         chunks_refused = refusals.pop("chunks_refused", 0)
         transfer_drops = Counter(dict.fromkeys(TRANSFER_DROP_REASONS, 0))
         transfer_drops.update(refusals)
         counters = {
-            "frames_in": runner.counters["rx_frames"] + echo.rx + idle,
+            "frames_in": runner.counters["rx_frames"] + echo.rx + idle + feedback_refused,
             "frames_out": runner.counters["tx_frames"] + echo.tx,
             "frames_accepted": engine.counters["frames_in"] + echo.accepted,
             "frames_dropped": sum(drops.values()),

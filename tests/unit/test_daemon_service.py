@@ -150,6 +150,19 @@ def test_frames_a_pooled_socket_held_between_files_are_drops(nodes: tuple[Node, 
     assert after["receive_sockets"] == {"idle_frames": 3, "idle_kernel_drops": 2}
 
 
+def test_feedback_a_sending_job_refused_is_received_and_dropped(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    runner = a.daemon.runner
+    with a.client() as c:
+        before = c.request({"op": "status"}, 5)["status"]
+        runner.counters["feedback_refused"] += 4  # as OutgoingJob._refuse_feedback counts
+        after = c.request({"op": "status"}, 5)["status"]
+    assert before["drops"]["bad_feedback"] == 0
+    assert after["drops"]["bad_feedback"] == 4
+    grown = {k: after["counters"][k] - before["counters"][k] for k in after["counters"]}
+    assert grown["frames_dropped"] >= 4 and grown["frames_in"] >= grown["frames_dropped"]
+
+
 def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     with a.client() as c:

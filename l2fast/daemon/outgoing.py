@@ -164,6 +164,7 @@ class OutgoingJob:
         self._burst_log: dp.BurstLog | None = None
         self.bursts = 0
         self.feedback_refused = 0  # frames on the FEEDBACK socket that were not a valid one
+        self.final_sent = False  # the client has its final message
         #: Seconds the transfer waited with some offer held for a person (and since when, while
         #: one is): not transfer time, so not in `seconds` or the rate of the final message.
         self.held_s = 0.0
@@ -600,9 +601,30 @@ class OutgoingJob:
             else:
                 failed = [r for r in self.results if r.get("failed")]
                 final["error"] = failed[0]["error"] if failed else "the transfer failed"
+        self.final_sent = True
         self.reply(final)
         self.close()
         close_own_session(self.runner, self.peer, self.session, now)
+
+    def on_handler_error(self, exc: Exception) -> None:
+        """One of this job's handlers raised (a bug; NodeRunner logged it): fail the transfer
+        now, with a reason, instead of leaving the client to time out on a job that will never
+        move again."""
+        error = f"internal error in the sending node ({type(exc).__name__}: {exc}); see its log"
+        if self.final_sent:
+            return
+        if not self.ended:
+            try:
+                if self.out is not None:
+                    self.out.cancel(self.runner.now(), error)
+                self._finish(False, error)
+            except Exception:
+                log.exception("the transfer could not be ended in order")
+        if not self.final_sent:  # _finish raised, or the job had ended without its reply
+            self.final_sent = True
+            self.reply({"done": True, "ok": False, "error": error, "files": self.results})
+            with contextlib.suppress(Exception):
+                self.close()
 
     def cancel(self) -> None:
         if self.out is not None and not self.ended:

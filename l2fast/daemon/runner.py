@@ -334,9 +334,17 @@ class NodeRunner:
             callback(*args)
         except L2fastError as exc:
             log.warning("%s", exc.message)
-        except Exception:
+        except Exception as exc:
             self.counters["subscriber_errors"] += 1
             log.exception("error in an event handler (the node keeps running)")
+            # A handler that belongs to a job (a transfer, a bench run) would leave its client
+            # waiting on a job that never moves again: the job fails now, with a reason.
+            on_error = getattr(getattr(callback, "__self__", None), "on_handler_error", None)
+            if on_error is not None:
+                try:
+                    on_error(exc)
+                except Exception:
+                    log.exception("error while failing the job of that handler")
 
     # --- frames in -----------------------------------------------------------------------------
 

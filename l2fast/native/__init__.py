@@ -397,6 +397,9 @@ class RxArena:
             raise ValueError(
                 f"RxArena needs slots >= 1 and slot_size >= 1, got {slots}, {slot_size}"
             )
+        # Slots are a whole number of 64-byte lines and each starts at FRAME_PHASE modulo 64,
+        # where the kernel's copy of a received frame into it runs fastest.
+        slot_size = _round_up(slot_size, 64)
         if slots * slot_size > _MAX_ARENA_BYTES:
             raise ValueError(
                 f"RxArena of {slots} x {slot_size} bytes exceeds {_MAX_ARENA_BYTES >> 20} MiB"
@@ -404,9 +407,7 @@ class RxArena:
         if slot_size > 0xFFFFFFFF or slots > 0x7FFFFFFF:
             raise ValueError("RxArena dimensions do not fit the C core's 32-bit counts")
         self.slots = slots
-        # Slots are a whole number of 64-byte lines and each starts at FRAME_PHASE modulo 64,
-        # where the kernel's copy of a received frame into it runs fastest.
-        self.slot_size = slot_size = _round_up(slot_size, 64)
+        self.slot_size = slot_size
         #: frames held: set by RawSocket.recv_batch and load()
         self.count = 0
         self._mem = _ffi.new("uint8_t[]", slots * slot_size + 64)

@@ -20,7 +20,9 @@ import contextlib
 import logging
 import os
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from l2fast.daemon.benchjobs import (
@@ -70,6 +72,20 @@ from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind, error_n
 from l2fast.wire.frames import FileOffer
 
 log = logging.getLogger("l2fast.daemon")
+
+
+def in_job(job: OutgoingJob, call: Callable[[], object]) -> None:
+    """Run one of `job`'s handlers for an engine event. A bug in it fails that job at once
+    (`on_handler_error`: its client gets the reason rather than a silence), then goes on up to
+    NodeRunner, which logs and counts it as for any handler."""
+    try:
+        call()
+    except L2fastError:
+        raise
+    except Exception as exc:
+        job.on_handler_error(exc)
+        raise
+
 
 __all__ = ["Transfers"]
 
@@ -201,7 +217,7 @@ class Transfers:
             job = self.outgoing.get(ev.session)
             if job is not None and job.peer == ev.peer:
                 job.features = Features(ev.params.features)
-                job.on_opened(ev.params.mtu)
+                in_job(job, partial(job.on_opened, ev.params.mtu))
         elif isinstance(ev, SessionClosed | SessionFailed):
             if self.runner.receive_sockets is not None:
                 # Its pooled socket stops being reserved: the session's DATA is stray now.
@@ -211,7 +227,7 @@ class Transfers:
             error = ev.error if isinstance(ev, SessionFailed) else None
             job = self.outgoing.get(ev.session)
             if job is not None:
-                job.on_ended(error)
+                in_job(job, partial(job.on_ended, error))
             inc = self.incoming.pop(ev.session, None)
             if inc is not None:
                 self._end_incoming(inc, error)
@@ -220,8 +236,13 @@ class Transfers:
             if for_sender(ev.body):
                 job = self.outgoing.get(ev.session)
                 if job is not None and job.out is not None:
-                    job.out.receive_control(ev.body, now)
-                    job._after(now)
+                    out = job.out
+
+                    def deliver() -> None:
+                        out.receive_control(ev.body, now)
+                        job._after(now)
+
+                    in_job(job, deliver)
                 return
             inc = self.incoming.get(ev.session)
             if inc is None:

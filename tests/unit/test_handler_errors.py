@@ -8,8 +8,12 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from l2fast.daemon.outgoing import OutgoingJob
 from l2fast.daemon.runner import NodeRunner
+from l2fast.daemon.transfers import in_job
+from l2fast.errors import L2fastError
 
 
 def guarded(callback: Any) -> Counter[str]:
@@ -98,3 +102,22 @@ def test_a_job_that_already_answered_sends_nothing_more() -> None:
     job._finish(True, None)
     job.fail(KeyError("late timer"))
     assert len(job.replies) == 1
+
+
+def test_a_bug_in_a_job_handled_engine_event_fails_that_job_and_goes_on_up() -> None:
+    # Engine events reach a job through Transfers.on_event, whose own owner is not the job.
+    owner = Owner()
+    with pytest.raises(KeyError):
+        in_job(owner, owner.handler)  # type: ignore[arg-type]
+    assert [type(e) for e in owner.failures] == [KeyError]
+
+
+def test_an_l2fast_error_in_an_engine_event_is_not_a_bug() -> None:
+    owner = Owner()
+
+    def refused() -> None:
+        raise L2fastError("a peer's refusal")
+
+    with pytest.raises(L2fastError):
+        in_job(owner, refused)  # type: ignore[arg-type]
+    assert owner.failures == []

@@ -69,7 +69,7 @@ class BenchJob(OutgoingJob):
         super().__init__(owner, reply, peer, files, Digest.SHA256)
         self.mtu = 0
         self.chunk = 0
-        self._buf: bytes | memoryview = b""
+        self._buf = bytearray()
         self.intervals: list[dict[str, Any]] = []
         self.rx_cpu_s = 0.0
         self.rx_wall_s = 0.0
@@ -87,7 +87,7 @@ class BenchJob(OutgoingJob):
         # frame: a heap buffer's address was a lottery that halved some runs (BENCHMARKS.md
         # "Copy alignment"), so it is placed where that copy runs fastest.
         pattern = bytes(range(256)) * (self.chunk // 256 + 1)
-        self._buf = native.page_placed(pattern, native.PAYLOAD_PAGE_OFFSET)
+        self._buf, self.payload_offset = native.placed_copy(pattern, native.PAYLOAD_PAGE_OFFSET)
         size = max(1, BENCH_SEGMENT_BYTES // self.chunk) * self.chunk
         for f in self.files:
             f.entry = FileEntry(path=f.entry.path, kind=FileKind.BENCH, size=size, mode=0)

@@ -274,6 +274,7 @@ class OutgoingJob:
                 src=self.tx_sock.mac,
                 session=self.session,
                 data=self._payload_source(f),
+                data_offset=self.payload_offset,
                 chunk_size=layout.chunk_size,
                 file_size=layout.size,
                 first_chunk=layout.first_chunk,
@@ -285,6 +286,8 @@ class OutgoingJob:
 
     #: True when every chunk's payload is the same buffer (bench streams), not file data.
     bench_payload = False
+    #: Where in `_payload_source`'s buffer the data starts.
+    payload_offset = 0
 
     def _payload_source(self, f: SourceFile) -> Any:
         """What the C sender reads chunks from: the file, mapped read-only on first use."""

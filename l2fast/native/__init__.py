@@ -83,9 +83,9 @@ __all__ = [
     "crc32c_sw",
     "interface_info",
     "list_interfaces",
-    "page_placed",
     "parse_batch",
     "parse_frame",
+    "placed_copy",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -118,19 +118,30 @@ def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def page_placed(data: Buffer, page_offset: int) -> memoryview:
-    """A read-only copy of `data` starting `page_offset` bytes (0..4095) into fresh pages.
+def placed_copy(data: Buffer, page_offset: int) -> tuple[bytearray, int]:
+    """A copy of `data` in a new bytearray, at an index where its address is `page_offset`
+    (0..4095) modulo 4096: (the bytearray, that index).
 
     For buffers the kernel copies from many times (a bench stream's payload): where they sit
-    modulo 4096 decides whether that copy runs at full speed (`PAYLOAD_PAGE_OFFSET`).
+    modulo 4096 decides whether that copy runs at full speed (`PAYLOAD_PAGE_OFFSET`). A
+    bytearray and an index, not a memoryview of it: a memoryview that C code still exports can
+    crash the interpreter's last garbage collection at exit when it sits in a reference cycle.
     """
     if not 0 <= page_offset < _PAGE:
         raise ValueError(f"page_offset {page_offset} is outside 0..{_PAGE - 1}")
     src = memoryview(data).cast("B")
-    region = mmap.mmap(-1, _round_up(page_offset + max(1, src.nbytes), _PAGE))
-    region[page_offset : page_offset + src.nbytes] = src
-    # The view keeps the mapping alive; nothing else holds it.
-    return memoryview(region)[page_offset : page_offset + src.nbytes].toreadonly()
+    buf, at = _placed_bytes(src.nbytes, page_offset)
+    buf[at : at + src.nbytes] = src
+    return buf, at
+
+
+def _placed_bytes(nbytes: int, page_offset: int) -> tuple[bytearray, int]:
+    """A zeroed bytearray with room for `nbytes` at an address that is `page_offset` modulo
+    4096, and where in it that is. Heap memory rather than a mapping of its own: a mapping is
+    unmapped when its object goes, even while C code still holds views of it."""
+    buf = bytearray(nbytes + _PAGE)
+    address = int(_ffi.cast("uintptr_t", _ffi.from_buffer(buf)))
+    return buf, (page_offset - address) % _PAGE
 
 
 # --------------------------------------------------------------------------- errors
@@ -582,7 +593,7 @@ class TxBatch:
 
     Building the sendmmsg descriptors costs Python per frame; a batch that is re-sent (a raw
     blast, a benchmark) pays it once.  The frames are copied once, each into its own pages at
-    FRAME_PHASE, where the kernel's copy from them runs fastest (`page_placed`).
+    FRAME_PHASE, where the kernel's copy from them runs fastest (`placed_copy`).
     """
 
     def __init__(self, frames: Sequence[Buffer]) -> None:
@@ -598,10 +609,10 @@ class TxBatch:
         # A stride of whole pages puts every frame at the same page offset, so a frame below a
         # page, copied into an skb head, meets the same distance as the first one.
         stride = _round_up(FRAME_PHASE + self.largest, _PAGE)
-        self._region = mmap.mmap(-1, stride * self.count)
-        self._base = _cbuf(memoryview(self._region), "frames")  # holds the pointers' export
+        self._region, first = _placed_bytes(stride * self.count, FRAME_PHASE)
+        self._base = _cbuf(self._region, "frames")  # holds the export the pointers rely on
         for i, view in enumerate(views):
-            at = i * stride + FRAME_PHASE
+            at = first + i * stride
             self._region[at : at + view.nbytes] = view
             self._descs[i].hdr = self._base + at
             self._descs[i].hdr_len = view.nbytes

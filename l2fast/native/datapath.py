@@ -857,8 +857,12 @@ class TxPath:
         mark_last: bool = False,
         batch: int | None = None,
         crc_helper: bool = True,
+        data_offset: int = 0,
     ) -> None:
         """Build the header template and pin `data`; raises ValueError on bad arguments.
+
+        The data (a file's mapping, or a bench stream's one chunk) starts `data_offset` bytes
+        into `data`.
 
         `batch` is the number of frames per sendmmsg (at most TX_BATCH); by default about
         512 KiB of frames (`tx_batch_for`). `crc_helper` lets the process's CRC helper thread
@@ -870,14 +874,17 @@ class TxPath:
         _uint("session", session, _MAX_U32)
         _uint("ethertype", ethertype, 0xFFFF)
         self.chunk_size = _uint("chunk_size", chunk_size, MAX_PAYLOAD, 1)
-        self._data = _ffi.from_buffer("uint8_t[]", data)
-        self.file_size = len(self._data) if file_size is None else file_size
+        self._data = _ffi.from_buffer("uint8_t[]", data)  # holds the export
+        _uint("data_offset", data_offset, len(self._data))
+        self._payload = self._data + data_offset
+        self._payload_len = len(self._data) - data_offset
+        self.file_size = self._payload_len if file_size is None else file_size
         _uint("file_size", self.file_size, _MAX_INDEX - 1)
         self.first_chunk = _uint("first_chunk", first_chunk, _MAX_INDEX - 1)
         self.end_chunk = first_chunk + -(-self.file_size // chunk_size)
         need = chunk_size if (bench or raw) else self.file_size
-        if self.end_chunk > first_chunk and len(self._data) < need:
-            raise ValueError(f"data holds {len(self._data)} bytes; needs {need}")
+        if self.end_chunk > first_chunk and self._payload_len < need:
+            raise ValueError(f"data holds {self._payload_len} bytes; needs {need}")
         t = _ffi.new("struct l2f_tx_template *")
         t.dst = _mac("dst", dst)
         t.src = _mac("src", src)
@@ -924,8 +931,8 @@ class TxPath:
 
     def _sender_args(self) -> tuple[Any, ...]:
         """The socket, template and file arguments every C sender call starts with."""
-        return (self.fd, self.ifindex, self._t, self._data, len(self._data), self.file_size,
-                self.first_chunk, self.chunk_size)  # fmt: skip
+        return (self.fd, self.ifindex, self._t, self._payload, self._payload_len,
+                self.file_size, self.first_chunk, self.chunk_size)  # fmt: skip
 
     def stream(
         self,

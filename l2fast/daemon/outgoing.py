@@ -613,9 +613,9 @@ class OutgoingJob:
         """One of this job's handlers raised (a bug; NodeRunner logged it): fail the transfer
         now, with a reason, instead of leaving the client to time out on a job that will never
         move again."""
-        error = f"internal error in the sending node ({type(exc).__name__}: {exc}); see its log"
         if self.final_sent:
             return
+        error = f"internal error in the sending node ({type(exc).__name__}: {exc}); see its log"
         if not self.ended:
             try:
                 if self.out is not None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from l2fast.errors import L2fastError
-from l2fast.native import _check, _ffi, _lib
+from l2fast.native import FRAME_PHASE, _check, _ffi, _lib
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, MAX_PAYLOAD, Flags, Verdict
 from l2fast.wire.frames import Feedback
 
@@ -75,8 +75,6 @@ Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 RING_MIN_SLOT: int = _lib.L2F_RING_MIN_SLOT
 RING_MAX_SLOT: int = _lib.L2F_RING_MAX_SLOT
-#: Bytes into its slot at which the receive loop stores a frame (csrc/l2fast_core.h).
-FRAME_PHASE: int = _lib.L2F_FRAME_PHASE
 RING_MAX_SLOTS: int = _lib.L2F_RING_MAX_SLOTS
 RX_MAX_RINGS: int = _lib.L2F_RX_MAX_RINGS
 RX_MAX_BATCH: int = _lib.L2F_RX_MAX_BATCH
@@ -92,7 +90,7 @@ DESC_SIZE: int = _ffi.sizeof("struct l2f_desc")
 # A receive slot holds the Ethernet header, the MTU and a VLAN tag that a NIC may leave on,
 # after the FRAME_PHASE bytes the frame starts at (csrc/l2fast_core.h: where the kernel's copy
 # into the slot runs fastest).
-_SLOT_HEADROOM = _lib.L2F_FRAME_PHASE + ETH_HLEN + 4
+_SLOT_HEADROOM = FRAME_PHASE + ETH_HLEN + 4
 _MAX_U32 = 0xFFFFFFFF
 _MAX_INDEX = 1 << 62  # chunk indices and sizes the C side accepts
 # C ints that carry a count back: keep every batch within them.

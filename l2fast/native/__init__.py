@@ -77,6 +77,8 @@ __all__ = [
     "crc32c",
     "crc32c_fold",
     "crc32c_fold_available",
+    "crc32c_fold128",
+    "crc32c_fold128_available",
     "crc32c_hw",
     "crc32c_hw_available",
     "crc32c_impl",
@@ -231,11 +233,32 @@ def crc32c_fold_available() -> bool:
     return bool(_lib.l2f_crc32c_fold_available())
 
 
+def crc32c_fold128(data: Buffer, value: int = 0) -> int:
+    """CRC-32C via 128-bit PCLMULQDQ folding (csrc/crc32c.c), the fast path of AMD CPUs
+    without VPCLMULQDQ.
+
+    Raises NativeError when the CPU lacks PCLMULQDQ or SSE4.2 (see `crc32c_fold128_available`).
+    """
+    if not _lib.l2f_crc32c_fold128_available():
+        raise NativeError(
+            -errno.ENOTSUP, "this CPU has no PCLMULQDQ for the 128-bit folding path", "crc32c_fold128"
+        )
+    buf = _cbuf(data, "data")
+    return int(_lib.l2f_crc32c_fold128(value & 0xFFFFFFFF, buf, len(buf)))
+
+
+def crc32c_fold128_available() -> bool:
+    """True when the CPU can run the 128-bit folding path (checked once by CPUID)."""
+    return bool(_lib.l2f_crc32c_fold128_available())
+
+
 def crc32c_impl() -> str:
     """Which path `crc32c` uses here: "vpclmulqdq-fold" (from 4 KiB on; shorter buffers take
-    the three lanes, csrc/crc32c.c FOLD_MIN_LEN says why), "sse4.2-3way" or "table": the fastest
-    this CPU has, unless the environment variable L2FAST_CRC32C=sse4.2 or =table caps it."""
-    return ("table", "sse4.2-3way", "vpclmulqdq-fold")[_lib.l2f_crc32c_best()]
+    the three lanes, csrc/crc32c.c FOLD_MIN_LEN says why), "pclmul-fold" (AMD without
+    VPCLMULQDQ, from 256 bytes on), "sse4.2-3way" or "table": the fastest this CPU has, unless
+    the environment variable L2FAST_CRC32C=sse4.2 or =table caps it (=fold128 picks
+    "pclmul-fold" wherever the CPU can run it)."""
+    return ("table", "sse4.2-3way", "vpclmulqdq-fold", "pclmul-fold")[_lib.l2f_crc32c_best()]
 
 
 # --------------------------------------------------------------------------- build

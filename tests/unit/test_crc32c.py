@@ -1,5 +1,5 @@
 """CRC-32C of the C core (csrc/crc32c.c) through l2fast.native: every path (table, SSE4.2 three
-lanes, VPCLMULQDQ folding), against a bitwise reference written here from the definition
+lanes, VPCLMULQDQ folding, 128-bit PCLMULQDQ folding), against a bitwise reference written here from the definition
 (PROTOCOL.md §CRC)."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ HW = native.crc32c_hw_available()
 NO_HW_REASON = "this CPU has no SSE4.2 crc32 instruction; only the table path can run"
 FOLD = native.crc32c_fold_available()
 NO_FOLD_REASON = "this CPU has no VPCLMULQDQ/AVX2: the folding path cannot run here"
+FOLD128 = native.crc32c_fold128_available()
+NO_FOLD128_REASON = "this CPU has no PCLMULQDQ: the 128-bit folding path cannot run here"
 
 CrcFn = Callable[..., int]
 
@@ -36,6 +38,11 @@ IMPLS = [
     ),
     pytest.param(
         native.crc32c_fold, id="fold", marks=pytest.mark.skipif(not FOLD, reason=NO_FOLD_REASON)
+    ),
+    pytest.param(
+        native.crc32c_fold128,
+        id="fold128",
+        marks=pytest.mark.skipif(not FOLD128, reason=NO_FOLD128_REASON),
     ),
     pytest.param(l2fast.crc32c, id="public"),
 ]
@@ -126,7 +133,8 @@ def test_three_lane_boundaries(fn: CrcFn) -> None:
 
 # The folding path (csrc/crc32c.c): a step is 128 folded bytes plus three crc32 lanes of 48; a
 # call of at least 6 steps runs steps (at most 1024 at a time), the rest folds alone from 256
-# bytes on, and words and bytes finish.
+# bytes on, and words and bytes finish.  The 128-bit fold folds alone from 256 bytes on, 128 at
+# a time, so the 128-byte edges probe its tail too.
 FOLD_STEP, FOLD_MIN_STEPS, FOLD_MAX_STEPS = 128 + 3 * 48, 6, 1024
 
 
@@ -200,17 +208,42 @@ def test_large_buffers_hw_equals_sw() -> None:
         assert native.crc32c_fold(big) == expected
         assert native.crc32c_fold(big[5:]) == native.crc32c_sw(big[5:])
         assert native.crc32c_fold(many) == native.crc32c_sw(many)
+    if FOLD128:
+        assert native.crc32c_fold128(big) == expected
+        assert native.crc32c_fold128(big[5:]) == native.crc32c_sw(big[5:])
+        assert native.crc32c_fold128(many) == native.crc32c_sw(many)
+
+
+def _is_amd() -> bool:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        return any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)
 
 
 def test_impl_name_is_the_fastest_path_this_cpu_has() -> None:
-    expected = "vpclmulqdq-fold" if FOLD else "sse4.2-3way" if HW else "table"
+    # The 128-bit fold is chosen only on AMD CPUs without VPCLMULQDQ (where it was measured).
+    fold128 = FOLD128 and _is_amd()
+    expected = (
+        "vpclmulqdq-fold"
+        if FOLD
+        else "pclmul-fold"
+        if fold128
+        else "sse4.2-3way"
+        if HW
+        else "table"
+    )
     assert native.crc32c_impl() == expected
     assert not FOLD or HW  # folding needs the crc32 instruction too
+    assert not FOLD128 or HW
 
 
 @pytest.mark.parametrize(
     ("cap", "expected"),
-    [("sse4.2", "sse4.2-3way" if HW else "table"), ("table", "table"), ("bogus", None)],
+    [
+        ("sse4.2", "sse4.2-3way" if HW else "table"),
+        ("table", "table"),
+        ("fold128", "pclmul-fold" if FOLD128 else None),
+        ("bogus", None),
+    ],
 )
 def test_environment_caps_the_path(cap: str, expected: str | None) -> None:
     # The choice is made once per process, so ask a fresh interpreter.
@@ -234,6 +267,12 @@ def test_fold_without_vpclmulqdq_raises() -> None:
         native.crc32c_fold(b"x")
 
 
+@pytest.mark.skipif(FOLD128, reason="this CPU has PCLMULQDQ: the no-folding error cannot occur")
+def test_fold128_without_pclmulqdq_raises() -> None:
+    with pytest.raises(NativeError):
+        native.crc32c_fold128(b"x")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=3000), st.integers(0, 0xFFFFFFFF))
 def test_property_paths_agree(data: bytes, value: int) -> None:
@@ -244,3 +283,5 @@ def test_property_paths_agree(data: bytes, value: int) -> None:
         assert native.crc32c_hw(data, value) == expected
     if FOLD:
         assert native.crc32c_fold(data, value) == expected
+    if FOLD128:
+        assert native.crc32c_fold128(data, value) == expected

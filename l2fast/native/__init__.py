@@ -76,9 +76,9 @@ __all__ = [
     "build_headers",
     "crc32c",
     "crc32c_fold",
-    "crc32c_fold_available",
     "crc32c_fold128",
     "crc32c_fold128_available",
+    "crc32c_fold_available",
     "crc32c_hw",
     "crc32c_hw_available",
     "crc32c_impl",
@@ -241,7 +241,9 @@ def crc32c_fold128(data: Buffer, value: int = 0) -> int:
     """
     if not _lib.l2f_crc32c_fold128_available():
         raise NativeError(
-            -errno.ENOTSUP, "this CPU has no PCLMULQDQ for the 128-bit folding path", "crc32c_fold128"
+            -errno.ENOTSUP,
+            "this CPU has no PCLMULQDQ for the 128-bit folding path",
+            "crc32c_fold128",
         )
     buf = _cbuf(data, "data")
     return int(_lib.l2f_crc32c_fold128(value & 0xFFFFFFFF, buf, len(buf)))

@@ -1,6 +1,6 @@
 """CRC-32C of the C core (csrc/crc32c.c) through l2fast.native: every path (table, SSE4.2 three
-lanes, VPCLMULQDQ folding, 128-bit PCLMULQDQ folding), against a bitwise reference written here from the definition
-(PROTOCOL.md §CRC)."""
+lanes, VPCLMULQDQ folding, 128-bit PCLMULQDQ folding), against a bitwise reference written here
+from the definition (PROTOCOL.md §CRC)."""
 
 from __future__ import annotations
 

@@ -292,8 +292,11 @@ uint32_t l2f_crc32c_hw(uint32_t crc, const uint8_t *buf, size_t len)
     if (!hw_ok)  /* never execute an illegal instruction: callers should have checked */
         return ~sw_raw(~crc, buf, len);
     uint32_t c = ~crc;
-    for (size_t t = 0; t < N_TIERS; t++)
-        c = hw_three_lanes(c, &buf, &len, lane_len[t], shift_tab[t]);
+    /* Below the smallest tier's block (a frame header, a short control payload) one lane does
+     * it all: the tier calls alone cost ~10 ns, 40 % of a 64-byte CRC. */
+    if (len >= 3 * lane_len[N_TIERS - 1])
+        for (size_t t = 0; t < N_TIERS; t++)
+            c = hw_three_lanes(c, &buf, &len, lane_len[t], shift_tab[t]);
     return ~hw_one_lane(c, buf, len);
 }
 

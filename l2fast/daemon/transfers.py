@@ -37,7 +37,7 @@ from l2fast.daemon.benchjobs import (
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.outgoing import POLL_S, OutgoingJob, SourceFile, raise_fd_limit
 from l2fast.daemon.runner import NodeRunner
-from l2fast.errors import L2fastError
+from l2fast.errors import L2fastError, RemoteProtocolError
 from l2fast.node.events import (
     ControlReceived,
     Event,
@@ -108,9 +108,22 @@ MAX_RAW_COUNTS = 1
 MAX_REVERSE_RUNS = 4
 #: Sessions receiving bench streams at once (a receive process with its rings each).
 MAX_BENCH_RECEIVERS = 4
+#: CLOSE text, in bytes (PROTOCOL.md §Limits: free text).
+MAX_CLOSE_TEXT = 512
 
 
 # ------------------------------------------------------------------------------- receiving
+
+
+def _closed_by_peer(ev: SessionClosed) -> RemoteProtocolError | None:
+    """The peer's reason for closing a session, when it gave one (CLOSE with a non-zero
+    `reason`): what a transfer on it failed of, in the peer's words (shown escaped)."""
+    if not ev.by_peer or not ev.reason:
+        return None
+    text = f" ({escape_text(ev.text)})" if ev.text else ""
+    return RemoteProtocolError(
+        f"the peer closed the session: {error_name(ev.reason)}{text}", code=ev.reason
+    )
 
 
 def _refusals_of(incoming: IncomingTransfer) -> Counter[str]:
@@ -174,6 +187,7 @@ class IncomingJob:
     #: A person's answer to a folder (--accept ask), by its path: it also answers every offer
     #: under that folder in this session, those waiting and those still to come.
     folder_answers: dict[str, bool] = field(default_factory=dict)
+    failed: bool = False  #: a handler of this job raised; its session is being closed
 
 
 class Transfers:
@@ -224,7 +238,7 @@ class Transfers:
                 self.runner.receive_sockets.release_session(ev.session)
             self._session_mtu.pop(ev.session, None)
             self._features.pop(ev.session, None)
-            error = ev.error if isinstance(ev, SessionFailed) else None
+            error = ev.error if isinstance(ev, SessionFailed) else _closed_by_peer(ev)
             job = self.outgoing.get(ev.session)
             if job is not None:
                 in_job(job, partial(job.on_ended, error))
@@ -262,12 +276,60 @@ class Transfers:
                     started=now,
                 )
                 self.incoming[ev.session] = inc
+            if inc.failed:
+                return  # its session is closing: nothing more is taken on it
             if isinstance(ev.body, FileOffer):
                 inc.offers[ev.body.transfer_id] = ev.body
-            inc.incoming.receive_control(ev.body, now)
-            self._after_incoming(inc)
+
+            def deliver() -> None:
+                inc.incoming.receive_control(ev.body, now)
+                self._after_incoming(inc)
+
+            self._for(inc, deliver)()
 
     # --- receiving ---------------------------------------------------------------------------
+
+    def _for(self, inc: IncomingJob, handler: Callable[[], object]) -> Callable[[], None]:
+        """`handler`, to run on `inc`'s behalf (a reader, a timer, a control frame). A bug in it
+        ends `inc`'s session at once (`_fail_incoming`), so that its sender hears why rather
+        than waiting for a receiver that will never move again; the exception then goes on up to
+        NodeRunner, which logs and counts it as for any handler."""
+
+        def run() -> None:
+            try:
+                handler()
+            except L2fastError:
+                raise
+            except Exception as exc:
+                self._fail_incoming(inc, exc)
+                raise
+
+        return run
+
+    def _fail_incoming(self, inc: IncomingJob, exc: Exception) -> None:
+        """Stop `inc`'s receive processes (their readers go with them, so a handler that fails
+        before reading cannot spin the loop) and close its session with `io_error` and the
+        reason. Part files are kept for a resume when the session's end is handled."""
+        if inc.failed:
+            return
+        inc.failed = True
+        reason = f"internal error in the receiving node ({type(exc).__name__}: {exc}); see its log"
+        log.error("receiving from %s failed: %s", format_mac(inc.peer), reason)
+        try:
+            self._stop_small(inc)
+            self._stop_bench(inc)
+            for rec in list(inc.files.values()):
+                self._stop_job(inc, rec)
+        except Exception:
+            log.exception("the receive processes of that session could not all be stopped")
+        text = reason.encode("utf-8")[:MAX_CLOSE_TEXT].decode("utf-8", "ignore")
+        try:
+            self.runner.engine.close_session(
+                inc.peer, inc.session, self.runner.now(), reason=ErrorCode.IO_ERROR, text=text
+            )
+            self.runner.flush()
+        except Exception:
+            log.exception("the failed session could not be closed in order")
 
     def _receive_dir(self) -> ReceiveDir:
         if self._recv is None:
@@ -547,8 +609,10 @@ class Transfers:
             end=end,
             sockets=self.runner.receive_sockets,
         )
-        self.runner.add_reader(bench.conn, lambda: self._on_bench(inc))
-        self.runner.add_reader(bench.sentinel, lambda: self._on_bench(inc, died=True))
+        self.runner.add_reader(bench.conn, self._for(inc, lambda: self._on_bench(inc)))
+        self.runner.add_reader(
+            bench.sentinel, self._for(inc, lambda: self._on_bench(inc, died=True))
+        )
 
     def _bench_full_for(self, inc: IncomingJob, ev: OfferReceived) -> str | None:
         """Why this daemon takes no more bench work of this kind now, or None (bench offers
@@ -587,7 +651,7 @@ class Transfers:
                 inc.incoming.release_bench(tid, note, self.runner.now())
                 self._after_incoming(inc)
 
-        self.runner.add_reader(counter.conn, done)
+        self.runner.add_reader(counter.conn, self._for(inc, done))
 
     def _bench_back(self, inc: IncomingJob, ev: OfferReceived) -> None:
         """A bench request (`bench -R` on the peer): send bench streams back for the
@@ -714,8 +778,10 @@ class Transfers:
         rec.digester = PrefixDigester(f.fd, f.size, rec.offer.digest)
         inc.active = rec.transfer_id
         job = rec.job
-        self.runner.add_reader(job.conn, lambda: self._on_job(inc, rec))
-        self.runner.add_reader(job.sentinel, lambda: self._on_job(inc, rec, died=True))
+        self.runner.add_reader(job.conn, self._for(inc, lambda: self._on_job(inc, rec)))
+        self.runner.add_reader(
+            job.sentinel, self._for(inc, lambda: self._on_job(inc, rec, died=True))
+        )
 
     def _start_small(self, inc: IncomingJob, tid: int, f: IncomingFile) -> bool:
         """Queue a small file (no part file, no resume) to the session's small-file process.
@@ -728,8 +794,10 @@ class Transfers:
                 peer=inc.peer,
                 sockets=self.runner.receive_sockets,
             )
-            self.runner.add_reader(small.conn, lambda: self._on_small(inc))
-            self.runner.add_reader(small.sentinel, lambda: self._on_small(inc, died=True))
+            self.runner.add_reader(small.conn, self._for(inc, lambda: self._on_small(inc)))
+            self.runner.add_reader(
+                small.sentinel, self._for(inc, lambda: self._on_small(inc, died=True))
+            )
         try:
             small.start(tid, f.fd, f.size, f.chunk_size, f.first_chunk)
         except OSError:
@@ -854,7 +922,7 @@ class Transfers:
         if d is None:
             return
         if not d.done:
-            self.runner.call_later(POLL_S, lambda: self._wait_digest(inc, rec))
+            self.runner.call_later(POLL_S, self._for(inc, lambda: self._wait_digest(inc, rec)))
             return
         rec.digester = None
         now = self.runner.now()

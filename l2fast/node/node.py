@@ -324,14 +324,16 @@ class NodeEngine:
         self._collect(now)
         return count
 
-    def close_session(self, peer: bytes, session: int, now: float) -> bool:
+    def close_session(
+        self, peer: bytes, session: int, now: float, reason: int = 0, text: str = ""
+    ) -> bool:
         """Close one open session with `peer` in order (a transfer's own session; `close`
-        would end every session with the peer, other transfers' included). Returns whether
-        it was open."""
+        would end every session with the peer, other transfers' included), with CLOSE's
+        `reason` and `text`. Returns whether it was open."""
         slot = self._slots.get((peer, session))
         if slot is None or slot.session.state is not SessionState.OPEN:
             return False
-        slot.session.close(now)
+        slot.session.close(now, reason, text)
         self._collect(now)
         return True
 

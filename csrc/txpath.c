@@ -114,6 +114,17 @@ static void *helper_main(void *arg)
 {
     (void)arg;
     prctl(PR_SET_NAME, "l2f-txcrc", 0, 0, 0);
+    /* SCHED_BATCH: woken by the sender (window_open's FUTEX_WAKE), a normal thread often
+     * preempted the sender on the sender's own CPU, where it only took the sender's time; a
+     * batch thread does not preempt on wake-up, so it runs where a CPU has room, and a group it
+     * has not built when its batch is due the sender builds itself.  `l2fast bench` at MTU 9000
+     * +6 % in 10 of 10 alternating pairs; 65535 +4 %, 1500 the same (BENCHMARKS.md "CRC helper
+     * as a batch thread").  L2FAST_TX_CRC_HELPER_BATCH=0 keeps it a normal thread, for A/B. */
+    const char *batch = getenv("L2FAST_TX_CRC_HELPER_BATCH");
+    if (!batch || strcmp(batch, "0") != 0) {
+        const struct sched_param sp = {.sched_priority = 0};
+        (void)sched_setscheduler(0, SCHED_BATCH, &sp); /* Linux: this thread; failure is harmless */
+    }
     for (;;) {
         uint64_t c = atomic_load_explicit(&helper.claim, memory_order_acquire);
         uint32_t g = next_of(c);

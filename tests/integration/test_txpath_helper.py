@@ -76,6 +76,8 @@ def test_helper_sends_the_same_frames(veth_ns: str) -> None:
         if out["helper_frames"] > 0:
             break
     assert out["helper_frames"] > 0, "the helper thread never built a header"
+    # A batch thread: woken by the sender, it must not preempt it on its own CPU.
+    assert out["helper_policy"] == os.SCHED_BATCH
 
 
 def test_forked_child_starts_its_own_helper(veth_ns: str) -> None:

@@ -108,7 +108,20 @@ def same() -> dict[str, object]:
                 }
             )
         out["helper_frames"] = helper_frames
+    out["helper_policy"] = helper_policy()
     return out
+
+
+def helper_policy() -> int | None:
+    """The scheduling policy of this process's CRC helper thread (l2f-txcrc), or None."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as f:
+                if f.read().strip() == "l2f-txcrc":
+                    return os.sched_getscheduler(int(tid))
+        except OSError:
+            continue
+    return None
 
 
 def fork() -> dict[str, object]:

@@ -72,7 +72,6 @@ static uint32_t shift_tab[N_TIERS][4][256];
 static int hw_ok;
 static int fold_ok;
 static int fold128_ok;
-static int fold128_best;
 static enum { BEST_TABLE, BEST_HW, BEST_FOLD, BEST_FOLD128 } best; /* what l2f_crc32c runs */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -105,7 +104,6 @@ static uint32_t raw_zeros(uint32_t crc, size_t n)
 static uint64_t fold_k128[2];
 static uint64_t fold_k1024[4];
 static uint32_t fold_lane_shift[FOLD_MAX_STEPS + 1];
-
 #endif
 
 #if L2F_HAVE_X86_FOLD
@@ -170,9 +168,10 @@ static void crc_init(void)
         fold_lane_shift[m] = raw_zeros(fold_lane_shift[m - 1], FOLD_LANE_STEP);
     fold128_ok = hw_ok && __builtin_cpu_supports("pclmul");
     /* The 128-bit fold is what l2f_crc32c runs only where it was measured to win (see the top). */
-    fold128_best = fold128_ok && __builtin_cpu_is("amd");
+    const int fold128_best = fold128_ok && __builtin_cpu_is("amd");
 #else
-    fold_ok = fold128_ok = fold128_best = 0;
+    fold_ok = fold128_ok = 0;
+    const int fold128_best = 0;
 #endif
     /* L2FAST_CRC32C=fold128 picks the 128-bit fold on a CPU that has the 256-bit one too. */
     const int cap_f128 = cap && strcmp(cap, "fold128") == 0;
@@ -313,18 +312,17 @@ uint32_t l2f_crc32c_hw(uint32_t crc, const uint8_t *buf, size_t len)
 
 #define FOLD_TARGET __attribute__((target("sse4.2,pclmul,avx2,vpclmulqdq")))
 
-/* Fold four ymm accumulators (eight 128-bit values, in memory order) into one 128-bit value, and
- * reduce that to the raw register with two crc32 instructions: the CRC of those 16 bytes from a
- * zero register is the CRC of everything folded into them. */
-FOLD_TARGET static uint32_t fold_reduce(__m256i x0, __m256i x1, __m256i x2, __m256i x3)
+/* Both fold paths (the 256-bit one and the 128-bit one below) end here.  Their accumulators are
+ * eight 128-bit values in memory order (parts[0] the earliest); each is folded forward over 128
+ * bits into the next, and the one value left is reduced to the raw register with two crc32
+ * instructions: the CRC of those 16 bytes from a zero register is the CRC of everything folded
+ * into them.  Legacy SSE encodings only, so the 128-bit path runs no AVX; the 256-bit path
+ * inlines it under its own target. */
+#define F128_TARGET __attribute__((target("sse4.2,pclmul")))
+
+F128_TARGET static inline uint32_t reduce_parts(const __m128i parts[8])
 {
     const __m128i k = _mm_loadu_si128((const __m128i *)fold_k128);
-    const __m128i parts[8] = {
-        _mm256_castsi256_si128(x0), _mm256_extracti128_si256(x0, 1),
-        _mm256_castsi256_si128(x1), _mm256_extracti128_si256(x1, 1),
-        _mm256_castsi256_si128(x2), _mm256_extracti128_si256(x2, 1),
-        _mm256_castsi256_si128(x3), _mm256_extracti128_si256(x3, 1),
-    };
     __m128i acc = parts[0];
     for (int i = 1; i < 8; i++) {
         __m128i lo = _mm_clmulepi64_si128(acc, k, 0x00);
@@ -333,6 +331,18 @@ FOLD_TARGET static uint32_t fold_reduce(__m256i x0, __m256i x1, __m256i x2, __m2
     }
     uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(acc));
     return (uint32_t)_mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(acc, 1));
+}
+
+/* Fold four ymm accumulators (eight 128-bit values, in memory order) into the raw register. */
+FOLD_TARGET static uint32_t fold_reduce(__m256i x0, __m256i x1, __m256i x2, __m256i x3)
+{
+    const __m128i parts[8] = {
+        _mm256_castsi256_si128(x0), _mm256_extracti128_si256(x0, 1),
+        _mm256_castsi256_si128(x1), _mm256_extracti128_si256(x1, 1),
+        _mm256_castsi256_si128(x2), _mm256_extracti128_si256(x2, 1),
+        _mm256_castsi256_si128(x3), _mm256_extracti128_si256(x3, 1),
+    };
+    return reduce_parts(parts);
 }
 
 /* acc = acc folded forward over 1024 bits, xor the next 32 bytes at p. */
@@ -433,9 +443,8 @@ uint32_t l2f_crc32c_fold(uint32_t crc, const uint8_t *buf, size_t len)
 }
 
 /* The 128-bit path: the fold above on xmm registers and legacy SSE encodings only, for CPUs with
- * PCLMULQDQ but no VPCLMULQDQ/AVX2.  Its own code, not the 256-bit path's with narrower types, so
- * that neither compiles the other's instruction set into a function it runs. */
-#define F128_TARGET __attribute__((target("sse4.2,pclmul")))
+ * PCLMULQDQ but no VPCLMULQDQ/AVX2.  Its own loop, not the 256-bit path's with narrower types, so
+ * that it never runs an instruction of the 256-bit path's set; the final reduction is shared. */
 
 /* acc folded forward over 1024 bits (eight accumulators ahead), xor the next 16 bytes at p. */
 F128_TARGET static inline __m128i f128_fold(__m128i acc, __m128i k, const uint8_t *p)
@@ -468,23 +477,6 @@ F128_TARGET static inline __m128i f128_fold(__m128i acc, __m128i k, const uint8_
         y7 = f128_fold(y7, k, (p) + 112);                                                     \
     } while (0)
 
-/* The eight accumulators (in memory order) folded into one 128-bit value, reduced to the raw
- * register by two crc32 instructions, as fold_reduce does. */
-F128_TARGET static uint32_t f128_reduce(__m128i y0, __m128i y1, __m128i y2, __m128i y3, __m128i y4,
-                                        __m128i y5, __m128i y6, __m128i y7)
-{
-    const __m128i k = _mm_loadu_si128((const __m128i *)fold_k128);
-    const __m128i parts[7] = {y1, y2, y3, y4, y5, y6, y7};
-    __m128i acc = y0;
-    for (int i = 0; i < 7; i++) {
-        __m128i lo = _mm_clmulepi64_si128(acc, k, 0x00);
-        __m128i hi = _mm_clmulepi64_si128(acc, k, 0x11);
-        acc = _mm_xor_si128(parts[i], _mm_xor_si128(lo, hi));
-    }
-    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(acc));
-    return (uint32_t)_mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(acc, 1));
-}
-
 /* Folding alone over the largest multiple of 128 bytes (*np >= 256), as fold_only. */
 F128_TARGET static uint32_t f128_only(uint32_t crc, const uint8_t **pp, size_t *np)
 {
@@ -496,7 +488,8 @@ F128_TARGET static uint32_t f128_only(uint32_t crc, const uint8_t **pp, size_t *
         F128_NEXT(p, k);
     *pp = p;
     *np = n;
-    return f128_reduce(y0, y1, y2, y3, y4, y5, y6, y7);
+    const __m128i parts[8] = {y0, y1, y2, y3, y4, y5, y6, y7};
+    return reduce_parts(parts);
 }
 
 uint32_t l2f_crc32c_fold128(uint32_t crc, const uint8_t *buf, size_t len)

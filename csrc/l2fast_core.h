@@ -98,7 +98,7 @@ uint32_t l2f_crc32c_hw(uint32_t crc, const uint8_t *buf, size_t len);  /* SSE4.2
 int l2f_crc32c_hw_available(void);
 uint32_t l2f_crc32c_fold(uint32_t crc, const uint8_t *buf, size_t len); /* VPCLMULQDQ folding + 3 crc32 lanes; only if l2f_crc32c_fold_available() */
 int l2f_crc32c_fold_available(void);
-uint32_t l2f_crc32c_fold128(uint32_t crc, const uint8_t *buf, size_t len); /* PCLMULQDQ (128-bit) folding + 3 crc32 lanes; only if l2f_crc32c_fold128_available() */
+uint32_t l2f_crc32c_fold128(uint32_t crc, const uint8_t *buf, size_t len); /* PCLMULQDQ (128-bit) folding alone; only if l2f_crc32c_fold128_available() */
 int l2f_crc32c_fold128_available(void);
 int l2f_crc32c_best(void); /* path of l2f_crc32c: 0 table, 1 SSE4.2 3 lanes, 2 fold, 3 fold128 (L2FAST_CRC32C caps it) */
 

@@ -74,17 +74,23 @@ from l2fast.wire.frames import FileOffer
 log = logging.getLogger("l2fast.daemon")
 
 
-def in_job(job: OutgoingJob, call: Callable[[], object]) -> None:
-    """Run one of `job`'s handlers for an engine event. A bug in it fails that job at once
-    (`on_handler_error`: its client gets the reason rather than a silence), then goes on up to
-    NodeRunner, which logs and counts it as for any handler."""
+def _failing_on_bug(call: Callable[[], object], on_bug: Callable[[Exception], None]) -> None:
+    """Run `call`; a bug in it (any exception but an L2fastError) is handed to `on_bug`, which
+    fails the job it belongs to, then goes on up to NodeRunner, which logs and counts it as for
+    any handler."""
     try:
         call()
     except L2fastError:
         raise
     except Exception as exc:
-        job.on_handler_error(exc)
+        on_bug(exc)
         raise
+
+
+def in_job(job: OutgoingJob, call: Callable[[], object]) -> None:
+    """Run one of `job`'s handlers for an engine event. A bug in it fails that job at once
+    (`on_handler_error`: its client gets the reason rather than a silence)."""
+    _failing_on_bug(call, job.on_handler_error)
 
 
 __all__ = ["Transfers"]
@@ -294,17 +300,7 @@ class Transfers:
         ends `inc`'s session at once (`_fail_incoming`), so that its sender hears why rather
         than waiting for a receiver that will never move again; the exception then goes on up to
         NodeRunner, which logs and counts it as for any handler."""
-
-        def run() -> None:
-            try:
-                handler()
-            except L2fastError:
-                raise
-            except Exception as exc:
-                self._fail_incoming(inc, exc)
-                raise
-
-        return run
+        return partial(_failing_on_bug, handler, partial(self._fail_incoming, inc))
 
     def _fail_incoming(self, inc: IncomingJob, exc: Exception) -> None:
         """Stop `inc`'s receive processes (their readers go with them, so a handler that fails
@@ -316,10 +312,7 @@ class Transfers:
         reason = f"internal error in the receiving node ({type(exc).__name__}: {exc}); see its log"
         log.error("receiving from %s failed: %s", format_mac(inc.peer), reason)
         try:
-            self._stop_small(inc)
-            self._stop_bench(inc)
-            for rec in list(inc.files.values()):
-                self._stop_job(inc, rec)
+            self._stop_processes(inc)
         except Exception:
             log.exception("the receive processes of that session could not all be stopped")
         text = reason.encode("utf-8")[:MAX_CLOSE_TEXT].decode("utf-8", "ignore")
@@ -851,6 +844,14 @@ class Transfers:
         else:
             self._after_incoming(inc)
 
+    def _stop_processes(self, inc: IncomingJob) -> None:
+        """Stop every receive process of `inc` (small files, bench, each large file's), and
+        stop watching them."""
+        self._stop_small(inc)
+        self._stop_bench(inc)
+        for rec in list(inc.files.values()):
+            self._stop_job(inc, rec)
+
     def _stop_small(self, inc: IncomingJob) -> None:
         small, inc.small = inc.small, None
         if small is not None:
@@ -962,10 +963,8 @@ class Transfers:
     def _end_incoming(self, inc: IncomingJob, error: Any) -> None:
         self._ended_refusals.update(_refusals_of(inc.incoming))  # the job is forgotten now
         now = self.runner.now()
-        self._stop_small(inc)
-        self._stop_bench(inc)
+        self._stop_processes(inc)
         for rec in list(inc.files.values()):
-            self._stop_job(inc, rec)
             self._drop_file(rec, keep=True)
         inc.incoming.session_ended(now, error)
         while inc.incoming.next_event() is not None:

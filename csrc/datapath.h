@@ -139,6 +139,8 @@ int l2f_ring_pop(struct l2f_ring *r, struct l2f_desc *out, uint32_t max, uint8_t
 
 /* Config flags. */
 #define L2F_RX_RAW 1                  /* bench ceiling: recvmmsg into ring 0's slots and count only */
+#define L2F_RX_DISCARD 2              /* bench stream: verify and window every frame in ring 0's first
+                                       * slots, publish nothing; the credit is credit_slots */
 
 /* Why l2f_rx_run returned (a bit set). */
 #define L2F_RX_STOP_BUDGET 1          /* the time budget ran out */
@@ -162,13 +164,14 @@ struct l2f_rx_config {
     uint32_t publish_bytes;   /* publish a ring's batch once it holds this many payload bytes (0: every recvmmsg) */
     uint32_t publish_us;      /* ...or once its oldest frame waited this long and the socket is empty (<= 1 s) */
     uint32_t gather_us;       /* socket drained mid-stream: sleep this long to let frames gather before the next read, instead of waking per frame (0: off; <= 10 ms) */
+    uint32_t credit_slots;    /* L2F_RX_DISCARD: the slots the credit counts as free (more than batch) */
 };
 
 struct l2f_rx_counters {
     uint64_t frames;          /* frames read from the socket */
     uint64_t bytes;           /* their lengths */
     uint64_t verdicts[8];     /* per L2F_V_* (PROTOCOL.md §Receiving) */
-    uint64_t data_new;        /* DATA chunks accepted and published to a ring */
+    uint64_t data_new;        /* DATA chunks accepted and published to a ring (discarded: L2F_RX_DISCARD) */
     uint64_t data_bytes;      /* their payload bytes */
     uint64_t duplicates;      /* DATA chunks already received */
     uint64_t out_of_window;   /* DATA chunks at or beyond cum_ack + window */

@@ -149,7 +149,11 @@ static int config_ok(const struct l2f_rx_config *cfg)
     if (cfg->batch == 0 || cfg->batch > L2F_RX_MAX_BATCH || cfg->publish_us > 1000000 ||
         cfg->gather_us > 10000)
         return 0;
-    if (cfg->flags & ~(uint32_t)L2F_RX_RAW)
+    if (cfg->flags & ~(uint32_t)(L2F_RX_RAW | L2F_RX_DISCARD) ||
+        (cfg->flags & L2F_RX_RAW && cfg->flags & L2F_RX_DISCARD))
+        return 0;
+    if (cfg->flags & L2F_RX_DISCARD &&
+        (cfg->credit_slots <= cfg->batch || cfg->credit_slots > L2F_RX_MAX_WINDOW || cfg->written))
         return 0;
     if (cfg->file_size >= MAX_CHUNK_INDEX || cfg->first_chunk >= MAX_CHUNK_INDEX)
         return 0;
@@ -469,6 +473,7 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
         return -L2F_E_ARG;
     *ctrl_count = 0;
     const int raw = rx->cfg.flags & L2F_RX_RAW;
+    const int discard = rx->cfg.flags & L2F_RX_DISCARD;
     const int64_t deadline = now_ns() + budget_us * 1000;
     const int64_t hold_ns = (int64_t)rx->cfg.publish_us * 1000;
     const int64_t gather_ns = (int64_t)rx->cfg.gather_us * 1000;
@@ -496,8 +501,11 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
         struct l2f_ring *r;
         uint64_t pos;
         uint32_t room;
-        if (raw) {
-            r = &rx->rings[0]; /* scratch: nothing is ever published */
+        if (raw || discard) {
+            /* Scratch: nothing is ever published, so every read lands in ring 0's first slots,
+             * which stay in cache (see L2F_RX_DISCARD in l2f_rx_feedback). */
+            r = &rx->rings[0];
+            rx->cur = 0;
             pos = 0;
             room = r->nslots;
         } else {
@@ -577,8 +585,14 @@ int l2f_rx_run(struct l2f_rx *rx, uint32_t max_frames, int64_t budget_us, uint8_
             if (rx->pend == 0)
                 rx->pend_since = now_ns();
             dispatch(rx, (uint32_t)n, ctrl, ctrl_slot, ctrl_lens, ctrl_max, ctrl_count);
-            if (rx->pend_bytes >= rx->cfg.publish_bytes)
+            if (discard) {
+                /* Verified, windowed and counted: the slots are free again for the next read. */
+                rx->c.batches += rx->pend_keep != 0;
+                rx->pend = rx->pend_keep = 0;
+                rx->pend_bytes = 0;
+            } else if (rx->pend_bytes >= rx->cfg.publish_bytes) {
                 flush(rx);
+            }
         }
         if (!was_complete && rx->base >= rx->end) {
             stop = L2F_RX_STOP_COMPLETE;
@@ -615,7 +629,10 @@ int l2f_rx_feedback(struct l2f_rx *rx, struct l2f_rx_feedback *fb)
     if (!rx || !fb)
         return -L2F_E_ARG;
     memset(fb, 0, sizeof *fb);
-    uint64_t free_slots = reclaim_all(rx);
+    /* A discarding path frees its slots as it reads them: what limits the sender is then the
+     * socket's buffer, for which the caller sizes credit_slots. */
+    uint64_t free_slots =
+        rx->cfg.flags & L2F_RX_DISCARD ? rx->cfg.credit_slots : reclaim_all(rx);
     const uint64_t window = rx->wmask + 1;
     fb->cum_ack = rx->base;
     fb->highest = rx->highest > rx->base ? rx->highest : rx->base;

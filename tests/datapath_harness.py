@@ -85,6 +85,7 @@ class Receiver:
     publish_bytes: int = 256 << 10
     publish_us: int = 200
     gather_us: int = 0
+    discard: int = 0
     rings: list[dp.ShmRing] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -104,6 +105,7 @@ class Receiver:
             publish_bytes=self.publish_bytes,
             publish_us=self.publish_us,
             gather_us=self.gather_us,
+            discard=self.discard,
         )
         self.writers = [
             dp.Writer(

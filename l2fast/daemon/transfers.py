@@ -112,7 +112,7 @@ MAX_RAW_COUNTS = 1
 #: Bench runs sent back at a peer's request (`l2fast bench -R` there), all peers together;
 #: one per peer at a time. Each opens a session of this node's own.
 MAX_REVERSE_RUNS = 4
-#: Sessions receiving bench streams at once (a receive process with its rings each).
+#: Sessions receiving bench streams at once (a receive process each).
 MAX_BENCH_RECEIVERS = 4
 #: CLOSE text, in bytes (PROTOCOL.md §Limits: free text).
 MAX_CLOSE_TEXT = 512

@@ -461,6 +461,7 @@ class RxPath:
         written: Buffer | None = None,
         ethertype: int = DEFAULT_ETHERTYPE,
         raw: bool = False,
+        discard: int = 0,
         ctrl_slots: int = 64,
         publish_bytes: int = 256 << 10,
         publish_us: int = 200,
@@ -473,6 +474,10 @@ class RxPath:
         `gather_us` > 0: after a read that drained the socket mid-stream, sleep that long so the
         next read takes a batch, rather than being woken for each frame (bulk receivers only: it
         adds up to that much latency).
+        `discard` > 0 (a bench stream): every chunk is verified, windowed and counted as usual,
+        then its slot is reused at once; frames land in the first ring's first slots, which
+        stay in cache, nothing is ever published, and the credit counts `discard` slots free
+        (more than `batch`; size it to what the socket's buffer holds).
         """
         if not 1 <= len(rings) <= RX_MAX_RINGS:
             raise ValueError(f"{len(rings)} rings; between 1 and {RX_MAX_RINGS} are supported")
@@ -489,10 +494,17 @@ class RxPath:
         _uint("publish_bytes", publish_bytes, _MAX_U32)
         _uint("publish_us", publish_us, 1_000_000)
         _uint("gather_us", gather_us, 10_000)
+        _uint("discard", discard, RX_MAX_WINDOW)
+        if discard:
+            if raw or written is not None:
+                raise ValueError("discard cannot be combined with raw or a written bitmap")
+            if discard <= batch:
+                raise ValueError(f"discard={discard} must be more than batch={batch}")
         cfg = _ffi.new("struct l2f_rx_config *")
         cfg.fd = _fd_of(sock)
         cfg.ethertype = ethertype
-        cfg.flags = _lib.L2F_RX_RAW if raw else 0
+        cfg.flags = _lib.L2F_RX_RAW if raw else (_lib.L2F_RX_DISCARD if discard else 0)
+        cfg.credit_slots = discard
         cfg.session = session
         cfg.chunk_size = chunk_size
         cfg.first_chunk = first_chunk

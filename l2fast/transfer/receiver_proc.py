@@ -45,12 +45,15 @@ __all__ = ["WRITERS", "BenchReceiver", "RawCounter", "ReceiveJob", "SmallFileRec
 WRITERS = 2
 #: Shared memory per ring (bounds the receiver's memory whatever the file size).
 RING_BYTES = 16 << 20
-#: ...and per ring of a bench stream, whose chunks are verified and released at once (no
-#: writer to wait for, so no slack to keep): smaller rings keep the receive copy's destination
-#: in cache. At MTU 65535 (64 slots per ring, the minimum, instead of 128) `l2fast bench` ran
-#: ~11 % faster, ahead in 16 of 20 alternating pairs, with ~6 points less receiver CPU; at 9000
-#: (256 slots instead of 1024) and 1500 the same rate (BENCHMARKS.md "Bench receive rings").
-BENCH_RING_BYTES = 4 << 20
+#: A bench stream's credit: the slots that two rings of half this would hold (256 frames each
+#: at MTU 9000), as many frames in flight as when its chunks went through such rings (session
+#: 11's `BENCH_RING_BYTES`). They no longer do: a bench stream has no writer, so each chunk is
+#: verified, windowed and counted, then its slot is reused by the next read (RxPath `discard`).
+#: Its reads land in one read's worth of slots that stay in cache, as iperf3's and the raw
+#: ceiling's do, instead of cycling through 4.6 MiB of shared rings: `l2fast bench` +6 % at MTU
+#: 9000 and +38 % at 65535, 6 of 6 and 5 of 5 alternating pairs (BENCHMARKS.md "Bench receive
+#: scratch slots"). File receives keep their rings: their writers read the slots.
+BENCH_CREDIT_BYTES = 8 << 20
 #: A FEEDBACK at least this often while frames arrive...
 FEEDBACK_INTERVAL_S = 0.002
 #: ...and after every this fraction of the rings' slots received, so that credit comes back
@@ -122,16 +125,21 @@ def _ring_slots(ring_bytes: int, slot: int) -> int:
     return max(64, 1 << (ring_bytes // slot).bit_length() - 1)
 
 
-def _feedback_frames(rings: list[dp.ShmRing]) -> int:
-    """Frames after which the receive loop returns to send a FEEDBACK."""
-    return max(16, sum(r.nslots for r in rings) // FEEDBACK_SLOT_FRACTION)
+def _slots(rings: list[dp.ShmRing]) -> int:
+    """The slots of all `rings`: what the credit counts."""
+    return sum(r.nslots for r in rings)
 
 
-def _rx_batch(rings: list[dp.ShmRing]) -> int:
-    """Frames per recvmmsg: 64, fewer when the rings hold few slots (large MTUs). The credit
+def _feedback_frames(slots: int) -> int:
+    """Frames after which the receive loop returns to send a FEEDBACK, for a credit of `slots`."""
+    return max(16, slots // FEEDBACK_SLOT_FRACTION)
+
+
+def _rx_batch(slots: int) -> int:
+    """Frames per recvmmsg: 64, fewer when the credit counts few slots (large MTUs). The credit
     keeps one batch of slots in reserve, so at MTU 65535 (256 slots) a 64-frame batch would
     hold back a quarter of the rings; 16 frames of 64 KiB still make a 1 MiB read."""
-    return max(8, min(RX_BATCH, sum(r.nslots for r in rings) // 16))
+    return max(8, min(RX_BATCH, slots // 16))
 
 
 def _feedback_due(run: dp.RxRun, now: float, last_fb: float) -> bool:
@@ -193,7 +201,7 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
         file_size=o["size"],
         first_chunk=o["first"],
         window=RX_WINDOW,
-        batch=_rx_batch(rings),
+        batch=_rx_batch(_slots(rings)),
         written=bitmap,
         gather_us=GATHER_US,
     )
@@ -222,7 +230,7 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
         return fb
 
     last_fb = last_report = 0.0
-    fb_frames = _feedback_frames(rings)
+    fb_frames = _feedback_frames(_slots(rings))
     error = None
     while True:
         run = path.run(FEEDBACK_INTERVAL_S, fb_frames)
@@ -609,31 +617,29 @@ def _bench_main(o: dict[str, Any], conn: Connection) -> None:
 
 
 def _bench(o: dict[str, Any], conn: Connection) -> None:
-    """Every bench stream of one session, in this process: RxPath verifies and windows the
-    chunks into rings that this same process then releases without writing (a bench stream
-    touches no disk, so there is nothing for writer processes to do: no hand-over to another
-    process, no futex wake-up per batch); FEEDBACK credit up to the end the controller allows.
-    Reports cum_ack, kernel drops and CPU seconds every REPORT_INTERVAL_S, until told to stop."""
+    """Every bench stream of one session, in this process: RxPath verifies, windows and counts
+    each chunk, then reuses its slot (a bench stream touches no disk, so there is no writer to
+    hand it to); FEEDBACK credit up to the end the controller allows. Reports cum_ack, kernel
+    drops and CPU seconds every REPORT_INTERVAL_S, until told to stop."""
     started = time.monotonic()
     sock = _data_socket(o, o["session"], 8 << 20)
     slot = dp.slot_size_for_mtu(sock.mtu)
-    nslots = _ring_slots(BENCH_RING_BYTES, slot)
-    rings = [dp.ShmRing(nslots, slot) for _ in range(WRITERS)]
+    credit_slots = 2 * _ring_slots(BENCH_CREDIT_BYTES // 2, slot)  # two rings of half
+    batch = _rx_batch(credit_slots)
+    # One read's worth of scratch slots, reused by every read (BENCH_CREDIT_BYTES).
+    scratch = dp.ShmRing(1 << (batch - 1).bit_length(), slot)
     size = BENCH_SPACE_CHUNKS * o["chunk"]
-    sinks = [
-        dp.Writer(ring, -1, chunk_size=o["chunk"], file_size=size, first_chunk=o["first"])
-        for ring in rings
-    ]
     path = dp.RxPath(
         sock,
-        rings,
+        [scratch],
         session=o["session"],
         chunk_size=o["chunk"],
         file_size=size,
         first_chunk=o["first"],
         window=RX_WINDOW,
-        batch=_rx_batch(rings),
+        batch=batch,
         gather_us=GATHER_US,
+        discard=credit_slots,
     )
     peer = bytes.fromhex(o["peer"])
     fb_seq = time.monotonic_ns() // 1000
@@ -658,14 +664,10 @@ def _bench(o: dict[str, Any], conn: Connection) -> None:
         return fb
 
     last_fb = last_report = 0.0
-    # Each run reads at most what the rings hold (all are drained after it): never RING_FULL.
-    fb_frames = min(_feedback_frames(rings), nslots)
+    fb_frames = _feedback_frames(credit_slots)
     error = None
     while True:
         run = path.run(FEEDBACK_INTERVAL_S, fb_frames)
-        for sink in sinks:  # release what was published: the chunks were verified and counted
-            while sink.drain(8192):
-                pass
         now = time.monotonic()
         if fb is None or _feedback_due(run, now, last_fb):
             fb = send_feedback()

@@ -116,9 +116,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t opts = (uint8_t)take(&in, 1);
     uint32_t session = 7;
 
+    /* opts & 8: a discarding bench path (L2F_RX_DISCARD), which takes no written bitmap. */
+    const int discard = (opts & 8) != 0;
+    uint32_t credit_slots = discard ? batch + 1 + (uint32_t)(take(&in, 2) % 4096) : 0;
+
     uint64_t wlen = (nchunks + 7) / 8;
     uint8_t *written = NULL;
-    if ((opts & 1) && wlen) {
+    if ((opts & 1) && wlen && !discard) {
         written = malloc(wlen);
         CHECK(written);
         for (uint64_t i = 0; i < wlen; i++)
@@ -139,6 +143,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.written_len = written ? wlen : 0;
     cfg.publish_bytes = publish_bytes;
     cfg.publish_us = 0;
+    cfg.flags = discard ? L2F_RX_DISCARD : 0;
+    cfg.credit_slots = credit_slots;
     struct l2f_rx *rx = NULL;
     if (l2f_rx_new(&cfg, &rx) < 0) {
         free(written);
@@ -225,6 +231,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct l2f_rx_feedback fb;
             CHECK(l2f_rx_feedback(rx, &fb) >= 0);
             check_feedback(&fb, first, first + nchunks, window, &last_cum);
+            if (discard)
+                CHECK(fb.free_slots == credit_slots); /* slots are freed as they are read */
             break;
         }
         case 4: {
@@ -242,6 +250,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
              * someone scribbled on the ring. */
             if (!scribbled)
                 CHECK(st.refused == 0);
+            if (discard && !scribbled)
+                CHECK(w == 0); /* a discarding path publishes nothing */
             break;
         }
         case 5: {

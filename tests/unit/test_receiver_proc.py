@@ -27,14 +27,14 @@ def test_feedback_is_due_on_frames_completion_or_interval_only() -> None:
 
 def test_rx_batch_shrinks_with_few_slots() -> None:
     rings = [dp.ShmRing(128, 65600), dp.ShmRing(128, 65600)]
-    many = [dp.ShmRing(1024, 9088), dp.ShmRing(1024, 9088)]
     try:
-        assert rp._rx_batch(rings) == 16
-        assert rp._rx_batch(many) == rp.RX_BATCH
-        assert rp._feedback_frames(rings) == 256 // rp.FEEDBACK_SLOT_FRACTION == 128
+        assert rp._slots(rings) == 256
     finally:
-        for r in rings + many:
+        for r in rings:
             r.close()
+    assert rp._rx_batch(256) == 16
+    assert rp._rx_batch(2048) == rp.RX_BATCH
+    assert rp._feedback_frames(256) == 256 // rp.FEEDBACK_SLOT_FRACTION == 128
 
 
 class _FullDisk:

@@ -506,6 +506,97 @@ def test_window_matches_a_set_model(groups: list[list[int]], window: int) -> Non
             r.close()
 
 
+# --------------------------------------------------------------------------- discarding (bench)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.lists(
+        st.lists(st.integers(FIRST - 5, FIRST + NCHUNKS + 5), max_size=60), min_size=1, max_size=6
+    ),
+    window=st.sampled_from([64, 128]),
+)
+def test_a_discarding_path_keeps_the_same_window_and_publishes_nothing(
+    groups: list[list[int]], window: int
+) -> None:
+    """A bench stream's path (discard=): every chunk is verified, windowed and counted exactly
+    as in a file's path, through 8 scratch slots that each read reuses, and no slot is ever
+    handed to a writer; the credit counts `discard` slots free."""
+    size = NCHUNKS * CS - 17
+    model = WindowModel(FIRST, NCHUNKS, window)
+    with dgram_pair() as (tx, rxs):
+        r = Receiver(
+            rxs, CS, size, first_chunk=FIRST, nrings=1, nslots=8, batch=8, window=window,
+            discard=300,
+        )  # fmt: skip
+        try:
+            for group in groups:
+                send_all(tx, [chunk_frame(c - FIRST, size, FIRST) for c in group])
+                for c in group:
+                    model.feed(c)
+                run = r.run()
+                assert not run.stop & dp.RxStop.RING_FULL  # 60 frames through 8 slots
+                fb = r.rx.feedback()
+                assert fb.cum_ack == model.base
+                assert fb.ranges == model.sack()
+                assert fb.free_slots == 300
+                assert fb.credit == model.base + min(300 - 8, window)
+                cnt = r.rx.counters()
+                assert (cnt.data_new, cnt.duplicates, cnt.out_of_window, cnt.out_of_range) == (
+                    model.new,
+                    model.dup,
+                    model.oow,
+                    model.oor,
+                )
+                assert r.rings[0].counts() == (0, 0)  # head and tail: nothing published
+            assert r.published() == []
+        finally:
+            r.close()
+
+
+def ring_slot(ring: dp.ShmRing, i: int) -> bytes:
+    """Slot i's bytes: the slots end the ring's region (csrc/ring.c `layout`)."""
+    start = ring.size - ring.nslots * ring.slot_size + i * ring.slot_size
+    return bytes(ring._mm[start : start + ring.slot_size])
+
+
+def test_a_discarding_path_refuses_bad_frames_and_lands_reads_in_its_first_slots() -> None:
+    size = 10 * CS
+    good = chunk_frame(0, size)
+    with dgram_pair() as (tx, rxs):
+        r = Receiver(rxs, CS, size, nrings=1, nslots=16, batch=4, discard=64)
+        try:
+            send_all(tx, [corrupt(good), data_frame(1, chunk_bytes(1, CS), session=SESSION + 1)])
+            r.run()
+            c = r.rx.counters()
+            assert (c.verdicts[Verdict.BAD_CRC], c.other_session, c.data_new) == (1, 1, 0)
+            assert r.rx.feedback().cum_ack == 0  # the corrupt copy did not count as chunk 0
+            send_all(tx, [chunk_frame(k, size) for k in range(10)])
+            r.run()
+            assert r.rx.feedback().cum_ack == 10
+            # Ten frames in reads of at most 4, each from slot 0: chunk 8 (the third read's
+            # first frame) is in slot 0, and slots past the batch were never written.
+            assert chunk_bytes(8, CS) in ring_slot(r.rings[0], 0)
+            assert not any(ring_slot(r.rings[0], 4))
+        finally:
+            r.close()
+
+
+def test_discard_arguments_are_checked() -> None:
+    with dgram_pair() as (_, rxs):
+        ring = dp.ShmRing(8, 256)
+        try:
+            base = {"session": 1, "chunk_size": 50, "file_size": 1000, "batch": 8}
+            for kw in ({"discard": 8}, {"discard": 64, "raw": True}, {"discard": -1}):
+                with pytest.raises(ValueError):
+                    dp.RxPath(rxs, [ring], **(base | kw))  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="written"):
+                dp.RxPath(rxs, [ring], **base, discard=64, written=bytearray(3))  # type: ignore[arg-type]
+            dp.RxPath(rxs, [ring], **base, discard=9).close()  # type: ignore[arg-type]
+        finally:
+            ring.close()
+
+
 def test_sack_lists_at_most_64_ranges_lowest_first() -> None:
     size = 1000 * CS
     with dgram_pair() as (tx, rxs):

@@ -3,7 +3,7 @@
 No acknowledgements, no retransmission: the sender re-sends one prepared batch of CRC-protected
 DATA frames as fast as the kernel takes them, and the receiver counts the frames that arrive and
 verify. What arrives per second is the most any reliable protocol over the same frames could
-reach. Python runs once per batch on both sides (64-256 frames), never per frame.
+reach. Python runs once per batch on both sides (8-256 frames), never per frame.
 
 `python -m l2fast.rawblast rx|tx ...` runs one side; the demo and the benchmarks start the two
 sides inside two lab namespaces with it.
@@ -24,6 +24,19 @@ from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, FRAME_OVERHEAD, F
 BLAST_SESSION = 0xB1A57ED0
 TX_BATCH = 64
 RX_SLOTS = 256
+#: The most frame bytes either end cycles through: the sender's prepared frames, and the slots
+#: one read of the receiver fills. About one core's L2 cache (1 MiB on the CPUs measured here),
+#: so both copies run from and into cache, as the reliable stream's do: its sender sends one
+#: payload buffer, its receiver reads into one batch of scratch slots (RxPath `discard`). At
+#: MTU 65535 the blast had cycled through 4.4 MiB of prepared frames and read up to 16 MiB at
+#: once, and `l2fast bench` then ran at 1.25x this "ceiling" (BENCHMARKS.md "Raw ceiling in
+#: cache"). Below ~4 KiB frames the frame counts above bound first, as before.
+CACHE_BYTES = 1 << 20
+
+
+def frames_within(frame_bytes: int, most: int) -> int:
+    """How many frames of `frame_bytes` fit CACHE_BYTES: at least 8, at most `most`."""
+    return max(8, min(most, CACHE_BYTES // frame_bytes))
 
 
 @dataclass
@@ -77,7 +90,8 @@ def blast_frames(src: bytes, dst: bytes, frame_size: int, count: int) -> list[by
 
 def send_blast(sock: native.RawSocket, dst: bytes, seconds: float, frame_size: int) -> BlastResult:
     """Send full frames to `dst` for `seconds`; waits for writability on backpressure."""
-    batch = native.TxBatch(blast_frames(sock.mac, dst, frame_size, TX_BATCH))
+    count = frames_within(native.TxBatch.stride_for(frame_size), TX_BATCH)
+    batch = native.TxBatch(blast_frames(sock.mac, dst, frame_size, count))
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLOUT)
     sent = 0
@@ -98,7 +112,8 @@ def receive_blast(sock: native.RawSocket, wait_s: float, idle_s: float = 0.5) ->
 
     Frame size is taken from the first blast frame.
     """
-    arena = native.RxArena(RX_SLOTS, sock.mtu + ETH_HLEN + 64)
+    slot = sock.mtu + ETH_HLEN + 64
+    arena = native.RxArena(frames_within(slot, RX_SLOTS), slot)
     sock.stats()  # reset the kernel counters: only this blast's drops count
     frames = bad = 0
     frame_size = 0

@@ -621,6 +621,14 @@ class TxBatch:
     FRAME_PHASE, where the kernel's copy from them runs fastest (`placed_copy`).
     """
 
+    @staticmethod
+    def stride_for(largest: int) -> int:
+        """The memory a batch takes per frame when its largest frame is `largest` bytes.
+
+        A stride of whole pages puts every frame at the same page offset, so a frame below a
+        page, copied into an skb head, meets the same distance as the first one."""
+        return _round_up(FRAME_PHASE + largest, _PAGE)
+
     def __init__(self, frames: Sequence[Buffer]) -> None:
         if not frames:
             raise ValueError("a TxBatch needs at least one frame")
@@ -631,9 +639,7 @@ class TxBatch:
             if view.nbytes < ETH_HLEN:
                 raise ValueError(f"frame {i} is {view.nbytes} bytes, shorter than a header")
         self.largest = max(v.nbytes for v in views)
-        # A stride of whole pages puts every frame at the same page offset, so a frame below a
-        # page, copied into an skb head, meets the same distance as the first one.
-        stride = _round_up(FRAME_PHASE + self.largest, _PAGE)
+        stride = self.stride_for(self.largest)
         self._region, first = _placed_bytes(stride * self.count, FRAME_PHASE)
         self._base = _cbuf(self._region, "frames")  # holds the export the pointers rely on
         for i, view in enumerate(views):

@@ -51,7 +51,7 @@ RING_BYTES = 16 << 20
 #: verified, windowed and counted, then its slot is reused by the next read (RxPath `discard`).
 #: Its reads land in one read's worth of slots that stay in cache, as iperf3's and the raw
 #: ceiling's do, instead of cycling through 4.6 MiB of shared rings: `l2fast bench` +6 % at MTU
-#: 9000 and +38 % at 65535, 6 of 6 and 5 of 5 alternating pairs (BENCHMARKS.md "Bench receive
+#: 9000 and +37 % at 65535, 6 of 6 and 5 of 5 alternating pairs (BENCHMARKS.md "Bench receive
 #: scratch slots"). File receives keep their rings: their writers read the slots.
 BENCH_CREDIT_BYTES = 8 << 20
 #: A FEEDBACK at least this often while frames arrive...

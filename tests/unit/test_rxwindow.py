@@ -443,6 +443,11 @@ class WindowModel:
     def sack(self) -> tuple[tuple[int, int], ...]:
         return ChunkRanges(ranges_of(self.received)).sack(self.base)
 
+    def check_counters(self, cnt: dp.RxCounters) -> None:
+        """The C loop counted what this model counted."""
+        got = (cnt.data_new, cnt.duplicates, cnt.out_of_window, cnt.out_of_range)
+        assert got == (self.new, self.dup, self.oow, self.oor)
+
 
 def ranges_of(chunks: set[int]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
@@ -492,13 +497,7 @@ def test_window_matches_a_set_model(groups: list[list[int]], window: int) -> Non
                 assert fb.highest == max([model.base, *(c + 1 for c in model.received)])
                 assert fb.ranges == model.sack()
                 assert fb.credit == model.base + min(fb.free_slots - 8, window)
-                cnt = r.rx.counters()
-                assert (cnt.data_new, cnt.duplicates, cnt.out_of_window, cnt.out_of_range) == (
-                    model.new,
-                    model.dup,
-                    model.oow,
-                    model.oor,
-                )
+                model.check_counters(r.rx.counters())
             r.drain()  # bench writers: release everything
             r.rx.feedback()
             assert bits(written, NCHUNKS) == {c - FIRST for c in model.received}
@@ -541,13 +540,7 @@ def test_a_discarding_path_keeps_the_same_window_and_publishes_nothing(
                 assert fb.ranges == model.sack()
                 assert fb.free_slots == 300
                 assert fb.credit == model.base + min(300 - 8, window)
-                cnt = r.rx.counters()
-                assert (cnt.data_new, cnt.duplicates, cnt.out_of_window, cnt.out_of_range) == (
-                    model.new,
-                    model.dup,
-                    model.oow,
-                    model.oor,
-                )
+                model.check_counters(r.rx.counters())
                 assert r.rings[0].counts() == (0, 0)  # head and tail: nothing published
             assert r.published() == []
         finally:

@@ -45,6 +45,7 @@ from l2fast.node.events import (
     SessionFailed,
     SessionOpened,
 )
+from l2fast.node.session import wire_text
 from l2fast.transfer.digest import PrefixDigester, new_hasher
 from l2fast.transfer.incoming import IncomingFile, PlacementError, PresentFile
 from l2fast.transfer.placement import ReceiveDir
@@ -114,8 +115,6 @@ MAX_RAW_COUNTS = 1
 MAX_REVERSE_RUNS = 4
 #: Sessions receiving bench streams at once (a receive process each).
 MAX_BENCH_RECEIVERS = 4
-#: CLOSE text, in bytes (PROTOCOL.md §Limits: free text).
-MAX_CLOSE_TEXT = 512
 
 
 # ------------------------------------------------------------------------------- receiving
@@ -315,7 +314,7 @@ class Transfers:
             self._stop_processes(inc)
         except Exception:
             log.exception("the receive processes of that session could not all be stopped")
-        text = reason.encode("utf-8")[:MAX_CLOSE_TEXT].decode("utf-8", "ignore")
+        text = wire_text(reason)
         try:
             self.runner.engine.close_session(
                 inc.peer, inc.session, self.runner.now(), reason=ErrorCode.IO_ERROR, text=text

@@ -12,15 +12,10 @@ from typing import Any
 
 import pytest
 
-from l2fast.daemon.transfers import (
-    MAX_CLOSE_TEXT,
-    IncomingJob,
-    Transfers,
-    _closed_by_peer,
-)
+from l2fast.daemon.transfers import IncomingJob, Transfers, _closed_by_peer
 from l2fast.errors import L2fastError, RemoteProtocolError
 from l2fast.node.events import ControlReceived, SessionClosed
-from l2fast.wire.constants import Digest, ErrorCode
+from l2fast.wire.constants import MAX_TEXT_BYTES, Digest, ErrorCode
 from l2fast.wire.frames_transfer import FileEnd
 
 PEER = bytes.fromhex("02aabbccddee")
@@ -141,7 +136,7 @@ def test_the_close_text_stays_within_the_protocol_limit_and_valid_utf8() -> None
     with pytest.raises(RuntimeError):
         transfers._for(inc, broken)()
     (_, _, _, text) = runner.engine.closed[0]
-    assert len(text.encode("utf-8")) <= MAX_CLOSE_TEXT
+    assert len(text.encode("utf-8")) <= MAX_TEXT_BYTES == 512
     assert text.startswith("internal error in the receiving node (RuntimeError: ééé")
 
 

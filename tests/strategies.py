@@ -7,8 +7,11 @@ for all of them. `bodies()` draws from every frame type; `frames()` wraps a body
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
 
+from l2fast.wire.auth import NONCE_LEN, NONCE_TYPES, UNSEALED_TYPES
 from l2fast.wire.constants import (
     MAX_CHAT_BYTES,
     MAX_MTU,
@@ -18,6 +21,7 @@ from l2fast.wire.constants import (
     MAX_SACK_RANGES,
     MIN_MTU,
     FileKind,
+    Flags,
 )
 from l2fast.wire.frames import (
     Ack,
@@ -220,7 +224,8 @@ def bodies() -> st.SearchStrategy[Body]:
 
 
 def frames(body: st.SearchStrategy[Body] | None = None) -> st.SearchStrategy[Frame]:
-    """A Frame with any addressing and header values around `body` (default: any body)."""
+    """A Frame with any addressing and header values around `body` (default: any body), not
+    sealed: flag AUTH, which says a trailer follows the layout, is left clear."""
     return st.builds(
         Frame,
         dst=macs,
@@ -228,5 +233,18 @@ def frames(body: st.SearchStrategy[Body] | None = None) -> st.SearchStrategy[Fra
         session=u32,
         seq=u64,
         body=bodies() if body is None else body,
-        flags=u16,
+        flags=u16.map(lambda f: f & ~Flags.AUTH),
     )
+
+
+@st.composite
+def sealed_frames(draw: st.DrawFn) -> Frame:
+    """A Frame of a type that is sealed, to be sent sealed with a random key (and a nonce for
+    SYN and SYN_ACK); its flags may already have AUTH set."""
+    sealable = [cls for cls in BODY_STRATEGIES if cls.frame_type not in UNSEALED_TYPES]
+    cls = draw(st.sampled_from(sealable))
+    frame = draw(frames(BODY_STRATEGIES[cls]))
+    with_nonce = cls.frame_type in NONCE_TYPES
+    nonce = draw(st.binary(min_size=NONCE_LEN, max_size=NONCE_LEN)) if with_nonce else b""
+    key = draw(st.binary(min_size=32, max_size=32))
+    return dataclasses.replace(frame, seal=(key, nonce))

@@ -41,7 +41,7 @@ from l2fast.node.events import Event
 from l2fast.node.node import NodeEngine
 from l2fast.transfer.receive_sockets import ReceiveSockets
 from l2fast.wire.constants import ETH_HLEN, FrameInfo, FrameType, Verdict
-from l2fast.wire.frames import Frame, decode_payload, encode_payload
+from l2fast.wire.frames import Frame, decode_body, wire_payload
 
 __all__ = ["FrameSocket", "NodeRunner", "Timer", "keyed_control_filter"]
 
@@ -383,11 +383,11 @@ class NodeRunner:
                     self.engine.note_drop("no_transfer")
                     continue
                 try:
-                    body = decode_payload(info.type, arena.payload(i))
+                    body, trailer = decode_body(info, arena.payload(i), ethertype)
                 except MalformedPayload:
                     self.engine.note_drop("bad_payload")
                     continue
-                frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags)
+                frame = Frame(info.dst, info.src, info.session, info.seq, body, info.flags, trailer)
                 self.engine.receive_frame(frame, when, arrived=arrived)
             # PONGs first (the peer's round trip runs until they leave), then whatever the
             # engine has (acknowledgements...), before taking the next batch.
@@ -423,13 +423,13 @@ class NodeRunner:
 
     def _encode(self, frame: Frame) -> bytes | None:
         try:
-            payload = encode_payload(frame.body)
+            flags, payload = wire_payload(frame, self.sock.ethertype)
             return native.build_frame(
                 frame.dst,
                 frame.src,
                 self.sock.ethertype,
                 int(frame.type),
-                frame.flags,
+                flags,
                 frame.session,
                 frame.seq,
                 payload,

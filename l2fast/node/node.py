@@ -15,11 +15,13 @@ daemon and the one-shot CLI commands are adapters: decode what the raw socket gi
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter, deque
 from dataclasses import dataclass
 
 from l2fast.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from l2fast.node.auth import LanKey
 from l2fast.node.chat import ChatInbox, ChatOutbox, to_bytes
 from l2fast.node.config import NodeConfig
 from l2fast.node.discovery import Discovery
@@ -39,6 +41,7 @@ from l2fast.node.ping import PING_HEADER, Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
+from l2fast.wire.auth import NONCE_LEN, UNSEALED_TYPES
 from l2fast.wire.constants import (
     BROADCAST_MAC,
     MAX_MTU,
@@ -64,6 +67,8 @@ _LIVE = frozenset(
 )
 _DISCOVERY_TYPES = frozenset({FrameType.HELLO, FrameType.HELLO_ACK})
 _PING_TYPES = frozenset({FrameType.PING, FrameType.PONG})
+# Sealed with the group key whatever their session field says (PROTOCOL.md §Authentication).
+_GROUP_SEALED = frozenset({FrameType.HELLO, FrameType.HELLO_ACK, FrameType.SYN})
 
 
 @dataclass(slots=True)
@@ -76,6 +81,11 @@ class _Slot:
     close_when_open: tuple[int, str] | None = None
     #: The session carries a transfer: a FILE_* frame went or came on its control stream.
     bulk: bool = False
+    #: With a LAN key: our handshake nonce, the peer's, and the session key once both are
+    #: known (PROTOCOL.md §Authentication). Empty and None without a key.
+    nonce: bytes = b""
+    peer_nonce: bytes = b""
+    session_key: bytes | None = None
 
 
 def _check_unicast(mac: bytes, what: str) -> None:
@@ -87,7 +97,12 @@ class NodeEngine:
     """One node on one interface: discovery, sessions, chat and ping, without any I/O.
 
     `rng` is the only source of randomness (node id, session ids, HELLO jitter, ping ident),
-    so a seeded `random.Random` makes a whole run reproducible.
+    so a seeded `random.Random` makes a whole run reproducible; with a LAN key (`key`), so
+    does that key's nonce source.
+
+    With `key`, every frame out is sealed and every frame in must be, with the right key
+    (PROTOCOL.md §Authentication); without one, sealed frames are refused (`needs_key`),
+    since this node cannot tell a forged one from a true one.
     """
 
     def __init__(
@@ -99,6 +114,7 @@ class NodeEngine:
         rng: random.Random,
         config: NodeConfig | None = None,
         caps: int = Caps.CHAT | Caps.ZLIB,
+        key: LanKey | None = None,
     ) -> None:
         _check_unicast(mac, "node MAC")
         if not 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES:
@@ -113,6 +129,8 @@ class NodeEngine:
         self.mtu = mtu
         self.config = config or NodeConfig()
         self._rng = rng
+        #: The LAN key, or None: this node then neither seals nor accepts sealed frames.
+        self.key = key
         #: Random id announced in HELLO and SYN; never 0.
         self.node_id = rng.getrandbits(64) or 1
         #: Frames dropped, by reason (`l2fast status`). The adapter adds its decoding drops
@@ -222,7 +240,10 @@ class NodeEngine:
             now=now,
         )
         session.open(now)
-        self._slots[(peer, session_id)] = self._slot(session)
+        slot = self._slot(session)
+        if self.key is not None:
+            slot.nonce = self.key.nonce()
+        self._slots[(peer, session_id)] = slot
         return session_id
 
     def _slot(self, session: Session) -> _Slot:
@@ -389,6 +410,8 @@ class NodeEngine:
         if len(src) != 6 or src[0] & 1:
             self.drops["bad_source"] += 1  # a group address never sends
             return
+        if not self._authentic(frame):
+            return
         kind = frame.type
         if kind in _DISCOVERY_TYPES:
             if frame.dst == self.mac or frame.dst == BROADCAST_MAC:
@@ -412,6 +435,71 @@ class NodeEngine:
             self._accept(frame, now)
         else:
             self.drops["unknown_session"] += 1
+
+    def _authentic(self, frame: Frame) -> bool:
+        """Whether `frame` may go on: sealed with the right key when this node has a LAN key,
+        not sealed when it has none (PROTOCOL.md §Authentication); else counted and False.
+
+        A session frame for a session not held passes: nothing acts on it, and `_route` counts
+        it as `unknown_session`.
+        """
+        kind = frame.type
+        trailer = frame.trailer
+        if kind in UNSEALED_TYPES:
+            return True
+        key = self.key
+        if key is None:
+            if trailer is not None:
+                self.drops["needs_key"] += 1
+                return False
+            return True
+        if trailer is None:
+            self.drops["unauthenticated"] += 1
+            return False
+        slot = self._slots.get((frame.src, frame.session)) if frame.session else None
+        seal = key.group
+        if kind is FrameType.SYN:
+            if slot is not None and trailer.nonce != slot.peer_nonce:
+                # Our session already has this id with another nonce: a SYN from another
+                # handshake (a recording), not a repeat of this one.
+                self.drops["bad_auth"] += 1
+                return False
+        elif kind not in _GROUP_SEALED and frame.session:
+            if slot is None:
+                return True
+            if kind is FrameType.SYN_ACK and slot.session.role is Role.INITIATOR:
+                derived = key.session_key(
+                    self.mac, frame.src, frame.session, slot.nonce, trailer.nonce
+                )
+                if slot.session_key is not None and derived != slot.session_key:
+                    self.drops["bad_auth"] += 1
+                    return False
+                if not key.verify(derived, trailer.covered, trailer.tag):
+                    self.drops["bad_auth"] += 1
+                    return False
+                slot.session_key = derived
+                return True
+            seal = slot.session_key or key.group
+        if not key.verify(seal, trailer.covered, trailer.tag):
+            self.drops["bad_auth"] += 1
+            return False
+        return True
+
+    def _sealed(self, frame: Frame, slot: _Slot | None) -> Frame:
+        """`frame` with the key (and nonce) to seal it with; `slot` is its session's, if any."""
+        key = self.key
+        kind = frame.type
+        if key is None or kind in UNSEALED_TYPES:
+            return frame
+        seal, nonce = key.group, b""
+        if slot is not None and kind in (FrameType.SYN, FrameType.SYN_ACK):
+            nonce = slot.nonce
+            if kind is FrameType.SYN_ACK and slot.session_key is not None:
+                seal = slot.session_key
+        elif slot is not None and kind not in _GROUP_SEALED and slot.session_key is not None:
+            seal = slot.session_key
+        assert len(nonce) == (NONCE_LEN if kind in (FrameType.SYN, FrameType.SYN_ACK) else 0)
+        return dataclasses.replace(frame, seal=(seal, nonce))
 
     def _refuse_oversized(self, slot: _Slot, frame: Frame, now: float) -> bool:
         """Refuse a chat message over our cap as soon as any fragment of it arrives.
@@ -472,7 +560,14 @@ class NodeEngine:
             drops=self.drops,
             now=now,
         )
-        self._slots[(frame.src, frame.session)] = self._slot(session)
+        slot = self._slot(session)
+        if self.key is not None and frame.trailer is not None:  # checked by _authentic
+            slot.peer_nonce = frame.trailer.nonce
+            slot.nonce = self.key.nonce()
+            slot.session_key = self.key.session_key(
+                frame.src, self.mac, frame.session, slot.peer_nonce, slot.nonce
+            )
+        self._slots[(frame.src, frame.session)] = slot
 
     def _collect(self, now: float) -> None:
         # Move every part's events to ours, and let chat act on its sessions' events.
@@ -539,8 +634,13 @@ class NodeEngine:
         out, self._out = self._out, []
         out += self.discovery.frames_to_send(now)
         out += self.pinger.frames_to_send(now)
+        if self.key is not None:
+            out = [self._sealed(f, self._slots.get((f.dst, f.session))) for f in out]
         for key, slot in list(self._slots.items()):
-            out += slot.session.frames_to_send(now)
+            frames = slot.session.frames_to_send(now)
+            if self.key is not None:
+                frames = [self._sealed(f, slot) for f in frames]
+            out += frames
             if slot.session.finished:
                 del self._slots[key]
                 if slot.bulk:

@@ -84,6 +84,8 @@ class Flags(enum.IntFlag):
     LAST = 0x0002
     REPLY = 0x0004
     RETRANSMIT = 0x0008
+    #: The payload ends with an authentication trailer (PROTOCOL.md §Authentication).
+    AUTH = 0x0010
 
 
 class Caps(enum.IntFlag):

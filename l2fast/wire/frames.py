@@ -15,13 +15,16 @@ PROTOCOL.md §Receiving (the peer's, or the wire's, fault). Nothing else escapes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from l2fast.errors import LocalProtocolError, MalformedPayload, RemoteProtocolError
+from l2fast.wire.auth import UNSEALED_TYPES, Trailer, open_trailer, seal_payload, signed_prefix
 from l2fast.wire.constants import (
     DEFAULT_ETHERTYPE,
     MAX_PAYLOAD,
+    Flags,
+    FrameInfo,
     FrameType,
     Verdict,
 )
@@ -83,11 +86,13 @@ __all__ = [
     "Syn",
     "SynAck",
     "WireRanges",
+    "decode_body",
     "decode_frame",
     "decode_payload",
     "encode_frame",
     "encode_payload",
     "path_violation",
+    "wire_payload",
 ]
 
 #: Any decoded payload: one class per layout in PROTOCOL.md §Frame types.
@@ -211,6 +216,12 @@ class Frame:
     seq: int
     body: Body
     flags: int = 0
+    #: Received with flag AUTH: its nonce, tag and the bytes the tag covers (the node checks
+    #: them; PROTOCOL.md §Authentication). None for a frame that was not sealed.
+    trailer: Trailer | None = field(default=None, compare=False, repr=False)
+    #: To send sealed: (key, nonce), the nonce empty except for SYN and SYN_ACK. Set by the
+    #: node that holds a LAN key; the encoder appends the trailer.
+    seal: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def type(self) -> FrameType:
@@ -218,23 +229,75 @@ class Frame:
         return self.body.frame_type
 
 
+def wire_payload(frame: Frame, ethertype: int = DEFAULT_ETHERTYPE) -> tuple[int, bytes]:
+    """The flags and payload bytes `frame` travels with: its encoded body, plus the
+    authentication trailer when it is to be sealed (`frame.seal`).
+
+    Raises LocalProtocolError as `encode_payload` does, and when the sealed payload would
+    exceed 65511 bytes.
+    """
+    payload = encode_payload(frame.body)
+    if frame.seal is None:
+        return frame.flags, payload
+    key, nonce = frame.seal
+    flags, sealed = seal_payload(
+        key,
+        nonce,
+        dst=frame.dst,
+        src=frame.src,
+        ethertype=ethertype,
+        frame_type=int(frame.type),
+        flags=frame.flags,
+        session=frame.session,
+        seq=frame.seq,
+        payload=payload,
+    )
+    if len(sealed) > MAX_PAYLOAD:
+        raise LocalProtocolError(
+            f"{frame.type.name} payload with its trailer is {len(sealed)} bytes, more than "
+            f"{MAX_PAYLOAD} (§Limits)"
+        )
+    return flags, sealed
+
+
 def encode_frame(frame: Frame, ethertype: int = DEFAULT_ETHERTYPE) -> bytes:
-    """The complete Ethernet frame for `frame` (PROTOCOL.md §Ethernet framing, §Header).
+    """The complete Ethernet frame for `frame` (PROTOCOL.md §Ethernet framing, §Header),
+    sealed when `frame.seal` is set (§Authentication).
 
     Raises LocalProtocolError for a value that does not fit (see `encode_payload` and
     `l2fast.wire.header.build_header`).
     """
-    payload = encode_payload(frame.body)
+    flags, payload = wire_payload(frame, ethertype)
     return build_frame(
         frame.dst,
         frame.src,
         ethertype,
         int(frame.type),
-        frame.flags,
+        flags,
         frame.session,
         frame.seq,
         payload,
     )
+
+
+def decode_body(
+    info: FrameInfo, payload: bytes | bytearray | memoryview, ethertype: int = DEFAULT_ETHERTYPE
+) -> tuple[Body, Trailer | None]:
+    """Decode the payload of the frame `info` describes (verdict OK), which may be sealed: the
+    body, and the trailer when flag AUTH is set.
+
+    Raises MalformedPayload as `decode_payload` does, for a sealed payload too short for its
+    trailer, and for flag AUTH on a type that is never sealed (§Authentication).
+    """
+    if not info.flags & Flags.AUTH:
+        return decode_payload(info.type, payload), None
+    if info.type in UNSEALED_TYPES:
+        raise MalformedPayload(f"frame type {info.type:#04x} is never sealed, but has flag AUTH")
+    prefix = signed_prefix(
+        info.dst, info.src, ethertype, info.type, info.flags, info.session, info.seq
+    )
+    inner, trailer = open_trailer(info.type, payload, prefix)
+    return decode_payload(info.type, inner), trailer
 
 
 def decode_frame(raw: bytes | bytearray | memoryview, ethertype: int = DEFAULT_ETHERTYPE) -> Frame:
@@ -242,17 +305,20 @@ def decode_frame(raw: bytes | bytearray | memoryview, ethertype: int = DEFAULT_E
 
     Raises BadFrame carrying the Verdict when a header check fails, and MalformedPayload when
     the payload does not match its layout (`bad_payload`). Padding after the payload is ignored.
+    A sealed frame's trailer is split off into `trailer`, unchecked: the node holds the keys.
     """
     info = parse_frame(raw, ethertype)
     if info.verdict != Verdict.OK:
         raise BadFrame(info.verdict)
     view = memoryview(raw).cast("B")
     payload = view[info.payload_off : info.payload_off + info.payload_len]
+    body, trailer = decode_body(info, payload, ethertype)
     return Frame(
         dst=info.dst,
         src=info.src,
         session=info.session,
         seq=info.seq,
-        body=decode_payload(info.type, payload),
+        body=body,
         flags=info.flags,
+        trailer=trailer,
     )

@@ -1,0 +1,119 @@
+"""Authenticated frames: the trailer and its tag (PROTOCOL.md §Authentication).
+
+A node that holds a LAN key seals every frame it sends except DATA, FEEDBACK, PING and PONG:
+it sets flag `AUTH` and appends a trailer to the payload: for SYN and SYN_ACK a 16-byte nonce,
+then, for every sealed frame, a 16-byte tag, HMAC-SHA256 truncated to 16 bytes over the frame's
+addressing, its header fields and everything before the tag. `payload_len` counts the trailer,
+and the CRC covers it as it covers the rest of the payload.
+
+This module only lays out and computes; which key seals or checks which frame is the node's
+business (`l2fast.node.auth`). Nothing here decides whether a tag is right: `open_trailer`
+hands the received tag and the bytes it covers to the caller, which compares with
+`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from dataclasses import dataclass
+
+from l2fast.errors import MalformedPayload
+from l2fast.wire.constants import Flags, FrameType
+
+__all__ = [
+    "NONCE_LEN",
+    "NONCE_TYPES",
+    "TAG_LEN",
+    "UNSEALED_TYPES",
+    "Trailer",
+    "compute_tag",
+    "open_trailer",
+    "seal_payload",
+    "signed_prefix",
+]
+
+TAG_LEN = 16
+NONCE_LEN = 16
+#: Frame types whose trailer carries a nonce before the tag (the handshake's fresh values).
+NONCE_TYPES = frozenset({FrameType.SYN, FrameType.SYN_ACK})
+#: Frame types never sealed: the data path's (checked end to end by the file digest, which
+#: travels in a sealed FILE_END) and the echo's (answered by a C thread that holds no key).
+UNSEALED_TYPES = frozenset({FrameType.DATA, FrameType.FEEDBACK, FrameType.PING, FrameType.PONG})
+
+# dst, src, EtherType, type, flags, session, seq: what binds a tag to one frame on one LAN.
+_PREFIX = struct.Struct("!6s6sHBHIQ")
+
+
+def signed_prefix(
+    dst: bytes, src: bytes, ethertype: int, frame_type: int, flags: int, session: int, seq: int
+) -> bytes:
+    """The fields a tag covers ahead of the payload (the header's `magic`, `version` and
+    `payload_len` are implied: a frame of another version or length decodes differently)."""
+    return _PREFIX.pack(dst, src, ethertype, frame_type, flags, session, seq)
+
+
+def compute_tag(key: bytes, signed: bytes) -> bytes:
+    """HMAC-SHA256 of `signed` under `key`, truncated to TAG_LEN bytes."""
+    return hmac.digest(key, signed, "sha256")[:TAG_LEN]
+
+
+def seal_payload(
+    key: bytes,
+    nonce: bytes,
+    *,
+    dst: bytes,
+    src: bytes,
+    ethertype: int,
+    frame_type: int,
+    flags: int,
+    session: int,
+    seq: int,
+    payload: bytes,
+) -> tuple[int, bytes]:
+    """The flags and payload of the sealed frame: `AUTH` set, `nonce` (SYN and SYN_ACK only,
+    NONCE_LEN bytes) and the tag appended."""
+    wants_nonce = frame_type in NONCE_TYPES
+    if len(nonce) != (NONCE_LEN if wants_nonce else 0):
+        raise ValueError(f"frame type {frame_type:#04x} takes a {NONCE_LEN if wants_nonce else 0}"
+                         f"-byte nonce, not {len(nonce)}")  # fmt: skip
+    if frame_type in UNSEALED_TYPES:
+        raise ValueError(f"frame type {frame_type:#04x} is never sealed")
+    flags |= Flags.AUTH
+    body = payload + nonce
+    prefix = signed_prefix(dst, src, ethertype, frame_type, flags, session, seq)
+    return int(flags), body + compute_tag(key, prefix + body)
+
+
+@dataclass(frozen=True, slots=True)
+class Trailer:
+    """What a received sealed frame carries: its nonce (or b""), its tag, and `covered`, the
+    bytes the tag must be the HMAC of (the prefix of the frame as received, the layout's bytes
+    and the nonce)."""
+
+    nonce: bytes
+    tag: bytes
+    covered: bytes
+
+
+def open_trailer(
+    frame_type: int, payload: bytes | bytearray | memoryview, prefix: bytes
+) -> tuple[memoryview, Trailer]:
+    """Split a sealed frame's payload into the layout's bytes and its trailer; `prefix` is
+    `signed_prefix` of the frame as received.
+
+    Raises MalformedPayload when the payload is too short to hold the trailer its type has.
+    """
+    view = memoryview(payload).cast("B")
+    size = TAG_LEN + (NONCE_LEN if frame_type in NONCE_TYPES else 0)
+    if len(view) < size:
+        raise MalformedPayload(
+            f"sealed frame of type {frame_type:#04x}: payload of {len(view)} bytes cannot hold "
+            f"its {size}-byte trailer"
+        )
+    end = len(view) - TAG_LEN
+    start = end - (size - TAG_LEN)
+    trailer = Trailer(
+        nonce=bytes(view[start:end]), tag=bytes(view[end:]), covered=prefix + bytes(view[:end])
+    )
+    return view[:start], trailer

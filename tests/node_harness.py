@@ -9,12 +9,14 @@ timeout costs no real time.
     lan.run(until=lambda: lan.has(a, ChatDelivered))
 
 Every frame a node sends is checked against its MTU (and, with `wire=True`, encoded and decoded
-by the real codec) before the LAN applies faults to it. A broadcast reaches every other node,
-each copy faulted independently; a unicast reaches the node with that MAC, if any.
+by the real codec, and the decoded frame delivered; a sealed frame always is, since its tag
+exists only in bytes) before the LAN applies faults to it. A broadcast reaches every other
+node, each copy faulted independently; a unicast reaches the node with that MAC, if any.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import Counter
@@ -22,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from l2fast.node.auth import LanKey
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import Event
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import BROADCAST_MAC, HDR_LEN, FrameType
-from l2fast.wire.frames import Frame, decode_frame, encode_frame, encode_payload
+from l2fast.wire.frames import Frame, decode_frame, encode_frame, wire_payload
 
 E = TypeVar("E")
 
@@ -88,15 +91,15 @@ class Lan:
         config: NodeConfig | None = None,
         caps: int | None = None,
         start: bool = True,
+        key: LanKey | None = None,
     ) -> NodeEngine:
-        """A new node on this LAN (started: its first HELLO goes out on the next step)."""
+        """A new node on this LAN (started: its first HELLO goes out on the next step); with
+        `key`, it seals its frames and accepts only sealed ones."""
         index = len(self.nodes) + 1
         rng = random.Random(self.rng.getrandbits(64))
         name = name or NAMES[index - 1]
-        if caps is None:
-            node = NodeEngine(mac_of(index), name, mtu, rng=rng, config=config)
-        else:
-            node = NodeEngine(mac_of(index), name, mtu, rng=rng, config=config, caps=caps)
+        extra = {} if caps is None else {"caps": caps}
+        node = NodeEngine(mac_of(index), name, mtu, rng=rng, config=config, key=key, **extra)
         self.nodes[node.mac] = node
         self.events[node.mac] = []
         if start:
@@ -113,14 +116,17 @@ class Lan:
 
     # --- the medium ---------------------------------------------------------------------------
 
-    def _check(self, node: NodeEngine, frame: Frame) -> int:
+    def _check(self, node: NodeEngine, frame: Frame) -> tuple[int, Frame]:
         assert frame.src == node.mac, f"{node.name} sent a frame with source {frame.src.hex(':')}"
-        size = HDR_LEN + len(encode_payload(frame.body))
+        flags, payload = wire_payload(frame)
+        size = HDR_LEN + len(payload)
         assert size <= node.mtu, f"{node.name} sent a {size}-byte {frame.type.name}, MTU {node.mtu}"
-        if self.wire:
+        if self.wire or frame.seal is not None:
             again = decode_frame(encode_frame(frame))
-            assert again == frame, f"{frame} did not survive the codec: {again}"
-        return size
+            expected = dataclasses.replace(frame, flags=flags)
+            assert again == expected, f"{frame} did not survive the codec: {again}"
+            return size, again
+        return size, frame
 
     def _ruled_out(self, frame: Frame) -> bool:
         for rule in self._rules:
@@ -135,8 +141,8 @@ class Lan:
         heapq.heappush(self._queue, (at, self._counter, dst, frame))
 
     def _transmit(self, node: NodeEngine) -> None:
-        for frame in node.frames_to_send(self.now):
-            size = self._check(node, frame)
+        for sent in node.frames_to_send(self.now):
+            size, frame = self._check(node, sent)
             self.sent[frame.type] += 1
             if self.tap is not None:
                 self.tap(frame)

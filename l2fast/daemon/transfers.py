@@ -273,7 +273,10 @@ class Transfers:
                     IncomingTransfer(
                         now=now,
                         buffer_chunks=1 << 16,
-                        mtu=self._session_mtu.get(ev.session, 1500),
+                        # FILE_ACCEPT's ranges fill what a control frame may carry, which
+                        # a sealed frame's tag shortens (DATA is never sealed).
+                        mtu=self._session_mtu.get(ev.session, 1500)
+                        - self.runner.engine.trailer_len,
                         session=ev.session,
                         peer=ev.peer,
                         features=self._features.get(ev.session, Features.NONE),

@@ -15,6 +15,7 @@ which frame. The nonce source is injectable so that a seeded test run is reprodu
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import stat
@@ -89,6 +90,10 @@ def load_key_file(path: str | Path) -> LanKey:
             f"create one with `l2fast keygen -o {path}` and copy it to every host",
         ) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: a link could point anywhere root can read
+            raise _key_error(
+                path, "is a symbolic link", "give the path of the key file itself"
+            ) from None
         raise _key_error(
             path, exc.strerror or str(exc), "check the path and its permissions"
         ) from None

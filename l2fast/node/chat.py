@@ -106,7 +106,8 @@ class ChatOutbox:
         assert session is not None and session.params is not None
         while self._waiting:
             msg = self._waiting.popleft()
-            for body, flags in fragment(msg.msg_id, msg.data, msg.to_all, session.params.mtu):
+            room = session.params.mtu - session.trailer_len  # a sealed frame's tag
+            for body, flags in fragment(msg.msg_id, msg.data, msg.to_all, room):
                 seq = session.send_control(body, now, flags)
                 msg.unacked.add(seq)
                 self._by_seq[seq] = msg

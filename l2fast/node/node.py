@@ -41,7 +41,7 @@ from l2fast.node.ping import PING_HEADER, Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
-from l2fast.wire.auth import NONCE_LEN, UNSEALED_TYPES
+from l2fast.wire.auth import NONCE_LEN, TAG_LEN, UNSEALED_TYPES
 from l2fast.wire.constants import (
     BROADCAST_MAC,
     MAX_MTU,
@@ -131,6 +131,9 @@ class NodeEngine:
         self._rng = rng
         #: The LAN key, or None: this node then neither seals nor accepts sealed frames.
         self.key = key
+        #: Bytes a sealed frame carries after its layout (0 without a key): control frames
+        #: that fill the MTU leave room for them.
+        self.trailer_len = TAG_LEN if key is not None else 0
         #: Random id announced in HELLO and SYN; never 0.
         self.node_id = rng.getrandbits(64) or 1
         #: Frames dropped, by reason (`l2fast status`). The adapter adds its decoding drops
@@ -238,6 +241,7 @@ class NodeEngine:
             config=self.config,
             drops=self.drops,
             now=now,
+            trailer_len=self.trailer_len,
         )
         session.open(now)
         slot = self._slot(session)
@@ -559,6 +563,7 @@ class NodeEngine:
             config=self.config,
             drops=self.drops,
             now=now,
+            trailer_len=self.trailer_len,
         )
         slot = self._slot(session)
         if self.key is not None and frame.trailer is not None:  # checked by _authentic

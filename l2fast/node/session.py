@@ -136,8 +136,13 @@ class Session:
         config: NodeConfig,
         drops: Counter[str],
         now: float,
+        trailer_len: int = 0,
     ) -> None:
         self.role = role
+        #: Bytes every frame of this session carries after its payload's layout: the tag of a
+        #: sealed frame (PROTOCOL.md §Authentication), 0 without a LAN key. Frames that must
+        #: fit the MTU (PROBE, chat fragments, FILE_* frames) leave room for it.
+        self.trailer_len = trailer_len
         self.session_id = session_id
         self.local_mac = local_mac
         self.peer_mac = peer_mac
@@ -191,6 +196,7 @@ class Session:
         config: NodeConfig,
         drops: Counter[str],
         now: float,
+        trailer_len: int = 0,
     ) -> Session:
         """A responder session for a SYN already checked by `negotiate()`; queues the SYN_ACK."""
         session = cls(
@@ -203,6 +209,7 @@ class Session:
             config=config,
             drops=drops,
             now=now,
+            trailer_len=trailer_len,
         )
         session._apply(SessionInput.RECV_SYN)
         session.params = params
@@ -262,8 +269,9 @@ class Session:
     def _send_probe(self, now: float) -> None:
         assert self.params is not None
         seq = len(self._probe_sent_at) + 1
-        # PROTOCOL.md §PROBE: 24 + payload_len == the negotiated MTU, payload = u32 + filler.
-        filler = self.params.mtu - HDR_LEN - 4
+        # PROTOCOL.md §PROBE: 24 + payload_len == the negotiated MTU, payload = u32 + filler
+        # (+ the trailer of a sealed frame).
+        filler = self.params.mtu - HDR_LEN - 4 - self.trailer_len
         self._send(Probe(size=self.params.mtu, filler_len=filler), now, seq=seq)
         self._probe_sent_at[seq] = now
         self._retransmit_at = now + max(self.rtt.rto, self.config.rto_initial)
@@ -301,11 +309,16 @@ class Session:
         fit the negotiated MTU.
         """
         self._apply(SessionInput.SEND)
-        if self.params is not None and HDR_LEN + _payload_len(body) > self.params.mtu:
+        if self.params is not None and self.frame_len(body) > self.params.mtu:
             raise LocalProtocolError(
                 f"{body.frame_type.name} frame exceeds the session MTU {self.params.mtu}"
             )
         return self.stream.send(body, flags)
+
+    def frame_len(self, body: Body) -> int:
+        """Header and payload bytes of a frame carrying `body` on this session (what the MTU
+        bounds), its trailer included."""
+        return HDR_LEN + _payload_len(body) + self.trailer_len
 
     def close(self, now: float, reason: int = 0, text: str = "") -> None:
         """Close in order: CLOSE goes on the control stream after everything queued before it.
@@ -366,7 +379,7 @@ class Session:
         # Checks that must pass before the table may move, so a bad frame changes nothing.
         body = frame.body
         if isinstance(body, Probe) and self.params is not None:
-            arrived = HDR_LEN + 4 + body.filler_len
+            arrived = HDR_LEN + 4 + body.filler_len + self.trailer_len
             if self.state not in _ENDED:
                 # PROTOCOL.md §PROBE: acknowledge the size that arrived, whatever it is.
                 ack = ProbeAck(size=arrived)

@@ -24,6 +24,7 @@ from l2fast.wire.constants import Flags, FrameType
 __all__ = [
     "NONCE_LEN",
     "NONCE_TYPES",
+    "PREFIX_LEN",
     "TAG_LEN",
     "UNSEALED_TYPES",
     "Trailer",
@@ -43,6 +44,8 @@ UNSEALED_TYPES = frozenset({FrameType.DATA, FrameType.FEEDBACK, FrameType.PING, 
 
 # dst, src, EtherType, type, flags, session, seq: what binds a tag to one frame on one LAN.
 _PREFIX = struct.Struct("!6s6sHBHIQ")
+#: Bytes of `signed_prefix`, ahead of the payload in what a tag covers.
+PREFIX_LEN = _PREFIX.size
 
 
 def signed_prefix(

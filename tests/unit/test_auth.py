@@ -1,0 +1,344 @@
+"""Sealed frames and the LAN key (PROTOCOL.md §Authentication).
+
+The codec: a sealed frame survives encoding, its tag checks, and any change an attacker can
+make (fixing the CRC afterwards) breaks the tag. The key file: written 0600, read back, refused
+with a hint when it is loose or not a key. The engine, in the in-memory LAN: nodes with the
+same key find each other and chat through loss, duplication and reordering; nodes without it,
+or with another key, are refused and counted; forged, tampered and replayed frames change
+nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from l2fast.errors import L2fastError, MalformedPayload
+from l2fast.node.auth import KEY_LEN, LanKey, generate_key_file, load_key_file
+from l2fast.node.events import ChatDelivered, ChatReceived, SessionFailed, SessionOpened
+from l2fast.node.node import NodeEngine
+from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, open_trailer
+from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, HDR_LEN, Flags, FrameType
+from l2fast.wire.crc32c_ref import crc32c
+from l2fast.wire.frames import (
+    BadFrame,
+    Chat,
+    Data,
+    Frame,
+    Keepalive,
+    decode_frame,
+    encode_frame,
+)
+from l2fast.wire.header import build_frame
+from tests.node_harness import Lan
+from tests.strategies import sealed_frames
+
+SECRET = bytes(range(KEY_LEN))
+OTHER_SECRET = bytes(range(1, KEY_LEN + 1))
+
+
+def lan_key(secret: bytes = SECRET, seed: int = 1) -> LanKey:
+    """A key whose nonces come from a seeded generator: a run is reproducible."""
+    rng = random.Random(seed)
+    return LanKey(secret, nonces=rng.randbytes)
+
+
+def refresh_crc(raw: bytearray) -> None:
+    """Recompute the header CRC after a change, as an attacker on the LAN would."""
+    payload_len = int.from_bytes(raw[ETH_HLEN + 6 : ETH_HLEN + 8], "big")
+    start = ETH_HLEN + HDR_LEN
+    crc = crc32c(bytes(raw[start : start + payload_len]), crc32c(bytes(raw[ETH_HLEN : start - 4])))
+    raw[start - 4 : start] = crc.to_bytes(4, "big")
+
+
+# --- the codec ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(sealed_frames())
+def test_a_sealed_frame_survives_the_codec_and_its_tag_checks(frame: Frame) -> None:
+    assert frame.seal is not None
+    key, nonce = frame.seal
+    again = decode_frame(encode_frame(frame))
+    assert again.flags == frame.flags | Flags.AUTH
+    assert again.body == frame.body
+    assert again.trailer is not None
+    assert again.trailer.nonce == nonce
+    assert LanKey.verify(key, again.trailer.covered, again.trailer.tag)
+    wrong = bytes([key[0] ^ 1]) + key[1:]
+    assert not LanKey.verify(wrong, again.trailer.covered, again.trailer.tag)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sealed_frames(), st.data())
+def test_any_change_an_attacker_makes_breaks_the_tag(frame: Frame, data: st.DataObject) -> None:
+    assert frame.seal is not None
+    key = frame.seal[0]
+    raw = bytearray(encode_frame(frame))
+    # Every byte but the EtherType (another EtherType is another protocol) and the CRC (which
+    # refresh_crc rewrites): addresses, header fields, layout, nonce and tag.
+    positions = [i for i in range(len(raw)) if i not in (12, 13) and not 34 <= i < 38]
+    where = data.draw(st.sampled_from(positions))
+    raw[where] ^= data.draw(st.integers(1, 255))
+    refresh_crc(raw)
+    try:
+        again = decode_frame(bytes(raw))
+    except (BadFrame, MalformedPayload):
+        return  # refused before any key is needed
+    if again.trailer is None:
+        return  # the AUTH bit itself was cleared: the node refuses it as unauthenticated
+    assert not LanKey.verify(key, again.trailer.covered, again.trailer.tag)
+
+
+def test_a_sealed_payload_too_short_for_its_trailer_is_malformed() -> None:
+    with pytest.raises(MalformedPayload, match="trailer"):
+        open_trailer(FrameType.KEEPALIVE, b"\x00" * (TAG_LEN - 1), b"")
+    with pytest.raises(MalformedPayload, match="trailer"):
+        open_trailer(FrameType.SYN, b"\x00" * (TAG_LEN + 15), b"")
+
+
+def test_auth_on_a_type_that_is_never_sealed_is_malformed() -> None:
+    frame = Frame(b"\x02" * 6, b"\x04" * 6, 1, 2, Data(payload=b"x" * 40), flags=Flags.AUTH)
+    with pytest.raises(MalformedPayload, match="never sealed"):
+        decode_frame(encode_frame(frame))
+    with pytest.raises(ValueError, match="never sealed"):
+        encode_frame(dataclasses.replace(frame, flags=0, seal=(SECRET, b"")))
+
+
+# --- the key file ---------------------------------------------------------------------------------
+
+
+def test_keygen_writes_a_private_key_that_loads_back(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    written = generate_key_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert len(text.strip()) == 2 * KEY_LEN and text.endswith("\n")
+    loaded = load_key_file(path)
+    assert loaded.key_id == written.key_id and loaded.group == written.group
+    other = generate_key_file(tmp_path / "other")
+    assert other.key_id != written.key_id
+
+
+def test_keygen_never_replaces_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    first = generate_key_file(path)
+    with pytest.raises(L2fastError, match="already exists") as caught:
+        generate_key_file(path)
+    assert caught.value.hint and "remove it first" in caught.value.hint
+    assert load_key_file(path).key_id == first.key_id
+
+
+@pytest.mark.parametrize(
+    ("setup", "message", "hint"),
+    [
+        ("missing", "no such file", "l2fast keygen -o"),
+        ("loose", "lets other users read or change it", "chmod 600"),
+        ("garbage", "not a key", "l2fast keygen -o"),
+        ("short", "not a key", "l2fast keygen -o"),
+        ("directory", "not a regular file", "l2fast keygen"),
+        ("symlink", "is a symbolic link", "key file itself"),
+    ],
+)
+def test_a_key_file_that_is_not_right_is_refused_with_a_hint(
+    tmp_path: Path, setup: str, message: str, hint: str
+) -> None:
+    path = tmp_path / "key"
+    if setup == "loose":
+        generate_key_file(path)
+        path.chmod(0o644)
+    elif setup in ("garbage", "short"):
+        path.write_text("not hex at all\n" if setup == "garbage" else "ab" * 16 + "\n")
+        path.chmod(0o600)
+    elif setup == "directory":
+        path.mkdir(mode=0o700)
+    elif setup == "symlink":
+        generate_key_file(tmp_path / "real")
+        os.symlink(tmp_path / "real", path)
+    with pytest.raises(L2fastError, match=message) as caught:
+        load_key_file(path)
+    assert caught.value.hint and hint in caught.value.hint
+
+
+def test_a_lan_key_is_32_bytes_and_names_itself_without_revealing_it() -> None:
+    with pytest.raises(ValueError):
+        LanKey(b"short")
+    key = LanKey(SECRET)
+    assert len(key.key_id) == 16 and key.key_id not in SECRET.hex()
+    assert LanKey(SECRET).key_id == key.key_id != LanKey(OTHER_SECRET).key_id
+
+
+# --- nodes with and without the key ---------------------------------------------------------------
+
+
+def keyed_pair(
+    seed: int = 0, a_key: LanKey | None = None, b_key: LanKey | None = None, **options: object
+) -> tuple[Lan, NodeEngine, NodeEngine]:
+    lan = Lan(seed=seed, **options)  # type: ignore[arg-type]
+    return lan, lan.add(key=a_key), lan.add(key=b_key)
+
+
+AUTH_DROPS = ("unauthenticated", "bad_auth", "needs_key")
+
+
+def auth_drops(node: NodeEngine) -> dict[str, int]:
+    return {reason: node.drops[reason] for reason in AUTH_DROPS if node.drops[reason]}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nodes_with_the_same_key_find_each_other_and_chat_through_faults(seed: int) -> None:
+    lan, a, b = keyed_pair(seed, lan_key(seed=1), lan_key(seed=2), loss=0.1, dup=0.1, reorder=0.1)
+    assert lan.run(lambda: b.mac in {p.mac for p in a.peers()}, timeout=30)
+    long_text = "".join(chr(0x41 + i % 26) for i in range(5000))  # several full fragments
+    a.send_chat(b.mac, long_text, lan.now)
+    b.send_chat(a.mac, "and back", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered) and lan.has(b, ChatDelivered), timeout=60)
+    assert [m.text for m in lan.of(b, ChatReceived)] == [long_text.encode()]
+    assert [m.text for m in lan.of(a, ChatReceived)] == [b"and back"]
+    assert auth_drops(a) == auth_drops(b) == {}
+    assert {p.name for p in b.peers()} == {a.name}
+
+
+@pytest.mark.parametrize("mtu", [1280, 1500, 9000])
+def test_sealed_frames_leave_room_for_the_tag_under_the_mtu(mtu: int) -> None:
+    # The harness fails any frame over the MTU: full chat fragments and the MTU probe must
+    # count the 16-byte tag.
+    lan = Lan(seed=mtu)
+    a, b = lan.add(key=lan_key(), mtu=mtu), lan.add(key=lan_key(seed=2), mtu=mtu)
+    a.send_chat(b.mac, "y" * (3 * mtu), lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    assert lan.of(b, ChatReceived)[0].text == b"y" * (3 * mtu)
+
+
+@pytest.mark.parametrize(
+    ("a_secret", "b_secret", "a_counts", "b_counts"),
+    [
+        (SECRET, None, "unauthenticated", "needs_key"),
+        (None, SECRET, "needs_key", "unauthenticated"),
+        (SECRET, OTHER_SECRET, "bad_auth", "bad_auth"),
+    ],
+)
+def test_nodes_without_the_same_key_are_refused_and_counted(
+    a_secret: bytes | None, b_secret: bytes | None, a_counts: str, b_counts: str
+) -> None:
+    lan, a, b = keyed_pair(
+        3,
+        None if a_secret is None else lan_key(a_secret),
+        None if b_secret is None else lan_key(b_secret, seed=2),
+    )
+    lan.run_for(1.0)
+    assert a.peers() == [] and b.peers() == []
+    a.send_chat(b.mac, "let me in", lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=60)
+    assert not lan.has(a, SessionOpened) and not lan.has(b, SessionOpened)
+    assert lan.of(b, ChatReceived) == []
+    assert a.drops[a_counts] > 0 and b.drops[b_counts] > 0
+
+
+def open_keyed_session(seed: int = 5) -> tuple[Lan, NodeEngine, NodeEngine, int]:
+    lan, a, b = keyed_pair(seed, lan_key(seed=1), lan_key(seed=2))
+    a.send_chat(b.mac, "hello", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    (session,) = [s.session for s in a.sessions()]
+    return lan, a, b, session
+
+
+def test_a_forged_unsealed_chat_into_a_keyed_session_is_refused() -> None:
+    lan, a, b, session = open_keyed_session()
+    forged = Chat(msg_id=99, total_len=6, frag_offset=0, to_all=False, data=b"forged")
+    for seq in range(1, 20):  # whatever the control-stream sequence is now
+        frame = Frame(b.mac, a.mac, session, seq, forged, int(Flags.LAST))
+        b.receive_frame(decode_frame(encode_frame(frame)), lan.now)
+    lan.run_for(1.0)
+    assert [m.text for m in lan.of(b, ChatReceived)] == [b"hello"]
+    assert b.drops["unauthenticated"] == 19
+
+
+def raw_of(frame: Frame) -> bytearray:
+    """The bytes a sealed frame arrived as: its trailer keeps what its tag covers."""
+    assert frame.trailer is not None
+    payload = frame.trailer.covered[PREFIX_LEN:] + frame.trailer.tag
+    return bytearray(
+        build_frame(
+            frame.dst,
+            frame.src,
+            DEFAULT_ETHERTYPE,
+            int(frame.type),
+            frame.flags,
+            frame.session,
+            frame.seq,
+            payload,
+        )
+    )
+
+
+def test_a_tampered_sealed_frame_is_refused() -> None:
+    lan, a, b, _ = open_keyed_session()
+    captured: list[Frame] = []
+    lan.tap = lambda f: captured.append(f) if isinstance(f.body, Chat) else None
+    a.send_chat(b.mac, "pay alice", lan.now)
+    lan.step()  # a's CHAT is on the wire: the attacker copies it and changes the payee
+    (chat,) = captured
+    raw = raw_of(chat)
+    assert decode_frame(bytes(raw)) == chat  # the copy is exact
+    at = raw.index(b"alice")
+    raw[at : at + 5] = b"mally"
+    refresh_crc(raw)
+    b.receive_frame(decode_frame(bytes(raw)), lan.now)
+    assert b.drops["bad_auth"] == 1
+    assert lan.run(lambda: lan.has(a, ChatDelivered, 2), timeout=10)  # the real one arrives
+    assert [m.text for m in lan.of(b, ChatReceived)] == [b"hello", b"pay alice"]
+
+
+def test_a_recorded_handshake_replayed_later_opens_nothing() -> None:
+    lan, a, b = keyed_pair(7, lan_key(seed=1), lan_key(seed=2))
+    recorded: list[Frame] = []
+    lan.tap = lambda f: recorded.append(f) if f.src == a.mac and f.session else None
+    a.send_chat(b.mac, "once", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    a.close(b.mac, lan.now)
+    assert lan.run(lambda: not a.sessions() and not b.sessions(), timeout=60)
+    lan.tap = None
+    opened_before = len(lan.of(b, SessionOpened))
+    for frame in recorded:  # the whole of a's side, in order, again
+        b.receive_frame(frame, lan.now)
+        lan.run_for(0.001)
+    lan.run_for(30.0)
+    assert len(lan.of(b, SessionOpened)) == opened_before
+    assert [m.text for m in lan.of(b, ChatReceived)] == [b"once"]
+    assert b.drops["bad_auth"] > 0  # the old ACK and CHAT do not fit the new nonce
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(sealed_frames(), min_size=1, max_size=6))
+def test_a_keyed_node_never_raises_and_never_acts_on_frames_sealed_with_other_keys(
+    frames: list[Frame],
+) -> None:
+    lan, a, b, session = open_keyed_session()
+    received = len(lan.of(b, ChatReceived))
+    now = lan.now
+    for frame in frames:
+        aimed = dataclasses.replace(frame, dst=b.mac, src=a.mac, session=session)
+        b.receive_frame(decode_frame(encode_frame(aimed)), now)
+        b.frames_to_send(now)
+    lan.run_for(1.0)
+    assert len(lan.of(b, ChatReceived)) == received
+    assert [s.session for s in b.sessions()] == [session]
+
+
+def test_unsealed_types_pass_a_keyed_node_unchecked() -> None:
+    # PING and PONG are answered by a C thread without a key, DATA and FEEDBACK are the data
+    # path's: none is sealed, and a keyed node does not count them as unauthenticated.
+    lan, a, b, session = open_keyed_session()
+    b.receive_frame(Frame(b.mac, a.mac, session, 1, Keepalive()), lan.now)
+    assert b.drops["unauthenticated"] == 1
+    seq = a.ping(b.mac, lan.now)
+    assert lan.run(lambda: a.ping_stats(b.mac).received == 1, timeout=5), seq
+    assert b.drops["unauthenticated"] == 1

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "l2fast.commands.send",
     "l2fast.commands.bench",
     "l2fast.commands.inbox",
+    "l2fast.commands.keygen",
     "l2fast.commands.demo",
     "l2fast.commands.selftest",
     "l2fast.lab.cli",
@@ -40,6 +41,7 @@ EPILOG = """\
 examples:
   sudo l2fast demo                              l2fast between two lab namespaces, measured
   sudo l2fast daemon -i eth0 --name alice       run a node on eth0 (logs to stderr)
+  sudo l2fast keygen                            a LAN key: then daemon --key /etc/l2fast/key
   l2fast discover                               who runs l2fast on this LAN
   l2fast chat bob "hello"                       a message, acknowledged end to end
   l2fast chat                                   interactive chat (/peers, /to, /all, /quit)

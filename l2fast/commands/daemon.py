@@ -18,6 +18,7 @@ examples:
   sudo l2fast daemon -i eth0 --group l2fast   members of group l2fast may use it too
   sudo l2fast daemon --accept all --no-present    take every file; confirm none already here
   sudo l2fast daemon --keep-parts 1           part files not resumed within a day are deleted
+  sudo l2fast daemon --key /etc/l2fast/key    only nodes with this LAN key are heard
 
 The daemon logs to stderr and stops cleanly on Ctrl-C or SIGTERM. Other commands (status,
 peers, discover, chat, ping) talk to it over the control socket @l2fast/IFACE, which only
@@ -29,6 +30,12 @@ on the first file) under the --accept policy: all accepts, none refuses, ask kee
 pending until `l2fast accept ID` or `l2fast reject ID` (`l2fast inbox` lists them). A transfer
 that stops keeps its part file there, so that sending the same file again resumes; part files
 nobody resumes are deleted after --keep-parts days (checked at start and hourly).
+
+With --key, every control frame is sealed (HMAC-SHA256) and frames from nodes without the
+key are dropped and counted (`l2fast status`); file contents are checked end to end against
+the digest in a sealed FILE_END. Frames are authenticated, not encrypted: anyone on the LAN can
+still read them. Commands that run their own node (no daemon) read the key file named by
+L2FAST_KEY_FILE.
 """
 
 
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         group=args.group,
         present=args.present,
         keep_parts_days=args.keep_parts,
+        key_file=args.key,
     )
     return run_daemon(options)
 
@@ -96,5 +104,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_KEEP_PARTS_DAYS,
         help="delete part files of interrupted transfers that nobody resumed (sent again) for "
         f"DAYS days; 0 keeps them (default: {DEFAULT_KEEP_PARTS_DAYS:g})",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        help="LAN key file written by `l2fast keygen` (mode 600): frames are sealed with it, "
+        "and only nodes holding the same key are heard (default: no key, nothing is "
+        "authenticated)",
     )
     parser.set_defaults(handler=run)

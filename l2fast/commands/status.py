@@ -16,8 +16,10 @@ examples:
   l2fast status -i eth0 --json  everything, for scripts (counters, drops by reason)
 
 Drop reasons (docs/PROTOCOL.md §Receiving): short, bad_magic, bad_version, bad_length,
-bad_crc, unknown_type, bad_payload, unknown_session, rate_limited, not_for_us, and the
-engine's own (duplicate, late, ...).
+bad_crc, unknown_type, bad_payload, unknown_session, rate_limited, not_for_us,
+unauthenticated (no seal, and this node has a LAN key), bad_auth (sealed with another key, or
+changed on the way), needs_key (sealed, and this node has no key), and the engine's own
+(duplicate, late, ...).
 """
 
 
@@ -30,6 +32,12 @@ def status_lines(s: dict[str, Any]) -> list[str]:
         f"{'daemon pid ' + str(s['pid']) if s['daemon'] else 'in-process'}  "
         f"up {s['uptime_s']:.1f} s",
     ]
+    auth = s.get("auth")
+    lines.append(
+        f"auth       LAN key {auth['key_id']}: only nodes with this key are heard"
+        if auth
+        else "auth       none: frames are not authenticated (l2fast daemon --key FILE)"
+    )
     control = s.get("control")
     if control:
         lines.append(

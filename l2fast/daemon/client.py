@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import selectors
 import socket
@@ -30,6 +31,7 @@ from l2fast.daemon.interfaces import NoInterface, choose_interface
 from l2fast.daemon.runner import NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
+from l2fast.node.auth import LanKey, load_key_file
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import MAX_NAME_BYTES, Caps
 
@@ -237,7 +239,7 @@ class LocalClient(NodeClient):
     answers, and serves requests with the daemon's code until closed.
     """
 
-    def __init__(self, ifname: str, name: str) -> None:
+    def __init__(self, ifname: str, name: str, key: LanKey | None = None) -> None:
         from l2fast import native  # the C core; only needed when the command runs a node
 
         super().__init__(ifname)
@@ -247,7 +249,7 @@ class LocalClient(NodeClient):
             sock.set_filter(native.SocketFilter.CONTROL)
             sock.enable_rx_timestamps()  # round trips end when the frame arrives
             engine = NodeEngine(
-                sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB
+                sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB, key=key
             )
         except L2fastError:
             sock.close()
@@ -326,5 +328,7 @@ def connect(
                 f"no l2fast daemon runs on {ifname} in this network namespace",
                 hint=f"start one: sudo l2fast daemon -i {ifname}",
             ) from None
-        return LocalClient(ifname, name or default_name())
+        key_file = os.environ.get("L2FAST_KEY_FILE")
+        key = load_key_file(key_file) if key_file else None
+        return LocalClient(ifname, name or default_name(), key=key)
     return DaemonClient(ifname, control)

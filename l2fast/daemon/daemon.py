@@ -42,6 +42,7 @@ from l2fast.daemon.part_expiry import PartExpiry
 from l2fast.daemon.runner import FrameSocket, NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
+from l2fast.node.auth import LanKey, load_key_file
 from l2fast.node.config import NodeConfig
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import Caps, Features
@@ -80,6 +81,8 @@ class DaemonOptions:
     #: Part files (and their sidecars) nobody wrote to for this many days are deleted; 0
     #: keeps them until someone removes them.
     keep_parts_days: float = DEFAULT_KEEP_PARTS_DAYS
+    #: The LAN key file (`l2fast keygen`): frames are sealed and only sealed ones heard.
+    key_file: str | None = None
 
 
 class Daemon:
@@ -97,6 +100,7 @@ class Daemon:
         address: str | None = None,
         rng: random.Random | None = None,
         config: NodeConfig | None = None,
+        key: LanKey | None = None,
     ) -> None:
         self.options = options
         if config is None and not options.present:
@@ -109,6 +113,7 @@ class Daemon:
             rng=rng or random.Random(),
             config=config,
             caps=Caps.CHAT | Caps.ZLIB | Caps.DAEMON,
+            key=key,
         )
         self.runner = NodeRunner(sock, engine)
         self.service = NodeService(
@@ -261,6 +266,7 @@ def run_daemon(options: DaemonOptions) -> int:
 
     require_raw_sockets("l2fast daemon")
     _check_options(options)
+    key = load_key_file(options.key_file) if options.key_file else None
     ifname = choose_interface(options.interface)
     name = options.name or default_name()
     logging.basicConfig(
@@ -274,7 +280,7 @@ def run_daemon(options: DaemonOptions) -> int:
     # Frames are timed when they arrive, not when the loop gets to them (PING round trips).
     sock.enable_rx_timestamps()
     try:
-        daemon = Daemon(sock, name, options)
+        daemon = Daemon(sock, name, options, key=key)
     except BaseException:
         sock.close()
         raise
@@ -302,6 +308,10 @@ def run_daemon(options: DaemonOptions) -> int:
         escape_text(name),
         describe_address(daemon.address),
     )
+    if key is not None:
+        log.info("LAN key %s: frames are sealed, and only sealed ones are heard", key.key_id)
+    else:
+        log.info("no LAN key: frames are not authenticated (l2fast keygen, then --key FILE)")
     daemon.serve()
     log.info("stopped")
     return 0

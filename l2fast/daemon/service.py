@@ -254,6 +254,8 @@ class NodeService:
             "mtu": engine.mtu,
             "name": engine.name,
             "node_id": f"{engine.node_id:016x}",
+            # The LAN key's id (never the key): nodes that show the same id talk to each other.
+            "auth": {"key_id": engine.key.key_id} if engine.key is not None else None,
             "daemon": not self.one_shot,
             "pid": os.getpid(),
             "uptime_s": round(runner.now() - runner.started, 3),

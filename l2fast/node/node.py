@@ -69,6 +69,17 @@ _DISCOVERY_TYPES = frozenset({FrameType.HELLO, FrameType.HELLO_ACK})
 _PING_TYPES = frozenset({FrameType.PING, FrameType.PONG})
 # Sealed with the group key whatever their session field says (PROTOCOL.md §Authentication).
 _GROUP_SEALED = frozenset({FrameType.HELLO, FrameType.HELLO_ACK, FrameType.SYN})
+# Peers whose last refused frame is remembered (`NodeEngine._auth_refused`), at most.
+_AUTH_REFUSED_MACS = 256
+# What a session that failed after its peer's frames were refused by the key check adds.
+_AUTH_REASONS = {
+    "unauthenticated": "its frames were not sealed: it runs without a LAN key (start it with "
+    "the same --key as this node)",
+    "needs_key": "its frames were sealed with a LAN key and this node has none (l2fast daemon "
+    "--key FILE; L2FAST_KEY_FILE for a command that runs without a daemon)",
+    "bad_auth": "its frames were sealed with another LAN key (compare the key ids `l2fast "
+    "status` shows on both hosts)",
+}
 
 
 @dataclass(slots=True)
@@ -134,6 +145,9 @@ class NodeEngine:
         #: Bytes a sealed frame carries after its layout (0 without a key): control frames
         #: that fill the MTU leave room for them.
         self.trailer_len = TAG_LEN if key is not None else 0
+        #: Why the key check last refused a frame from a MAC: a session with that peer that
+        #: then fails says so (`_AUTH_REASONS`). Oldest forgotten first.
+        self._auth_refused: dict[bytes, str] = {}
         #: Random id announced in HELLO and SYN; never 0.
         self.node_id = rng.getrandbits(64) or 1
         #: Frames dropped, by reason (`l2fast status`). The adapter adds its decoding drops
@@ -451,43 +465,43 @@ class NodeEngine:
         trailer = frame.trailer
         if kind in UNSEALED_TYPES:
             return True
+        slot = self._slots.get((frame.src, frame.session)) if frame.session else None
         key = self.key
         if key is None:
-            if trailer is not None:
-                self.drops["needs_key"] += 1
-                return False
-            return True
+            return trailer is None or self._refuse(frame, "needs_key")
         if trailer is None:
-            self.drops["unauthenticated"] += 1
-            return False
-        slot = self._slots.get((frame.src, frame.session)) if frame.session else None
+            return self._refuse(frame, "unauthenticated")
         seal = key.group
         if kind is FrameType.SYN:
             if slot is not None and trailer.nonce != slot.peer_nonce:
                 # Our session already has this id with another nonce: a SYN from another
                 # handshake (a recording), not a repeat of this one.
-                self.drops["bad_auth"] += 1
-                return False
+                return self._refuse(frame, "bad_auth")
         elif kind not in _GROUP_SEALED and frame.session:
             if slot is None:
                 return True
             if kind is FrameType.SYN_ACK and slot.session.role is Role.INITIATOR:
-                derived = key.session_key(
+                seal = key.session_key(
                     self.mac, frame.src, frame.session, slot.nonce, trailer.nonce
                 )
-                if slot.session_key is not None and derived != slot.session_key:
-                    self.drops["bad_auth"] += 1
-                    return False
-                if not key.verify(derived, trailer.covered, trailer.tag):
-                    self.drops["bad_auth"] += 1
-                    return False
-                slot.session_key = derived
+                if slot.session_key not in (None, seal):
+                    return self._refuse(frame, "bad_auth")  # another handshake's answer
+                if not key.verify(seal, trailer.covered, trailer.tag):
+                    return self._refuse(frame, "bad_auth")
+                slot.session_key = seal
                 return True
             seal = slot.session_key or key.group
-        if not key.verify(seal, trailer.covered, trailer.tag):
-            self.drops["bad_auth"] += 1
-            return False
-        return True
+        return key.verify(seal, trailer.covered, trailer.tag) or self._refuse(frame, "bad_auth")
+
+    def _refuse(self, frame: Frame, reason: str) -> bool:
+        """Count a frame the key check refused, and note why for its sender; False."""
+        self.drops[reason] += 1
+        refused = self._auth_refused
+        refused.pop(frame.src, None)
+        refused[frame.src] = reason
+        if len(refused) > _AUTH_REFUSED_MACS:
+            del refused[next(iter(refused))]
+        return False
 
     def _sealed(self, frame: Frame, slot: _Slot | None) -> Frame:
         """`frame` with the key (and nonce) to seal it with; `slot` is its session's, if any."""
@@ -594,8 +608,18 @@ class NodeEngine:
                         if slot.close_when_open is not None:
                             session.close(now, *slot.close_when_open)
                 else:
+                    refused = self._auth_refused.get(session.peer_mac)
+                    if isinstance(ev, SessionFailed) and refused is not None:
+                        ev = self._explained(ev, refused)
                     self._events.append(ev)
                     self._ended(slot, ev)
+
+    @staticmethod
+    def _explained(ev: SessionFailed, reason: str) -> SessionFailed:
+        # "No answer" is what the session saw; the key check saw the answers and refused them.
+        error = ev.error
+        explained = type(error)(f"{error.message}; {_AUTH_REASONS[reason]}", code=error.code)
+        return dataclasses.replace(ev, error=explained)
 
     def _deliver(self, slot: _Slot, frame: Frame, now: float) -> None:
         body = frame.body

@@ -218,15 +218,15 @@ def test_sealed_frames_leave_room_for_the_tag_under_the_mtu(mtu: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("a_secret", "b_secret", "a_counts", "b_counts"),
+    ("a_secret", "b_secret", "a_counts", "b_counts", "explained"),
     [
-        (SECRET, None, "unauthenticated", "needs_key"),
-        (None, SECRET, "needs_key", "unauthenticated"),
-        (SECRET, OTHER_SECRET, "bad_auth", "bad_auth"),
+        (SECRET, None, "unauthenticated", "needs_key", "it runs without a LAN key"),
+        (None, SECRET, "needs_key", "unauthenticated", "this node has none"),
+        (SECRET, OTHER_SECRET, "bad_auth", "bad_auth", "sealed with another LAN key"),
     ],
 )
 def test_nodes_without_the_same_key_are_refused_and_counted(
-    a_secret: bytes | None, b_secret: bytes | None, a_counts: str, b_counts: str
+    a_secret: bytes | None, b_secret: bytes | None, a_counts: str, b_counts: str, explained: str
 ) -> None:
     lan, a, b = keyed_pair(
         3,
@@ -240,6 +240,8 @@ def test_nodes_without_the_same_key_are_refused_and_counted(
     assert not lan.has(a, SessionOpened) and not lan.has(b, SessionOpened)
     assert lan.of(b, ChatReceived) == []
     assert a.drops[a_counts] > 0 and b.drops[b_counts] > 0
+    (failed,) = lan.of(a, SessionFailed)
+    assert "no answer" in failed.error.message and explained in failed.error.message
 
 
 def open_keyed_session(seed: int = 5) -> tuple[Lan, NodeEngine, NodeEngine, int]:

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2fast.errors import MalformedPayload
-from l2fast.wire.constants import FrameType
+from l2fast.wire.auth import NONCE_LEN, NONCE_TYPES, TAG_LEN
+from l2fast.wire.constants import Flags, FrameType
 from l2fast.wire.frames import (
     BODY_CLASSES,
     BadFrame,
@@ -24,7 +25,8 @@ from l2fast.wire.frames import (
     encode_frame,
     encode_payload,
 )
-from tests.strategies import BODY_STRATEGIES, bodies, frames
+from l2fast.wire.header import build_frame
+from tests.strategies import BODY_STRATEGIES, bodies, frames, sealed_frames
 
 FRAME_TYPES = list(FrameType)
 
@@ -108,3 +110,25 @@ def test_decode_inverts_encode(body: Body) -> None:
 @given(frame=frames())
 def test_frame_decode_inverts_encode(frame: Frame) -> None:
     assert decode_frame(encode_frame(frame)) == frame
+
+
+@settings(max_examples=300)
+@given(
+    frame_type=st.sampled_from(FRAME_TYPES),
+    flags=st.integers(0, 0xFFFF),
+    payload=st.binary(max_size=120) | sealed_frames().map(lambda f: encode_frame(f)[38:]),
+)
+def test_any_payload_with_flag_auth_decodes_or_is_refused(
+    frame_type: FrameType, flags: int, payload: bytes
+) -> None:
+    # A valid CRC around any payload under any flags: the trailer split (PROTOCOL.md
+    # §Authentication) is reached with every length, including too short for a trailer.
+    raw = build_frame(
+        b"\x02" * 6, b"\x04" * 6, 0x88B5, frame_type, flags | Flags.AUTH, 1, 2, payload
+    )
+    try:
+        frame = decode_frame(raw)
+    except (BadFrame, MalformedPayload):
+        return
+    assert frame.trailer is not None and len(frame.trailer.tag) == TAG_LEN
+    assert len(frame.trailer.nonce) == (NONCE_LEN if frame_type in NONCE_TYPES else 0)

@@ -1,8 +1,8 @@
 """`l2fast demo`: the main job on the built-in lab, end to end, in about ten seconds.
 
 It builds two test hosts (network namespaces joined by a veth pair), starts `l2fast daemon` in
-each, runs the real commands between them exactly as a user would type them
-(`ip netns exec HOST l2fast discover|chat|ping|send ...`): discovery, an acknowledged chat
+each with one LAN key for both, runs the real commands between them exactly as a user would
+type them (`ip netns exec HOST l2fast discover|chat|ping|send ...`): discovery, an acknowledged chat
 message, ping, a file sent with `l2fast send` (SHA-256 verified by the receiver and re-checked
 here) with its throughput, then a CRC-checked raw-frame blast that measures the link itself.
 It prints what each step showed and removes the lab again, also on failure or Ctrl-C.
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from l2fast.errors import L2fastError, NeedsPrivilege
+from l2fast.node.auth import generate_key_file
 
 IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin") or "ip"
 
@@ -229,13 +230,27 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/dev/shm"))
         recv_dir = workdir / "received"
         recv_dir.mkdir()
+        # The lab's two hosts share one LAN key, as every host of a real LAN should: every
+        # control frame between them is sealed (PROTOCOL.md §Authentication).
+        key_file = workdir / "lan.key"
+        key = generate_key_file(key_file)
+        keyed = ("--key", str(key_file))
         daemons = [
-            LabDaemon.start(h1, "h1"),
-            LabDaemon.start(h2, "h2", "--accept", "all", "--recv-dir", str(recv_dir)),
+            LabDaemon.start(h1, "h1", *keyed),
+            LabDaemon.start(h2, "h2", "--accept", "all", "--recv-dir", str(recv_dir), *keyed),
         ]
         try:
             for daemon in daemons:
                 wait_for_daemon(daemon)
+            for ns in (h1, h2):
+                status = json.loads(in_host(ns, "l2fast", "status", "--json").stdout)
+                if status.get("auth") != {"key_id": key.key_id}:
+                    raise L2fastError(f"the daemon in {ns} does not use the demo's LAN key")
+            report.steps.append({"step": "key", "key_id": key.key_id})
+            say(
+                f"  LAN key {key.key_id} on both daemons: control frames sealed "
+                "(HMAC-SHA256), a node without the key is not heard"
+            )
             table = wait_for_peer(h1, "h2")
             report.steps.append({"step": "discover", "table": table})
             seen = ", ".join(f"{entry['name']} ({entry['mac']})" for entry in table)

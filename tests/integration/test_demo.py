@@ -26,6 +26,7 @@ def test_demo_runs_and_cleans_up() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     steps = {step["step"]: step for step in report["steps"]}
+    assert len(steps["key"]["key_id"]) == 16  # both daemons were checked to use it
     assert [e["name"] for e in steps["discover"]["table"]] == ["h2"]
     assert steps["chat"]["history_entry"]["name"] == "h1"
     assert steps["ping"]["received"] == steps["ping"]["sent"] == 10

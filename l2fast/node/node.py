@@ -97,6 +97,8 @@ class _Slot:
     nonce: bytes = b""
     peer_nonce: bytes = b""
     session_key: bytes | None = None
+    #: SessionOpened was reported: a later failure is not the handshake's.
+    opened: bool = False
 
 
 def _check_unicast(mac: bytes, what: str) -> None:
@@ -145,8 +147,9 @@ class NodeEngine:
         #: Bytes a sealed frame carries after its layout (0 without a key): control frames
         #: that fill the MTU leave room for them.
         self.trailer_len = TAG_LEN if key is not None else 0
-        #: Why the key check last refused a frame from a MAC: a session with that peer that
-        #: then fails says so (`_AUTH_REASONS`). Oldest forgotten first.
+        #: Why the key check refused the last frame it saw from a MAC, until one from it
+        #: passes: a handshake with that peer that then fails says so (`_AUTH_REASONS`).
+        #: Oldest forgotten first.
         self._auth_refused: dict[bytes, str] = {}
         #: Random id announced in HELLO and SYN; never 0.
         self.node_id = rng.getrandbits(64) or 1
@@ -468,7 +471,10 @@ class NodeEngine:
         slot = self._slots.get((frame.src, frame.session)) if frame.session else None
         key = self.key
         if key is None:
-            return trailer is None or self._refuse(frame, "needs_key")
+            if trailer is not None:
+                return self._refuse(frame, "needs_key")
+            self._auth_refused.pop(frame.src, None)
+            return True
         if trailer is None:
             return self._refuse(frame, "unauthenticated")
         seal = key.group
@@ -489,9 +495,13 @@ class NodeEngine:
                 if not key.verify(seal, trailer.covered, trailer.tag):
                     return self._refuse(frame, "bad_auth")
                 slot.session_key = seal
+                self._auth_refused.pop(frame.src, None)
                 return True
             seal = slot.session_key or key.group
-        return key.verify(seal, trailer.covered, trailer.tag) or self._refuse(frame, "bad_auth")
+        if not key.verify(seal, trailer.covered, trailer.tag):
+            return self._refuse(frame, "bad_auth")
+        self._auth_refused.pop(frame.src, None)
+        return True
 
     def _refuse(self, frame: Frame, reason: str) -> bool:
         """Count a frame the key check refused, and note why for its sender; False."""
@@ -602,6 +612,7 @@ class NodeEngine:
                 elif isinstance(ev, StreamDelivered):
                     self._deliver(slot, ev.frame, now)
                 elif isinstance(ev, SessionOpened):
+                    slot.opened = True
                     self._events.append(ev)
                     if session.state is SessionState.OPEN:
                         slot.outbox.attach(session, now)
@@ -609,7 +620,7 @@ class NodeEngine:
                             session.close(now, *slot.close_when_open)
                 else:
                     refused = self._auth_refused.get(session.peer_mac)
-                    if isinstance(ev, SessionFailed) and refused is not None:
+                    if isinstance(ev, SessionFailed) and refused and not slot.opened:
                         ev = self._explained(ev, refused)
                     self._events.append(ev)
                     self._ended(slot, ev)

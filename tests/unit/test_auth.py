@@ -344,3 +344,17 @@ def test_unsealed_types_pass_a_keyed_node_unchecked() -> None:
     seq = a.ping(b.mac, lan.now)
     assert lan.run(lambda: a.ping_stats(b.mac).received == 1, timeout=5), seq
     assert b.drops["unauthenticated"] == 1
+
+
+def test_a_session_that_had_opened_and_then_fails_is_not_blamed_on_the_key() -> None:
+    lan, a, b, session = open_keyed_session()
+    stranger_chat = Frame(a.mac, b.mac, session, 50, Keepalive())  # unsealed, b's MAC
+    a.receive_frame(stranger_chat, lan.now)
+    assert a.drops["unauthenticated"] == 1
+    lan.run_for(0.5)
+    b.send_chat(a.mac, "still here", lan.now)
+    assert lan.run(lambda: lan.has(b, ChatDelivered, 1), timeout=10)
+    lan.unplug(b)  # now the open session dies of silence: not a key problem
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=120)
+    (failed,) = lan.of(a, SessionFailed)
+    assert "LAN key" not in failed.error.message

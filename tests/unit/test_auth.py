@@ -24,6 +24,7 @@ from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.node.auth import KEY_LEN, LanKey, generate_key_file, load_key_file
 from l2fast.node.events import ChatDelivered, ChatReceived, SessionFailed, SessionOpened
 from l2fast.node.node import NodeEngine
+from l2fast.transfer.protocol_space import max_have_ranges
 from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, open_trailer
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, HDR_LEN, Flags, FrameType
 from l2fast.wire.crc32c_ref import crc32c
@@ -31,6 +32,7 @@ from l2fast.wire.frames import (
     BadFrame,
     Chat,
     Data,
+    FileAccept,
     Frame,
     Keepalive,
     decode_frame,
@@ -358,3 +360,16 @@ def test_a_session_that_had_opened_and_then_fails_is_not_blamed_on_the_key() -> 
     assert lan.run(lambda: lan.has(a, SessionFailed), timeout=120)
     (failed,) = lan.of(a, SessionFailed)
     assert "LAN key" not in failed.error.message
+
+
+@pytest.mark.parametrize("mtu", [1280, 1500, 9000])
+def test_a_sealed_file_accept_with_the_most_ranges_still_fits_the_mtu(mtu: int) -> None:
+    # The daemon sizes FILE_ACCEPT's `have` for the MTU less the tag (daemon/transfers.py).
+    count = max_have_ranges(mtu - TAG_LEN)
+    have = tuple((2 * i, 2 * i + 1) for i in range(count))
+    frame = Frame(b"\x02" * 6, b"\x04" * 6, 9, 1, FileAccept(transfer_id=1, have=have))
+    sealed = encode_frame(dataclasses.replace(frame, seal=(SECRET, b"")))
+    assert len(sealed) - ETH_HLEN <= mtu
+    more = FileAccept(transfer_id=1, have=(*have, (2 * count, 2 * count + 1)))
+    bigger = encode_frame(dataclasses.replace(frame, body=more, seal=(SECRET, b"")))
+    assert len(bigger) - ETH_HLEN > mtu  # the bound is tight, not merely safe

@@ -74,6 +74,10 @@ DROP_REASONS = (
     "no_transfer",
     "between_files",
     "bad_feedback",
+    # The key check (PROTOCOL.md §Authentication).
+    "unauthenticated",
+    "bad_auth",
+    "needs_key",
 )
 #: Control frames the receiving transfer layer refused, by reason (`IncomingTransfer.drops`),
 #: always shown by `status` under `transfer_drops`. The node had accepted these frames (they

@@ -14,6 +14,8 @@ import pytest
 from node_helpers import wait_until
 from test_send_lab import SendLab, final_event, make_file, make_lab, sha256
 
+from l2fast.lab.state import Impairment
+
 __all__ = ["make_lab"]  # the fixture, imported for pytest
 
 pytestmark = pytest.mark.root
@@ -82,6 +84,30 @@ def test_keyed_daemons_talk_and_a_node_without_the_key_is_refused(
     monkeypatch.setenv("L2FAST_KEY_FILE", str(key))
     lab.ok("h3", "chat", lab.mac("h2"), "one-shot, sealed")
     assert [e["text"] for e in lab.history("h2")] == ["sealed hello", "one-shot, sealed"]
+
+
+def test_sealed_frames_through_the_impairment_relay(
+    make_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loss, duplication, reordering and corruption across the kernel with a LAN key: every
+    retransmitted or duplicated control frame still checks, corrupted ones fail the CRC first."""
+    faults = Impairment(loss=0.02, dup=0.01, reorder=0.01, corrupt=0.001, seed=11)
+    lab: SendLab = make_lab(mtu=9000, impairment=faults)
+    key = tmp_path / "lan.key"
+    lab.ok("h1", "keygen", "-o", str(key))
+    rx = keyed_daemon(lab, "h2", key)
+    monkeypatch.setenv("L2FAST_KEY_FILE", str(key))  # h1 runs its own node, keyed
+    src = make_file(tmp_path / "lossy.bin", 24 * MIB + 5, 11)
+    result = lab.send("h1", "h2", src)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h2")
+    event = final_event(result.stdout)
+    assert event["digest"] == sha256(src) == sha256(rx / "lossy.bin")
+    assert event["retransmitted_frames"] > 0  # the relay did lose frames
+    for i in range(5):
+        lab.ok("h1", "chat", lab.mac("h2"), f"through the relay {i}")
+    got = [e["text"] for e in lab.history("h2")]
+    assert got == [f"through the relay {i}" for i in range(5)]
+    assert auth_drops(lab.status("h2")) == {}
 
 
 def test_a_daemon_with_a_loose_key_file_refuses_to_start(make_lab: Any, tmp_path: Path) -> None:

@@ -113,6 +113,9 @@ def test_status_has_interface_peers_and_drop_reasons(nodes: tuple[Node, Node]) -
     assert "no fanout group" in text
     assert status["part_files"]["keep_days"] == 7.0
     assert "part files kept 7 days, " in text
+    assert status["auth"] is None and "auth       none: frames are not authenticated" in text
+    keyed = "\n".join(status_lines({**status, "auth": {"key_id": "0123456789abcdef"}}))
+    assert "LAN key 0123456789abcdef: only nodes with this key are heard" in keyed
     pooled = {"fanout_group": 0x1F, "pool": 8, "lent": 1, "reserved": 2, "parked": 0,
               "lent_total": 5, "reused": 3, "unpooled": 2, "ping_responder_member": 9}  # fmt: skip
     text = "\n".join(status_lines({**status, "receive_sockets": pooled}))

@@ -5,9 +5,10 @@ writes one; `l2fast daemon --key FILE` reads it). From it a node derives:
 
 - the group key, which seals HELLO, HELLO_ACK, SYN and frames outside any session: it proves
   the sender holds the LAN key;
-- one session key per session, from the group key, both MACs, the session id and a fresh
-  nonce from each end (SYN's and SYN_ACK's trailers). Everything else on the session is
-  sealed with it, so frames recorded from one session are refused in any other.
+- one session key per session, from a root key of its own (also derived from the LAN key),
+  both MACs, the session id and a fresh nonce from each end (SYN's and SYN_ACK's trailers).
+  Everything else on the session is sealed with it, so frames recorded from one session are
+  refused in any other.
 
 Sans-IO: `LanKey` computes, the engine (`l2fast.node.node`) decides which key seals or checks
 which frame. The nonce source is injectable so that a seeded test run is reproducible.
@@ -39,6 +40,9 @@ class LanKey:
         if len(secret) != KEY_LEN:
             raise ValueError(f"a LAN key is {KEY_LEN} bytes, not {len(secret)}")
         self.group = hmac.digest(secret, b"l2fast v1 group key", "sha256")
+        # Session keys come from a key of their own, never from the one whose (truncated)
+        # HMACs travel as tags: no tag can ever be the first half of a session key.
+        self._session_root = hmac.digest(secret, b"l2fast v1 session keys", "sha256")
         #: Names the key in `l2fast status` and logs without revealing it: two nodes show the
         #: same id exactly when they hold the same key.
         self.key_id = hmac.digest(secret, b"l2fast v1 key id", "sha256")[:8].hex()
@@ -62,7 +66,7 @@ class LanKey:
         """The key that seals session `session_id` between these two MACs."""
         info = _SESSION.pack(initiator, responder, session_id)
         message = b"l2fast v1 session" + info + initiator_nonce + responder_nonce
-        return hmac.digest(self.group, message, "sha256")
+        return hmac.digest(self._session_root, message, "sha256")
 
     @staticmethod
     def verify(key: bytes, covered: bytes, tag: bytes) -> bool:

@@ -11,7 +11,7 @@ import dataclasses
 
 from hypothesis import strategies as st
 
-from l2fast.wire.auth import NONCE_LEN, NONCE_TYPES, UNSEALED_TYPES
+from l2fast.wire.auth import NONCE_LEN, NONCE_TYPES, UNSEALED_TYPES, TagKey
 from l2fast.wire.constants import (
     MAX_CHAT_BYTES,
     MAX_MTU,
@@ -246,5 +246,5 @@ def sealed_frames(draw: st.DrawFn) -> Frame:
     frame = draw(frames(BODY_STRATEGIES[cls]))
     with_nonce = cls.frame_type in NONCE_TYPES
     nonce = draw(st.binary(min_size=NONCE_LEN, max_size=NONCE_LEN)) if with_nonce else b""
-    key = draw(st.binary(min_size=32, max_size=32))
+    key = TagKey(draw(st.binary(min_size=32, max_size=32)))
     return dataclasses.replace(frame, seal=(key, nonce))

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from l2fast.errors import L2fastError
-from l2fast.wire.auth import NONCE_LEN, compute_tag
+from l2fast.wire.auth import NONCE_LEN, TagKey, compute_tag
 
 __all__ = ["KEY_LEN", "LanKey", "generate_key_file", "load_key_file"]
 
@@ -39,10 +39,10 @@ class LanKey:
     def __init__(self, secret: bytes, *, nonces: Callable[[int], bytes] = os.urandom) -> None:
         if len(secret) != KEY_LEN:
             raise ValueError(f"a LAN key is {KEY_LEN} bytes, not {len(secret)}")
-        self.group = hmac.digest(secret, b"l2fast v1 group key", "sha256")
+        self.group = TagKey(hmac.digest(secret, b"l2fast v1 group key", "sha256"))
         # Session keys come from a key of their own, never from the one whose (truncated)
         # HMACs travel as tags: no tag can ever be the first half of a session key.
-        self._session_root = hmac.digest(secret, b"l2fast v1 session keys", "sha256")
+        self._session_root = TagKey(hmac.digest(secret, b"l2fast v1 session keys", "sha256"))
         #: Names the key in `l2fast status` and logs without revealing it: two nodes show the
         #: same id exactly when they hold the same key.
         self.key_id = hmac.digest(secret, b"l2fast v1 key id", "sha256")[:8].hex()
@@ -62,14 +62,14 @@ class LanKey:
         session_id: int,
         initiator_nonce: bytes,
         responder_nonce: bytes,
-    ) -> bytes:
+    ) -> TagKey:
         """The key that seals session `session_id` between these two MACs."""
         info = _SESSION.pack(initiator, responder, session_id)
         message = b"l2fast v1 session" + info + initiator_nonce + responder_nonce
-        return hmac.digest(self._session_root, message, "sha256")
+        return TagKey(self._session_root.digest(message))
 
     @staticmethod
-    def verify(key: bytes, covered: bytes, tag: bytes) -> bool:
+    def verify(key: TagKey, covered: bytes, tag: bytes) -> bool:
         """Whether `tag` seals `covered` under `key` (in constant time)."""
         return hmac.compare_digest(compute_tag(key, covered), tag)
 

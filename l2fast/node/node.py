@@ -41,7 +41,7 @@ from l2fast.node.ping import PING_HEADER, Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
-from l2fast.wire.auth import NONCE_LEN, TAG_LEN, UNSEALED_TYPES
+from l2fast.wire.auth import NONCE_LEN, TAG_LEN, UNSEALED_TYPES, TagKey
 from l2fast.wire.constants import (
     BROADCAST_MAC,
     MAX_MTU,
@@ -96,7 +96,7 @@ class _Slot:
     #: known (PROTOCOL.md §Authentication). Empty and None without a key.
     nonce: bytes = b""
     peer_nonce: bytes = b""
-    session_key: bytes | None = None
+    session_key: TagKey | None = None
     #: SessionOpened was reported: a later failure is not the handshake's.
     opened: bool = False
 
@@ -527,7 +527,9 @@ class NodeEngine:
         elif slot is not None and kind not in _GROUP_SEALED and slot.session_key is not None:
             seal = slot.session_key
         assert len(nonce) == (NONCE_LEN if kind in (FrameType.SYN, FrameType.SYN_ACK) else 0)
-        return dataclasses.replace(frame, seal=(seal, nonce))
+        # Built, not dataclasses.replace()d: this runs for every control frame out.
+        f = frame
+        return Frame(f.dst, f.src, f.session, f.seq, f.body, f.flags, None, (seal, nonce))
 
     def _refuse_oversized(self, slot: _Slot, frame: Frame, now: float) -> bool:
         """Refuse a chat message over our cap as soon as any fragment of it arrives.

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from l2fast.errors import LocalProtocolError, MalformedPayload, RemoteProtocolError
-from l2fast.wire.auth import UNSEALED_TYPES, Trailer, open_trailer, seal_payload, signed_prefix
+from l2fast.wire.auth import (
+    UNSEALED_TYPES,
+    TagKey,
+    Trailer,
+    open_trailer,
+    seal_payload,
+    signed_prefix,
+)
 from l2fast.wire.constants import (
     DEFAULT_ETHERTYPE,
     MAX_PAYLOAD,
@@ -221,7 +228,7 @@ class Frame:
     trailer: Trailer | None = field(default=None, compare=False, repr=False)
     #: To send sealed: (key, nonce), the nonce empty except for SYN and SYN_ACK. Set by the
     #: node that holds a LAN key; the encoder appends the trailer.
-    seal: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+    seal: tuple[TagKey, bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def type(self) -> FrameType:

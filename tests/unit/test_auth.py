@@ -11,6 +11,7 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import os
 import random
 import stat
@@ -25,7 +26,7 @@ from l2fast.node.auth import KEY_LEN, LanKey, generate_key_file, load_key_file
 from l2fast.node.events import ChatDelivered, ChatReceived, SessionFailed, SessionOpened
 from l2fast.node.node import NodeEngine
 from l2fast.transfer.protocol_space import max_have_ranges
-from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, open_trailer
+from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, TagKey, open_trailer
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, HDR_LEN, Flags, FrameType
 from l2fast.wire.crc32c_ref import crc32c
 from l2fast.wire.frames import (
@@ -74,7 +75,7 @@ def test_a_sealed_frame_survives_the_codec_and_its_tag_checks(frame: Frame) -> N
     assert again.trailer is not None
     assert again.trailer.nonce == nonce
     assert LanKey.verify(key, again.trailer.covered, again.trailer.tag)
-    wrong = bytes([key[0] ^ 1]) + key[1:]
+    wrong = TagKey(bytes([key.raw[0] ^ 1]) + key.raw[1:])
     assert not LanKey.verify(wrong, again.trailer.covered, again.trailer.tag)
 
 
@@ -111,7 +112,7 @@ def test_auth_on_a_type_that_is_never_sealed_is_malformed() -> None:
     with pytest.raises(MalformedPayload, match="never sealed"):
         decode_frame(encode_frame(frame))
     with pytest.raises(ValueError, match="never sealed"):
-        encode_frame(dataclasses.replace(frame, flags=0, seal=(SECRET, b"")))
+        encode_frame(dataclasses.replace(frame, flags=0, seal=(TagKey(SECRET), b"")))
 
 
 # --- the key file ---------------------------------------------------------------------------------
@@ -167,6 +168,19 @@ def test_a_key_file_that_is_not_right_is_refused_with_a_hint(
     with pytest.raises(L2fastError, match=message) as caught:
         load_key_file(path)
     assert caught.value.hint and hint in caught.value.hint
+
+
+def test_a_tag_key_computes_hmac_sha256() -> None:
+    # RFC 4231 test case 2 (a short key) and 6 (a key longer than the block, hashed first).
+    key = TagKey(b"Jefe")
+    assert key.digest(b"what do ya want for nothing?").hex() == (
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+    long_key = TagKey(b"\xaa" * 131)
+    message = b"Test Using Larger Than Block-Size Key - Hash Key First"
+    assert long_key.digest(message) == hmac.digest(b"\xaa" * 131, message, "sha256")
+    assert long_key.digest(message).hex().startswith("60e431591ee0b67f0d8a26aacbf5b77f")
+    assert TagKey(b"k") == TagKey(b"k") != TagKey(b"K") and "k" not in repr(TagKey(b"k"))
 
 
 def test_a_lan_key_is_32_bytes_and_names_itself_without_revealing_it() -> None:
@@ -368,8 +382,8 @@ def test_a_sealed_file_accept_with_the_most_ranges_still_fits_the_mtu(mtu: int) 
     count = max_have_ranges(mtu - TAG_LEN)
     have = tuple((2 * i, 2 * i + 1) for i in range(count))
     frame = Frame(b"\x02" * 6, b"\x04" * 6, 9, 1, FileAccept(transfer_id=1, have=have))
-    sealed = encode_frame(dataclasses.replace(frame, seal=(SECRET, b"")))
+    sealed = encode_frame(dataclasses.replace(frame, seal=(TagKey(SECRET), b"")))
     assert len(sealed) - ETH_HLEN <= mtu
     more = FileAccept(transfer_id=1, have=(*have, (2 * count, 2 * count + 1)))
-    bigger = encode_frame(dataclasses.replace(frame, body=more, seal=(SECRET, b"")))
+    bigger = encode_frame(dataclasses.replace(frame, body=more, seal=(TagKey(SECRET), b"")))
     assert len(bigger) - ETH_HLEN > mtu  # the bound is tight, not merely safe

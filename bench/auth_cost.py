@@ -166,15 +166,16 @@ def run(args: argparse.Namespace) -> int:
         keyed, unkeyed = summary(runs[kind]["keyed"]), summary(runs[kind]["unkeyed"])
         ratio = keyed["median"] / unkeyed["median"]
         report["summary"][kind] = {"keyed": keyed, "unkeyed": unkeyed, "ratio": ratio}
-        say(
+        print(
             f"{kind:>6}: keyed {keyed['median']:.2f} ({keyed['min']:.2f}-{keyed['max']:.2f}) "
             f"unkeyed {unkeyed['median']:.2f} ({unkeyed['min']:.2f}-{unkeyed['max']:.2f}) "
             f"{units[kind]}; keyed / unkeyed {ratio:.3f}x"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"auth-cost-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = args.json_out or RESULTS / f"auth-cost-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    say(f"wrote {out.relative_to(REPO)}")
+    say(f"wrote {out}")
     return 0
 
 
@@ -187,6 +188,9 @@ def main() -> int:
     parser.add_argument("--size", type=parse_size, default=4096, help="bytes per file (default 4K)")
     parser.add_argument("--seconds", type=float, default=3.0, help="l2fast bench -t (default 3)")
     parser.add_argument("--mtu", type=int, default=9000, help="lab MTU (default 9000)")
+    parser.add_argument(
+        "--json-out", type=Path, help="where to write the JSON (default: bench/results/)"
+    )
     return run_main("auth_cost", run, parser.parse_args())
 
 

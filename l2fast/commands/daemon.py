@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from l2fast.daemon.daemon import (
     ACCEPT_POLICIES,
@@ -35,7 +36,7 @@ With --key, every control frame is sealed (HMAC-SHA256) and frames from nodes wi
 key are dropped and counted (`l2fast status`); file contents are checked end to end against
 the digest in a sealed FILE_END. Frames are authenticated, not encrypted: anyone on the LAN can
 still read them. Commands that run their own node (no daemon) read the key file named by
-L2FAST_KEY_FILE.
+L2FAST_KEY_FILE, which is also this command's default for --key.
 """
 
 
@@ -108,8 +109,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--key",
         metavar="FILE",
+        default=os.environ.get("L2FAST_KEY_FILE") or None,
         help="LAN key file written by `l2fast keygen` (mode 600): frames are sealed with it, "
-        "and only nodes holding the same key are heard (default: no key, nothing is "
-        "authenticated)",
+        "and only nodes holding the same key are heard (default: $L2FAST_KEY_FILE if set, "
+        "else no key: nothing is authenticated)",
     )
     parser.set_defaults(handler=run)

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from l2fast.commands.discover import print_json
+from l2fast.errors import L2fastError
 from l2fast.node.auth import generate_key_file
 
 DEFAULT_KEY_FILE = "/etc/l2fast/key"
@@ -28,7 +29,13 @@ def run(args: argparse.Namespace) -> int:
     path = args.output
     parent = os.path.dirname(path)
     if parent and path == DEFAULT_KEY_FILE:
-        os.makedirs(parent, mode=0o755, exist_ok=True)
+        try:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise L2fastError(
+                f"cannot create {parent}: {exc.strerror}",
+                hint="run as root (sudo l2fast keygen), or write elsewhere with -o FILE",
+            ) from None
     key = generate_key_file(path)
     if args.json:
         print_json({"path": os.path.abspath(path), "key_id": key.key_id})

@@ -113,10 +113,11 @@ def seal_payload(
 ) -> tuple[int, bytes]:
     """The flags and payload of the sealed frame: `AUTH` set, `nonce` (SYN and SYN_ACK only,
     NONCE_LEN bytes) and the tag appended."""
-    wants_nonce = frame_type in NONCE_TYPES
-    if len(nonce) != (NONCE_LEN if wants_nonce else 0):
-        raise ValueError(f"frame type {frame_type:#04x} takes a {NONCE_LEN if wants_nonce else 0}"
-                         f"-byte nonce, not {len(nonce)}")  # fmt: skip
+    nonce_len = NONCE_LEN if frame_type in NONCE_TYPES else 0
+    if len(nonce) != nonce_len:
+        raise ValueError(
+            f"frame type {frame_type:#04x} takes {nonce_len} nonce bytes, not {len(nonce)}"
+        )
     if frame_type in UNSEALED_TYPES:
         raise ValueError(f"frame type {frame_type:#04x} is never sealed")
     flags |= Flags.AUTH

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import json
 import os
 import random
 import stat
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from l2fast import cli
 from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.node.auth import KEY_LEN, LanKey, generate_key_file, load_key_file
 from l2fast.node.events import ChatDelivered, ChatReceived, SessionFailed, SessionOpened
@@ -387,3 +389,34 @@ def test_a_sealed_file_accept_with_the_most_ranges_still_fits_the_mtu(mtu: int) 
     more = FileAccept(transfer_id=1, have=(*have, (2 * count, 2 * count + 1)))
     bigger = encode_frame(dataclasses.replace(frame, body=more, seal=(TagKey(SECRET), b"")))
     assert len(bigger) - ETH_HLEN > mtu  # the bound is tight, not merely safe
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_keygen_command_writes_json_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "lan.key"
+    assert cli.main(["keygen", "-o", str(path), "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made == {"path": str(path), "key_id": load_key_file(path).key_id}
+    assert cli.main(["keygen", "-o", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"l2fast: error: LAN key {path}: already exists",
+        "l2fast: hint: keep it, or remove it first to replace the LAN's key",
+    ]
+
+
+def test_daemon_refuses_a_bad_key_before_anything_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root it would open the interface next; the key is read first, so no socket is needed
+    # to see the refusal, and $L2FAST_KEY_FILE is the default for --key.
+    monkeypatch.setenv("L2FAST_KEY_FILE", str(tmp_path / "missing.key"))
+    if os.geteuid() != 0:
+        pytest.skip("l2fast daemon checks for raw-socket rights before its options; not root")
+    assert cli.main(["daemon", "-i", "lo"]) == 1
+    err = capsys.readouterr().err
+    assert "LAN key" in err and "no such file" in err and "l2fast keygen -o" in err

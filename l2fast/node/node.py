@@ -41,7 +41,7 @@ from l2fast.node.ping import PING_HEADER, Pinger, PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
-from l2fast.wire.auth import NONCE_LEN, TAG_LEN, UNSEALED_TYPES, TagKey
+from l2fast.wire.auth import NONCE_LEN, NONCE_TYPES, TAG_LEN, UNSEALED_TYPES, TagKey
 from l2fast.wire.constants import (
     BROADCAST_MAC,
     MAX_MTU,
@@ -473,8 +473,7 @@ class NodeEngine:
         if key is None:
             if trailer is not None:
                 return self._refuse(frame, "needs_key")
-            self._auth_refused.pop(frame.src, None)
-            return True
+            return self._passed(frame)
         if trailer is None:
             return self._refuse(frame, "unauthenticated")
         seal = key.group
@@ -495,11 +494,15 @@ class NodeEngine:
                 if not key.verify(seal, trailer.covered, trailer.tag):
                     return self._refuse(frame, "bad_auth")
                 slot.session_key = seal
-                self._auth_refused.pop(frame.src, None)
-                return True
+                return self._passed(frame)
             seal = slot.session_key or key.group
         if not key.verify(seal, trailer.covered, trailer.tag):
             return self._refuse(frame, "bad_auth")
+        return self._passed(frame)
+
+    def _passed(self, frame: Frame) -> bool:
+        """A frame passed the key check: its sender's last refusal no longer explains
+        anything; True."""
         self._auth_refused.pop(frame.src, None)
         return True
 
@@ -520,13 +523,13 @@ class NodeEngine:
         if key is None or kind in UNSEALED_TYPES:
             return frame
         seal, nonce = key.group, b""
-        if slot is not None and kind in (FrameType.SYN, FrameType.SYN_ACK):
+        if slot is not None and kind in NONCE_TYPES:
             nonce = slot.nonce
             if kind is FrameType.SYN_ACK and slot.session_key is not None:
                 seal = slot.session_key
         elif slot is not None and kind not in _GROUP_SEALED and slot.session_key is not None:
             seal = slot.session_key
-        assert len(nonce) == (NONCE_LEN if kind in (FrameType.SYN, FrameType.SYN_ACK) else 0)
+        assert len(nonce) == (NONCE_LEN if kind in NONCE_TYPES else 0)
         # Built, not dataclasses.replace()d: this runs for every control frame out.
         f = frame
         return Frame(f.dst, f.src, f.session, f.seq, f.body, f.flags, None, (seal, nonce))

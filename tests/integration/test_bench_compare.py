@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_helpers import namespaces, run_script
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -28,13 +29,6 @@ def l2fast_has(command: str) -> bool:
     """Whether `l2fast COMMAND` exists here, probed the way compare.py probes it."""
     probe = [sys.executable, "-m", "l2fast", command, "--help"]
     return subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
-
-
-def namespaces() -> list[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=True, timeout=30
-    )
-    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
 def test_quick_run_on_one_mtu(tmp_path: Path) -> None:
@@ -152,17 +146,11 @@ def test_a_run_that_cannot_be_done_fails_loudly(tmp_path: Path) -> None:
     out = tmp_path / "compare.json"
     argv = [sys.executable, str(COMPARE), "--quick", "--mtu", "1500", "--no-chart"]
     argv += ["--file-size", "64T", "--json-out", str(out)]
-    with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    ) as proc:
-        try:
-            _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
-        finally:
-            proc.kill()  # only if it hung: the timeout error is then the test's failure
-    assert proc.returncode == 1
+    pid, code, _, stderr = run_script(argv, RUN_TIMEOUT_S)
+    assert code == 1
     assert "FAILED" in stderr and "free" in stderr
     assert not out.exists()  # no result file, so no number to misread
-    assert not own_labs(proc.pid)  # this run's labs, whatever other runs do meanwhile
+    assert not own_labs(pid)  # this run's labs, whatever other runs do meanwhile
 
 
 def test_only_runs_the_kinds_asked_for(tmp_path: Path) -> None:

@@ -9,31 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_helpers import REPO, namespaces, run_script
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "small_files.py"
 RUN_TIMEOUT_S = 300  # only catches a hang: 50 files take a few seconds
-
-
-def namespaces() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
 def test_fifty_small_files(tmp_path: Path) -> None:
     out = tmp_path / "small.json"
     argv = [sys.executable, str(SCRIPT), "--count", "50", "--size", "3000", "--reps", "2"]
     argv += ["--json-out", str(out)]
-    with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    ) as proc:
-        try:
-            stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
-        finally:
-            proc.kill()  # only if it hung
-    assert proc.returncode == 0, stderr[-3000:]
+    pid, code, stdout, stderr = run_script(argv, RUN_TIMEOUT_S)
+    assert code == 0, stderr[-3000:]
 
     data = json.loads(out.read_text())
     assert data["schema"] == "l2fast-bench-small-files/1" and data["status"] == "ok"
@@ -56,7 +45,7 @@ def test_fifty_small_files(tmp_path: Path) -> None:
     assert data["ratio"] > 0
     assert "| l2fast send (folder), verified |" in stdout
 
-    prefix = f"sf{proc.pid % 100000}_"
+    prefix = f"sf{pid % 100000}_"
     assert not [ns for ns in namespaces() if ns.startswith(prefix)]
     assert not Path(data["settings"]["workdir"]).exists()
 

@@ -82,7 +82,8 @@ def load_key_file(path: str | Path) -> LanKey:
     """Read a key file written by `l2fast keygen`: 64 hex digits (a trailing newline is fine).
 
     Refuses, with what to do next, a file that is missing, not a regular file, readable or
-    writable by group or others, or not a key.
+    writable by group or others, owned by a user other than root or the one reading it, or
+    not a key.
     """
     path = Path(path)
     try:
@@ -110,6 +111,15 @@ def load_key_file(path: str | Path) -> LanKey:
                 path,
                 f"mode {stat.S_IMODE(info.st_mode):04o} lets other users read or change it",
                 f"chmod 600 {path}",
+            )
+        reader = os.geteuid()
+        if info.st_uid not in (0, reader):
+            # Its owner could replace it (mode bits are theirs to change), and so choose the
+            # key a root daemon trusts: sshd refuses such files for the same reason.
+            raise _key_error(
+                path,
+                f"owned by uid {info.st_uid}, who could replace it",
+                f"chown {'root' if reader == 0 else reader} {path}",
             )
         raw = os.read(fd, 256)
     finally:

@@ -150,6 +150,7 @@ def test_keygen_never_replaces_a_key(tmp_path: Path) -> None:
         ("short", "not a key", "l2fast keygen -o"),
         ("directory", "not a regular file", "l2fast keygen"),
         ("symlink", "is a symbolic link", "key file itself"),
+        ("foreign owner", "owned by uid 4242, who could replace it", "chown "),
     ],
 )
 def test_a_key_file_that_is_not_right_is_refused_with_a_hint(
@@ -167,9 +168,29 @@ def test_a_key_file_that_is_not_right_is_refused_with_a_hint(
     elif setup == "symlink":
         generate_key_file(tmp_path / "real")
         os.symlink(tmp_path / "real", path)
+    elif setup == "foreign owner":
+        generate_key_file(path)
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another user needs root")
+        os.chown(path, 4242, 4242)
     with pytest.raises(L2fastError, match=message) as caught:
         load_key_file(path)
     assert caught.value.hint and hint in caught.value.hint
+
+
+def test_a_key_file_owned_by_root_or_by_its_reader_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "key"
+    made = generate_key_file(path)
+    assert load_key_file(path).key_id == made.key_id  # the reader's own file
+    if os.stat(path).st_uid == 0:
+        monkeypatch.setattr(os, "geteuid", lambda: 4242)  # a user reading root's file
+        assert load_key_file(path).key_id == made.key_id
+        os.chown(path, 4243, 4243)  # another user's file: that user could replace it
+        with pytest.raises(L2fastError, match="owned by uid 4243") as caught:
+            load_key_file(path)
+        assert caught.value.hint == f"chown 4242 {path}"
 
 
 def test_a_tag_key_computes_hmac_sha256() -> None:

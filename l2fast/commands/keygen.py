@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         print_json({"path": os.path.abspath(path), "key_id": key.key_id})
     else:
         print(f"wrote LAN key {key.key_id} to {path} (mode 600)")
-        print(f"next: copy it to every host, then: sudo l2fast daemon --key {path}")
+        # A root daemon refuses a key file another user owns (that user could replace it).
+        own = "" if os.geteuid() == 0 else f"sudo chown root {path}; "
+        print(f"next: copy it to every host, then: {own}sudo l2fast daemon --key {path}")
     return 0
 
 

@@ -149,6 +149,7 @@ def test_keygen_never_replaces_a_key(tmp_path: Path) -> None:
         ("garbage", "not a key", "l2fast keygen -o"),
         ("short", "not a key", "l2fast keygen -o"),
         ("directory", "not a regular file", "l2fast keygen"),
+        ("fifo", "not a regular file", "l2fast keygen"),  # refused, not waited on
         ("symlink", "is a symbolic link", "key file itself"),
         ("foreign owner", "owned by uid 4242, who could replace it", "chown "),
     ],
@@ -165,6 +166,8 @@ def test_a_key_file_that_is_not_right_is_refused_with_a_hint(
         path.chmod(0o600)
     elif setup == "directory":
         path.mkdir(mode=0o700)
+    elif setup == "fifo":
+        os.mkfifo(path, 0o600)
     elif setup == "symlink":
         generate_key_file(tmp_path / "real")
         os.symlink(tmp_path / "real", path)

@@ -151,7 +151,7 @@ def test_keygen_never_replaces_a_key(tmp_path: Path) -> None:
         ("directory", "not a regular file", "l2fast keygen"),
         ("fifo", "not a regular file", "l2fast keygen"),  # refused, not waited on
         ("symlink", "is a symbolic link", "key file itself"),
-        ("foreign owner", "owned by uid 4242, who could replace it", "chown "),
+        ("foreign owner", "owned by uid 4242, who could replace it", "chown root"),
     ],
 )
 def test_a_key_file_that_is_not_right_is_refused_with_a_hint(

@@ -18,8 +18,8 @@ examples:
 Drop reasons (docs/PROTOCOL.md §Receiving): short, bad_magic, bad_version, bad_length,
 bad_crc, unknown_type, bad_payload, unknown_session, rate_limited, not_for_us,
 unauthenticated (no seal, and this node has a LAN key), bad_auth (sealed with another key, or
-changed on the way), needs_key (sealed, and this node has no key), and the engine's own
-(duplicate, late, ...).
+changed on the way), needs_key (sealed, and this node has no key), replayed_syn (a recorded
+SYN played again), and the engine's own (duplicate, late, stale_keepalive, ...).
 """
 
 

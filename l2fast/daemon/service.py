@@ -78,6 +78,7 @@ DROP_REASONS = (
     "unauthenticated",
     "bad_auth",
     "needs_key",
+    "replayed_syn",
 )
 #: Control frames the receiving transfer layer refused, by reason (`IncomingTransfer.drops`),
 #: always shown by `status` under `transfer_drops`. The node had accepted these frames (they

@@ -78,6 +78,10 @@ class NodeConfig:
     accept_burst_per_peer: float = 10.0
     accept_rate_global: float = 50.0
     accept_burst_global: float = 50.0
+    #: With a LAN key: the nonces of the last this many SYNs that opened a session here. A SYN
+    #: carrying one again is a recording replayed (PROTOCOL.md §Authentication) and is dropped
+    #: before it can spend its sender's accept budget or a session slot. About 100 bytes each.
+    syn_nonce_memory: int = 65536
 
     # --- control stream (PROTOCOL.md §CTRL_ACK) ---
     #: Control frames in flight. 64 is the most a CTRL_ACK bitmap can acknowledge beyond `cum`.

@@ -149,7 +149,7 @@ class ControlStream:
         entry.sent_order = self._sent_count
         return self._frame(entry.seq, entry.body, entry.flags)
 
-    def _on_ack(self, ack: CtrlAck, now: float) -> None:
+    def _on_ack(self, ack: CtrlAck, now: float) -> bool:
         if ack.cum > self._next_seq or ack.cum == 0:
             # cum may equal _next_seq (everything acknowledged) but never pass what we sent.
             raise RemoteProtocolError(
@@ -162,7 +162,7 @@ class ControlStream:
             if seq < ack.cum or (0 <= offset < BITMAP_BITS and ack.bitmap >> offset & 1):
                 newly.append(entry)
         if not newly:
-            return
+            return False
         for entry in newly:
             del self._inflight[entry.seq]
             self._events.append(StreamAcked(entry.seq))
@@ -181,40 +181,43 @@ class ControlStream:
             ):
                 # Sent before a frame that got through three places later: lost, not late.
                 entry.retransmit_due = True
+        return True
 
     # --- receiving -----------------------------------------------------------------------
 
-    def receive_frame(self, frame: Frame, now: float, *, accept_new: bool = True) -> None:
-        """Take a CTRL_ACK or one of the peer's control frames.
+    def receive_frame(self, frame: Frame, now: float, *, accept_new: bool = True) -> bool:
+        """Take a CTRL_ACK or one of the peer's control frames; returns whether it brought
+        anything new (a frame not yet received, an acknowledgement of one not yet acknowledged),
+        which a replayed recording cannot.
 
         With `accept_new` False (a session that has ended) only duplicates are acknowledged
         again; new frames are ignored, so their sender learns nothing was delivered. Raises
         RemoteProtocolError for an acknowledgement of frames never sent or sequence 0.
         """
         if self.dead:
-            return
+            return False
         if isinstance(frame.body, CtrlAck):
-            self._on_ack(frame.body, now)
-            return
+            return self._on_ack(frame.body, now)
         seq = frame.seq
         if seq == 0:
             raise RemoteProtocolError("control frame with sequence 0", code=ErrorCode.BAD_REQUEST)
         if seq < self._rcv_next or seq in self._out_of_order:
             self._drops["duplicate"] += 1
             self._ack_due = True
-            return
+            return False
         if seq > self._rcv_next + BITMAP_BITS:
             # Beyond what an acknowledgement could report: a sender that ignores the window.
             self._drops["ctrl_window"] += 1
-            return
+            return False
         if not accept_new:
             self._drops["after_close"] += 1
-            return
+            return False
         self._ack_due = True
         self._out_of_order[seq] = frame
         while self._rcv_next in self._out_of_order:
             self._events.append(StreamDelivered(self._out_of_order.pop(self._rcv_next)))
             self._rcv_next += 1
+        return True
 
     def ack_now(self) -> Frame:
         """The CTRL_ACK for everything received so far, to send at once.

@@ -99,6 +99,8 @@ class _Slot:
     session_key: TagKey | None = None
     #: SessionOpened was reported: a later failure is not the handshake's.
     opened: bool = False
+    #: When the session was created: only a key refusal since then can explain its handshake.
+    started: float = 0.0
 
 
 def _check_unicast(mac: bytes, what: str) -> None:
@@ -147,10 +149,10 @@ class NodeEngine:
         #: Bytes a sealed frame carries after its layout (0 without a key): control frames
         #: that fill the MTU leave room for them.
         self.trailer_len = TAG_LEN if key is not None else 0
-        #: Why the key check refused the last frame it saw from a MAC, until one from it
-        #: passes: a handshake with that peer that then fails says so (`_AUTH_REASONS`).
-        #: Oldest forgotten first.
-        self._auth_refused: dict[bytes, str] = {}
+        #: Why the key check refused the last frame it saw from a MAC, and when, until one
+        #: from it passes: a handshake with that peer that then fails says so if the refusal
+        #: came during it (`_AUTH_REASONS`). Oldest forgotten first.
+        self._auth_refused: dict[bytes, tuple[str, float]] = {}
         #: Random id announced in HELLO and SYN; never 0.
         self.node_id = rng.getrandbits(64) or 1
         #: Frames dropped, by reason (`l2fast status`). The adapter adds its decoding drops
@@ -177,6 +179,8 @@ class NodeEngine:
             burst_global=c.accept_burst_global,
         )
         self._slots: dict[_SessionKey, _Slot] = {}
+        #: With a key: nonces of SYNs that opened a session, oldest first (`syn_nonce_memory`).
+        self._syn_nonces_used: dict[bytes, None] = {}
         self._chat_slot_of: dict[bytes, _SessionKey] = {}  # the session our chat to a peer uses
         self._next_msg_id = 1
         self._out: list[Frame] = []
@@ -261,15 +265,18 @@ class NodeEngine:
             trailer_len=self.trailer_len,
         )
         session.open(now)
-        slot = self._slot(session)
+        slot = self._slot(session, now)
         if self.key is not None:
             slot.nonce = self.key.nonce()
         self._slots[(peer, session_id)] = slot
         return session_id
 
-    def _slot(self, session: Session) -> _Slot:
+    def _slot(self, session: Session, now: float) -> _Slot:
         return _Slot(
-            session, ChatOutbox(session.peer_mac), ChatInbox(self.config.chat_cap, self.drops)
+            session,
+            ChatOutbox(session.peer_mac),
+            ChatInbox(self.config.chat_cap, self.drops),
+            started=now,
         )
 
     def _chat_slot(self, peer: bytes, now: float) -> _Slot:
@@ -431,7 +438,7 @@ class NodeEngine:
         if len(src) != 6 or src[0] & 1:
             self.drops["bad_source"] += 1  # a group address never sends
             return
-        if not self._authentic(frame):
+        if not self._authentic(frame, now):
             return
         kind = frame.type
         if kind in _DISCOVERY_TYPES:
@@ -457,7 +464,7 @@ class NodeEngine:
         else:
             self.drops["unknown_session"] += 1
 
-    def _authentic(self, frame: Frame) -> bool:
+    def _authentic(self, frame: Frame, now: float) -> bool:
         """Whether `frame` may go on: sealed with the right key when this node has a LAN key,
         not sealed when it has none (PROTOCOL.md §Authentication); else counted and False.
 
@@ -472,16 +479,24 @@ class NodeEngine:
         key = self.key
         if key is None:
             if trailer is not None:
-                return self._refuse(frame, "needs_key")
+                return self._refuse(frame, "needs_key", now)
             return self._passed(frame)
         if trailer is None:
-            return self._refuse(frame, "unauthenticated")
+            return self._refuse(frame, "unauthenticated", now)
         seal = key.group
         if kind is FrameType.SYN:
             if slot is not None and trailer.nonce != slot.peer_nonce:
                 # Our session already has this id with another nonce: a SYN from another
                 # handshake (a recording), not a repeat of this one.
-                return self._refuse(frame, "bad_auth")
+                return self._refuse(frame, "bad_auth", now)
+            if slot is None and trailer.nonce in self._syn_nonces_used:
+                if not key.verify(seal, trailer.covered, trailer.tag):
+                    return self._refuse(frame, "bad_auth", now)
+                # A true SYN that already opened a session here, which has ended: a recording
+                # played again. Dropped before `_accept` charges its sender's accept budget,
+                # so replays cannot lock the real sender out. Not the key's fault: no _refuse.
+                self.drops["replayed_syn"] += 1
+                return False
         elif kind not in _GROUP_SEALED and frame.session:
             if slot is None:
                 return True
@@ -490,14 +505,18 @@ class NodeEngine:
                     self.mac, frame.src, frame.session, slot.nonce, trailer.nonce
                 )
                 if slot.session_key not in (None, seal):
-                    return self._refuse(frame, "bad_auth")  # another handshake's answer
+                    return self._refuse(frame, "bad_auth", now)  # another handshake's answer
                 if not key.verify(seal, trailer.covered, trailer.tag):
-                    return self._refuse(frame, "bad_auth")
+                    return self._refuse(frame, "bad_auth", now)
                 slot.session_key = seal
                 return self._passed(frame)
+            if slot.session_key is None and kind is not FrameType.ERROR:
+                # Before the SYN_ACK only an ERROR refusing our SYN can come, sealed with the
+                # group key; anything else this early was not sent by the peer we asked.
+                return self._refuse(frame, "bad_auth", now)
             seal = slot.session_key or key.group
         if not key.verify(seal, trailer.covered, trailer.tag):
-            return self._refuse(frame, "bad_auth")
+            return self._refuse(frame, "bad_auth", now)
         return self._passed(frame)
 
     def _passed(self, frame: Frame) -> bool:
@@ -506,12 +525,12 @@ class NodeEngine:
         self._auth_refused.pop(frame.src, None)
         return True
 
-    def _refuse(self, frame: Frame, reason: str) -> bool:
-        """Count a frame the key check refused, and note why for its sender; False."""
+    def _refuse(self, frame: Frame, reason: str, now: float) -> bool:
+        """Count a frame the key check refused, and note why and when for its sender; False."""
         self.drops[reason] += 1
         refused = self._auth_refused
         refused.pop(frame.src, None)
-        refused[frame.src] = reason
+        refused[frame.src] = (reason, now)
         if len(refused) > _AUTH_REFUSED_MACS:
             del refused[next(iter(refused))]
         return False
@@ -594,14 +613,23 @@ class NodeEngine:
             now=now,
             trailer_len=self.trailer_len,
         )
-        slot = self._slot(session)
+        slot = self._slot(session, now)
         if self.key is not None and frame.trailer is not None:  # checked by _authentic
+            self._remember_syn_nonce(frame.trailer.nonce)
             slot.peer_nonce = frame.trailer.nonce
             slot.nonce = self.key.nonce()
             slot.session_key = self.key.session_key(
                 frame.src, self.mac, frame.session, slot.peer_nonce, slot.nonce
             )
         self._slots[(frame.src, frame.session)] = slot
+
+    def _remember_syn_nonce(self, nonce: bytes) -> None:
+        # Only SYNs that opened a session: one that was rate-limited or refused busy must still
+        # pass when its sender repeats it (a repeat carries the same nonce).
+        used = self._syn_nonces_used
+        used[nonce] = None
+        if len(used) > self.config.syn_nonce_memory:
+            del used[next(iter(used))]
 
     def _collect(self, now: float) -> None:
         # Move every part's events to ours, and let chat act on its sessions' events.
@@ -625,8 +653,15 @@ class NodeEngine:
                             session.close(now, *slot.close_when_open)
                 else:
                     refused = self._auth_refused.get(session.peer_mac)
-                    if isinstance(ev, SessionFailed) and refused and not slot.opened:
-                        ev = self._explained(ev, refused)
+                    if (
+                        isinstance(ev, SessionFailed)
+                        and refused is not None
+                        and refused[1] >= slot.started
+                        and not slot.opened
+                    ):
+                        # A frame refused before this handshake (a forged HELLO with the
+                        # peer's MAC, say) says nothing about why this one failed.
+                        ev = self._explained(ev, refused[0])
                     self._events.append(ev)
                     self._ended(slot, ev)
 

@@ -80,6 +80,7 @@ _HANDSHAKE_STATES = frozenset(
     {SessionState.SYN_SENT, SessionState.SYN_RCVD, SessionState.PROBE_WAIT}
 )
 _ENDED = frozenset({SessionState.CLOSED, SessionState.FAILED})
+_PAST_HANDSHAKE = _ENDED | {SessionState.OPEN, SessionState.CLOSING}
 _CHAT_HEADER = 13  # PROTOCOL.md §CHAT: msg_id, total_len, frag_offset, to_all
 
 
@@ -167,6 +168,10 @@ class Session:
         self._events: deque[SessionEvent] = deque()
         self._last_rx = now
         self._last_tx = now
+        #: KEEPALIVEs sent, and the highest counter seen in the peer's (PROTOCOL.md
+        #: §KEEPALIVE): one that does not raise it is a repeat, which proves nothing alive.
+        self._keepalives_sent = 0
+        self._keepalive_seen = 0
         self._handshake_deadline = now + config.handshake_timeout
         # Initiator: the SYN and the PROBEs, each with when it was last sent.
         self._syn_sent_at = 0.0
@@ -371,8 +376,8 @@ class Session:
         transition(self.role, self.state, event)  # raises before anything is touched
         self._validate(frame)
         old = self._apply(event)
-        self._last_rx = now
-        self._dispatch(event, frame, old, now)
+        if self._dispatch(event, frame, old, now):
+            self._last_rx = now
         self._pump(now)
 
     def _validate(self, frame: Frame) -> None:
@@ -404,8 +409,27 @@ class Session:
                 code=ErrorCode.BAD_REQUEST,
             )
 
-    def _dispatch(self, event: SessionInput, frame: Frame, old: SessionState, now: float) -> None:
+    def _dispatch(self, event: SessionInput, frame: Frame, old: SessionState, now: float) -> bool:
+        """Act on a frame the table allowed; returns whether it shows the peer alive now.
+
+        A frame that moves nothing (a KEEPALIVE not newer than the last, a handshake frame
+        once open, a control frame or acknowledgement already taken) may be a recording
+        replayed by someone else, even sealed with the session key: it does not put off the
+        dead-peer timeout (`dead_after`). Neither does an unsealed DATA or FEEDBACK on a
+        sealed session, which anyone can forge. A live peer sends a new KEEPALIVE every
+        `keepalive_after` it has nothing else to send.
+        """
         state = self.state
+        if event is SessionInput.RECV_KEEPALIVE:
+            if frame.seq <= self._keepalive_seen:
+                self._drops["stale_keepalive"] += 1
+                return False
+            self._keepalive_seen = frame.seq
+            return True
+        if event is SessionInput.RECV_BULK:
+            return self.trailer_len == 0
+        if event in (SessionInput.RECV_CTRL, SessionInput.RECV_CTRL_ACK):
+            return self._dispatch_stream(event, frame, state, now)
         if event is SessionInput.RECV_SYN:
             if old is SessionState.SYN_RCVD:
                 self._send_syn_ack(now)
@@ -430,19 +454,24 @@ class Session:
                 if len(self._probe_sent_at) == 1:  # Karn: only an unrepeated probe times RTT
                     self.rtt.sample(now - self._probe_sent_at[frame.seq])
                 self._opened(now)
-        elif event in (SessionInput.RECV_CTRL, SessionInput.RECV_CTRL_ACK):
-            if state in (SessionState.OPEN, SessionState.CLOSING):
-                self.stream.receive_frame(frame, now)
-            elif state is SessionState.CLOSED and event is SessionInput.RECV_CTRL:
-                self.stream.receive_frame(frame, now, accept_new=False)
-            else:
-                self._drops["early_control" if state is SessionState.PROBING else "late"] += 1
         elif event is SessionInput.RECV_ERROR:
             if old not in _ENDED:
                 assert isinstance(frame.body, Error)
                 self._on_error(frame.body, now)
             else:
                 self._drops["late"] += 1
+        return old not in _PAST_HANDSHAKE  # the handshake's frames show life only during it
+
+    def _dispatch_stream(
+        self, event: SessionInput, frame: Frame, state: SessionState, now: float
+    ) -> bool:
+        if state in (SessionState.OPEN, SessionState.CLOSING):
+            return self.stream.receive_frame(frame, now)
+        if state is SessionState.CLOSED and event is SessionInput.RECV_CTRL:
+            self.stream.receive_frame(frame, now, accept_new=False)
+        else:
+            self._drops["early_control" if state is SessionState.PROBING else "late"] += 1
+        return False
 
     def _sample_syn_ack(self, now: float) -> None:
         if self._syn_ack_sends == 1:
@@ -568,7 +597,8 @@ class Session:
             if self.state in (SessionState.OPEN, SessionState.CLOSING) and (
                 now >= self._last_tx + self.config.keepalive_after
             ):
-                self._send(Keepalive(), now)
+                self._keepalives_sent += 1
+                self._send(Keepalive(), now, seq=self._keepalives_sent)
 
     def _on_probe_timeout(self, now: float) -> None:
         assert self.params is not None

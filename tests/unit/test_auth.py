@@ -29,14 +29,26 @@ from l2fast.node.events import ChatDelivered, ChatReceived, SessionFailed, Sessi
 from l2fast.node.node import NodeEngine
 from l2fast.transfer.protocol_space import max_have_ranges
 from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, TagKey, open_trailer
-from l2fast.wire.constants import DEFAULT_ETHERTYPE, ETH_HLEN, HDR_LEN, Flags, FrameType
+from l2fast.wire.constants import (
+    BROADCAST_MAC,
+    DEFAULT_ETHERTYPE,
+    ETH_HLEN,
+    HDR_LEN,
+    ErrorCode,
+    Flags,
+    FrameType,
+)
 from l2fast.wire.crc32c_ref import crc32c
 from l2fast.wire.frames import (
     BadFrame,
     Chat,
+    Close,
     Data,
+    Error,
+    Feedback,
     FileAccept,
     Frame,
+    Hello,
     Keepalive,
     decode_frame,
     encode_frame,
@@ -341,7 +353,10 @@ def test_a_tampered_sealed_frame_is_refused() -> None:
     assert [m.text for m in lan.of(b, ChatReceived)] == [b"hello", b"pay alice"]
 
 
-def test_a_recorded_handshake_replayed_later_opens_nothing() -> None:
+@pytest.mark.parametrize("nonce_forgotten", [False, True])
+def test_a_recorded_handshake_replayed_later_opens_nothing(nonce_forgotten: bool) -> None:
+    # Remembered, its SYN is dropped as a replay; forgotten (past `syn_nonce_memory`), the SYN
+    # draws a SYN_ACK with a fresh nonce, which the recorded ACK and CHAT do not fit.
     lan, a, b = keyed_pair(7, lan_key(seed=1), lan_key(seed=2))
     recorded: list[Frame] = []
     lan.tap = lambda f: recorded.append(f) if f.src == a.mac and f.session else None
@@ -350,6 +365,8 @@ def test_a_recorded_handshake_replayed_later_opens_nothing() -> None:
     a.close(b.mac, lan.now)
     assert lan.run(lambda: not a.sessions() and not b.sessions(), timeout=60)
     lan.tap = None
+    if nonce_forgotten:
+        b._syn_nonces_used.clear()
     opened_before = len(lan.of(b, SessionOpened))
     for frame in recorded:  # the whole of a's side, in order, again
         b.receive_frame(frame, lan.now)
@@ -357,7 +374,116 @@ def test_a_recorded_handshake_replayed_later_opens_nothing() -> None:
     lan.run_for(30.0)
     assert len(lan.of(b, SessionOpened)) == opened_before
     assert [m.text for m in lan.of(b, ChatReceived)] == [b"once"]
-    assert b.drops["bad_auth"] > 0  # the old ACK and CHAT do not fit the new nonce
+    if nonce_forgotten:
+        assert b.drops["bad_auth"] > 0  # the old ACK and CHAT do not fit the new nonce
+    else:
+        assert b.drops["replayed_syn"] == 1 and b.drops["bad_auth"] == 0
+
+
+def test_recorded_syns_replayed_in_a_flood_cannot_lock_their_sender_out() -> None:
+    # An eavesdropper records a's SYNs, then replays them hard once the sessions are over: they
+    # are true SYNs, but each opened a session already, so b drops them before they spend a's
+    # accept budget (5/s, burst 10) or a session slot, and a's next real SYN gets in at once.
+    lan, a, b = keyed_pair(11, lan_key(seed=1), lan_key(seed=2))
+    syns: list[Frame] = []
+    lan.tap = lambda f: syns.append(f) if f.type is FrameType.SYN and f.src == a.mac else None
+    for n in range(3):
+        a.send_chat(b.mac, f"message {n}", lan.now)
+        assert lan.run(lambda n=n: lan.has(a, ChatDelivered, n + 1), timeout=10)
+        a.close(b.mac, lan.now)
+        assert lan.run(lambda: not a.sessions() and not b.sessions(), timeout=60)
+    lan.tap = None
+    assert len({f.trailer.nonce for f in syns if f.trailer}) == 3
+    for _ in range(20):  # 60 replays in 0.3 s: far past the burst
+        for syn in syns:
+            b.receive_frame(syn, lan.now)
+            assert b.frames_to_send(lan.now) == []  # no SYN_ACK, no ERROR: nothing to answer
+        lan.run_for(0.005)
+    assert b.drops["replayed_syn"] == 60
+    assert b.drops["rate_limited"] == 0 and b.sessions() == []
+    assert auth_drops(b) == {}  # a replay is not a key mismatch
+    opened = len(lan.of(b, SessionOpened))
+    a.send_chat(b.mac, "still me", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered, 4), timeout=2)
+    assert len(lan.of(b, SessionOpened)) == opened + 1
+
+
+def test_a_forged_syn_with_a_used_nonce_is_a_bad_seal_not_a_replay() -> None:
+    lan, a, b = keyed_pair(12, lan_key(seed=1), lan_key(seed=2))
+    syns: list[Frame] = []
+    lan.tap = lambda f: syns.append(f) if f.type is FrameType.SYN else None
+    a.send_chat(b.mac, "once", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    a.close(b.mac, lan.now)
+    assert lan.run(lambda: not b.sessions(), timeout=60)
+    raw = raw_of(syns[0])
+    raw[-1] ^= 1  # the tag no longer matches
+    refresh_crc(raw)
+    b.receive_frame(decode_frame(bytes(raw)), lan.now)
+    assert b.drops["bad_auth"] == 1 and b.drops["replayed_syn"] == 0
+
+
+def test_a_syn_repeated_while_its_session_is_held_is_answered_not_refused() -> None:
+    # The initiator repeats its SYN (same nonce) when the SYN_ACK is lost: still welcome.
+    lan, a, b = keyed_pair(13, lan_key(seed=1), lan_key(seed=2))
+    lan.drop(FrameType.SYN_ACK, nth=1)
+    lan.drop(FrameType.SYN_ACK, nth=2)
+    a.send_chat(b.mac, "third time lucky", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=20)
+    assert b.drops["replayed_syn"] == 0 and auth_drops(b) == {}
+
+
+def test_the_syn_nonces_remembered_are_bounded() -> None:
+    lan, a, b = keyed_pair(14, lan_key(seed=1), lan_key(seed=2))
+    b.config = dataclasses.replace(b.config, syn_nonce_memory=2)
+    for n in range(4):
+        a.send_chat(b.mac, f"m{n}", lan.now)
+        assert lan.run(lambda n=n: lan.has(a, ChatDelivered, n + 1), timeout=10)
+        a.close(b.mac, lan.now)
+        assert lan.run(lambda: not b.sessions(), timeout=60)
+    assert len(b._syn_nonces_used) == 2
+
+
+def test_a_replayed_keepalive_does_not_keep_a_dead_peer_alive() -> None:
+    # A KEEPALIVE sealed with the session key, recorded and played every 0.5 s after its
+    # sender went away: its counter is not newer than the last, so the session still dies.
+    lan, a, b, _session = open_keyed_session()
+    keepalives: list[Frame] = []
+    lan.tap = lambda f: keepalives.append(f) if f.type is FrameType.KEEPALIVE else None
+    assert lan.run(lambda: any(f.src == b.mac for f in keepalives), timeout=5)
+    recorded = next(f for f in keepalives if f.src == b.mac)
+    lan.tap = None
+    lan.unplug(b)
+    started = lan.now
+    while not lan.has(a, SessionFailed) and lan.now - started < 30:
+        a.receive_frame(recorded, lan.now)
+        lan.run_for(0.5)
+    (failed,) = lan.of(a, SessionFailed)
+    assert "sent nothing for" in failed.error.message
+    assert lan.now - started < 10  # dead_after is 5 s
+    assert a.drops["stale_keepalive"] > 0 and auth_drops(a) == {}
+
+
+def test_fresh_keepalives_keep_an_idle_session_open() -> None:
+    lan, a, _b, session = open_keyed_session()
+    lan.run_for(30.0)  # idle: only KEEPALIVEs, each with a higher counter
+    assert [s.session for s in a.sessions()] == [session]
+    assert not lan.has(a, SessionFailed) and a.drops["stale_keepalive"] == 0
+
+
+def test_forged_unsealed_feedback_does_not_keep_a_sealed_session_alive() -> None:
+    lan, a, b, session = open_keyed_session()
+    lan.unplug(b)
+    started = lan.now
+    seq = 0
+    while not lan.has(a, SessionFailed) and lan.now - started < 30:
+        seq += 1
+        forged = Frame(
+            a.mac, b.mac, session, seq, Feedback(cum_ack=0, credit=1, highest=0, kernel_drops=0)
+        )
+        a.receive_frame(forged, lan.now)
+        lan.run_for(0.5)
+    assert lan.has(a, SessionFailed) and lan.now - started < 10
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -385,21 +511,105 @@ def test_unsealed_types_pass_a_keyed_node_unchecked() -> None:
     assert b.drops["unauthenticated"] == 1
     seq = a.ping(b.mac, lan.now)
     assert lan.run(lambda: a.ping_stats(b.mac).received == 1, timeout=5), seq
+    data = Frame(b.mac, a.mac, session, 7, Data(payload=b"chunk"))
+    feedback = Frame(
+        b.mac, a.mac, session, 1, Feedback(cum_ack=0, credit=1, highest=0, kernel_drops=0)
+    )
+    for frame in (data, feedback):
+        b.receive_frame(decode_frame(encode_frame(frame)), lan.now)
     assert b.drops["unauthenticated"] == 1
+    assert [s.session for s in b.sessions()] == [session]
 
 
 def test_a_session_that_had_opened_and_then_fails_is_not_blamed_on_the_key() -> None:
     lan, a, b, session = open_keyed_session()
-    stranger_chat = Frame(a.mac, b.mac, session, 50, Keepalive())  # unsealed, b's MAC
-    a.receive_frame(stranger_chat, lan.now)
-    assert a.drops["unauthenticated"] == 1
-    lan.run_for(0.5)
     b.send_chat(a.mac, "still here", lan.now)
     assert lan.run(lambda: lan.has(b, ChatDelivered, 1), timeout=10)
     lan.unplug(b)  # now the open session dies of silence: not a key problem
+    stranger = Frame(a.mac, b.mac, session, 50, Keepalive())  # unsealed, b's MAC
+    a.receive_frame(stranger, lan.now)  # refused during the session, and never cleared
+    assert a.drops["unauthenticated"] == 1
     assert lan.run(lambda: lan.has(a, SessionFailed), timeout=120)
     (failed,) = lan.of(a, SessionFailed)
     assert "LAN key" not in failed.error.message
+
+
+def test_a_forged_hello_before_a_handshake_does_not_take_the_blame_for_it() -> None:
+    # Someone sends an unsealed HELLO with b's MAC; later a's handshake with b fails because b
+    # is unplugged. The refusal came before the handshake, so it explains nothing.
+    lan, a, b = keyed_pair(15, lan_key(seed=1), lan_key(seed=2))
+    assert lan.run(lambda: b.mac in {p.mac for p in a.peers()}, timeout=30)
+    lan.unplug(b)
+    lan.run_for(1.0)  # what b had in flight has landed
+    forged = Frame(
+        BROADCAST_MAC,
+        b.mac,
+        0,
+        1,
+        Hello(node_id=9, ts_ns=0, ver_min=1, ver_max=1, mtu=1500, caps=0, name="b"),
+    )
+    a.receive_frame(forged, lan.now)
+    assert a.drops["unauthenticated"] == 1
+    lan.run_for(0.1)
+    a.send_chat(b.mac, "are you there", lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=60)
+    (failed,) = lan.of(a, SessionFailed)
+    assert "no answer" in failed.error.message and "LAN key" not in failed.error.message
+
+
+def test_a_syn_with_another_nonce_for_a_held_session_is_refused() -> None:
+    lan, a, b = keyed_pair(16, lan_key(seed=1), lan_key(seed=2))
+    syns: list[Frame] = []
+    lan.tap = lambda f: syns.append(f) if f.type is FrameType.SYN else None
+    a.send_chat(b.mac, "hi", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    (syn,) = syns
+    other = dataclasses.replace(syn, trailer=None, seal=(lan_key().group, bytes(16)))
+    b.receive_frame(decode_frame(encode_frame(other)), lan.now)
+    assert b.drops["bad_auth"] == 1
+    assert [s.session for s in b.sessions()] == [syn.session]
+    a.send_chat(b.mac, "and again", lan.now)  # the session is unharmed
+    assert lan.run(lambda: lan.has(a, ChatDelivered, 2), timeout=10)
+
+
+def test_a_second_syn_ack_cannot_change_an_initiators_session_key() -> None:
+    # Sealed under the key its own nonce would give, a SYN_ACK from another handshake verifies;
+    # the initiator holds the first one's key and refuses it, and the session carries on.
+    lan, a, b = keyed_pair(17, lan_key(seed=1), lan_key(seed=2))
+    syn_acks: list[Frame] = []
+    lan.tap = lambda f: syn_acks.append(f) if f.type is FrameType.SYN_ACK else None
+    a.send_chat(b.mac, "hello", lan.now)
+    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    (syn_ack,) = syn_acks
+    session = syn_ack.session
+    nonce = bytes(range(16))
+    key = lan_key().session_key(a.mac, b.mac, session, a._slots[(b.mac, session)].nonce, nonce)
+    forged = dataclasses.replace(syn_ack, trailer=None, seal=(key, nonce))
+    a.receive_frame(decode_frame(encode_frame(forged)), lan.now)
+    assert a.drops["bad_auth"] == 1
+    b.send_chat(a.mac, "unharmed", lan.now)
+    assert lan.run(lambda: lan.has(b, ChatDelivered, 1), timeout=10)
+
+
+def test_before_its_syn_ack_an_initiator_takes_only_an_error_sealed_with_the_group_key() -> None:
+    lan, a, b = keyed_pair(18, lan_key(seed=1), lan_key(seed=2))
+    lan.unplug(b)
+    a.send_chat(b.mac, "hi", lan.now)
+    lan.step()
+    ((_, session),) = a._slots
+    group = lan_key().group
+    for body in (Keepalive(), Close(reason=0, text="")):
+        seq = 1 if isinstance(body, Close) else 0
+        frame = Frame(a.mac, b.mac, session, seq, body, seal=(group, b""))
+        a.receive_frame(decode_frame(encode_frame(frame)), lan.now)
+    assert a.drops["bad_auth"] == 2
+    error = Frame(a.mac, b.mac, session, 0, Error(code=int(ErrorCode.BUSY), text="full"))
+    a.receive_frame(
+        decode_frame(encode_frame(dataclasses.replace(error, seal=(group, b"")))), lan.now
+    )
+    lan.run_for(0.01)
+    (failed,) = lan.of(a, SessionFailed)
+    assert "busy" in failed.error.message
 
 
 @pytest.mark.parametrize("mtu", [1280, 1500, 9000])

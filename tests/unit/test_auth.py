@@ -17,15 +17,23 @@ import os
 import random
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l2fast import cli
+from l2fast.daemon.transfers import Transfers
 from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.node.auth import KEY_LEN, LanKey, generate_key_file, load_key_file
-from l2fast.node.events import ChatDelivered, ChatReceived, SessionFailed, SessionOpened
+from l2fast.node.events import (
+    ChatDelivered,
+    ChatReceived,
+    ControlReceived,
+    SessionFailed,
+    SessionOpened,
+)
 from l2fast.node.node import NodeEngine
 from l2fast.transfer.protocol_space import max_have_ranges
 from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, TagKey, open_trailer
@@ -34,6 +42,7 @@ from l2fast.wire.constants import (
     DEFAULT_ETHERTYPE,
     ETH_HLEN,
     HDR_LEN,
+    Digest,
     ErrorCode,
     Flags,
     FrameType,
@@ -47,6 +56,7 @@ from l2fast.wire.frames import (
     Error,
     Feedback,
     FileAccept,
+    FileEnd,
     Frame,
     Hello,
     Keepalive,
@@ -623,6 +633,29 @@ def test_a_sealed_file_accept_with_the_most_ranges_still_fits_the_mtu(mtu: int) 
     more = FileAccept(transfer_id=1, have=(*have, (2 * count, 2 * count + 1)))
     bigger = encode_frame(dataclasses.replace(frame, body=more, seal=(TagKey(SECRET), b"")))
     assert len(bigger) - ETH_HLEN > mtu  # the bound is tight, not merely safe
+
+
+@pytest.mark.parametrize("key", [None, SECRET], ids=["no key", "key"])
+def test_the_daemon_sizes_file_accept_for_the_mtu_less_the_tag(key: bytes | None) -> None:
+    # The receiving daemon builds its IncomingTransfer with the session's MTU less the trailer
+    # its engine seals with, so the most `have` ranges still fit (the test above).
+    engine = NodeEngine(
+        bytes.fromhex("020000000001"),
+        "r",
+        9000,
+        rng=random.Random(1),
+        key=None if key is None else lan_key(key),
+    )
+    runner = SimpleNamespace(
+        engine=engine, receive_sockets=None, now=lambda: 1.0, flush=lambda: None, counters={}
+    )
+    transfers = Transfers(runner, recv_dir=None, accept="all")  # type: ignore[arg-type]
+    peer, session = bytes.fromhex("020000000002"), 0x77
+    transfers._session_mtu[session] = 1500
+    end = FileEnd(transfer_id=1, digest=int(Digest.SHA256), digest_value=bytes(32))
+    transfers.on_event(ControlReceived(session, peer, end))
+    incoming = transfers.incoming[session].incoming
+    assert incoming._max_have == max_have_ranges(1500 - (TAG_LEN if key else 0))
 
 
 # --- the command ----------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ examples:
   sudo l2fast discover --timeout 3 --json
   l2fast discover -i eth0                through the daemon on eth0 when one runs
 
-Without a daemon on the interface, the command runs a node of its own for its duration
-(root or CAP_NET_RAW needed). JSON: an array of {mac, name, mtu, last_seen (Unix time),
-rtt_us, caps, node_id, daemon}. It exits 0 when at least one node answered, 1 when none did
-(like `l2fast ping`).
+It lists only the nodes that answered this discovery (`l2fast peers` shows the daemon's whole
+table, nodes gone quiet included). Without a daemon on the interface, the command runs a node
+of its own for its duration (root or CAP_NET_RAW needed). JSON: an array of {mac, name, mtu,
+last_seen (Unix time), rtt_us, caps, node_id, daemon}. It exits 0 when at least one node
+answered, 1 when none did (like `l2fast ping`).
 """
 
 PEERS_EXAMPLES = """\

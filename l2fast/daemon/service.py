@@ -370,8 +370,16 @@ class NodeService:
 
     def _op_discover(self, conn: Replier, request: dict[str, Any]) -> None:
         timeout = _number(request, "timeout", 1.0, 0.0, MAX_DISCOVER_S)
-        self.engine.discover(self.runner.now())
-        self.runner.call_later(timeout, lambda: self._op_peers(conn, request))
+        started = self.runner.now()
+        self.engine.discover(started)
+
+        def answered() -> None:
+            # Only the nodes heard since this discovery began: the table also holds nodes
+            # that went quiet a few seconds ago and have not expired yet (`peers` shows those).
+            heard = [p for p in self.engine.peers() if p.last_seen >= started]
+            self._reply(conn, request, peers=[self.peer_json(p) for p in heard])
+
+        self.runner.call_later(timeout, answered)
 
     def _op_history(self, conn: Replier, request: dict[str, Any]) -> None:
         limit = int(_number(request, "limit", len(self.history), 0, HISTORY_SIZE))

@@ -177,6 +177,16 @@ def test_peers_and_discover_show_the_required_fields(nodes: tuple[Node, Node]) -
     assert peer["daemon"] is True
 
 
+def test_discover_lists_only_nodes_that_answered_it(nodes: tuple[Node, Node]) -> None:
+    # b stops; a's table still holds it for a few HELLO intervals, but it answers no discovery.
+    a, b = nodes
+    b.daemon.stop()
+    b.thread.join(10)
+    with a.client() as c:
+        assert [p["mac"] for p in c.request({"op": "peers"}, 5)["peers"]] == [b.mac]
+        assert c.request({"op": "discover", "timeout": 0.3}, 5)["peers"] == []
+
+
 def test_chat_by_name_and_by_mac_reaches_the_history(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     with a.client() as c:

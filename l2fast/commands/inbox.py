@@ -4,19 +4,23 @@ that runs with `--accept ask` (issue 5, "Offer")."""
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 from l2fast.commands.discover import print_json
 from l2fast.daemon.client import add_node_arguments, connect
+from l2fast.daemon.display import counted
 from l2fast.progress import format_bytes
 
 INBOX_EXAMPLES = """\
 examples:
   l2fast inbox                 offers waiting for an answer (daemon run with --accept ask)
-  l2fast inbox --json          [{id, peer, path, kind, size, waiting_s}, ...]
+  l2fast inbox --json          [{id, peer, path, kind, size, waiting_s, folder}, ...]
   l2fast accept 3              receive offer 3 into the daemon's --recv-dir
   l2fast reject 3              refuse it (the sender exits 1 and says so)
 
-Answering a folder answers everything in it that the same send offers, now or later.
+Answering a folder answers everything in it that the same send offers, now or later: the
+list shows such a folder once, with how many entries wait inside it (`--json` lists each,
+with `folder`, the id whose answer covers it).
 """
 
 
@@ -30,11 +34,28 @@ def run_inbox(args: argparse.Namespace) -> int:
     if not offers:
         print("no offers waiting")
         return 0
+    # An offer inside a waiting folder is answered with that folder: one row for the lot.
+    inside = Counter(o["folder"] for o in offers if o.get("folder") is not None)
+    rows = [("ID", "PEER", "KIND", "SIZE", "PATH", "WAITING")]
     for o in offers:
-        print(
-            f"{o['id']:>4}  {o['peer']}  {o['kind']:<9}  {format_bytes(o['size']):>10}  "
-            f"{o['path']}  (waiting {o['waiting_s']:.0f} s)"
+        if o.get("folder") is not None:
+            continue
+        path = o["path"]
+        if inside[o["id"]]:
+            path += f"  (and {counted(inside[o['id']], 'entry', 'entries')} inside)"
+        rows.append(
+            (
+                str(o["id"]),
+                o["peer"],
+                o["kind"],
+                format_bytes(o["size"]),
+                path,
+                f"{o['waiting_s']:.0f} s",
+            )
         )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

@@ -170,6 +170,9 @@ class _Pending:
     peer: bytes
     offer: OfferReceived
     since: float
+    #: The id of the waiting folder of the same session this offer lies in (its outermost),
+    #: or None: accepting that folder answers this offer too, so it is what people are told.
+    folder: int | None = None
 
 
 @dataclass
@@ -192,6 +195,8 @@ class IncomingJob:
     #: A person's answer to a folder (--accept ask), by its path: it also answers every offer
     #: under that folder in this session, those waiting and those still to come.
     folder_answers: dict[str, bool] = field(default_factory=dict)
+    #: Folders of this session that wait for a person, by path: their pending ids.
+    waiting_folders: dict[str, int] = field(default_factory=dict)
     failed: bool = False  #: a handler of this job raised; its session is being closed
 
 
@@ -447,14 +452,32 @@ class Transfers:
                 return
             pid = self._next_pending
             self._next_pending += 1
-            self.pending[pid] = _Pending(pid, inc.session, inc.peer, ev, now)
+            waiting = self._waiting_folder(inc, ev.path)
+            self.pending[pid] = _Pending(pid, inc.session, inc.peer, ev, now, waiting)
             log.info("offer %d pending: %s", pid, label)
             # The sender learns that a person must decide, and how (PROTOCOL.md §FILE_HELD);
-            # a peer without feature HELD hears nothing until the answer, as before.
-            note = f"waiting for a person to accept it: l2fast accept {pid}"
-            inc.incoming.hold(ev.transfer_id, now, pid, note)
+            # a peer without feature HELD hears nothing until the answer, as before. An entry
+            # of a folder that waits names the folder: one answer there covers the lot.
+            if waiting is None:
+                note = f"waiting for a person to accept it: l2fast accept {pid}"
+                if ev.kind is FileKind.DIRECTORY:
+                    inc.waiting_folders[ev.path] = pid
+            else:
+                where = escape_text(self.pending[waiting].offer.path)
+                note = f"waiting for a person to accept folder '{where}': l2fast accept {waiting}"
+            inc.incoming.hold(ev.transfer_id, now, pid if waiting is None else waiting, note)
             return
         self._accept(inc, ev, now)
+
+    def _waiting_folder(self, inc: IncomingJob, path: str) -> int | None:
+        """The pending id of the outermost folder of `inc`'s session that holds `path` and
+        still waits for a person, or None (looked up by the path's ancestors: O(depth))."""
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            pid = inc.waiting_folders.get("/".join(parts[:depth]))
+            if pid is not None and pid in self.pending:
+                return pid
+        return None
 
     def _full_for(self, inc: IncomingJob) -> str | None:
         """Why this daemon takes no more offers from `inc`'s session now, or None.
@@ -1033,6 +1056,8 @@ class Transfers:
                 "kind": p.offer.kind.name.lower(),
                 "size": p.offer.size,
                 "waiting_s": round(now - p.since, 1),
+                # The waiting folder whose answer covers this offer, if any.
+                "folder": p.folder if p.folder in self.pending else None,
             }
             for p in self.pending.values()
         ]

@@ -19,7 +19,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from l2fast.commands.chat import entry_line, result_lines
@@ -144,7 +144,8 @@ class SendJob:
     total: int = 0
     gbit_per_s: float = 0.0
     finished: bool = False
-    held: int = 0  #: offers of this send the peer keeps for a person
+    held: int = 0  #: offers of this send the peer keeps for a person (distinct ids to answer)
+    held_ids: set[object] = field(default_factory=set)
 
 
 class UiModel:
@@ -377,8 +378,12 @@ class UiModel:
             job.total = int(event.get("total", 0))
             job.gbit_per_s = float(event.get("gbit_per_s", 0.0))
         elif event.get("event") == "held":
-            # One line per held file for a few; a folder held entry by entry says the rest
-            # once (as `l2fast send` does).
+            # One line per offer id to answer, for a few (the entries of a folder that waits
+            # all name the folder's id: one line), then the rest once (as `l2fast send` does).
+            pending_id = event.get("pending_id")
+            if pending_id in job.held_ids:
+                return
+            job.held_ids.add(pending_id)
             job.held += 1
             if job.held <= HELD_LINES:
                 self._say(

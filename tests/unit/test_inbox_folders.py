@@ -4,13 +4,15 @@ send offers, waiting or still to come (found by a review: a folder of 1000 files
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from l2fast.commands import inbox
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
-from l2fast.wire.frames_transfer import FileAccept, FileOffer, FileReject
+from l2fast.wire.frames_transfer import FileAccept, FileHeld, FileOffer, FileReject
 from tests.service_harness import Nodes, pump
 
 
@@ -65,3 +67,51 @@ def test_accepting_a_folder_accepts_what_is_under_it(nodes: Nodes, tmp_path: Pat
     )
     assert (tmp_path / "tree" / "a").is_dir()
     assert set(pending_paths(nodes)) == {"y"}
+
+
+def test_the_entries_of_a_waiting_folder_point_at_the_folder(nodes: Nodes) -> None:
+    # The sender is told which one `l2fast accept` answers the lot: the outermost folder that
+    # waits, not one id per entry (300 files printed 300 ids), and the inbox lists it once.
+    sid = nodes.open()
+    offers = [folder(1, "tree"), folder(2, "tree/a"), empty(3, "tree/a/x"), empty(4, "y")]
+    nodes.send(sid, *offers)
+    nodes.wait_answers(4)
+    held = {h.transfer_id: h for h in nodes.answers_of(FileHeld)}
+    tree = pending_paths(nodes)["tree"]
+    assert [held[t].pending_id for t in (1, 2, 3)] == [tree] * 3
+    assert "folder 'tree'" in held[3].text and f"l2fast accept {tree}" in held[3].text
+    assert held[4].pending_id == pending_paths(nodes)["y"]  # not in the folder
+    folders = {o["path"]: o["folder"] for o in nodes.service.transfers.inbox()}
+    assert folders == {"tree": None, "tree/a": tree, "tree/a/x": tree, "y": None}
+
+
+def test_inbox_text_shows_a_waiting_folder_once_with_its_count(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    offers = [
+        {"id": 1, "peer": "02:00:00:00:00:01", "kind": "directory", "size": 0, "path": "tree",
+         "waiting_s": 3.0, "folder": None},
+        *[
+            {"id": 2 + i, "peer": "02:00:00:00:00:01", "kind": "file", "size": 10,
+             "path": f"tree/{i}", "waiting_s": 3.0, "folder": 1}
+            for i in range(300)
+        ],
+        {"id": 400, "peer": "02:00:00:00:00:01", "kind": "file", "size": 5, "path": "y",
+         "waiting_s": 1.0, "folder": None},
+    ]  # fmt: skip
+
+    class Client:
+        def __enter__(self) -> Client:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def request(self, request: dict[str, object], timeout: float) -> dict[str, object]:
+            return {"offers": offers}
+
+    monkeypatch.setattr(inbox, "connect", lambda *a, **k: Client())
+    assert inbox.run_inbox(argparse.Namespace(interface=None, json=False)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].split()[:2] == ["ID", "PEER"]
+    assert "tree  (and 300 entries inside)" in lines[1] and lines[2].split()[0] == "400"

@@ -635,6 +635,18 @@ def test_a_folder_held_entry_by_entry_is_told_in_a_few_lines() -> None:
     assert text.count("holds more of /send #1 for a person") == 1
 
 
+def test_the_entries_of_a_waiting_folder_are_one_line_naming_the_folders_id() -> None:
+    model, _ = started()
+    model.on_key("\t")
+    typed(model, "/send tree\n")
+    ((job, _),) = model.take_launches()
+    for i in range(300):  # the receiver names the folder's id (7) for every entry in it
+        model.on_send_event(job, {"event": "held", "path": f"tree/f{i}", "pending_id": 7})
+    text = screen(model, 120, 40)
+    assert text.count("until someone there accepts it (offer 7 there)") == 1
+    assert "holds more" not in text
+
+
 def test_skipped_entries_of_a_send_are_named() -> None:
     model, _ = started()
     model.on_key("\t")

@@ -133,7 +133,10 @@ def load_key_file(path: str | Path) -> LanKey:
         raise _key_error(
             path,
             f"not a key (expected {2 * KEY_LEN} hex digits)",
-            f"write a new one with `l2fast keygen -o {path}`",
+            # keygen never writes over a file: it must go first (and every host then needs
+            # the new key, since this one is lost).
+            f"copy the LAN's key file here again, or replace it on every host: "
+            f"`rm {path}; l2fast keygen -o {path}`",
         )
     return LanKey(secret)
 
@@ -145,6 +148,10 @@ def generate_key_file(path: str | Path) -> LanKey:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
+        if path.is_dir() and not path.is_symlink():
+            raise _key_error(
+                path, "is a directory", f"name the file to write, e.g. -o {path / 'l2fast.key'}"
+            ) from None
         raise _key_error(
             path, "already exists", "keep it, or remove it first to replace the LAN's key"
         ) from None

@@ -163,13 +163,19 @@ def test_keygen_never_replaces_a_key(tmp_path: Path) -> None:
     assert load_key_file(path).key_id == first.key_id
 
 
+def test_keygen_into_a_directory_asks_for_a_file_name(tmp_path: Path) -> None:
+    with pytest.raises(L2fastError, match="is a directory") as caught:
+        generate_key_file(tmp_path)
+    assert caught.value.hint == f"name the file to write, e.g. -o {tmp_path / 'l2fast.key'}"
+
+
 @pytest.mark.parametrize(
     ("setup", "message", "hint"),
     [
         ("missing", "no such file", "l2fast keygen -o"),
         ("loose", "lets other users read or change it", "chmod 600"),
-        ("garbage", "not a key", "l2fast keygen -o"),
-        ("short", "not a key", "l2fast keygen -o"),
+        ("garbage", "not a key", "rm {path}; l2fast keygen -o {path}"),
+        ("short", "not a key", "rm {path}; l2fast keygen -o {path}"),
         ("directory", "not a regular file", "l2fast keygen"),
         ("fifo", "not a regular file", "l2fast keygen"),  # refused, not waited on
         ("symlink", "is a symbolic link", "key file itself"),
@@ -200,7 +206,7 @@ def test_a_key_file_that_is_not_right_is_refused_with_a_hint(
         os.chown(path, 4242, 4242)
     with pytest.raises(L2fastError, match=message) as caught:
         load_key_file(path)
-    assert caught.value.hint and hint in caught.value.hint
+    assert caught.value.hint and hint.format(path=path) in caught.value.hint
 
 
 def test_a_key_file_owned_by_root_or_by_its_reader_loads(

@@ -20,6 +20,7 @@ import json
 import sys
 from typing import Any
 
+from l2fast.commands.argtypes import number
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.errors import L2fastError
 
@@ -64,10 +65,6 @@ def run(args: argparse.Namespace) -> int:
     """Run one bench and report."""
     if args.reverse and args.raw:
         raise L2fastError("--raw cannot be reversed (-R): the peer's daemon does not blast")
-    if not 0.1 <= args.time <= 600:
-        raise L2fastError(f"-t must be between 0.1 and 600 seconds, got {args.time:g}")
-    if not 0.05 <= args.interval <= 600:
-        raise L2fastError(f"-i must be between 0.05 and 600 seconds, got {args.interval:g}")
     request = {
         "op": "bench",
         "peer": args.peer,
@@ -240,12 +237,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("peer", metavar="PEER", help="MAC address or name of the peer")
     parser.add_argument(
-        "-t", "--time", type=float, default=10.0, metavar="SECONDS", help="length (default 10)"
+        "-t",
+        "--time",
+        type=number(float, 0.1, 600.0, "seconds"),
+        default=10.0,
+        metavar="SECONDS",
+        help="length (default 10)",
     )
     parser.add_argument(
         "-i",
         "--interval",
-        type=float,
+        type=number(float, 0.05, 600.0, "seconds"),
         default=1.0,
         metavar="INTERVAL",
         help="seconds between reports (default 1)",

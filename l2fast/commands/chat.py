@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from l2fast.commands.argtypes import number
 from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import NodeClient, add_node_arguments, connect
 from l2fast.daemon.display import escape_text, format_clock, parse_mac
@@ -376,13 +377,6 @@ def _check_interactive_stdin(peer: str | None, to_all: bool) -> None:
     )
 
 
-def _limit(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {text}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `l2fast chat`."""
     parser = sub.add_parser(
@@ -404,7 +398,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--history", action="store_true", help="list the messages the daemon received"
     )
     parser.add_argument(
-        "-n", "--limit", type=_limit, help="with --history: only the last N messages"
+        "-n", "--limit", type=number(int, 1, 1000), help="with --history: only the last N messages"
     )
     parser.add_argument("--json", action="store_true", help="print JSON (history or report)")
     add_node_arguments(parser, one_shot=True)

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from l2fast.commands.argtypes import number
 from l2fast.errors import L2fastError, NeedsPrivilege
 from l2fast.node.auth import generate_key_file
+from l2fast.wire.constants import MAX_MTU, MIN_MTU
 
 IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin") or "ip"
 
@@ -211,7 +213,9 @@ def raw_link_step(h1: str, h2: str, h2_mac: str, seconds: float) -> dict[str, An
 def run(args: argparse.Namespace) -> int:
     """Build the lab, run each step, always tear down."""
     if os.geteuid() != 0:
-        raise NeedsPrivilege("the demo builds network namespaces, which needs root")
+        error = NeedsPrivilege("the demo builds network namespaces, which needs root")
+        error.hint = "run it with sudo: sudo l2fast demo (a capability on python3 is not enough)"
+        raise error
     from l2fast.lab import netns
     from l2fast.lab.state import LabSpec, host_mac
 
@@ -323,10 +327,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="examples:\n  sudo l2fast demo\n  sudo l2fast demo --mtu 1500 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--mtu", type=int, default=9000, help="lab MTU (default 9000)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of the link test")
     parser.add_argument(
-        "--file-mib", type=int, default=256, help="size of the demo file transfer (MiB)"
+        "--mtu",
+        type=number(int, MIN_MTU, MAX_MTU),
+        default=9000,
+        help=f"lab MTU, {MIN_MTU}..{MAX_MTU} (default 9000)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=number(float, 0.1, 600.0, "seconds"),
+        default=2.0,
+        help="length of the link test (default 2)",
+    )
+    parser.add_argument(
+        "--file-mib",
+        type=number(int, 1, 65536, "MiB"),
+        default=256,
+        help="size of the demo file transfer in MiB (default 256)",
     )
     parser.add_argument("--name", help="lab name (default: l2demo<pid>)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

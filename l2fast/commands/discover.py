@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from l2fast.commands.argtypes import number
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.display import counted, escape_text, format_rtt_us
 
@@ -90,13 +91,6 @@ def run_peers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _timeout(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 60 seconds, got {text}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `l2fast discover` and `l2fast peers`."""
     parser = sub.add_parser(
@@ -110,7 +104,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_node_arguments(parser, one_shot=True)
     parser.add_argument(
         "--timeout",
-        type=_timeout,
+        type=number(float, 0.0, 60.0, "seconds"),
         default=1.0,
         metavar="S",
         help="seconds to wait for answers (default: 1)",

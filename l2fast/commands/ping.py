@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import Any
 
+from l2fast.commands.argtypes import number
 from l2fast.commands.discover import print_json
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.node.ping import PING_HEADER, RttStats
@@ -130,29 +131,6 @@ def _on_reply(
         print(f"{msg['size']} bytes from {label}: seq={msg['seq']} time={_ms(rtt_ns)} ms{dup}")
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 1000000, got {text}")
-    return value
-
-
-def _interval(text: str) -> float:
-    value = float(text)
-    if not 0.001 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0.001 and 3600 seconds, got {text}")
-    return value
-
-
-def _size(text: str) -> int:
-    value = int(text)
-    if not PING_HEADER <= value <= MAX_PAYLOAD:
-        raise argparse.ArgumentTypeError(
-            f"must be between {PING_HEADER} and {MAX_PAYLOAD} bytes (and fit the MTU), got {text}"
-        )
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `l2fast ping`."""
     parser = sub.add_parser(
@@ -165,18 +143,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("peer", metavar="PEER", help="MAC address or name of the peer")
     parser.add_argument(
-        "-c", "--count", type=_count, default=0, help="stop after N PINGs (default: Ctrl-C)"
+        "-c",
+        "--count",
+        type=number(int, 1, 1_000_000),
+        default=0,
+        help="stop after N PINGs (default: Ctrl-C)",
     )
     parser.add_argument(
         "-i",
         "--interval",
-        type=_interval,
+        type=number(float, 0.001, 3600.0, "seconds"),
         default=1.0,
         metavar="SECONDS",
         help="seconds between PINGs (default: 1)",
     )
     parser.add_argument(
-        "-s", "--size", type=_size, default=56, help="PING payload bytes (default: 56)"
+        "-s",
+        "--size",
+        type=number(int, PING_HEADER, MAX_PAYLOAD, "bytes (and fit the MTU)"),
+        default=56,
+        help="PING payload bytes (default: 56)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary only")
     # ping(8) has -i for the interval, so the interface is -I here.

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 
+from l2fast.commands.argtypes import number
 from l2fast.errors import L2fastError
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, FRAME_OVERHEAD, FrameType, Verdict
 
@@ -175,6 +176,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="examples:\n  sudo l2fast selftest\n  sudo l2fast selftest --seconds 3 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of each blast")
+    parser.add_argument(
+        "--seconds",
+        type=number(float, 0.1, 60.0, "seconds"),
+        default=1.0,
+        help="length of each blast (default 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.set_defaults(handler=run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -141,6 +142,14 @@ def test_cap_net_raw_is_read_from_the_effective_set(tmp_path: Path) -> None:
         (["discover", "--timeout", "99"], "--timeout: must be between 0 and 60"),
         (["daemon", "--accept", "maybe"], "invalid choice: 'maybe'"),
         (["chat", "--history", "-n", "0"], "-n/--limit: must be between 1 and 1000"),
+        (["ping", "h2", "-i", "abc"], "-i/--interval: must be a number between 0.001 and 3600"),
+        (["discover", "--timeout", "x"], "--timeout: must be a number between 0 and 60 seconds"),
+        (["bench", "h2", "-t", "0"], "-t/--time: must be between 0.1 and 600 seconds"),
+        (["bench", "h2", "-i", "nan"], "-i/--interval: must be between 0.05 and 600 seconds"),
+        (["demo", "--file-mib", "-5"], "--file-mib: must be between 1 and 65536 MiB, got -5"),
+        (["demo", "--seconds", "0"], "--seconds: must be between 0.1 and 600 seconds"),
+        (["demo", "--mtu", "100"], "--mtu: must be between 1280 and 65535, got 100"),
+        (["selftest", "--seconds", "0"], "--seconds: must be between 0.1 and 60 seconds"),
     ],
 )
 def test_argument_errors_are_one_line(args: list[str], message: str) -> None:
@@ -253,3 +262,16 @@ def test_interactive_lines_become_requests(capsys: pytest.CaptureFixture[str]) -
     assert out[0] == "[no recipient: /to PEER or /all first]"
     assert "[delivered to h2]" in out and "[not delivered to h2: no answer]" in out
     assert out[-1].endswith("h3 (m): \\x1b[1mbold")
+
+
+def test_the_demo_as_a_user_asks_for_sudo_not_a_capability(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from l2fast.commands import demo
+    from l2fast.errors import NeedsPrivilege
+
+    monkeypatch.setattr(demo.os, "geteuid", lambda: 1000)
+    with pytest.raises(NeedsPrivilege) as caught:
+        demo.run(argparse.Namespace())
+    assert caught.value.hint is not None and "sudo l2fast demo" in caught.value.hint
+    assert "setcap" not in caught.value.hint

@@ -10,6 +10,7 @@ instead (PROTOCOL.md §Field rules: "Names and texts are shown to users escaped"
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 
@@ -55,14 +56,24 @@ def format_mac(mac: bytes) -> str:
 
 
 def parse_mac(text: str) -> bytes | None:
-    """The 6 bytes of a MAC written `aa:bb:cc:dd:ee:ff` (or with `-`), or None if it is not one."""
+    """The 6 bytes of a MAC written `aa:bb:cc:dd:ee:ff` (or with `-`; a byte may drop its
+    leading zero, as `ip link` prints none but accepts `2:0:...`), or None if it is not one."""
     parts = text.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
         return None
     try:
         return bytes(int(p, 16) for p in parts)
     except ValueError:
         return None
+
+
+def looks_like_mac(text: str) -> bool:
+    """Whether `text` was meant as a MAC address (short groups between `:` or `-`) even when
+    it is not a valid one: such a peer is refused at once, not looked up as a name."""
+    return _MAC_LIKE.fullmatch(text) is not None
+
+
+_MAC_LIKE = re.compile(r"[0-9A-Za-z]{0,3}(?:[:-][0-9A-Za-z]{0,3}){3,8}")
 
 
 def format_clock(wall: float) -> str:

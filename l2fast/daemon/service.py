@@ -31,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from l2fast.daemon.display import escape_text, format_mac, parse_mac
+from l2fast.daemon.display import escape_text, format_mac, looks_like_mac, parse_mac
 from l2fast.daemon.pingjob import PingJob
 from l2fast.daemon.runner import NodeRunner
 from l2fast.daemon.transfers import Transfers
@@ -442,6 +442,12 @@ class NodeService:
         if mac is not None:
             then(mac)
             return
+        if looks_like_mac(wanted):
+            raise RequestError(
+                f"{escape_text(wanted)!r} is not a MAC address, and no peer has that name",
+                hint="write a MAC as six hex bytes, e.g. 02:4c:32:00:00:02 (`l2fast peers` "
+                "lists them)",
+            )
         # Not known (yet): ask the LAN and wait a little for the name to appear.
         self.engine.discover(self.runner.now())
         done = False

@@ -169,12 +169,19 @@ def down(args: argparse.Namespace) -> int:
 def exec_(args: argparse.Namespace) -> int:
     """Run a command inside a lab host's network namespace (replaces this process)."""
     command = list(args.command)
+    lab = args.name
+    # argparse hands everything after HOST to the command, `--name LAB` included: take it
+    # here too, so that `lab exec h1 --name demo -- CMD` means what it says.
+    if command[:1] == ["--name"] and len(command) >= 2:
+        lab, command = command[1], command[2:]
+    elif command and command[0].startswith("--name="):
+        lab, command = command[0].partition("=")[2], command[1:]
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise LabError("no command given", hint="sudo l2fast lab exec h1 -- ip link show eth0")
     netns.require_root("exec enters a lab host's network namespace")
-    record, ns = netns.resolve_host(args.host, args.name)
+    record, ns = netns.resolve_host(args.host, lab)
     env = dict(os.environ, L2FAST_LAB=record.name, L2FAST_LAB_HOST=ns)
     if record.rate_bps:
         # Shaping is a qdisc; raw sockets that bypass qdiscs would not feel it.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from l2fast import cli
+from l2fast.lab import cli as lab_cli
 from l2fast.lab import iproute, netns, relay, state
 from l2fast.lab.iproute import LabError
 from l2fast.lab.state import (
@@ -145,6 +146,28 @@ def test_exec_host_names_resolve_or_explain(
         netns.resolve_host("alpha-h3")
     with pytest.raises(LabError, match="bad host"):
         netns.resolve_host("alpha")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--name", "alpha", "h1", "--", "ip", "link"],
+        ["h1", "--name", "alpha", "--", "ip", "link"],  # after HOST: argparse leaves it to us
+        ["h1", "--name=alpha", "ip", "link"],
+    ],
+)
+def test_exec_takes_the_lab_name_before_or_after_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    for name in ("alpha", "beta"):
+        state.create_record(LabRecord(name=name, hosts=2, mtu=1500, topology="pair"))
+    ran: list[list[str]] = []
+    monkeypatch.setattr(netns, "require_root", lambda doing="": None)
+    monkeypatch.setattr(lab_cli.iproute, "tool", lambda name: "/sbin/ip")
+    monkeypatch.setattr(lab_cli.os, "execve", lambda path, args, env: ran.append(args))
+    cli.main(["lab", "exec", *argv])
+    assert ran == [["/sbin/ip", "netns", "exec", "alpha-h1", "ip", "link"]]
 
 
 # ---- frames cross the lab

@@ -16,7 +16,7 @@ import pytest
 
 from l2fast.commands.chat import InteractiveChat, entry_line, result_lines
 from l2fast.commands.ping import summary_json, summary_lines
-from l2fast.daemon.display import escape_text, parse_mac
+from l2fast.daemon.display import escape_text, looks_like_mac, parse_mac
 from l2fast.daemon.interfaces import NoInterface, choose_interface, has_cap_net_raw
 from l2fast.errors import UnknownInterface
 from l2fast.native import InterfaceInfo
@@ -64,8 +64,25 @@ def test_escape_text_output_has_no_control_characters() -> None:
 def test_parse_mac() -> None:
     assert parse_mac("02:4C:32:00:00:0a") == bytes([2, 0x4C, 0x32, 0, 0, 10])
     assert parse_mac("02-4c-32-00-00-0a") == bytes([2, 0x4C, 0x32, 0, 0, 10])
-    for bad in ("h2", "02:4c:32:00:00", "02:4c:32:00:00:0g", "024c3200000a", ""):
+    assert parse_mac("2:4c:32:0:0:a") == bytes([2, 0x4C, 0x32, 0, 0, 10])  # as `ip` accepts
+    for bad in ("h2", "02:4c:32:00:00", "02:4c:32:00:00:0g", "024c3200000a", "", "2::0:0:0:1"):
         assert parse_mac(bad) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("02:4c:32:00:00", True),
+        ("02:4c:32:00:00:zz", True),
+        ("02-4c-32-00-00-02-07", True),
+        ("h2", False),
+        ("bob", False),
+        ("my:laptop", False),
+        ("alice@desk", False),
+    ],
+)
+def test_a_broken_mac_is_told_from_a_name(text: str, meant: bool) -> None:
+    assert looks_like_mac(text) is meant
 
 
 def test_printed_chat_lines_are_escaped() -> None:

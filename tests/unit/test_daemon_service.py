@@ -221,6 +221,17 @@ def test_unknown_name_fails_after_a_bounded_wait(
     assert info.value.hint is not None and "bravo" in info.value.hint
 
 
+def test_a_malformed_mac_is_refused_at_once_not_looked_up_as_a_name(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    start = time.monotonic()
+    with a.client() as c, pytest.raises(ControlRefused, match="is not a MAC address") as info:
+        c.request({"op": "chat", "peer": b.mac[:-3], "text": "hello?"}, 10)
+    assert time.monotonic() - start < 1  # no 3 s wait for a name to appear
+    assert info.value.hint is not None and "six hex bytes" in info.value.hint
+
+
 def test_chat_to_an_absent_mac_fails_with_the_reason(nodes: tuple[Node, Node]) -> None:
     a, _ = nodes
     with a.client() as c, pytest.raises(ControlRefused, match=r"not delivered.*no answer"):

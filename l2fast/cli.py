@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -92,6 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"l2fast: error: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"l2fast: hint: {exc.hint}", file=sys.stderr)
+        if (getattr(args, "json", False) or getattr(args, "json_stream", False)) and not (
+            exc.reported_as_json
+        ):
+            # A script that asked for JSON gets JSON on stdout whatever happened, not an empty
+            # output to tell from a crash.
+            report = {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+            print(json.dumps(report, ensure_ascii=True), flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
         print("l2fast: interrupted", file=sys.stderr)

@@ -13,6 +13,9 @@ class L2fastError(Exception):
     """Base class: an error with a user-facing message and an optional next step."""
 
     exit_code = 1
+    #: The command already printed this error in its --json output (a send's final event):
+    #: `l2fast.cli.main` then prints it on stderr only.
+    reported_as_json = False
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

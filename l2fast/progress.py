@@ -283,7 +283,7 @@ class JsonProgress:
         self,
         *,
         n_bytes: int,
-        digest: str,
+        digest: str | None,
         verified: bool,
         idle_s: float = 0.0,
         rate_bytes: int | None = None,

@@ -141,7 +141,7 @@ def _send(
         held_s = float(final.get("held_seconds", 0.0))
         js.final(
             n_bytes=int(final.get("bytes", 0)),
-            digest=str(final.get("digest") or ""),
+            digest=final.get("digest") or None,  # null, as a directory's, when there is none
             verified=ok,
             idle_s=held_s,
             rate_bytes=sent,
@@ -162,7 +162,9 @@ def _send(
     elif ok and not args.quiet:
         _summary(final, args.digest)
     if not ok:
-        raise _failure(final)  # printed like every other error, after the final event
+        failure = _failure(final)  # printed like every other error, after the final event
+        failure.reported_as_json = js is not None
+        raise failure
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -508,3 +509,28 @@ def test_interactive_chat_exits_1_when_a_message_was_not_delivered(
         assert chat.run() == (1 if fail else 0)
     out = capsys.readouterr().out
     assert ("[not delivered to h2: timeout]" in out) is fail
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--json", "-i", "nosuch0"],
+        ["peers", "--json", "-i", "nosuch0"],
+        ["inbox", "--json", "-i", "nosuch0"],
+        ["bench", "h2", "--json-stream", "-I", "nosuch0"],
+        ["send", "02:00:00:00:00:09", "/nonexistent/file", "--json"],
+    ],
+)
+def test_an_error_under_json_is_json_on_stdout_too(argv: list[str]) -> None:
+    result = run_cli(*argv)
+    assert result.returncode == 1
+    assert "l2fast: error:" in result.stderr  # for people, as without --json
+    (line,) = result.stdout.splitlines()
+    report = json.loads(line)
+    assert report["exit_code"] == 1 and report["error"] in result.stderr
+    assert set(report) == {"error", "hint", "exit_code"}
+
+
+def test_an_error_without_json_prints_nothing_on_stdout() -> None:
+    result = run_cli("status", "-i", "nosuch0")
+    assert result.returncode == 1 and result.stdout == ""

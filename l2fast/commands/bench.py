@@ -107,13 +107,16 @@ def _stream(
                 print(
                     f"bench {way} {args.peer}: session {msg.get('session')}, MTU {msg.get('mtu')}"
                 )
-                print(_HEADER)
             elif msg.get("event") == "interval":
                 rep = _clean(msg)
                 intervals.append(rep)
                 if args.json_stream:
                     print(json.dumps({"event": "interval", "data": rep}), flush=True)
                 elif not args.json:
+                    if not args.raw and len(intervals) == 1:
+                        # With the first numbers: a peer that refuses the stream (--accept
+                        # none) leaves no table header above its error.
+                        print(_HEADER)
                     print(_raw_line(rep) if args.raw else _line(rep), flush=True)
 
 

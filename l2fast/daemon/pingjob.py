@@ -68,11 +68,13 @@ class PingJob:
         self.finished = False
 
     def start(self, label: str) -> None:
-        """Announce the run and send the first PING (raises L2fastError for a bad size)."""
+        """Send the first PING, then announce the run (raises L2fastError for a bad size or
+        peer before anything is announced: the client then prints the error alone, not a
+        header followed by the error)."""
+        self._ping_once(first=True)
         self._send(
             {"event": "start", "peer": format_mac(self.peer), "label": label, "size": self.size}
         )
-        self._ping_once(first=True)
 
     def _ping_once(self, first: bool = False) -> None:
         self._timer = None

@@ -145,7 +145,13 @@ class Pinger:
         """
         limit = MAX_PAYLOAD if mtu is None else max_payload(mtu)
         if not PING_HEADER <= size <= limit:
-            raise LocalProtocolError(f"ping size {size} is outside {PING_HEADER}..{limit}")
+            error = LocalProtocolError(f"ping size {size} is outside {PING_HEADER}..{limit}")
+            if size > limit and mtu is not None:
+                error.hint = (
+                    f"a PING must fit one frame: the MTU on the way is {mtu}, so -s {limit} "
+                    "at most (a larger MTU needs `ip link set IFACE mtu N` on both hosts)"
+                )
+            raise error
         seq = self._next_seq
         self._next_seq += 1
         body = Ping(ident=self.ident, ts_ns=int(now * 1e9) & _U64, filler=self.filler(size))

@@ -47,3 +47,43 @@ def test_an_interrupted_run_prints_what_it_measured(
     assert (end["seconds"], end["bytes"], end["gbit_per_s"]) == (2.0, 3_750_000_000, 15.0)
     assert (end["retransmits"], end["kernel_drops"]) == (3, 3)
     assert end["sender_cpu_pct"] == 95.0 and end["receiver_cpu_pct"] is None
+
+
+class StreamClient:
+    """The node's side of one bench request: the messages it streams back."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+
+    def __enter__(self) -> StreamClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def stream(self, request: Any, silence: float) -> Any:
+        return iter(self.messages)
+
+
+def test_a_refused_bench_prints_no_table_header_above_its_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = {"event": "start", "session": "0x00000009", "mtu": 9000}
+    refused = {"done": True, "success": False, "error": "peer refused the stream: refused"}
+    monkeypatch.setattr(bench, "connect", lambda *a, **k: StreamClient([start, refused]))
+    assert cli.main(["bench", "h2", "-t", "1"]) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines() == ["bench to h2: session 0x00000009, MTU 9000"]
+    assert "refused" in out.err
+
+
+def test_the_table_header_comes_with_the_first_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = {"event": "start", "session": "0x00000009", "mtu": 9000}
+    messages = [start, *({"event": "interval", **i} for i in INTERVALS)]
+    messages.append({"done": True, "success": True, "mtu": 9000, "end": INTERVALS[1]})
+    monkeypatch.setattr(bench, "connect", lambda *a, **k: StreamClient(messages))
+    assert cli.main(["bench", "h2", "-t", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["interval", "s"] and lines.count(lines[1]) == 1

@@ -283,6 +283,26 @@ def test_ping_streams_replies_then_done(nodes: tuple[Node, Node]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("peer", "size", "error", "hint"),
+    [
+        ("ff:ff:ff:ff:ff:ff", 56, "is not a unicast MAC address", None),
+        ("bravo", 9000, "ping size 9000 is outside 12..1476", "the MTU on the way is 1500"),
+    ],
+)
+def test_a_ping_that_cannot_start_is_refused_before_any_header(
+    nodes: tuple[Node, Node], peer: str, size: int, error: str, hint: str | None
+) -> None:
+    a, _ = nodes
+    request = {"op": "ping", "peer": peer, "count": 1, "interval": 0.01, "size": size}
+    messages: list[dict[str, Any]] = []
+    with a.client() as c, pytest.raises(ControlRefused, match=error) as info:
+        messages.extend(c.stream(request, 5))
+    assert messages == []  # no "start": the client prints the error alone
+    if hint is not None:
+        assert info.value.hint is not None and hint in info.value.hint
+
+
+@pytest.mark.parametrize(
     ("request_", "error"),
     [
         ({"op": "fly"}, "unknown request 'fly'"),

@@ -344,3 +344,24 @@ def test_json_refusals_name_their_reason(
         "text": "full",
         "verified": False,
     }
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_during_a_send_says_that_sending_again_resumes(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    as_json: bool,
+) -> None:
+    def interrupted(request: dict[str, Any]) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    (tmp_path / "big").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(send, "connect", lambda *a, **k: FakeClient(interrupted))
+    argv = ["send", "02:00:00:00:00:02", str(tmp_path / "big")] + (["--json"] if as_json else [])
+    assert cli.main(argv) == 130
+    out = capsys.readouterr()
+    assert "l2fast: error: interrupted" in out.err and RESUME_HINT in out.err
+    if as_json:
+        report = json.loads(out.out.splitlines()[-1])
+        assert report == {"error": "interrupted", "hint": RESUME_HINT, "exit_code": 130}

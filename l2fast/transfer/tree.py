@@ -20,11 +20,11 @@ dangling link is skipped. Sockets, FIFOs and devices are always skipped. The sou
 always followed when it is a symlink, as cp and rsync follow a source named on the command line.
 A source with nothing to offer (a device, a FIFO, a name receivers refuse) is a TreeError.
 
-Names. A path over PROTOCOL.md §Limits (1000 bytes, components of 255) or that is not UTF-8
-cannot be offered at all: `plan_tree` raises TreeError naming every offender. A name the
-receiving side refuses (control characters, a backslash, a `.part` suffix; see
-`l2fast.transfer.names.safety_violation`) is skipped with that reason instead, so one odd
-file does not stop a whole tree.
+Names. A path that cannot be put in a FILE_OFFER (over PROTOCOL.md §Limits: 1000 bytes,
+components of 255; or not UTF-8) and a name the receiving side refuses (control characters, a
+backslash, a `.part` suffix; see `l2fast.transfer.names.safety_violation`) are both skipped
+with their reason, so one odd name does not stop a whole tree; the send lists what it left
+out. Only a source whose own name is such is a TreeError (there would be nothing to send).
 """
 
 from __future__ import annotations
@@ -49,17 +49,13 @@ __all__ = [
     "plan_tree",
 ]
 
-_MAX_LISTED = 10  # offenders named in one TreeError
 #: SkippedEntry.reason of a symlink left out because symlinks are not followed.
 NOT_FOLLOWED = "symlink, not followed"
 
 
 class TreeError(L2fastError):
-    """The source cannot be sent as it is (names over the protocol limits, not readable...)."""
-
-    def __init__(self, message: str, offenders: list[str] | None = None, hint: str | None = None):
-        super().__init__(message, hint)
-        self.offenders = offenders or []
+    """The source cannot be sent as it is (missing, not readable, a special file, a name that
+    cannot be offered...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +130,7 @@ def _encode_problem(rel: str) -> str | None:
 
 
 class _Walker:
-    """One walk; collects entries, skips and offenders."""
+    """One walk; collects entries and skips."""
 
     def __init__(self, chunk_size: int, first_chunk: int, follow: bool) -> None:
         self.chunk_size = chunk_size
@@ -142,7 +138,6 @@ class _Walker:
         self.follow = follow
         self.entries: list[TreeEntry] = []
         self.skipped: list[SkippedEntry] = []
-        self.offenders: list[str] = []
         self.total_bytes = 0
 
     def skip(self, rel: str, reason: str) -> None:
@@ -152,7 +147,7 @@ class _Walker:
         """Check a name; False (and noted) when it is not sent."""
         problem = _encode_problem(rel)
         if problem is not None:
-            self.offenders.append(f"{_shown(rel)}: {problem}")
+            self.skip(rel, f"cannot be offered: {problem}")  # what is below goes with it
             return False
         problem = safety_violation(rel, is_file=kind == FileKind.FILE)
         if problem is not None:
@@ -243,8 +238,8 @@ def plan_tree(
     """List `source` (a file or a directory) as FILE_OFFER entries with their chunk ranges.
 
     Raises TreeError when the source is missing, unusable or not a regular file or directory,
-    or when some names cannot be offered (over PROTOCOL.md §Limits, or not UTF-8), naming the
-    offenders. A symlink given as the source itself is followed (it is what the user typed);
+    or when its own name cannot be offered; names below it that cannot be are skipped. A
+    symlink given as the source itself is followed (it is what the user typed);
     below it, `follow_symlinks` applies.
     """
     if chunk_size < 1:
@@ -271,21 +266,12 @@ def plan_tree(
         )
     walker = _Walker(chunk_size, first_chunk, follow_symlinks)
     walker.visit(top, path, st, frozenset(), followed=named_link)
-    if walker.offenders:
-        listed = walker.offenders[:_MAX_LISTED]
-        more = len(walker.offenders) - len(listed)
-        tail = f" (and {more} more)" if more else ""
-        raise TreeError(
-            f"{len(walker.offenders)} name(s) cannot be offered: " + "; ".join(listed) + tail,
-            offenders=walker.offenders,
-            hint=f"paths are limited to {MAX_PATH_BYTES} bytes of UTF-8 and components to "
-            f"{MAX_PATH_COMPONENT_BYTES}; rename or move them",
-        )
     if not walker.entries:
         # The source itself was skipped (a name receivers refuse): a send of nothing.
         raise TreeError(
             f"cannot send {display_name(path)}: {walker.skipped[0].reason}",
-            hint="rename it, then send it again",
+            hint=f"rename it, then send it again (paths are limited to {MAX_PATH_BYTES} bytes "
+            f"of UTF-8, components to {MAX_PATH_COMPONENT_BYTES})",
         )
     entries = tuple(walker.entries)
     n_files = sum(1 for e in entries if e.kind == FileKind.FILE)

@@ -135,28 +135,39 @@ def test_names_receivers_refuse_are_skipped_with_the_reason(tmp_path: Path) -> N
     assert "backslash" in skipped["s/back\\\\slash"]
 
 
-def test_paths_over_the_protocol_limit_are_an_error_naming_them(tmp_path: Path) -> None:
+def test_paths_over_the_protocol_limit_are_skipped_with_the_reason(tmp_path: Path) -> None:
     src = tmp_path / "s"
     deep = src
     for i in range(5):
         deep = deep / (f"{i}" * 200)
     make(deep, {"leaf": b"1", "other": b"2"})
-    with pytest.raises(TreeError, match="cannot be offered") as info:
-        plan_tree(src, CHUNK)
-    (offender,) = info.value.offenders  # the deepest directory; nothing below it is listed
-    assert offender.startswith("s/0000") and "is 1006 bytes, must be 1..1000" in offender
-    assert info.value.hint is not None and "1000 bytes" in info.value.hint
+    make(src, {"fine": b"3"})
+    plan = plan_tree(src, CHUNK)
+    assert "s/fine" in [e.path for e in plan.entries]
+    (skipped,) = plan.skipped  # the deepest directory; nothing below it is listed
+    assert skipped.path.startswith("s/0000") and "is 1006 bytes, must be 1..1000" in skipped.reason
+    assert not any(e.path.startswith(skipped.path) for e in plan.entries)
 
 
-def test_names_that_are_not_utf8_are_an_error(tmp_path: Path) -> None:
+def test_names_that_are_not_utf8_are_skipped_like_names_receivers_refuse(tmp_path: Path) -> None:
+    # One odd name does not stop a whole tree, whichever kind of odd it is.
     src = tmp_path / "s"
-    src.mkdir()
-    fd = os.open(os.fsencode(src) + b"/caf\xe9", os.O_CREAT | os.O_WRONLY, 0o644)
-    os.close(fd)
-    with pytest.raises(TreeError) as info:
-        plan_tree(src, CHUNK)
-    assert "UTF-8" in info.value.offenders[0]
-    assert "\\xe9" in info.value.offenders[0]
+    make(src, {"ok": b"1"})
+    for raw in (b"/caf\xe9", b"/new\nline"):
+        os.close(os.open(os.fsencode(src) + raw, os.O_CREAT | os.O_WRONLY, 0o644))
+    plan = plan_tree(src, CHUNK)
+    assert [e.path for e in plan.entries] == ["s", "s/ok"]
+    reasons = {s.path: s.reason for s in plan.skipped}
+    assert reasons["s/caf\\xe9"] == "cannot be offered: name is not valid UTF-8"
+    assert "a receiver refuses it" in reasons["s/new\\nline"]
+
+
+def test_a_source_whose_own_name_cannot_be_offered_is_an_error(tmp_path: Path) -> None:
+    src = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.close(os.open(src, os.O_CREAT | os.O_WRONLY, 0o644))
+    with pytest.raises(TreeError, match="not valid UTF-8") as info:
+        plan_tree(os.fsdecode(src), CHUNK)
+    assert info.value.hint is not None and "rename it" in info.value.hint
 
 
 def test_open_entry_notices_a_changed_or_swapped_file(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ examples:
   l2fast chat                                   interactive chat (/peers, /to, /all, /quit)
   l2fast ui                                     full screen: peers, transfers, offers, chat
   l2fast ping bob -c 5                          round trips over the L2 echo
+  l2fast send bob ./photos                      a file or folder, verified (resumes if cut)
+  l2fast bench bob -t 10                        throughput to bob, iperf3-style
+  l2fast inbox                                  offers waiting here (daemon --accept ask)
   l2fast status                                 interface, peers, sessions, drop counters
   sudo l2fast lab up --name demo --hosts 2      two test hosts in network namespaces
   sudo l2fast selftest                          loopback check of the C core and raw sockets
@@ -72,7 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _debug_anywhere(sub)
     return parser
+
+
+def _debug_anywhere(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let `--debug` follow the command too (`l2fast send ... --debug`, what people type after
+    an error): every command parser takes it, unlisted, and leaves it unset unless given."""
+    for command in set(sub.choices.values()):
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _debug_anywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

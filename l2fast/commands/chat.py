@@ -29,7 +29,8 @@ examples:
   l2fast chat h2                         interactive, talking to h2 (stdin: a terminal or a pipe)
 
 PEER is a MAC or a name from `l2fast discover`. A peer that does not answer makes the command
-fail after a bounded time (about 10 s) with the reason. Without a daemon on the interface,
+fail with the reason: after 2 s for a name no node answers to, 5 s for a node that does not
+answer, 10 s at most for one that stops answering mid-message. Without a daemon on the interface,
 sending runs a node of its own for the command's duration (root or CAP_NET_RAW needed);
 --history needs the daemon. Text from peers is shown with control characters escaped.
 Interactive chat exits 1 when a message it sent was not delivered (lines piped in from a

@@ -308,6 +308,18 @@ def run_daemon(options: DaemonOptions) -> int:
         escape_text(name),
         describe_address(daemon.address),
     )
+    accepting = {
+        "all": "every file offered is received",
+        "ask": "offers wait for `l2fast accept ID` (see `l2fast inbox`)",
+        "none": "no file is accepted",
+    }[options.accept]
+    log.info(
+        "files: --accept %s: %s, into %s%s",
+        options.accept,
+        accepting,
+        os.path.abspath(options.recv_dir or DEFAULT_RECV_DIR),
+        "" if options.present else "; files already here are not recognised (--no-present)",
+    )
     if key is not None:
         log.info("LAN key %s: frames are sealed, and only sealed ones are heard", key.key_id)
     else:

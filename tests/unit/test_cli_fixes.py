@@ -534,3 +534,18 @@ def test_an_error_under_json_is_json_on_stdout_too(argv: list[str]) -> None:
 def test_an_error_without_json_prints_nothing_on_stdout() -> None:
     result = run_cli("status", "-i", "nosuch0")
     assert result.returncode == 1 and result.stdout == ""
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_before_or_after_the_command(where: str) -> None:
+    command = ["status", "-i", "nosuch0"]
+    argv = ["--debug", *command] if where == "before" else [*command, "--debug"]
+    result = run_cli(*argv)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert "UnknownInterface" in result.stderr
+
+
+def test_the_top_level_help_shows_send_bench_and_inbox() -> None:
+    out = run_cli("--help").stdout
+    for example in ("l2fast send bob", "l2fast bench bob", "l2fast inbox"):
+        assert example in out

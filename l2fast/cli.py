@@ -56,6 +56,10 @@ examples:
   sudo l2fast selftest                          loopback check of the C core and raw sockets
   l2fast COMMAND --help                         options and examples for one command
 
+exit status: 0 done, 1 failed (the error says why), 2 usage (nothing was done), 70 a bug in
+l2fast, 77 not permitted (root, CAP_NET_RAW or the daemon's --group needed), 130 interrupted.
+With --json, an error is also one JSON object on stdout: {"error", "hint", "exit_code"}.
+
 docs: docs/PROTOCOL.md (wire format), docs/ARCHITECTURE.md (processes and rings)
 """
 

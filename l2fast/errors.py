@@ -23,6 +23,13 @@ class L2fastError(Exception):
         self.hint = hint
 
 
+class UsageError(L2fastError):
+    """Options that do not go together, or a command line that says too little: exit 2, as
+    argparse's own usage errors (the command did nothing)."""
+
+    exit_code = 2
+
+
 class NeedsPrivilege(L2fastError):
     """Raw sockets or namespaces need root or CAP_NET_RAW/CAP_NET_ADMIN."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from l2fast.commands.argtypes import number
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.errors import L2fastError
+from l2fast.errors import UsageError
 
 EXAMPLES = """\
 examples:
@@ -64,7 +64,7 @@ SILENCE_S = 30.0
 def run(args: argparse.Namespace) -> int:
     """Run one bench and report."""
     if args.reverse and args.raw:
-        raise L2fastError("--raw cannot be reversed (-R): the peer's daemon does not blast")
+        raise UsageError("--raw cannot be reversed (-R): the peer's daemon does not blast")
     request = {
         "op": "bench",
         "peer": args.peer,

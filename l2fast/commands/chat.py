@@ -15,7 +15,7 @@ from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import NodeClient, add_node_arguments, connect
 from l2fast.daemon.display import escape_text, format_clock, parse_mac
 from l2fast.daemon.service import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
-from l2fast.errors import L2fastError
+from l2fast.errors import L2fastError, UsageError
 
 EXAMPLES = """\
 examples:
@@ -115,7 +115,7 @@ def run_send(args: argparse.Namespace, peer: str | None, words: list[str]) -> in
     with connect(args.interface, local_ok=True, name=args.name) as client:
         if peer is None and len(words) > 1 and _names_a_peer(client, words[0]):
             # `chat --all h2 hi` would send "h2 hi" to everyone: refuse rather than guess.
-            raise L2fastError(
+            raise UsageError(
                 f"with --all every argument is the message, but {escape_text(words[0])!r} "
                 "names a peer",
                 hint=f"to send to that peer only: l2fast chat {shlex.quote(words[0])} TEXT; to "
@@ -328,21 +328,21 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch between history, one-shot sends and interactive chat."""
     if args.history:
         if args.all or args.words:
-            raise L2fastError("--history takes no recipient or text")
+            raise UsageError("--history takes no recipient or text")
         return run_history(args)
     if args.limit is not None:
-        raise L2fastError("-n/--limit applies only to --history", hint="l2fast chat --history -n N")
+        raise UsageError("-n/--limit applies only to --history", hint="l2fast chat --history -n N")
     words: list[str] = list(args.words)
     peer = None if args.all else (words.pop(0) if words else None)
     if peer == "-" and not words:
-        raise L2fastError(
+        raise UsageError(
             "- (the message from stdin) needs a recipient before it",
             hint="l2fast chat PEER - < FILE, or l2fast chat --all - < FILE",
         )
     if words:
         return run_send(args, peer, words)
     if args.json:
-        raise L2fastError(
+        raise UsageError(
             "--json applies to --history and to a message given on the command line, "
             "not to interactive chat"
         )
@@ -366,11 +366,11 @@ def _check_interactive_stdin(peer: str | None, to_all: bool) -> None:
         return
     to = "--all" if to_all else (shlex.quote(peer) if peer else "PEER")
     if stat.S_ISREG(mode):
-        raise L2fastError(
+        raise UsageError(
             "no message given, and standard input is a file",
             hint=f"to send a file's text, use l2fast chat {to} - < FILE",
         )
-    raise L2fastError(
+    raise UsageError(
         "no message given, and standard input is not a terminal or a pipe (interactive chat "
         "reads from one)",
         hint=f"give the message as arguments (l2fast chat {to} TEXT) or from a file "

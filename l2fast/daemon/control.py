@@ -415,7 +415,13 @@ class ControlClient:
             ) from None
         try:
             self.greeting = self.receive()  # the daemon speaks first: hello or refusal
-            check_reply(self.greeting)
+            try:
+                check_reply(self.greeting)
+            except ControlRefused as refused:
+                # This user may not use the daemon: a permission error (exit 77, as for raw
+                # sockets without the capability), not a failed request.
+                refused.exit_code = 77
+                raise
         except BaseException:
             self.sock.close()
             raise

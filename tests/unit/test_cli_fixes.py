@@ -195,7 +195,7 @@ def test_chat_without_a_message_and_a_file_on_stdin_is_one_error(
     notes.write_text("hello from a file\n")
     with notes.open("rb") as file:
         result = run_cli(*args, stdin=file if stdin_kind == "file" else subprocess.DEVNULL)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr  # a usage error, as argparse's
     assert result.stderr.splitlines() == lines
 
 
@@ -373,7 +373,7 @@ def test_interactive_chat_through_a_pipe(daemon: FakeDaemon) -> None:
 @pytest.mark.parametrize("first", ["h2", H2_MAC])
 def test_chat_all_refuses_a_peer_as_the_first_word(daemon: FakeDaemon, first: str) -> None:
     result = run_cli("chat", "-i", "lo", "--all", first, "hi")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as argparse's
     assert result.stderr.splitlines() == [
         f"l2fast: error: with --all every argument is the message, but {first!r} names a peer",
         f"l2fast: hint: to send to that peer only: l2fast chat {first} TEXT; to send it all "
@@ -400,7 +400,7 @@ def test_chat_all_sends_quoted_or_unambiguous_text(daemon: FakeDaemon) -> None:
 @pytest.mark.parametrize("args", [["-n", "2", "h1", "hello"], ["--all", "-n", "2", "hi"]])
 def test_limit_without_history_is_refused(args: list[str]) -> None:
     result = run_cli("chat", *args)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as argparse's
     assert result.stderr.splitlines() == [
         "l2fast: error: -n/--limit applies only to --history",
         "l2fast: hint: l2fast chat --history -n N",

@@ -177,7 +177,7 @@ def test_argument_errors_are_one_line(args: list[str], message: str) -> None:
 
 def test_history_takes_no_recipient() -> None:
     result = run_cli("chat", "--history", "h2")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as argparse's
     assert result.stderr.splitlines() == ["l2fast: error: --history takes no recipient or text"]
 
 

@@ -65,6 +65,7 @@ import time
 from types import TracebackType
 
 from l2fast.procname import name_this_thread
+from l2fast.progress import format_bytes
 from l2fast.transfer.incoming import (
     MAX_NAME_ATTEMPTS,
     PROC_FD,
@@ -181,8 +182,9 @@ class ReceiveDir:
         if needed + self.policy.reserve_bytes > free:
             reserve = self.policy.reserve_bytes
             raise NoSpace(
-                f"not enough space in {display_name(self.path)}: {needed} bytes needed, "
-                f"{max(0, free - reserve)} available (of {free} free, {reserve} are kept free)",
+                f"not enough space in {display_name(self.path)}: {format_bytes(needed)} "
+                f"needed, {format_bytes(max(0, free - reserve))} available (of "
+                f"{format_bytes(free)} free, {format_bytes(reserve)} kept free)",
                 hint="free some space or choose another receive directory",
             )
 

@@ -303,7 +303,9 @@ def test_no_space_is_refused_before_anything_is_created(tmp_path: Path) -> None:
         with pytest.raises(NoSpace) as info:
             start(rd, "x.bin", b"data")
         assert info.value.code == ErrorCode.NO_SPACE
-        assert "are kept free" in info.value.message  # why "0 available" with space free
+        assert "kept free" in info.value.message  # why "0 B available" with space free
+        assert "4 B needed, 0 B available" in info.value.message  # units, not raw counts
+        assert "4096 PiB kept free" in info.value.message
         with pytest.raises(NoSpace):
             rd.check_space(1)
     assert listing(root) == []

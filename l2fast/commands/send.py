@@ -49,8 +49,9 @@ A file of that name that differs is received beside it as `name (1).ext`, as bef
 
 The --json final event's seconds and gbit_per_s (and the text summary's) leave out the time an
 offer waited for a person at the receiver, which is held_seconds; gbit_per_s is bytes_sent over
-seconds (0 when nothing had to cross). It also carries bytes_sent (file bytes that had to cross,
-each counted once), resent_bytes and retransmitted_frames (DATA sent again after a loss or
+seconds (0 when nothing had to cross). Its bytes is the size of everything offered, whatever
+the receiver did with it; bytes_sent is the file bytes that had to cross (each counted once).
+It also carries resent_bytes and retransmitted_frames (DATA sent again after a loss or
 timeout), streaming_bursts (how many C bursts sent the new data of large files),
 feedback_refused (frames that reached the sender as this transfer's FEEDBACK but failed
 verification: corrupted or forged), skipped_bytes (already at the receiver: resume or files

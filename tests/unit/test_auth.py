@@ -682,6 +682,24 @@ def test_keygen_command_writes_json_and_refuses_to_overwrite(
     ]
 
 
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_keygen_names_the_next_step_a_root_daemon_needs(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    uid: int,
+) -> None:
+    # Run as a user, the file is theirs: a root daemon refuses it until root owns it.
+    from l2fast.commands import keygen
+
+    monkeypatch.setattr(keygen.os, "geteuid", lambda: uid)
+    path = tmp_path / "lan.key"
+    assert cli.main(["keygen", "-o", str(path)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    chown = f"sudo chown root {path}; " if uid else ""
+    assert last == f"next: copy it to every host, then: {chown}sudo l2fast daemon --key {path}"
+
+
 def test_daemon_refuses_a_bad_key_before_anything_else(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -424,12 +424,21 @@ def test_recorded_syns_replayed_in_a_flood_cannot_lock_their_sender_out() -> Non
     assert len(lan.of(b, SessionOpened)) == opened + 1
 
 
-def test_a_forged_syn_with_a_used_nonce_is_a_bad_seal_not_a_replay() -> None:
-    lan, a, b = keyed_pair(12, lan_key(seed=1), lan_key(seed=2))
-    syns: list[Frame] = []
-    lan.tap = lambda f: syns.append(f) if f.type is FrameType.SYN else None
-    a.send_chat(b.mac, "once", lan.now)
+def first_chat_recording(
+    seed: int, kind: FrameType
+) -> tuple[Lan, NodeEngine, NodeEngine, list[Frame]]:
+    """A keyed pair after a's first chat to b, and every `kind` frame put on the wire for it."""
+    lan, a, b = keyed_pair(seed, lan_key(seed=1), lan_key(seed=2))
+    recorded: list[Frame] = []
+    lan.tap = lambda f: recorded.append(f) if f.type is kind else None
+    a.send_chat(b.mac, "hello", lan.now)
     assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
+    lan.tap = None
+    return lan, a, b, recorded
+
+
+def test_a_forged_syn_with_a_used_nonce_is_a_bad_seal_not_a_replay() -> None:
+    lan, a, b, syns = first_chat_recording(12, FrameType.SYN)
     a.close(b.mac, lan.now)
     assert lan.run(lambda: not b.sessions(), timeout=60)
     raw = raw_of(syns[0])
@@ -574,12 +583,7 @@ def test_a_forged_hello_before_a_handshake_does_not_take_the_blame_for_it() -> N
 
 
 def test_a_syn_with_another_nonce_for_a_held_session_is_refused() -> None:
-    lan, a, b = keyed_pair(16, lan_key(seed=1), lan_key(seed=2))
-    syns: list[Frame] = []
-    lan.tap = lambda f: syns.append(f) if f.type is FrameType.SYN else None
-    a.send_chat(b.mac, "hi", lan.now)
-    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
-    (syn,) = syns
+    lan, a, b, (syn,) = first_chat_recording(16, FrameType.SYN)
     other = dataclasses.replace(syn, trailer=None, seal=(lan_key().group, bytes(16)))
     b.receive_frame(decode_frame(encode_frame(other)), lan.now)
     assert b.drops["bad_auth"] == 1
@@ -591,12 +595,7 @@ def test_a_syn_with_another_nonce_for_a_held_session_is_refused() -> None:
 def test_a_second_syn_ack_cannot_change_an_initiators_session_key() -> None:
     # Sealed under the key its own nonce would give, a SYN_ACK from another handshake verifies;
     # the initiator holds the first one's key and refuses it, and the session carries on.
-    lan, a, b = keyed_pair(17, lan_key(seed=1), lan_key(seed=2))
-    syn_acks: list[Frame] = []
-    lan.tap = lambda f: syn_acks.append(f) if f.type is FrameType.SYN_ACK else None
-    a.send_chat(b.mac, "hello", lan.now)
-    assert lan.run(lambda: lan.has(a, ChatDelivered), timeout=10)
-    (syn_ack,) = syn_acks
+    lan, a, b, (syn_ack,) = first_chat_recording(17, FrameType.SYN_ACK)
     session = syn_ack.session
     nonce = bytes(range(16))
     key = lan_key().session_key(a.mac, b.mac, session, a._slots[(b.mac, session)].nonce, nonce)

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import unicodedata
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -582,15 +582,20 @@ class UiModel:
         if not self.offers:
             return []
         lines = [Line(fit("OFFERS WAITING: /accept ID or /reject ID", width), TITLE)]
-        for o in self.offers[:OFFER_ROWS]:
+        # An entry of a waiting folder is answered with the folder: one row for the lot.
+        inside = Counter(o.get("folder") for o in self.offers if o.get("folder") is not None)
+        rows = [o for o in self.offers if o.get("folder") is None]
+        for o in rows[:OFFER_ROWS]:
+            count = inside[o["id"]]
+            entries = f" (and {counted(count, 'entry', 'entries')} inside)" if count else ""
             text = (
                 f"  {o['id']:>4}  {self._label_of(str(o['peer']))}  {o['kind']}  "
-                f"{format_bytes(int(o['size']))}  {escape_text(str(o['path']))}  "
+                f"{format_bytes(int(o['size']))}  {escape_text(str(o['path']))}{entries}  "
                 f"(waiting {float(o.get('waiting_s', 0)):.0f} s)"
             )
             lines.append(Line(fit(text, width)))
-        if len(self.offers) > OFFER_ROWS:
-            more = len(self.offers) - OFFER_ROWS
+        if len(rows) > OFFER_ROWS:
+            more = len(rows) - OFFER_ROWS
             text = f"  ... and {more} more (`l2fast inbox` lists them all)"
             lines.append(Line(fit(text, width), DIM))
         return lines

@@ -563,6 +563,29 @@ def test_many_offers_end_with_how_many_more() -> None:
     assert "... and 14 more (`l2fast inbox` lists them all)" in text
 
 
+def test_a_waiting_folder_is_one_row_with_how_many_entries_wait_inside() -> None:
+    model, clock = started()
+    offers = [
+        {
+            "id": 1,
+            "peer": A,
+            "kind": "directory",
+            "size": 0,
+            "path": "tree",
+            "waiting_s": 1,
+            "folder": None,
+        }
+    ]
+    offers += [{"id": 2 + i, "peer": A, "kind": "file", "size": 1, "path": f"tree/f{i}",
+                "waiting_s": 1, "folder": 1} for i in range(300)]  # fmt: skip
+    clock.t += REFRESH_S
+    model.tick()
+    answer(model, offers=offers, peers=[peer(A, "alice")], status={"transfers": []})
+    text = screen(model, 120, 40)
+    assert "tree (and 300 entries inside)  (waiting" in text
+    assert "tree/f0" not in text and "more (`l2fast inbox`" not in text
+
+
 def test_the_daemons_row_stands_for_a_send_started_here() -> None:
     model, clock = started()
     model.on_key("\t")

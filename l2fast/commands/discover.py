@@ -9,7 +9,7 @@ from typing import Any
 
 from l2fast.commands.argtypes import number
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import counted, escape_text, format_rtt_us
+from l2fast.daemon.display import aligned, counted, escape_text, format_rtt_us
 
 DISCOVER_EXAMPLES = """\
 examples:
@@ -56,8 +56,7 @@ def peers_table(peers: list[dict[str, Any]]) -> list[str]:
                 kind,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return aligned(rows)
 
 
 def run_discover(args: argparse.Namespace) -> int:

@@ -4,11 +4,10 @@ that runs with `--accept ask` (issue 5, "Offer")."""
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 from l2fast.commands.discover import print_json
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import counted
+from l2fast.daemon.display import aligned, counted, offers_by_folder
 from l2fast.progress import format_bytes
 
 INBOX_EXAMPLES = """\
@@ -34,15 +33,11 @@ def run_inbox(args: argparse.Namespace) -> int:
     if not offers:
         print("no offers waiting")
         return 0
-    # An offer inside a waiting folder is answered with that folder: one row for the lot.
-    inside = Counter(o["folder"] for o in offers if o.get("folder") is not None)
     rows = [("ID", "PEER", "KIND", "SIZE", "PATH", "WAITING")]
-    for o in offers:
-        if o.get("folder") is not None:
-            continue
+    for o, inside in offers_by_folder(offers):
         path = o["path"]
-        if inside[o["id"]]:
-            path += f"  (and {counted(inside[o['id']], 'entry', 'entries')} inside)"
+        if inside:
+            path += f"  (and {counted(inside, 'entry', 'entries')} inside)"
         rows.append(
             (
                 str(o["id"]),
@@ -53,9 +48,7 @@ def run_inbox(args: argparse.Namespace) -> int:
                 f"{o['waiting_s']:.0f} s",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\n".join(aligned(rows)))
     return 0
 
 

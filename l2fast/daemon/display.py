@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["counted", "escape_text", "format_clock", "format_mac", "format_rtt_us", "parse_mac"]
 
@@ -74,6 +77,20 @@ def looks_like_mac(text: str) -> bool:
 
 
 _MAC_LIKE = re.compile(r"[0-9A-Za-z]{0,3}(?:[:-][0-9A-Za-z]{0,3}){3,8}")
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell, two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def offers_by_folder(offers: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """The pending offers (`inbox` replies) to list, each with how many entries wait inside
+    it: an offer inside a waiting folder (its `folder` set) is answered with that folder, so
+    it is counted on the folder's row rather than listed."""
+    inside = Counter(o["folder"] for o in offers if o.get("folder") is not None)
+    return [(o, inside[o["id"]]) for o in offers if o.get("folder") is None]
 
 
 def format_clock(wall: float) -> str:

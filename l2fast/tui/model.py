@@ -17,13 +17,20 @@ import os
 import sys
 import time
 import unicodedata
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from l2fast.commands.chat import entry_line, result_lines
-from l2fast.daemon.display import counted, escape_text, format_clock, format_rtt_us, parse_mac
+from l2fast.daemon.display import (
+    counted,
+    escape_text,
+    format_clock,
+    format_rtt_us,
+    offers_by_folder,
+    parse_mac,
+)
 from l2fast.progress import format_bytes
 
 __all__ = ["Line", "SendJob", "UiModel", "cells", "fit", "progress_bar", "wrap"]
@@ -144,7 +151,7 @@ class SendJob:
     total: int = 0
     gbit_per_s: float = 0.0
     finished: bool = False
-    held: int = 0  #: offers of this send the peer keeps for a person (distinct ids to answer)
+    #: The receiver's offer ids this send was told to wait on (a folder's entries share one).
     held_ids: set[object] = field(default_factory=set)
 
 
@@ -384,14 +391,13 @@ class UiModel:
             if pending_id in job.held_ids:
                 return
             job.held_ids.add(pending_id)
-            job.held += 1
-            if job.held <= HELD_LINES:
+            if len(job.held_ids) <= HELD_LINES:
                 self._say(
                     f"[{job.label} holds {escape_text(str(event.get('path', job.path)))} until "
                     f"someone there accepts it (offer {event.get('pending_id', '?')} there)]",
                     DIM,
                 )
-            elif job.held == HELD_LINES + 1:
+            elif len(job.held_ids) == HELD_LINES + 1:
                 self._say(f"[{job.label} holds more of /send #{job.number} for a person: "
                           "`l2fast inbox` there lists them]", DIM)  # fmt: skip
         elif event.get("event") == "done":
@@ -583,10 +589,8 @@ class UiModel:
             return []
         lines = [Line(fit("OFFERS WAITING: /accept ID or /reject ID", width), TITLE)]
         # An entry of a waiting folder is answered with the folder: one row for the lot.
-        inside = Counter(o.get("folder") for o in self.offers if o.get("folder") is not None)
-        rows = [o for o in self.offers if o.get("folder") is None]
-        for o in rows[:OFFER_ROWS]:
-            count = inside[o["id"]]
+        rows = offers_by_folder(self.offers)
+        for o, count in rows[:OFFER_ROWS]:
             entries = f" (and {counted(count, 'entry', 'entries')} inside)" if count else ""
             text = (
                 f"  {o['id']:>4}  {self._label_of(str(o['peer']))}  {o['kind']}  "

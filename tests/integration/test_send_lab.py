@@ -397,6 +397,16 @@ def _comm(pid: int) -> str:
         return "(gone)"
 
 
+def _written(pid: int) -> int:
+    """Bytes `pid` has written with write-family calls (`wchar` of /proc/PID/io); 0 if gone."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return 0
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    return int(fields.get("wchar", "0"))
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -459,7 +469,14 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
 
         assert wait_until(receiving, 30, 0.005), lab.log_tail("h2")
         receiver = receivers[0]
-        time.sleep(0.1)  # well into the file: at MTU 1500 it takes ~2 s
+
+        def data_flowing() -> bool:
+            # Not a fixed sleep: on a loaded machine the first DATA can come well after the
+            # receive process exists, and a stop before it catches nothing in flight. The
+            # writers' pwritev bytes show chunks have crossed the link.
+            return sum(_written(w) for w in _children(receiver)) >= 16 * MIB
+
+        assert wait_until(data_flowing, 30, 0.002), lab.log_tail("h2")
         os.kill(receiver, signal.SIGSTOP)
         try:
             time.sleep(0.15)

@@ -44,7 +44,7 @@ int l2f_type_known(uint8_t type)
     case 0x20: case 0x21:                                       /* DATA, FEEDBACK */
     case 0x30: case 0x38: case 0x39:                            /* CHAT, PING, PONG */
     case 0x40: case 0x41: case 0x42: case 0x43: case 0x44:     /* FILE_* */
-    case 0x45:                                                  /* FILE_HELD */
+    case 0x45: case 0x46:                                       /* FILE_HELD, FILE_INLINE */
     case 0x7F:                                                  /* ERROR */
         return 1;
     default:

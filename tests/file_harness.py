@@ -61,7 +61,7 @@ from l2fast.transfer.protocol import (
     for_sender,
     is_file_frame,
 )
-from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind
+from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind, max_payload
 from l2fast.wire.frames import Feedback, Frame
 from tests.node_harness import Lan
 from tests.transfer_harness import StreamBurst
@@ -154,6 +154,10 @@ class Setup:
     #: The sender streams new data in bursts of up to this many steps (0: a batch every step),
     #: as the daemon does with csrc/txstream.c (tests/transfer_harness.StreamBurst).
     burst_steps: int = 0
+    #: The sender offers files that fit one control frame with their bytes (FILE_INLINE) when
+    #: the session negotiated INLINE, as the daemon does; the receiver takes them as its
+    #: `answer` says (policy `all`).
+    inline: bool = False
 
 
 class _FaultyLan(Lan):
@@ -226,6 +230,7 @@ class FileRun:
         self._ring = 0
         self._busy = False
         self.elapsed = 0.0
+        self.inline_reads = 0  #: calls of the sender's FILE_INLINE reader
 
     # --- the applications ----------------------------------------------------------------------
 
@@ -247,6 +252,8 @@ class FileRun:
                             now=now,
                             config=self.setup.config,
                             features=Features(ev.params.features),
+                            inline=self._read_inline if self.setup.inline else None,
+                            control_payload=max_payload(ev.params.mtu),
                         )
                     else:
                         self.inc = IncomingTransfer(
@@ -271,6 +278,12 @@ class FileRun:
                         side.session_ended(now, ev.error)
                     elif side is not None and isinstance(ev, SessionClosed):
                         side.session_ended(now, close_reason=ev.reason)
+
+    def _read_inline(self, index: int) -> tuple[bytes, bytes] | None:
+        """The sending adapter's FILE_INLINE reader: the source's bytes and digest."""
+        self.inline_reads += 1
+        source = self.sources[index]
+        return source.data, digest_of(source.entry.digest, source.data)
 
     def _sender_events(self, now: float) -> None:
         out = self.out
@@ -349,6 +362,22 @@ class FileRun:
             inc.accept(ev.transfer_id, now, final_name=ev.path)
             return
         here = self.setup.receiver_present.get(ev.path)
+        inline = inc.inline_offer(ev.transfer_id)
+        if inline is not None:
+            # What the daemon does (`Transfers._receive_inline`): the same file already here
+            # is present; otherwise the bytes are written and their digest reported.
+            digest = digest_of(ev.digest, inline.data)
+            if ev.path in self.setup.fail_write:
+                inc.file_failed(ev.transfer_id, ErrorCode.IO_ERROR, "disk on fire", now)
+                return
+            if ev.path in self.setup.wrong_digest:
+                digest = bytes(32)
+            same = here is not None and digest_of(ev.digest, here) == digest
+            self.parts[ev.transfer_id] = bytearray(inline.data)
+            if same:
+                self.present_ids.add(ev.transfer_id)  # nothing is placed (the FileVerified)
+            inc.inline_written(ev.transfer_id, digest, now, present=same)
+            return
         if (
             ev.kind is FileKind.FILE
             and here is not None

@@ -35,6 +35,7 @@ from l2fast.wire.frames import (
     FileAccept,
     FileEnd,
     FileHeld,
+    FileInline,
     FileOffer,
     FileReject,
     FileResult,
@@ -191,6 +192,20 @@ file_result_bodies = st.builds(
 
 file_held_bodies = st.builds(FileHeld, transfer_id=u32, pending_id=u32, text=texts)
 
+
+@st.composite
+def file_inline_bodies(draw: st.DrawFn) -> FileInline:
+    """FILE_INLINE: a file's offer with its bytes (any size a frame could carry) and digest."""
+    offer = draw(file_offer_bodies())
+    data = draw(st.binary(max_size=2000))
+    chunk = draw(st.integers(1, MAX_PAYLOAD)) if data else 0
+    return FileInline.carrying(
+        dataclasses.replace(offer, kind=int(FileKind.FILE), size=len(data), chunk_size=chunk),
+        draw(st.binary(min_size=1, max_size=255)),
+        data,
+    )
+
+
 #: One valid-body strategy per payload class.
 BODY_STRATEGIES: dict[type[Body], st.SearchStrategy[Body]] = {
     Hello: hello_bodies,
@@ -214,6 +229,7 @@ BODY_STRATEGIES: dict[type[Body], st.SearchStrategy[Body]] = {
     FileEnd: file_end_bodies,
     FileResult: file_result_bodies,
     FileHeld: file_held_bodies,
+    FileInline: file_inline_bodies(),
     Error: error_bodies,
 }
 

@@ -70,7 +70,7 @@ from l2fast.transfer.receiver_proc import (
     SmallFileReceiver,
 )
 from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind, error_name
-from l2fast.wire.frames import FileOffer
+from l2fast.wire.frames import FileInline, FileOffer
 
 log = logging.getLogger("l2fast.daemon")
 
@@ -291,7 +291,10 @@ class Transfers:
                 self.incoming[ev.session] = inc
             if inc.failed:
                 return  # its session is closing: nothing more is taken on it
-            if isinstance(ev.body, FileOffer):
+            if isinstance(ev.body, FileInline):
+                # Its bytes stay with the core until answered (`_receive_inline`), not here.
+                inc.offers[ev.body.transfer_id] = ev.body.as_offer()
+            elif isinstance(ev.body, FileOffer):
                 inc.offers[ev.body.transfer_id] = ev.body
 
             def deliver() -> None:
@@ -526,6 +529,10 @@ class Transfers:
             present = None
             if inc.incoming.features & Features.PRESENT and ev.path not in inc.incoming.differing:
                 present = recv.find_present(offer)
+            inline = inc.incoming.inline_offer(ev.transfer_id)
+            if inline is not None:
+                self._receive_inline(inc, ev, inline, present, now)
+                return
             if present is not None:
                 self._accept_present(inc, ev, present, now)
                 return
@@ -555,6 +562,44 @@ class Transfers:
             return
         inc.queue.append(ev.transfer_id)
 
+    def _receive_inline(
+        self,
+        inc: IncomingJob,
+        ev: OfferReceived,
+        inline: FileInline,
+        present: PresentFile | None,
+        now: float,
+    ) -> None:
+        """Take a FILE_INLINE's bytes (PROTOCOL.md §FILE_INLINE): written and hashed here,
+        then placed as a received small file is (FileVerified), and FILE_RESULT answers the
+        offer; no receive process, DATA or FILE_END. A file with the same digest already
+        under that name is reported present and nothing is written; another one is kept, and
+        this one lands beside it under a free name. Raises PlacementError or OSError as
+        `receive_offer` does (the caller refuses the offer)."""
+        digest = _small_digest(ev.digest, inline.data)
+        if present is not None:
+            try:
+                same = _small_digest(ev.digest, os.pread(present.fd, present.size, 0)) == digest
+            except OSError:
+                same = False  # unreadable here: receive it beside that file
+            if same:
+                inc.files[ev.transfer_id] = _Receiving(
+                    ev.transfer_id, ev, present=present, written=True, digest=digest
+                )
+                inc.incoming.inline_written(ev.transfer_id, digest, now, present=True)
+                return
+            present.close()
+        incoming_file = self._receive_dir().receive_offer(inline, inc.peer)
+        try:
+            if inline.data:
+                incoming_file.write_at(0, inline.data)
+        except BaseException:
+            incoming_file.discard()
+            raise
+        rec = _Receiving(ev.transfer_id, ev, incoming_file, written=True, digest=digest)
+        inc.files[ev.transfer_id] = rec
+        inc.incoming.inline_written(ev.transfer_id, digest, now)
+
     def _accept_present(
         self, inc: IncomingJob, ev: OfferReceived, present: PresentFile, now: float
     ) -> None:
@@ -567,16 +612,14 @@ class Transfers:
             rec.digester = PrefixDigester(present.fd, present.size, ev.digest)
             rec.digester.advance(present.size)
             return  # FileChunksComplete, which accept() gave, waits for it
-        hasher = new_hasher(ev.digest)
         try:
-            hasher.update(os.pread(present.fd, present.size, 0))
+            rec.digest = _small_digest(ev.digest, os.pread(present.fd, present.size, 0))
         except OSError as exc:
             inc.files.pop(ev.transfer_id, None)
             present.close()
             text = f"reading the file already here failed: {exc}"
             inc.incoming.file_failed(ev.transfer_id, int(ErrorCode.IO_ERROR), text, now)
             return
-        rec.digest = hasher.digest()
         inc.incoming.file_written(ev.transfer_id, rec.digest, now)
 
     def _accept_bench(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
@@ -843,10 +886,8 @@ class Transfers:
             f = rec.file
             inc.incoming.on_chunks([(f.first_chunk, f.first_chunk + f.n_chunks)], now)
             # A small file is hashed at once, here (at most resume_min_bytes).
-            hasher = new_hasher(rec.offer.digest)
-            hasher.update(os.pread(f.fd, f.size, 0))
             rec.written = True
-            rec.digest = hasher.digest()
+            rec.digest = _small_digest(rec.offer.digest, os.pread(f.fd, f.size, 0))
             try:
                 inc.incoming.file_written(rec.transfer_id, rec.digest, now)
             except L2fastError as exc:
@@ -1129,3 +1170,10 @@ class Transfers:
         for inc in list(self.incoming.values()):
             self._end_incoming(inc, None)
         self.incoming.clear()
+
+
+def _small_digest(algo: Digest, data: bytes) -> bytes:
+    """The `algo` digest of a small file's bytes, computed at once."""
+    hasher = new_hasher(algo)
+    hasher.update(data)
+    return hasher.digest()

@@ -52,9 +52,9 @@ class NodeConfig:
     #: Receive credit offered in SYN / SYN_ACK, in frames.
     window: int = 1024
     #: Feature bits offered: zlib compression of DATA, files already at the receiver
-    #: recognised instead of sent again (PRESENT), and offers waiting for a person reported
-    #: to the sender (HELD).
-    features: Features = Features.ZLIB | Features.PRESENT | Features.HELD
+    #: recognised instead of sent again (PRESENT), offers waiting for a person reported
+    #: to the sender (HELD), and small files offered with their bytes (INLINE).
+    features: Features = Features.ZLIB | Features.PRESENT | Features.HELD | Features.INLINE
     #: Digest bits offered; SHA-256 is preferred when both ends offer it.
     digests: Digest = Digest.SHA256 | Digest.BLAKE2B_256
     #: Give up opening a session after this long without completing the handshake.

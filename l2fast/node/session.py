@@ -71,6 +71,7 @@ _INPUT_OF_TYPE: dict[FrameType, SessionInput] = {
     FrameType.FILE_END: SessionInput.RECV_CTRL,
     FrameType.FILE_RESULT: SessionInput.RECV_CTRL,
     FrameType.FILE_HELD: SessionInput.RECV_CTRL,
+    FrameType.FILE_INLINE: SessionInput.RECV_CTRL,
     FrameType.DATA: SessionInput.RECV_BULK,
     FrameType.FEEDBACK: SessionInput.RECV_BULK,
     FrameType.ERROR: SessionInput.RECV_ERROR,

@@ -117,11 +117,11 @@ __all__ = [
 ]
 
 _TO_SENDER = (FileAccept, FileReject, FileResult, FileHeld)
-_TO_RECEIVER = (FileOffer, FileEnd)
+_TO_RECEIVER = (FileOffer, FileEnd)  # FileInline is a FileOffer
 
 
 def is_file_frame(body: Body) -> bool:
-    """True for the six FILE_* bodies (the adapter routes these to a transfer core)."""
+    """True for the seven FILE_* bodies (the adapter routes these to a transfer core)."""
     return isinstance(body, _TO_SENDER + _TO_RECEIVER)
 
 

@@ -17,6 +17,12 @@ The adapter drives it:
   `FileVerified` fsync and rename, then `file_placed`; on a write failure `file_failed`;
 - time: `handle_timer(now)` at `next_timer()`; `session_ended` when the session ends.
 
+A FILE_INLINE (feature INLINE, PROTOCOL.md §FILE_INLINE) carries the file's bytes and the
+sender's digest: `inline_offer` hands them to the adapter, which may write them and report
+`inline_written` (the core compares the digests, and FileVerified / `file_placed` answer with
+FILE_RESULT, no FILE_ACCEPT), or answer it as any offer. The bytes are let go of once the
+offer is answered either way.
+
 An offer the application keeps for a person to decide (`ask`) may be reported to the sender
 with `hold` (FILE_HELD, PROTOCOL.md §FILE_HELD): only in a session that negotiated feature
 HELD, at most once per offer, and only before it is answered.
@@ -71,6 +77,7 @@ from l2fast.wire.frames import (
     FileAccept,
     FileEnd,
     FileHeld,
+    FileInline,
     FileOffer,
     FileReject,
     FileResult,
@@ -98,6 +105,8 @@ class _InFile:
     final_name: str = ""
     present: bool = False  #: accepted as already here: nothing is sent or written
     held: bool = False  #: FILE_HELD was sent for it (at most once)
+    #: A FILE_INLINE's bytes and digest, until the offer is answered (then None).
+    inline: FileInline | None = None
 
     @property
     def transfer_id(self) -> int:
@@ -203,6 +212,7 @@ class IncomingTransfer:
         f.state = transition(FileRole.RECEIVER, old, event)
         self._counts[old] -= 1
         self._counts[f.state] += 1
+        f.inline = None  # answered: a session of many files keeps none of their bytes
         return old
 
     def receive_control(self, body: Body, now: float) -> None:
@@ -230,6 +240,12 @@ class IncomingTransfer:
         kind = FileKind(body.kind)
         layout = FileLayout(body.transfer_id, body.first_chunk, body.chunk_size, body.size)
         f = _InFile(body, kind, layout)
+        if isinstance(body, FileInline):
+            # Kept apart, and only in a session that negotiated it (otherwise it is an offer
+            # like any other): `offer` lives as long as the session, the bytes do not.
+            f.offer = body.as_offer()
+            if self.features & Features.INLINE:
+                f.inline = body
         self._files[body.transfer_id] = f
         self._counts[FileState.OFFERED] += 1
         problem = None
@@ -334,11 +350,50 @@ class IncomingTransfer:
             raise LocalProtocolError(f"file #{transfer_id} was already answered")
         if not 0 <= pending_id <= 0xFFFF_FFFF:
             raise LocalProtocolError(f"pending id {pending_id} does not fit u32")
+        # A person may take minutes: the answer then takes the usual path, and the bytes of
+        # offers kept waiting are not held meanwhile (a peer could fill the memory with them).
+        f.inline = None
         if f.held or not self.features & Features.HELD or self.finished:
             return False
         f.held = True
         self._control.append(FileHeld(transfer_id, pending_id, wire_text(text)))
         return True
+
+    def inline_offer(self, transfer_id: int) -> FileInline | None:
+        """The FILE_INLINE of an offer not yet answered, whose bytes the adapter may write
+        and report with `inline_written`; None for any other offer."""
+        f = self._files.get(transfer_id)
+        return f.inline if f is not None else None
+
+    def inline_written(
+        self, transfer_id: int, digest: bytes, now: float, present: bool = False
+    ) -> None:
+        """The adapter wrote the bytes of a FILE_INLINE (`inline_offer`) and `digest` is
+        theirs; with `present`, it wrote nothing: a file with that digest is already here
+        under the offered name. The digests are compared as a FILE_END's would be:
+        FileVerified (then `file_placed` answers FILE_RESULT 0) or FILE_RESULT
+        `digest_mismatch`. Raises LocalProtocolError for an offer that has no inline bytes
+        (any more), or `present` with another digest.
+        """
+        f = self._known(transfer_id)
+        inline = f.inline
+        if inline is None:
+            raise LocalProtocolError(f"file #{transfer_id} has no inline data to write")
+        if present and digest != inline.digest_value:
+            raise LocalProtocolError(f"file #{transfer_id}: the file here is another file")
+        self._move(f, FileInput.INLINE_WRITTEN)
+        layout = f.layout
+        if layout.chunks:
+            # Never sent as DATA: recorded as received so the cumulative ack passes the file.
+            self._tracker.on_chunks([(layout.first_chunk, layout.end)], now)
+        f.present = present
+        f.bytes_in = 0 if present else layout.size
+        f.skipped_bytes = layout.size - f.bytes_in
+        self._bytes_total += f.bytes_in
+        self._bytes_done += f.bytes_in
+        f.our_digest = bytes(digest)
+        f.end_digest, f.end_algo = inline.digest_value, inline.digest
+        self._check(f, now)
 
     def _after_accept_empty(self, f: _InFile, final_name: str, now: float) -> None:
         if f.kind is FileKind.DIRECTORY:

@@ -11,6 +11,11 @@ already at the receiver). A receiver that keeps an offer for a person to decide 
 with FILE_HELD (feature HELD, PROTOCOL.md §FILE_HELD): that gives `OfferHeld` and changes
 nothing else; `held()` lists the offers held and not yet answered.
 
+In a session with feature INLINE, a file whose bytes fit one control frame with its offer is
+offered as FILE_INLINE, with its data and digest (PROTOCOL.md §FILE_INLINE): the adapter's
+`inline` callback reads it when the offer goes out. The receiver may answer it with
+FILE_RESULT alone (the file is then done, no DATA or FILE_END), or as any offer.
+
 The adapter drives it:
 
 - control: send every body of `control_to_send()` with `Session.send_control` (through
@@ -19,7 +24,7 @@ The adapter drives it:
 - data: ask `next_batch(now, max_chunks)` for data-space chunk ranges and send them as DATA
   (`spans()` maps them to file bytes); give every FEEDBACK to `on_feedback`;
 - digests: compute each file's digest beside the data path once `OfferAccepted` says so, and
-  report it with `digest_ready`;
+  report it with `digest_ready` (a file offered inline already has one);
 - time: call `handle_timer(now)` at `next_timer()`; on SessionClosed/SessionFailed call
   `session_ended`;
 - events: `next_event()` (see `l2fast.transfer.events`).
@@ -32,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from l2fast.errors import L2fastError, LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -73,17 +78,32 @@ from l2fast.wire.frames import (
     FileAccept,
     FileEnd,
     FileHeld,
+    FileInline,
     FileOffer,
     FileReject,
     FileResult,
     WireRanges,
 )
 
-__all__ = ["OutgoingTransfer"]
+__all__ = ["InlineReader", "OutgoingTransfer", "inline_fits"]
+
+#: The adapter's reader for FILE_INLINE: entry index -> (its bytes, their digest), or None to
+#: offer the file as usual (it could not be read, or its size changed).
+InlineReader = Callable[[int], "tuple[bytes, bytes] | None"]
 
 _MAX_TRANSFER_ID = 0xFFFF_FFFF  # u32 on the wire
 _DIGESTLESS = frozenset({FileKind.DIRECTORY, FileKind.BENCH})
 _NUDGE = 1e-9  # seconds: far below any timer's precision, far above float rounding
+_INLINE_DIGEST = 32  # bytes of a SHA-256 or BLAKE2b-256 digest
+# FILE_INLINE's bytes besides the path and the data: FILE_OFFER's fixed fields (38), the path's
+# u16 length, the digest's u8 length and the digest.
+_INLINE_OVERHEAD = 38 + 2 + 1 + _INLINE_DIGEST
+
+
+def inline_fits(path: str, size: int, control_payload: int) -> bool:
+    """True when a file of `size` bytes offered as `path` fits one FILE_INLINE whose payload
+    may take `control_payload` bytes (the session's MTU less the header and any seal)."""
+    return _INLINE_OVERHEAD + len(path.encode("utf-8", "surrogateescape")) + size <= control_payload
 
 
 @dataclass(slots=True)
@@ -101,6 +121,9 @@ class _OutFile:
     digest: bytes | None = None
     #: The entry this one offers again after FILE_RESULT `differs` (None: a first offer).
     reoffer_of: int | None = None
+    inline: bool = False  #: offered as FILE_INLINE (data and digest in the offer)
+    #: A FILE_INLINE the receiver answered as already there (FILE_RESULT 0, no bytes received).
+    inline_present: bool = False
 
     @property
     def transfer_id(self) -> int:
@@ -118,6 +141,8 @@ class _OutFile:
     def present(self) -> bool:
         """Accepted with every chunk held: nothing of it is sent (PROTOCOL.md §Files already
         at the receiver)."""
+        if self.inline_present:
+            return True
         return self.needs_digest and self.entry.size > 0 and self.needed == []
 
 
@@ -128,8 +153,10 @@ class OutgoingTransfer:
     its first FEEDBACK). Entries are checked and laid out at once: `layout(index)` tells where
     each file's chunks sit even before it is offered, and entry `index` is offered as
     transfer_id `index + 1`, in list order. `features` are the session's negotiated feature
-    bits (FILE_HELD is taken only with HELD). Raises LocalProtocolError for an entry that
-    cannot be offered or a layout that overlaps.
+    bits (FILE_HELD is taken only with HELD). With INLINE among them and an `inline` reader,
+    files that fit a FILE_INLINE of `control_payload` bytes (`inline_fits`) are offered with
+    their data. Raises LocalProtocolError for an entry that cannot be offered or a layout
+    that overlaps.
     """
 
     def __init__(
@@ -140,11 +167,18 @@ class OutgoingTransfer:
         config: TransferConfig | None = None,
         initial_credit: int = 0,
         features: Features = Features.NONE,
+        inline: InlineReader | None = None,
+        control_payload: int = 0,
     ) -> None:
         if len(entries) > _MAX_TRANSFER_ID:
             raise LocalProtocolError(f"{len(entries)} entries do not fit u32 transfer ids")
         self.config = config or TransferConfig()
         self.features = features
+        self._inline = inline if features & Features.INLINE else None
+        self._control_payload = control_payload
+        #: Files offered as FILE_INLINE, and those of them the receiver took from the offer.
+        self.inline_offered = 0
+        self.inline_taken = 0
         #: Peer frames dropped, by reason (for `l2fast status`).
         self.drops: Counter[str] = Counter()
         self._entries = list(entries)
@@ -255,22 +289,44 @@ class OutgoingTransfer:
             self._counts[FileState.OFFERED] += 1
             self._outstanding += 1
             self._unfinished += 1
-            self._control.append(
-                FileOffer(
-                    transfer_id=layout.transfer_id,
-                    kind=int(entry.kind),
-                    digest=int(entry.digest),
-                    size=entry.size,
-                    mode=entry.mode,
-                    mtime_ns=entry.mtime_ns,
-                    first_chunk=layout.first_chunk,
-                    chunk_size=entry.chunk_size if entry.size else 0,
-                    path=entry.path,
-                )
+            offer = FileOffer(
+                transfer_id=layout.transfer_id,
+                kind=int(entry.kind),
+                digest=int(entry.digest),
+                size=entry.size,
+                mode=entry.mode,
+                mtime_ns=entry.mtime_ns,
+                first_chunk=layout.first_chunk,
+                chunk_size=entry.chunk_size if entry.size else 0,
+                path=entry.path,
             )
+            self._control.append(self._with_data(f, offer))
             if c.decision_timeout is not None:
                 deadline = now + c.decision_timeout
                 heapq.heappush(self._deadlines, (deadline, layout.transfer_id, FileState.OFFERED))
+
+    def _with_data(self, f: _OutFile, offer: FileOffer) -> FileOffer:
+        """`offer` as FILE_INLINE when the session allows it and the file fits one, else as
+        it is. An entry offered again (`differs`) goes the usual way: its receiver holds
+        another file of that name, and it wants the data for the name it picks."""
+        entry = f.entry
+        if (
+            self._inline is None
+            or entry.kind is not FileKind.FILE
+            or f.reoffer_of is not None
+            or not inline_fits(entry.path, entry.size, self._control_payload)
+        ):
+            return offer
+        got = self._inline(f.index)
+        if got is None:
+            return offer
+        data, digest = got
+        if len(data) != entry.size or len(digest) != _INLINE_DIGEST:
+            return offer  # the file changed under us: the usual path reports what it finds
+        f.inline = True
+        f.digest = bytes(digest)
+        self.inline_offered += 1
+        return FileInline.carrying(offer, f.digest, bytes(data))
 
     def _move(self, f: _OutFile, event: FileInput) -> FileState:
         old = f.state
@@ -375,6 +431,9 @@ class OutgoingTransfer:
 
     def _on_result(self, body: FileResult, now: float) -> None:
         f = self._known(body.transfer_id)
+        if f.state is FileState.OFFERED and f.inline:
+            self._on_inline_result(f, body)
+            return
         if (
             body.status == ErrorCode.DIFFERS
             and f.present
@@ -427,6 +486,52 @@ class OutgoingTransfer:
                 f.present,
             )
         )
+
+    def _on_inline_result(self, f: _OutFile, body: FileResult) -> None:
+        """FILE_RESULT answering a FILE_INLINE itself: the receiver took the data from the
+        offer (status 0; `bytes_received` 0 when it already held the same file) or failed
+        with it."""
+        if body.status == ErrorCode.OK and body.digest_value == f.digest:
+            self._move(f, FileInput.RECV_INLINE_RESULT_OK)
+            self.inline_taken += 1
+            size = f.entry.size
+            f.inline_present = size > 0 and body.bytes_received == 0
+            f.skipped_bytes = size if f.inline_present else 0
+            self._bytes_total += f.needed_bytes
+            self._bytes_acked += f.needed_bytes
+            self._events.append(
+                FileCompleted(
+                    f.transfer_id,
+                    f.index,
+                    f.entry.path,
+                    f.entry.kind,
+                    True,
+                    f.digest or b"",
+                    body.final_name,
+                    f.needed_bytes,
+                    f.skipped_bytes,
+                    body.bytes_received,
+                    f.present,
+                )
+            )
+            return
+        if body.status == ErrorCode.OK:
+            self.drops["result_digest"] += 1
+            code = int(ErrorCode.DIGEST_MISMATCH)
+            error = RemoteProtocolError(
+                f"the receiver reported {f.entry.path!r} verified with digest "
+                f"{body.digest_value.hex()}, ours is {(f.digest or b'').hex()}",
+                code=code,
+            )
+            text = ""
+        else:
+            code = body.status
+            error = RemoteProtocolError(
+                f"the receiver refused {f.entry.path!r}: {error_name(code)}", code=code
+            )
+            text = body.final_name
+        self._move(f, FileInput.RECV_INLINE_RESULT_ERROR)
+        self._events.append(FileFailed(f.transfer_id, f.index, f.entry.path, code, error, text))
 
     def _reoffer(self, f: _OutFile) -> None:
         """FILE_RESULT `differs`: the receiver holds another file of this name and size. The

@@ -15,6 +15,12 @@ One file's life (PROTOCOL.md §FILE_OFFER .. §FILE_RESULT):
               and FILE_END in either order -> CHECKING -> PLACING (digests match) | FAILED
               | SUPERSEDED; PLACING -> VERIFIED (placed under its final name, FILE_RESULT 0 sent)
 
+A file offered with its data (FILE_INLINE, PROTOCOL.md §FILE_INLINE) may skip the middle: the
+receiver that takes the data goes OFFERED -> CHECKING (written, and the offer carried the
+sender's digest) and on as above, and its sender OFFERED -> VERIFIED | FAILED on the
+FILE_RESULT that answers the offer itself. A receiver that answers it with FILE_ACCEPT instead
+runs the usual path.
+
 SUPERSEDED is the end of a file the receiver answered as already present (PROTOCOL.md §Files
 already at the receiver) whose digest then differed from the file it holds: FILE_RESULT
 `differs`, and the sender offers the same entry again as a new file.
@@ -85,10 +91,15 @@ class FileInput(enum.Enum):
     RECV_RESULT_ERROR = "recv_result_error"  #: sender: FILE_RESULT with an error code
     #: sender: FILE_RESULT `differs` for a file the receiver said it held
     RECV_RESULT_DIFFERS = "recv_result_differs"
+    #: sender: FILE_RESULT status 0 / an error code answering a FILE_INLINE itself
+    RECV_INLINE_RESULT_OK = "recv_inline_result_ok"
+    RECV_INLINE_RESULT_ERROR = "recv_inline_result_error"
     # Local progress.
     DATA_ACKED = "data_acked"  #: sender: every chunk of the file acknowledged by FEEDBACK
     SEND_END = "send_end"  #: sender: FILE_END goes out (data done and digest known)
     DATA_WRITTEN = "data_written"  #: receiver: the adapter wrote every chunk and has a digest
+    #: receiver: the adapter wrote a FILE_INLINE's data (its digest came with the offer)
+    INLINE_WRITTEN = "inline_written"
     DIGEST_MATCH = "digest_match"  #: receiver: FILE_END's digest equals ours
     DIGEST_MISMATCH = "digest_mismatch"
     #: receiver: FILE_END's digest differs from that of the file already present
@@ -107,6 +118,7 @@ LOCAL_INPUTS = frozenset(
         FileInput.DATA_ACKED,
         FileInput.SEND_END,
         FileInput.DATA_WRITTEN,
+        FileInput.INLINE_WRITTEN,
         FileInput.DIGEST_MATCH,
         FileInput.DIGEST_MISMATCH,
         FileInput.DIFFERS,
@@ -124,7 +136,15 @@ S = FileState
 I = FileInput  # noqa: E741 - a one-letter alias keeps the table below readable
 
 _SENDER: dict[FileState, dict[FileInput, FileState]] = {
-    S.OFFERED: {I.RECV_ACCEPT: S.ACCEPTED, I.RECV_REJECT: S.REJECTED, I.FAIL: S.FAILED},
+    S.OFFERED: {
+        I.RECV_ACCEPT: S.ACCEPTED,
+        I.RECV_REJECT: S.REJECTED,
+        # Only for a FILE_INLINE (the core tells which input a FILE_RESULT is): its offer
+        # carried the data and the digest, so the receiver may answer it with the result.
+        I.RECV_INLINE_RESULT_OK: S.VERIFIED,
+        I.RECV_INLINE_RESULT_ERROR: S.FAILED,
+        I.FAIL: S.FAILED,
+    },
     # The receiver may give up on a file before FILE_END (io_error, no_space): FILE_RESULT
     # with an error code is allowed from acceptance on. A verified result is not: it needs
     # the digest that only FILE_END carries.
@@ -148,7 +168,12 @@ _SENDER: dict[FileState, dict[FileInput, FileState]] = {
 }
 
 _RECEIVER: dict[FileState, dict[FileInput, FileState]] = {
-    S.OFFERED: {I.ACCEPT: S.ACCEPTED, I.REJECT: S.REJECTED, I.FAIL: S.FAILED},
+    S.OFFERED: {
+        I.ACCEPT: S.ACCEPTED,
+        I.REJECT: S.REJECTED,
+        I.INLINE_WRITTEN: S.CHECKING,
+        I.FAIL: S.FAILED,
+    },
     S.ACCEPTED: {I.DATA_WRITTEN: S.DATA_DONE, I.RECV_END: S.ENDED, I.FAIL: S.FAILED},
     S.DATA_DONE: {I.RECV_END: S.CHECKING, I.FAIL: S.FAILED},
     S.ENDED: {I.DATA_WRITTEN: S.CHECKING, I.FAIL: S.FAILED},

@@ -70,6 +70,7 @@ class FrameType(enum.IntEnum):
     FILE_END = 0x43
     FILE_RESULT = 0x44
     FILE_HELD = 0x45
+    FILE_INLINE = 0x46
     ERROR = 0x7F
 
 
@@ -112,6 +113,10 @@ class Features(enum.IntFlag):
     #: PROTOCOL.md §FILE_HELD); without it the sender hears nothing until FILE_ACCEPT or
     #: FILE_REJECT.
     HELD = 0x4
+    #: A file small enough to fit one control frame may be offered with its bytes and digest
+    #: (FILE_INLINE): the receiver can place it and answer FILE_RESULT at once, with no
+    #: FILE_ACCEPT, DATA, FEEDBACK or FILE_END (PROTOCOL.md §FILE_INLINE).
+    INLINE = 0x8
 
 
 class Digest(enum.IntFlag):

@@ -57,6 +57,7 @@ from l2fast.wire.frames_transfer import (
     FileAccept,
     FileEnd,
     FileHeld,
+    FileInline,
     FileOffer,
     FileReject,
     FileResult,
@@ -79,6 +80,7 @@ __all__ = [
     "FileAccept",
     "FileEnd",
     "FileHeld",
+    "FileInline",
     "FileOffer",
     "FileReject",
     "FileResult",
@@ -125,6 +127,7 @@ Body: TypeAlias = (
     | FileEnd
     | FileResult
     | FileHeld
+    | FileInline
     | Error
 )
 
@@ -153,6 +156,7 @@ BODY_CLASSES: dict[int, type[Body]] = {
         FileEnd,
         FileResult,
         FileHeld,
+        FileInline,
         Error,
     )
 }

@@ -1,6 +1,7 @@
 """Payloads of data, chat and file-transfer frames (PROTOCOL.md §Frame types).
 
-DATA, FEEDBACK, CHAT, FILE_OFFER, FILE_ACCEPT, FILE_REJECT, FILE_END, FILE_RESULT and FILE_HELD.
+DATA, FEEDBACK, CHAT, FILE_OFFER, FILE_INLINE, FILE_ACCEPT, FILE_REJECT, FILE_END, FILE_RESULT
+and FILE_HELD.
 Import them from `l2fast.wire.frames`. The conventions (`frame_type`, `violation()`, `LAYOUT`)
 are those described in `l2fast.wire.frames_session`.
 """
@@ -8,7 +9,7 @@ are those described in `l2fast.wire.frames_session`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from l2fast.wire.constants import (
     MAX_CHAT_BYTES,
@@ -21,7 +22,7 @@ from l2fast.wire.constants import (
     FrameType,
 )
 from l2fast.wire.payload_fields import WireRanges, is_single_bit, ranges_violation, utf8_len
-from l2fast.wire.payload_layout import Field, TablePayload, checked_layout
+from l2fast.wire.payload_layout import Field, Layout, TablePayload, checked_layout
 
 __all__ = [
     "Chat",
@@ -30,6 +31,7 @@ __all__ = [
     "FileAccept",
     "FileEnd",
     "FileHeld",
+    "FileInline",
     "FileOffer",
     "FileReject",
     "FileResult",
@@ -167,7 +169,7 @@ class FileOffer(TablePayload):
     """
 
     frame_type: ClassVar[FrameType] = FrameType.FILE_OFFER
-    LAYOUT = (
+    LAYOUT: ClassVar[Layout] = (
         Field("transfer_id", "u32"),
         Field("kind", "u8"),
         Field("digest", "u8"),
@@ -201,6 +203,50 @@ class FileOffer(TablePayload):
                 f"for size {self.size}"
             )
         return _digest_violation(self.digest) or path_violation(self.path)
+
+
+@checked_layout
+@dataclass(frozen=True, slots=True)
+class FileInline(FileOffer):
+    """FILE_INLINE (`0x46`): a FILE_OFFER of a file that carries its bytes and its digest
+    (PROTOCOL.md §FILE_INLINE), so that a small file costs one frame each way.
+
+    It is a FileOffer (same fields first, same rules) with `digest_value` (the sender's digest
+    of the data, raw bytes in the `bytes8` layout) and `data`, every byte of the file; `kind`
+    must be a file and `len(data)` equal `size`. A receiver that does not take the data
+    answers it as it answers a FILE_OFFER.
+    """
+
+    frame_type: ClassVar[FrameType] = FrameType.FILE_INLINE
+    LAYOUT: ClassVar[Layout] = (
+        *FileOffer.LAYOUT,
+        Field("digest_value", "bytes8"),
+        Field("data", "rest"),
+    )
+    digest_value: bytes
+    data: bytes
+
+    def violation(self) -> str | None:
+        """Why the values break PROTOCOL.md §FILE_INLINE (or §FILE_OFFER), or None."""
+        if self.kind != FileKind.FILE:
+            return f"kind {self.kind} cannot carry its data (only a file, kind 0)"
+        if len(self.data) != self.size:
+            return f"{len(self.data)} bytes of data for a file of size {self.size}"
+        if not self.digest_value:
+            return "an empty digest_value"
+        return FileOffer.violation(self)
+
+    @classmethod
+    def carrying(cls, offer: FileOffer, digest_value: bytes, data: bytes) -> FileInline:
+        """`offer` with the file's bytes and their digest."""
+        fields: dict[str, Any] = {
+            field.name: getattr(offer, field.name) for field in FileOffer.LAYOUT
+        }
+        return cls(**fields, digest_value=digest_value, data=data)
+
+    def as_offer(self) -> FileOffer:
+        """The FILE_OFFER part, without the bytes."""
+        return FileOffer(*(getattr(self, field.name) for field in FileOffer.LAYOUT))
 
 
 @checked_layout

@@ -211,7 +211,10 @@ def test_sender_core_fails_differs_for_a_file_whose_data_was_sent() -> None:
 
 @pytest.mark.parametrize(
     ("features_a", "expected"),
-    [(None, Features.ZLIB | Features.PRESENT | Features.HELD), (Features.ZLIB, Features.ZLIB)],
+    [
+        (None, Features.ZLIB | Features.PRESENT | Features.HELD | Features.INLINE),
+        (Features.ZLIB, Features.ZLIB),
+    ],
 )
 def test_present_is_offered_by_default_and_only_used_when_both_offer_it(
     features_a: Features | None, expected: Features

@@ -31,6 +31,7 @@ from l2fast.wire.frames import (
     FileAccept,
     FileEnd,
     FileHeld,
+    FileInline,
     FileOffer,
     FileReject,
     FileResult,
@@ -56,7 +57,7 @@ MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")
 
 # Layouts whose last field is "rest" (or filler): bytes after the fixed part belong to the body.
-REST_LAYOUTS = {Data, Chat, Ping, Pong, Probe}
+REST_LAYOUTS = {Data, Chat, Ping, Pong, Probe, FileInline}
 
 # ---- byte-exact vectors, written field by field from the tables in PROTOCOL.md ----
 
@@ -110,6 +111,17 @@ VECTORS: list[tuple[Body, str]] = [
     # §FILE_HELD: transfer_id 7, pending_id 3, text "ask".
     (FileHeld(7, 3, "ask"), "00000007 00000003 0003 61736b"),
     (FileHeld(0xFFFF_FFFF, 0), "ffffffff 00000000 0000"),
+    # §FILE_INLINE: FILE_OFFER's fields, then the digest (bytes8) and every byte of the file.
+    (
+        FileInline(7, 0, 1, 3, 0o644, 5, 9, 1400, "f", b"\xaa\xbb", b"abc"),
+        "00000007 00 01 0000000000000003 000001a4 0000000000000005 0000000000000009 00000578"
+        " 0001 66 02 aabb 616263",
+    ),
+    (
+        FileInline(1, 0, 2, 0, 0, 0, 0, 0, "e", b"\x01", b""),  # an empty file
+        "00000001 00 02 0000000000000000 00000000 0000000000000000 0000000000000000 00000000"
+        " 0001 65 01 01",
+    ),
     (Error(1, "v2?"), "0001 0003 76323f"),
 ]
 
@@ -247,6 +259,8 @@ _NO_REST_SAMPLES: list[Body] = [
     FileHeld(1, 2, "waiting for a person"),
     Error(4, "bad"),
 ]
+# FILE_INLINE's data is the rest of the payload: a truncation is a shorter file, caught by
+# the rule that the data is exactly `size` bytes (below), not by the reader.
 
 
 @pytest.mark.parametrize("body", _NO_REST_SAMPLES, ids=lambda b: type(b).__name__)
@@ -470,6 +484,12 @@ _TOO_BIG = [
     FileHeld(0, 0, "t" * 513),
     FileHeld(0, 1 << 32, ""),
     FileHeld(-1, 0, ""),
+    FileInline(0, 1, 1, 0, 0, 0, 0, 0, "d", b"\x01", b""),  # a directory cannot carry data
+    FileInline(0, 0, 1, 4, 0, 0, 0, 1400, "a", b"\x01", b"abc"),  # 3 bytes, size 4
+    FileInline(0, 0, 1, 2, 0, 0, 0, 1400, "a", b"\x01", b"abc"),  # 3 bytes, size 2
+    FileInline(0, 0, 1, 0, 0, 0, 0, 0, "a", b"", b""),  # no digest
+    FileInline(0, 0, 3, 0, 0, 0, 0, 0, "a", b"\x01", b""),  # two digest bits
+    FileInline(0, 0, 1, 1, 0, 0, 0, 1400, "a/", b"\x01", b"x"),  # FILE_OFFER's rules too
 ]
 
 

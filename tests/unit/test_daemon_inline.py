@@ -1,0 +1,144 @@
+"""What a receiving daemon does with FILE_INLINE (PROTOCOL.md §FILE_INLINE), in memory.
+
+The offer carries the file's bytes and digest: with `--accept all` the daemon writes them
+itself (no receive process), places the file as any small file (never visible before it is
+verified, never over another file) and answers FILE_RESULT at once. A file with the same
+bytes already there is reported present and left alone; another file of that name is kept
+and the new one lands beside it. Bytes whose digest is not the offer's are never placed.
+Held for a person, or refused, the offer is answered as any offer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.frames_transfer import (
+    FileAccept,
+    FileHeld,
+    FileInline,
+    FileOffer,
+    FileReject,
+    FileResult,
+)
+from tests.service_harness import Nodes, pump
+
+MakeNodes = Callable[[str], Nodes]
+
+
+def inline(tid: int, path: str, data: bytes, digest: bytes | None = None) -> FileInline:
+    first = 10 * tid  # each offer's chunks after the one before
+    offer = FileOffer(
+        tid, int(FileKind.FILE), int(Digest.SHA256), len(data), 0o640, 10**18, first, 1400, path
+    )
+    return FileInline.carrying(offer, digest or hashlib.sha256(data).digest(), data)
+
+
+def answered(nodes: Nodes, n: int) -> None:
+    kinds = (FileAccept, FileReject, FileHeld, FileResult)
+    assert pump([nodes.a, nodes.b], lambda: sum(isinstance(b, kinds) for b in nodes.answers) >= n)
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_an_inline_file_is_placed_and_answered_with_its_result(
+    make_nodes: MakeNodes, tmp_path: Path
+) -> None:
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    data = os.urandom(1000)
+    nodes.send(sid, inline(1, "notes.txt", data), inline(2, "empty", b""))
+    answered(nodes, 2)
+    assert not nodes.answers_of(FileAccept)  # answered by the result alone
+    results = {r.transfer_id: r for r in nodes.answers_of(FileResult)}
+    one = results[1]
+    assert (one.status, one.bytes_received, one.final_name) == (0, 1000, "notes.txt")
+    assert one.digest_value == hashlib.sha256(data).digest()
+    assert (results[2].status, results[2].final_name) == (0, "empty")
+    assert (tmp_path / "notes.txt").read_bytes() == data
+    assert (tmp_path / "empty").read_bytes() == b""
+    st = (tmp_path / "notes.txt").stat()
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o640, 10**18)
+    assert listing(tmp_path) == ["empty", "notes.txt"]  # no part file, no sidecar
+    history = nodes.status()["received"]
+    assert [h["path"] for h in history] == ["notes.txt", "empty"]  # type: ignore[index]
+    assert not nodes.service.transfers.incoming[sid].files  # nothing kept open
+
+
+def test_the_same_file_is_present_and_another_lands_beside_it(
+    make_nodes: MakeNodes, tmp_path: Path
+) -> None:
+    same, other = os.urandom(500), os.urandom(500)
+    (tmp_path / "same.bin").write_bytes(same)
+    (tmp_path / "other.bin").write_bytes(os.urandom(500))  # same size, other bytes
+    before = (tmp_path / "same.bin").stat()
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    nodes.send(sid, inline(1, "same.bin", same), inline(2, "other.bin", other))
+    answered(nodes, 2)
+    results = {r.transfer_id: r for r in nodes.answers_of(FileResult)}
+    assert len(results) == 2, nodes.answers
+    assert (results[1].status, results[1].bytes_received, results[1].final_name) == (
+        0,
+        0,
+        "same.bin",
+    )
+    assert (results[2].status, results[2].bytes_received) == (0, 500)
+    assert results[2].final_name == "other (1).bin"
+    assert (tmp_path / "other (1).bin").read_bytes() == other
+    after = (tmp_path / "same.bin").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert listing(tmp_path) == ["other (1).bin", "other.bin", "same.bin"]
+
+
+def test_bytes_that_do_not_match_the_digest_are_never_placed(
+    make_nodes: MakeNodes, tmp_path: Path
+) -> None:
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    nodes.send(sid, inline(1, "lie.txt", b"what was sent", digest=bytes(32)))
+    answered(nodes, 1)
+    (result,) = nodes.answers_of(FileResult)
+    assert result.status == ErrorCode.DIGEST_MISMATCH
+    assert "differs" in result.final_name
+    assert listing(tmp_path) == []
+
+
+def test_a_held_offer_is_answered_the_usual_way(make_nodes: MakeNodes, tmp_path: Path) -> None:
+    ask = make_nodes("ask")
+    sid = ask.open()
+    ask.send(sid, inline(1, "wait.txt", b"later"))
+    answered(ask, 1)
+    (held,) = ask.answers_of(FileHeld)
+    pending = ask.service.transfers.pending
+    (pid,) = pending
+    assert ask.service.transfers.incoming[sid].incoming.inline_offer(1) is None  # not kept
+    ask.service.transfers.decide(pid, True)
+    answered(ask, 2)
+    (accepted,) = ask.answers_of(FileAccept)  # the data comes as DATA now
+    assert (held.transfer_id, accepted.transfer_id) == (1, 1)
+    assert not ask.answers_of(FileResult)
+
+
+def test_a_refusing_daemon_answers_it_as_an_offer(make_nodes: MakeNodes, tmp_path: Path) -> None:
+    nodes = make_nodes("none")
+    sid = nodes.open()
+    nodes.send(sid, inline(1, "x.txt", b"x"))
+    answered(nodes, 1)
+    assert [r.reason for r in nodes.answers_of(FileReject)] == [ErrorCode.REFUSED]
+    assert listing(tmp_path) == []
+
+
+def test_a_name_that_cannot_be_received_is_refused(make_nodes: MakeNodes, tmp_path: Path) -> None:
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    nodes.send(sid, inline(1, "x.part", b"x"))
+    answered(nodes, 1)
+    (reject,) = nodes.answers_of(FileReject)
+    assert reject.reason == ErrorCode.BAD_NAME and "reserved" in reject.text
+    assert listing(tmp_path) == []

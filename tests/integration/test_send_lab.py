@@ -330,17 +330,24 @@ def test_two_at_once_status_and_ask(make_lab: Any, tmp_path: Path) -> None:
 
         assert wait_until(two_waiting, 20, 0.1), lab.log_tail("h2")
         assert {o["path"] for o in offers} == {"a.bin", "b.bin"}
-        for o in offers:
-            lab.ok("h2", "accept", str(o["id"]))
         seen: list[dict[str, Any]] = []
+        # h1's daemon (which sends both files) is stopped while they are accepted and
+        # `status` is read: on a loaded machine both could arrive before one `status` process
+        # has started (CI saw that). Stopped for at most 2 s, well inside the sessions' 5 s
+        # liveness and the data's 5 s stall limit, everything goes on after.
+        sending_daemon = lab.daemons["h1"].pid
+        os.kill(sending_daemon, signal.SIGSTOP)
+        try:
+            for o in offers:
+                lab.ok("h2", "accept", str(o["id"]))
 
-        def in_flight() -> bool:
-            seen.extend(lab.status("h2")["transfers"])
-            return any(t["direction"] == "receive" for t in seen) or (
-                first.poll() is not None and second.poll() is not None
-            )
+            def in_flight() -> bool:
+                seen.extend(lab.status("h2")["transfers"])
+                return any(t["direction"] == "receive" for t in seen)
 
-        wait_until(in_flight, 30, 0.01)
+            wait_until(in_flight, 2, 0.01)
+        finally:
+            os.kill(sending_daemon, signal.SIGCONT)
         outs = [p.communicate(timeout=SEND_TIMEOUT) for p in (first, second, back)]
     finally:
         for p in (first, second, back):

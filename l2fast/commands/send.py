@@ -56,11 +56,14 @@ timeout), streaming_bursts (how many C bursts sent the new data of large files),
 feedback_refused (frames that reached the sender as this transfer's FEEDBACK but failed
 verification: corrupted or forged), skipped_bytes (already at the receiver: resume or files
 already there), files_present (files the receiver already had, so nothing was sent for them),
-files and directories (how many of each were offered), and results, one object per entry with
-its kind (file or directory), verified, and for a file digest, needed_bytes, skipped_bytes and
-present. A directory the receiver created is verified with digest null: it has no content to
-digest, and the receiver confirmed it. A refused entry has rejected, reason (its error name, as
-in the `rejected` event) and text; a failed one has failed and error; both have verified false.
+files_inline (small files that went with their offer, one frame each way, as the receiver
+allowed; L2FAST_INLINE=0 in the environment of the node that sends, the daemon's when one
+runs, turns that off), files and directories (how many of each were offered), and results,
+one object per entry with its kind (file or directory), verified, and for a file digest,
+needed_bytes, skipped_bytes and present. A directory the receiver created is verified with
+digest null: it has no content to digest, and the receiver confirmed it. A refused entry has
+rejected, reason (its error name, as in the `rejected` event) and text; a failed one has failed
+and error; both have verified false.
 """
 
 #: Seconds without any message from the node before the command gives up. While the
@@ -157,6 +160,7 @@ def _send(
             feedback_refused=final.get("feedback_refused", 0),
             skipped_bytes=final.get("skipped_bytes", 0),
             files_present=final.get("files_present", 0),
+            files_inline=final.get("files_inline", 0),
             held_seconds=held_s,
             skipped=[{"path": s.path, "reason": s.reason} for s in plan.skipped],
             results=final["files"],

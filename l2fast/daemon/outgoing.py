@@ -598,6 +598,8 @@ class OutgoingJob:
             "skipped_bytes": self.skipped_bytes,
             # Files the receiver already held (same name, size and digest): nothing was sent.
             "files_present": done.files_present if done is not None else 0,
+            # Small files the receiver took from their offer (FILE_INLINE): no DATA of theirs.
+            "files_inline": self.out.inline_taken if self.out is not None else 0,
             "seconds": round(seconds, 6),
             # Waiting for a person to accept (FILE_HELD) is not transfer time.
             "held_seconds": round(held_s, 3),

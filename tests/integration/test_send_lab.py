@@ -24,6 +24,8 @@ from node_helpers import REPO, NodeLab, wait_until
 
 from l2fast.lab import netns
 from l2fast.lab.state import Impairment
+from l2fast.transfer.protocol_outgoing import inline_fits
+from l2fast.wire.constants import max_payload
 
 if TYPE_CHECKING:
     from conftest import LabFactory
@@ -458,11 +460,13 @@ def test_writer_death_fails_the_file_cleanly(make_lab: Any, tmp_path: Path) -> N
 def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
     make_lab: Any, tmp_path: Path
 ) -> None:
-    # The receive process is stopped for 150 ms mid-file (as a descheduled or swapped-out one
+    # The receive process is stopped for 0.6 s mid-file (as a descheduled or swapped-out one
     # would be): the window waits in its socket, the sender's RTO fires and probes. When it
     # runs again it acknowledges the queued first transmissions with the probe's chunk, and
     # those must not be taken for losses (they were: ~8,500 frames resent for 50 ms). Only
-    # the probes are sent again (the timeout doubles from 5 ms: a handful in 150 ms).
+    # the probes are sent again (the timeout doubles from 5 ms: a handful in 0.6 s). The stop
+    # outlasts the largest RTO (0.5 s): on a loaded machine the measured RTT, and so the RTO,
+    # grew past a 150 ms stop and CI saw no probe at all.
     lab = make_lab(mtu=1500)
     rx = lab.daemon("h2")
     src = make_file(tmp_path / "stall.bin", 512 * MIB, 5)
@@ -486,7 +490,7 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
         assert wait_until(data_flowing, 30, 0.002), lab.log_tail("h2")
         os.kill(receiver, signal.SIGSTOP)
         try:
-            time.sleep(0.15)
+            time.sleep(0.6)
         finally:
             os.kill(receiver, signal.SIGCONT)
         out, err = sender.communicate(timeout=SEND_TIMEOUT)
@@ -501,8 +505,9 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
 
 
 def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> None:
-    """Runs of small files go through the session's small-file process queued ahead, a large
-    file between them through its own receive process: every byte lands in the right file."""
+    """Runs of small files go through the session's small-file process queued ahead (or with
+    their offers, when they fit one frame), a large file between them through its own receive
+    process: every byte lands in the right file."""
     lab = make_lab(mtu=1500)
     rx = lab.daemon("h2")
     top = tmp_path / "many"
@@ -517,6 +522,14 @@ def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr + lab.log_tail("h2")
     done = final_event(result.stdout)
     assert done["verified"] and (done["files"], done["directories"]) == (301, 1)
+    # The files whose offer and bytes fit one 1500-byte frame went as FILE_INLINE (the small
+    # `a` ones); the others, through the small-file process.
+    fits = [
+        p.name
+        for p in top.iterdir()
+        if inline_fits(f"many/{p.name}", p.stat().st_size, max_payload(1500))
+    ]
+    assert 0 < len(fits) < 300 and done["files_inline"] == len(fits), done
     names = sorted(p.name for p in top.iterdir())
     assert sorted(p.name for p in (rx / "many").iterdir()) == names
     for name in names:
@@ -577,7 +590,9 @@ def test_small_file_process_death_fails_only_its_file(make_lab: Any, tmp_path: P
     top = tmp_path / "lots"
     top.mkdir()
     for i in range(1500):
-        (top / f"f{i:04d}").write_bytes(os.urandom(4096))
+        # 12 KiB: more than one 9000-byte frame holds, so not offered inline (FILE_INLINE
+        # never reaches a receive process); still a small file.
+        (top / f"f{i:04d}").write_bytes(os.urandom(12 << 10))
     daemon = lab.daemons["h2"].pid
     with lab.sending("h1", "h2", top) as sender:
         victims: list[int] = []

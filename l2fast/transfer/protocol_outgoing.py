@@ -458,19 +458,50 @@ class OutgoingTransfer:
             )
             return
         transition(FileRole.SENDER, f.state, FileInput.RECV_RESULT_OK)  # raises when early
-        digest = f.digest or b""
-        if f.needs_digest and body.digest_value != digest:
-            # "Verified" against a digest that is not ours: the peer checked something else.
-            self.drops["result_digest"] += 1
-            self._move(f, FileInput.RECV_RESULT_ERROR)
-            error = RemoteProtocolError(
-                f"the receiver reported {f.entry.path!r} verified with digest "
-                f"{body.digest_value.hex()}, ours is {digest.hex()}",
-                code=ErrorCode.DIGEST_MISMATCH,
-            )
-            self._events.append(FileFailed(f.transfer_id, f.index, f.entry.path, error.code, error))
+        if f.needs_digest and body.digest_value != (f.digest or b""):
+            self._other_digest(f, body, FileInput.RECV_RESULT_ERROR)
             return
         self._move(f, FileInput.RECV_RESULT_OK)
+        self._completed(f, body)
+
+    def _on_inline_result(self, f: _OutFile, body: FileResult) -> None:
+        """FILE_RESULT answering a FILE_INLINE itself: the receiver took the data from the
+        offer (status 0; `bytes_received` 0 when it already held the same file) or failed
+        with it."""
+        if body.status != ErrorCode.OK:
+            self._move(f, FileInput.RECV_INLINE_RESULT_ERROR)
+            code = body.status
+            error = RemoteProtocolError(
+                f"the receiver refused {f.entry.path!r}: {error_name(code)}", code=code
+            )
+            self._events.append(
+                FileFailed(f.transfer_id, f.index, f.entry.path, code, error, body.final_name)
+            )
+            return
+        if body.digest_value != f.digest:
+            self._other_digest(f, body, FileInput.RECV_INLINE_RESULT_ERROR)
+            return
+        self._move(f, FileInput.RECV_INLINE_RESULT_OK)
+        self.inline_taken += 1
+        size = f.entry.size
+        f.inline_present = size > 0 and body.bytes_received == 0
+        f.skipped_bytes = size if f.inline_present else 0
+        self._bytes_total += f.needed_bytes
+        self._bytes_acked += f.needed_bytes
+        self._completed(f, body)
+
+    def _other_digest(self, f: _OutFile, body: FileResult, failed: FileInput) -> None:
+        """FILE_RESULT 0 with a digest that is not ours: the peer checked something else."""
+        self.drops["result_digest"] += 1
+        self._move(f, failed)
+        error = RemoteProtocolError(
+            f"the receiver reported {f.entry.path!r} verified with digest "
+            f"{body.digest_value.hex()}, ours is {(f.digest or b'').hex()}",
+            code=ErrorCode.DIGEST_MISMATCH,
+        )
+        self._events.append(FileFailed(f.transfer_id, f.index, f.entry.path, error.code, error))
+
+    def _completed(self, f: _OutFile, body: FileResult) -> None:
         self._events.append(
             FileCompleted(
                 f.transfer_id,
@@ -478,7 +509,7 @@ class OutgoingTransfer:
                 f.entry.path,
                 f.entry.kind,
                 f.needs_digest,
-                digest,
+                f.digest or b"",
                 body.final_name,
                 f.needed_bytes,
                 f.skipped_bytes,
@@ -486,52 +517,6 @@ class OutgoingTransfer:
                 f.present,
             )
         )
-
-    def _on_inline_result(self, f: _OutFile, body: FileResult) -> None:
-        """FILE_RESULT answering a FILE_INLINE itself: the receiver took the data from the
-        offer (status 0; `bytes_received` 0 when it already held the same file) or failed
-        with it."""
-        if body.status == ErrorCode.OK and body.digest_value == f.digest:
-            self._move(f, FileInput.RECV_INLINE_RESULT_OK)
-            self.inline_taken += 1
-            size = f.entry.size
-            f.inline_present = size > 0 and body.bytes_received == 0
-            f.skipped_bytes = size if f.inline_present else 0
-            self._bytes_total += f.needed_bytes
-            self._bytes_acked += f.needed_bytes
-            self._events.append(
-                FileCompleted(
-                    f.transfer_id,
-                    f.index,
-                    f.entry.path,
-                    f.entry.kind,
-                    True,
-                    f.digest or b"",
-                    body.final_name,
-                    f.needed_bytes,
-                    f.skipped_bytes,
-                    body.bytes_received,
-                    f.present,
-                )
-            )
-            return
-        if body.status == ErrorCode.OK:
-            self.drops["result_digest"] += 1
-            code = int(ErrorCode.DIGEST_MISMATCH)
-            error = RemoteProtocolError(
-                f"the receiver reported {f.entry.path!r} verified with digest "
-                f"{body.digest_value.hex()}, ours is {(f.digest or b'').hex()}",
-                code=code,
-            )
-            text = ""
-        else:
-            code = body.status
-            error = RemoteProtocolError(
-                f"the receiver refused {f.entry.path!r}: {error_name(code)}", code=code
-            )
-            text = body.final_name
-        self._move(f, FileInput.RECV_INLINE_RESULT_ERROR)
-        self._events.append(FileFailed(f.transfer_id, f.index, f.entry.path, code, error, text))
 
     def _reoffer(self, f: _OutFile) -> None:
         """FILE_RESULT `differs`: the receiver holds another file of this name and size. The

@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
 from l2fast.wire.frames_transfer import (
     FileAccept,
@@ -125,20 +127,20 @@ def test_a_held_offer_is_answered_the_usual_way(make_nodes: MakeNodes, tmp_path:
     assert not ask.answers_of(FileResult)
 
 
-def test_a_refusing_daemon_answers_it_as_an_offer(make_nodes: MakeNodes, tmp_path: Path) -> None:
-    nodes = make_nodes("none")
+@pytest.mark.parametrize(
+    ("accept", "path", "reason", "says"),
+    [
+        ("none", "x.txt", ErrorCode.REFUSED, "--accept none"),  # a daemon that takes nothing
+        ("all", "x.part", ErrorCode.BAD_NAME, "reserved"),  # a name it cannot receive
+    ],
+)
+def test_a_refused_inline_offer_is_refused_as_an_offer(
+    make_nodes: MakeNodes, tmp_path: Path, accept: str, path: str, reason: int, says: str
+) -> None:
+    nodes = make_nodes(accept)
     sid = nodes.open()
-    nodes.send(sid, inline(1, "x.txt", b"x"))
-    answered(nodes, 1)
-    assert [r.reason for r in nodes.answers_of(FileReject)] == [ErrorCode.REFUSED]
-    assert listing(tmp_path) == []
-
-
-def test_a_name_that_cannot_be_received_is_refused(make_nodes: MakeNodes, tmp_path: Path) -> None:
-    nodes = make_nodes("all")
-    sid = nodes.open()
-    nodes.send(sid, inline(1, "x.part", b"x"))
+    nodes.send(sid, inline(1, path, b"x"))
     answered(nodes, 1)
     (reject,) = nodes.answers_of(FileReject)
-    assert reject.reason == ErrorCode.BAD_NAME and "reserved" in reject.text
+    assert reject.reason == reason and says in reject.text, reject
     assert listing(tmp_path) == []

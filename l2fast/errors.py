@@ -17,10 +17,14 @@ class L2fastError(Exception):
     #: `l2fast.cli.main` then prints it on stderr only.
     reported_as_json = False
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, *, exit_code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code  # this one only (a Ctrl-C, a usage error of a command)
 
 
 class UsageError(L2fastError):
@@ -35,10 +39,13 @@ class NeedsPrivilege(L2fastError):
 
     exit_code = 77
 
-    def __init__(self, what: str = "raw Ethernet sockets need CAP_NET_RAW") -> None:
+    def __init__(
+        self, what: str = "raw Ethernet sockets need CAP_NET_RAW", hint: str | None = None
+    ) -> None:
         super().__init__(
             what,
-            hint="run as root (sudo l2fast ...) or grant the capability once: "
+            hint=hint
+            or "run as root (sudo l2fast ...) or grant the capability once: "
             "sudo setcap cap_net_raw,cap_net_admin+ep $(readlink -f $(which python3))",
         )
 

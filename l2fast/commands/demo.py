@@ -213,9 +213,10 @@ def raw_link_step(h1: str, h2: str, h2_mac: str, seconds: float) -> dict[str, An
 def run(args: argparse.Namespace) -> int:
     """Build the lab, run each step, always tear down."""
     if os.geteuid() != 0:
-        error = NeedsPrivilege("the demo builds network namespaces, which needs root")
-        error.hint = "run it with sudo: sudo l2fast demo (a capability on python3 is not enough)"
-        raise error
+        raise NeedsPrivilege(
+            "the demo builds network namespaces, which needs root",
+            hint="run it with sudo: sudo l2fast demo (a capability on python3 is not enough)",
+        )
     from l2fast.lab import netns
     from l2fast.lab.state import LabSpec, host_mac
 

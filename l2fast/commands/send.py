@@ -136,9 +136,8 @@ def _send(
                     _event(msg, total, line, js)
         except KeyboardInterrupt:
             line.clear()  # "interrupted" goes on a line of its own; the node cancels the send
-            interrupted = L2fastError("interrupted", hint=RESUME_HINT)
-            interrupted.exit_code = 130  # as for any Ctrl-C (128 + SIGINT)
-            raise interrupted from None
+            # Exit 130, as for any Ctrl-C (128 + SIGINT).
+            raise L2fastError("interrupted", hint=RESUME_HINT, exit_code=130) from None
     ok = bool(final.get("success")) and bool(final.get("verified"))
     final["files"] = _results(final.get("files", []), {e.path: e.kind for e in plan.entries})
     sent = int(final.get("bytes_sent", 0))

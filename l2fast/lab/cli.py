@@ -179,9 +179,9 @@ def exec_(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        error = LabError("no command given", hint="sudo l2fast lab exec h1 -- ip link show eth0")
-        error.exit_code = 2  # a usage error, as argparse's
-        raise error
+        raise LabError(  # a usage error: exit 2, as argparse's
+            "no command given", hint="sudo l2fast lab exec h1 -- ip link show eth0", exit_code=2
+        )
     netns.require_root("exec enters a lab host's network namespace")
     record, ns = netns.resolve_host(args.host, lab)
     env = dict(os.environ, L2FAST_LAB=record.name, L2FAST_LAB_HOST=ns)

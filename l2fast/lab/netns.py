@@ -50,8 +50,9 @@ class LabNeedsRoot(NeedsPrivilege):
     """Namespaces, links and qdiscs can only be made (and looked into) by root."""
 
     def __init__(self, doing: str = "creates network namespaces and links") -> None:
-        super().__init__(f"l2fast lab {doing}, which needs root")
-        self.hint = "run it with sudo: sudo l2fast lab ..."
+        super().__init__(
+            f"l2fast lab {doing}, which needs root", hint="run it with sudo: sudo l2fast lab ..."
+        )
 
 
 def require_root(doing: str = "creates network namespaces and links") -> None:

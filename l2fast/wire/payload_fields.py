@@ -79,6 +79,17 @@ class PayloadReader:
         """A signed (two's complement) big-endian 64-bit integer."""
         return int(_I64.unpack(self._take(8, field))[0])
 
+    def fixed(self, codec: struct.Struct) -> tuple[int, ...] | None:
+        """The integers of `codec` (several fixed-width fields at once), or None, having read
+        nothing, when fewer than `codec.size` bytes are left (the caller then reads field by
+        field, so that the error names the field that runs past the end)."""
+        end = self._off + codec.size
+        if end > len(self._buf):
+            return None
+        values: tuple[int, ...] = codec.unpack_from(self._buf, self._off)
+        self._off = end
+        return values
+
     def bytes8(self, field: str) -> bytes:
         """The `str8` layout holding raw bytes (a u8 length, then that many bytes)."""
         return bytes(self._take(self.u8(field), field))

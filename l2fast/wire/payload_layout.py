@@ -13,11 +13,18 @@ Kinds:
 - `ranges`: `u16 n_ranges`, then that many (u64 start, u64 end) pairs; `cap`, when given,
   bounds `n_ranges` before any range is read (FEEDBACK);
 - `rest`: every remaining byte (DATA, CHAT, PING, PONG).
+
+Every control frame is encoded and decoded in Python, once per file for a folder of small
+files, so each table is compiled once into steps: a run of fixed-width integers becomes one
+`struct.Struct` (one bounds check and one unpack instead of one per field), the other kinds go
+field by field. A run that does not fit (a payload cut short, a value out of range) is done
+again field by field, so errors name the field exactly as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar
 
 from l2fast.wire.payload_fields import PayloadReader, PayloadWriter
@@ -69,6 +76,55 @@ def _read(r: PayloadReader, field: Field) -> object:
     return value
 
 
+#: struct codes of the fixed-width integer kinds (big-endian, PROTOCOL.md §Conventions).
+_FIXED_CODES: dict[str, str] = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i64": "q"}
+
+
+class _Run(NamedTuple):
+    """Consecutive fixed-width integer fields, packed and unpacked as one struct."""
+
+    codec: struct.Struct
+    fields: Layout
+    names: tuple[str, ...]
+
+
+_Step = _Run | Field
+
+
+def _compile(layout: Layout) -> tuple[_Step, ...]:
+    steps: list[_Step] = []
+    run: list[Field] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            steps.append(run[0])
+        elif run:
+            codes = "".join(_FIXED_CODES[field.kind] for field in run)
+            fields = tuple(run)
+            steps.append(_Run(struct.Struct(">" + codes), fields, tuple(f.name for f in fields)))
+        run.clear()
+
+    for field in layout:
+        if field.kind in _FIXED_CODES:
+            run.append(field)
+        else:
+            close_run()
+            steps.append(field)
+    close_run()
+    return tuple(steps)
+
+
+#: Compiled steps per payload class (a subclass has its own LAYOUT, so its own entry).
+_STEPS: dict[type, tuple[_Step, ...]] = {}
+
+
+def _steps(cls: type[TablePayload]) -> tuple[_Step, ...]:
+    steps = _STEPS.get(cls)
+    if steps is None:
+        steps = _STEPS[cls] = _compile(cls.LAYOUT)
+    return steps
+
+
 class TablePayload:
     """Base of the payload dataclasses whose wire layout is exactly their `LAYOUT` table."""
 
@@ -77,14 +133,35 @@ class TablePayload:
 
     def write_fields(self, w: PayloadWriter) -> None:
         """Append the fields in wire order."""
-        for field in self.LAYOUT:
-            _write(w, field, getattr(self, field.name))
+        for step in _steps(type(self)):
+            if isinstance(step, Field):
+                _write(w, step, getattr(self, step.name))
+                continue
+            values = [getattr(self, name) for name in step.names]
+            try:
+                packed = step.codec.pack(*values)
+            except struct.error:
+                # Out of range or not an integer: field by field, which says which one.
+                for field, value in zip(step.fields, values, strict=True):
+                    _write(w, field, value)
+                continue
+            w.raw(packed)
 
     @classmethod
     def read_fields(cls, r: PayloadReader) -> Self:
         """Read the fields in wire order; bytes after the last one are padding (§Receiving)."""
-        values = {field.name: _read(r, field) for field in cls.LAYOUT}
-        return cls(**values)
+        values: list[object] = []
+        for step in _steps(cls):
+            if isinstance(step, Field):
+                values.append(_read(r, step))
+                continue
+            fixed = r.fixed(step.codec)
+            if fixed is None:  # cut short: field by field, so the error names the field
+                values.extend(_read(r, field) for field in step.fields)
+            else:
+                values.extend(fixed)
+        # Positional: @checked_layout makes LAYOUT's order the dataclass's field order.
+        return cls(*values)
 
 
 _P = TypeVar("_P", bound=type[TablePayload])

@@ -513,3 +513,19 @@ def test_error_names_as_users_see_them() -> None:
 
     assert error_name(ErrorCode.NO_SPACE) == "no_space"
     assert error_name(0xBEEF) == "error 48879"  # a newer peer's code, shown by number
+
+
+def test_errors_in_a_run_of_integer_fields_name_the_field() -> None:
+    # FILE_OFFER's transfer_id..chunk_size are one struct in the compiled layout
+    # (l2fast.wire.payload_layout); a payload cut inside the run, or a value out of range,
+    # is still reported for the field it concerns.
+    offer = FileOffer(7, 0, 1, 4096, 0o644, -5, 3, 1400, "a/b")
+    payload = encode_payload(offer)
+    assert decode_payload(FrameType.FILE_OFFER, payload) == offer
+    # transfer_id (4) + kind (1) + digest (1) + size (8) = 14: mode starts at 14.
+    with pytest.raises(MalformedPayload, match=r"mode needs 4 bytes at offset 14"):
+        decode_payload(FrameType.FILE_OFFER, payload[:16])
+    with pytest.raises(LocalProtocolError, match=r"size=-1 does not fit"):
+        encode_payload(FileOffer(7, 0, 1, -1, 0o644, 0, 3, 1400, "a/b"))
+    with pytest.raises(LocalProtocolError, match=r"mtime_ns=.* does not fit in a signed"):
+        encode_payload(FileOffer(7, 0, 1, 4096, 0o644, 1 << 63, 3, 1400, "a/b"))

@@ -37,6 +37,7 @@ class _Outgoing:
     seq: int
     body: Body
     flags: int
+    encoded: bytes | None  # the body's payload bytes, if the session encoded it already
     first_sent: float = -1.0  # -1 until first sent
     last_sent: float = -1.0
     transmissions: int = 0
@@ -93,13 +94,14 @@ class ControlStream:
 
     # --- sending -------------------------------------------------------------------------
 
-    def send(self, body: Body, flags: int = 0) -> int:
-        """Queue `body` as the next control frame; returns its sequence number."""
+    def send(self, body: Body, flags: int = 0, encoded: bytes | None = None) -> int:
+        """Queue `body` as the next control frame; returns its sequence number. `encoded`,
+        when given, is `encode_payload(body)`: every transmission sends those bytes."""
         if self.dead:
             raise LocalProtocolError("the control stream gave up", code=ErrorCode.TIMEOUT)
         seq = self._next_seq
         self._next_seq += 1
-        self._queue.append(_Outgoing(seq, body, flags))
+        self._queue.append(_Outgoing(seq, body, flags, encoded))
         return seq
 
     def resume(self) -> None:
@@ -116,8 +118,10 @@ class ControlStream:
             return next(iter(self._inflight))
         return self._queue[0].seq if self._queue else self._next_seq
 
-    def _frame(self, seq: int, body: Body, flags: int = 0) -> Frame:
-        return Frame(self.peer_mac, self.local_mac, self.session_id, seq, body, flags)
+    def _frame(self, seq: int, body: Body, flags: int = 0, encoded: bytes | None = None) -> Frame:
+        return Frame(
+            self.peer_mac, self.local_mac, self.session_id, seq, body, flags, encoded=encoded
+        )
 
     def frames_to_send(self, now: float) -> list[Frame]:
         """The CTRL_ACK if one is due, retransmissions, then new frames the window allows."""
@@ -147,7 +151,7 @@ class ControlStream:
         entry.transmissions += 1
         self._sent_count += 1
         entry.sent_order = self._sent_count
-        return self._frame(entry.seq, entry.body, entry.flags)
+        return self._frame(entry.seq, entry.body, entry.flags, entry.encoded)
 
     def _on_ack(self, ack: CtrlAck, now: float) -> bool:
         if ack.cum > self._next_seq or ack.cum == 0:

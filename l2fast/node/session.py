@@ -36,7 +36,6 @@ from l2fast.wire.constants import HDR_LEN, MAX_TEXT_BYTES, ErrorCode, FrameType,
 from l2fast.wire.frames import (
     Ack,
     Body,
-    Chat,
     Close,
     Error,
     Frame,
@@ -82,7 +81,6 @@ _HANDSHAKE_STATES = frozenset(
 )
 _ENDED = frozenset({SessionState.CLOSED, SessionState.FAILED})
 _PAST_HANDSHAKE = _ENDED | {SessionState.OPEN, SessionState.CLOSING}
-_CHAT_HEADER = 13  # PROTOCOL.md §CHAT: msg_id, total_len, frag_offset, to_all
 
 
 def format_mac(mac: bytes) -> str:
@@ -93,12 +91,6 @@ def format_mac(mac: bytes) -> str:
 def wire_text(message: str) -> str:
     """`message` cut to fit the free-text field of CLOSE / ERROR (PROTOCOL.md §Limits)."""
     return message.encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
-
-
-def _payload_len(body: Body) -> int:
-    if isinstance(body, Chat):  # the hot case, known without encoding
-        return _CHAT_HEADER + len(body.data)
-    return len(encode_payload(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,16 +307,15 @@ class Session:
         fit the negotiated MTU.
         """
         self._apply(SessionInput.SEND)
-        if self.params is not None and self.frame_len(body) > self.params.mtu:
-            raise LocalProtocolError(
-                f"{body.frame_type.name} frame exceeds the session MTU {self.params.mtu}"
-            )
-        return self.stream.send(body, flags)
-
-    def frame_len(self, body: Body) -> int:
-        """Header and payload bytes of a frame carrying `body` on this session (what the MTU
-        bounds), its trailer included."""
-        return HDR_LEN + _payload_len(body) + self.trailer_len
+        encoded = None
+        if self.params is not None:
+            # Encoded once: what checks the MTU is what goes out (and goes out again).
+            encoded = encode_payload(body)
+            if HDR_LEN + len(encoded) + self.trailer_len > self.params.mtu:
+                raise LocalProtocolError(
+                    f"{body.frame_type.name} frame exceeds the session MTU {self.params.mtu}"
+                )
+        return self.stream.send(body, flags, encoded)
 
     def close(self, now: float, reason: int = 0, text: str = "") -> None:
         """Close in order: CLOSE goes on the control stream after everything queued before it.

@@ -233,6 +233,10 @@ class Frame:
     #: To send sealed: (key, nonce), the nonce empty except for SYN and SYN_ACK. Set by the
     #: node that holds a LAN key; the encoder appends the trailer.
     seal: tuple[TagKey, bytes] | None = field(default=None, compare=False, repr=False)
+    #: `encode_payload(body)`, when the sender already computed it (a session encodes each
+    #: control frame once, to check it against the MTU, and sends those bytes); None on
+    #: received frames. Sealing still happens on the way out (`wire_payload`).
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def type(self) -> FrameType:
@@ -247,7 +251,7 @@ def wire_payload(frame: Frame, ethertype: int = DEFAULT_ETHERTYPE) -> tuple[int,
     Raises LocalProtocolError as `encode_payload` does, and when the sealed payload would
     exceed 65511 bytes.
     """
-    payload = encode_payload(frame.body)
+    payload = frame.encoded if frame.encoded is not None else encode_payload(frame.body)
     if frame.seal is None:
         return frame.flags, payload
     key, nonce = frame.seal

@@ -6,10 +6,12 @@ from dataclasses import replace
 
 import pytest
 
+from l2fast.errors import LocalProtocolError
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import (
     ChatDelivered,
     ChatReceived,
+    ControlReceived,
     SessionClosed,
     SessionFailed,
     SessionOpened,
@@ -18,6 +20,7 @@ from l2fast.node.node import NodeEngine
 from l2fast.node.states import SessionState
 from l2fast.wire.constants import HDR_LEN, Digest, ErrorCode, Features, FrameType
 from l2fast.wire.frames import Frame, encode_payload
+from l2fast.wire.frames_transfer import FileHeld, FileInline
 from tests.node_harness import Lan, pair, triple
 
 HANDSHAKE = [FrameType.SYN, FrameType.SYN_ACK, FrameType.ACK, FrameType.PROBE, FrameType.PROBE_ACK]
@@ -275,3 +278,39 @@ def test_close_during_handshake_without_chat_abandons_at_once() -> None:
     (closed,) = lan.of(a, SessionClosed)
     assert not closed.by_peer and closed.text == "never mind"
     assert not lan.has(a, SessionOpened)
+
+
+def test_a_control_frame_is_encoded_once_and_every_copy_sends_those_bytes() -> None:
+    lan = Lan()  # frames as the engine made them (Lan(wire=True) re-decodes what it taps)
+    a, b = lan.add(mtu=1500), lan.add(mtu=1500)
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    session = lan.of(a, SessionOpened)[0].session
+    sent: list[Frame] = []
+    lan.tap = lambda f: sent.append(f) if f.type is FrameType.FILE_HELD else None
+    lan.drop(FrameType.FILE_HELD)  # the first copy is lost: the retransmission goes too
+    body = FileHeld(1, 2, "waiting")
+    a.send_control(b.mac, session, body, lan.now)
+    assert lan.run(lambda: lan.has(b, ControlReceived), timeout=5)
+    assert [e.body for e in lan.of(b, ControlReceived)] == [body]
+    assert len(sent) == 2
+    assert all(f.encoded == encode_payload(body) for f in sent)
+
+
+def test_a_control_frame_over_the_session_mtu_is_refused_before_it_is_queued() -> None:
+    lan = Lan(wire=True)
+    a, b = lan.add(mtu=1500), lan.add(mtu=1500)
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    session = lan.of(a, SessionOpened)[0].session
+
+    def inline(size: int) -> FileInline:
+        return FileInline(1, 0, 1, size, 0o644, 0, 0, 1400, "a", bytes(32), bytes(size))
+
+    fits = max(n for n in range(1300, 1500) if HDR_LEN + len(encode_payload(inline(n))) <= 1500)
+    a.send_control(b.mac, session, inline(fits), lan.now)
+    with pytest.raises(LocalProtocolError, match="FILE_INLINE frame exceeds the session MTU 1500"):
+        a.send_control(b.mac, session, inline(fits + 1), lan.now)
+    assert lan.run(lambda: lan.has(b, ControlReceived), timeout=5)
+    lan.run_for(1.0)
+    assert [e.body for e in lan.of(b, ControlReceived)] == [inline(fits)]

@@ -15,9 +15,9 @@ flight) or straight to CLOSED (the peer's CLOSE delivered); every failure ends i
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
+from l2fast.enums import StateEnum
 from l2fast.errors import LocalProtocolError, RemoteProtocolError
 from l2fast.wire.constants import ErrorCode
 
@@ -32,14 +32,14 @@ __all__ = [
 ]
 
 
-class Role(enum.Enum):
+class Role(StateEnum):
     """Which end of the handshake this node is."""
 
     INITIATOR = "initiator"  #: sent the SYN
     RESPONDER = "responder"  #: answered it
 
 
-class SessionState(enum.Enum):
+class SessionState(StateEnum):
     """Where a session is in its life."""
 
     IDLE = "idle"  #: created, nothing sent yet
@@ -53,7 +53,7 @@ class SessionState(enum.Enum):
     FAILED = "failed"  #: ended abnormally; nothing more is sent or delivered
 
 
-class SessionInput(enum.Enum):
+class SessionInput(StateEnum):
     """Everything that can happen to a session."""
 
     # Asked by the application.

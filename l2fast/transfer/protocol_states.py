@@ -34,9 +34,9 @@ at once by the core. `diagram()` renders the table for the docs.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
+from l2fast.enums import StateEnum
 from l2fast.errors import LocalProtocolError, RemoteProtocolError
 from l2fast.wire.constants import ErrorCode
 
@@ -52,14 +52,14 @@ __all__ = [
 ]
 
 
-class FileRole(enum.Enum):
+class FileRole(StateEnum):
     """Which end of a file this node is."""
 
     SENDER = "sender"
     RECEIVER = "receiver"
 
 
-class FileState(enum.Enum):
+class FileState(StateEnum):
     """Where one file is in its life."""
 
     OFFERED = "offered"  #: FILE_OFFER sent / received; waiting for the receiver's decision
@@ -77,7 +77,7 @@ class FileState(enum.Enum):
     SUPERSEDED = "superseded"
 
 
-class FileInput(enum.Enum):
+class FileInput(StateEnum):
     """Everything that can happen to one file."""
 
     # The receiving application decides (local on the receiver).

@@ -246,7 +246,18 @@ class FileInline(FileOffer):
 
     def as_offer(self) -> FileOffer:
         """The FILE_OFFER part, without the bytes."""
-        return FileOffer(*(getattr(self, field.name) for field in FileOffer.LAYOUT))
+        # Spelled out rather than walked from LAYOUT: this runs for every small file received.
+        return FileOffer(
+            self.transfer_id,
+            self.kind,
+            self.digest,
+            self.size,
+            self.mode,
+            self.mtime_ns,
+            self.first_chunk,
+            self.chunk_size,
+            self.path,
+        )
 
 
 @checked_layout

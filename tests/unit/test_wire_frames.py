@@ -529,3 +529,9 @@ def test_errors_in_a_run_of_integer_fields_name_the_field() -> None:
         encode_payload(FileOffer(7, 0, 1, -1, 0o644, 0, 3, 1400, "a/b"))
     with pytest.raises(LocalProtocolError, match=r"mtime_ns=.* does not fit in a signed"):
         encode_payload(FileOffer(7, 0, 1, 4096, 0o644, 1 << 63, 3, 1400, "a/b"))
+
+
+@given(data=st.data())
+def test_file_inline_as_offer_gives_back_the_offer_it_carries(data: st.DataObject) -> None:
+    offer = data.draw(BODY_STRATEGIES[FileOffer])
+    assert FileInline.carrying(offer, b"\x01", b"xyz").as_offer() == offer

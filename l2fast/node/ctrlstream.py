@@ -87,6 +87,12 @@ class ControlStream:
         self._largest_acked = 0
         self._largest_acked_order = 0
         self._sent_count = 0
+        # next_timer() runs on every turn of the loop; the two oldest times it needs are kept
+        # and recomputed only after a transmission, an acknowledgement or a timeout changed
+        # the frames in flight (a window of 64 is otherwise walked on every turn).
+        self._deadlines_stale = True
+        self._oldest_wait: float | None = None  # min last_sent of those not marked for resend
+        self._oldest_first = 0.0  # min first_sent in flight
         # Receiver side.
         self._rcv_next = 1  # == the `cum` we report
         self._out_of_order: dict[int, Frame] = {}
@@ -145,6 +151,7 @@ class ControlStream:
         return out
 
     def _transmit(self, entry: _Outgoing, now: float) -> Frame:
+        self._deadlines_stale = True
         if entry.transmissions == 0:
             entry.first_sent = now
         entry.last_sent = now
@@ -167,6 +174,7 @@ class ControlStream:
                 newly.append(entry)
         if not newly:
             return False
+        self._deadlines_stale = True
         for entry in newly:
             del self._inflight[entry.seq]
             self._events.append(StreamAcked(entry.seq))
@@ -245,10 +253,15 @@ class ControlStream:
         """When `handle_timer` must next run (retransmission or give-up), or None."""
         if self.dead or not self._inflight:
             return None
-        rto = self.rtt.rto
-        deadlines = [e.last_sent + rto for e in self._inflight.values() if not e.retransmit_due]
-        deadlines.append(min(e.first_sent for e in self._inflight.values()) + self.give_up)
-        return min(deadlines)
+        if self._deadlines_stale:
+            self._deadlines_stale = False
+            waiting = [e.last_sent for e in self._inflight.values() if not e.retransmit_due]
+            self._oldest_wait = min(waiting) if waiting else None
+            self._oldest_first = min(e.first_sent for e in self._inflight.values())
+        due = self._oldest_first + self.give_up
+        if self._oldest_wait is not None:
+            due = min(due, self._oldest_wait + self.rtt.rto)  # the RTO may have moved since
+        return due
 
     def handle_timer(self, now: float) -> None:
         """Give up on a frame unacknowledged too long, or mark overdue frames for resending."""
@@ -265,6 +278,7 @@ class ControlStream:
         ]
         if expired:
             self.rtt.back_off()
+            self._deadlines_stale = True
             for entry in expired:
                 entry.retransmit_due = True
 

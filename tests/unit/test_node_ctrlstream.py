@@ -231,3 +231,54 @@ def test_rtt_sample_shortens_the_timeout() -> None:
     a.receive_frame(ack, 0.004)
     assert a.rtt.srtt == pytest.approx(0.004)
     assert a.rtt.rto == pytest.approx(0.05)  # floor rto_min: a 4 ms LAN RTT
+
+
+class _CheckedTimers(ControlStream):
+    """next_timer() compared, on every call, with the deadlines recomputed from scratch."""
+
+    def next_timer(self) -> float | None:
+        kept = super().next_timer()
+        if self.dead or not self._inflight:
+            fresh = None
+        else:
+            rto = self.rtt.rto
+            waiting = [e.last_sent + rto for e in self._inflight.values() if not e.retransmit_due]
+            oldest = min(e.first_sent for e in self._inflight.values())
+            fresh = min([*waiting, oldest + self.give_up])
+        assert kept == fresh
+        return kept
+
+    # Checked after every change too, not only when the harness happens to ask.
+    def handle_timer(self, now: float) -> None:
+        super().handle_timer(now)
+        self.next_timer()
+
+    def receive_frame(self, frame: Frame, now: float, *, accept_new: bool = True) -> bool:
+        fresh = super().receive_frame(frame, now, accept_new=accept_new)
+        self.next_timer()
+        return fresh
+
+    def frames_to_send(self, now: float) -> list[Frame]:
+        out = super().frames_to_send(now)
+        self.next_timer()
+        return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kept_timer_deadlines_match_a_fresh_computation(seed: int) -> None:
+    a, b = (
+        _CheckedTimers(
+            session_id=7,
+            local_mac=local,
+            peer_mac=peer,
+            rtt=RttEstimator(0.25, 0.05, 1.0),
+            drops=Counter(),
+        )
+        for local, peer in ((A, B), (B, A))
+    )
+    a.resume()
+    b.resume()
+    for i in range(1, 301):
+        a.send(msg(i))
+    delivered, _, _, _ = link(a, b, seed=seed, loss=0.2, dup=0.05, reorder=0.2)
+    assert delivered == list(range(1, 301))

@@ -551,7 +551,9 @@ class NodeEngine:
         assert len(nonce) == (NONCE_LEN if kind in NONCE_TYPES else 0)
         # Built, not dataclasses.replace()d: this runs for every control frame out.
         f = frame
-        return Frame(f.dst, f.src, f.session, f.seq, f.body, f.flags, None, (seal, nonce))
+        return Frame(
+            f.dst, f.src, f.session, f.seq, f.body, f.flags, None, (seal, nonce), f.encoded
+        )
 
     def _refuse_oversized(self, slot: _Slot, frame: Frame, now: float) -> bool:
         """Refuse a chat message over our cap as soon as any fragment of it arrives.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
 from l2fast.errors import LocalProtocolError
+from l2fast.node.auth import KEY_LEN, LanKey
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import (
     ChatDelivered,
@@ -280,14 +282,27 @@ def test_close_during_handshake_without_chat_abandons_at_once() -> None:
     assert not lan.has(a, SessionOpened)
 
 
-def test_a_control_frame_is_encoded_once_and_every_copy_sends_those_bytes() -> None:
-    lan = Lan()  # frames as the engine made them (Lan(wire=True) re-decodes what it taps)
-    a, b = lan.add(mtu=1500), lan.add(mtu=1500)
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "LAN key"])
+def test_a_control_frame_is_encoded_once_and_every_copy_sends_those_bytes(keyed: bool) -> None:
+    lan = Lan()
+
+    def key() -> LanKey | None:  # each node its own nonce source, the same secret
+        return LanKey(bytes(range(KEY_LEN)), nonces=random.Random(len(lan.nodes)).randbytes)
+
+    a = lan.add(mtu=1500, key=key() if keyed else None)
+    b = lan.add(mtu=1500, key=key() if keyed else None)
     a.open_session(b.mac, lan.now)
     assert lan.run(lambda: both_open(lan, a, b), timeout=1)
     session = lan.of(a, SessionOpened)[0].session
-    sent: list[Frame] = []
-    lan.tap = lambda f: sent.append(f) if f.type is FrameType.FILE_HELD else None
+    sent: list[Frame] = []  # as the engine hands them out (the harness re-decodes sealed ones)
+    engine_frames = a.frames_to_send
+
+    def spy(now: float) -> list[Frame]:
+        out = engine_frames(now)
+        sent.extend(f for f in out if f.type is FrameType.FILE_HELD)
+        return out
+
+    a.frames_to_send = spy  # type: ignore[method-assign]
     lan.drop(FrameType.FILE_HELD)  # the first copy is lost: the retransmission goes too
     body = FileHeld(1, 2, "waiting")
     a.send_control(b.mac, session, body, lan.now)
@@ -295,6 +310,7 @@ def test_a_control_frame_is_encoded_once_and_every_copy_sends_those_bytes() -> N
     assert [e.body for e in lan.of(b, ControlReceived)] == [body]
     assert len(sent) == 2
     assert all(f.encoded == encode_payload(body) for f in sent)
+    assert all((f.seal is not None) is keyed for f in sent)  # sealing keeps the bytes
 
 
 def test_a_control_frame_over_the_session_mtu_is_refused_before_it_is_queued() -> None:

@@ -259,6 +259,11 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
                          uint32_t chunk_size, uint64_t file_size, uint32_t max_batch,
                          int32_t wait_us, struct l2f_writer_stats *stats);
 
+/* Start writing a file's dirty pages back without waiting (sync_file_range WRITE). Placing
+ * several received files queues all their data first, so that the fsync of each then finds it
+ * written and a journaling file system commits them together. Returns 0 or a negative code. */
+int l2f_start_writeback(int32_t fd);
+
 /* Give back the blocks of bytes [offset, offset + length) of a part file, keeping its size
  * (fallocate PUNCH_HOLE | KEEP_SIZE): the preallocated space of chunks that never arrived, when
  * a transfer stops. Returns 0, or a negative code (-EOPNOTSUPP where the file system cannot). */

@@ -155,6 +155,18 @@ int64_t l2f_writer_drain(struct l2f_ring *ring, int32_t fd, uint64_t first_chunk
     return rc < 0 ? rc : total;
 }
 
+int l2f_start_writeback(int32_t fd)
+{
+    if (fd < 0)
+        return -EINVAL;
+    /* SYNC_FILE_RANGE_WRITE alone: queue the dirty pages for writing and return at once. It
+     * makes nothing durable by itself (no metadata, no cache flush); the fsync that follows
+     * does, and finds the data already on its way. */
+    if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)
+        return -errno;
+    return 0;
+}
+
 int l2f_punch_hole(int32_t fd, uint64_t offset, uint64_t length)
 {
     if (fd < 0 || offset > (uint64_t)INT64_MAX || length > (uint64_t)INT64_MAX - offset)

@@ -183,6 +183,7 @@ class NodeRunner:
         self.selector.register(sock.fileno(), selectors.EVENT_READ, _Watch(self._on_frames))
         self._subscribers: list[Callable[[Event], None]] = []
         self._timers: list[Timer] = []
+        self._soon: list[Callable[[], None]] = []
         self._order = itertools.count()
         self._tx_backlog: deque[bytes] = deque()
         self._link_errors: set[str] = set()  # "sending" / "receiving" while they fail
@@ -269,6 +270,12 @@ class NodeRunner:
         heapq.heappush(self._timers, timer)
         return timer
 
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback()` once every event there is now has been dispatched, before the
+        loop waits again: work gathered over a batch of frames is then done once for the
+        batch (`Transfers` places the files a batch completed together)."""
+        self._soon.append(callback)
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run `callback()` after `delay` seconds."""
         return self.call_at(self.clock() + delay, callback)
@@ -286,6 +293,8 @@ class NodeRunner:
             wake = min(wake, self._timers[0].when)
         if self._tx_backlog:
             wake = min(wake, now + _TX_RETRY_S)
+        if self._soon:  # left by a flush that ran out of rounds
+            wake = now
         return max(0.0, wake - now)
 
     def step(self, max_wait: float) -> None:
@@ -501,6 +510,11 @@ class NodeRunner:
                 dispatched = True
                 for subscriber in self._subscribers:
                     self._guarded(subscriber, event)
+            if self._soon:
+                dispatched = True
+                soon, self._soon = self._soon, []
+                for callback in soon:
+                    self._guarded(callback)
             if not frames and not dispatched:
                 return
 

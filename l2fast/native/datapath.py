@@ -66,6 +66,7 @@ __all__ = [
     "punch_hole",
     "ring_size",
     "slot_size_for_mtu",
+    "start_writeback",
     "tx_batch_for",
     "tx_ranges",
     "written_bitmap_size",
@@ -429,6 +430,15 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
         return False
     _check(rc, "punching a hole")
     return True
+
+
+def start_writeback(fd: int) -> bool:
+    """Queue a file's dirty pages for writing, without waiting (sync_file_range WRITE).
+
+    Only a head start for the fsync that must follow: it makes nothing durable. False when
+    the call failed (a file system or descriptor that cannot; nothing to do about it).
+    """
+    return _lib.l2f_start_writeback(fd) == 0
 
 
 def written_bitmap_size(file_size: int, chunk_size: int) -> int:

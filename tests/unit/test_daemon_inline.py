@@ -10,6 +10,7 @@ Held for a person, or refused, the offer is answered as any offer.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -17,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from l2fast.daemon import transfers as transfers_module
+from l2fast.transfer.incoming import IncomingFile
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
+from l2fast.wire.frames import decode_frame
 from l2fast.wire.frames_transfer import (
     FileAccept,
     FileHeld,
@@ -144,3 +148,59 @@ def test_a_refused_inline_offer_is_refused_as_an_offer(
     (reject,) = nodes.answers_of(FileReject)
     assert reject.reason == reason and says in reject.text, reject
     assert listing(tmp_path) == []
+
+
+def test_files_verified_together_are_placed_together_and_answered_after(
+    make_nodes: MakeNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offers of one batch of frames are placed in one `place_files` call (one
+    durability barrier), and no FILE_RESULT leaves before it: a result still means placed."""
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    batches: list[tuple[int, int]] = []  # (files placed, FILE_RESULTs sent before)
+    real = transfers_module.place_files
+
+    def spy(batch: list[tuple[IncomingFile, bytes, bytes]]) -> list[object]:
+        sent = [decode_frame(raw).body for raw in nodes.b.sock.sent]
+        batches.append((len(batch), sum(isinstance(body, FileResult) for body in sent)))
+        return real(batch)  # type: ignore[return-value]
+
+    monkeypatch.setattr(transfers_module, "place_files", spy)
+    payloads = {f"f{i}.bin": os.urandom(200 + i) for i in range(6)}
+    nodes.send(sid, *(inline(i + 1, path, data) for i, (path, data) in enumerate(payloads.items())))
+    assert pump([nodes.a, nodes.b], lambda: len(nodes.answers_of(FileResult)) == 6)
+
+    assert batches == [(6, 0)]
+    assert all(r.status == 0 for r in nodes.answers_of(FileResult))
+    for path, data in payloads.items():
+        assert (tmp_path / path).read_bytes() == data
+
+
+def test_a_file_the_disk_refuses_fails_alone_with_its_reason(
+    make_nodes: MakeNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error placing one file of a batch answers that file with io_error and the step;
+    the others are placed and the session goes on."""
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    real_fsync = os.fsync
+    doomed: list[int] = []
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if info.st_size == 333 and not doomed:  # the file "bad.bin", whatever its descriptor
+            doomed.append(fd)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    nodes.send(sid, inline(1, "ok.bin", b"a" * 100), inline(2, "bad.bin", b"b" * 333))
+    assert pump([nodes.a, nodes.b], lambda: len(nodes.answers_of(FileResult)) == 2)
+
+    results = {r.transfer_id: r for r in nodes.answers_of(FileResult)}
+    assert results[1].status == 0
+    assert results[2].status == ErrorCode.IO_ERROR
+    assert listing(tmp_path) == ["ok.bin"]
+    nodes.send(sid, inline(3, "later.bin", b"c" * 10))  # the session still takes files
+    assert pump([nodes.a, nodes.b], lambda: len(nodes.answers_of(FileResult)) == 3)
+    assert (tmp_path / "later.bin").read_bytes() == b"c" * 10

@@ -163,3 +163,31 @@ def test_a_link_that_goes_down_and_up_does_not_stop_the_node(
     sock.link_down = False
     # The engine's retransmissions deliver it once the link is back.
     assert pump([a, b], lambda: ChatDelivered(msg_id, b.engine.mac) in a_events)
+
+
+def test_call_soon_runs_once_the_events_of_a_batch_are_dispatched(hub: FakeHub) -> None:
+    """Work gathered while a batch's events are dispatched runs once, after all of them and
+    before the loop waits (Transfers places a batch's files together this way)."""
+    b, _ = make_runner(hub, 2, "bravo")
+    sock = b.sock
+    assert isinstance(sock, FakeSocket)
+    seen: list[str] = []
+
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, PeerDiscovered):
+            if not seen:
+                b.call_soon(lambda: seen.append(f"soon after {len(seen)}"))
+            seen.append(ev.peer.name)
+
+    b.subscribe(on_event)
+    for n in range(3):  # three nodes' HELLOs in one batch of frames
+        hello = Hello(node_id=n, ts_ns=1, ver_min=1, ver_max=1, mtu=1500, caps=1, name=f"n{n}")
+        src = bytes([2, 0, 0, 0, 9, n])
+        sock.inject(frame(b"\xff" * 6, src, FrameType.HELLO, encode_payload(hello)))
+    b.step(0.0)
+    assert seen == ["n0", "n1", "n2", "soon after 3"]
+    assert b._next_wake(b.now(), 5.0) > 0  # nothing left to run at once
+    b.call_soon(lambda: seen.append("later"))
+    assert b._next_wake(b.now(), 5.0) == 0  # a pending callback does not wait
+    b.step(0.0)
+    assert seen[-1] == "later"

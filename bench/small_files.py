@@ -2,8 +2,8 @@
 """Many small files: `l2fast send` of a folder against `tar | nc` over kernel TCP, one run.
 
 A folder of `--count` files of `--size` random bytes each (default 10 000 x 4 KiB) is copied
-h1 -> h2 on a two-host veth lab, tmpfs to tmpfs, `--reps` times by each tool, interleaved
-(run 1 of each, then run 2 of each, ...):
+h1 -> h2 on a two-host veth lab, tmpfs to tmpfs (or to `--dest`, a disk), `--reps` times by
+each tool, interleaved (run 1 of each, then run 2 of each, ...):
 
   l2fast: `l2fast send <h2 MAC> DIR --json` in h1 (no daemon there: the command is the
           sender) into a daemon started in h2 for the run (`--accept all`, fresh tmpfs
@@ -67,10 +67,15 @@ examples:
   sudo .venv/bin/python bench/small_files.py --count 50 --reps 1  smoke run, a few seconds
   sudo .venv/bin/python bench/small_files.py --count 2000 --size 64K --mtu 1500
   sudo .venv/bin/python bench/small_files.py --count 2000 --reps 1 --profile   where the time goes
+  sudo .venv/bin/python bench/small_files.py --dest /var/tmp --sync   copies onto a disk, tar's
+                                                                  made durable too (sync -f)
   make bench                                                      runs it after compare.py
 
 Needs root (network namespaces), tar and nc (netcat-openbsd), twice the folder's size free in
---tmpdir. Results: bench/results/small-files-<UTC time>.json, or --json-out.
+--tmpdir (once with --dest, and once in --dest). l2fast's daemon fsyncs what it receives
+before it reports a file received; tar does not, so on a disk --sync makes tar's time end
+only once `sync -f` has made its copy durable too (on tmpfs neither costs anything).
+Results: bench/results/small-files-<UTC time>.json, or --json-out.
 """
 
 
@@ -99,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=Path("/dev/shm"), help="tmpfs for the files (/dev/shm)"
+    )
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        help="where both tools write their copies (default: --tmpdir); a disk shows what "
+        "making every file durable costs",
+    )
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="tar's receiver runs `sync -f` on its copy before its time stops, as l2fast "
+        "makes each file durable before reporting it",
     )
     return parser
 
@@ -151,17 +168,21 @@ def copy_with_l2fast(
     }
 
 
-def copy_with_tar_nc(ctx: RunContext, source: Path, count: int, dest: Path) -> dict[str, Any]:
+def copy_with_tar_nc(
+    ctx: RunContext, source: Path, count: int, dest: Path, sync: bool = False
+) -> dict[str, Any]:
     """`tar c | nc -N` h1 -> `nc -l | tar x` h2 into `dest`; checked; the copy removed.
 
     Timed from starting the sender until the receiving shell exited (tar has written the last
-    file and closed it).
+    file and closed it; with `sync`, `sync -f` has then made the copy durable).
     """
     h = ctx.hosts
     port = ctx.next_port()
     dest.mkdir(parents=True)
     budget = MARGIN_S + count * PER_FILE_S
     rx_cmd = f"nc -l {h.ip2} {port} | tar x -C {shlex.quote(str(dest))}"
+    if sync:
+        rx_cmd += f" && sync -f {shlex.quote(str(dest))}"
     tx_cmd = f"tar c -C {shlex.quote(str(source.parent))} {TREE} | nc -N {h.ip2} {port}"
     try:
         with ip_addresses(h):
@@ -213,7 +234,9 @@ def report(result: dict[str, Any]) -> str:
     s = result["settings"]
     lines = [
         f"{s['count']} files x {s['file_bytes']} B ({s['count'] * s['file_bytes'] / MiB:.1f} "
-        f"MiB), MTU {s['mtu']}, medians (min-max) of {s['reps']} interleaved runs:",
+        f"MiB), MTU {s['mtu']}, copies in {s['copies_in']}"
+        f"{' (tar synced: sync -f)' if s['tar_synced'] else ''}, medians (min-max) of "
+        f"{s['reps']} interleaved runs:",
         "",
         "| tool | files/s | MiB/s | seconds |",
         "|---|---|---|---|",
@@ -247,12 +270,20 @@ def run(args: argparse.Namespace) -> int:
     machine = machine_info(shlex.join(sys.orig_argv))
     # Every file takes at least a page in tmpfs: the source and one copy at a time.
     footprint = args.count * max(args.size, 4096)
-    need_space(args.tmpdir, 2 * footprint)
+    need_space(args.tmpdir, footprint if args.dest else 2 * footprint)
     workdir = args.tmpdir / f"l2fast-small-{os.getpid()}"
+    copies = workdir
+    if args.dest is not None:
+        if not args.dest.is_dir():
+            raise BenchError(f"--dest {args.dest} is not a directory")
+        need_space(args.dest, footprint)
+        copies = args.dest / f"l2fast-small-{os.getpid()}"
     prefix = lab_prefix("sf")
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     profile = None
     workdir.mkdir(mode=0o700)
+    if copies != workdir:
+        copies.mkdir(mode=0o700)
     try:
         source = workdir / "src" / TREE
         say(f"writing {args.count} files of {args.size} random bytes to {source}")
@@ -262,10 +293,10 @@ def run(args: argparse.Namespace) -> int:
             for rep in range(args.reps):
                 ctx.rep = rep
                 where = f"[run {rep + 1}/{args.reps}]"
-                r = copy_with_tar_nc(ctx, source, args.count, workdir / f"tar-{rep}")
+                r = copy_with_tar_nc(ctx, source, args.count, copies / f"tar-{rep}", args.sync)
                 runs["tar_nc"].append(r)
                 say(f"  {where} tar | nc: {r['seconds']:.2f} s, {args.count / r['seconds']:,.0f}/s")
-                run_dir = workdir / f"l2fast-{rep}"
+                run_dir = copies / f"l2fast-{rep}"
                 r = copy_with_l2fast(ctx, source, args.count, args.size, run_dir)
                 runs["l2fast_send"].append(r)
                 say(f"  {where} l2fast: {r['seconds']:.2f} s, {args.count / r['seconds']:,.0f}/s")
@@ -274,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
                 profile = profile_tree(ctx, source, args.count, args.size, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(copies, ignore_errors=True)
         left = teardown(prefix, say)
     if left:
         raise BenchError(f"lab namespaces were left behind: {', '.join(left)}")
@@ -293,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
             "mtu": args.mtu,
             "interleaved": "tar | nc, then l2fast send, per run",
             "workdir": str(workdir),
+            "copies_in": str(copies.parent),
+            "tar_synced": args.sync,
         },
         "kinds": kinds,
         "ratio": kinds["l2fast_send"]["files_per_s"]["median"]

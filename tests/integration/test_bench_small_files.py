@@ -50,6 +50,24 @@ def test_fifty_small_files(tmp_path: Path) -> None:
     assert not Path(data["settings"]["workdir"]).exists()
 
 
+def test_copies_onto_another_directory_with_tar_synced(tmp_path: Path) -> None:
+    """--dest puts both tools' copies there (here the test's directory, usually a disk) and
+    --sync makes tar's receiver end with `sync -f`; nothing is left in either place."""
+    out = tmp_path / "small.json"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    argv = [sys.executable, str(SCRIPT), "--count", "20", "--reps", "1", "--dest", str(dest)]
+    argv += ["--sync", "--json-out", str(out)]
+    _, code, stdout, stderr = run_script(argv, RUN_TIMEOUT_S)
+    assert code == 0, stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["settings"]["copies_in"] == str(dest) and data["settings"]["tar_synced"]
+    assert all(r["verified"] for k in ("l2fast_send", "tar_nc") for r in data["kinds"][k]["runs"])
+    assert f"copies in {dest} (tar synced: sync -f)" in stdout
+    assert list(dest.iterdir()) == []
+    assert not Path(data["settings"]["workdir"]).exists()
+
+
 def test_impossible_run_fails_with_one_line(tmp_path: Path) -> None:
     out = tmp_path / "small.json"
     # 100 million files of 1 GiB cannot fit in any tmpfs: refused before anything is written.

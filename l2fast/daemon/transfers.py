@@ -351,6 +351,10 @@ class Transfers:
         return self._recv
 
     def _after_incoming(self, inc: IncomingJob) -> None:
+        """Handle what `inc`'s transfer has to say after an input, and queue its control
+        frames. They leave with the runner's flush that follows every handler (the one
+        dispatching this event, or the end of the loop's turn): flushing here as well made
+        each event of a batch one level deeper in the stack, and each answer its own send."""
         now = self.runner.now()
         engine = self.runner.engine
         while (ev := inc.incoming.next_event()) is not None:
@@ -359,7 +363,6 @@ class Transfers:
             with contextlib.suppress(L2fastError):
                 engine.send_control(inc.peer, inc.session, body, now)
         self._start_next(inc)
-        self.runner.flush()
 
     def _on_incoming_event(self, inc: IncomingJob, ev: Any, now: float) -> None:
         if isinstance(ev, OfferReceived):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -128,7 +129,12 @@ def test_a_held_offer_is_answered_the_usual_way(make_nodes: MakeNodes, tmp_path:
     answered(ask, 2)
     (accepted,) = ask.answers_of(FileAccept)  # the data comes as DATA now
     assert (held.transfer_id, accepted.transfer_id) == (1, 1)
-    assert not ask.answers_of(FileResult)
+    # Nothing is placed from the bytes it dropped: no result before the accept, and no
+    # success after it (here no DATA can come: the fake wire has no interface for the
+    # receive process, so the file fails once the accept is out).
+    results = ask.answers_of(FileResult)
+    assert all(ask.answers.index(r) > ask.answers.index(accepted) for r in results)
+    assert all(r.status != 0 for r in results)
 
 
 @pytest.mark.parametrize(
@@ -204,3 +210,25 @@ def test_a_file_the_disk_refuses_fails_alone_with_its_reason(
     nodes.send(sid, inline(3, "later.bin", b"c" * 10))  # the session still takes files
     assert pump([nodes.a, nodes.b], lambda: len(nodes.answers_of(FileResult)) == 3)
     assert (tmp_path / "later.bin").read_bytes() == b"c" * 10
+
+
+def test_a_batch_of_offers_does_not_deepen_the_stack_per_offer(
+    make_nodes: MakeNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each offer of a batch is handled at the same depth: the answers leave with the
+    runner's flush, not with one nested inside every handler (that was ~6 frames a file,
+    toward the recursion limit on a big enough batch)."""
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    depths: list[int] = []
+    real = transfers_module.Transfers._after_incoming
+
+    def recording(self: transfers_module.Transfers, inc: transfers_module.IncomingJob) -> None:
+        depths.append(len(inspect.stack(0)))
+        real(self, inc)
+
+    monkeypatch.setattr(transfers_module.Transfers, "_after_incoming", recording)
+    nodes.send(sid, *(inline(i + 1, f"f{i}", b"x" * i) for i in range(40)))
+    assert pump([nodes.a, nodes.b], lambda: len(nodes.answers_of(FileResult)) == 40)
+    assert len(depths) >= 40
+    assert max(depths) - min(depths) <= 3

@@ -23,7 +23,9 @@ What other tools got wrong (FACTS.md) shapes every rule here:
 - **Nothing partial under the final name.** Data goes to `<name>.part` (mode 0600, so partial
   data is private), next to its resume sidecar `<name>.part.l2fast` (`l2fast.transfer.resume`).
   On completion with a matching digest: mode and mtime applied, the part fsynced, renamed,
-  the directory fsynced, the sidecar removed. Names ending `.part` or `.part.l2fast` are
+  the directory fsynced, the sidecar removed. Files completed together
+  (`incoming.place_files`) share those barriers: every file's data is fsynced before any
+  of them is named, and each directory once after. Names ending `.part` or `.part.l2fast` are
   refused for received files, so a sender cannot clobber another transfer's part or sidecar.
 - **Small files** (under `resume_min_bytes`, 1 MiB) skip the part file and the sidecar: their
   data goes to an unnamed file (O_TMPFILE) in the target directory, linked under its final
@@ -50,8 +52,8 @@ Names are shown to users through `display_name`, which escapes everything a term
 Use: `ReceiveDir(path)` once; per DIRECTORY offer `make_directory`; per FILE offer
 `receive_offer` (or `receive_file`), which returns an `IncomingFile`
 (`l2fast.transfer.incoming`) whose `fd` the writers fill and whose `resume` bitmap (when there
-is one) they mark; then `complete(expected, actual)` or `interrupt()`; after a tree,
-`set_directory_metadata` deepest first.
+is one) they mark; then `complete(expected, actual)` (or `place_files` for several) or
+`interrupt()`; after a tree, `set_directory_metadata` deepest first.
 """
 
 from __future__ import annotations

@@ -410,17 +410,34 @@ class Transfers:
                 self._fail_incoming(inc, exc)
             raise
         now = self.runner.now()
-        for (inc, tid, *_), result in zip(files, results, strict=True):
-            self._for(inc, partial(self._answer_placed, inc, tid, result, now))()
-        for inc in jobs.values():
-            if not inc.failed:
-                self._for(inc, partial(self._after_incoming, inc))()
+        # Each job's handlers as if each were its own (`_for`): one that raises fails only
+        # its job, and the rest of the batch is still answered; the first error then goes
+        # on up to the runner, which logs and counts it, and any others are logged here.
+        errors: list[Exception] = []
+        calls = [
+            self._for(inc, partial(self._answer_placed, inc, tid, result, now))
+            for (inc, tid, *_), result in zip(files, results, strict=True)
+        ]
+        calls += [self._for(inc, partial(self._after_placed, inc)) for inc in jobs.values()]
+        for call in calls:
+            try:
+                call()
+            except Exception as exc:
+                if errors:
+                    log.error("another error while answering placed files: %r", exc)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _after_placed(self, inc: IncomingJob) -> None:
+        if not inc.failed:
+            self._after_incoming(inc)
 
     def _answer_placed(
         self, inc: IncomingJob, tid: int, result: PlacedFile | PlacementError, now: float
     ) -> None:
         if inc.failed:
-            return
+            return  # failed by an earlier call of this batch: its session is closing
         if isinstance(result, PlacementError):
             code = int(result.code or ErrorCode.IO_ERROR)
             inc.incoming.file_failed(tid, code, result.message, now)

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from l2fast.daemon import transfers as transfers_module
+from l2fast.node.events import ControlReceived, Event, SessionOpened
 from l2fast.transfer.incoming import IncomingFile
+from l2fast.transfer.protocol_incoming import IncomingTransfer
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
 from l2fast.wire.frames import decode_frame
 from l2fast.wire.frames_transfer import (
@@ -31,7 +33,8 @@ from l2fast.wire.frames_transfer import (
     FileReject,
     FileResult,
 )
-from tests.service_harness import Nodes, pump
+from tests.fake_wire import FakeHub
+from tests.service_harness import Nodes, make_runner, pump
 
 MakeNodes = Callable[[str], Nodes]
 
@@ -232,3 +235,42 @@ def test_a_batch_of_offers_does_not_deepen_the_stack_per_offer(
     assert pump([nodes.a, nodes.b], lambda: len(nodes.answers_of(FileResult)) == 40)
     assert len(depths) >= 40
     assert max(depths) - min(depths) <= 3
+
+
+def test_a_bug_answering_one_peers_file_fails_only_that_peers_session(
+    make_nodes: MakeNodes, hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two peers' files placed in one batch: a bug while answering the first peer's fails
+    that peer's session (io_error), and the second peer's file is still answered."""
+    nodes = make_nodes("all")
+    sid_a = nodes.open()
+    c = make_runner(hub, 3, "charlie")
+    c_events: list[Event] = []
+    c.subscribe(c_events.append)
+    sid_c = c.engine.open_session(nodes.b.engine.mac, c.now())
+    opened = lambda: any(isinstance(e, SessionOpened) for e in c_events)  # noqa: E731
+    assert pump([nodes.a, nodes.b, c], opened)
+    real = IncomingTransfer.file_placed
+
+    def buggy(self: IncomingTransfer, transfer_id: int, final_name: str, now: float) -> None:
+        if self.session == sid_a:
+            raise RuntimeError("a bug")
+        real(self, transfer_id, final_name, now)
+
+    monkeypatch.setattr(IncomingTransfer, "file_placed", buggy)
+    a_body, c_body = inline(1, "from-a", b"a" * 10), inline(1, "from-c", b"c" * 10)
+    nodes.a.engine.send_control(nodes.b.engine.mac, sid_a, a_body, nodes.a.now())
+    c.engine.send_control(nodes.b.engine.mac, sid_c, c_body, c.now())
+    nodes.a.flush()
+    c.flush()  # both offers wait in b's queue: one batch
+
+    def c_results() -> list[FileResult]:
+        bodies = [e.body for e in c_events if isinstance(e, ControlReceived)]
+        return [b for b in bodies if isinstance(b, FileResult)]
+
+    assert pump([nodes.a, nodes.b, c], lambda: bool(c_results()))
+    (result,) = c_results()
+    assert (result.status, result.final_name) == (0, "from-c")
+    assert nodes.service.transfers.incoming[sid_a].failed
+    assert not nodes.service.transfers.incoming[sid_c].failed
+    assert nodes.b.counters["subscriber_errors"] == 1

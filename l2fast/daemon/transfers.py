@@ -410,24 +410,14 @@ class Transfers:
                 self._fail_incoming(inc, exc)
             raise
         now = self.runner.now()
-        # Each job's handlers as if each were its own (`_for`): one that raises fails only
-        # its job, and the rest of the batch is still answered; the first error then goes
-        # on up to the runner, which logs and counts it, and any others are logged here.
-        errors: list[Exception] = []
-        calls = [
-            self._for(inc, partial(self._answer_placed, inc, tid, result, now))
-            for (inc, tid, *_), result in zip(files, results, strict=True)
-        ]
-        calls += [self._for(inc, partial(self._after_placed, inc)) for inc in jobs.values()]
-        for call in calls:
-            try:
-                call()
-            except Exception as exc:
-                if errors:
-                    log.error("another error while answering placed files: %r", exc)
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        # Each answer is a runner callback of its own, guarded there and tied to its job
+        # (`_for`): one that raises fails only its job, and the rest of the batch is still
+        # answered (in this flush, before the loop waits).
+        for (inc, tid, *_), result in zip(files, results, strict=True):
+            answer = partial(self._answer_placed, inc, tid, result, now)
+            self.runner.call_soon(self._for(inc, answer))
+        for inc in jobs.values():
+            self.runner.call_soon(self._for(inc, partial(self._after_placed, inc)))
 
     def _after_placed(self, inc: IncomingJob) -> None:
         if not inc.failed:

@@ -305,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
                 profile = profile_tree(ctx, source, args.count, args.size, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(copies, ignore_errors=True)
+        if copies != workdir:
+            shutil.rmtree(copies, ignore_errors=True)
         left = teardown(prefix, say)
     if left:
         raise BenchError(f"lab namespaces were left behind: {', '.join(left)}")

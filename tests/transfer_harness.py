@@ -31,8 +31,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from l2fast.transfer import RxConfig, RxTracker, TransferStalled, TxConfig, TxWindow
-from l2fast.transfer.reliability import coalesce_feedback
+from l2fast.transfer.receiver import RxConfig, RxTracker
+from l2fast.transfer.reliability import TransferStalled, TxConfig, TxWindow, coalesce_feedback
 from l2fast.wire.frames import Feedback
 
 FOREVER = math.inf

@@ -13,8 +13,8 @@ from typing import Any
 from l2fast.commands.argtypes import number
 from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import NodeClient, add_node_arguments, connect
+from l2fast.daemon.control import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
 from l2fast.daemon.display import escape_text, format_clock, parse_mac
-from l2fast.daemon.service import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
 from l2fast.errors import L2fastError, UsageError
 
 EXAMPLES = """\

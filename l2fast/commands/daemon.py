@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from l2fast.daemon.daemon import (
-    ACCEPT_POLICIES,
-    DEFAULT_KEEP_PARTS_DAYS,
-    DaemonOptions,
-    run_daemon,
-)
+from l2fast.daemon.options import ACCEPT_POLICIES, DEFAULT_KEEP_PARTS_DAYS, DaemonOptions
 
 EXAMPLES = """\
 examples:
@@ -42,6 +37,10 @@ L2FAST_KEY_FILE, which is also this command's default for --key.
 
 def run(args: argparse.Namespace) -> int:
     """Start the daemon with the parsed options."""
+    # Imported here: the node and its services are most of l2fast's start-up time, and only a
+    # running daemon needs them (not `l2fast --help`; tests/unit/test_cli_startup.py).
+    from l2fast.daemon.daemon import run_daemon
+
     options = DaemonOptions(
         interface=args.interface,
         name=args.name,

@@ -11,8 +11,8 @@ from typing import Any
 from l2fast.commands.argtypes import number
 from l2fast.commands.discover import print_json
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.node.ping import PING_HEADER, RttStats
-from l2fast.wire.constants import MAX_PAYLOAD
+from l2fast.node.pingstats import RttStats
+from l2fast.wire.constants import MAX_PAYLOAD, PING_HEADER
 
 EXAMPLES = """\
 examples:

@@ -12,11 +12,17 @@ from typing import Any
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS
 from l2fast.daemon.display import counted
-from l2fast.daemon.outgoing import raise_fd_limit
 from l2fast.errors import L2fastError
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
 from l2fast.transfer.names import display_name
-from l2fast.transfer.tree import NOT_FOLLOWED, SkippedEntry, TreePlan, open_entry, plan_tree
+from l2fast.transfer.tree import (
+    NOT_FOLLOWED,
+    SkippedEntry,
+    TreePlan,
+    open_entry,
+    plan_tree,
+    raise_fd_limit,
+)
 from l2fast.wire.constants import FileKind, error_name
 
 EXAMPLES = """\

@@ -2,9 +2,9 @@
 
 `connect()` picks the interface (`-i`, or the only one that is up), tries the daemon's control
 socket and, for commands that may run without one (`discover`, `ping`, `chat`), falls back to a
-`LocalClient`: the same `NodeEngine`, `NodeRunner` and `NodeService` as the daemon, inside the
-command for its duration (issue 4, "Without a daemon"). Both speak the same JSON requests, so a
-command's code does not care which it got.
+`LocalClient` (l2fast.daemon.local_client): the same `NodeEngine`, `NodeRunner` and
+`NodeService` as the daemon, inside the command for its duration (issue 4, "Without a daemon").
+Both speak the same JSON requests, so a command's code does not care which it got.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import random
 import selectors
 import socket
 import time
@@ -28,16 +27,12 @@ from l2fast.daemon.control import (
     running_daemons,
 )
 from l2fast.daemon.interfaces import NoInterface, choose_interface
-from l2fast.daemon.runner import NodeRunner, keyed_control_filter
-from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
-from l2fast.node.auth import LanKey, load_key_file
-from l2fast.node.node import NodeEngine
-from l2fast.wire.constants import MAX_NAME_BYTES, Caps
+from l2fast.node.auth import load_key_file
+from l2fast.wire.constants import MAX_NAME_BYTES
 
 __all__ = [
     "DaemonClient",
-    "LocalClient",
     "NodeClient",
     "add_node_arguments",
     "connect",
@@ -206,97 +201,6 @@ class DaemonClient(NodeClient):
         self.control.close()
 
 
-class _LocalConnection:
-    """The in-process stand-in for a control-socket client: replies queue up in `outbox`."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.on_close: list[Callable[[], None]] = []
-        self.outbox: deque[dict[str, Any]] = deque()
-
-    @property
-    def backlog(self) -> int:
-        """Nothing waits on a socket in-process."""
-        return 0
-
-    def send(self, obj: dict[str, Any]) -> bool:
-        if self.closed:
-            return False
-        self.outbox.append(obj)
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-        for callback in self.on_close:
-            callback()
-        self.on_close.clear()
-
-
-class LocalClient(NodeClient):
-    """A node of its own inside this command (no daemon runs on the interface).
-
-    It opens the raw socket (root or CAP_NET_RAW), announces itself with a HELLO asking for
-    answers, and serves requests with the daemon's code until closed.
-    """
-
-    def __init__(self, ifname: str, name: str, key: LanKey | None = None) -> None:
-        from l2fast import native  # the C core; only needed when the command runs a node
-
-        super().__init__(ifname)
-        sock = native.RawSocket.open(ifname)
-        try:
-            # DATA and FEEDBACK go to the transfer sockets, never through this loop.
-            sock.set_filter(native.SocketFilter.CONTROL)
-            sock.enable_rx_timestamps()  # round trips end when the frame arrives
-            engine = NodeEngine(
-                sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB, key=key
-            )
-        except L2fastError:
-            sock.close()
-            raise
-        self.runner = NodeRunner(sock, engine)
-        self.runner.on_bulk_sessions = keyed_control_filter(sock)
-        self.service = NodeService(self.runner, one_shot=True)
-        self._conn = _LocalConnection()
-        engine.start(self.runner.now())
-        self.runner.flush()
-
-    def send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
-        """Serve one request in-process (`fds`: descriptors, as SCM_RIGHTS would pass them)."""
-        if fds:
-            request = {**request, "_fds": list(fds)}
-        self.service.handle(self._conn, request)
-
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
-        """Run the node until a reply is ready or `timeout` s passed."""
-        deadline = time.monotonic() + timeout
-        while not self._conn.outbox and not self._held:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.runner.step(left)
-        messages = [*self._held, *self._conn.outbox]
-        self._held.clear()
-        self._conn.outbox.clear()
-        return messages
-
-    def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
-        """Watch `fileobj` in the node's own loop."""
-        self.runner.add_reader(fileobj, callback)
-
-    def remove_reader(self, fileobj: Any) -> None:
-        """Stop watching `fileobj`."""
-        self.runner.remove_reader(fileobj)
-
-    def close(self) -> None:
-        """Close sessions in order (briefly waiting for the peers), then the socket."""
-        self._conn.close()
-        try:
-            self.service.close_sessions(CLOSE_WAIT_S)
-        finally:
-            self.runner.close()
-
-
 def interface_of_node(interface: str | None) -> str:
     """`interface`, else the only interface that is up, else the interface of the only daemon
     running here: a daemon keeps serving `status` while its link is down, and with several
@@ -328,6 +232,11 @@ def connect(
                 f"no l2fast daemon runs on {ifname} in this network namespace",
                 hint=f"start one: sudo l2fast daemon -i {ifname}",
             ) from None
+        # Imported here, not at the top: the engine, runner and service are most of what a
+        # command would import, and commands served by a daemon (and every --help) never use
+        # them (tests/unit/test_cli_startup.py).
+        from l2fast.daemon.local_client import LocalClient
+
         key_file = os.environ.get("L2FAST_KEY_FILE")
         key = load_key_file(key_file) if key_file else None
         return LocalClient(ifname, name or default_name(), key=key)

@@ -45,6 +45,15 @@ MAX_BACKLOG = 2 * MAX_MESSAGE
 _ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
+# How long the node's service takes at most for some requests, which its clients size their own
+# timeouts from (l2fast.commands.chat).
+#: How long a request naming an unknown peer waits for discovery to find it.
+RESOLVE_WAIT_S = 2.0
+#: How long a one-shot `chat --all` listens for peers before sending.
+SETTLE_WAIT_S = 0.6
+#: Backstop for one chat request; the engine normally decides well within it (<= ~10 s).
+CHAT_GUARD_S = 30.0
+
 
 class DaemonNotRunning(L2fastError):
     """No daemon listens on the control socket for this interface."""

@@ -23,7 +23,6 @@ import random
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,6 +37,12 @@ from l2fast.daemon.control import (
 )
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.interfaces import choose_interface, require_raw_sockets
+from l2fast.daemon.options import (
+    ACCEPT_POLICIES,
+    DEFAULT_RECV_DIR,
+    MAX_KEEP_PARTS_DAYS,
+    DaemonOptions,
+)
 from l2fast.daemon.part_expiry import PartExpiry
 from l2fast.daemon.runner import FrameSocket, NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
@@ -47,42 +52,14 @@ from l2fast.node.config import NodeConfig
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import Caps, Features
 
-__all__ = ["ACCEPT_POLICIES", "Daemon", "DaemonOptions", "run_daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 log = logging.getLogger("l2fast.daemon")
 
-ACCEPT_POLICIES = ("all", "ask", "none")
-#: Where received files land without --recv-dir (created when the first file arrives).
-DEFAULT_RECV_DIR = "/var/lib/l2fast/received"
-#: `l2fast daemon --keep-parts` by default: a week to send an interrupted file again.
-DEFAULT_KEEP_PARTS_DAYS = 7.0
-MAX_KEEP_PARTS_DAYS = 36500.0
 #: How long a stopping daemon waits for its peers to acknowledge its CLOSEs.
 STOP_CLOSE_WAIT_S = 1.0
 #: Seconds the control listener is left alone after accept(2) ran out of descriptors.
 ACCEPT_RETRY_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonOptions:
-    """What `l2fast daemon` was asked for."""
-
-    interface: str | None = None
-    name: str | None = None
-    #: Where received files go, and which offers are accepted (all, ask, none).
-    recv_dir: str | None = None
-    accept: str = "ask"
-    #: Members of this group may use the control socket besides root and the daemon's uid.
-    group: str | None = None
-    #: Offer feature PRESENT: a file already here (same name, size and content) is not sent
-    #: again. Off, a sender learns nothing about the files already here (PROTOCOL.md §Files
-    #: already at the receiver).
-    present: bool = True
-    #: Part files (and their sidecars) nobody wrote to for this many days are deleted; 0
-    #: keeps them until someone removes them.
-    keep_parts_days: float = DEFAULT_KEEP_PARTS_DAYS
-    #: The LAN key file (`l2fast keygen`): frames are sealed and only sealed ones heard.
-    key_file: str | None = None
 
 
 class Daemon:

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import mmap
 import os
-import resource
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -99,14 +98,6 @@ INLINE_DIGEST_BYTES = 256 << 10
 #: While an offer is held for a person at the receiver, the client hears from the job at
 #: least this often (`waiting`), well inside its silence timeout (send.SILENCE_S).
 HELD_REPEAT_S = 5.0
-
-
-def raise_fd_limit() -> None:
-    """Open files up to the hard limit: a folder is sent with one descriptor per file."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # --------------------------------------------------------------------------------- sending

@@ -1,7 +1,7 @@
 """`NodeService`: what a node does for the commands, as JSON requests over a `NodeRunner`.
 
 The daemon serves these requests from its control socket; a one-shot command without a daemon
-serves them in-process (`l2fast.daemon.client.LocalClient`), so both paths run the same code.
+serves them in-process (`l2fast.daemon.local_client.LocalClient`), so both paths run the same code.
 
 Requests are `{"op": NAME, "id": ANY, ...}`; every reply carries the request's `id` and `ok`.
 Operations:
@@ -31,6 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from l2fast.daemon.control import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
 from l2fast.daemon.display import escape_text, format_mac, looks_like_mac, parse_mac
 from l2fast.daemon.pingjob import PingJob
 from l2fast.daemon.runner import NodeRunner
@@ -101,15 +102,9 @@ HISTORY_BYTES = 64 << 20
 # A history reply sends more entries only while less than this waits for the client.
 HISTORY_PACE_BYTES = 1 << 20
 HISTORY_PACE_S = 0.005
-#: How long a request naming an unknown peer waits for discovery to find it.
-RESOLVE_WAIT_S = 2.0
 #: After the first answer naming the wanted peer, wait this long for other nodes' answers
 #: (they answer a discovery at once) before resolving the name.
 RESOLVE_SETTLE_S = 0.25
-#: How long a one-shot `chat --all` listens for peers before sending.
-SETTLE_WAIT_S = 0.6
-#: Backstop for one chat request; the engine normally decides well within it (<= ~10 s).
-CHAT_GUARD_S = 30.0
 MAX_DISCOVER_S = 60.0
 
 

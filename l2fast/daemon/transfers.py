@@ -35,7 +35,7 @@ from l2fast.daemon.benchjobs import (
     sender_note,
 )
 from l2fast.daemon.display import escape_text, format_mac
-from l2fast.daemon.outgoing import POLL_S, OutgoingJob, SourceFile, raise_fd_limit
+from l2fast.daemon.outgoing import POLL_S, OutgoingJob, SourceFile
 from l2fast.daemon.runner import NodeRunner
 from l2fast.errors import L2fastError, RemoteProtocolError
 from l2fast.node.events import (
@@ -75,6 +75,7 @@ from l2fast.transfer.receiver_proc import (
     ReceiveJob,
     SmallFileReceiver,
 )
+from l2fast.transfer.tree import raise_fd_limit
 from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind, error_name
 from l2fast.wire.frames import FileInline, FileOffer
 

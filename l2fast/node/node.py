@@ -37,7 +37,8 @@ from l2fast.node.events import (
     StreamDelivered,
 )
 from l2fast.node.negotiation import negotiate
-from l2fast.node.ping import PING_HEADER, Pinger, PingStats
+from l2fast.node.ping import Pinger
+from l2fast.node.pingstats import PingStats
 from l2fast.node.ratelimit import ReplyLimiter
 from l2fast.node.session import Session, SessionInfo, format_mac, wire_text
 from l2fast.node.states import Role, SessionState
@@ -47,6 +48,7 @@ from l2fast.wire.constants import (
     MAX_MTU,
     MAX_NAME_BYTES,
     MIN_MTU,
+    PING_HEADER,
     Caps,
     ErrorCode,
     FrameType,

@@ -17,7 +17,6 @@ to the frame (the sending turn's own bookkeeping, after the PONG had come in, mu
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -25,74 +24,16 @@ from dataclasses import dataclass
 from l2fast.errors import LocalProtocolError
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import PingLost, PingReply
+from l2fast.node.pingstats import PingStats, RttStats
 from l2fast.node.ratelimit import ReplyLimiter
-from l2fast.wire.constants import MAX_PAYLOAD, max_payload
+from l2fast.wire.constants import MAX_PAYLOAD, PING_HEADER, max_payload
 from l2fast.wire.frames import Frame, Ping, Pong
 
-__all__ = ["PING_HEADER", "PingStats", "Pinger", "RttStats"]
+__all__ = ["Pinger"]
 
-#: Bytes of a PING payload before the filler: ident, ts_ns.
-PING_HEADER = 12
 _U64 = (1 << 64) - 1
 # How many answered sequence numbers are remembered to recognise duplicates.
 _ANSWERED_MEMORY = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class PingStats:
-    """ping(8)'s summary for one peer; RTTs in nanoseconds, 0 when nothing was received."""
-
-    sent: int
-    received: int
-    duplicates: int
-    #: Fraction of PINGs lost, 0.0..1.0 (PINGs still awaiting an answer count as lost).
-    loss: float
-    rtt_min_ns: int
-    rtt_avg_ns: int
-    rtt_max_ns: int
-    #: Standard deviation of the RTTs, as ping(8)'s "mdev".
-    rtt_mdev_ns: int
-
-
-class RttStats:
-    """Running RTT figures for one peer."""
-
-    __slots__ = ("_max", "_min", "_sum", "_sumsq", "duplicates", "received", "sent")
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.received = 0
-        self.duplicates = 0
-        self._sum = 0
-        self._sumsq = 0
-        self._min = 0
-        self._max = 0
-
-    def add(self, rtt_ns: int) -> None:
-        """Count one answered PING."""
-        self._min = rtt_ns if self.received == 0 else min(self._min, rtt_ns)
-        self._max = max(self._max, rtt_ns)
-        self.received += 1
-        self._sum += rtt_ns
-        self._sumsq += rtt_ns * rtt_ns
-
-    def summary(self) -> PingStats:
-        """The figures so far."""
-        n = self.received
-        avg = self._sum / n if n else 0.0
-        # ping(8): mdev = sqrt(mean(x^2) - mean(x)^2), exact here thanks to integer sums.
-        mdev = math.sqrt(max(0.0, self._sumsq / n - avg * avg)) if n else 0.0
-        loss = 1.0 - n / self.sent if self.sent else 0.0
-        return PingStats(
-            sent=self.sent,
-            received=n,
-            duplicates=self.duplicates,
-            loss=max(0.0, loss),
-            rtt_min_ns=self._min,
-            rtt_avg_ns=round(avg),
-            rtt_max_ns=self._max,
-            rtt_mdev_ns=round(mdev),
-        )
 
 
 @dataclass(slots=True)

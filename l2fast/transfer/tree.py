@@ -29,7 +29,9 @@ out. Only a source whose own name is such is a TreeError (there would be nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import stat
 from dataclasses import dataclass
 
@@ -47,6 +49,7 @@ __all__ = [
     "TreePlan",
     "open_entry",
     "plan_tree",
+    "raise_fd_limit",
 ]
 
 #: SkippedEntry.reason of a symlink left out because symlinks are not followed.
@@ -285,6 +288,14 @@ def plan_tree(
         n_files=n_files,
         n_dirs=len(entries) - n_files,
     )
+
+
+def raise_fd_limit() -> None:
+    """Open files up to the hard limit: a folder is sent with one descriptor per file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def open_entry(entry: TreeEntry) -> int:

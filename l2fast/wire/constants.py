@@ -26,6 +26,8 @@ DEFAULT_CHAT_CAP = 1 << 20
 MAX_CHAT_BYTES = 16 << 20
 MAX_SACK_RANGES = 64
 MAX_TEXT_BYTES = 512
+#: Bytes of a PING payload before the filler: u32 ident, u64 ts_ns (PROTOCOL.md §PING, PONG).
+PING_HEADER = 12
 
 
 def max_payload(mtu: int) -> int:

@@ -190,7 +190,7 @@ def test_through_the_sender_daemon_and_refusal(make_lab: Any, tmp_path: Path) ->
 
 HOSTILE = r"""
 import json, sys
-from l2fast.daemon.client import LocalClient
+from l2fast.daemon.local_client import LocalClient
 from l2fast.node.events import ControlReceived, SessionOpened
 from l2fast.wire.frames import FileOffer
 

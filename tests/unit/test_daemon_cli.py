@@ -20,7 +20,7 @@ from l2fast.daemon.display import escape_text, looks_like_mac, parse_mac
 from l2fast.daemon.interfaces import NoInterface, choose_interface, has_cap_net_raw
 from l2fast.errors import UnknownInterface
 from l2fast.native import InterfaceInfo
-from l2fast.node.ping import RttStats
+from l2fast.node.pingstats import RttStats
 
 REPO = Path(__file__).resolve().parents[2]
 

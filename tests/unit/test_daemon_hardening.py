@@ -23,7 +23,8 @@ import pytest
 from l2fast.cli import build_parser
 from l2fast.daemon.client import DaemonClient
 from l2fast.daemon.control import ControlClient, control_address
-from l2fast.daemon.daemon import Daemon, DaemonOptions, _check_options
+from l2fast.daemon.daemon import Daemon, _check_options
+from l2fast.daemon.options import DaemonOptions
 from l2fast.errors import L2fastError
 from l2fast.transfer import receiver_proc
 from l2fast.wire.constants import Features

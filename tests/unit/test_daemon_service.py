@@ -22,7 +22,8 @@ from l2fast.commands.status import status_lines
 from l2fast.daemon import service
 from l2fast.daemon.client import DaemonClient
 from l2fast.daemon.control import ControlClient, ControlRefused, control_address
-from l2fast.daemon.daemon import Daemon, DaemonOptions
+from l2fast.daemon.daemon import Daemon
+from l2fast.daemon.options import DaemonOptions
 from l2fast.errors import L2fastError
 from l2fast.node.config import NodeConfig
 from tests.fake_wire import FakeHub

@@ -11,7 +11,8 @@ import pytest
 from l2fast.errors import LocalProtocolError
 from l2fast.node.config import NodeConfig
 from l2fast.node.events import PingLost, PingReply
-from l2fast.node.ping import Pinger, RttStats
+from l2fast.node.ping import Pinger
+from l2fast.node.pingstats import RttStats
 from l2fast.wire.constants import FrameType
 from l2fast.wire.frames import Frame, Ping, Pong
 from tests.node_harness import pair

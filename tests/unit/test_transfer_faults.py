@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2fast.transfer import TransferStalled, TxConfig
+from l2fast.transfer.reliability import TransferStalled, TxConfig
 from tests.transfer_harness import Faults, Result, Setup, run
 
 SEEDS = range(8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from l2fast.transfer import RxConfig, RxTracker, TransferStalled, TxConfig, TxWindow
-from l2fast.transfer.reliability import coalesce_feedback
+from l2fast.transfer.receiver import RxConfig, RxTracker
+from l2fast.transfer.reliability import TransferStalled, TxConfig, TxWindow, coalesce_feedback
 from l2fast.wire.constants import MAX_SACK_RANGES
 from l2fast.wire.frames import Feedback
 

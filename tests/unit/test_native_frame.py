@@ -71,6 +71,8 @@ def test_constants_match_the_header() -> None:
     assert _lib.L2F_VERSION == C.VERSION
     assert _lib.L2F_MAX_PAYLOAD == C.MAX_PAYLOAD
     assert _lib.L2F_DEFAULT_ETHERTYPE == C.DEFAULT_ETHERTYPE
+    # The C echo responder refuses PINGs shorter than the Python node does.
+    assert _lib.L2F_ECHO_PING_HEADER == C.PING_HEADER
     assert len(Verdict) == _lib.L2F_V_COUNT
     for v in Verdict:
         assert getattr(_lib, f"L2F_V_{v.name}") == v.value

@@ -7,7 +7,7 @@ import argparse
 
 from l2fast.commands.discover import print_json
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import aligned, counted, offers_by_folder
+from l2fast.daemon.display import aligned, counted, offers_by_folder, peer_label
 from l2fast.progress import format_bytes
 
 INBOX_EXAMPLES = """\
@@ -27,6 +27,7 @@ def run_inbox(args: argparse.Namespace) -> int:
     """List pending offers."""
     with connect(args.interface, local_ok=False) as client:
         offers = client.request({"op": "inbox"}, 10)["offers"]
+        names = {p["mac"]: p["name"] for p in client.request({"op": "peers"}, 10)["peers"]}
     if args.json:
         print_json(offers)
         return 0
@@ -41,7 +42,7 @@ def run_inbox(args: argparse.Namespace) -> int:
         rows.append(
             (
                 str(o["id"]),
-                o["peer"],
+                peer_label(o["peer"], names.get(o["peer"])),
                 o["kind"],
                 format_bytes(o["size"]),
                 path,

@@ -58,6 +58,12 @@ def format_mac(mac: bytes) -> str:
     return mac.hex(":")
 
 
+def peer_label(mac: str, name: str | None) -> str:
+    """`alice (02:4c:32:00:00:01)`: a peer as people are shown it, its announced name escaped
+    and always with its MAC, since a name is whatever the peer chose to announce."""
+    return f"{escape_text(name)} ({mac})" if name is not None else mac
+
+
 def parse_mac(text: str) -> bytes | None:
     """The 6 bytes of a MAC written `aa:bb:cc:dd:ee:ff` (or with `-`; a byte may drop its
     leading zero, as `ip link` prints none but accepts `2:0:...`), or None if it is not one."""

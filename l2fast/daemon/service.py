@@ -32,7 +32,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from l2fast.daemon.control import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
-from l2fast.daemon.display import escape_text, format_mac, looks_like_mac, parse_mac
+from l2fast.daemon.display import (
+    escape_text,
+    format_mac,
+    looks_like_mac,
+    parse_mac,
+    peer_label,
+)
 from l2fast.daemon.pingjob import PingJob
 from l2fast.daemon.runner import NodeRunner
 from l2fast.daemon.transfers import Transfers
@@ -504,9 +510,7 @@ class NodeService:
 
     def _peer_label(self, mac: bytes) -> str:
         known = self.engine.discovery.table.get(mac)
-        if known is None:
-            return format_mac(mac)
-        return f"{escape_text(known.name)} ({format_mac(mac)})"
+        return peer_label(format_mac(mac), None if known is None else known.name)
 
     # --- chat --------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from l2fast.daemon.display import (
     format_rtt_us,
     offers_by_folder,
     parse_mac,
+    peer_label,
 )
 from l2fast.progress import format_bytes
 
@@ -609,7 +610,7 @@ class UiModel:
 
     def _label_of(self, mac: str) -> str:
         peer = self._peer(mac)
-        return f"{escape_text(peer['name'])} ({mac})" if peer is not None else mac
+        return peer_label(mac, None if peer is None else peer["name"])
 
     def _move_target(self, step: int) -> None:
         choices: list[str | None] = [None, *(p["mac"] for p in self.peers)]

@@ -100,18 +100,46 @@ def test_inbox_text_shows_a_waiting_folder_once_with_its_count(
          "waiting_s": 1.0, "folder": None},
     ]  # fmt: skip
 
-    class Client:
-        def __enter__(self) -> Client:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def request(self, request: dict[str, object], timeout: float) -> dict[str, object]:
-            return {"offers": offers}
-
-    monkeypatch.setattr(inbox, "connect", lambda *a, **k: Client())
+    monkeypatch.setattr(inbox, "connect", lambda *a, **k: FakeNode(offers, peers=[]))
     assert inbox.run_inbox(argparse.Namespace(interface=None, json=False)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].split()[:2] == ["ID", "PEER"]
     assert "tree  (and 300 entries inside)" in lines[1] and lines[2].split()[0] == "400"
+
+
+class FakeNode:
+    """The daemon as `l2fast inbox` sees it: its offers and its neighbour table."""
+
+    def __init__(self, offers: list[dict[str, object]], peers: list[dict[str, object]]) -> None:
+        self.replies = {"inbox": {"offers": offers}, "peers": {"peers": peers}}
+
+    def __enter__(self) -> FakeNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def request(self, request: dict[str, object], timeout: float) -> dict[str, object]:
+        return self.replies[str(request["op"])]
+
+
+def test_inbox_names_a_known_sender_beside_its_mac(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A person deciding whether to accept sees who sent it by name (with the MAC, since a name
+    # is only what the peer announced), escaped like every text from the wire.
+    def offer(oid: int, mac: str) -> dict[str, object]:
+        return {"id": oid, "peer": mac, "kind": "file", "size": 5, "path": f"f{oid}",
+                "waiting_s": 1.0, "folder": None}  # fmt: skip
+
+    offers = [offer(1, "02:00:00:00:00:01"), offer(2, "02:00:00:00:00:09")]
+    peers = [{"mac": "02:00:00:00:00:01", "name": "alice\x1b[2J"}]
+    monkeypatch.setattr(inbox, "connect", lambda *a, **k: FakeNode(offers, peers))
+    assert inbox.run_inbox(argparse.Namespace(interface=None, json=False)) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "\x1b" not in out
+    assert "alice\\x1b[2J (02:00:00:00:00:01)" in lines[1]
+    assert lines[2].split()[1] == "02:00:00:00:00:09"  # not in the table: the MAC alone
+    assert inbox.run_inbox(argparse.Namespace(interface=None, json=True)) == 0
+    assert '"peer": "02:00:00:00:00:01"' in capsys.readouterr().out  # JSON keeps the MAC

@@ -140,23 +140,39 @@ class MessageBuffer:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    @property
+    def partial(self) -> bool:
+        """True while a message has begun and not yet ended."""
+        return bool(self._buf)
+
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
         """Add received bytes; yield every complete message. Raises ValueError on garbage."""
+        for line in self.lines(data):
+            yield self.decode(line)
+
+    def lines(self, data: bytes) -> list[bytes]:
+        """Add received bytes; the complete lines they end, undecoded. ValueError when a
+        message grows past MAX_MESSAGE."""
         self._buf += data
+        lines: list[bytes] = []
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
                 if len(self._buf) > MAX_MESSAGE:
                     raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
-                return
-            line = bytes(self._buf[:end])
-            del self._buf[: end + 1]
-            if len(line) > MAX_MESSAGE:
+                return lines
+            if end > MAX_MESSAGE:
                 raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
-            obj = json.loads(line.decode("utf-8"))
-            if not isinstance(obj, dict):
-                raise ValueError("a control message must be a JSON object")
-            yield obj
+            lines.append(bytes(self._buf[:end]))
+            del self._buf[: end + 1]
+
+    @staticmethod
+    def decode(line: bytes) -> dict[str, Any]:
+        """One line as a message. Raises ValueError (or UnicodeDecodeError) on garbage."""
+        obj = json.loads(line.decode("utf-8"))
+        if not isinstance(obj, dict):
+            raise ValueError("a control message must be a JSON object")
+        return obj
 
 
 @dataclass
@@ -168,6 +184,8 @@ class ControlConnection:
     key: int = -1  # the descriptor number it was registered under (fileno() is -1 once closed)
     inbox: MessageBuffer = field(default_factory=MessageBuffer)
     fds: list[int] = field(default_factory=list)  # received with SCM_RIGHTS, not yet claimed
+    # Descriptors that came with the first part of a request whose end has not come yet.
+    held_fds: list[int] = field(default_factory=list)
     closed: bool = False
     # Streaming operations (chat watch, transfer progress) register here to be told of the close.
     on_close: list[Callable[[], None]] = field(default_factory=list)
@@ -227,8 +245,9 @@ class ControlConnection:
         if self.closed:
             return
         self.closed = True
-        for fd in self.take_fds():
+        for fd in self.take_fds() + self.held_fds:
             os.close(fd)
+        self.held_fds = []
         for callback in self.on_close:
             callback()
         self.on_close.clear()
@@ -236,6 +255,14 @@ class ControlConnection:
 
 
 RequestHandler = Callable[[ControlConnection, dict[str, Any]], None]
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close descriptors nobody claimed, and forget them."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 class ControlServer:
@@ -361,25 +388,58 @@ class ControlServer:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % fds.itemsize
                 fds.frombytes(payload[:usable])
-        conn.fds.extend(fds)
+        arrived = list(fds)
         if not data:
+            _close_all(arrived)
             self.drop(conn)
             return
         try:
-            for request in conn.inbox.feed(data):
-                if not isinstance(request.get("op"), str):
-                    raise ValueError("a request needs a string 'op'")
-                self.handler(conn, request)
-                if conn.closed:
-                    break
+            self._dispatch(conn, data, arrived)
         except (ValueError, UnicodeDecodeError) as exc:
             self.bad_requests += 1
             conn.send({"ok": False, "error": f"bad request: {exc}"})
             self.drop(conn)
         finally:
             # Descriptors not claimed by the request they came with must not leak.
+            _close_all(arrived)
             for fd in conn.take_fds():
                 os.close(fd)
+
+    def _dispatch(self, conn: ControlConnection, data: bytes, arrived: list[int]) -> None:
+        """Handle the requests `data` completes, each with the descriptors it came with.
+
+        A client sends a request and its descriptors in one sendmsg, so they come with the
+        request's first bytes, and the kernel ends a read after the part that carried them
+        (unix(7): "ancillary data forms a kind of barrier"). The descriptors of a
+        read therefore belong to the last request that begins in it, even when that request
+        ends in a later read (a long one, such as `send` of a large folder); until it ends they
+        wait in `held_fds`. Descriptors that come with the middle of a request have no request
+        and are closed (`arrived` is emptied as requests take their share).
+        """
+        continued = conn.inbox.partial  # a request begun in an earlier read ends here, or later
+        lines = conn.inbox.lines(data)
+        # Who owns what: the request that ends first here (if it began earlier) the held
+        # descriptors, the last request that begins here those that arrived now.
+        owners: dict[int, list[int]] = {}
+        if continued and lines:
+            owners[0], conn.held_fds = conn.held_fds, []
+        if conn.inbox.partial and (lines or not continued):  # the last request begins here
+            conn.held_fds, arrived[:] = list(arrived), []
+        elif lines and not (continued and len(lines) == 1):  # the last complete one began here
+            owners[len(lines) - 1], arrived[:] = list(arrived), []
+        try:
+            for i, line in enumerate(lines):
+                request = conn.inbox.decode(line)
+                if not isinstance(request.get("op"), str):
+                    raise ValueError("a request needs a string 'op'")
+                conn.fds = owners.pop(i, [])
+                self.handler(conn, request)
+                _close_all(conn.fds)
+                if conn.closed:
+                    break
+        finally:  # requests not reached (garbage, a closed connection) leave theirs behind
+            for fds in owners.values():
+                _close_all(fds)
 
     def drop(self, conn: ControlConnection) -> None:
         """Forget and close a client."""

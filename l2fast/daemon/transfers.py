@@ -1119,6 +1119,11 @@ class Transfers:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if isinstance(exc, StopIteration):
+                raise L2fastError(
+                    f"bad send request: it lists more files than the {len(fds)} descriptors "
+                    "that came with it"
+                ) from None
             raise L2fastError(f"bad send request: {exc!r}") from None
         job = OutgoingJob(self, reply, peer, sources, digest)
         self.outgoing[job.session] = job

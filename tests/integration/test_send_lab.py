@@ -181,6 +181,19 @@ def test_through_the_sender_daemon_and_refusal(make_lab: Any, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr + lab.log_tail("h1")
     assert all((rx2 / "many" / f"f{i}").read_bytes() == (many / f"f{i}").read_bytes()
                for i in range(40))  # fmt: skip
+    # A folder whose `send` request (one line listing every file, ~100 bytes each) is longer
+    # than one read of the control socket: the last descriptors come with its first part
+    # (a 700-file folder failed with "bad send request: StopIteration()").
+    large = tmp_path / "large"
+    large.mkdir()
+    for i in range(1200):
+        (large / f"a-file-name-long-enough-{i:04d}").write_bytes(i.to_bytes(2, "big"))
+    result = lab.send("h1", "h2", large)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h1")
+    assert final_event(result.stdout)["files"] == 1200
+    assert sorted(p.name for p in (rx2 / "large").iterdir()) == sorted(
+        p.name for p in large.iterdir()
+    )
     # h1 refuses everything: h2's send fails clearly, nothing lands in h1's directory.
     refused = lab.cli("h2", "send", "h1", str(src))
     assert refused.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import os
@@ -193,6 +194,55 @@ def test_unclaimed_descriptors_are_closed(server: ServerThread, address: str) ->
     while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_descriptors_reach_a_request_longer_than_one_read(
+    server: ServerThread, address: str
+) -> None:
+    # `l2fast send` of a folder through a daemon: the final request lists every file (700
+    # small files made it ~66 KB, more than one read of the socket) and carries the last
+    # descriptors. They arrive with its first part and used to be closed as unclaimed before
+    # the rest came ("bad send request: StopIteration()").
+    with tempfile.TemporaryFile() as a, tempfile.TemporaryFile() as b:
+        a.write(b"first")
+        b.write(b"second")
+        a.flush()
+        b.flush()
+        padding = "x" * (3 * 65536)
+        with ControlClient(address) as client:
+            reply = client.request({"op": "read-fd", "pad": padding}, fds=[a.fileno(), b.fileno()])
+    assert reply["contents"] == ["first", "second"]
+
+
+def test_descriptors_belong_to_the_request_they_came_with(
+    server: ServerThread, address: str
+) -> None:
+    # Sent by hand in pieces, each piece read on its own: the descriptors go to the request
+    # whose first bytes came with them, not to one that ends in the same read, and descriptors
+    # that come with the middle of a request are closed, never handed to a later one.
+    raw = connect_raw(address)
+    with tempfile.TemporaryFile() as a, tempfile.TemporaryFile() as b:
+        a.write(b"A")
+        b.write(b"B")
+        a.flush()
+        b.flush()
+
+        def piece(data: bytes, fds: list[int] | None = None) -> None:
+            rights = array.array("i", fds or []).tobytes()
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)] if fds else []
+            raw.sendmsg([data], anc)
+            time.sleep(0.15)  # let the server read it alone
+
+        piece(b'{"op": "read-fd", "n": 1', [a.fileno()])  # begins request 1, with A
+        piece(b', "more": 1', [b.fileno()])  # the middle of request 1, with B: not B's owner
+        piece(b'}\n{"op": "read-fd", "n": 2')  # ends 1, begins 2 (no descriptors)
+        piece(b'}\n{"op": "read-fd", "n": 3}\n', [b.fileno()])  # ends 2, then 3 with B
+    lines = b""
+    while lines.count(b"\n") < 3:
+        lines += raw.recv(65536)
+    raw.close()
+    replies = [json.loads(line) for line in lines.splitlines()]
+    assert [r["contents"] for r in replies] == [["A"], [], ["B"]]
 
 
 def test_filesystem_socket_is_private(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from l2fast.daemon.daemon import Daemon, _check_options
 from l2fast.daemon.options import DaemonOptions
 from l2fast.errors import L2fastError
 from l2fast.transfer import receiver_proc
-from l2fast.wire.constants import Features
+from l2fast.wire.constants import Digest, Features
 from tests.fake_wire import FakeHub
 from tests.service_harness import make_runner
 
@@ -168,3 +168,18 @@ def test_a_recv_dir_that_is_a_file_is_not_told_to_be_created(tmp_path: Path) -> 
     with pytest.raises(L2fastError) as info:
         _check_options(DaemonOptions(recv_dir=str(tmp_path / "missing")))
     assert "does not exist" in info.value.message and "mkdir -p" in (info.value.hint or "")
+
+
+def test_a_send_with_fewer_descriptors_than_files_says_so_and_closes_them(
+    make_nodes: Any, tmp_path: Path
+) -> None:
+    # What a lost descriptor looked like to the user: "bad send request: StopIteration()".
+    nodes = make_nodes("all")
+    fd = os.open(tmp_path / "one", os.O_CREAT | os.O_RDWR, 0o600)
+    files = [{"path": "a", "kind": 0}, {"path": "b", "kind": 0}]
+    with pytest.raises(L2fastError, match="lists more files than the 1 descriptors"):
+        nodes.service.transfers.start_send(
+            lambda _obj: None, nodes.b.engine.mac, files, [fd], Digest.SHA256
+        )
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed by the daemon, which owned it

@@ -19,6 +19,7 @@ from l2fast.transfer.tree import (
     NOT_FOLLOWED,
     SkippedEntry,
     TreePlan,
+    check_fd_room,
     open_entry,
     plan_tree,
     raise_fd_limit,
@@ -87,8 +88,9 @@ RESUME_HINT = "send it again: what arrived is kept and the transfer resumes"
 
 def run(args: argparse.Namespace) -> int:
     """Send PATH to PEER and report."""
-    raise_fd_limit()
+    fd_limit = raise_fd_limit()
     plan = plan_tree(args.path, 1024, follow_symlinks=args.follow_symlinks)
+    check_fd_room(plan, fd_limit)
     files: list[dict[str, Any]] = []
     fds: list[int] = []
     try:

@@ -42,11 +42,13 @@ from l2fast.wire.constants import MAX_PATH_BYTES, MAX_PATH_COMPONENT_BYTES, File
 from l2fast.wire.frames_transfer import path_violation
 
 __all__ = [
+    "FD_HEADROOM",
     "NOT_FOLLOWED",
     "SkippedEntry",
     "TreeEntry",
     "TreeError",
     "TreePlan",
+    "check_fd_room",
     "open_entry",
     "plan_tree",
     "raise_fd_limit",
@@ -290,12 +292,32 @@ def plan_tree(
     )
 
 
-def raise_fd_limit() -> None:
-    """Open files up to the hard limit: a folder is sent with one descriptor per file."""
+def raise_fd_limit() -> int:
+    """Open files up to the hard limit: a folder is sent with one descriptor per file.
+    Returns how many descriptors this process may now hold."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+#: Descriptors a sending process needs besides one per file (stdio, sockets, pipes, rings).
+FD_HEADROOM = 64
+
+
+def check_fd_room(plan: TreePlan, limit: int) -> None:
+    """TreeError, before anything is opened, when the plan has more files than a process may
+    hold descriptors for (every file is opened before its offer goes out, and stays open
+    until its transfer ends)."""
+    if plan.n_files + FD_HEADROOM > limit:
+        raise TreeError(
+            f"{plan.n_files:,} files to send, more than this system lets one process keep open "
+            f"at once ({limit:,} descriptors, {FD_HEADROOM} of them kept for other uses)",
+            hint="send its folders one at a time, or raise the hard limit on open files for "
+            "this command and the daemon (`ulimit -Hn` shows it; root sets it in "
+            "/etc/security/limits.conf, or with LimitNOFILE= for a systemd service)",
+        )
 
 
 def open_entry(entry: TreeEntry) -> int:

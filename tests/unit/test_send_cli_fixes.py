@@ -18,7 +18,14 @@ from l2fast import cli
 from l2fast.commands import send
 from l2fast.commands.send import RESUME_HINT, _skipped_line, _summary
 from l2fast.progress import JsonProgress
-from l2fast.transfer.tree import NOT_FOLLOWED, SkippedEntry, TreeError, open_entry, plan_tree
+from l2fast.transfer.tree import (
+    FD_HEADROOM,
+    NOT_FOLLOWED,
+    SkippedEntry,
+    TreeError,
+    open_entry,
+    plan_tree,
+)
 from l2fast.wire.constants import ErrorCode, FileKind
 
 Final = Callable[[dict[str, Any]], dict[str, Any]]
@@ -203,6 +210,37 @@ def test_a_device_or_fifo_as_path_is_one_clear_error(
     )
     assert err[1].startswith("l2fast: hint: ")
     assert client.requests == []  # nothing was asked of the node
+
+
+def test_more_files_than_descriptors_is_one_clear_error_before_anything_opens(
+    tmp_path: Path,
+    node: Callable[[Final], FakeClient],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Every file is opened before its offer goes out: a folder of more files than the process
+    # may keep open failed half-way with "cannot open huge/f19995: Too many open files".
+    src = tmp_path / "huge"
+    src.mkdir()
+    for i in range(8):
+        (src / f"f{i}").write_bytes(b"x")
+    monkeypatch.setattr(send, "raise_fd_limit", lambda: 8 + FD_HEADROOM - 1)
+    opened: list[object] = []
+    monkeypatch.setattr(send, "open_entry", lambda e: opened.append(e) or os.open("/", 0))
+    client = node(verified)
+    assert cli.main(["send", "h2", str(src)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        "l2fast: error: 8 files to send, more than this system lets one process keep open at "
+        f"once ({8 + FD_HEADROOM - 1} descriptors, {FD_HEADROOM} of them kept for other uses)"
+    )
+    assert err[1].startswith("l2fast: hint: send its folders one at a time")
+    assert (opened, client.requests) == ([], [])
+    # One more descriptor allowed, and it goes.
+    monkeypatch.setattr(send, "open_entry", open_entry)
+    monkeypatch.setattr(send, "raise_fd_limit", lambda: 8 + FD_HEADROOM)
+    assert cli.main(["send", "h2", str(src)]) == 0
+    assert len(client.read) == 8
 
 
 def test_a_source_whose_own_name_receivers_refuse_is_an_error(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.control import MAX_FDS
+from l2fast.daemon.control import MAX_FDS, DaemonClosed
 from l2fast.daemon.display import counted
 from l2fast.errors import L2fastError
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
@@ -146,6 +146,13 @@ def _send(
             line.clear()  # "interrupted" goes on a line of its own; the node cancels the send
             # Exit 130, as for any Ctrl-C (128 + SIGINT).
             raise L2fastError("interrupted", hint=RESUME_HINT, exit_code=130) from None
+        except DaemonClosed:
+            line.clear()
+            raise L2fastError(
+                "the l2fast daemon closed the connection during the transfer",
+                hint="it stopped or restarted (`l2fast status` tells whether one runs now; its "
+                f"log says why); once it runs, {RESUME_HINT}",
+            ) from None
     ok = bool(final.get("success")) and bool(final.get("verified"))
     final["files"] = _results(final.get("files", []), {e.path: e.kind for e in plan.entries})
     sent = int(final.get("bytes_sent", 0))

@@ -63,6 +63,10 @@ class ControlRefused(L2fastError):
     """The daemon refused this user, or the request."""
 
 
+class DaemonClosed(L2fastError):
+    """The daemon closed the connection (it stopped or restarted) before the answer came."""
+
+
 def control_address(ifname: str, path: str | None = None) -> str:
     """The control socket address for the daemon on `ifname` (abstract unless `path`)."""
     return path if path else f"\0l2fast/{ifname}"
@@ -457,8 +461,8 @@ class ControlServer:
                 os.unlink(self.address)
 
 
-def _closed() -> L2fastError:
-    return L2fastError(
+def _closed() -> DaemonClosed:
+    return DaemonClosed(
         "the l2fast daemon closed the connection",
         hint="it stopped or restarted: `l2fast status` tells whether one runs now; its log "
         "(stderr) says why",

@@ -17,6 +17,7 @@ import pytest
 from l2fast import cli
 from l2fast.commands import send
 from l2fast.commands.send import RESUME_HINT, _skipped_line, _summary
+from l2fast.daemon.control import DaemonClosed
 from l2fast.progress import JsonProgress
 from l2fast.transfer.tree import (
     FD_HEADROOM,
@@ -403,3 +404,36 @@ def test_ctrl_c_during_a_send_says_that_sending_again_resumes(
     if as_json:
         report = json.loads(out.out.splitlines()[-1])
         assert report == {"error": "interrupted", "hint": RESUME_HINT, "exit_code": 130}
+
+
+def test_a_daemon_that_stops_mid_send_says_the_send_resumes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The daemon (sending for this command) stopped with SIGTERM mid-transfer: the receiver
+    # keeps its part file, so sending again resumes, which the error now says.
+    class Stopping(FakeClient):
+        via_daemon = True
+
+        def send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
+            for fd in fds or []:
+                os.close(fd)
+
+        def stream(
+            self, request: dict[str, Any], timeout: float, fds: list[int] | None = None
+        ) -> Iterator[dict[str, Any]]:
+            for fd in fds or []:
+                os.close(fd)
+            yield {"event": "progress", "bytes": 5, "total": 10}
+            raise DaemonClosed("the l2fast daemon closed the connection", hint="(generic)")
+
+    (tmp_path / "f").write_bytes(b"x" * 10)
+    monkeypatch.setattr(send, "connect", lambda *a, **k: Stopping(verified))
+    assert cli.main(["send", "h2", str(tmp_path / "f")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("l2fast:")]
+    assert err[0] == "l2fast: error: the l2fast daemon closed the connection during the transfer"
+    assert err[1].startswith("l2fast: hint: it stopped or restarted")
+    assert err[1].endswith(
+        "once it runs, send it again: what arrived is kept and the transfer resumes"
+    )

@@ -98,8 +98,8 @@ class NativeError(L2fastError):
 class ProtocolError(L2fastError):
     """A protocol rule was broken; carries the wire error code (PROTOCOL.md §ERROR)."""
 
-    def __init__(self, message: str, code: int = 4) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, code: int = 4, *, hint: str | None = None) -> None:
+        super().__init__(message, hint)
         self.code = code
 
 

@@ -43,7 +43,9 @@ def to_bytes(text: str | bytes, cap: int) -> bytes:
     limit = min(cap, MAX_CHAT_BYTES)
     if len(data) > limit:
         raise LocalProtocolError(
-            f"chat message is {len(data)} bytes, the limit is {limit}", code=ErrorCode.TOO_LARGE
+            f"chat message is {len(data)} bytes, the limit is {limit}",
+            code=ErrorCode.TOO_LARGE,
+            hint="longer text goes as a file: l2fast send PEER FILE",
         )
     return data
 

@@ -319,8 +319,10 @@ def test_bad_requests_are_refused_with_a_reason(
     nodes: tuple[Node, Node], request_: dict[str, Any], error: str
 ) -> None:
     a, _ = nodes
-    with a.client() as c, pytest.raises(ControlRefused, match=error):
+    with a.client() as c, pytest.raises(ControlRefused, match=error) as refused:
         c.request(request_, 10)
+    if error == "the limit is":  # and says where longer text can go
+        assert refused.value.hint == "longer text goes as a file: l2fast send PEER FILE"
     with a.client() as c:  # and the daemon carries on
         assert c.request({"op": "status"}, 5)["status"]["name"] == "alpha"
 

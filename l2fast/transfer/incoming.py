@@ -454,17 +454,14 @@ def place_files(
                 continue
             try:
                 info = os.fstat(f._parent)
-                key = (info.st_dev, info.st_ino)
-                if key not in synced:
-                    synced[key] = None
-                    try:
-                        os.fsync(f._parent)
-                    except OSError as exc:
-                        synced[key] = exc
-                if (error := synced[key]) is not None:
-                    raise error
             except OSError as exc:
                 fail(i, exc, "writing its directory to disk")
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key not in synced:
+                synced[key] = _fsync_error(f._parent)
+            if (error := synced[key]) is not None:
+                fail(i, error, "writing its directory to disk")
         for i in going():
             results[i] = batch[i][0]._placed(names[i])
     except BaseException:
@@ -472,3 +469,12 @@ def place_files(
             f.interrupt()  # only those not placed yet
         raise
     return cast(list[PlacedFile | PlacementError], results)
+
+
+def _fsync_error(fd: int) -> OSError | None:
+    """fsync `fd`; the error, if it failed (every file in that directory fails with it)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    return None

@@ -152,6 +152,23 @@ def test_a_file_whose_data_cannot_be_synced_fails_alone(
     assert len(syncs.dirs()) == 1
 
 
+def test_a_directory_that_cannot_be_synced_fails_its_files_only_and_is_tried_once(
+    rd: ReceiveDir, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payloads = {"bad/a": b"a", "bad/b": b"b", "good/c": b"c"}
+    files = [start(rd, path, data) for path, data in payloads.items()]
+    syncs = Syncs(monkeypatch, fail_inode=(root / "bad").stat().st_ino)
+
+    results = place_files(verified(files, list(payloads.values())))
+
+    assert [type(r) for r in results] == [PlacementError, PlacementError, PlacedFile]
+    assert [r.message for r in results[:2] if isinstance(r, PlacementError)] == [
+        f"{name}: writing its directory to disk failed: Input/output error"
+        for name in ("bad/a", "bad/b")
+    ]
+    assert sorted(syncs.dirs()) == sorted((root / d).stat().st_ino for d in ("bad", "good"))
+
+
 def test_a_digest_mismatch_in_a_batch_discards_only_that_file(
     rd: ReceiveDir, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from l2fast import native
 from l2fast.daemon.client import CLOSE_WAIT_S, NodeClient
 from l2fast.daemon.runner import NodeRunner, keyed_control_filter
 from l2fast.daemon.service import NodeService
@@ -59,8 +60,6 @@ class LocalClient(NodeClient):
     """
 
     def __init__(self, ifname: str, name: str, key: LanKey | None = None) -> None:
-        from l2fast import native  # the C core; only needed when the command runs a node
-
         super().__init__(ifname)
         sock = native.RawSocket.open(ifname)
         try:

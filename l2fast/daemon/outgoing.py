@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
 from collections import deque
 from collections.abc import Iterable
@@ -32,6 +31,8 @@ from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.runner import NodeRunner, Timer
 from l2fast.errors import L2fastError
 from l2fast.native import datapath as dp
+from l2fast.native import mapguard
+from l2fast.native.mapguard import GuardedMap, SourceChanged
 from l2fast.transfer.digest import FileDigester, new_hasher
 from l2fast.transfer.protocol import (
     FileCompleted,
@@ -98,6 +99,9 @@ INLINE_DIGEST_BYTES = 256 << 10
 #: While an offer is held for a person at the receiver, the client hears from the job at
 #: least this often (`waiting`), well inside its silence timeout (send.SILENCE_S).
 HELD_REPEAT_S = 5.0
+#: How long releasing a file waits for its cancelled digest thread to stop reading the
+#: mapping (it stops at its next 256 KiB block), so that the mapping can be closed.
+DIGEST_STOP_WAIT_S = 0.5
 
 
 # --------------------------------------------------------------------------------- sending
@@ -109,7 +113,10 @@ class SourceFile:
 
     entry: FileEntry
     fd: int
-    data: mmap.mmap | None = None
+    #: The file's modification time when the send request came (None: when it is mapped).
+    mtime_ns: int | None = None
+    #: The file mapped read-only on first use, guarded: another process may truncate it.
+    mapped: GuardedMap | None = None
     tx: dp.TxPath | None = None
     digester: FileDigester | None = None
 
@@ -163,6 +170,8 @@ class OutgoingJob:
         self._last_progress = 0.0
         self.skipped_bytes = 0
         self.results: list[dict[str, Any]] = []
+        #: The map guard's process-wide fault count when this job last looked (`_check_sources`).
+        self._faults_seen = mapguard.faults_total()
 
     # --- session -----------------------------------------------------------------------------
 
@@ -304,9 +313,46 @@ class OutgoingJob:
 
     def _payload_source(self, f: SourceFile) -> Any:
         """What the C sender reads chunks from: the file, mapped read-only on first use."""
-        if f.data is None:
-            f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
-        return f.data
+        return self._map(f)
+
+    @staticmethod
+    def _map(f: SourceFile) -> Any:
+        """`f`'s mapping (made on first use): the buffer the C sender and the hashers read.
+        SourceChanged, naming the file, when it is no longer what the send began with."""
+        if f.mapped is None:
+            try:
+                f.mapped = GuardedMap(f.fd, f.entry.size, f.mtime_ns)
+            except SourceChanged as exc:
+                raise SourceChanged(_changed_text(f, exc.message)) from None
+        return f.mapped.data
+
+    def _source_changed(self, index: int, now: float) -> bool:
+        """If entry `index`'s source shows that what was read of it may not be the file (it
+        shrank under its mapping, or was modified), cancel the transfer saying so: its digest
+        or its data would not be the file's. True when it did."""
+        f = self.files[index]
+        why = f.mapped.changed() if f.mapped is not None else None
+        if why is None:
+            return False
+        self._stop_changed(SourceChanged(_changed_text(f, why)), now)
+        return True
+
+    def _stop_changed(self, exc: SourceChanged, now: float) -> None:
+        log.warning("%s; the transfer stops", escape_text(exc.message))
+        if self.out is not None:
+            self.out.cancel(now, exc.message)
+
+    def _check_sources(self, now: float) -> None:
+        """Cancel the transfer when one of its mappings read past the end of its file, which
+        the map guard answered with zeros (csrc/mapguard.h): one C call while nothing
+        happened, a look at each mapped file when something did (in any job)."""
+        faults = mapguard.faults_total()
+        if faults == self._faults_seen:
+            return
+        self._faults_seen = faults
+        for index, f in enumerate(self.files):
+            if f.mapped is not None and f.mapped.truncated and self._source_changed(index, now):
+                return
 
     def _pump(self) -> None:
         self._pump_timer = None
@@ -332,6 +378,10 @@ class OutgoingJob:
             index, start, end = self.pending[0]
             try:
                 took = self._tx_for(index).send([(start, end)])
+            except SourceChanged as exc:
+                self._stop_changed(exc, now)
+                self.pending.clear()
+                break
             except L2fastError as exc:
                 out.cancel(now, f"sending failed: {exc.message}")
                 self.pending.clear()
@@ -364,6 +414,9 @@ class OutgoingJob:
                 quiet=None if timer is None else max(timer - now, 0.0),
                 turn_frames=self.batch_chunks,
             )
+        except SourceChanged as exc:
+            self._stop_changed(exc, now)
+            return None
         except L2fastError as exc:
             out.cancel(now, f"sending failed: {exc.message}")
             return None
@@ -430,8 +483,9 @@ class OutgoingJob:
             if d.done:
                 try:
                     result = d.result(0)
-                    with contextlib.suppress(L2fastError):
-                        out.digest_ready(index + 1, result.raw, now)
+                    if not self._source_changed(index, now):
+                        with contextlib.suppress(L2fastError):
+                            out.digest_ready(index + 1, result.raw, now)
                 except Exception as exc:  # an I/O error reading the source
                     out.cancel(now, f"reading {f.entry.path!r} failed: {exc}")
                 f.digester = None
@@ -447,6 +501,7 @@ class OutgoingJob:
         out = self.out
         if out is None:
             return
+        self._check_sources(now)
         engine = self.runner.engine
         for body in out.control_to_send():
             try:
@@ -499,26 +554,29 @@ class OutgoingJob:
             f = self.files[ev.index]
             self.skipped_bytes += ev.skipped_bytes
             if ev.needs_digest:
-                if f.data is None and f.entry.size:
-                    f.data = mmap.mmap(f.fd, f.entry.size, access=mmap.ACCESS_READ)
+                try:
+                    data = self._map(f) if f.entry.size else b""
+                except SourceChanged as exc:
+                    self._stop_changed(exc, now)
+                    return
                 if f.entry.size <= INLINE_DIGEST_BYTES:
                     # A small file hashes in microseconds: here, at once, rather than in a
                     # thread of its own polled every POLL_S (for a folder of 4 KiB files,
                     # starting a thread per file cost more than the rest of the send).
                     hasher = new_hasher(self.digest)
-                    hasher.update(f.data if f.data is not None else b"")
-                    if self.out is not None:
+                    hasher.update(data)
+                    if self.out is not None and not self._source_changed(ev.index, now):
                         with contextlib.suppress(L2fastError):
                             self.out.digest_ready(ev.index + 1, hasher.digest(), now)
                 else:
-                    f.digester = FileDigester(f.data if f.data is not None else b"", self.digest)
+                    f.digester = FileDigester(data, self.digest)
                     if self._poll_timer is None:
                         self._poll_timer = self.runner.call_later(POLL_S, self._poll_digests)
         if isinstance(ev, FileReoffered):
             # The receiver holds another file of that name: the same source goes again.
             old = self.files[ev.index]
             assert ev.new_index == len(self.files)
-            self.files.append(SourceFile(old.entry, os.dup(old.fd)))
+            self.files.append(SourceFile(old.entry, os.dup(old.fd), old.mtime_ns))
             self._release(old)
             self.skipped_bytes -= old.entry.size  # counted as held when it was accepted
             log.info("%r differs from the receiver's file of that name: sending it", ev.path)
@@ -654,12 +712,19 @@ class OutgoingJob:
         """A file that ended: its mapping and descriptor go (a folder may hold thousands)."""
         if f.digester is not None:
             f.digester.cancel()
+            # Its thread reads the mapping until its next block: wait, so the mapping closes.
+            with contextlib.suppress(Exception):
+                f.digester.result(DIGEST_STOP_WAIT_S)
             f.digester = None
-        f.tx = None
-        if f.data is not None:
-            with contextlib.suppress(BufferError):
-                f.data.close()
-                f.data = None
+        if f.tx is not None:
+            f.tx.release()  # the C sender holds the mapping's buffer until told
+            f.tx = None
+        if f.mapped is not None:
+            try:
+                f.mapped.close()
+                f.mapped = None
+            except BufferError:  # still read (a digest thread that did not stop): kept guarded
+                log.warning("the mapping of %r is still in use", escape_text(f.entry.path))
         if f.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(f.fd)
@@ -693,6 +758,10 @@ class OutgoingJob:
             "bytes_total": p.bytes_total if p else 0,
             "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,
         }
+
+
+def _changed_text(f: SourceFile, why: str) -> str:
+    return f"{f.entry.path!r}: {why}; send it again once nothing writes to it"
 
 
 def close_own_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:

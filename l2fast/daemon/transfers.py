@@ -1105,7 +1105,8 @@ class Transfers:
             for item in files:
                 kind = FileKind(int(item.get("kind", FileKind.FILE)))
                 fd = next(fd_iter) if kind is FileKind.FILE else -1
-                size = os.fstat(fd).st_size if fd >= 0 else 0
+                st = os.fstat(fd) if fd >= 0 else None
+                size = st.st_size if st is not None else 0
                 entry = FileEntry(
                     path=str(item["path"]),
                     kind=kind,
@@ -1114,7 +1115,8 @@ class Transfers:
                     mtime_ns=int(item.get("mtime_ns", 0)),
                     digest=digest,
                 )
-                sources.append(SourceFile(entry, fd))
+                # The size and time it has now are what `send` promises (GuardedMap checks).
+                sources.append(SourceFile(entry, fd, st.st_mtime_ns if st is not None else None))
         except (StopIteration, KeyError, ValueError, TypeError, OSError) as exc:
             for fd in fds:
                 with contextlib.suppress(OSError):

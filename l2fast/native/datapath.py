@@ -949,8 +949,18 @@ class TxPath:
             return 0
         return _check(rc, "sending DATA frames")
 
+    def release(self) -> None:
+        """Let go of `data` (its mapping can then be closed); `stats()` still answers, and a
+        later `send` or `stream` raises ValueError. The C sender keeps no pointer past a call."""
+        if self._payload_len >= 0:
+            self._payload_len = -1
+            self._payload = _ffi.NULL
+            _ffi.release(self._data)
+
     def _sender_args(self) -> tuple[Any, ...]:
         """The socket, template and file arguments every C sender call starts with."""
+        if self._payload_len < 0:
+            raise ValueError("this sender was released: its data is gone")
         return (self.fd, self.ifindex, self._t, self._payload, self._payload_len,
                 self.file_size, self.first_chunk, self.chunk_size)  # fmt: skip
 

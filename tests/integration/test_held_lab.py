@@ -10,6 +10,7 @@ while it waits cancels cleanly and withdraws the offer.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -154,3 +155,47 @@ def test_ctrl_c_while_held_cancels_cleanly(make_lab: Any, tmp_path: Path) -> Non
     assert "send it again" in err, err  # what to do next
     # The sender's session closed, so the receiver forgets the offer.
     assert wait_until(lambda: lab.json("h2", "inbox") == [], 10, 0.2), lab.log_tail("h2")
+
+
+@pytest.mark.parametrize("change", ["truncated", "modified"])
+def test_a_source_changed_while_held_fails_the_send_not_the_daemon(
+    make_lab: Any, tmp_path: Path, change: str
+) -> None:
+    """The sending daemon reads a source through a mapping. A file truncated under it made
+    the next read of a page past its new end a SIGBUS, which killed the daemon (and every
+    transfer and chat with it): now the send fails, saying what happened, and the daemon
+    goes on. A file modified before its digest is taken fails the same way, rather than as a
+    digest mismatch at the receiver. Holding the offer makes the change land before a byte
+    is read."""
+    lab = make_lab(mtu=9000)
+    lab.daemon("h1")
+    rx = lab.daemon("h2", accept=None)
+    src = make_file(tmp_path / "moving.bin", 8 * MIB, 44)
+    events, _, pid = held_send(lab, src)
+    try:
+        if change == "truncated":
+            os.truncate(src, MIB)
+        else:
+            with src.open("r+b") as f:
+                f.seek(3 * MIB)
+                f.write(b"\x00" * 4096)
+            os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # mtime surely moves
+        lab.ok("h2", "accept", str(pid))
+        code, done, err = events.finish(DONE_WITHIN_S)
+    finally:
+        events.close()
+    assert code == 1, err
+    assert f"it was {change} while it was being sent" in done["error"], done
+    assert "Traceback" not in err and "send it again" in err, err
+    assert lab.daemons["h1"].poll() is None, lab.log_tail("h1")  # the sending daemon lives
+    assert not (rx / "moving.bin").exists()
+    # The same daemon sends the file once it is whole again, verified.
+    make_file(src, 2 * MIB, 45)
+    events, _, pid = held_send(lab, src)
+    try:
+        lab.ok("h2", "accept", str(pid))
+        code, done, err = events.finish(DONE_WITHIN_S)
+    finally:
+        events.close()
+    assert code == 0, err + lab.log_tail("h1")
+    assert done["verified"] is True and sha256(rx / "moving.bin") == sha256(src)

@@ -320,6 +320,32 @@ def test_receiver_killed_then_resumed(make_lab: Any, tmp_path: Path) -> None:
     assert no_partials(rx) == []
 
 
+def test_source_truncated_mid_send_fails_the_send_not_the_daemon(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    """The sending daemon reads a source through a mapping: reading a page past the end of
+    a file truncated under it was a SIGBUS that killed the daemon (and every transfer and
+    chat with it). The map guard (csrc/mapguard.h) turns that into a failed send that says
+    what happened, and the daemon goes on."""
+    lab = make_lab(mtu=1500)
+    lab.daemon("h1")
+    rx = lab.daemon("h2")
+    src = make_file(tmp_path / "shrinks.bin", 256 * MIB, 10)
+    with lab.sending("h1", "h2", src) as sender:
+        assert wait_until((rx / "shrinks.bin.part").exists, 30, 0.01), lab.log_tail("h2")
+        time.sleep(0.2)  # data is flowing: the file is mapped and read
+        os.truncate(src, MIB)
+        out, err = sender.communicate(timeout=60)
+    assert sender.returncode == 1, err + lab.log_tail("h1")
+    done = final_event(out)
+    assert "truncated" in done["error"] and "while it was being sent" in done["error"], done
+    assert "Traceback" not in err
+    assert lab.daemons["h1"].poll() is None, lab.log_tail("h1")  # the sending daemon lives
+    assert "the transfer stops" in lab.log_tail("h1")
+    assert not (rx / "shrinks.bin").exists()
+    assert lab.status("h1")["transfers"] == [], lab.status("h1")  # and is idle again
+
+
 # --- several at once, status, ask ---------------------------------------------------------
 
 

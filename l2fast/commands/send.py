@@ -53,6 +53,9 @@ missing (skipped_bytes in the final event), and a file the receiver already has 
 name (same size and digest) is not sent at all and not copied again: it is reported as
 already there (files_present, and per file present).
 A file of that name that differs is received beside it as `name (1).ext`, as before.
+A file truncated or modified while it is being sent ends the send (exit status 1) with an
+error that says so, as does one that cannot be read through a mapping (a /sys file); a /proc
+file, whose size says 0, is refused before anything is sent.
 
 The --json final event's seconds and gbit_per_s (and the text summary's) leave out the time an
 offer waited for a person at the receiver, which is held_seconds; gbit_per_s is bytes_sent over
@@ -232,7 +235,12 @@ def _failure(final: dict[str, Any]) -> L2fastError:
     # A refusal is the receiver's decision, and a digest mismatch discards the part file
     # (l2fast.transfer.resume): sending again resumes neither. Anything else (the session
     # failed or closed, a stall, a timeout) left what arrived where a new send picks it up.
-    final_say = any(r.get("rejected") for r in results) or any("digest" in e for e in errors)
+    # A source file that changed or cannot be mapped: the error says what to do about it.
+    final_say = (
+        any(r.get("rejected") for r in results)
+        or any("digest" in e for e in errors)
+        or bool(final.get("source_error"))
+    )
     return L2fastError(error, hint=None if final_say else RESUME_HINT)
 
 

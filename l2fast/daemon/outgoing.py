@@ -32,7 +32,7 @@ from l2fast.daemon.runner import NodeRunner, Timer
 from l2fast.errors import L2fastError
 from l2fast.native import datapath as dp
 from l2fast.native import mapguard
-from l2fast.native.mapguard import GuardedMap, SourceChanged
+from l2fast.native.mapguard import GuardedMap, SourceError
 from l2fast.transfer.digest import FileDigester, new_hasher
 from l2fast.transfer.protocol import (
     FileCompleted,
@@ -170,6 +170,9 @@ class OutgoingJob:
         self._last_progress = 0.0
         self.skipped_bytes = 0
         self.results: list[dict[str, Any]] = []
+        #: Why a source file stopped the transfer (truncated, modified, cannot be mapped): the
+        #: final message says so, and the command knows sending again as is would not help.
+        self.source_error: str | None = None
         #: The map guard's process-wide fault count when this job last looked (`_check_sources`).
         self._faults_seen = mapguard.faults_total()
 
@@ -318,12 +321,12 @@ class OutgoingJob:
     @staticmethod
     def _map(f: SourceFile) -> Any:
         """`f`'s mapping (made on first use): the buffer the C sender and the hashers read.
-        SourceChanged, naming the file, when it is no longer what the send began with."""
+        SourceError, naming the file, when it cannot be sent as it stands."""
         if f.mapped is None:
             try:
                 f.mapped = GuardedMap(f.fd, f.entry.size, f.mtime_ns)
-            except SourceChanged as exc:
-                raise SourceChanged(_changed_text(f, exc.message)) from None
+            except SourceError as exc:
+                raise SourceError(f"{f.entry.path!r}: {exc.message}") from None
         return f.mapped.data
 
     def _source_changed(self, index: int, now: float) -> bool:
@@ -334,11 +337,15 @@ class OutgoingJob:
         why = f.mapped.changed() if f.mapped is not None else None
         if why is None:
             return False
-        self._stop_changed(SourceChanged(_changed_text(f, why)), now)
+        self._stop_for_source(
+            SourceError(f"{f.entry.path!r}: {why}; send it again once nothing writes to it"), now
+        )
         return True
 
-    def _stop_changed(self, exc: SourceChanged, now: float) -> None:
+    def _stop_for_source(self, exc: SourceError, now: float) -> None:
         log.warning("%s; the transfer stops", escape_text(exc.message))
+        if self.source_error is None:
+            self.source_error = exc.message
         if self.out is not None:
             self.out.cancel(now, exc.message)
 
@@ -378,8 +385,8 @@ class OutgoingJob:
             index, start, end = self.pending[0]
             try:
                 took = self._tx_for(index).send([(start, end)])
-            except SourceChanged as exc:
-                self._stop_changed(exc, now)
+            except SourceError as exc:
+                self._stop_for_source(exc, now)
                 self.pending.clear()
                 break
             except L2fastError as exc:
@@ -414,8 +421,8 @@ class OutgoingJob:
                 quiet=None if timer is None else max(timer - now, 0.0),
                 turn_frames=self.batch_chunks,
             )
-        except SourceChanged as exc:
-            self._stop_changed(exc, now)
+        except SourceError as exc:
+            self._stop_for_source(exc, now)
             return None
         except L2fastError as exc:
             out.cancel(now, f"sending failed: {exc.message}")
@@ -556,8 +563,8 @@ class OutgoingJob:
             if ev.needs_digest:
                 try:
                     data = self._map(f) if f.entry.size else b""
-                except SourceChanged as exc:
-                    self._stop_changed(exc, now)
+                except SourceError as exc:
+                    self._stop_for_source(exc, now)
                     return
                 if f.entry.size <= INLINE_DIGEST_BYTES:
                     # A small file hashes in microseconds: here, at once, rather than in a
@@ -664,7 +671,10 @@ class OutgoingJob:
         digests = [r.get("digest") for r in self.results if r.get("digest")]
         if self.n_entries == 1:
             final["digest"] = digests[0] if digests else None
-        if error:
+        if self.source_error is not None:
+            final["error"] = self.source_error
+            final["source_error"] = True
+        elif error:
             final["error"] = error
         elif not ok:
             rejected = [r for r in self.results if r.get("rejected")]
@@ -758,10 +768,6 @@ class OutgoingJob:
             "bytes_total": p.bytes_total if p else 0,
             "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,
         }
-
-
-def _changed_text(f: SourceFile, why: str) -> str:
-    return f"{f.entry.path!r}: {why}; send it again once nothing writes to it"
 
 
 def close_own_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:

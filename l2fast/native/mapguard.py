@@ -31,8 +31,9 @@ def guarded_count() -> int:
     return int(_lib.l2f_mapguard_in_use())
 
 
-class SourceChanged(L2fastError):
-    """The file is no longer the one the send began with (its message says how)."""
+class SourceError(L2fastError):
+    """The file cannot be sent as it stands: it is no longer the one the send began with, or
+    it cannot be mapped (its message says which, and what to do)."""
 
 
 class GuardedMap:
@@ -46,7 +47,7 @@ class GuardedMap:
         """`size` and `mtime_ns` are the file as it was when the send began (by default: as
         it is now); `changed()` compares the file with them.
 
-        Raises SourceChanged when the file already differs from them (a mapping longer than
+        Raises SourceError when the file already differs from them (a mapping longer than
         the file is refused; one that grew would not be the file offered)."""
         if size <= 0:
             raise ValueError("an empty file is not mapped")
@@ -58,8 +59,14 @@ class GuardedMap:
         self.data: mmap.mmap | None = None
         why = self._differs(st)
         if why is not None:
-            raise SourceChanged(why)
-        self.data = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            raise SourceError(f"{why}; send it again once nothing writes to it")
+        try:
+            self.data = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        except OSError as exc:  # ENODEV: a /sys file, say, which cannot be mapped
+            raise SourceError(
+                f"it cannot be read through a mapping ({exc.strerror}): l2fast sends regular "
+                "files of disk file systems; copy it to one first (cp FILE COPY) and send that"
+            ) from None
         try:
             self._guard()
         except BaseException:

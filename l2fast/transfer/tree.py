@@ -344,4 +344,19 @@ def open_entry(entry: TreeEntry) -> int:
             f"{display_name(entry.path)} changed since it was listed",
             hint="send it again once it is no longer being written",
         )
+    if st.st_size == 0 and _reads_a_byte(fd):
+        os.close(fd)
+        raise TreeError(
+            f"{display_name(entry.path)} has a size of 0 but reads as more (a /proc file?): "
+            "its size is what would be sent",
+            hint="copy it to a regular file first (cat FILE > COPY) and send that",
+        )
     return fd
+
+
+def _reads_a_byte(fd: int) -> bool:
+    """True when the file gives a byte at offset 0 (an empty regular file gives none)."""
+    try:
+        return bool(os.pread(fd, 1, 0))
+    except OSError:
+        return False

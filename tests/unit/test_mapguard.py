@@ -19,7 +19,7 @@ import pytest
 
 from l2fast.native import datapath as dp
 from l2fast.native import mapguard
-from l2fast.native.mapguard import GuardedMap, SourceChanged
+from l2fast.native.mapguard import GuardedMap, SourceError
 
 PAGE = os.sysconf("SC_PAGESIZE")
 
@@ -115,9 +115,9 @@ def test_changed_before_mapping_is_refused(tmp_path: Path) -> None:
     fd = os.open(src, os.O_RDONLY)
     try:
         mtime = os.fstat(fd).st_mtime_ns
-        with pytest.raises(SourceChanged, match="it was truncated while it was being sent"):
+        with pytest.raises(SourceError, match="it was truncated while it was being sent"):
             GuardedMap(fd, 5 * PAGE, mtime)  # the send began with a longer file
-        with pytest.raises(SourceChanged, match="it was modified while it was being sent"):
+        with pytest.raises(SourceError, match="it was modified while it was being sent"):
             GuardedMap(fd, 4 * PAGE, mtime - 1)
         with pytest.raises(ValueError):
             GuardedMap(fd, 0)
@@ -127,6 +127,19 @@ def test_changed_before_mapping_is_refused(tmp_path: Path) -> None:
             assert mapguard.guarded_count() == 1
             os.utime(src, ns=(mtime, mtime + 10**9))
             assert m.changed() == "it was modified while it was being sent"
+        assert mapguard.guarded_count() == 0
+    finally:
+        os.close(fd)
+
+
+def test_a_file_that_cannot_be_mapped_is_refused_clearly() -> None:
+    path = Path("/sys/class/net/lo/address")  # sysfs: a size of 4096, and no mmap
+    if not path.exists():
+        pytest.skip("no /sys/class/net/lo/address here")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(SourceError, match=r"cannot be read through a mapping \(No such dev"):
+            GuardedMap(fd, os.fstat(fd).st_size)
         assert mapguard.guarded_count() == 0
     finally:
         os.close(fd)

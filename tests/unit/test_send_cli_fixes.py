@@ -324,6 +324,18 @@ def test_a_refusal_is_an_error_without_the_resume_hint(
     assert capsys.readouterr().err.splitlines() == [f"l2fast: error: {error}"]
 
 
+def test_a_source_that_changed_is_an_error_without_the_resume_hint(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The node stopped because the file changed under it: its error says what to do, and
+    "what arrived is kept and the transfer resumes" would not help."""
+    (tmp_path / "f").write_bytes(b"hello")
+    error = "'f': it was truncated while it was being sent; send it again once nothing writes"
+    node(lambda r: {**failed(r, error, failed=True, error="cancelled"), "source_error": True})
+    assert cli.main(["send", "h2", str(tmp_path / "f")]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"l2fast: error: {error}"]
+
+
 # --- 5. a --json final event a script can trust --------------------------------------------
 
 

@@ -186,6 +186,20 @@ def test_open_entry_notices_a_changed_or_swapped_file(tmp_path: Path) -> None:
         open_entry(entry)
 
 
+def test_a_file_of_size_0_that_has_content_is_refused(tmp_path: Path) -> None:
+    """A /proc file says its size is 0 and reads as text: sending it sent an empty file,
+    "verified". An empty regular file still opens."""
+    proc = Path("/proc/self/status")
+    (entry,) = plan_tree(proc, CHUNK).entries
+    assert entry.size == 0
+    with pytest.raises(TreeError, match="size of 0 but reads as more") as caught:
+        open_entry(entry)
+    assert caught.value.hint is not None and "cat FILE > COPY" in caught.value.hint
+    (tmp_path / "empty").write_bytes(b"")
+    (empty,) = plan_tree(tmp_path / "empty", CHUNK).entries
+    os.close(open_entry(empty))
+
+
 def test_unreadable_directories_are_skipped(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads any directory")

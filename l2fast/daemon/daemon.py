@@ -23,6 +23,7 @@ import random
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,7 +51,7 @@ from l2fast.errors import L2fastError
 from l2fast.node.auth import LanKey, load_key_file
 from l2fast.node.config import NodeConfig
 from l2fast.node.node import NodeEngine
-from l2fast.wire.constants import Caps, Features
+from l2fast.wire.constants import MIN_MTU, Caps, Features
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -60,12 +61,15 @@ log = logging.getLogger("l2fast.daemon")
 STOP_CLOSE_WAIT_S = 1.0
 #: Seconds the control listener is left alone after accept(2) ran out of descriptors.
 ACCEPT_RETRY_S = 0.5
+#: How often the daemon reads its interface's MTU (`ip link set eth0 mtu N` while it runs).
+MTU_CHECK_S = 1.0
 
 
 class Daemon:
     """A node on an open socket with its control server; `serve()` runs it until `stop()`.
 
     `address` (default: the interface's abstract name), `rng` and `config` are for tests.
+    `link_mtu` reads the interface's MTU now (`watch_mtu`); None: it is not watched.
     """
 
     def __init__(
@@ -78,8 +82,13 @@ class Daemon:
         rng: random.Random | None = None,
         config: NodeConfig | None = None,
         key: LanKey | None = None,
+        link_mtu: Callable[[], int] | None = None,
     ) -> None:
         self.options = options
+        #: The MTU the daemon started with: its receive buffers hold frames that large.
+        self.start_mtu = sock.mtu
+        self._link_mtu = link_mtu
+        self._mtu_seen = sock.mtu  # the interface's MTU when last read
         if config is None and not options.present:
             base = NodeConfig()
             config = dataclasses.replace(base, features=base.features & ~Features.PRESENT)
@@ -174,6 +183,41 @@ class Daemon:
             log.exception("control client pid %d: dropped after an error", conn.cred.pid)
             self.control.drop(conn)
 
+    def watch_mtu(self) -> None:
+        """Follow the interface's MTU (every MTU_CHECK_S): a smaller one is what new sessions
+        negotiate, and the LAN is told (a HELLO). Without this, a daemon kept offering the
+        MTU it started with, and every session it opened failed its probes ("the path drops
+        frames that large") until it was restarted. A larger one than the daemon started
+        with cannot be used (its receive buffers are sized for that): the log says to
+        restart it."""
+        assert self._link_mtu is not None
+        self.runner.call_later(MTU_CHECK_S, self.watch_mtu)
+        try:
+            link = self._link_mtu()
+        except (L2fastError, OSError):
+            return  # the interface went away: sending fails, and says so, meanwhile
+        if link == self._mtu_seen:
+            return
+        ifname = self.runner.sock.ifname
+        log.warning("%s's MTU changed from %d to %d", ifname, self._mtu_seen, link)
+        self._mtu_seen = link
+        usable = min(link, self.start_mtu)
+        if link > self.start_mtu:
+            log.warning(
+                "this daemon's receive buffers hold frames of MTU %d: restart it to use %d",
+                self.start_mtu, link,
+            )  # fmt: skip
+        if usable < MIN_MTU:
+            log.warning(
+                "l2fast needs an MTU of %d at least: sessions fail until %s's is raised",
+                MIN_MTU, ifname,
+            )  # fmt: skip
+            return
+        engine = self.runner.engine
+        if usable != engine.mtu:
+            engine.set_mtu(usable, self.runner.now())
+            log.info("sessions opened from now on use MTU %d; peers are told", usable)
+
     def _drain_wakeup(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
@@ -191,6 +235,8 @@ class Daemon:
         engine.start(self.runner.now())
         if self.part_expiry is not None:
             self.part_expiry.start()
+        if self._link_mtu is not None:
+            self.runner.call_later(MTU_CHECK_S, self.watch_mtu)
         try:
             while not self._stopping:
                 self.runner.step(1.0)
@@ -263,7 +309,9 @@ def run_daemon(options: DaemonOptions) -> int:
     # Frames are timed when they arrive, not when the loop gets to them (PING round trips).
     sock.enable_rx_timestamps()
     try:
-        daemon = Daemon(sock, name, options, key=key)
+        daemon = Daemon(
+            sock, name, options, key=key, link_mtu=lambda: native.interface_info(ifname).mtu
+        )
     except BaseException:
         sock.close()
         raise

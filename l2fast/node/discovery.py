@@ -182,6 +182,10 @@ class Discovery:
         """Ask every node on the LAN to answer now (a HELLO with REPLY)."""
         self._hello(now, reply=True)
 
+    def announce(self, now: float) -> None:
+        """Tell the LAN what changed (a HELLO out of turn, asking no answer)."""
+        self._hello(now, reply=False)
+
     def receive_frame(self, frame: Frame, now: float) -> None:
         """Take a HELLO or HELLO_ACK; other frames are not for discovery and are ignored."""
         body = frame.body

@@ -237,6 +237,18 @@ class NodeEngine:
         """Ask every node on the LAN to answer now; answers arrive as PeerDiscovered/Updated."""
         self.discovery.discover(now)
 
+    def set_mtu(self, mtu: int, now: float) -> None:
+        """The interface's MTU changed: sessions opened from now on negotiate `mtu`, and the
+        LAN hears it at once (a HELLO). Sessions already open keep theirs. Raises
+        LocalProtocolError outside MIN_MTU..MAX_MTU."""
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+        if mtu == self.mtu:
+            return
+        self.mtu = mtu
+        self.discovery.mtu = mtu
+        self.discovery.announce(now)
+
     def open_session(self, peer: bytes, now: float) -> int:
         """Start a handshake with `peer`; returns the new session id.
 

@@ -605,6 +605,36 @@ def test_send_after_the_link_went_down_and_up(make_lab: Any, tmp_path: Path) -> 
     assert pool_returned(lab, "h2")["lent_total"] == 2
 
 
+def test_send_both_ways_after_an_interface_mtu_dropped(make_lab: Any, tmp_path: Path) -> None:
+    """`ip link set eth0 mtu 1500` under a daemon started at 9000: it used to keep offering
+    9000, so every session it opened (and every session opened to it) failed its probes
+    ("the path drops frames that large") until it was restarted. It now follows its
+    interface: its own sessions use 1500, and its peer hears so at once."""
+    lab = make_lab(mtu=9000)
+    rx1 = lab.daemon("h1")
+    rx2 = lab.daemon("h2")
+    subprocess.run(
+        ["ip", "netns", "exec", lab.ns("h1"), "ip", "link", "set", "eth0", "mtu", "1500"],
+        check=True,
+        timeout=10,
+    )
+
+    def h2_sees_1500() -> bool:
+        peers = lab.json("h2", "peers")
+        return lab.status("h1")["mtu"] == 1500 and [p["mtu"] for p in peers] == [1500]
+
+    assert wait_until(h2_sees_1500, 10, 0.2), lab.log_tail("h1")
+    out = make_file(tmp_path / "out.bin", 4 * MIB + 3, 11)
+    result = lab.send("h1", "h2", out)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h1")
+    assert sha256(rx2 / "out.bin") == sha256(out)
+    back = make_file(tmp_path / "back.bin", 4 * MIB + 5, 12)
+    result = lab.send("h2", "h1", back)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h2")
+    assert sha256(rx1 / "back.bin") == sha256(back)
+    assert "eth0's MTU changed from 9000 to 1500" in lab.log_tail("h1", 100)
+
+
 def test_separate_sockets_without_the_fanout_group(
     make_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -564,6 +564,10 @@ class NodeService:
                 hint="check with `l2fast discover`; peers must run l2fast with chat",
             )
         results: dict[bytes, dict[str, Any]] = {}
+        # Named as they were when the message left: a peer that does not answer may leave the
+        # neighbour table before its failure is known (it then had no name in the reply).
+        table = self.engine.discovery.table
+        names = {mac: known.name if (known := table.get(mac)) else "" for mac in peers}
 
         def finish() -> None:
             guard.cancel()
@@ -571,11 +575,7 @@ class NodeService:
                 if mac not in results:
                     self._chat_waiters.pop((msg_id, mac), None)
                     results[mac] = {"delivered": False, "error": "no acknowledgement in time"}
-            out = []
-            for mac in peers:
-                known = self.engine.discovery.table.get(mac)
-                name = known.name if known else ""
-                out.append({"mac": format_mac(mac), "name": name, **results[mac]})
+            out = [{"mac": format_mac(mac), "name": names[mac], **results[mac]} for mac in peers]
             self._reply(conn, request, msg_id=msg_id, results=out)
 
         def outcome(ev: ChatDelivered | ChatFailed) -> None:

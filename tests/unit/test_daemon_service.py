@@ -44,10 +44,12 @@ class Node:
         return DaemonClient("fake0", ControlClient(self.address, timeout=10))
 
 
-def start_node(hub: FakeHub, index: int, name: str, options: DaemonOptions) -> Node:
+def start_node(
+    hub: FakeHub, index: int, name: str, options: DaemonOptions, config: NodeConfig = FAST
+) -> Node:
     sock = hub.socket(index)
     address = control_address(f"test-{uuid.uuid4().hex[:12]}")
-    daemon = Daemon(sock, name, options, address=address, config=FAST)
+    daemon = Daemon(sock, name, options, address=address, config=config)
     thread = threading.Thread(target=daemon.serve, daemon=True)
     thread.start()
     return Node(daemon, thread, address, sock.mac.hex(":"))
@@ -246,6 +248,29 @@ def test_chat_all_reports_per_peer(nodes: tuple[Node, Node]) -> None:
     assert reply["results"] == [{"mac": a.mac, "name": "alpha", "delivered": True, "error": None}]
     (entry,) = history(a)
     assert entry["to_all"] is True and entry["text"] == "to everyone"
+
+
+def test_chat_all_names_a_peer_that_left_while_it_waited(tmp_path: Path) -> None:
+    """A peer that stopped answering leaves the neighbour table (here after ~0.5 s) before
+    the session to it gives up (2 s): the reply still names it (its name was "")."""
+    quick = NodeConfig(hello_interval=0.2, expire_intervals=2.5, handshake_timeout=2.0)
+    hub = FakeHub()
+    a = start_node(hub, 1, "alpha", DaemonOptions(keep_parts_days=0), quick)
+    c = start_node(hub, 3, "charlie", DaemonOptions(keep_parts_days=0), quick)
+    try:
+        with a.client() as ca:
+            assert wait_for(lambda: bool(ca.request({"op": "peers"}, 5)["peers"]))
+            c.daemon.stop()
+            c.thread.join(10)
+            reply = ca.request({"op": "chat_all", "text": "anyone?"}, 15)
+            assert ca.request({"op": "peers"}, 5)["peers"] == []  # it did leave the table
+    finally:
+        for node in (a, c):
+            node.daemon.stop()
+            node.thread.join(10)
+        hub.close()
+    (result,) = reply["results"]
+    assert (result["mac"], result["name"], result["delivered"]) == (c.mac, "charlie", False)
 
 
 def test_watch_streams_incoming_messages(nodes: tuple[Node, Node]) -> None:

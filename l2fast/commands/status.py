@@ -103,6 +103,9 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     if refused:  # a quiet line on a healthy node; shown once a peer did something refused
         lines.append("refused    " + "  ".join(f"{k} {v}" for k, v in sorted(refused.items())))
     errors = {k: c[k] for k in ("subscriber_errors", "encode_errors") if c.get(k)}
+    if c.get("sends_stopped_by_source"):  # not the node's fault: files that changed under it
+        lines.append(f"sending    {c['sends_stopped_by_source']} sends stopped: a source file "
+                     "changed while it was sent (see the log)")  # fmt: skip
     if errors:
         lines.append(
             "errors     " + "  ".join(f"{k} {v}" for k, v in errors.items()) + "  (see the log)"

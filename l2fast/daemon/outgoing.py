@@ -346,6 +346,7 @@ class OutgoingJob:
         log.warning("%s; the transfer stops", escape_text(exc.message))
         if self.source_error is None:
             self.source_error = exc.message
+            self.owner.counters["sends_stopped_by_source"] += 1
         if self.out is not None:
             self.out.cancel(now, exc.message)
 

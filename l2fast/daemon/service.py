@@ -247,6 +247,8 @@ class NodeService:
             # whose file could not be set up (out of descriptors, space, inodes).
             "offers_refused_busy": self.transfers.counters["offers_refused_busy"],
             "offers_failed_io": self.transfers.counters["offers_failed_io"],
+            # Sends stopped because a local source file changed under them (or was unmappable).
+            "sends_stopped_by_source": self.transfers.counters["sends_stopped_by_source"],
         }
         ping_responder = {
             "thread": "c" if runner.echo is not None else "event_loop",

@@ -220,7 +220,8 @@ class Transfers:
         self.pending: dict[int, _Pending] = {}
         self._next_pending = 1
         #: Offers this daemon refused for its own load (`offers_refused_busy`) or failed to
-        #: set up (`offers_failed_io`); shown by `l2fast status`.
+        #: set up (`offers_failed_io`), and sends stopped because a source file was truncated,
+        #: modified or could not be mapped (`sends_stopped_by_source`); shown by `l2fast status`.
         self.counters: Counter[str] = Counter()
         #: What the receiving transfers of ended sessions refused (see `refusals`).
         self._ended_refusals: Counter[str] = Counter()

@@ -343,7 +343,11 @@ def test_source_truncated_mid_send_fails_the_send_not_the_daemon(
     assert lab.daemons["h1"].poll() is None, lab.log_tail("h1")  # the sending daemon lives
     assert "the transfer stops" in lab.log_tail("h1")
     assert not (rx / "shrinks.bin").exists()
-    assert lab.status("h1")["transfers"] == [], lab.status("h1")  # and is idle again
+    status = lab.status("h1")
+    assert status["transfers"] == [], status  # and is idle again
+    assert status["counters"]["sends_stopped_by_source"] == 1, status["counters"]
+    text = lab.ok("h1", "status").stdout
+    assert "1 sends stopped: a source file changed while it was sent" in text, text
 
 
 # --- several at once, status, ask ---------------------------------------------------------

@@ -331,11 +331,16 @@ def test_source_truncated_mid_send_fails_the_send_not_the_daemon(
     lab.daemon("h1")
     rx = lab.daemon("h2")
     src = make_file(tmp_path / "shrinks.bin", 256 * MIB, 10)
-    with lab.sending("h1", "h2", src) as sender:
+    other = make_file(tmp_path / "steady.bin", 128 * MIB, 13)
+    with lab.sending("h1", "h2", src) as sender, lab.sending("h1", "h2", other) as beside:
         assert wait_until((rx / "shrinks.bin.part").exists, 30, 0.01), lab.log_tail("h2")
         time.sleep(0.2)  # data is flowing: the file is mapped and read
         os.truncate(src, MIB)
         out, err = sender.communicate(timeout=60)
+        beside_out, beside_err = beside.communicate(timeout=60)
+    # The send beside it, through the same daemon, is not disturbed.
+    assert beside.returncode == 0, beside_err + lab.log_tail("h1")
+    assert final_event(beside_out)["verified"] and sha256(rx / "steady.bin") == sha256(other)
     assert sender.returncode == 1, err + lab.log_tail("h1")
     done = final_event(out)
     assert "truncated" in done["error"] and "while it was being sent" in done["error"], done

@@ -110,6 +110,14 @@ def _check_unicast(mac: bytes, what: str) -> None:
         raise LocalProtocolError(f"{what} {mac.hex(':')} is not a unicast MAC address")
 
 
+def _check_mtu(mtu: int) -> None:
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        error = LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+        if mtu > MAX_MTU:  # loopback's 65536: l2fast needs an Ethernet interface
+            error.hint = "is this the loopback interface? choose an Ethernet interface"
+        raise error
+
+
 class NodeEngine:
     """One node on one interface: discovery, sessions, chat and ping, without any I/O.
 
@@ -136,11 +144,7 @@ class NodeEngine:
         _check_unicast(mac, "node MAC")
         if not 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES:
             raise LocalProtocolError(f"node name {name!r} must be 1..{MAX_NAME_BYTES} bytes")
-        if not MIN_MTU <= mtu <= MAX_MTU:
-            error = LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
-            if mtu > MAX_MTU:  # loopback's 65536: l2fast needs an Ethernet interface
-                error.hint = "is this the loopback interface? choose an Ethernet interface"
-            raise error
+        _check_mtu(mtu)
         self.mac = bytes(mac)
         self.name = name
         self.mtu = mtu
@@ -241,8 +245,7 @@ class NodeEngine:
         """The interface's MTU changed: sessions opened from now on negotiate `mtu`, and the
         LAN hears it at once (a HELLO). Sessions already open keep theirs. Raises
         LocalProtocolError outside MIN_MTU..MAX_MTU."""
-        if not MIN_MTU <= mtu <= MAX_MTU:
-            raise LocalProtocolError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+        _check_mtu(mtu)
         if mtu == self.mtu:
             return
         self.mtu = mtu

@@ -326,7 +326,7 @@ class OutgoingJob:
             try:
                 f.mapped = GuardedMap(f.fd, f.entry.size, f.mtime_ns)
             except SourceError as exc:
-                raise SourceError(f"{f.entry.path!r}: {exc.message}") from None
+                raise _named(f, exc) from None
         return f.mapped.data
 
     def _source_changed(self, index: int, now: float) -> bool:
@@ -334,13 +334,13 @@ class OutgoingJob:
         shrank under its mapping, or was modified), cancel the transfer saying so: its digest
         or its data would not be the file's. True when it did."""
         f = self.files[index]
-        why = f.mapped.changed() if f.mapped is not None else None
-        if why is None:
-            return False
-        self._stop_for_source(
-            SourceError(f"{f.entry.path!r}: {why}; send it again once nothing writes to it"), now
-        )
-        return True
+        try:
+            if f.mapped is not None:
+                f.mapped.check()
+        except SourceError as exc:
+            self._stop_for_source(_named(f, exc), now)
+            return True
+        return False
 
     def _stop_for_source(self, exc: SourceError, now: float) -> None:
         log.warning("%s; the transfer stops", escape_text(exc.message))
@@ -769,6 +769,11 @@ class OutgoingJob:
             "bytes_total": p.bytes_total if p else 0,
             "seconds": round(self.runner.now() - self.started, 3) if self.started else 0.0,
         }
+
+
+def _named(f: SourceFile, exc: SourceError) -> SourceError:
+    """`exc` with the file it is about."""
+    return SourceError(f"{f.entry.path!r}: {exc.message}")
 
 
 def close_own_session(runner: NodeRunner, peer: bytes, session: int, now: float) -> None:

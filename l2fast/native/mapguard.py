@@ -59,7 +59,7 @@ class GuardedMap:
         self.data: mmap.mmap | None = None
         why = self._differs(st)
         if why is not None:
-            raise SourceError(f"{why}; send it again once nothing writes to it")
+            raise _refusal(why)
         try:
             self.data = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         except OSError as exc:  # ENODEV: a /sys file, say, which cannot be mapped
@@ -101,6 +101,12 @@ class GuardedMap:
             return f"it could not be checked while it was being sent ({exc.strerror})"
         return self._differs(st)
 
+    def check(self) -> None:
+        """Raise SourceError, saying what to do, when `changed()` has a reason."""
+        why = self.changed()
+        if why is not None:
+            raise _refusal(why)
+
     def _differs(self, st: os.stat_result) -> str | None:
         if st.st_size < self.size:
             return "it was truncated while it was being sent"
@@ -128,3 +134,7 @@ class GuardedMap:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refusal(why: str) -> SourceError:
+    return SourceError(f"{why}; send it again once nothing writes to it")

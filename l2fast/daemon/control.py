@@ -249,9 +249,8 @@ class ControlConnection:
         if self.closed:
             return
         self.closed = True
-        for fd in self.take_fds() + self.held_fds:
-            os.close(fd)
-        self.held_fds = []
+        _close_all(self.take_fds())
+        _close_all(self.held_fds)
         for callback in self.on_close:
             callback()
         self.on_close.clear()
@@ -406,8 +405,7 @@ class ControlServer:
         finally:
             # Descriptors not claimed by the request they came with must not leak.
             _close_all(arrived)
-            for fd in conn.take_fds():
-                os.close(fd)
+            _close_all(conn.take_fds())
 
     def _dispatch(self, conn: ControlConnection, data: bytes, arrived: list[int]) -> None:
         """Handle the requests `data` completes, each with the descriptors it came with.

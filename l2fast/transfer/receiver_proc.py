@@ -100,11 +100,22 @@ NO_SPACE_ERROR = "the receiving file system is full"
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event) -> None:
+#: A writer's exit status when its receive process died before it (the writer's work is moot:
+#: the file fails; nobody reads this status, the daemon reports the receive process's death).
+WRITER_ORPHANED = 4
+
+
+def _writer_main(ring: dp.ShmRing, fd: int, o: dict[str, Any], stop: Event, receiver: int) -> None:
     _worker_start("l2f-writer")
     w = dp.Writer(ring, fd, chunk_size=o["chunk"], file_size=o["size"], first_chunk=o["first"])
     try:
         while not (stop.is_set() and ring.used() == 0):
+            if os.getppid() != receiver:
+                # The receive process died (SIGKILL, OOM killer) without setting `stop`. A
+                # writer that went on waiting for it kept, inherited through the fork, the
+                # pipes by which the daemon sees that process end: the daemon never noticed,
+                # the sender stalled, and the writers lived on as orphans holding the file.
+                os._exit(WRITER_ORPHANED)
             w.drain(2048, wait_s=0.005)
     except NativeError as exc:
         # The receive process sees the exit status and reports the failure; a traceback of
@@ -189,7 +200,8 @@ def _receive(o: dict[str, Any], fd: int, bitmap: Any, conn: Connection) -> None:
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     writers = [
-        ctx.Process(target=_writer_main, args=(ring, fd, o, stop), daemon=True) for ring in rings
+        ctx.Process(target=_writer_main, args=(ring, fd, o, stop, os.getpid()), daemon=True)
+        for ring in rings
     ]
     for p in writers:
         p.start()

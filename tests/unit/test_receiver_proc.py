@@ -1,11 +1,16 @@
-"""The receive processes' FEEDBACK policy (l2fast/transfer/receiver_proc.py): when one is sent
-and the recvmmsg batch; pure functions, no process or socket."""
+"""The receive processes (l2fast/transfer/receiver_proc.py): their FEEDBACK policy and recvmmsg
+batch (pure functions), how a writer reports a failed write, and how a writer ends with its
+receive process (forked processes, no socket)."""
 
 from __future__ import annotations
 
 import errno
 import multiprocessing as mp
 import os
+import signal
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +66,8 @@ def test_a_writer_that_cannot_write_exits_with_a_status_that_says_why(
     stop = ctx.Event()
     ring = dp.ShmRing(64, dp.slot_size_for_mtu(1500))
     proc = ctx.Process(
-        target=rp._writer_main, args=(ring, -1, {"chunk": 1, "size": 1, "first": 0}, stop)
+        target=rp._writer_main,
+        args=(ring, -1, {"chunk": 1, "size": 1, "first": 0}, stop, os.getpid()),
     )
     proc.start()
     proc.join(10)
@@ -83,3 +89,56 @@ def test_a_full_disk_in_a_receive_process_is_reported_as_such() -> None:
     rp._report_failure(there, "receive process", other)
     assert here.recv() == {"error": rp.NO_SPACE_ERROR}
     assert here.recv() == {"error": "writing received chunks: Input/output error"}
+
+
+def _gone(pid: int) -> bool:
+    """`pid` ended (an orphan's zombie, not yet reaped by init, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_writers_end_with_their_receive_process_so_the_daemon_sees_it_die(
+    tmp_path: Path,
+) -> None:
+    # A receive process killed (SIGKILL, the OOM killer) never sets its writers' stop event.
+    # They waited for it for ever, holding the pipes they inherited through the fork, among
+    # them the one whose end tells the daemon the receive process is gone (its sentinel): the
+    # daemon never saw the death, the sender's transfer stalled, and the writers lived on.
+    ctx = mp.get_context("fork")
+    here, there = ctx.Pipe()
+
+    def receive_process() -> None:
+        ring = dp.ShmRing(64, dp.slot_size_for_mtu(1500))
+        fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT, 0o600)
+        o = {"chunk": 1024, "size": 1 << 20, "first": 0}
+        writer = ctx.Process(
+            target=rp._writer_main, args=(ring, fd, o, ctx.Event(), os.getpid()), daemon=True
+        )
+        writer.start()
+        there.send(writer.pid)
+        time.sleep(60)  # killed long before
+
+    rx = ctx.Process(target=receive_process)
+    rx.start()
+    writer = None
+    try:
+        assert here.poll(10)
+        writer = here.recv()
+        os.kill(rx.pid, signal.SIGKILL)
+        # What the daemon waits on (the runner watches the sentinel) is ready at once...
+        assert wait([rx.sentinel], timeout=10) == [rx.sentinel]
+        # ...because the orphaned writer ended.
+        deadline = time.monotonic() + 10
+        while not _gone(writer) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _gone(writer)
+    finally:
+        rx.kill()
+        rx.join(10)
+        if writer is not None and not _gone(writer):
+            # Should this regress, the orphan must not outlive the test (it holds pytest's
+            # output, and a pipeline reading it would wait for ever).
+            os.kill(writer, signal.SIGKILL)

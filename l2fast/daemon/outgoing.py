@@ -119,6 +119,9 @@ class SourceFile:
     mapped: GuardedMap | None = None
     tx: dp.TxPath | None = None
     digester: FileDigester | None = None
+    #: The file ended (verified, refused, failed or offered again): its descriptor and
+    #: mapping are gone, and chunks of it the window still hands out are not sent (`_pump`).
+    ended: bool = False
 
 
 class OutgoingJob:
@@ -373,6 +376,7 @@ class OutgoingJob:
             span is not None
             and span.end - span.start >= STREAM_MIN_CHUNKS
             and out.data_credit > span.start
+            and not self.files[span.transfer_id - 1].ended
         ):
             self._after(self.runner.now(), self._burst(out, span, now))
             return
@@ -384,6 +388,13 @@ class OutgoingJob:
         sent = bool(self.pending)
         while self.pending:
             index, start, end = self.pending[0]
+            if self.files[index].ended:
+                # The window may still hand out chunks of a file that ended: ones taken before
+                # it was verified, or ones of a file the receiver failed, which it counts as
+                # received (and acknowledges) from then on. There is nothing to read them from
+                # and nobody to write them: they are dropped, as the receiver would drop them.
+                self.pending.popleft()
+                continue
             try:
                 took = self._tx_for(index).send([(start, end)])
             except SourceError as exc:
@@ -721,6 +732,7 @@ class OutgoingJob:
     @staticmethod
     def _release(f: SourceFile) -> None:
         """A file that ended: its mapping and descriptor go (a folder may hold thousands)."""
+        f.ended = True
         if f.digester is not None:
             f.digester.cancel()
             # Its thread reads the mapping until its next block: wait, so the mapping closes.

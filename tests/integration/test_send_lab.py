@@ -552,6 +552,41 @@ def test_a_stalled_receive_process_costs_the_sender_only_its_probes(
     assert event["retransmitted_frames"] <= 16, event
 
 
+def test_a_file_failed_with_chunks_in_flight_ends_alone(make_lab: Any, tmp_path: Path) -> None:
+    """The receive process of the first of two files is stopped mid-file, so the sender's
+    window holds its chunks unacknowledged and keeps probing them, then killed: the receiver
+    fails that file. The sender had closed the file's mapping and descriptor when it heard
+    so, and its next probe of those chunks mapped a closed descriptor (EBADF): "internal
+    error in the sending node", and the second file never went. Now such chunks are dropped
+    (the receiver counts them as received) and the second file arrives verified."""
+    lab = make_lab(mtu=1500)
+    rx = lab.daemon("h2")
+    top = tmp_path / "two"
+    top.mkdir()
+    first = make_file(top / "a.bin", 256 * MIB, 6)
+    second = make_file(top / "b.bin", 16 * MIB + 7, 7)
+    daemon = lab.daemons["h2"].pid
+    receivers: list[int] = []
+    with lab.sending("h1", "h2", top) as sender:
+
+        def receiving() -> bool:
+            receivers[:] = [r for r in _children(daemon) if _comm(r) == "l2f-rx"]
+            return bool(receivers) and sum(_written(w) for w in _children(receivers[0])) > 0
+
+        assert wait_until(receiving, 30, 0.002), lab.log_tail("h2")
+        os.kill(receivers[0], signal.SIGSTOP)
+        time.sleep(0.3)  # the sender's RTO fires: it probes the file's unacknowledged chunks
+        os.kill(receivers[0], signal.SIGKILL)
+        out, err = sender.communicate(timeout=SEND_TIMEOUT)
+    assert "internal error" not in err and "event handler" not in err, err
+    assert sender.returncode == 1 and "receive process died" in err, err + lab.log_tail("h2")
+    results = {Path(r["path"]).name: r for r in final_event(out)["results"]}
+    assert results["a.bin"].get("failed"), results
+    assert results["b.bin"].get("digest") == sha256(second) == sha256(rx / "two" / "b.bin")
+    assert not (rx / "two" / "a.bin").exists() and first.exists()
+    assert lab.daemons["h2"].poll() is None
+
+
 def test_many_small_files_around_a_large_one(make_lab: Any, tmp_path: Path) -> None:
     """Runs of small files go through the session's small-file process queued ahead (or with
     their offers, when they fit one frame), a large file between them through its own receive

@@ -283,6 +283,53 @@ def _check_options(options: DaemonOptions) -> None:
             raise L2fastError(f"there is no group named {options.group!r}") from None
 
 
+def receive_dir_problem(path: str) -> str | None:
+    """Why received files could not be written into the directory `path` now, or None.
+
+    The directory is made on the first offer when it does not exist: then its nearest
+    existing parent is what must be writable.
+    """
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if os.access(probe, os.W_OK | os.X_OK):
+        return None
+    if str(probe) == path:
+        where = f"the receive directory {path}"
+    else:
+        where = f"{probe}, where the receive directory {path} would be made,"
+    with contextlib.suppress(OSError):
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return f"{where} is on a read-only file system"
+    return f"{where} is not writable by this daemon (uid {os.geteuid()})"
+
+
+def _log_files_policy(options: DaemonOptions) -> None:
+    """Say at start what happens to files offered, and warn when none could be received."""
+    accepting = {
+        "all": "every file offered is received",
+        "ask": "offers wait for `l2fast accept ID` (see `l2fast inbox`)",
+        "none": "no file is accepted",
+    }[options.accept]
+    recv_dir = os.path.abspath(options.recv_dir or DEFAULT_RECV_DIR)
+    log.info(
+        "files: --accept %s: %s, into %s%s",
+        options.accept,
+        accepting,
+        recv_dir,
+        "" if options.present else "; files already here are not recognised (--no-present)",
+    )
+    problem = receive_dir_problem(recv_dir) if options.accept != "none" else None
+    if problem is not None:
+        # Chat and sending still work, so the daemon starts; but every offer would be
+        # refused one by one with io_error, and only the senders would see why.
+        log.warning(
+            "%s: every file offered will be refused until it is fixed "
+            "(make it writable, or restart with another --recv-dir)",
+            problem,
+        )
+
+
 def run_daemon(options: DaemonOptions) -> int:
     """The `l2fast daemon` process: check, open, serve until SIGINT/SIGTERM; exit status."""
     from l2fast import native
@@ -339,18 +386,7 @@ def run_daemon(options: DaemonOptions) -> int:
         escape_text(name),
         describe_address(daemon.address),
     )
-    accepting = {
-        "all": "every file offered is received",
-        "ask": "offers wait for `l2fast accept ID` (see `l2fast inbox`)",
-        "none": "no file is accepted",
-    }[options.accept]
-    log.info(
-        "files: --accept %s: %s, into %s%s",
-        options.accept,
-        accepting,
-        os.path.abspath(options.recv_dir or DEFAULT_RECV_DIR),
-        "" if options.present else "; files already here are not recognised (--no-present)",
-    )
+    _log_files_policy(options)
     if key is not None:
         log.info("LAN key %s: frames are sealed, and only sealed ones are heard", key.key_id)
     else:

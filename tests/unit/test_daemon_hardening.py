@@ -12,6 +12,8 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,9 +23,10 @@ from typing import Any
 import pytest
 
 from l2fast.cli import build_parser
+from l2fast.daemon import daemon as daemon_mod
 from l2fast.daemon.client import DaemonClient
 from l2fast.daemon.control import ControlClient, control_address
-from l2fast.daemon.daemon import Daemon, _check_options
+from l2fast.daemon.daemon import Daemon, _check_options, receive_dir_problem
 from l2fast.daemon.options import DaemonOptions
 from l2fast.errors import L2fastError
 from l2fast.transfer import receiver_proc
@@ -168,6 +171,74 @@ def test_a_recv_dir_that_is_a_file_is_not_told_to_be_created(tmp_path: Path) -> 
     with pytest.raises(L2fastError) as info:
         _check_options(DaemonOptions(recv_dir=str(tmp_path / "missing")))
     assert "does not exist" in info.value.message and "mkdir -p" in (info.value.hint or "")
+
+
+def _problem_as(path: Path, *, wrapper: list[str], setup: str = "") -> str:
+    """receive_dir_problem(path) in a fresh interpreter run under `wrapper` (another mount
+    namespace, another user), after the shell commands `setup`."""
+    code = f"from l2fast.daemon.daemon import receive_dir_problem as p; print(p({str(path)!r}))"
+    script = f'{setup} exec "{sys.executable}" -c "$0"'
+    out = subprocess.run(
+        [*wrapper, "sh", "-c", script, code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_writable_receive_dir_or_parent_has_no_problem(tmp_path: Path) -> None:
+    assert receive_dir_problem(str(tmp_path)) is None
+    # The default directory is made on the first offer: its parent must be writable.
+    assert receive_dir_problem(str(tmp_path / "not" / "yet")) is None
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="a read-only mount and another user need root (CI runs as root)"
+)
+
+
+@needs_root
+def test_a_receive_dir_on_a_read_only_file_system_is_named(tmp_path: Path) -> None:
+    # A private mount namespace: the read-only mount is gone with the process.
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mount = f"mount -t tmpfs -o ro,size=1m l2fast-test {ro} &&"
+    problem = _problem_as(ro, wrapper=["unshare", "-m"], setup=mount)
+    assert problem == f"the receive directory {ro} is on a read-only file system"
+    problem = _problem_as(ro / "sub", wrapper=["unshare", "-m"], setup=mount)
+    assert problem == (
+        f"{ro}, where the receive directory {ro / 'sub'} would be made, "
+        "is on a read-only file system"
+    )
+
+
+def test_a_receive_dir_this_user_cannot_write_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root may write anywhere a mount allows, so the permission case is what access(2) says
+    # for another user (the venv need not be readable by one, to run it as one).
+    monkeypatch.setattr(daemon_mod.os, "access", lambda path, mode: False)
+    assert receive_dir_problem(str(tmp_path)) == (
+        f"the receive directory {tmp_path} is not writable by this daemon (uid {os.geteuid()})"
+    )
+
+
+def test_the_daemon_warns_at_start_when_no_file_could_be_received(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level("INFO", logger="l2fast.daemon")
+    monkeypatch.setattr(daemon_mod, "receive_dir_problem", lambda path: f"{path} is broken")
+    daemon_mod._log_files_policy(DaemonOptions(recv_dir="/srv/in"))
+    assert "/srv/in is broken: every file offered will be refused until it is fixed" in (
+        caplog.text
+    )
+    caplog.clear()
+    # Nothing is to be received: nothing to warn about.
+    daemon_mod._log_files_policy(DaemonOptions(recv_dir="/srv/in", accept="none"))
+    assert "files: --accept none" in caplog.text and "broken" not in caplog.text
 
 
 def test_a_send_with_fewer_descriptors_than_files_says_so_and_closes_them(

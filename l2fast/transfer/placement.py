@@ -173,14 +173,17 @@ class ReceiveDir:
 
     # -- space ------------------------------------------------------------------------------
 
-    def free_bytes(self) -> int:
-        """Bytes an unprivileged writer may still use on the receive directory's file system."""
-        st = os.statvfs(self._fd)
-        return st.f_bavail * st.f_frsize
-
     def check_space(self, needed: int) -> None:
-        """NoSpace unless `needed` bytes fit, leaving `reserve_bytes` free (use it for a tree)."""
-        free = self.free_bytes()
+        """NoSpace unless `needed` bytes fit, leaving `reserve_bytes` free (use it for a tree).
+        PlacementError (io_error) first when the file system is mounted read-only: nothing
+        fits there, and "not enough space" would send the sender's user the wrong way."""
+        st = os.statvfs(self._fd)
+        if st.f_flag & os.ST_RDONLY:
+            raise PlacementError(
+                f"the receive directory {display_name(self.path)} is on a read-only file system",
+                hint="the receiver must make it writable or choose another receive directory",
+            )
+        free = st.f_bavail * st.f_frsize
         if needed + self.policy.reserve_bytes > free:
             reserve = self.policy.reserve_bytes
             raise NoSpace(

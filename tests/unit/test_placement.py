@@ -311,6 +311,38 @@ def test_no_space_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     assert listing(root) == []
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only file system needs root")
+def test_a_read_only_file_system_is_refused_as_such_not_as_full(tmp_path: Path) -> None:
+    # A small read-only mount said "not enough space ... 3 B needed, 0 B available": the
+    # sender's user went looking for space, where the receiver's mount was the matter. In a
+    # mount namespace of its own, gone with the process.
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    code = (
+        "from l2fast.transfer.placement import ReceiveDir, PlacementError, NoSpace\n"
+        f"rd = ReceiveDir({str(ro)!r})\n"
+        "try:\n"
+        "    rd.check_space(3)\n"
+        "except NoSpace as exc:\n"
+        "    print('no space', exc.message)\n"
+        "except PlacementError as exc:\n"
+        "    print(int(exc.code), exc.message, '|', exc.hint)\n"
+    )
+    mount = f"mount -t tmpfs -o ro,size=1m l2fast-test {ro}"
+    out = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f'{mount} && exec "{sys.executable}" -c "$0"', code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        f"{int(ErrorCode.IO_ERROR)} the receive directory {ro} is on a read-only file "
+        "system | the receiver must make it writable or choose another receive directory"
+    )
+
+
 def test_directories_count_against_the_free_space_too(tmp_path: Path) -> None:
     # Offers of empty directories (or files deep in new ones) must not fill the file system
     # past the reserve either: each new directory takes a block.

@@ -6,6 +6,7 @@ The CLI prints `error: <message>` and, when present, `hint: <hint>`; never a tra
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 
@@ -113,3 +114,11 @@ class RemoteProtocolError(ProtocolError):
 
 class MalformedPayload(RemoteProtocolError):
     """A frame payload does not match its layout; the frame is dropped as `bad_payload`."""
+
+
+def is_link_down(exc: BaseException) -> bool:
+    """`exc` is what a socket says while its interface is down (ENETDOWN): frames are lost
+    meanwhile, as on a cable pulled out, and nothing else is wrong."""
+    if isinstance(exc, InterfaceDown):
+        return True
+    return isinstance(exc, NativeError) and -exc.code == errno.ENETDOWN

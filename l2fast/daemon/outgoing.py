@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from l2fast import native
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.runner import NodeRunner, Timer
-from l2fast.errors import L2fastError
+from l2fast.errors import L2fastError, is_link_down
 from l2fast.native import datapath as dp
 from l2fast.native import mapguard
 from l2fast.native.mapguard import GuardedMap, SourceError
@@ -81,6 +81,8 @@ WIRE_OVERHEAD = ETH_HLEN + HDR_LEN  # a DATA frame's bytes on the wire beyond it
 POLL_S = 0.01  # how often a digest computed in a thread is looked at (here and in transfers)
 _IDLE_S = 0.005  # pump at least this often while waiting on the receiver
 _BLOCKED_S = 0.0002  # retry this soon when the kernel queue was full
+#: While the interface is down, sending is tried again this often (`_link_lost`).
+_LINK_DOWN_RETRY_S = 0.05
 _PROGRESS_S = 0.25
 #: The longest streaming burst (csrc/txstream.c): new data goes out as the receiver's FEEDBACKs
 #: extend the credit, read in C, and the window hears of it all when the burst returns. Each
@@ -241,7 +243,15 @@ class OutgoingJob:
     def _on_feedback(self) -> None:
         assert self.sock is not None
         now = self.runner.now()
-        read = [self._decode_feedback(raw) for raw in self.sock.recv_frames(0, 256)]
+        try:
+            frames = self.sock.recv_frames(0, 256)
+        except L2fastError as exc:
+            if not is_link_down(exc):
+                raise
+            # The link went down: the socket reports it once (its pending error), and no
+            # frame was lost with the report.
+            frames = []
+        read = [self._decode_feedback(raw) for raw in frames]
         self._apply_feedback(read, now)
         self._after(now)
 
@@ -365,6 +375,17 @@ class OutgoingJob:
             if f.mapped is not None and f.mapped.truncated and self._source_changed(index, now):
                 return
 
+    def _link_lost(self, exc: L2fastError) -> bool:
+        """True when `exc` says the interface is down, which the runner then logs (once per
+        outage) and counts. The frames are lost, as on a cable pulled out: the window sends
+        them again once the link is back, and a session that hears nothing from its peer for
+        its timeout ends as always. A brief outage (a cable moved, a switch port
+        renegotiating) used to fail every send at once ("Network is down")."""
+        if not is_link_down(exc):
+            return False
+        self.runner.link_trouble("sending", exc)
+        return True
+
     def _pump(self) -> None:
         self._pump_timer = None
         out = self.out
@@ -384,8 +405,8 @@ class OutgoingJob:
             for start, end in out.next_batch(now, self.batch_chunks):
                 for span in out.spans([(start, end)]):
                     self.pending.append((span.transfer_id - 1, span.start, span.end))
-        blocked = False
         sent = bool(self.pending)
+        delay = 0.0 if sent else None  # when to pump next
         while self.pending:
             index, start, end = self.pending[0]
             if self.files[index].ended:
@@ -402,15 +423,18 @@ class OutgoingJob:
                 self.pending.clear()
                 break
             except L2fastError as exc:
-                out.cancel(now, f"sending failed: {exc.message}")
                 self.pending.clear()
+                if self._link_lost(exc):
+                    delay = _LINK_DOWN_RETRY_S
+                else:
+                    out.cancel(now, f"sending failed: {exc.message}")
                 break
             if took < end - start:
                 self.pending[0] = (index, start + took, end)
-                blocked = True
+                delay = _BLOCKED_S
                 break
             self.pending.popleft()
-        self._after(now, _BLOCKED_S if blocked else (0.0 if sent else None))
+        self._after(now, delay)
 
     def _burst(self, out: OutgoingTransfer, span: ChunkSpan, now: float) -> float | None:
         """Stream `span`'s new chunks in one C burst, then replay it into the window: its sends
@@ -437,6 +461,8 @@ class OutgoingJob:
             self._stop_for_source(exc, now)
             return None
         except L2fastError as exc:
+            if self._link_lost(exc):
+                return _LINK_DOWN_RETRY_S
             out.cancel(now, f"sending failed: {exc.message}")
             return None
         self.bursts += 1
@@ -449,6 +475,8 @@ class OutgoingJob:
             read = [fb.plain or self._decode_feedback(fb.frame) for fb in burst.feedback]
             self._apply_feedback(read, burst.feedback[-1].arrived)
         if burst.error is not None:
+            if self._link_lost(burst.error):
+                return _LINK_DOWN_RETRY_S
             out.cancel(now, f"sending failed: {burst.error.message}")
             return None
         if burst.stop is dp.BurstStop.BLOCKED:

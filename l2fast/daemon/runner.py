@@ -364,11 +364,11 @@ class NodeRunner:
             try:
                 n = self.sock.recv_batch(arena, 0)
             except L2fastError as exc:  # the socket reports the link going down once
-                self._link_trouble("receiving", exc)
+                self.link_trouble("receiving", exc)
                 return
             if n <= 0:
                 return
-            self._link_trouble("receiving", None)
+            self.link_trouble("receiving", None)
             self.counters["rx_frames"] += n
             # Not now(): the engine has not been given this time yet (see arrival_time). The
             # wall clock first: a stamp's age is then never overstated, so an arrival is never
@@ -448,10 +448,11 @@ class NodeRunner:
             log.error("could not encode a %s frame: %s", frame.type.name, exc.message)
             return None
 
-    def _link_trouble(self, direction: str, exc: L2fastError | None) -> None:
-        # A link that goes down (cable, `ip link set down`) must not end a daemon: frames are
-        # dropped meanwhile, and the protocol's retransmissions carry on once it is back. Said
-        # once per outage, not once per frame.
+    def link_trouble(self, direction: str, exc: L2fastError | None) -> None:
+        """Note that `direction` ("sending", "receiving") on the interface failed with `exc`,
+        or works (None). A link that goes down (cable, `ip link set down`) must not end a
+        daemon: frames are dropped meanwhile, and the protocol's retransmissions carry on once
+        it is back. Said once per outage, not once per frame; the sending jobs report here too."""
         if exc is not None:
             self.counters[f"{direction}_errors"] += 1
             if direction not in self._link_errors:
@@ -471,11 +472,11 @@ class NodeRunner:
             try:
                 took = self.sock.send_frames(batch)
             except L2fastError as exc:
-                self._link_trouble("sending", exc)
+                self.link_trouble("sending", exc)
                 self.counters["tx_dropped"] += len(self._tx_backlog)
                 self._tx_backlog.clear()
                 return first_send
-            self._link_trouble("sending", None)
+            self.link_trouble("sending", None)
             self.counters["tx_frames"] += took
             for _ in range(took):
                 self._tx_backlog.popleft()

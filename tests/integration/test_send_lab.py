@@ -649,6 +649,43 @@ def test_send_after_the_link_went_down_and_up(make_lab: Any, tmp_path: Path) -> 
     assert pool_returned(lab, "h2")["lent_total"] == 2
 
 
+@pytest.mark.parametrize("stream", ["1", "0"], ids=["bursts", "batches"])
+def test_a_send_rides_out_its_own_link_going_down_briefly(
+    make_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: str
+) -> None:
+    """The sender's interface goes down for a second mid-send (a cable moved, a switch port
+    renegotiating): the frames sent meanwhile are lost, the window sends them again once the
+    link is back, and the file arrives verified. Sending failed at once with "sending failed:
+    streaming DATA frames: Network is down" before; the daemon's control frames already rode
+    such outages out. Both ways of sending DATA: C bursts, and the batches the window hands
+    out (L2FAST_TX_STREAM=0, and what retransmissions always use)."""
+    monkeypatch.setenv("L2FAST_TX_STREAM", stream)
+    lab = make_lab(mtu=1500)
+    rx = lab.daemon("h2")
+    src = make_file(tmp_path / "flap.bin", 256 * MIB, 8)
+    daemon = lab.daemons["h2"].pid
+    with lab.sending("h1", "h2", src) as sender:
+
+        def data_flowing() -> bool:
+            receivers = [r for r in _children(daemon) if _comm(r) == "l2f-rx"]
+            return sum(_written(w) for r in receivers for w in _children(r)) >= 8 * MIB
+
+        assert wait_until(data_flowing, 30, 0.002), lab.log_tail("h2")
+        link = ["ip", "netns", "exec", lab.ns("h1"), "ip", "link", "set", "eth0"]
+        subprocess.run([*link, "down"], check=True, timeout=10)
+        try:
+            time.sleep(1.0)  # well inside the sessions' 5 s of silence
+        finally:
+            subprocess.run([*link, "up"], check=True, timeout=10)
+        out, err = sender.communicate(timeout=SEND_TIMEOUT)
+    assert sender.returncode == 0, err + lab.log_tail("h2")
+    event = final_event(out)
+    assert event["verified"] is True and event["bytes"] == 256 * MIB
+    assert event["digest"] == sha256(src) == sha256(rx / "flap.bin")
+    # The outage is logged once (as the node's own frames' is), not once per frame.
+    assert err.count("sending on eth0 fails") == 1, err
+
+
 def test_send_both_ways_after_an_interface_mtu_dropped(make_lab: Any, tmp_path: Path) -> None:
     """`ip link set eth0 mtu 1500` under a daemon started at 9000: it used to keep offering
     9000, so every session it opened (and every session opened to it) failed its probes

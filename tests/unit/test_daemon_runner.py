@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 import struct
 
@@ -9,6 +10,7 @@ import pytest
 
 from l2fast import native
 from l2fast.daemon.runner import NodeRunner
+from l2fast.errors import InterfaceDown, NativeError, is_link_down
 from l2fast.node.events import ChatDelivered, ChatReceived, Event, PeerDiscovered
 from l2fast.node.node import NodeEngine
 from l2fast.wire.constants import DEFAULT_ETHERTYPE, FrameType
@@ -163,6 +165,15 @@ def test_a_link_that_goes_down_and_up_does_not_stop_the_node(
     sock.link_down = False
     # The engine's retransmissions deliver it once the link is back.
     assert pump([a, b], lambda: ChatDelivered(msg_id, b.engine.mac) in a_events)
+
+
+def test_only_a_link_that_is_down_counts_as_an_outage() -> None:
+    # What a sending job rides out (frames lost, sent again later) and what still fails it.
+    assert is_link_down(InterfaceDown("eth0"))
+    assert is_link_down(NativeError(-errno.ENETDOWN, "Network is down", "sending DATA frames"))
+    assert not is_link_down(NativeError(-errno.EMSGSIZE, "Message too long", "sending"))
+    assert not is_link_down(NativeError(-errno.ENXIO, "No such device or address", "sending"))
+    assert not is_link_down(OSError(errno.ENETDOWN, "Network is down"))
 
 
 def test_call_soon_runs_once_the_events_of_a_batch_are_dispatched(hub: FakeHub) -> None:

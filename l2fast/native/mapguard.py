@@ -115,19 +115,17 @@ class GuardedMap:
         return None
 
     def close(self) -> None:
-        """Unmap (unguarding first: the range may be reused by the next mapping). Raises
-        BufferError, still mapped and guarded, while something holds an export of `data`."""
+        """Unmap, then unguard (before the range can be mapped again: mappings are made on
+        the thread that closes them). Raises BufferError, still mapped and guarded, while
+        something holds an export of `data`: a reader (a digest thread) may still fault in
+        it, so the guard never lapses while it is mapped."""
         if self.data is None:
             return
+        self.data.close()
+        self.data = None
         if self._slot >= 0:
             _lib.l2f_mapguard_remove(self._slot)
             self._slot = -1
-        try:
-            self.data.close()
-        except BufferError:
-            self._guard()
-            raise
-        self.data = None
 
     def __enter__(self) -> GuardedMap:
         return self

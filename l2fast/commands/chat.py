@@ -279,6 +279,9 @@ class InteractiveChat:
             table = peers_table(msg["peers"]) if msg["peers"] else ["no peers known"]
             for row in table:
                 self.say(row)
+            unheard = (msg.get("unheard") or {}).get("text")
+            if unheard:  # there, but refused by the LAN key check
+                self.say(f"[{escape_text(unheard)}]")
         elif op == "chat_all":
             if not all(r["delivered"] for r in msg["results"]):
                 self.undelivered += 1

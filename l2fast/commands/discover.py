@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -21,7 +22,8 @@ It lists only the nodes that answered this discovery (`l2fast peers` shows the d
 table, nodes gone quiet included). Without a daemon on the interface, the command runs a node
 of its own for its duration (root or CAP_NET_RAW needed). JSON: an array of {mac, name, mtu,
 last_seen (Unix time), rtt_us, caps, node_id, daemon}. It exits 0 when at least one node
-answered, 1 when none did (like `l2fast ping`).
+answered, 1 when none did (like `l2fast ping`). Nodes that answered with frames the LAN key
+check refused (another --key, or none) are named in a warning on stderr, with what to do.
 """
 
 PEERS_EXAMPLES = """\
@@ -59,12 +61,21 @@ def peers_table(peers: list[dict[str, Any]]) -> list[str]:
     return aligned(rows)
 
 
+def note_unheard(reply: dict[str, Any]) -> None:
+    """Name, on stderr, the nodes that are there but whose frames the LAN key check refused
+    (the daemon's `unheard`): the usual reason why an expected peer is missing."""
+    text = (reply.get("unheard") or {}).get("text")
+    if text:
+        print(f"l2fast: warning: {escape_text(text)}", file=sys.stderr)
+
+
 def run_discover(args: argparse.Namespace) -> int:
     """Send a discovery, wait `--timeout` s, print who answered."""
     with connect(args.interface, local_ok=True, name=args.name) as client:
         reply = client.request({"op": "discover", "timeout": args.timeout}, args.timeout + 10)
         ifname = client.ifname
     peers: list[dict[str, Any]] = reply["peers"]
+    note_unheard(reply)
     if args.json:
         print_json(peers)
     elif not peers:
@@ -79,8 +90,10 @@ def run_discover(args: argparse.Namespace) -> int:
 def run_peers(args: argparse.Namespace) -> int:
     """Print the daemon's neighbour table."""
     with connect(args.interface, local_ok=False) as client:
-        peers: list[dict[str, Any]] = client.request({"op": "peers"}, 10)["peers"]
+        reply = client.request({"op": "peers"}, 10)
         ifname = client.ifname
+    peers: list[dict[str, Any]] = reply["peers"]
+    note_unheard(reply)
     if args.json:
         print_json(peers)
     elif not peers:

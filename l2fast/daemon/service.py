@@ -58,6 +58,7 @@ from l2fast.node.events import (
     SessionFailed,
     SessionOpened,
 )
+from l2fast.node.node import unheard_text
 from l2fast.node.session import SessionInfo
 from l2fast.node.states import SessionState
 from l2fast.wire.constants import Caps, Digest
@@ -369,7 +370,25 @@ class NodeService:
         self._reply(conn, request, status=self.status())
 
     def _op_peers(self, conn: Replier, request: dict[str, Any]) -> None:
-        self._reply(conn, request, peers=[self.peer_json(p) for p in self.engine.peers()])
+        self._reply(
+            conn,
+            request,
+            peers=[self.peer_json(p) for p in self.engine.peers()],
+            unheard=self._unheard_json(),
+        )
+
+    def _unheard_json(self) -> dict[str, Any]:
+        """Nodes whose frames the key check refused lately: {macs: {MAC: reason}, text},
+        where text (None when there are none) says what to do. Lately is as long as the
+        neighbour table keeps a node it hears: a node with the wrong key is refused its
+        periodic HELLOs, and refused our discovery too, so it may not answer within a
+        discovery's wait."""
+        since = self.runner.now() - self.engine.discovery.table.expire_after
+        refusals = self.engine.key_refusals(since)
+        return {
+            "macs": {format_mac(mac): reason for mac, reason in refusals.items()},
+            "text": unheard_text(refusals),
+        }
 
     def _op_discover(self, conn: Replier, request: dict[str, Any]) -> None:
         timeout = _number(request, "timeout", 1.0, 0.0, MAX_DISCOVER_S)
@@ -380,7 +399,12 @@ class NodeService:
             # Only the nodes heard since this discovery began: the table also holds nodes
             # that went quiet a few seconds ago and have not expired yet (`peers` shows those).
             heard = [p for p in self.engine.peers() if p.last_seen >= started]
-            self._reply(conn, request, peers=[self.peer_json(p) for p in heard])
+            self._reply(
+                conn,
+                request,
+                peers=[self.peer_json(p) for p in heard],
+                unheard=self._unheard_json(),
+            )
 
         self.runner.call_later(timeout, answered)
 
@@ -494,11 +518,17 @@ class NodeService:
                 return
             done = True
             names = ", ".join(sorted(repr(escape_text(p.name)) for p in self.engine.peers()))
+            # A node whose answers the key check refused is there: say why it was not heard
+            # rather than suggesting that l2fast is not running on it.
+            unheard = self._unheard_json()["text"]
+            hint = (
+                f"peers known: {names}" if names else "no peer answered; is l2fast running there?"
+            )
             self._fail(
                 conn,
                 request,
                 f"no peer named {escape_text(wanted)!r} answered within {RESOLVE_WAIT_S:.0f} s",
-                f"peers known: {names}" if names else "no peer answered; is l2fast running there?",
+                hint if unheard is None else f"{unheard}; {hint}" if names else unheard,
             )
 
         self._peer_waiters.append(found)

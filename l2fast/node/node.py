@@ -84,6 +84,29 @@ _AUTH_REASONS = {
 }
 
 
+# Nodes named in `unheard_text` for each reason, at most.
+_UNHEARD_SHOWN = 4
+
+
+def unheard_text(refusals: dict[bytes, str]) -> str | None:
+    """What `NodeEngine.key_refusals` found, for a user who expected an answer, or None."""
+    by_reason: dict[str, list[str]] = {}
+    for mac, reason in sorted(refusals.items()):
+        by_reason.setdefault(reason, []).append(mac.hex(":"))
+    parts = []
+    for reason, macs in by_reason.items():
+        if len(macs) == 1:
+            parts.append(f"{macs[0]} was not heard: {_AUTH_REASONS[reason]}")
+            continue
+        named = ", ".join(macs[:_UNHEARD_SHOWN])
+        if len(macs) > _UNHEARD_SHOWN:
+            named += f" and {len(macs) - _UNHEARD_SHOWN} more"
+        parts.append(
+            f"{len(macs)} nodes were not heard ({named}): for each, {_AUTH_REASONS[reason]}"
+        )
+    return "; ".join(parts) or None
+
+
 @dataclass(slots=True)
 class _Slot:
     session: Session
@@ -198,6 +221,12 @@ class NodeEngine:
     def peers(self) -> list[PeerInfo]:
         """The neighbour table, as snapshots."""
         return list(self.discovery.table)
+
+    def key_refusals(self, since: float) -> dict[bytes, str]:
+        """The MACs whose frames the key check refused at or after `since` with none passing
+        since, and why (`bad_auth`, `unauthenticated`, `needs_key`): nodes that are there
+        but not heard, which `discover` and name lookups report instead of "nobody"."""
+        return {mac: reason for mac, (reason, at) in self._auth_refused.items() if at >= since}
 
     def sessions(self) -> list[SessionInfo]:
         """Every session held, as snapshots."""

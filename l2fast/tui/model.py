@@ -257,6 +257,9 @@ class UiModel:
         elif kind == "discover":
             self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
             self._note(f"{counted(len(self.peers), 'peer')} answered")
+            unheard = (msg.get("unheard") or {}).get("text")
+            if unheard:  # there, but refused by the LAN key check
+                self._say(f"[{escape_text(unheard)}]", ERROR)
         elif kind == "chat":
             self._say(f"[delivered to {label}]", DIM)
         elif kind == "chat_all":

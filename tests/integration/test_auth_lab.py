@@ -78,6 +78,14 @@ def test_keyed_daemons_talk_and_a_node_without_the_key_is_refused(
     assert auth_drops(lab.status("h2")).get("unauthenticated", 0) > 0
     assert auth_drops(lab.status("h3")).get("needs_key", 0) > 0
     assert auth_drops(lab.status("h1")).keys() <= {"unauthenticated"}  # h3's HELLOs only
+    # discover, peers and a peer's name do not just say "nobody": they name the nodes that
+    # are there but not heard, and why.
+    keyless = "its frames were sealed with a LAN key and this node has none"
+    for command in (("discover",), ("peers",), ("chat", "h2", "by name")):
+        answer = lab.cli("h3", *command)
+        assert keyless in answer.stderr, (command, answer.stderr)
+        assert lab.mac("h1") in answer.stderr and lab.mac("h2") in answer.stderr
+        assert answer.returncode == (0 if command == ("peers",) else 1)
 
     # A command without a daemon joins with the key file named in L2FAST_KEY_FILE.
     lab.stop_daemon("h3")

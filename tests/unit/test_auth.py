@@ -34,7 +34,7 @@ from l2fast.node.events import (
     SessionFailed,
     SessionOpened,
 )
-from l2fast.node.node import NodeEngine
+from l2fast.node.node import NodeEngine, unheard_text
 from l2fast.transfer.protocol_space import max_have_ranges
 from l2fast.wire.auth import PREFIX_LEN, TAG_LEN, TagKey, open_trailer
 from l2fast.wire.constants import (
@@ -312,6 +312,33 @@ def test_nodes_without_the_same_key_are_refused_and_counted(
     assert a.drops[a_counts] > 0 and b.drops[b_counts] > 0
     (failed,) = lan.of(a, SessionFailed)
     assert "no answer" in failed.error.message and explained in failed.error.message
+
+
+def test_nodes_the_key_check_refused_are_named_with_what_to_do() -> None:
+    # `discover`, `peers` and a name that does not resolve report them (service tests the
+    # replies): they are there, but not heard.
+    lan, a, b = keyed_pair(3, lan_key(SECRET), lan_key(OTHER_SECRET, seed=2))
+    c = lan.add(key=None)
+    lan.run_for(10.0)  # several HELLO periods
+    assert a.peers() == []
+    assert a.key_refusals(0.0) == {b.mac: "bad_auth", c.mac: "unauthenticated"}
+    assert a.key_refusals(lan.now + 1.0) == {}  # only refusals since the time asked
+    text = unheard_text(a.key_refusals(0.0))
+    assert text is not None
+    assert f"{b.mac.hex(':')} was not heard: its frames were sealed with another LAN key" in text
+    assert f"{c.mac.hex(':')} was not heard: its frames were not sealed" in text
+    assert unheard_text({}) is None
+
+
+def test_many_nodes_refused_for_one_reason_are_named_in_one_clause() -> None:
+    macs = [bytes([2, 0, 0, 0, 0, n]) for n in range(6, 0, -1)]
+    text = unheard_text(dict.fromkeys(macs, "needs_key"))
+    assert text == (
+        "6 nodes were not heard (02:00:00:00:00:01, 02:00:00:00:00:02, 02:00:00:00:00:03, "
+        "02:00:00:00:00:04 and 2 more): for each, its frames were sealed with a LAN key and "
+        "this node has none (l2fast daemon --key FILE; L2FAST_KEY_FILE for a command that runs "
+        "without a daemon)"
+    )
 
 
 def open_keyed_session(seed: int = 5) -> tuple[Lan, NodeEngine, NodeEngine, int]:

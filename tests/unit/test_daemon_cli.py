@@ -279,6 +279,14 @@ def test_interactive_lines_become_requests(capsys: pytest.CaptureFixture[str]) -
     assert out[0] == "[no recipient: /to PEER or /all first]"
     assert "[delivered to h2]" in out and "[not delivered to h2: no answer]" in out
     assert out[-1].endswith("h3 (m): \\x1b[1mbold")
+    # The answer to /peers names the nodes the LAN key check refused, escaped.
+    unheard = {"macs": {"02:00:00:00:00:0c": "bad_auth"}, "text": "02:00:00:00:00:0c was not "
+               "heard: its frames were sealed with another LAN key\x1b[2J"}  # fmt: skip
+    chat.on_message({"ok": True, "id": 4, "peers": [], "unheard": unheard})
+    assert capsys.readouterr().out.splitlines() == [
+        "no peers known",
+        "[02:00:00:00:00:0c was not heard: its frames were sealed with another LAN key\\x1b[2J]",
+    ]
 
 
 def test_the_demo_as_a_user_asks_for_sudo_not_a_capability(

@@ -345,6 +345,18 @@ def test_help_lists_the_commands() -> None:
         assert word in text
 
 
+def test_discover_names_the_nodes_the_key_check_refused() -> None:
+    model, _ = started(peers=[])
+    typed(model, "/discover\n")
+    (request,) = [r for r in model.take_requests() if r["op"] == "discover"]
+    why = "02:00:00:00:00:0c was not heard: its frames were sealed with another LAN key"
+    unheard = {"macs": {"02:00:00:00:00:0c": "bad_auth"}, "text": why + "\x1b[2J"}
+    model.on_message({"ok": True, "id": request["id"], "peers": [], "unheard": unheard})
+    (said,) = [line for line in model.log if why in line.text]
+    assert said.style == ERROR and "\x1b" not in said.text  # escaped, as wire text is
+    assert "0 peers answered" in screen(model)
+
+
 def test_a_tiny_terminal_gets_one_line_asking_for_more_room() -> None:
     model, _ = started()
     assert model.render(19, 30) == [Line("l2fast ui: make the", ERROR)]

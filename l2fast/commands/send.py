@@ -13,6 +13,7 @@ from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS, DaemonClosed
 from l2fast.daemon.display import counted
 from l2fast.errors import L2fastError
+from l2fast.node.node import KEY_MISMATCH_MARK
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
 from l2fast.transfer.names import display_name
 from l2fast.transfer.tree import (
@@ -235,11 +236,13 @@ def _failure(final: dict[str, Any]) -> L2fastError:
     # A refusal is the receiver's decision, and a digest mismatch discards the part file
     # (l2fast.transfer.resume): sending again resumes neither. Anything else (the session
     # failed or closed, a stall, a timeout) left what arrived where a new send picks it up.
-    # A source file that changed or cannot be mapped: the error says what to do about it.
+    # A source file that changed or cannot be mapped, or a peer whose LAN key is not ours:
+    # the error says what to do about it.
     final_say = (
         any(r.get("rejected") for r in results)
         or any("digest" in e for e in errors)
         or bool(final.get("source_error"))
+        or KEY_MISMATCH_MARK in error
     )
     return L2fastError(error, hint=None if final_say else RESUME_HINT)
 

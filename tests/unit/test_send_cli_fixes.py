@@ -18,6 +18,7 @@ from l2fast import cli
 from l2fast.commands import send
 from l2fast.commands.send import RESUME_HINT, _skipped_line, _summary
 from l2fast.daemon.control import DaemonClosed
+from l2fast.node.node import _AUTH_REASONS
 from l2fast.progress import JsonProgress
 from l2fast.transfer.tree import (
     FD_HEADROOM,
@@ -292,6 +293,18 @@ def failed(request: dict[str, Any], message: str, **result: Any) -> dict[str, An
 
 
 SESSION_CLOSED = "the session closed before every file was confirmed"
+
+
+def test_a_session_refused_by_the_lan_key_check_gets_no_resume_hint(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Sending again cannot help: the error's own advice (compare the key ids) is the hint.
+    (tmp_path / "f").write_bytes(b"hello")
+    for reason in _AUTH_REASONS.values():
+        message = f"the session failed: no answer from 02:00:00:00:00:02 within 5 s; {reason}"
+        node(lambda r, m=message: failed(r, m, failed=True, error=m))  # type: ignore[misc]
+        assert cli.main(["send", "h2", str(tmp_path / "f")]) == 1
+        assert capsys.readouterr().err.splitlines() == [f"l2fast: error: {message}"]
 
 
 @pytest.mark.parametrize("json_mode", [False, True])

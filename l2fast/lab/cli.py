@@ -154,8 +154,10 @@ def up(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     hosts = ", ".join(f"{spec.name}-h{i}" for i in range(1, spec.hosts + 1))
     print(f"lab {spec.name} is up in {took:.1f} s: {hosts} ({spec.topology}, MTU {spec.mtu})")
-    print(f"  try: sudo l2fast lab exec {spec.name}-h1 -- ip link show eth0")
-    print(f"  remove: sudo l2fast lab down --name {spec.name}")
+    # Root (the only one who can make a lab) needs no sudo, and may not have it installed.
+    sudo = "" if os.geteuid() == 0 else "sudo "
+    print(f"  try: {sudo}l2fast lab exec {spec.name}-h1 -- ip link show eth0")
+    print(f"  remove: {sudo}l2fast lab down --name {spec.name}")
     return 0
 
 

@@ -367,7 +367,9 @@ def test_up_refuses_an_existing_lab(labs: LabFactory, capsys: pytest.CaptureFixt
 @pytest.mark.root
 def test_cli_up_status_exec_down(labs: LabFactory) -> None:
     name = labs.new_name()
-    l2fast_cli("lab", "up", "--name", name, "--hosts", "3", "--mtu", "9000")
+    said = l2fast_cli("lab", "up", "--name", name, "--hosts", "3", "--mtu", "9000").stdout
+    # What to try next, as root runs it: no sudo, which a root shell may not even have.
+    assert f"  remove: l2fast lab down --name {name}" in said.splitlines() and "sudo" not in said
 
     data = json.loads(l2fast_cli("lab", "status", "--json").stdout)
     (lab,) = [entry for entry in data["labs"] if entry["name"] == name]

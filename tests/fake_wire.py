@@ -48,7 +48,10 @@ class FakeHub:
             targets = [
                 s
                 for s in self.sockets.values()
-                if s is not sender and (dst == BROADCAST_MAC or dst == s.mac) and not s.closed
+                if s is not sender
+                and (dst == BROADCAST_MAC or dst == s.mac)
+                and not s.closed
+                and not s.no_carrier
             ]
         for target in targets:
             target.inject(frame)
@@ -66,6 +69,9 @@ class FakeSocket:
         self.closed = False
         #: While True, sending fails like a real socket on an interface that went down.
         self.link_down = False
+        #: While True, frames sent vanish and none arrive, and sending does not fail: a
+        #: pulled cable (no carrier).
+        self.no_carrier = False
         self.sent: list[bytes] = []
         self._queue: deque[tuple[bytes, int]] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -103,6 +109,8 @@ class FakeSocket:
         """Put frames on the segment; maybe fewer than asked (backpressure)."""
         if self.link_down:
             raise InterfaceDown(self.ifname)
+        if self.no_carrier:
+            return len(frames)
         limit = self.hub.accept_per_send
         taken = list(frames) if limit is None else list(frames)[:limit]
         for frame in taken:

@@ -27,7 +27,8 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     """The status reply as text."""
     c = s["counters"]
     lines = [
-        f"interface  {s['interface']}  {s['mac']}  mtu {s['mtu']}",
+        f"interface  {s['interface']}  {s['mac']}  mtu {s['mtu']}"
+        + ("" if s.get("link", True) else "  NO LINK (down, or no carrier): nothing passes"),
         f"node       {escape_text(s['name'])}  id {s['node_id']}  "
         f"{'daemon pid ' + str(s['pid']) if s['daemon'] else 'in-process'}  "
         f"up {s['uptime_s']:.1f} s",

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from l2fast.daemon.client import default_name
 from l2fast.daemon.control import (
@@ -61,15 +61,27 @@ log = logging.getLogger("l2fast.daemon")
 STOP_CLOSE_WAIT_S = 1.0
 #: Seconds the control listener is left alone after accept(2) ran out of descriptors.
 ACCEPT_RETRY_S = 0.5
-#: How often the daemon reads its interface's MTU (`ip link set eth0 mtu N` while it runs).
-MTU_CHECK_S = 1.0
+#: How often the daemon reads its interface's link state and MTU (a cable pulled, `ip link
+#: set eth0 mtu N` while it runs).
+LINK_CHECK_S = 1.0
+
+
+class LinkState(Protocol):
+    """What `Daemon.watch_link` reads of the interface (`native.InterfaceInfo`)."""
+
+    @property
+    def mtu(self) -> int: ...
+
+    @property
+    def is_up(self) -> bool: ...
 
 
 class Daemon:
     """A node on an open socket with its control server; `serve()` runs it until `stop()`.
 
     `address` (default: the interface's abstract name), `rng` and `config` are for tests.
-    `link_mtu` reads the interface's MTU now (`watch_mtu`); None: it is not watched.
+    `read_link` reads the interface's MTU and whether it has its link now (`watch_link`);
+    None: it is not watched.
     """
 
     def __init__(
@@ -82,13 +94,14 @@ class Daemon:
         rng: random.Random | None = None,
         config: NodeConfig | None = None,
         key: LanKey | None = None,
-        link_mtu: Callable[[], int] | None = None,
+        read_link: Callable[[], LinkState] | None = None,
     ) -> None:
         self.options = options
         #: The MTU the daemon started with: its receive buffers hold frames that large.
         self.start_mtu = sock.mtu
-        self._link_mtu = link_mtu
+        self._read_link = read_link
         self._mtu_seen = sock.mtu  # the interface's MTU when last read
+        self._link_up = True  # the interface had its link when last read
         if config is None and not options.present:
             base = NodeConfig()
             config = dataclasses.replace(base, features=base.features & ~Features.PRESENT)
@@ -183,19 +196,42 @@ class Daemon:
             log.exception("control client pid %d: dropped after an error", conn.cred.pid)
             self.control.drop(conn)
 
-    def watch_mtu(self) -> None:
-        """Follow the interface's MTU (every MTU_CHECK_S): a smaller one is what new sessions
+    def watch_link(self) -> None:
+        """Follow the interface (every LINK_CHECK_S): its link, then its MTU.
+
+        A link lost (`ip link set down`, a cable pulled: no carrier) is logged once, and the
+        node told, so that the sessions that time out meanwhile say that it was this node's
+        link and not only that their peers went silent. A send on a link without carrier
+        does not even fail: nothing else would notice."""
+        assert self._read_link is not None
+        self.runner.call_later(LINK_CHECK_S, self.watch_link)
+        try:
+            link = self._read_link()
+        except (L2fastError, OSError):
+            return  # the interface went away: sending fails, and says so, meanwhile
+        ifname = self.runner.sock.ifname
+        engine = self.runner.engine
+        if link.is_up != self._link_up:
+            self._link_up = link.is_up
+            if link.is_up:
+                log.info("%s has its link again", ifname)
+                engine.link_up(self.runner.now())
+            else:
+                log.warning(
+                    "%s lost its link (down, or no carrier): nothing is sent or heard until it "
+                    "is back; sessions silent for %.0f s end",
+                    ifname, engine.config.dead_after,
+                )  # fmt: skip
+                engine.link_down(f"interface {ifname} lost its link (down, or no carrier)")
+        self._follow_mtu(link.mtu)
+
+    def _follow_mtu(self, link: int) -> None:
+        """Follow the interface's MTU: a smaller one is what new sessions
         negotiate, and the LAN is told (a HELLO). Without this, a daemon kept offering the
         MTU it started with, and every session it opened failed its probes ("the path drops
         frames that large") until it was restarted. A larger one than the daemon started
         with cannot be used (its receive buffers are sized for that): the log says to
         restart it."""
-        assert self._link_mtu is not None
-        self.runner.call_later(MTU_CHECK_S, self.watch_mtu)
-        try:
-            link = self._link_mtu()
-        except (L2fastError, OSError):
-            return  # the interface went away: sending fails, and says so, meanwhile
         if link == self._mtu_seen:
             return
         ifname = self.runner.sock.ifname
@@ -235,8 +271,8 @@ class Daemon:
         engine.start(self.runner.now())
         if self.part_expiry is not None:
             self.part_expiry.start()
-        if self._link_mtu is not None:
-            self.runner.call_later(MTU_CHECK_S, self.watch_mtu)
+        if self._read_link is not None:
+            self.runner.call_later(LINK_CHECK_S, self.watch_link)
         try:
             while not self._stopping:
                 self.runner.step(1.0)
@@ -357,7 +393,7 @@ def run_daemon(options: DaemonOptions) -> int:
     sock.enable_rx_timestamps()
     try:
         daemon = Daemon(
-            sock, name, options, key=key, link_mtu=lambda: native.interface_info(ifname).mtu
+            sock, name, options, key=key, read_link=lambda: native.interface_info(ifname)
         )
     except BaseException:
         sock.close()

@@ -261,6 +261,8 @@ class NodeService:
             "interface": runner.sock.ifname,
             "mac": format_mac(engine.mac),
             "mtu": engine.mtu,
+            # False while the daemon sees the interface down or without carrier.
+            "link": not engine.link_lost,
             "name": engine.name,
             "node_id": f"{engine.node_id:016x}",
             # The LAN key's id (never the key): nodes that show the same id talk to each other.

@@ -185,6 +185,11 @@ class NodeEngine:
         #: from it passes: a handshake with that peer that then fails says so if the refusal
         #: came during it (`_AUTH_REASONS`). Oldest forgotten first.
         self._auth_refused: dict[bytes, tuple[str, float]] = {}
+        #: This node's own link, as the adapter reports it (`link_down`, `link_up`): what it
+        #: said when the link was last lost, and when the link came back (None while it is
+        #: still lost); None if it never was. A session that times out while, or shortly
+        #: after, the link was lost says so instead of only blaming its peer.
+        self._link_outage: tuple[str, float | None] | None = None
         #: Random id announced in HELLO and SYN; never 0.
         self.node_id = rng.getrandbits(64) or 1
         #: Frames dropped, by reason (`l2fast status`). The adapter adds its decoding drops
@@ -224,6 +229,31 @@ class NodeEngine:
     def peers(self) -> list[PeerInfo]:
         """The neighbour table, as snapshots."""
         return list(self.discovery.table)
+
+    def link_down(self, what: str) -> None:
+        """The adapter saw this node's interface lose its link (down, or no carrier); `what`
+        says so for the user ("eth0 is down or has no carrier"). Nothing passes meanwhile."""
+        self._link_outage = (what, None)
+
+    def link_up(self, now: float) -> None:
+        """The interface has its link back: sessions recover by their own retransmissions."""
+        if self._link_outage is not None and self._link_outage[1] is None:
+            self._link_outage = (self._link_outage[0], now)
+
+    @property
+    def link_lost(self) -> bool:
+        """Whether the adapter said the link is lost and not yet that it is back."""
+        return self._link_outage is not None and self._link_outage[1] is None
+
+    def _link_was_lost(self, now: float) -> str | None:
+        """What the adapter said of the link if it is lost, or came back so recently that a
+        session timing out now may have lost its frames to it; else None."""
+        if self._link_outage is None:
+            return None
+        what, back_at = self._link_outage
+        c = self.config
+        recent = max(c.dead_after, c.handshake_timeout, c.ctrl_give_up)
+        return what if back_at is None or now - back_at <= recent else None
 
     def key_refusals(self, since: float) -> dict[bytes, str]:
         """The MACs whose frames the key check refused at or after `since` with none passing
@@ -712,15 +742,26 @@ class NodeEngine:
                     ):
                         # A frame refused before this handshake (a forged HELLO with the
                         # peer's MAC, say) says nothing about why this one failed.
-                        ev = self._explained(ev, refused[0])
+                        ev = self._explained(ev, _AUTH_REASONS[refused[0]])
+                    elif (
+                        isinstance(ev, SessionFailed)
+                        and ev.error.code == ErrorCode.TIMEOUT
+                        and (lost := self._link_was_lost(now)) is not None
+                    ):
+                        # "The peer sent nothing" is what the session saw; the adapter saw
+                        # this node's own link go.
+                        ev = self._explained(
+                            ev, f"this node's {lost} meanwhile, so nothing was sent or heard"
+                        )
                     self._events.append(ev)
                     self._ended(slot, ev)
 
     @staticmethod
-    def _explained(ev: SessionFailed, reason: str) -> SessionFailed:
-        # "No answer" is what the session saw; the key check saw the answers and refused them.
+    def _explained(ev: SessionFailed, why: str) -> SessionFailed:
+        """`ev` with `why` added to its error: what this node saw that the session could not
+        (the key check refused the answers, the link was lost)."""
         error = ev.error
-        explained = type(error)(f"{error.message}; {_AUTH_REASONS[reason]}", code=error.code)
+        explained = type(error)(f"{error.message}; {why}", code=error.code)
         return dataclasses.replace(ev, error=explained)
 
     def _deliver(self, slot: _Slot, frame: Frame, now: float) -> None:

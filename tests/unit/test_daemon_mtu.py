@@ -1,4 +1,4 @@
-"""A daemon follows its interface's MTU (`ip link set eth0 mtu N` while it runs).
+"""A daemon follows its interface's MTU (`ip link set eth0 mtu N` while it runs), and its link.
 
 It used to keep offering the MTU it started with: after a drop from 9000 to 1500 every session
 it opened failed its 9000-byte probes ("the path drops frames that large") until a restart.
@@ -12,10 +12,12 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from l2fast.commands.status import status_lines
 from l2fast.daemon.client import DaemonClient
 from l2fast.daemon.control import ControlClient, control_address
 from l2fast.daemon.daemon import Daemon
@@ -33,7 +35,8 @@ FAST = NodeConfig(handshake_timeout=0.5, ctrl_give_up=1.0, dead_after=1.0, hello
 class Pair:
     def __init__(self, tmp_path: Path) -> None:
         self.hub = FakeHub()
-        self.link = 9000  # what "the interface" of the first daemon says now
+        self.link = 9000  # what "the interface" of the first daemon says now: its MTU,
+        self.up = True  # and whether it has its link
         self.daemons: list[Daemon] = []
         self.addresses: list[str] = []
         self.threads: list[threading.Thread] = []
@@ -45,7 +48,7 @@ class Pair:
                 DaemonOptions(recv_dir=str(tmp_path / name), keep_parts_days=0),
                 address=address,
                 config=FAST,
-                link_mtu=self.read_link if index == 1 else None,
+                read_link=self.read_link if index == 1 else None,
             )
             thread = threading.Thread(target=daemon.serve, daemon=True)
             thread.start()
@@ -53,12 +56,12 @@ class Pair:
             self.addresses.append(address)
             self.threads.append(thread)
 
-    def read_link(self) -> int:
-        return self.link
+    def read_link(self) -> SimpleNamespace:
+        return SimpleNamespace(mtu=self.link, is_up=self.up)
 
-    def request(self, index: int, op: str) -> dict[str, Any]:
+    def request(self, index: int, op: str, **fields: Any) -> dict[str, Any]:
         with DaemonClient("fake0", ControlClient(self.addresses[index], timeout=10)) as c:
-            reply: dict[str, Any] = c.request({"op": op}, 5)
+            reply: dict[str, Any] = c.request({"op": op, **fields}, 5)
             return reply
 
     def own_mtu(self) -> int:
@@ -92,7 +95,7 @@ def test_a_smaller_mtu_is_used_and_announced_then_restored(
 ) -> None:
     caplog.set_level(logging.INFO, logger="l2fast.daemon")
     pair.link = 1500
-    # Within MTU_CHECK_S (1 s), not at the next periodic HELLO.
+    # Within LINK_CHECK_S (1 s), not at the next periodic HELLO.
     assert wait_for(lambda: pair.own_mtu() == 1500 and pair.mtu_bravo_sees() == 1500, 3.0)
     assert "eth0" not in caplog.text and "fake0's MTU changed from 9000 to 1500" in caplog.text
     assert "sessions opened from now on use MTU 1500" in caplog.text
@@ -118,3 +121,24 @@ def test_the_node_refuses_an_mtu_outside_the_protocol_range(pair: Pair) -> None:
         engine.set_mtu(1279, 0.0)
     with pytest.raises(L2fastError, match=r"outside 1280\.\.65535"):
         engine.set_mtu(65536, 0.0)
+
+
+def test_a_lost_link_is_logged_and_named_by_the_sessions_that_time_out(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A pulled cable: sending does not even fail, so only reading the interface tells.
+    caplog.set_level(logging.INFO, logger="l2fast.daemon")
+    assert pair.request(0, "chat", peer="bravo", text="before")["delivered"]
+    alpha = pair.hub.sockets[bytes([2, 0, 0, 0, 0, 1])]
+    alpha.no_carrier, pair.up = True, False
+    assert wait_for(lambda: "fake0 lost its link (down, or no carrier)" in caplog.text, 3.0)
+    blamed = "this node's interface fake0 lost its link (down, or no carrier) meanwhile"
+    assert wait_for(lambda: blamed in caplog.text, 5.0)  # the chat session timed out
+    assert caplog.text.count("lost its link (down, or no carrier): nothing is sent") == 1
+    status = pair.request(0, "status")["status"]
+    assert status["link"] is False and "NO LINK" in status_lines(status)[0]
+    alpha.no_carrier, pair.up = False, True
+    assert wait_for(lambda: "fake0 has its link again" in caplog.text, 3.0)
+    assert pair.request(0, "chat", peer="bravo", text="after")["delivered"]
+    status = pair.request(0, "status")["status"]
+    assert status["link"] is True and "LINK" not in status_lines(status)[0]

@@ -195,6 +195,45 @@ def test_dead_peer_is_detected_with_a_clear_error() -> None:
     assert a.sessions() == []
 
 
+@pytest.mark.parametrize("back_after", [None, 3.0])
+def test_a_session_timing_out_while_this_nodes_link_was_lost_says_so(
+    back_after: float | None,
+) -> None:
+    # Told by the adapter (the daemon reads the interface): down, or no carrier.
+    lan, a, b = pair()
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    lan.unplug(a)
+    a.link_down("interface eth9 lost its link (down, or no carrier)")
+    if back_after is not None:  # back, but too late for this session
+        lan.run_for(back_after)
+        a.link_up(lan.now)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=20)
+    (failed,) = lan.of(a, SessionFailed)
+    assert failed.error.code == ErrorCode.TIMEOUT
+    assert failed.error.message == (
+        f"peer {b.mac.hex(':')} sent nothing for 5.0 s: it is down, unplugged or no longer "
+        "running l2fast; this node's interface eth9 lost its link (down, or no carrier) "
+        "meanwhile, so nothing was sent or heard"
+    )
+    # The peer's side failed as any peer's does: its link never went.
+    assert lan.run(lambda: lan.has(b, SessionFailed), timeout=20)
+    assert "this node's" not in lan.of(b, SessionFailed)[0].error.message
+
+
+def test_a_link_lost_long_before_a_session_failed_is_not_blamed() -> None:
+    lan, a, b = pair()
+    a.link_down("interface eth9 lost its link (down, or no carrier)")
+    lan.run_for(1.0)
+    a.link_up(lan.now)
+    lan.run_for(15.0)  # longer than any session timeout
+    a.open_session(b.mac, lan.now)
+    assert lan.run(lambda: both_open(lan, a, b), timeout=1)
+    lan.unplug(b)
+    assert lan.run(lambda: lan.has(a, SessionFailed), timeout=20)
+    assert "this node's" not in lan.of(a, SessionFailed)[0].error.message
+
+
 def test_orderly_close_from_either_side() -> None:
     lan, a, b = pair(wire=True)
     a.open_session(b.mac, lan.now)

@@ -78,9 +78,10 @@ def entry_line(entry: dict[str, Any], *, with_date: bool = False) -> str:
 
 
 def result_lines(results: list[dict[str, Any]]) -> list[str]:
-    """The per-peer report of a message sent to all."""
+    """The per-peer report of a message sent to all, by name (the order the answers came
+    in would change from one run to the next), failures last, where they are seen."""
     lines = []
-    for r in results:
+    for r in sorted(results, key=lambda r: (not r["delivered"], r["name"] or "\uffff", r["mac"])):
         who = f"{escape_text(r['name'])} ({r['mac']})" if r["name"] else r["mac"]
         if r["delivered"]:
             lines.append(f"delivered to {who}")

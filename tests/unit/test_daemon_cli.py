@@ -93,6 +93,18 @@ def test_printed_chat_lines_are_escaped() -> None:
     report = result_lines([{"mac": "m", "name": "x\x07", "delivered": False, "error": "timeout"}])
     assert report == ["NOT delivered to x\\x07 (m): timeout"]
 
+    # By name, nameless ones after, failures last: not in the order the answers came.
+    def result(name: str, mac: str, delivered: bool = True) -> dict[str, Any]:
+        return {"mac": mac, "name": name, "delivered": delivered, "error": "timeout"}
+
+    answers = [result("n10", "0a"), result("", "0c"), result("n2", "02", False), result("n1", "01")]
+    assert result_lines(answers) == [
+        "delivered to n1 (01)",
+        "delivered to n10 (0a)",
+        "delivered to 0c",
+        "NOT delivered to n2 (02): timeout",
+    ]
+
 
 # --- interface choice ---------------------------------------------------------------------
 

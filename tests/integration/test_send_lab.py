@@ -431,8 +431,11 @@ def test_to_and_from_different_peers_at_once(make_lab: Any, tmp_path: Path) -> N
 
         assert wait_until(both_waiting, 20, 0.1), lab.log_tail("h3")
         assert {o["peer"] for o in offers} == {lab.mac("h1"), lab.mac("h2")}
-        for o in offers:
-            lab.ok("h3", "accept", str(o["id"]))
+        # One peer's offers by its name, then whatever else waits.
+        (h1_offer,) = [o["id"] for o in offers if o["peer"] == lab.mac("h1")]
+        picked = lab.json("h3", "accept", "--all", "--from", "h1")
+        assert [a["offer"] for a in picked["answers"]] == [h1_offer], picked
+        assert len(lab.json("h3", "accept", "--all")["answers"]) == 1
         outs = [p.communicate(timeout=SEND_TIMEOUT) for p in procs]
     finally:
         for p in procs:

@@ -5,12 +5,15 @@ send offers, waiting or still to come (found by a review: a folder of 1000 files
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from l2fast import cli
 from l2fast.commands import inbox
+from l2fast.errors import L2fastError
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
 from l2fast.wire.frames_transfer import FileAccept, FileHeld, FileOffer, FileReject
 from tests.service_harness import Nodes, pump
@@ -111,7 +114,8 @@ class FakeNode:
     """The daemon as `l2fast inbox` sees it: its offers and its neighbour table."""
 
     def __init__(self, offers: list[dict[str, object]], peers: list[dict[str, object]]) -> None:
-        self.replies = {"inbox": {"offers": offers}, "peers": {"peers": peers}}
+        self.replies = {"inbox": {"offers": list(offers)}, "peers": {"peers": peers}}
+        self.decided: list[tuple[str, int]] = []
 
     def __enter__(self) -> FakeNode:
         return self
@@ -120,7 +124,18 @@ class FakeNode:
         return None
 
     def request(self, request: dict[str, object], timeout: float) -> dict[str, object]:
-        return self.replies[str(request["op"])]
+        op = str(request["op"])
+        if op in ("accept", "reject"):  # as Transfers.decide: a folder's answer covers its own
+            offers: list[dict[str, object]] = self.replies["inbox"]["offers"]  # type: ignore[assignment]
+            (offer,) = [o for o in offers if o["id"] == request["offer"]] or [None]
+            if offer is None:
+                raise L2fastError(f"no pending offer {request['offer']}", hint="see inbox")
+            gone = [o for o in offers if o is offer or o["folder"] == offer["id"]]
+            self.replies["inbox"]["offers"] = [o for o in offers if o not in gone]
+            self.decided.append((op, int(offer["id"])))  # type: ignore[call-overload]
+            answer = {"offer": offer["id"], "path": offer["path"], "covered": len(gone) - 1}
+            return {**answer, "accepted": op == "accept"}
+        return self.replies[op]
 
 
 def test_inbox_names_a_known_sender_beside_its_mac(
@@ -143,3 +158,77 @@ def test_inbox_names_a_known_sender_beside_its_mac(
     assert lines[2].split()[1] == "02:00:00:00:00:09"  # not in the table: the MAC alone
     assert inbox.run_inbox(argparse.Namespace(interface=None, json=True)) == 0
     assert '"peer": "02:00:00:00:00:01"' in capsys.readouterr().out  # JSON keeps the MAC
+
+
+def waiting(oid: int, mac: str, folder: int | None = None) -> dict[str, object]:
+    return {"id": oid, "peer": mac, "kind": "file", "size": 5, "path": f"p{oid}",
+            "waiting_s": 1.0, "folder": folder}  # fmt: skip
+
+
+ALICE, BOB = "02:00:00:00:00:01", "02:00:00:00:00:02"
+NAMES = [{"mac": ALICE, "name": "alice"}, {"mac": BOB, "name": "bob"}]
+
+
+@pytest.fixture
+def nine(monkeypatch: pytest.MonkeyPatch) -> FakeNode:
+    """Offers 1..7 from alice and bob, 8 and 9 inside folder 7 (answered with it)."""
+    offers = [waiting(i, ALICE if i % 2 else BOB) for i in range(1, 8)]
+    node = FakeNode([*offers, waiting(8, BOB, 7), waiting(9, BOB, 7)], NAMES)
+    monkeypatch.setattr(inbox, "connect", lambda *a, **k: node)
+    return node
+
+
+@pytest.mark.parametrize("who", [None, "alice", ALICE])
+def test_accept_all_answers_every_offer_waiting_or_one_peers(
+    nine: FakeNode, who: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nine peers' offers took nine `l2fast accept ID`.
+    assert cli.main(["accept", "--all", *(["--from", who] if who else [])]) == 0
+    if who is None:
+        assert nine.decided == [("accept", i) for i in range(1, 8)]  # 8, 9: with folder 7
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            "accepted p7 and the 2 offers waiting under it"
+        )
+    else:
+        assert nine.decided == [("accept", i) for i in (1, 3, 5, 7)]
+    assert cli.main(["reject", "--all"]) == 0  # what is left, then nothing
+    assert cli.main(["reject", "--all", "--from", "bob"]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == "no offers waiting from bob: nothing to reject"
+    )
+
+
+def test_several_ids_are_each_answered_and_a_missing_one_does_not_stop_the_rest(
+    nine: FakeNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["reject", "2", "99", "4"]) == 1
+    assert nine.decided == [("reject", 2), ("reject", 4)]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["rejected p2", "rejected p4"]
+    assert err.splitlines() == ["l2fast: error: offer 99: no pending offer 99"]
+    assert cli.main(["accept", "6", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {
+        "answers": [
+            {"offer": 6, "path": "p6", "accepted": True, "covered": 0},
+            {"offer": 3, "path": "p3", "accepted": True, "covered": 0},
+        ],
+        "errors": [],
+    }
+    assert cli.main(["accept", "1", "--json"]) == 0  # one id: one object, as before
+    assert json.loads(capsys.readouterr().out)["offer"] == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["accept"], "which offers? name their IDs"),
+        (["accept", "3", "--all"], "or give --all, not both"),
+        (["reject", "3", "--from", "bob"], "--from picks among the offers --all answers"),
+    ],
+)
+def test_accept_and_reject_say_what_they_need(
+    nine: FakeNode, argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    assert says in capsys.readouterr().err and nine.decided == []

@@ -16,7 +16,7 @@ examples:
   sudo l2fast daemon --keep-parts 1           part files not resumed within a day are deleted
   sudo l2fast daemon --key /etc/l2fast/key    only nodes with this LAN key are heard
 
-The daemon logs to stderr and stops cleanly on Ctrl-C or SIGTERM. Other commands (status,
+The daemon logs to stderr and stops cleanly on Ctrl-C, SIGTERM or SIGHUP. Other commands (status,
 peers, discover, chat, ping) talk to it over the control socket @l2fast/IFACE, which only
 root, the daemon's user and --group members may use. Only one daemon runs per interface and
 network namespace.

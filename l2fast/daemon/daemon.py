@@ -9,7 +9,7 @@ The control socket's abstract name (`@l2fast/<ifname>`) is scoped to the network
 which makes it the single-instance lock too: a second daemon on the same interface in the same
 namespace cannot bind it and refuses to start.
 
-SIGINT and SIGTERM stop it cleanly: sessions are closed in order (briefly waiting for the
+SIGINT, SIGTERM and SIGHUP stop it cleanly: sessions are closed in order (briefly waiting for the
 peers' acknowledgements), clients are disconnected, the socket is closed, exit status 0.
 """
 
@@ -367,7 +367,7 @@ def _log_files_policy(options: DaemonOptions) -> None:
 
 
 def run_daemon(options: DaemonOptions) -> int:
-    """The `l2fast daemon` process: check, open, serve until SIGINT/SIGTERM; exit status."""
+    """The `l2fast daemon` process: check, open, serve until SIGINT/SIGTERM/SIGHUP; exit status."""
     from l2fast import native
 
     require_raw_sockets("l2fast daemon")
@@ -414,6 +414,9 @@ def run_daemon(options: DaemonOptions) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # The terminal it ran in was closed: stop as cleanly as on SIGTERM (sessions closed, so
+    # peers hear it at once) rather than die where it stood, SIGHUP's default.
+    signal.signal(signal.SIGHUP, on_signal)
     log.info(
         "l2fast daemon on %s (%s, mtu %d) as %r; control socket %s",
         ifname,

@@ -151,13 +151,14 @@ class NodeLab:
             f"daemon {host} not ready in {DAEMON_READY_TIMEOUT_S} s:\n{self.log_tail(host)}"
         )
 
-    def stop_daemon(self, host: str) -> int | None:
-        """SIGTERM the daemon of `host` and wait; SIGKILL if it does not stop. Its exit status."""
+    def stop_daemon(self, host: str, signum: int = signal.SIGTERM) -> int | None:
+        """Signal (SIGTERM) the daemon of `host` and wait; SIGKILL if it does not stop. Its
+        exit status."""
         proc = self.daemons.pop(host, None)
         if proc is None:
             return None
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
             try:
                 return proc.wait(DAEMON_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:

@@ -84,12 +84,13 @@ def _worker_start(name: str) -> None:
     in a worker they made SIGTERM do nothing, so a worker could be neither terminated nor
     joined (multiprocessing's exit handler terminates daemonic workers, then joins them) and
     the daemon hung on exit, its control address still held by the worker. Now SIGTERM ends a
-    worker; SIGINT (a Ctrl-C to the terminal's whole process group) is left to the controller,
-    which stops its workers in order.
+    worker; SIGINT and SIGHUP (a Ctrl-C, or the terminal closing, to its whole process group)
+    are left to the controller, which stops its workers in order.
     """
     name_this_thread(name)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 #: A writer's exit status when the file system is full (or the quota reached), and what the

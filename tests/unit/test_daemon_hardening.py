@@ -121,6 +121,9 @@ def test_a_forked_worker_ends_on_sigterm_whatever_the_daemons_handlers() -> None
     # do nothing there, so neither the daemon nor multiprocessing's exit handler could end it.
     old_term = signal.signal(signal.SIGTERM, lambda *_: None)
     old_int = signal.signal(signal.SIGINT, lambda *_: None)
+    # Whatever the worker inherits for SIGHUP (here the default, which ends a process), the
+    # terminal closing is the controller's to act on, like a Ctrl-C.
+    old_hup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     ctx = mp.get_context("fork")
     ready = ctx.Event()
     proc = ctx.Process(target=_worker, args=(ready,), daemon=True)
@@ -129,6 +132,7 @@ def test_a_forked_worker_ends_on_sigterm_whatever_the_daemons_handlers() -> None
         assert ready.wait(10)
         assert proc.pid is not None
         os.kill(proc.pid, signal.SIGINT)  # a Ctrl-C is the controller's to act on
+        os.kill(proc.pid, signal.SIGHUP)  # and so is the terminal closing
         proc.join(0.3)
         assert proc.is_alive()
         os.kill(proc.pid, signal.SIGTERM)
@@ -140,6 +144,7 @@ def test_a_forked_worker_ends_on_sigterm_whatever_the_daemons_handlers() -> None
             proc.join(5)
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGHUP, old_hup)
 
 
 def test_no_present_takes_the_feature_out_of_what_the_node_offers(hub: FakeHub) -> None:

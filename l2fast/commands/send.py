@@ -88,6 +88,11 @@ SKIPPED_NAMED = 10
 #: The hint of a failure that sending again resumes: the receiver keeps its part files and
 #: does not take again the files it already holds (PROTOCOL.md §FILE_ACCEPT).
 RESUME_HINT = "send it again: what arrived is kept and the transfer resumes"
+#: The hint of a failure before any file was answered.
+NOT_REACHED_HINT = (
+    "nothing was sent; is l2fast running there, on this LAN? `l2fast discover` lists the "
+    "nodes that answer"
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -244,7 +249,13 @@ def _failure(final: dict[str, Any]) -> L2fastError:
         or bool(final.get("source_error"))
         or KEY_MISMATCH_MARK in error
     )
-    return L2fastError(error, hint=None if final_say else RESUME_HINT)
+    if final_say:
+        return L2fastError(error)
+    if not results and not final.get("bytes_sent"):
+        # No file got as far as an answer: there is nothing to resume, and the peer may not
+        # be there at all (a mistyped MAC, a node not running l2fast).
+        return L2fastError(error, hint=NOT_REACHED_HINT)
+    return L2fastError(error, hint=RESUME_HINT)
 
 
 def _event(msg: dict[str, Any], total: int, line: ProgressLine, js: JsonProgress | None) -> None:

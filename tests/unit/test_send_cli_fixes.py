@@ -16,7 +16,7 @@ import pytest
 
 from l2fast import cli
 from l2fast.commands import send
-from l2fast.commands.send import RESUME_HINT, _skipped_line, _summary
+from l2fast.commands.send import NOT_REACHED_HINT, RESUME_HINT, _skipped_line, _summary
 from l2fast.daemon.control import DaemonClosed
 from l2fast.node.node import _AUTH_REASONS
 from l2fast.progress import JsonProgress
@@ -293,6 +293,20 @@ def failed(request: dict[str, Any], message: str, **result: Any) -> dict[str, An
 
 
 SESSION_CLOSED = "the session closed before every file was confirmed"
+
+
+def test_a_send_that_reached_nobody_is_not_told_to_resume(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped MAC: no file got as far as an answer, so nothing is kept to resume from.
+    (tmp_path / "f").write_bytes(b"hello")
+    message = "the session failed: no answer from 02:4c:32:00:00:63 to open a session within 5 s"
+    node(lambda r: {**failed(r, message), "files": [], "bytes_sent": 0})
+    assert cli.main(["send", "02:4c:32:00:00:63", str(tmp_path / "f")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"l2fast: error: {message}",
+        f"l2fast: hint: {NOT_REACHED_HINT}",
+    ]
 
 
 def test_a_session_refused_by_the_lan_key_check_gets_no_resume_hint(

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from l2fast.commands.argtypes import number
+from l2fast.commands.send import NOT_REACHED_HINT
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.errors import UsageError
 
@@ -100,6 +101,8 @@ def _stream(
             if msg.get("done"):
                 final.update(msg)
                 break
+            if msg.get("event") == "start":
+                final["reached"] = True  # the session opened: the peer is there
             if msg.get("event") == "start" and not quiet and args.raw:
                 print(f"raw blast to {args.peer}: MTU {msg.get('mtu')}")
             elif msg.get("event") == "start" and not quiet:
@@ -141,6 +144,8 @@ def _report(args: argparse.Namespace, final: dict[str, Any], interrupted: bool =
         print(f"negotiated MTU {result['mtu']} (chunk {result['chunk_size']} bytes)")
     if not ok:
         print(f"l2fast: error: {final.get('error') or 'the bench failed'}", file=sys.stderr)
+        if not final.get("reached"):
+            print(f"l2fast: hint: {NOT_REACHED_HINT}", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -74,7 +74,7 @@ def test_a_refused_bench_prints_no_table_header_above_its_error(
     assert cli.main(["bench", "h2", "-t", "1"]) == 1
     out = capsys.readouterr()
     assert out.out.splitlines() == ["bench to h2: session 0x00000009, MTU 9000"]
-    assert "refused" in out.err
+    assert "refused" in out.err and "hint" not in out.err
 
 
 def test_the_table_header_comes_with_the_first_interval(
@@ -87,3 +87,17 @@ def test_the_table_header_comes_with_the_first_interval(
     assert cli.main(["bench", "h2", "-t", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:2] == ["interval", "s"] and lines.count(lines[1]) == 1
+
+
+def test_a_bench_that_reached_nobody_says_how_to_check_the_peer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped MAC: no session opened. A refusal after one opened (above) gets no such hint.
+    error = "the session failed: no answer from 02:4c:32:00:00:63 to open a session within 5 s"
+    failed = {"done": True, "success": False, "error": error}
+    monkeypatch.setattr(bench, "connect", lambda *a, **k: StreamClient([failed]))
+    assert cli.main(["bench", "02:4c:32:00:00:63", "-t", "1"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"l2fast: error: {error}",
+        f"l2fast: hint: {bench.NOT_REACHED_HINT}",
+    ]

@@ -84,6 +84,7 @@ from l2fast.wire.frames import (
     FileResult,
     WireRanges,
 )
+from l2fast.wire.payload_layout import framing_bytes
 
 __all__ = ["InlineReader", "OutgoingTransfer", "inline_fits"]
 
@@ -95,9 +96,9 @@ _MAX_TRANSFER_ID = 0xFFFF_FFFF  # u32 on the wire
 _DIGESTLESS = frozenset({FileKind.DIRECTORY, FileKind.BENCH})
 _NUDGE = 1e-9  # seconds: far below any timer's precision, far above float rounding
 _INLINE_DIGEST = 32  # bytes of a SHA-256 or BLAKE2b-256 digest
-# FILE_INLINE's bytes besides the path and the data: FILE_OFFER's fixed fields (38), the path's
-# u16 length, the digest's u8 length and the digest.
-_INLINE_OVERHEAD = 38 + 2 + 1 + _INLINE_DIGEST
+# FILE_INLINE's bytes besides the path and the data: its fixed fields, the path's and the
+# digest's lengths (`framing_bytes`), and the digest.
+_INLINE_OVERHEAD = framing_bytes(FileInline.LAYOUT) + _INLINE_DIGEST
 
 
 def inline_fits(path: str, size: int, control_payload: int) -> bool:

@@ -78,6 +78,20 @@ def _read(r: PayloadReader, field: Field) -> object:
 
 #: struct codes of the fixed-width integer kinds (big-endian, PROTOCOL.md §Conventions).
 _FIXED_CODES: dict[str, str] = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i64": "q"}
+#: Bytes a field of a variable kind takes besides its contents: its length (or count).
+_LENGTH_BYTES: dict[str, int] = {"str8": 1, "bytes8": 1, "str16": 2, "ranges": 2, "rest": 0}
+
+
+def framing_bytes(layout: Layout) -> int:
+    """Bytes a payload of `layout` takes besides the contents of its variable fields (its
+    strings, byte strings, ranges and rest): what a sender adds to those to know whether
+    they fit a frame."""
+    return sum(
+        struct.calcsize("!" + _FIXED_CODES[f.kind]) if f.kind in _FIXED_CODES
+        else 1 if f.kind == "flag"
+        else _LENGTH_BYTES[f.kind]
+        for f in layout
+    )  # fmt: skip
 
 
 class _Run(NamedTuple):

@@ -51,6 +51,7 @@ from l2fast.wire.frames import (
     encode_payload,
 )
 from l2fast.wire.header import build_frame
+from l2fast.wire.payload_layout import framing_bytes
 from tests.strategies import BODY_STRATEGIES, frames
 
 MAC_A = bytes.fromhex("020000000001")
@@ -166,6 +167,27 @@ def test_payload_round_trips(cls: type[Body], data: st.DataObject) -> None:
     assert len(payload) <= MAX_PAYLOAD
     assert decode_payload(cls.frame_type, payload) == body
     assert decode_payload(int(cls.frame_type), memoryview(bytearray(payload))) == body
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in BODY_STRATEGIES if hasattr(c, "LAYOUT")], ids=lambda c: c.__name__
+)
+@given(data=st.data())
+def test_framing_bytes_and_the_variable_contents_make_the_payload(
+    cls: type[Body], data: st.DataObject
+) -> None:
+    # What a sender computes to know whether strings and data fit a frame (FILE_INLINE).
+    body = data.draw(BODY_STRATEGIES[cls])
+    contents = 0
+    for field in cls.LAYOUT:  # type: ignore[attr-defined]
+        value = getattr(body, field.name)
+        if field.kind in ("str8", "str16"):
+            contents += len(value.encode("utf-8", "surrogateescape"))
+        elif field.kind in ("bytes8", "rest"):
+            contents += len(value)
+        elif field.kind == "ranges":
+            contents += 16 * len(value)
+    assert len(encode_payload(body)) == framing_bytes(cls.LAYOUT) + contents  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -232,7 +232,8 @@ class NodeEngine:
 
     def link_down(self, what: str) -> None:
         """The adapter saw this node's interface lose its link (down, or no carrier); `what`
-        says so for the user ("eth0 is down or has no carrier"). Nothing passes meanwhile."""
+        says so for the user ("interface eth0 lost its link (down, or no carrier)"), and is
+        added to the error of a session that times out for it. Nothing passes meanwhile."""
         self._link_outage = (what, None)
 
     def link_up(self, now: float) -> None:

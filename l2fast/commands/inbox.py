@@ -13,6 +13,7 @@ from l2fast.daemon.control import DaemonClosed
 from l2fast.daemon.display import (
     aligned,
     counted,
+    escape_text,
     format_mac,
     offers_by_folder,
     parse_mac,
@@ -121,11 +122,30 @@ def _waiting(client: NodeClient, peer: str | None) -> list[int]:
     first; only `peer`'s (a name or a MAC) if given."""
     offers = client.request({"op": "inbox"}, 10)["offers"]
     if peer is not None:
-        names = {p["mac"]: p["name"] for p in client.request({"op": "peers"}, 10)["peers"]}
-        mac = parse_mac(peer)
-        wanted = format_mac(mac) if mac is not None else None
-        offers = [o for o in offers if o["peer"] == wanted or names.get(o["peer"]) == peer]
+        wanted = _peer_mac(client, peer)
+        offers = [o for o in offers if o["peer"] == wanted]
     return sorted(o["id"] for o, _ in offers_by_folder(offers))
+
+
+def _peer_mac(client: NodeClient, peer: str) -> str:
+    """The MAC `peer` names (itself, or a name in the neighbour table). A name is only what a
+    node announces: one that two nodes carry picks neither, since accepting the offers of
+    whichever node chose that name is what --from must not do."""
+    mac = parse_mac(peer)
+    if mac is not None:
+        return format_mac(mac)
+    named = [p["mac"] for p in client.request({"op": "peers"}, 10)["peers"] if p["name"] == peer]
+    if len(named) > 1:
+        raise L2fastError(
+            f"{len(named)} peers are named {escape_text(peer)!r}: {', '.join(named)}",
+            hint="name it by its MAC (`l2fast inbox` shows each offer's)",
+        )
+    if not named:
+        raise L2fastError(
+            f"no peer named {escape_text(peer)!r} is in the neighbour table",
+            hint="name it by its MAC (`l2fast inbox` shows each offer's)",
+        )
+    return str(named[0])
 
 
 def _answer_json(answer: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +181,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for op, verb in (("accept", "receive"), ("reject", "refuse")):
         p = sub.add_parser(
             op,
-            help=f"{verb} a pending file offer (see l2fast inbox)",
+            help=f"{verb} pending file offers (see l2fast inbox)",
             description=f"{verb.capitalize()} the pending offers shown by `l2fast inbox`: by ID, "
             "or every one waiting (--all), maybe only one peer's (--from).",
             epilog=INBOX_EXAMPLES,

@@ -219,6 +219,21 @@ def test_several_ids_are_each_answered_and_a_missing_one_does_not_stop_the_rest(
     assert json.loads(capsys.readouterr().out)["offer"] == 1
 
 
+def test_from_refuses_a_name_two_peers_carry_or_none_does(
+    nine: FakeNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A name is only what a node announces: another "alice" must not get its offers accepted.
+    nine.replies["peers"]["peers"] = [*NAMES, {"mac": "02:00:00:00:00:66", "name": "alice"}]
+    assert cli.main(["accept", "--all", "--from", "alice"]) == 1
+    err = capsys.readouterr().err
+    assert "2 peers are named 'alice': 02:00:00:00:00:01, 02:00:00:00:00:66" in err
+    assert cli.main(["accept", "--all", "--from", "carol"]) == 1
+    assert "no peer named 'carol' is in the neighbour table" in capsys.readouterr().err
+    assert nine.decided == []
+    assert cli.main(["accept", "--all", "--from", ALICE]) == 0  # by MAC: no doubt
+    assert nine.decided == [("accept", i) for i in (1, 3, 5, 7)]
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

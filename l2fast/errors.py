@@ -9,6 +9,11 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 
+#: Named in every explanation of a session that failed because the LAN key check refused
+#: its peer's frames (`l2fast.node.node`): such a failure is not mended by trying again, so
+#: `l2fast send` gives no resume hint for it. Here, not there: commands must not import the node.
+KEY_MISMATCH_MARK = "LAN key"
+
 
 class L2fastError(Exception):
     """Base class: an error with a user-facing message and an optional next step."""

@@ -12,8 +12,7 @@ from typing import Any
 from l2fast.daemon.client import add_node_arguments, connect
 from l2fast.daemon.control import MAX_FDS, DaemonClosed
 from l2fast.daemon.display import counted
-from l2fast.errors import L2fastError
-from l2fast.node.node import KEY_MISMATCH_MARK
+from l2fast.errors import KEY_MISMATCH_MARK, L2fastError
 from l2fast.progress import JsonProgress, ProgressLine, format_bytes
 from l2fast.transfer.names import display_name
 from l2fast.transfer.tree import (

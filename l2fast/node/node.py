@@ -73,10 +73,8 @@ _PING_TYPES = frozenset({FrameType.PING, FrameType.PONG})
 _GROUP_SEALED = frozenset({FrameType.HELLO, FrameType.HELLO_ACK, FrameType.SYN})
 # Peers whose last refused frame is remembered (`NodeEngine._auth_refused`), at most.
 _AUTH_REFUSED_MACS = 256
-#: In every explanation `_AUTH_REASONS` adds: a failure that names it is not mended by
-#: trying again (`l2fast send` then gives no resume hint).
-KEY_MISMATCH_MARK = "LAN key"
-# What a session that failed after its peer's frames were refused by the key check adds.
+# What a session that failed after its peer's frames were refused by the key check adds;
+# each names KEY_MISMATCH_MARK.
 _AUTH_REASONS = {
     "unauthenticated": "its frames were not sealed: it runs without a LAN key (start it with "
     "the same --key as this node)",

@@ -66,6 +66,9 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     lines.append(f"peers      {len(s['peers'])}")
     if s["peers"]:
         lines += ["  " + line for line in peers_table(s["peers"])]
+    unheard = (s.get("unheard") or {}).get("text")
+    if unheard:  # there, but refused by the LAN key check
+        lines.append(f"  not heard: {escape_text(unheard)}")
     lines.append(f"sessions   {len(s['sessions'])}")
     for x in s["sessions"]:
         who = f"{escape_text(x['peer_name'])} ({x['peer']})" if x["peer_name"] else x["peer"]

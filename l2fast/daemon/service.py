@@ -271,6 +271,7 @@ class NodeService:
             "pid": os.getpid(),
             "uptime_s": round(runner.now() - runner.started, 3),
             "peers": [self.peer_json(p) for p in engine.peers()],
+            "unheard": self._unheard_json(),
             "sessions": [self._session_json(s) for s in engine.sessions()],
             "counters": counters,
             "drops": dict(sorted(drops.items())),

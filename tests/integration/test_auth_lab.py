@@ -86,6 +86,7 @@ def test_keyed_daemons_talk_and_a_node_without_the_key_is_refused(
         assert keyless in answer.stderr, (command, answer.stderr)
         assert lab.mac("h1") in answer.stderr and lab.mac("h2") in answer.stderr
         assert answer.returncode == (0 if command == ("peers",) else 1)
+    assert "not heard: 2 nodes were not heard" in lab.ok("h3", "status").stdout
 
     # A command without a daemon joins with the key file named in L2FAST_KEY_FILE.
     lab.stop_daemon("h3")

@@ -47,7 +47,9 @@ blake2b) is compared by the receiver; the exit status is 0 only when every file 
 1 when the receiver refused a file or a transfer failed (with a hint when sending again
 resumes it). A symlink named as PATH is sent as what it points to; symlinks inside a folder
 (unless --follow-symlinks), FIFOs, sockets and devices are not sent, and are named on one line
-before the transfer (--json: `skipped` in the final event, a list of {path, reason}).
+before the transfer (--json: `skipped` in the final event, a list of {path, reason, lost}).
+So are entries left out for a problem of their own (`lost`: a name a receiver refuses or that
+is not UTF-8, a folder that cannot be read): the rest is sent, and the exit status is then 1.
 Sending the same file again after an interrupted transfer sends only what the receiver is
 missing (skipped_bytes in the final event), and a file the receiver already has under its
 name (same size and digest) is not sent at all and not copied again: it is reported as
@@ -163,6 +165,7 @@ def _send(
             ) from None
     ok = bool(final.get("success")) and bool(final.get("verified"))
     final["files"] = _results(final.get("files", []), {e.path: e.kind for e in plan.entries})
+    error = _left_out(plan.skipped) if ok else _failure(final)
     sent = int(final.get("bytes_sent", 0))
     line.finish(sent)
     if js is not None:
@@ -184,17 +187,32 @@ def _send(
             files_present=final.get("files_present", 0),
             files_inline=final.get("files_inline", 0),
             held_seconds=held_s,
-            skipped=[{"path": s.path, "reason": s.reason} for s in plan.skipped],
+            skipped=[{"path": s.path, "reason": s.reason, "lost": s.lost} for s in plan.skipped],
             results=final["files"],
-            **({"error": final["error"]} if final.get("error") else {}),
+            **({"error": error.message} if error is not None else {}),
         )
     elif ok and not args.quiet:
         _summary(final, args.digest)
-    if not ok:
-        failure = _failure(final)  # printed like every other error, after the final event
-        failure.reported_as_json = js is not None
-        raise failure
+    if error is not None:
+        error.reported_as_json = js is not None  # printed like every other error, after it
+        raise error
     return 0
+
+
+def _left_out(skipped: Sequence[SkippedEntry]) -> L2fastError | None:
+    """The error of a send that verified everything it sent but left out entries for a
+    problem of their own (a name, permissions: `SkippedEntry.lost`), or None. Those were
+    named before the transfer; a script must not take exit status 0 for "all arrived"."""
+    lost = [s for s in skipped if s.lost]
+    if not lost:
+        return None
+    named = ", ".join(s.path for s in lost[:SKIPPED_NAMED])
+    more = f" and {len(lost) - SKIPPED_NAMED} more" if len(lost) > SKIPPED_NAMED else ""
+    return L2fastError(
+        f"everything sent was verified, but {counted(len(lost), 'entry', 'entries')} could "
+        f"not be sent: {named}{more} (each is in the list of skipped entries, with why)",
+        hint="rename them or make them readable, then send again: what arrived is not sent again",
+    )
 
 
 def _results(results: list[dict[str, Any]], kinds: dict[str, FileKind]) -> list[dict[str, Any]]:

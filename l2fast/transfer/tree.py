@@ -85,6 +85,10 @@ class SkippedEntry:
 
     path: str  #: relative path, escaped for display
     reason: str
+    #: Left out for a problem of its own (a name that cannot be sent, a folder that cannot be
+    #: read), not by the rules for links and special files: data the user meant to send that
+    #: will not arrive, so `l2fast send` does not exit 0.
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,18 +149,19 @@ class _Walker:
         self.skipped: list[SkippedEntry] = []
         self.total_bytes = 0
 
-    def skip(self, rel: str, reason: str) -> None:
-        self.skipped.append(SkippedEntry(_shown(rel), reason))
+    def skip(self, rel: str, reason: str, *, lost: bool = False) -> None:
+        self.skipped.append(SkippedEntry(_shown(rel), reason, lost))
 
     def admit(self, rel: str, kind: FileKind) -> bool:
         """Check a name; False (and noted) when it is not sent."""
         problem = _encode_problem(rel)
         if problem is not None:
-            self.skip(rel, f"cannot be offered: {problem}")  # what is below goes with it
+            # What is below goes with it.
+            self.skip(rel, f"cannot be offered: {problem}", lost=True)
             return False
         problem = safety_violation(rel, is_file=kind == FileKind.FILE)
         if problem is not None:
-            self.skip(rel, f"a receiver refuses it: {problem}")
+            self.skip(rel, f"a receiver refuses it: {problem}", lost=True)
             return False
         return True
 
@@ -188,14 +193,14 @@ class _Walker:
             with os.scandir(source) as it:
                 children = sorted(it, key=lambda d: d.name)
         except OSError as exc:
-            self.skip(rel, f"cannot list it: {exc.strerror}")
+            self.skip(rel, f"cannot list it: {exc.strerror}", lost=True)
             return
         for child in children:
             child_rel = f"{rel}/{child.name}"
             try:
                 st = child.stat(follow_symlinks=False)
             except OSError as exc:
-                self.skip(child_rel, f"cannot stat it: {exc.strerror}")
+                self.skip(child_rel, f"cannot stat it: {exc.strerror}", lost=True)
                 continue
             self.visit(child_rel, child.path, st, ancestors)
 

@@ -409,11 +409,20 @@ class UiModel:
             job.bytes_done = int(event.get("bytes", job.bytes_done))
             path = escape_text(job.path)
             skipped = event.get("skipped") or []
+            # Those left out for a problem of their own (`lost`) first, and as an error: they
+            # were meant to arrive (the command exits 1 for them).
+            lost = [s for s in skipped if s.get("lost")]
             if skipped:
-                what = escape_text(str(skipped[0].get("path")))
-                why = escape_text(str(skipped[0].get("reason")))
-                n = counted(len(skipped), "entry", "entries")
-                self._say(f"[/send #{job.number} left out {n}, such as {what} ({why})]", DIM)
+                first = (lost or skipped)[0]
+                what = escape_text(str(first.get("path")))
+                why = escape_text(str(first.get("reason")))
+                n = counted(len(lost or skipped), "entry", "entries")
+                self._say(
+                    f"[/send #{job.number} could not send {n}, such as {what} ({why})]"
+                    if lost
+                    else f"[/send #{job.number} left out {n}, such as {what} ({why})]",
+                    ERROR if lost else DIM,
+                )
             if event.get("verified"):
                 self._say(
                     f"[sent {path} to {job.label}: {format_bytes(job.bytes_done)} in "

@@ -187,11 +187,42 @@ def test_json_lists_what_was_skipped(
     out, err = capsys.readouterr()
     assert err == ""
     done = json.loads(out.splitlines()[-1])
+    # Left out by the rules for links and special files: not `lost`, and exit status 0.
     assert done["skipped"] == [
-        {"path": "d/a.lnk", "reason": NOT_FOLLOWED},
-        {"path": "d/fifo", "reason": "FIFO"},
-        {"path": "d/gone", "reason": NOT_FOLLOWED},
+        {"path": "d/a.lnk", "reason": NOT_FOLLOWED, "lost": False},
+        {"path": "d/fifo", "reason": "FIFO", "lost": False},
+        {"path": "d/gone", "reason": NOT_FOLLOWED, "lost": False},
     ]
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_entries_left_out_for_a_problem_of_their_own_make_the_send_fail_after_it(
+    json_mode: bool,
+    tmp_path: Path,
+    node: Callable[[Final], FakeClient],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A name no receiver takes: the rest is sent and verified, but a script must not read
+    # exit status 0 as "everything arrived".
+    src = folder(tmp_path)
+    os.close(os.open(os.fsencode(src) + b"/caf\xe9", os.O_CREAT | os.O_WRONLY, 0o644))
+    node(verified)
+    assert cli.main(["send", "h2", str(src), *(["--json"] if json_mode else [])]) == 1
+    out, err = capsys.readouterr()
+    why = (
+        "everything sent was verified, but 1 entry could not be sent: d/caf\\xe9 (each is in "
+        "the list of skipped entries, with why)"
+    )
+    assert f"l2fast: error: {why}" in err.splitlines()
+    assert "l2fast: hint: rename them or make them readable" in err
+    if json_mode:  # the final event says it too, and stays the last line on stdout
+        done = json.loads(out.splitlines()[-1])
+        assert done["verified"] is True and done["error"] == why
+        lost = [s for s in done["skipped"] if s["lost"]]
+        assert lost == [{"path": "d/caf\\xe9", "reason": "cannot be offered: name is not "
+                         "valid UTF-8", "lost": True}]  # fmt: skip
+    else:
+        assert "d/caf\\xe9 (cannot be offered: name is not valid UTF-8)" in err.splitlines()[0]
 
 
 @pytest.mark.parametrize("what", ["/dev/null", "fifo"])

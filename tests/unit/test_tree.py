@@ -146,6 +146,7 @@ def test_paths_over_the_protocol_limit_are_skipped_with_the_reason(tmp_path: Pat
     assert "s/fine" in [e.path for e in plan.entries]
     (skipped,) = plan.skipped  # the deepest directory; nothing below it is listed
     assert skipped.path.startswith("s/0000") and "is 1006 bytes, must be 1..1000" in skipped.reason
+    assert skipped.lost
     assert not any(e.path.startswith(skipped.path) for e in plan.entries)
 
 
@@ -160,6 +161,7 @@ def test_names_that_are_not_utf8_are_skipped_like_names_receivers_refuse(tmp_pat
     reasons = {s.path: s.reason for s in plan.skipped}
     assert reasons["s/caf\\xe9"] == "cannot be offered: name is not valid UTF-8"
     assert "a receiver refuses it" in reasons["s/new\\nline"]
+    assert all(s.lost for s in plan.skipped)  # meant to be sent: `send` will not exit 0
 
 
 def test_a_source_whose_own_name_cannot_be_offered_is_an_error(tmp_path: Path) -> None:
@@ -210,7 +212,7 @@ def test_unreadable_directories_are_skipped(tmp_path: Path) -> None:
         plan = plan_tree(src, CHUNK)
     finally:
         os.chmod(src / "locked", stat.S_IRWXU)
-    assert any("cannot list" in s.reason for s in plan.skipped)
+    assert any("cannot list" in s.reason and s.lost for s in plan.skipped)
 
 
 def test_ten_thousand_small_files_plan_in_linear_time(tmp_path: Path) -> None:

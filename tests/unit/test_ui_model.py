@@ -690,6 +690,12 @@ def test_skipped_entries_of_a_send_are_named() -> None:
     skipped = [{"path": "tree/link", "reason": "symlink"}, {"path": "tree/l2", "reason": "x"}]
     model.on_send_event(job, {"event": "done", "verified": True, "skipped": skipped})
     assert "[/send #1 left out 2 entries, such as tree/link (symlink)]" in screen(model, 120)
+    typed(model, "/send tree\n")
+    ((job, _),) = model.take_launches()
+    lost = {"path": "tree/caf\\xe9", "reason": "not UTF-8", "lost": True}
+    model.on_send_event(job, {"event": "done", "verified": True, "skipped": [*skipped, lost]})
+    said = "[/send #2 could not send 1 entry, such as tree/caf\\xe9 (not UTF-8)]"
+    assert [line.style for line in model.log if line.text == said] == [ERROR]
 
 
 def test_a_send_without_a_daemon_announces_the_interfaces_name() -> None:

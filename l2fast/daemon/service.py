@@ -42,7 +42,7 @@ from l2fast.daemon.display import (
 from l2fast.daemon.pingjob import PingJob
 from l2fast.daemon.runner import NodeRunner
 from l2fast.daemon.transfers import Transfers
-from l2fast.errors import L2fastError
+from l2fast.errors import KEY_MISMATCH_MARK, L2fastError
 from l2fast.node.events import (
     ChatDelivered,
     ChatFailed,
@@ -61,7 +61,7 @@ from l2fast.node.events import (
 from l2fast.node.node import unheard_text
 from l2fast.node.session import SessionInfo
 from l2fast.node.states import SessionState
-from l2fast.wire.constants import Caps, Digest
+from l2fast.wire.constants import Caps, Digest, ErrorCode
 
 __all__ = ["DROP_REASONS", "TRANSFER_DROP_REASONS", "NodeService", "Replier"]
 
@@ -562,10 +562,18 @@ class NodeService:
             if isinstance(ev, ChatDelivered):
                 self._reply(conn, request, msg_id=msg_id, peer=format_mac(mac), delivered=True)
             else:
+                error = ev.error
+                # Silence, not a refusal: whether the peer answers at all is the next question
+                # (unless the key check already said why it was not heard).
+                silent = error.code == ErrorCode.TIMEOUT and KEY_MISMATCH_MARK not in error.message
                 self._fail(
                     conn,
                     request,
-                    f"message not delivered to {self._peer_label(mac)}: {ev.error.message}",
+                    f"message not delivered to {self._peer_label(mac)}: {error.message}",
+                    f"`l2fast ping {format_mac(mac)}` tells whether it answers at all, and "
+                    "`l2fast peers` when it was last heard"
+                    if silent
+                    else None,
                 )
 
         def too_late() -> None:

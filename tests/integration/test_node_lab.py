@@ -165,6 +165,10 @@ def test_chat_to_a_silent_peer_fails_in_bounded_time(node_lab: NodeLab) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("l2fast: error: message not delivered to 02:4c:32:00:00:42")
     assert "no answer" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[1] == (  # what to find out next
+        "l2fast: hint: `l2fast ping 02:4c:32:00:00:42` tells whether it answers at all, and "
+        "`l2fast peers` when it was last heard"
+    )
     assert elapsed < 15
 
 

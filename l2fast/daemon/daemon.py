@@ -50,7 +50,7 @@ from l2fast.daemon.service import NodeService
 from l2fast.errors import L2fastError
 from l2fast.node.auth import LanKey, load_key_file
 from l2fast.node.config import NodeConfig
-from l2fast.node.node import NodeEngine
+from l2fast.node.node import NodeEngine, unheard_text
 from l2fast.wire.constants import MIN_MTU, Caps, Features
 
 __all__ = ["Daemon", "run_daemon"]
@@ -64,6 +64,8 @@ ACCEPT_RETRY_S = 0.5
 #: How often the daemon reads its interface's link state and MTU (a cable pulled, `ip link
 #: set eth0 mtu N` while it runs).
 LINK_CHECK_S = 1.0
+#: How often the daemon logs the nodes the LAN key check began refusing (one line at most).
+REFUSAL_LOG_S = 10.0
 
 
 class LinkState(Protocol):
@@ -102,6 +104,8 @@ class Daemon:
         self._read_link = read_link
         self._mtu_seen = sock.mtu  # the interface's MTU when last read
         self._link_up = True  # the interface had its link when last read
+        #: The MACs whose refusal by the key check the log has told (`watch_refusals`).
+        self._refusals_logged: set[bytes] = set()
         if config is None and not options.present:
             base = NodeConfig()
             config = dataclasses.replace(base, features=base.features & ~Features.PRESENT)
@@ -225,6 +229,20 @@ class Daemon:
                 engine.link_down(f"interface {ifname} lost its link (down, or no carrier)")
         self._follow_mtu(link.mtu)
 
+    def watch_refusals(self) -> None:
+        """Log (every REFUSAL_LOG_S, one line at most) the nodes whose frames the LAN key
+        check began refusing: the operator of a keyed LAN learns that a node runs with
+        another key, or none, which the drop counters alone do not say. A node is told once
+        while it stays refused; a flood from made-up MACs costs one line per period."""
+        self.runner.call_later(REFUSAL_LOG_S, self.watch_refusals)
+        engine = self.runner.engine
+        refused = engine.key_refusals(self.runner.now() - engine.discovery.table.expire_after)
+        new = {mac: why for mac, why in refused.items() if mac not in self._refusals_logged}
+        self._refusals_logged = set(refused)  # one refused again after passing is told again
+        text = unheard_text(new)
+        if text is not None:
+            log.warning("%s; `l2fast status` counts the frames refused", text)
+
     def _follow_mtu(self, link: int) -> None:
         """Follow the interface's MTU: a smaller one is what new sessions
         negotiate, and the LAN is told (a HELLO). Without this, a daemon kept offering the
@@ -273,6 +291,7 @@ class Daemon:
             self.part_expiry.start()
         if self._read_link is not None:
             self.runner.call_later(LINK_CHECK_S, self.watch_link)
+        self.runner.call_later(REFUSAL_LOG_S, self.watch_refusals)
         try:
             while not self._stopping:
                 self.runner.step(1.0)

@@ -28,7 +28,8 @@ that stops keeps its part file there, so that sending the same file again resume
 nobody resumes are deleted after --keep-parts days (checked at start and hourly).
 
 With --key, every control frame is sealed (HMAC-SHA256) and frames from nodes without the
-key are dropped and counted (`l2fast status`); file contents are checked end to end against
+key are dropped and counted (`l2fast status`); such nodes are named in the log (once each) and
+by discover, peers and status, as "not heard". File contents are checked end to end against
 the digest in a sealed FILE_END. Frames are authenticated, not encrypted: anyone on the LAN can
 still read them. Commands that run their own node (no daemon) read the key file named by
 L2FAST_KEY_FILE, which is also this command's default for --key.

@@ -236,7 +236,7 @@ class Daemon:
         while it stays refused; a flood from made-up MACs costs one line per period."""
         self.runner.call_later(REFUSAL_LOG_S, self.watch_refusals)
         engine = self.runner.engine
-        refused = engine.key_refusals(self.runner.now() - engine.discovery.table.expire_after)
+        refused = engine.key_refusals(self.runner.now())
         new = {mac: why for mac, why in refused.items() if mac not in self._refusals_logged}
         self._refusals_logged = set(refused)  # one refused again after passing is told again
         text = unheard_text(new)

@@ -381,13 +381,9 @@ class NodeService:
         )
 
     def _unheard_json(self) -> dict[str, Any]:
-        """Nodes whose frames the key check refused lately: {macs: {MAC: reason}, text},
-        where text (None when there are none) says what to do. Lately is as long as the
-        neighbour table keeps a node it hears: a node with the wrong key is refused its
-        periodic HELLOs, and refused our discovery too, so it may not answer within a
-        discovery's wait."""
-        since = self.runner.now() - self.engine.discovery.table.expire_after
-        refusals = self.engine.key_refusals(since)
+        """Nodes whose frames the key check refused lately (`NodeEngine.key_refusals`):
+        {macs: {MAC: reason}, text}, where text (None when there are none) says what to do."""
+        refusals = self.engine.key_refusals(self.runner.now())
         return {
             "macs": {format_mac(mac): reason for mac, reason in refusals.items()},
             "text": unheard_text(refusals),
@@ -524,14 +520,17 @@ class NodeService:
             # A node whose answers the key check refused is there: say why it was not heard
             # rather than suggesting that l2fast is not running on it.
             unheard = self._unheard_json()["text"]
-            hint = (
-                f"peers known: {names}" if names else "no peer answered; is l2fast running there?"
-            )
+            if names:
+                hint = f"peers known: {names}"
+                if unheard is not None:
+                    hint = f"{unheard}; {hint}"
+            else:
+                hint = unheard or "no peer answered; is l2fast running there?"
             self._fail(
                 conn,
                 request,
                 f"no peer named {escape_text(wanted)!r} answered within {RESOLVE_WAIT_S:.0f} s",
-                hint if unheard is None else f"{unheard}; {hint}" if names else unheard,
+                hint,
             )
 
         self._peer_waiters.append(found)

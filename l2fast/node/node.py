@@ -254,10 +254,14 @@ class NodeEngine:
         recent = max(c.dead_after, c.handshake_timeout, c.ctrl_give_up)
         return what if back_at is None or now - back_at <= recent else None
 
-    def key_refusals(self, since: float) -> dict[bytes, str]:
-        """The MACs whose frames the key check refused at or after `since` with none passing
-        since, and why (`bad_auth`, `unauthenticated`, `needs_key`): nodes that are there
-        but not heard, which `discover` and name lookups report instead of "nobody"."""
+    def key_refusals(self, now: float) -> dict[bytes, str]:
+        """The MACs whose frames the key check refused lately, with none passing since, and
+        why (`bad_auth`, `unauthenticated`, `needs_key`): nodes that are there but not heard,
+        which `discover`, `peers` and name lookups report instead of "nobody". Lately is as
+        long as the neighbour table keeps a node it hears: a node with the wrong key is
+        refused its periodic HELLOs, and refuses our discovery, so it may not answer within
+        a discovery's wait."""
+        since = now - self.discovery.table.expire_after
         return {mac: reason for mac, (reason, at) in self._auth_refused.items() if at >= since}
 
     def sessions(self) -> list[SessionInfo]:

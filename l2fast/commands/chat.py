@@ -14,7 +14,7 @@ from l2fast.commands.argtypes import number
 from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import NodeClient, add_node_arguments, connect
 from l2fast.daemon.control import CHAT_GUARD_S, RESOLVE_WAIT_S, SETTLE_WAIT_S
-from l2fast.daemon.display import escape_text, format_clock, parse_mac
+from l2fast.daemon.display import escape_text, format_clock, parse_mac, unheard_of
 from l2fast.errors import L2fastError, UsageError
 
 EXAMPLES = """\
@@ -280,9 +280,9 @@ class InteractiveChat:
             table = peers_table(msg["peers"]) if msg["peers"] else ["no peers known"]
             for row in table:
                 self.say(row)
-            unheard = (msg.get("unheard") or {}).get("text")
+            unheard = unheard_of(msg)
             if unheard:  # there, but refused by the LAN key check
-                self.say(f"[{escape_text(unheard)}]")
+                self.say(f"[{unheard}]")
         elif op == "chat_all":
             if not all(r["delivered"] for r in msg["results"]):
                 self.undelivered += 1

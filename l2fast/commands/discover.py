@@ -10,7 +10,7 @@ from typing import Any
 
 from l2fast.commands.argtypes import number
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import aligned, counted, escape_text, format_rtt_us
+from l2fast.daemon.display import aligned, counted, escape_text, format_rtt_us, unheard_of
 
 DISCOVER_EXAMPLES = """\
 examples:
@@ -64,9 +64,9 @@ def peers_table(peers: list[dict[str, Any]]) -> list[str]:
 def note_unheard(reply: dict[str, Any]) -> None:
     """Name, on stderr, the nodes that are there but whose frames the LAN key check refused
     (the daemon's `unheard`): the usual reason why an expected peer is missing."""
-    text = (reply.get("unheard") or {}).get("text")
+    text = unheard_of(reply)
     if text:
-        print(f"l2fast: warning: {escape_text(text)}", file=sys.stderr)
+        print(f"l2fast: warning: {text}", file=sys.stderr)
 
 
 def run_discover(args: argparse.Namespace) -> int:

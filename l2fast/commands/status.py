@@ -7,7 +7,7 @@ from typing import Any
 
 from l2fast.commands.discover import peers_table, print_json
 from l2fast.daemon.client import add_node_arguments, connect
-from l2fast.daemon.display import escape_text, format_rtt_us
+from l2fast.daemon.display import escape_text, format_rtt_us, unheard_of
 from l2fast.progress import format_bytes
 
 EXAMPLES = """\
@@ -66,9 +66,9 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     lines.append(f"peers      {len(s['peers'])}")
     if s["peers"]:
         lines += ["  " + line for line in peers_table(s["peers"])]
-    unheard = (s.get("unheard") or {}).get("text")
+    unheard = unheard_of(s)
     if unheard:  # there, but refused by the LAN key check
-        lines.append(f"  not heard: {escape_text(unheard)}")
+        lines.append(f"  not heard: {unheard}")
     lines.append(f"sessions   {len(s['sessions'])}")
     for x in s["sessions"]:
         who = f"{escape_text(x['peer_name'])} ({x['peer']})" if x["peer_name"] else x["peer"]

@@ -99,6 +99,13 @@ def offers_by_folder(offers: list[dict[str, Any]]) -> list[tuple[dict[str, Any],
     return [(o, inside[o["id"]]) for o in offers if o.get("folder") is None]
 
 
+def unheard_of(reply: dict[str, Any]) -> str | None:
+    """The `unheard` text of a peers, discover or status reply (the nodes the LAN key check
+    refused lately, and what to do), escaped for the terminal; None when there are none."""
+    text = (reply.get("unheard") or {}).get("text")
+    return escape_text(text) if text else None
+
+
 def format_clock(wall: float) -> str:
     """A wall-clock time as local `HH:MM:SS`, for lines printed as things happen."""
     return time.strftime("%H:%M:%S", time.localtime(wall))

@@ -31,6 +31,7 @@ from l2fast.daemon.display import (
     offers_by_folder,
     parse_mac,
     peer_label,
+    unheard_of,
 )
 from l2fast.progress import format_bytes
 
@@ -257,9 +258,9 @@ class UiModel:
         elif kind == "discover":
             self.peers = sorted(msg["peers"], key=lambda p: (p["name"], p["mac"]))
             self._note(f"{counted(len(self.peers), 'peer')} answered")
-            unheard = (msg.get("unheard") or {}).get("text")
+            unheard = unheard_of(msg)
             if unheard:  # there, but refused by the LAN key check
-                self._say(f"[{escape_text(unheard)}]", ERROR)
+                self._say(f"[{unheard}]", ERROR)
         elif kind == "chat":
             self._say(f"[delivered to {label}]", DIM)
         elif kind == "chat_all":
@@ -412,15 +413,14 @@ class UiModel:
             # Those left out for a problem of their own (`lost`) first, and as an error: they
             # were meant to arrive (the command exits 1 for them).
             lost = [s for s in skipped if s.get("lost")]
-            if skipped:
-                first = (lost or skipped)[0]
-                what = escape_text(str(first.get("path")))
-                why = escape_text(str(first.get("reason")))
-                n = counted(len(lost or skipped), "entry", "entries")
+            shown = lost or skipped
+            if shown:
+                what = escape_text(str(shown[0].get("path")))
+                why = escape_text(str(shown[0].get("reason")))
+                n = counted(len(shown), "entry", "entries")
+                verb = "could not send" if lost else "left out"
                 self._say(
-                    f"[/send #{job.number} could not send {n}, such as {what} ({why})]"
-                    if lost
-                    else f"[/send #{job.number} left out {n}, such as {what} ({why})]",
+                    f"[/send #{job.number} {verb} {n}, such as {what} ({why})]",
                     ERROR if lost else DIM,
                 )
             if event.get("verified"):

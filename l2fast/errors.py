@@ -7,12 +7,19 @@ The CLI prints `error: <message>` and, when present, `hint: <hint>`; never a tra
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Sequence
 
 #: Named in every explanation of a session that failed because the LAN key check refused
 #: its peer's frames (`l2fast.node.node`): such a failure is not mended by trying again, so
 #: `l2fast send` gives no resume hint for it. Here, not there: commands must not import the node.
 KEY_MISMATCH_MARK = "LAN key"
+
+
+def as_root(command: str) -> str:
+    """`command` as this user runs it with root's rights: root needs no sudo in a hint, and a
+    machine where everyone is root may not have sudo installed at all."""
+    return command if os.geteuid() == 0 else f"sudo {command}"
 
 
 class L2fastError(Exception):
@@ -77,8 +84,8 @@ class InterfaceDown(L2fastError):
     def __init__(self, name: str) -> None:
         super().__init__(
             f"interface {name!r} is down or has no carrier",
-            hint=f"bring it up (sudo ip link set {name} up) and check its cable, or for a veth "
-            "pair, that the peer end is up too",
+            hint=f"bring it up ({as_root(f'ip link set {name} up')}) and check its cable, or "
+            "for a veth pair, that the peer end is up too",
         )
 
 
@@ -88,7 +95,7 @@ class MtuTooSmall(L2fastError):
     def __init__(self, name: str, mtu: int, minimum: int) -> None:
         super().__init__(
             f"interface {name!r} has MTU {mtu}; l2fast needs at least {minimum}",
-            hint=f"raise it: sudo ip link set {name} mtu {minimum}",
+            hint=f"raise it: {as_root(f'ip link set {name} mtu {minimum}')}",
         )
 
 

@@ -27,7 +27,7 @@ from l2fast.daemon.control import (
     running_daemons,
 )
 from l2fast.daemon.interfaces import NoInterface, choose_interface
-from l2fast.errors import L2fastError
+from l2fast.errors import L2fastError, as_root
 from l2fast.node.auth import load_key_file
 from l2fast.wire.constants import MAX_NAME_BYTES
 
@@ -230,7 +230,7 @@ def connect(
         if not local_ok:
             raise DaemonNotRunning(
                 f"no l2fast daemon runs on {ifname} in this network namespace",
-                hint=f"start one: sudo l2fast daemon -i {ifname}",
+                hint=f"start one: {as_root(f'l2fast daemon -i {ifname}')}",
             ) from None
         # Imported here, not at the top: the engine, runner and service are most of what a
         # command would import, and commands served by a daemon (and every --help) never use

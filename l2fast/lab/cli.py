@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from l2fast.errors import as_root
 from l2fast.lab import iproute, netns
 from l2fast.lab.iproute import LabError
 from l2fast.lab.state import MAX_HOSTS, Impairment, LabSpec, parse_rate
@@ -154,10 +155,8 @@ def up(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     hosts = ", ".join(f"{spec.name}-h{i}" for i in range(1, spec.hosts + 1))
     print(f"lab {spec.name} is up in {took:.1f} s: {hosts} ({spec.topology}, MTU {spec.mtu})")
-    # Root (the only one who can make a lab) needs no sudo, and may not have it installed.
-    sudo = "" if os.geteuid() == 0 else "sudo "
-    print(f"  try: {sudo}l2fast lab exec {spec.name}-h1 -- ip link show eth0")
-    print(f"  remove: {sudo}l2fast lab down --name {spec.name}")
+    print(f"  try: {as_root(f'l2fast lab exec {spec.name}-h1 -- ip link show eth0')}")
+    print(f"  remove: {as_root(f'l2fast lab down --name {spec.name}')}")
     return 0
 
 
@@ -182,7 +181,7 @@ def exec_(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise LabError(  # a usage error: exit 2, as argparse's
-            "no command given", hint="sudo l2fast lab exec h1 -- ip link show eth0", exit_code=2
+            "no command given", hint=as_root("l2fast lab exec h1 -- ip link show eth0"), exit_code=2
         )
     netns.require_root("exec enters a lab host's network namespace")
     record, ns = netns.resolve_host(args.host, lab)
@@ -203,7 +202,7 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps({"labs": labs}, indent=1))
         return 0
     if not labs:
-        print("no labs (create one: sudo l2fast lab up --name NAME)")
+        print(f"no labs (create one: {as_root('l2fast lab up --name NAME')})")
         return 0
     for i, lab in enumerate(labs):
         if i:

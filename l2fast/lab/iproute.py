@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from l2fast.errors import L2fastError
+from l2fast.errors import L2fastError, as_root
 
 COMMAND_TIMEOUT_S = 20.0
 NETNS_DIR = "/run/netns"
@@ -29,7 +29,7 @@ def tool(name: str) -> str:
     if path is None:
         raise LabError(
             f"the lab needs the `{name}` command, which is not installed",
-            hint="install iproute2 and procps: sudo apt-get install iproute2 procps",
+            hint=f"install iproute2 and procps: {as_root('apt-get install iproute2 procps')}",
         )
     return path
 

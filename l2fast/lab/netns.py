@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from l2fast.errors import NeedsPrivilege
+from l2fast.errors import NeedsPrivilege, as_root
 from l2fast.lab import iproute, processes, relay
 from l2fast.lab.iproute import LabError
 from l2fast.lab.state import (
@@ -91,7 +91,7 @@ def up(spec: LabSpec) -> LabRecord:
     if leftovers and load_record(spec.name) is None:
         raise LabError(
             f"namespaces of a lab {spec.name!r} exist already: {', '.join(leftovers)}",
-            hint=f"remove them: sudo l2fast lab down --name {spec.name}",
+            hint=f"remove them: {as_root(f'l2fast lab down --name {spec.name}')}",
         )
     imp = spec.impairment
     record = LabRecord(
@@ -295,7 +295,9 @@ def status(name: str | None = None) -> list[dict[str, Any]]:
 
 def _labs_hint() -> str:
     labs = list_labs()
-    return f"labs here: {', '.join(labs)}" if labs else "create one: sudo l2fast lab up --name NAME"
+    if labs:
+        return f"labs here: {', '.join(labs)}"
+    return f"create one: {as_root('l2fast lab up --name NAME')}"
 
 
 # ---- exec

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l2fast.errors import as_root
 from l2fast.lab.iproute import LabError
 from l2fast.wire.constants import MAX_MTU, MIN_MTU
 
@@ -216,7 +217,7 @@ def create_record(record: LabRecord) -> None:
     except FileExistsError:
         raise LabError(
             f"lab {record.name!r} exists already",
-            hint=f"remove it first: sudo l2fast lab down --name {record.name}",
+            hint=f"remove it first: {as_root(f'l2fast lab down --name {record.name}')}",
         ) from None
     with os.fdopen(fd, "w") as f:
         json.dump(record.to_json(), f, indent=1)

@@ -25,7 +25,13 @@ import pytest
 from l2fast import cli
 from l2fast.commands.chat import INTERACTIVE_HELP, InteractiveChat
 from l2fast.daemon import client
-from l2fast.daemon.control import MessageBuffer, control_address, encode_message, running_daemons
+from l2fast.daemon.control import (
+    DaemonNotRunning,
+    MessageBuffer,
+    control_address,
+    encode_message,
+    running_daemons,
+)
 from l2fast.daemon.interfaces import NoInterface, choose_interface
 from l2fast.errors import UnknownInterface
 from l2fast.native import InterfaceInfo
@@ -549,3 +555,27 @@ def test_the_top_level_help_shows_send_bench_and_inbox() -> None:
     out = run_cli("--help").stdout
     for example in ("l2fast send bob", "l2fast bench bob", "l2fast inbox"):
         assert example in out
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_hints_carry_sudo_only_for_a_user_who_is_not_root(
+    monkeypatch: pytest.MonkeyPatch, uid: int
+) -> None:
+    # Root needs no sudo, and a machine where everyone works as root may not have it: a hint
+    # telling root to run `sudo l2fast daemon` fails there with "sudo: command not found".
+    from l2fast import errors
+    from l2fast.lab import netns
+
+    monkeypatch.setattr(errors.os, "geteuid", lambda: uid)
+    monkeypatch.setattr(netns, "list_labs", lambda: [])
+    sudo = "sudo " if uid else ""
+    assert errors.InterfaceDown("eth0").hint.startswith(f"bring it up ({sudo}ip link set eth0 up)")
+    assert (
+        errors.MtuTooSmall("eth0", 1000, 1280).hint == f"raise it: {sudo}ip link set eth0 mtu 1280"
+    )
+    monkeypatch.setattr(client, "choose_interface", lambda interface: interface)
+    monkeypatch.setattr(client, "control_address", lambda ifname: "\0l2fast-test-nobody-listens")
+    with pytest.raises(DaemonNotRunning) as caught:
+        client.connect("eth0", local_ok=False)
+    assert caught.value.hint == f"start one: {sudo}l2fast daemon -i eth0"
+    assert netns._labs_hint() == f"create one: {sudo}l2fast lab up --name NAME"

@@ -35,6 +35,7 @@ from l2fast.daemon.benchjobs import (
     sender_note,
 )
 from l2fast.daemon.display import escape_text, format_mac
+from l2fast.daemon.logflood import AUDIT
 from l2fast.daemon.outgoing import POLL_S, OutgoingJob, SourceFile
 from l2fast.daemon.runner import NodeRunner
 from l2fast.errors import L2fastError, RemoteProtocolError
@@ -194,7 +195,7 @@ class IncomingJob:
     queue: deque[int] = field(default_factory=deque)  # accepted, waiting for the receiver
     active: int | None = None
     small: SmallFileReceiver | None = None
-    received: list[dict[str, Any]] = field(default_factory=list)
+    files_present: int = 0  #: files found already here (a count: a session may hold many)
     started: float = 0.0
     bench: BenchReceiver | None = None  # the bench streams' receive process
     bench_ends: deque[tuple[int, int]] = field(default_factory=deque)  # (transfer_id, end chunk)
@@ -450,7 +451,7 @@ class Transfers:
                 "digest": ev.digest.hex(),
                 "present": ev.present,
             }
-            inc.received.append(entry)
+            inc.files_present += ev.present
             self.history.append(entry)
             log.info(
                 "%s %r from %s as %r (%d bytes, digest %s)",
@@ -460,6 +461,7 @@ class Transfers:
                 escape_text(ev.final_name),
                 ev.size,
                 ev.digest.hex(),
+                extra=AUDIT,  # what this node stored: never held back as a flood
             )
             inc.files.pop(ev.transfer_id, None)
         elif isinstance(ev, FileRejected) and ev.code == ErrorCode.DIFFERS:
@@ -1214,7 +1216,7 @@ class Transfers:
                     "peer": format_mac(inc.peer),
                     "session": f"{inc.session:#010x}",
                     "files": p.files_total,
-                    "files_present": sum(1 for r in inc.received if r["present"]),
+                    "files_present": inc.files_present,
                     "bytes_done": p.bytes_done,
                     "bytes_total": p.bytes_total,
                     "seconds": round(now - inc.started, 3),

@@ -34,7 +34,14 @@ decides: the same digest is FILE_RESULT 0 (`FileReceived.present`, nothing is wr
 is FILE_RESULT `differs` and the sender offers the file again, which is then received as usual.
 
 Chunks outside every accepted file (a refused or undecided file, past a declared size, never
-offered) are refused: not recorded, not acknowledged, counted in `chunks_refused`. Chunks the
+offered) are refused: not recorded, not acknowledged, counted in `chunks_refused`.
+
+A session may carry any number of files, so what it keeps per file is bounded by the files in
+flight, not by the files it ever saw: an offer's `transfer_id` must be above every earlier one
+(the sender numbers them 1, 2, 3, ...), so telling a repeat needs no record of the files that
+ended; a file that ends is folded into the session's totals and forgotten, but for its state,
+which the last `RECENT_ENDED` ended files keep for `state`. A peer that makes offers as fast as
+it can, each refused at once, then costs a few counters, not a record each. Chunks the
 receiver does not want sent (held before, of a refused file, gaps between files) are recorded
 as received at once, so the cumulative ack and the credit move past them.
 """
@@ -42,7 +49,7 @@ as received at once, so the cumulative ack and the credit move past them.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -86,6 +93,10 @@ from l2fast.wire.frames import (
 __all__ = ["IncomingTransfer"]
 
 _MAX_CHUNK = 1 << 62  # a data space this large is a confused or hostile peer
+
+#: Ended files whose final state `IncomingTransfer.state` still tells (a FILE_END that comes
+#: after its file failed here is told from one never offered by the ids alone).
+RECENT_ENDED = 4096
 
 
 @dataclass(slots=True)
@@ -147,9 +158,18 @@ class IncomingTransfer:
         self.chunks_refused = 0
         # total=None: the sender keeps offering files, so the data space has no known end.
         self._tracker = RxTracker(None, buffer_chunks=buffer_chunks, config=self.config.rx, now=now)
-        self._files: dict[int, _InFile] = {}
+        self._files: dict[int, _InFile] = {}  # offers that have not ended (see `_retire`)
         self._ordered: list[_InFile] = []  # valid offers, ascending in the data space
         self._starts: list[int] = []
+        self._retired_in_order = 0  # ended files still in `_ordered`
+        self._last_id = 0  # the highest transfer_id offered: offers must ascend
+        self._offered = 0  # offers received, ended or not
+        self._recent_ended: OrderedDict[int, FileState] = OrderedDict()
+        # Totals of the verified files that were forgotten, for TransferDone.
+        self._verified = 0
+        self._verified_bytes = 0
+        self._verified_skipped = 0
+        self._verified_present = 0
         self._space_end = 0  # end of the last valid offer's chunks
         self._accepted = ChunkRanges()  # chunks of accepted files
         self._control: list[Body] = []
@@ -183,9 +203,10 @@ class IncomingTransfer:
         return f.layout if f is not None else None
 
     def state(self, transfer_id: int) -> FileState | None:
-        """The state of an offered file, or None when it is unknown."""
+        """The state of an offered file, or None when it is unknown (never offered, or one of
+        more than `RECENT_ENDED` files that ended since it did)."""
         f = self._files.get(transfer_id)
-        return f.state if f is not None else None
+        return f.state if f is not None else self._recent_ended.get(transfer_id)
 
     @property
     def tracker(self) -> RxTracker:
@@ -197,7 +218,7 @@ class IncomingTransfer:
         # A superseded file comes again as a new offer: the pair counts as one file.
         again = self._counts[FileState.SUPERSEDED]
         done = sum(self._counts[s] for s in FINAL_STATES) - again
-        return TransferProgress(self._bytes_done, self._bytes_total, done, len(self._files) - again)
+        return TransferProgress(self._bytes_done, self._bytes_total, done, self._offered - again)
 
     # --- control stream --------------------------------------------------------------------
 
@@ -213,7 +234,29 @@ class IncomingTransfer:
         self._counts[old] -= 1
         self._counts[f.state] += 1
         f.inline = None  # answered: a session of many files keeps none of their bytes
+        if f.state in FINAL_STATES:
+            self._retire(f)
         return old
+
+    def _retire(self, f: _InFile) -> None:
+        """`f` ended: fold it into the totals and forget it (the module docstring says why).
+        The caller may go on using `f` for the frames and events that announce its end."""
+        del self._files[f.transfer_id]
+        self._recent_ended[f.transfer_id] = f.state
+        if len(self._recent_ended) > RECENT_ENDED:
+            self._recent_ended.popitem(last=False)
+        if f.state is FileState.VERIFIED:
+            self._verified += 1
+            self._verified_bytes += f.bytes_in
+            self._verified_skipped += f.skipped_bytes
+            self._verified_present += f.present
+        # Dropped from the data space's index in batches: an ended file's chunks are all in
+        # the tracker already (received, or recorded as such), so none comes back as fresh.
+        self._retired_in_order += 1
+        if self._retired_in_order > max(64, len(self._ordered) // 2):
+            self._ordered = [g for g in self._ordered if g.state not in FINAL_STATES]
+            self._starts = [g.layout.first_chunk for g in self._ordered]
+            self._retired_in_order = 0
 
     def receive_control(self, body: Body, now: float) -> None:
         """Take a FILE_OFFER or FILE_END from the peer (in stream order). Never raises."""
@@ -234,9 +277,13 @@ class IncomingTransfer:
             self.drops["protocol_violation"] += 1
 
     def _on_offer(self, body: FileOffer, now: float) -> None:
-        if body.transfer_id in self._files:
+        if body.transfer_id <= self._last_id:
             self.drops["duplicate_offer"] += 1
-            raise RemoteProtocolError(f"file #{body.transfer_id} was already offered")
+            raise RemoteProtocolError(
+                f"file #{body.transfer_id} was already offered, or comes after #{self._last_id}"
+            )
+        self._last_id = body.transfer_id
+        self._offered += 1
         kind = FileKind(body.kind)
         layout = FileLayout(body.transfer_id, body.first_chunk, body.chunk_size, body.size)
         f = _InFile(body, kind, layout)
@@ -287,6 +334,8 @@ class IncomingTransfer:
     def _known(self, transfer_id: int) -> _InFile:
         f = self._files.get(transfer_id)
         if f is None:
+            if 0 < transfer_id <= self._last_id:
+                raise LocalProtocolError(f"file #{transfer_id} has ended already")
             raise LocalProtocolError(f"no file #{transfer_id} was offered")
         return f
 
@@ -435,6 +484,9 @@ class IncomingTransfer:
 
     def _on_end(self, body: FileEnd, now: float) -> None:
         f = self._files.get(body.transfer_id)
+        if f is None and 0 < body.transfer_id <= self._last_id:
+            # It ended here first (failed, say): as for any input a final state has no use for.
+            raise RemoteProtocolError(f"FILE_END for file #{body.transfer_id}, which has ended")
         if f is None:
             self.drops["unknown_transfer"] += 1
             raise RemoteProtocolError(f"FILE_END for file #{body.transfer_id}, never offered")
@@ -628,11 +680,11 @@ class IncomingTransfer:
         Before acceptance this is a refusal (FILE_REJECT); after it, FILE_RESULT with `code`.
         A file that already ended is left as it is.
         """
-        f = self._known(transfer_id)
         if not 0 < code <= 0xFFFF:
             raise LocalProtocolError(f"failure code {code} is not an error code")
-        if f.state in FINAL_STATES:
-            return
+        if transfer_id not in self._files and 0 < transfer_id <= self._last_id:
+            return  # it ended already
+        f = self._known(transfer_id)
         if f.state is FileState.OFFERED:
             self.reject(transfer_id, now, code, text)
             return
@@ -677,15 +729,14 @@ class IncomingTransfer:
             )
             self._events.append(TransferFailed("session", code, failure, len(unfinished)))
             return
-        received = [f for f in self._files.values() if f.state is FileState.VERIFIED]
         self._events.append(
             TransferDone(
-                files_verified=len(received),
+                files_verified=self._verified,
                 files_failed=self._counts[FileState.FAILED],
                 files_rejected=self._counts[FileState.REJECTED],
-                bytes_sent=sum(f.bytes_in for f in received),
-                bytes_skipped=sum(f.skipped_bytes for f in received),
-                files_present=sum(f.present for f in received),
+                bytes_sent=self._verified_bytes,
+                bytes_skipped=self._verified_skipped,
+                files_present=self._verified_present,
             )
         )
 

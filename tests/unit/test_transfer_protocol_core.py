@@ -377,3 +377,72 @@ def test_a_bench_request_waits_for_its_run_before_the_result_times_out(seconds: 
     out.handle_timer(limit + 1.0)
     (failed,) = [ev for ev in events(out) if isinstance(ev, FileFailed)]
     assert failed.code == ErrorCode.TIMEOUT and f"within {limit:.0f} s" in failed.error.message
+
+
+def test_offer_ids_must_ascend_and_ended_files_keep_only_their_state() -> None:
+    inc = IncomingTransfer(now=0.0, buffer_chunks=100)
+    inc.receive_control(offer(5, 0), 0.0)
+    inc.receive_control(offer(3, 10), 0.0)  # below an earlier id: a repeat, or out of order
+    assert inc.drops["duplicate_offer"] == 1 and inc.state(3) is None
+    inc.reject(5, 0.0)
+    assert inc.state(5) is FileState.REJECTED  # ended: its state is still told
+    inc.receive_control(FileEnd(5, 1, b"x"), 0.0)  # for a file that ended here first
+    assert inc.drops["protocol_violation"] == 2 and not inc.drops["unknown_transfer"]
+    inc.file_failed(5, ErrorCode.IO_ERROR, "late", 0.0)  # ended already: nothing happens
+    with pytest.raises(LocalProtocolError, match="has ended already"):
+        inc.accept(5, 0.0)
+    assert inc.progress().files_total == 1
+
+
+def test_a_session_of_many_refused_offers_holds_no_record_of_each() -> None:
+    # A peer offering as fast as it can, each offer refused at once (--accept none), grew the
+    # receiver by ~1.3 kB per offer for as long as the session lasted: 100,000 offers of long
+    # names took a daemon from 28 to 174 MB. Ended files are now folded into totals.
+    import tracemalloc
+
+    from l2fast.transfer.protocol_incoming import RECENT_ENDED
+
+    inc = IncomingTransfer(now=0.0, buffer_chunks=1 << 16, mtu=9000)
+    path = "/".join(["d" * 200] * 4)
+
+    def offer_and_refuse(tid: int) -> None:
+        body = FileOffer(tid, 0, 1, 100, 0o644, 0, tid, 1000, f"{path}/{tid:012d}")
+        inc.receive_control(body, 0.0)
+        events(inc)
+        inc.reject(tid, 0.0)
+        inc.control_to_send()
+
+    tracemalloc.start()
+    try:
+        for tid in range(1, RECENT_ENDED + 1):  # fills the memory of recently ended files
+            offer_and_refuse(tid)
+        before = tracemalloc.get_traced_memory()[0]
+        for tid in range(RECENT_ENDED + 1, RECENT_ENDED + 20_001):
+            offer_and_refuse(tid)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # ~26 MB before; what remains is the bounded memory of recently ended files, resized.
+    assert grown < 2_000_000, f"{grown} bytes kept for 20,000 refused offers"
+    assert inc.state(1) is None and inc.state(RECENT_ENDED + 20_000) is FileState.REJECTED
+    assert inc.progress().files_total == RECENT_ENDED + 20_000
+
+
+def test_totals_of_a_long_session_count_every_verified_file() -> None:
+    inc = IncomingTransfer(now=0.0, buffer_chunks=1 << 16)
+    n = 300  # more than one batch of `_ordered` compaction
+    for tid in range(1, n + 1):
+        inc.receive_control(offer(tid, (tid - 1) * 3), 0.0)
+        inc.accept(tid, 0.0)
+    for tid in range(1, n + 1):
+        first = (tid - 1) * 3
+        inc.on_chunks([(first, first + 3)], 0.0)
+        digest = hashlib.sha256(b"%d" % tid).digest()
+        inc.file_written(tid, digest, 0.0)
+        inc.receive_control(FileEnd(tid, 1, digest), 0.0)
+        inc.file_placed(tid, f"f{tid}", 0.0)
+    inc.session_ended(0.0)
+    done = events(inc)[-1]
+    assert type(done).__name__ == "TransferDone"
+    assert (done.files_verified, done.bytes_sent) == (n, n * 2500)
+    assert not inc.drops

@@ -38,6 +38,7 @@ from l2fast.daemon.control import (
 )
 from l2fast.daemon.display import escape_text, format_mac
 from l2fast.daemon.interfaces import choose_interface, require_raw_sockets
+from l2fast.daemon.logflood import FLOOD_PERIOD_S, FloodFilter
 from l2fast.daemon.options import (
     ACCEPT_POLICIES,
     DEFAULT_RECV_DIR,
@@ -106,6 +107,8 @@ class Daemon:
         self._link_up = True  # the interface had its link when last read
         #: The MACs whose refusal by the key check the log has told (`watch_refusals`).
         self._refusals_logged: set[bytes] = set()
+        #: The log's flood filter, whose summaries `watch_log_flood` writes (run_daemon's).
+        self.log_flood: FloodFilter | None = None
         if config is None and not options.present:
             base = NodeConfig()
             config = dataclasses.replace(base, features=base.features & ~Features.PRESENT)
@@ -229,6 +232,13 @@ class Daemon:
                 engine.link_down(f"interface {ifname} lost its link (down, or no carrier)")
         self._follow_mtu(link.mtu)
 
+    def watch_log_flood(self) -> None:
+        """Every FLOOD_PERIOD_S: say how many lines the flood filter left out (logflood.py),
+        also when the flood that caused them has stopped."""
+        self.runner.call_later(FLOOD_PERIOD_S, self.watch_log_flood)
+        if self.log_flood is not None:
+            self.log_flood.flush()
+
     def watch_refusals(self) -> None:
         """Log (every REFUSAL_LOG_S, one line at most) the nodes whose frames the LAN key
         check began refusing: the operator of a keyed LAN learns that a node runs with
@@ -292,6 +302,8 @@ class Daemon:
         if self._read_link is not None:
             self.runner.call_later(LINK_CHECK_S, self.watch_link)
         self.runner.call_later(REFUSAL_LOG_S, self.watch_refusals)
+        if self.log_flood is not None:
+            self.runner.call_later(FLOOD_PERIOD_S, self.watch_log_flood)
         try:
             while not self._stopping:
                 self.runner.step(1.0)
@@ -399,6 +411,10 @@ def run_daemon(options: DaemonOptions) -> int:
         level=logging.INFO,
         format="%(asctime)s l2fast[%(process)d] %(levelname)s %(message)s",
     )
+    # A peer (or a local user) that repeats what causes a line must not fill the disk with it.
+    log_flood = FloodFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(log_flood)
     # The format shows no source line, thread or process name, so the records need not look
     # them up (the logging HOWTO's "Optimization"): a line per received file then costs ~27
     # us instead of ~42 here, which counts with thousands of small files.
@@ -449,6 +465,7 @@ def run_daemon(options: DaemonOptions) -> int:
         log.info("LAN key %s: frames are sealed, and only sealed ones are heard", key.key_id)
     else:
         log.info("no LAN key: frames are not authenticated (l2fast keygen, then --key FILE)")
+    daemon.log_flood = log_flood
     daemon.serve()
     log.info("stopped")
     return 0

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the fixture's type; tests/integration is not a package
 pytestmark = pytest.mark.root
 
 MALFORMED = Path(__file__).resolve().parent / "malformed_frames.py"
+HELLO_FLOOD = Path(__file__).resolve().parent / "hello_flood.py"
 PEER_FIELDS = {"mac", "name", "mtu", "last_seen", "rtt_us"}
 
 
@@ -339,6 +340,35 @@ def test_commands_without_a_daemon_run_their_own_engine(node_lab: NodeLab) -> No
         return all(s["state"] == "closed" for s in sessions if s["peer"] == lab.mac("h3"))
 
     assert wait_until(closed_by_h3, 3)
+
+
+# --- a flood in the log (last of the shared lab: h1 then knows a made-up peer) -------------
+
+
+def test_a_hello_flood_costs_the_log_a_burst_and_one_summary(node_lab: NodeLab) -> None:
+    # Every HELLO with another name was one "peer updated" line: 100,000 of them, 14.5 MB.
+    from l2fast.daemon.logflood import FLOOD_BURST, FLOOD_PERIOD_S
+
+    lab = node_lab
+    argv = ["ip", "netns", "exec", lab.ns("h3"), sys.executable, str(HELLO_FLOOD)]
+    sent = subprocess.run(
+        [*argv, lab.mac("h1"), "5000"], capture_output=True, text=True, timeout=60
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["sent"] == 5000
+
+    def told() -> bool:
+        return "more lines like 'peer %s %s %r mtu %d'" in lab.log("h1").read_text(errors="replace")
+
+    assert wait_until(told, FLOOD_PERIOD_S + 10, 0.5), lab.log_tail("h1")
+    log = lab.log("h1").read_text(errors="replace")
+    flood_lines = [ln for ln in log.splitlines() if "02:66:6c:6f:6f:64" in ln]
+    assert 1 <= len(flood_lines) <= FLOOD_BURST  # of 5000 updates (some may coalesce)
+    (summary,) = [ln for ln in log.splitlines() if "more lines like 'peer %s" in ln]
+    # The kind is the line's format, whoever it is about: the other peers' updates share it.
+    assert int(summary.split(" WARNING ")[1].split()[0]) > 4000
+    assert lab.daemons["h1"].poll() is None
+    assert lab.json("h2", "ping", "h1", "-c", "2", "-i", "0.05")["received"] == 2
 
 
 # --- through the impairment relay -------------------------------------------------------------

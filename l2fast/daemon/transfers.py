@@ -77,10 +77,22 @@ from l2fast.transfer.receiver_proc import (
     SmallFileReceiver,
 )
 from l2fast.transfer.tree import raise_fd_limit
-from l2fast.wire.constants import Digest, ErrorCode, Features, FileKind, error_name
+from l2fast.wire.constants import (
+    MIN_MTU,
+    Digest,
+    ErrorCode,
+    Features,
+    FileKind,
+    error_name,
+    max_payload,
+)
 from l2fast.wire.frames import FileInline, FileOffer
 
 log = logging.getLogger("l2fast.daemon")
+
+#: The smallest chunk of a file's data this receiver takes: what one DATA frame carries at
+#: the smallest MTU, so the least any sender uses (PROTOCOL.md §FILE_OFFER).
+MIN_CHUNK = max_payload(MIN_MTU)
 
 
 def _failing_on_bug(call: Callable[[], object], on_bug: Callable[[Exception], None]) -> None:
@@ -488,6 +500,16 @@ class Transfers:
 
     def _decide(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
         label = f"{escape_text(ev.path)!r} ({ev.size} bytes) from {format_mac(inc.peer)}"
+        if ev.chunks and ev.chunk_size < MIN_CHUNK:
+            # No l2fast sender splits a file finer; a file's bookkeeping grows with its chunk
+            # count (its resume bitmap is read whole when it is accepted and when it stops), so
+            # a 2.6 GB offer of 1-byte chunks held the loop for 21 s.
+            inc.incoming.drops["bad_offer"] += 1  # `l2fast status`: refused bad_offer
+            inc.incoming.reject(
+                ev.transfer_id, now, ErrorCode.BAD_REQUEST,
+                f"chunks of {ev.chunk_size} bytes: this receiver takes {MIN_CHUNK} at least",
+            )  # fmt: skip
+            return
         if ev.kind is FileKind.BENCH and inc.peer in self.bench_expected:
             self._accept_bench(inc, ev, now)
             return

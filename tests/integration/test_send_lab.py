@@ -219,7 +219,7 @@ run.run_until(lambda: bool(opened), 5)
 sent = 0
 for i, name in enumerate(names):
     offer = FileOffer(transfer_id=i + 1, kind=0, digest=1, size=10, mode=0o644, mtime_ns=0,
-                      first_chunk=i * 10, chunk_size=1000, path=name)
+                      first_chunk=i * 10, chunk_size=1400, path=name)
     try:
         eng.send_control(peer, sid, offer, run.now())
         sent += 1

@@ -32,7 +32,7 @@ def empty_file(tid: int) -> FileOffer:
 
 
 def bench(tid: int, path: str, size: int = 0) -> FileOffer:
-    return FileOffer(tid, int(FileKind.BENCH), int(Digest.SHA256), size, 0, 10**9, 0, 1000, path)
+    return FileOffer(tid, int(FileKind.BENCH), int(Digest.SHA256), size, 0, 10**9, 0, 8000, path)
 
 
 def busy(nodes: Nodes) -> list[FileReject]:
@@ -110,7 +110,7 @@ def test_an_offer_whose_file_cannot_be_set_up_is_answered(
     sid = nodes.open()
     with monkeypatch.context() as m:
         m.setattr(ReceiveDir, "receive_offer", fails)
-        nodes.send(sid, FileOffer(1, int(FileKind.FILE), 1, 10, 0o644, 0, 0, 1000, "x"))
+        nodes.send(sid, FileOffer(1, int(FileKind.FILE), 1, 10, 0o644, 0, 0, 8000, "x"))
         nodes.wait_answers(1)
     (reject,) = nodes.answers_of(FileReject)
     assert (reject.transfer_id, reject.reason) == (1, code)
@@ -139,3 +139,27 @@ def test_bench_work_a_peer_can_start_is_bounded(
     assert set(texts) == {1, 2, 3}
     assert "raw blast" in texts[1] and "to this peer" in texts[2] and "bench streams" in texts[3]
     assert not nodes.answers_of(FileAccept)
+
+
+def test_an_offer_cut_into_chunks_smaller_than_any_sender_uses_is_refused(
+    make_nodes: MakeNodes,
+) -> None:
+    # A file's bookkeeping grows with its chunks (a resume bitmap of one bit each, read whole
+    # when the file is accepted and when it stops): 2.6 GB of 1-byte chunks held a daemon's
+    # loop for 21 s, its other peers' sessions timing out meanwhile.
+    nodes = make_nodes("all")
+    sid = nodes.open()
+    smallest = transfers_mod.MIN_CHUNK
+    assert smallest == 1280 - 24  # what a DATA frame carries at the smallest MTU
+    size = 2600 << 20
+    for tid, first, chunk in ((1, 0, 1), (2, size, smallest - 1)):
+        nodes.send(sid, FileOffer(tid, int(FileKind.FILE), 1, size, 0o644, 0, first, chunk, "f"))
+    nodes.send(sid, FileOffer(3, int(FileKind.FILE), 1, 10, 0o644, 0, 2 * size, smallest, "g"))
+    nodes.wait_answers(3)
+    refused = nodes.answers_of(FileReject)
+    assert [(r.transfer_id, r.reason) for r in refused] == [(1, ErrorCode.BAD_REQUEST)] + [
+        (2, ErrorCode.BAD_REQUEST)
+    ]
+    assert all("this receiver takes 1256 at least" in r.text for r in refused)
+    assert [a.transfer_id for a in nodes.answers_of(FileAccept)] == [3]
+    assert nodes.service.status()["transfer_drops"]["bad_offer"] == 2

@@ -151,6 +151,8 @@ class ReceiveDir:
         self.policy = policy or PlacementPolicy()
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        #: Files being received that may still take space (see `promised_bytes`).
+        self._filling: list[IncomingFile] = []
 
     @property
     def fd(self) -> int:
@@ -184,14 +186,36 @@ class ReceiveDir:
                 hint="the receiver must make it writable or choose another receive directory",
             )
         free = st.f_bavail * st.f_frsize
-        if needed + self.policy.reserve_bytes > free:
-            reserve = self.policy.reserve_bytes
+        promised = self.promised_bytes()
+        reserve = self.policy.reserve_bytes
+        if needed + promised + reserve > free:
+            taken = f", {format_bytes(promised)} for files being received" if promised else ""
             raise NoSpace(
                 f"not enough space in {display_name(self.path)}: {format_bytes(needed)} "
-                f"needed, {format_bytes(max(0, free - reserve))} available (of "
-                f"{format_bytes(free)} free, {format_bytes(reserve)} kept free)",
+                f"needed, {format_bytes(max(0, free - reserve - promised))} available (of "
+                f"{format_bytes(free)} free, {format_bytes(reserve)} kept free{taken})",
                 hint="free some space or choose another receive directory",
             )
+
+    def promised_bytes(self) -> int:
+        """Bytes that files being received here will still take: each part file is cut to its
+        size at once but allocated as it fills (its first 64 MiB before the offer is accepted,
+        the rest by a thread or by the writes), so free space alone let a folder's files be
+        accepted together when only one of them fit, and the disk filled up mid-transfer."""
+        promised, filling = 0, []
+        for f in self._filling:
+            if f.outcome is not None:
+                continue  # ended: whatever it took is taken, or given back
+            try:
+                info = os.fstat(f.fd)
+            except OSError:
+                continue
+            holes = max(0, info.st_size - info.st_blocks * 512)
+            if holes:  # one without holes takes nothing more: no need to look again
+                promised += holes
+                filling.append(f)
+        self._filling = filling
+        return promised
 
     # -- directories ------------------------------------------------------------------------
 
@@ -355,9 +379,11 @@ class ReceiveDir:
         except BaseException:
             os.close(parent)
             raise
-        return IncomingFile(
+        incoming = IncomingFile(
             self.policy, parent, components, expected, fd, mode, mtime_ns, state, preallocation
         )
+        self._filling.append(incoming)
+        return incoming
 
     def _open_unnamed(self, parent: int, size: int) -> int:
         """An unnamed file (O_TMPFILE) for a small file, or -1 to use a part file instead."""

@@ -157,8 +157,9 @@ def test_an_offer_cut_into_chunks_smaller_than_any_sender_uses_is_refused(
     nodes.send(sid, FileOffer(3, int(FileKind.FILE), 1, 10, 0o644, 0, 2 * size, smallest, "g"))
     nodes.wait_answers(3)
     refused = nodes.answers_of(FileReject)
-    assert [(r.transfer_id, r.reason) for r in refused] == [(1, ErrorCode.BAD_REQUEST)] + [
-        (2, ErrorCode.BAD_REQUEST)
+    assert [(r.transfer_id, r.reason) for r in refused] == [
+        (1, ErrorCode.BAD_REQUEST),
+        (2, ErrorCode.BAD_REQUEST),
     ]
     assert all("this receiver takes 1256 at least" in r.text for r in refused)
     assert [a.transfer_id for a in nodes.answers_of(FileAccept)] == [3]

@@ -311,6 +311,29 @@ def test_no_space_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     assert listing(root) == []
 
 
+def test_space_promised_to_files_being_received_is_not_offered_again(tmp_path: Path) -> None:
+    # Part files are cut to size at once and allocated as they fill, so free space alone let
+    # a folder's two 150 MiB files both be accepted on 284 MiB: the disk filled mid-transfer
+    # (56 KiB left) and the second file failed. Sparse here, so nothing is really written.
+    root = tmp_path / "r"
+    root.mkdir()
+    policy = PlacementPolicy(reserve_bytes=0, resume_min_bytes=0, preallocate=False)
+    with ReceiveDir(root, policy) as rd:
+        st = os.statvfs(rd.fd)
+        share = st.f_bavail * st.f_frsize * 6 // 10  # each fits alone, not both
+        kw = {"chunk_size": 65000, "mode": 0o644, "mtime_ns": MTIME, "digest": 1}
+        first = rd.receive_file("a.bin", size=share, first_chunk=0, **kw)
+        assert rd.promised_bytes() == share
+        with pytest.raises(NoSpace) as info:
+            rd.receive_file("b.bin", size=share, first_chunk=1 << 40, **kw)
+        assert "for files being received" in info.value.message
+        first.discard()  # the first one ended: its promise is gone
+        assert rd.promised_bytes() == 0
+        second = rd.receive_file("b.bin", size=share, first_chunk=1 << 40, **kw)
+        second.discard()
+    assert listing(root) == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only file system needs root")
 def test_a_read_only_file_system_is_refused_as_such_not_as_full(tmp_path: Path) -> None:
     # A small read-only mount said "not enough space ... 3 B needed, 0 B available": the

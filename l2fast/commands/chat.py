@@ -351,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
             "not to interactive chat"
         )
     _check_interactive_stdin(peer, args.all)
-    with connect(args.interface, local_ok=True, name=args.name) as client:
+    with connect(args.interface, local_ok=True, name=args.name, chats=True) as client:
         try:
             return InteractiveChat(client, peer, args.all).run()
         except KeyboardInterrupt:

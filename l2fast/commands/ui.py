@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise L2fastError("this terminal cannot move its cursor (TERM has no 'cup')", hint=hint)
     from l2fast.tui.screen import run_screen  # curses' window code only once it is needed
 
-    with connect(args.interface, local_ok=True, name=args.name) as client:
+    with connect(args.interface, local_ok=True, name=args.name, chats=True) as client:
         model = UiModel(new_id=client.new_id)
         model.on_hello(client.request({"op": "watch"}, 10))
         return run_screen(client, model)

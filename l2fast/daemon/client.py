@@ -215,13 +215,19 @@ def interface_of_node(interface: str | None) -> str:
 
 
 def connect(
-    interface: str | None, *, local_ok: bool, name: str | None = None, timeout: float = 10.0
+    interface: str | None,
+    *,
+    local_ok: bool,
+    name: str | None = None,
+    timeout: float = 10.0,
+    chats: bool = False,
 ) -> NodeClient:
     """A client for the node on `interface` (or the default interface).
 
     The daemon if one runs there; otherwise, with `local_ok`, a LocalClient, and without it
     DaemonNotRunning. A daemon that refuses this user raises ControlRefused (no fallback: the
-    user asked that node, and it said no).
+    user asked that node, and it said no). `chats`: the command stays to take messages
+    (interactive chat, the UI), so a LocalClient tells the LAN it takes chat.
     """
     ifname = interface_of_node(interface)
     try:
@@ -239,5 +245,5 @@ def connect(
 
         key_file = os.environ.get("L2FAST_KEY_FILE")
         key = load_key_file(key_file) if key_file else None
-        return LocalClient(ifname, name or default_name(), key=key)
+        return LocalClient(ifname, name or default_name(), key=key, chats=chats)
     return DaemonClient(ifname, control)

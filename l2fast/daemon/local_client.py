@@ -56,19 +56,23 @@ class LocalClient(NodeClient):
     """A node of its own inside this command (no daemon runs on the interface).
 
     It opens the raw socket (root or CAP_NET_RAW), announces itself with a HELLO asking for
-    answers, and serves requests with the daemon's code until closed.
+    answers, and serves requests with the daemon's code until closed. It announces the chat
+    capability only with `chats` (a command that stays to take messages): a one-shot command
+    that did was a target of every `chat --all` on the LAN until its HELLO expired (~17 s after
+    it ended), each failing after 5 s of silence.
     """
 
-    def __init__(self, ifname: str, name: str, key: LanKey | None = None) -> None:
+    def __init__(
+        self, ifname: str, name: str, key: LanKey | None = None, *, chats: bool = False
+    ) -> None:
         super().__init__(ifname)
         sock = native.RawSocket.open(ifname)
         try:
             # DATA and FEEDBACK go to the transfer sockets, never through this loop.
             sock.set_filter(native.SocketFilter.CONTROL)
             sock.enable_rx_timestamps()  # round trips end when the frame arrives
-            engine = NodeEngine(
-                sock.mac, name, sock.mtu, rng=random.Random(), caps=Caps.CHAT | Caps.ZLIB, key=key
-            )
+            caps = Caps.CHAT | Caps.ZLIB if chats else Caps.ZLIB
+            engine = NodeEngine(sock.mac, name, sock.mtu, rng=random.Random(), caps=caps, key=key)
         except L2fastError:
             sock.close()
             raise

@@ -318,6 +318,12 @@ def test_commands_without_a_daemon_run_their_own_engine(node_lab: NodeLab) -> No
     peers = lab.json("h3", "discover", "--name", "h3cli")
     assert {p["mac"] for p in peers} == others(lab, "h3")
     assert all(set(p) >= PEER_FIELDS for p in peers)
+    # That command's node is gone, and it never took chat: h1's message to all is not sent
+    # to it (it was, and failed after 5 s, for as long as h1 remembered its HELLO).
+    assert lab.mac("h3") in {p["mac"] for p in lab.json("h1", "peers")}
+    report = lab.json("h1", "chat", "--all", "to the daemons")
+    assert [r["mac"] for r in report["results"]] == [lab.mac("h2")], report
+    assert report["results"][0]["delivered"]
 
     text = text_of(100 * 1024, seed=2)
     lab.ok("h3", "chat", "--name", "h3cli", "h1", "-", stdin=text)

@@ -58,8 +58,10 @@ class NeedsPrivilege(L2fastError):
         super().__init__(
             what,
             hint=hint
-            or "run as root (sudo l2fast ...) or grant the capability once: "
-            "sudo setcap cap_net_raw,cap_net_admin+ep $(readlink -f $(which python3))",
+            # Not `setcap` on the system python3 (an earlier hint): every Python program of
+            # every user would get raw sockets.
+            or "run as root (sudo l2fast ...), or give the capability to a private copy of "
+            "Python with setcap as docs/PHYSICAL-LAN.md §3 shows (never to the system python3)",
         )
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from l2fast import __version__
 from l2fast.errors import L2fastError
@@ -64,9 +65,22 @@ docs: docs/PROTOCOL.md (wire format), docs/ARCHITECTURE.md (processes and rings)
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, remembering its usage error for `main` (--json: one JSON object on
+    stdout for those too). Every command's parser is one (subparsers take their parent's
+    class)."""
+
+    #: (message, command) of the last usage error, for `main`.
+    last_error: tuple[str, str] | None = None
+
+    def error(self, message: str) -> NoReturn:
+        _Parser.last_error = (message, self.prog)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every registered command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="l2fast",
         description="Chat and fast verified file transfer directly over Ethernet (no IP).",
         epilog=EPILOG,
@@ -83,7 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _debug_anywhere(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _usage_error_as_json(exc: SystemExit, words: list[str]) -> None:
+    """A usage error (exit 2) of a command asked for --json also prints the JSON error object
+    on stdout, as every other error does: a script reads that rather than an empty output."""
+    options = words[: words.index("--")] if "--" in words else words
+    if exc.code != 2 or _Parser.last_error is None:
+        return
+    if not {"--json", "--json-stream"} & set(options):
+        return
+    message, command = _Parser.last_error
+    report = {"error": message, "hint": f"`{command} --help` lists its options", "exit_code": 2}
+    print(json.dumps(report, ensure_ascii=True), flush=True)
+
+
+def _debug_anywhere(sub: argparse._SubParsersAction[Any]) -> None:
     """Let `--debug` follow the command too (`l2fast send ... --debug`, what people type after
     an error): every command parser takes it, unlisted, and leaves it unset unless given."""
     for command in set(sub.choices.values()):
@@ -98,7 +125,12 @@ def _debug_anywhere(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `l2fast` console script; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:
+        _usage_error_as_json(exc, words)
+        raise
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -579,3 +579,29 @@ def test_hints_carry_sudo_only_for_a_user_who_is_not_root(
         client.connect("eth0", local_ok=False)
     assert caught.value.hint == f"start one: {sudo}l2fast daemon -i eth0"
     assert netns._labs_hint() == f"create one: {sudo}l2fast lab up --name NAME"
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["ping", "bob", "-c", "0", "--json"],
+        ["accept", "abc", "--json"],
+        ["bench", "bob", "-t", "-1", "--json-stream"],
+        ["send", "--json"],
+    ],
+)
+def test_a_usage_error_with_json_is_a_json_object_too(
+    capsys: pytest.CaptureFixture[str], words: list[str]
+) -> None:
+    # `l2fast --help`: "With --json, an error is also one JSON object on stdout"; argparse's
+    # own errors left stdout empty.
+    with pytest.raises(SystemExit) as caught:
+        cli.main(words)
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["exit_code"] == 2 and report["error"] in err
+    assert report["hint"] == f"`l2fast {words[0]} --help` lists its options"
+    with pytest.raises(SystemExit):
+        cli.main([w for w in words if not w.startswith("--json")])
+    assert capsys.readouterr().out == ""

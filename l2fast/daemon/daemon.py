@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from l2fast import qdisc
 from l2fast.daemon.client import default_name
 from l2fast.daemon.control import (
     AccessPolicy,
@@ -461,6 +462,9 @@ def run_daemon(options: DaemonOptions) -> int:
         describe_address(daemon.address),
     )
     _log_files_policy(options)
+    shaper = qdisc.shaping_qdisc(ifname)
+    if shaper is not None and not qdisc.qdisc_bypass(ifname):
+        log.info("%s has a %s qdisc: l2fast's frames go through it, to be shaped", ifname, shaper)
     if key is not None:
         log.info("LAN key %s: frames are sealed, and only sealed ones are heard", key.key_id)
     else:

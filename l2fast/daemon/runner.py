@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from l2fast import native
+from l2fast import native, qdisc
 from l2fast.errors import L2fastError, MalformedPayload
 from l2fast.native import RxArena
 from l2fast.native.echo import EchoConfig, EchoCounters, EchoResponder
@@ -574,7 +574,7 @@ class NodeRunner:
                     burst_per_peer=cfg.pong_burst_per_peer,
                     rate_global=cfg.pong_rate_global,
                     burst_global=cfg.pong_burst_global,
-                    qdisc_bypass=os.environ.get("L2FAST_QDISC_BYPASS", "1") != "0",
+                    qdisc_bypass=qdisc.qdisc_bypass(sock.ifname),
                 )
             )
         except (L2fastError, ValueError) as exc:

@@ -28,8 +28,8 @@ examples:
 
 Host i is the network namespace NAME-hI; its lab interface is eth0 with MAC 02:4c:32:00:00:0I.
 Any of --loss/--dup/--reorder/--corrupt/--seed puts the relay (namespace NAME-relay) between
-the hosts. --rate shapes each host's egress qdisc; l2fast's own sockets skip qdiscs unless
-L2FAST_QDISC_BYPASS=0, which `lab exec` sets in a shaped lab.
+the hosts. --rate shapes each host's egress qdisc (a tbf), which l2fast's sockets then go
+through, however they are started (they bypass only the kernel's default qdiscs).
 """
 
 DOWN_EPILOG = """\
@@ -186,9 +186,6 @@ def exec_(args: argparse.Namespace) -> int:
     netns.require_root("exec enters a lab host's network namespace")
     record, ns = netns.resolve_host(args.host, lab)
     env = dict(os.environ, L2FAST_LAB=record.name, L2FAST_LAB_HOST=ns)
-    if record.rate_bps:
-        # Shaping is a qdisc; raw sockets that bypass qdiscs would not feel it.
-        env["L2FAST_QDISC_BYPASS"] = "0"
     ip = iproute.tool("ip")
     sys.stdout.flush()
     os.execve(ip, [ip, "netns", "exec", ns, *command], env)

@@ -23,13 +23,13 @@ import contextlib
 import enum
 import errno
 import mmap
-import os
 import socket
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
+from l2fast import qdisc
 from l2fast.errors import (
     InterfaceDown,
     MtuTooSmall,
@@ -694,14 +694,14 @@ class RawSocket:
         """Open a non-blocking raw socket bound to `ifname` and `ethertype`.
 
         `ethertype=0` opens a transmit-only socket.  `qdisc_bypass` (PACKET_QDISC_BYPASS)
-        defaults to on, unless the environment sets `L2FAST_QDISC_BYPASS=0`: bypassing the
-        qdisc is faster, but it also skips shaping (`tc ... tbf`), so a rate-limited lab
-        (`l2fast lab up --rate`) turns it off for the commands it runs.  Raises
+        defaults to on unless the interface has a qdisc someone configured, a shaper
+        (`l2fast.qdisc.qdisc_bypass`; L2FAST_QDISC_BYPASS=0/1 decides outright): bypassing
+        the qdisc is faster, but it also skips shaping (`tc ... tbf`).  Raises
         UnknownInterface, InterfaceDown, NeedsPrivilege (no CAP_NET_RAW), MtuTooSmall (MTU
         below `min_mtu`) or NativeError.
         """
         if qdisc_bypass is None:
-            qdisc_bypass = os.environ.get("L2FAST_QDISC_BYPASS", "1") != "0"
+            qdisc_bypass = qdisc.qdisc_bypass(ifname)
         _check_ethertype(ethertype)
         for name, size in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf)):
             if not 0 <= size <= 0x7FFFFFFF:

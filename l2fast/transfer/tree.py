@@ -232,10 +232,22 @@ class _Walker:
                 self.add(rel, FileKind.DIRECTORY, st, source, followed)
                 self.walk_dir(rel, source, ancestors | {key})
         elif stat.S_ISREG(st.st_mode):
-            if self.admit(rel, FileKind.FILE):
+            if "/" in rel and not _readable(source):
+                # Inside a folder, as one that cannot be listed: left out and reported, the
+                # rest sent (it stopped the whole send, while an unreadable folder did not).
+                # The source itself fails when it is opened, with the system's reason.
+                self.skip(rel, "cannot read it: permission denied", lost=True)
+            elif self.admit(rel, FileKind.FILE):
                 self.add(rel, FileKind.FILE, st, source, followed)
         else:
             self.skip(rel, _special(st))
+
+
+def _readable(path: str) -> bool:
+    """This process may open `path` for reading (by its effective ids, as `open` decides)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, os.R_OK, effective_ids=True)
+    return os.access(path, os.R_OK)
 
 
 def plan_tree(
@@ -276,6 +288,10 @@ def plan_tree(
         )
     walker = _Walker(chunk_size, first_chunk, follow_symlinks)
     walker.visit(top, path, st, frozenset(), followed=named_link)
+    unlisted = [s for s in walker.skipped if s.path == _shown(top) and s.lost]
+    if unlisted and walker.entries:
+        # The folder named itself cannot be listed: sending it would make an empty folder.
+        raise TreeError(f"cannot send {display_name(path)}: {unlisted[0].reason}")
     if not walker.entries:
         # The source itself was skipped (a name receivers refuse): a send of nothing.
         raise TreeError(

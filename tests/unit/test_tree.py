@@ -6,9 +6,11 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from l2fast.transfer import tree
 from l2fast.transfer.tree import TreeError, TreePlan, open_entry, plan_tree
 from l2fast.wire.constants import FileKind
 
@@ -240,3 +242,39 @@ def test_ten_thousand_small_files_plan_in_linear_time(tmp_path: Path) -> None:
     assert elapsed < 30 * small_s + 0.5, (
         f"{elapsed:.2f} s for 10 000 files, {small_s:.3f} for 1 000"
     )
+
+
+def test_an_unreadable_file_in_a_folder_is_left_out_and_lost_not_the_end_of_the_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It stopped the whole send ("cannot open ur/secret: Permission denied") while a folder
+    # that could not be listed was left out and the rest sent. (By a stand-in for the
+    # permission check: root, which runs these tests in CI, reads every file.)
+    src = tmp_path / "ur"
+    make(src, {"secret": b"s", "open": b"o"})
+    monkeypatch.setattr(tree, "_readable", lambda path: not path.endswith("secret"))
+    plan = plan_tree(src, CHUNK)
+    assert [e.path for e in plan.entries] == ["ur", "ur/open"]
+    (skipped,) = plan.skipped
+    assert (skipped.path, skipped.lost) == ("ur/secret", True)
+    assert "cannot read it" in skipped.reason
+    # Named itself, it fails when opened, with the system's reason (as before).
+    (entry,) = plan_tree(src / "secret", CHUNK).entries
+    assert entry.path == "secret"
+
+
+def test_a_folder_named_itself_that_cannot_be_listed_is_not_sent_as_an_empty_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "closed"
+    make(src, {"f": b"1"})
+    real = os.scandir
+
+    def refuse(path: Any) -> Any:
+        if os.fspath(path) == str(src):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(tree.os, "scandir", refuse)
+    with pytest.raises(TreeError, match=r"cannot send .*closed: cannot list it: Permission denied"):
+        plan_tree(src, CHUNK)

@@ -142,6 +142,7 @@ def _send(
             # In-process, the engine owns and closes what it is given.
             given, fds[:] = list(fds), []
         held: set[int] = set()
+        moved = False  # some data went out (a resume has something to pick up)
         try:
             for msg in client.stream(request, SILENCE_S, fds=given):
                 event = msg.get("event")
@@ -151,11 +152,16 @@ def _send(
                 if event == "held":
                     _held(args, msg, held, line, js)
                 else:
+                    moved = moved or (event == "progress" and int(msg.get("bytes", 0)) > 0)
                     _event(msg, total, line, js)
         except KeyboardInterrupt:
             line.clear()  # "interrupted" goes on a line of its own; the node cancels the send
-            # Exit 130, as for any Ctrl-C (128 + SIGINT).
-            raise L2fastError("interrupted", hint=RESUME_HINT, exit_code=130) from None
+            # Exit 130, as for any Ctrl-C (128 + SIGINT). Interrupted while the receiver's
+            # person had not decided yet, nothing was sent: there is nothing to resume.
+            hint = RESUME_HINT if moved else "nothing was sent yet: send it again to start over"
+            if held and not moved:
+                hint = "nothing was sent yet (the receiver had not accepted it): send it again"
+            raise L2fastError("interrupted", hint=hint, exit_code=130) from None
         except DaemonClosed:
             line.clear()
             raise L2fastError(
@@ -193,6 +199,8 @@ def _send(
         )
     elif ok and not args.quiet:
         _summary(final, args.digest)
+    elif not args.quiet and (arrived := _arrived_line(final["files"])) is not None:
+        print(arrived)  # what a failed send did deliver, before its error
     if error is not None:
         error.reported_as_json = js is not None  # printed like every other error, after it
         raise error
@@ -321,6 +329,18 @@ def _held(
             file=sys.stderr,
             flush=True,
         )
+
+
+def _arrived_line(results: list[dict[str, Any]]) -> str | None:
+    """For a send that failed: the files that arrived verified all the same, or None."""
+    files = [r for r in results if r.get("kind") == "file"]
+    verified = [r for r in files if r.get("verified")]
+    if not verified:
+        return None
+    named = ", ".join(display_name(r["final_name"]) for r in verified[:SKIPPED_NAMED])
+    more = f" and {len(verified) - SKIPPED_NAMED} more" if len(verified) > SKIPPED_NAMED else ""
+    count = f"{len(verified)} of {len(files)} files"
+    return f"verified at the receiver before the failure: {count} ({named}{more})"
 
 
 def _summary(final: dict[str, Any], algo: str) -> None:

@@ -38,8 +38,9 @@ class FakeClient:
 
     via_daemon = False
 
-    def __init__(self, final: Final) -> None:
+    def __init__(self, final: Final, events: list[dict[str, Any]] | None = None) -> None:
         self.final = final
+        self.events = events or []  # what the node streams before its final message
         self.requests: list[dict[str, Any]] = []
         self.read: list[bytes] = []
 
@@ -56,6 +57,7 @@ class FakeClient:
         for fd in fds or []:  # the engine owns what it is given
             self.read.append(os.pread(fd, 100, 0))
             os.close(fd)
+        yield from self.events
         yield {"ok": True, "done": True, **self.final(request)}
 
 
@@ -466,7 +468,8 @@ def test_ctrl_c_during_a_send_says_that_sending_again_resumes(
         raise KeyboardInterrupt
 
     (tmp_path / "big").write_bytes(b"x" * 1000)
-    monkeypatch.setattr(send, "connect", lambda *a, **k: FakeClient(interrupted))
+    moving = [{"event": "progress", "bytes": 500, "total": 1000, "files_done": 0}]
+    monkeypatch.setattr(send, "connect", lambda *a, **k: FakeClient(interrupted, moving))
     argv = ["send", "02:00:00:00:00:02", str(tmp_path / "big")] + (["--json"] if as_json else [])
     assert cli.main(argv) == 130
     out = capsys.readouterr()
@@ -474,6 +477,42 @@ def test_ctrl_c_during_a_send_says_that_sending_again_resumes(
     if as_json:
         report = json.loads(out.out.splitlines()[-1])
         assert report == {"error": "interrupted", "hint": RESUME_HINT, "exit_code": 130}
+
+
+def test_ctrl_c_while_the_receiver_holds_the_offer_is_not_told_to_resume(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Nothing was sent: "what arrived is kept and the transfer resumes" said otherwise.
+    def interrupted(request: dict[str, Any]) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    (tmp_path / "big").write_bytes(b"x" * 1000)
+    held = [{"event": "held", "pending_id": 3, "path": "big", "text": "waiting"}]
+    monkeypatch.setattr(send, "connect", lambda *a, **k: FakeClient(interrupted, held))
+    assert cli.main(["send", "h2", str(tmp_path / "big")]) == 130
+    err = capsys.readouterr().err
+    assert "l2fast accept 3" in err and RESUME_HINT not in err
+    assert "hint: nothing was sent yet (the receiver had not accepted it)" in err
+
+
+def test_a_failed_folder_send_says_which_files_arrived_all_the_same(
+    tmp_path: Path, node: Callable[[Final], FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The disk filled under the second file: the first had arrived, verified, and the text
+    # output said nothing of it.
+    def second_fails(request: dict[str, Any]) -> dict[str, Any]:
+        final = verified(request)
+        last = next(r for r in reversed(final["files"]) if r["verified"])
+        last.update(verified=False, failed=True, error="no_space", digest="")
+        return {**final, "success": False, "verified": False, "error": "the receiver failed"}
+
+    node(second_fails)
+    assert cli.main(["send", "h2", str(folder(tmp_path))]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == (
+        "verified at the receiver before the failure: 2 of 3 files (d/a/b/three, d/a/two)"
+    )
+    assert "l2fast: error: the receiver failed" in err
 
 
 def test_a_daemon_that_stops_mid_send_says_the_send_resumes(

@@ -38,6 +38,10 @@ from l2fast.errors import L2fastError
 # message at the default 1 MiB cap even when JSON escapes every character (up to 6 bytes each).
 MAX_MESSAGE = 8 << 20
 MAX_FDS = 16  # descriptors accepted with one request
+#: Clients served at once. Each may hold up to MAX_BACKLOG of unread input and replies: past
+#: this a client is turned away (busy), so a local user's connect loop or a pile of forgotten
+#: `watch` clients cannot take the daemon's memory (30 clients with 8 MiB each took 694 MB).
+MAX_CLIENTS = 64
 # Replies waiting for a client that reads slowly; beyond this it is dropped rather than let it
 # hold the daemon's memory (one full-size message always fits).
 MAX_BACKLOG = 2 * MAX_MESSAGE
@@ -281,6 +285,7 @@ class ControlServer:
         self.handler = handler
         self.connections: dict[int, ControlConnection] = {}
         self.refused = 0  # peers turned away by the access policy
+        self.turned_away = 0  # allowed clients turned away because MAX_CLIENTS are served
         self.accept_failures = 0  # accept(2) out of descriptors or memory
         #: The resource error of the last failed accept, for the daemon to act on and clear.
         self.starved: OSError | None = None
@@ -352,8 +357,18 @@ class ControlServer:
         # reading it: closing a Unix socket that holds unread data would reset the connection
         # and lose the refusal line.
         allowed = self.policy.allows(cred)
-        if allowed:
-            greeting: dict[str, Any] = {"ok": True, "hello": "l2fast", "version": __version__}
+        if allowed and len(self.connections) >= MAX_CLIENTS:
+            allowed = False
+            self.turned_away += 1
+            greeting: dict[str, Any] = {
+                "ok": False,
+                "busy": True,
+                "error": f"this l2fast daemon serves {MAX_CLIENTS} clients already",
+                "hint": "end some of its clients (interactive chats, UIs, watching commands), "
+                "then try again",
+            }
+        elif allowed:
+            greeting = {"ok": True, "hello": "l2fast", "version": __version__}
         else:
             self.refused += 1
             greeting = {
@@ -490,8 +505,9 @@ class ControlClient:
                 check_reply(self.greeting)
             except ControlRefused as refused:
                 # This user may not use the daemon: a permission error (exit 77, as for raw
-                # sockets without the capability), not a failed request.
-                refused.exit_code = 77
+                # sockets without the capability), not a failed request. A busy daemon is not.
+                if not self.greeting.get("busy"):
+                    refused.exit_code = 77
                 raise
         except BaseException:
             self.sock.close()

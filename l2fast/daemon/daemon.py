@@ -163,11 +163,13 @@ class Daemon:
                 "group": o.group,
                 "clients": len(self.control.connections),
                 "refused": self.control.refused,
+                "turned_away": self.control.turned_away,
                 "bad_requests": self.control.bad_requests,
             },
         }
 
     def _on_accept(self) -> None:
+        refused, turned_away = self.control.refused, self.control.turned_away
         conn = self.control.accept()
         if self.control.starved is not None:
             # No descriptor for the client (a peer may be holding many open files): try again
@@ -184,8 +186,13 @@ class Daemon:
             )
             return
         if conn is None:
-            if self.control.refused:
+            if self.control.refused > refused:
                 log.warning("control socket: refused a client (%d so far)", self.control.refused)
+            if self.control.turned_away > turned_away:
+                log.warning(
+                    "control socket: turned a client away, %d are served already (%d so far)",
+                    len(self.control.connections), self.control.turned_away,
+                )  # fmt: skip
             return
         log.info("control client pid %d uid %d connected", conn.cred.pid, conn.cred.uid)
         self.runner.add_reader(conn.sock, lambda: self._on_client(conn))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -113,6 +114,9 @@ HISTORY_PACE_S = 0.005
 #: (they answer a discovery at once) before resolving the name.
 RESOLVE_SETTLE_S = 0.25
 MAX_DISCOVER_S = 60.0
+#: Descriptors the daemon keeps for everything but the files of sends waiting to start
+#: (`send_fds`): its sockets, the files it receives, its clients.
+STASH_HEADROOM = 256
 
 
 class Replier(Protocol):
@@ -676,6 +680,19 @@ class NodeService:
         """More descriptors for this client's next `send` (a control message carries at most
         MAX_FDS): kept until it comes, closed if the client leaves first. No reply."""
         fds = self._request_fds(conn, request)
+        waiting = sum(len(stash) for stash in self._fd_stash.values())
+        room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - STASH_HEADROOM
+        if waiting + len(fds) > room:
+            # A client that sends descriptors and never the `send` they are for would take
+            # every descriptor the daemon may open (20,000 here): no file could be received,
+            # no client accepted. What one send may bring is what the daemon can hold.
+            for fd in fds:
+                os.close(fd)
+            raise RequestError(
+                f"this daemon holds {waiting} descriptors for sends already and may not open "
+                f"more than {room} for them",
+                hint="send fewer files at once (a folder at a time)",
+            )
         key = id(conn)
         if key not in self._fd_stash:
             self._fd_stash[key] = []

@@ -329,3 +329,31 @@ def test_a_daemon_that_goes_away_is_a_clear_error_with_what_to_do() -> None:
     finally:
         thread.join(5)
         listener.close()
+
+
+def test_past_max_clients_a_client_is_turned_away_busy_not_refused(
+    server: ServerThread, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each client may hold megabytes of input and replies: 30 sending 8 MiB without a newline
+    # took a daemon to 694 MB. Past the bound one is told the daemon is busy (exit 1, not the
+    # 77 of a user the daemon refuses), and a place frees when a client leaves.
+    from l2fast.daemon import control
+
+    monkeypatch.setattr(control, "MAX_CLIENTS", 3)
+    held = [ControlClient(address) for _ in range(3)]
+    try:
+        with pytest.raises(ControlRefused) as caught:
+            ControlClient(address)
+        assert "serves 3 clients already" in caught.value.message
+        assert caught.value.exit_code == 1
+        assert server.server.turned_away == 1 and server.server.refused == 0
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while len(server.server.connections) > 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        again = ControlClient(address)
+        assert again.request({"op": "echo", "value": 1})["echo"] == 1
+        held.append(again)
+    finally:
+        for client in held:
+            client.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,60 @@ def test_an_offer_cut_into_chunks_smaller_than_any_sender_uses_is_refused(
     assert all("this receiver takes 1256 at least" in r.text for r in refused)
     assert [a.transfer_id for a in nodes.answers_of(FileAccept)] == [3]
     assert nodes.service.status()["transfer_drops"]["bad_offer"] == 2
+
+
+def test_descriptors_a_client_leaves_for_a_send_it_never_makes_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,300 `send_fds` of 16 descriptors each and no `send`: the daemon held 20,000, its limit,
+    # and could then receive no file and accept no client. Past what it may hold for sends,
+    # the descriptors are closed at once and the client told why.
+    import os
+
+    from l2fast.daemon import service as service_mod
+    from l2fast.daemon.control import MAX_FDS
+    from tests.fake_wire import FakeHub
+    from tests.service_harness import make_runner
+
+    limit = service_mod.STASH_HEADROOM + 40  # room for two messages' worth, not three
+    monkeypatch.setattr(service_mod.resource, "getrlimit", lambda which: (limit, limit))
+    runner = make_runner(FakeHub(), 1, "holder")
+    service = service_mod.NodeService(runner, one_shot=False, recv_dir=str(tmp_path), accept="none")
+
+    class Conn:
+        closed, backlog = False, 0
+
+        def __init__(self) -> None:
+            self.replies: list[dict[str, object]] = []
+            self.on_close: list[Callable[[], None]] = []
+
+        def send(self, obj: dict[str, object]) -> bool:
+            self.replies.append(obj)
+            return True
+
+    conn = Conn()
+    opened: list[int] = []
+    try:
+        for i in range(3):
+            fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(MAX_FDS)]
+            opened += fds
+            service.handle(conn, {"op": "send_fds", "id": i, "_fds": fds})
+        (refusal,) = conn.replies
+        assert refusal["ok"] is False and "may not open more than 40" in str(refusal["error"])
+        closed = [fd for fd in opened[2 * MAX_FDS :] if not _is_open(fd)]
+        assert len(closed) == MAX_FDS  # the third message's, closed at once
+        for callback in conn.on_close:  # the client leaves: what it left is closed too
+            callback()
+        assert not any(_is_open(fd) for fd in opened)
+    finally:
+        runner.close()
+
+
+def _is_open(fd: int) -> bool:
+    import os
+
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

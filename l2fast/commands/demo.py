@@ -279,11 +279,13 @@ def run(args: argparse.Namespace) -> int:
                 in_host(h1, "l2fast", "ping", "h2", "-c", "10", "-i", "0.02", "--json").stdout
             )
             report.steps.append({"step": "ping", **ping})
-            say(
-                f"  ping h1 -> h2: {ping['received']}/{ping['sent']} replies, "
-                f"rtt min/avg/max {ping['rtt_min_us']:.0f}/{ping['rtt_avg_us']:.0f}/"
+            rtt = (
+                f", rtt min/avg/max {ping['rtt_min_us']:.0f}/{ping['rtt_avg_us']:.0f}/"
                 f"{ping['rtt_max_us']:.0f} us"
+                if ping["received"]
+                else ""
             )
+            say(f"  ping h1 -> h2: {ping['received']}/{ping['sent']} replies{rtt}")
 
             try:
                 step = file_step(h1, workdir, recv_dir, args.file_mib)

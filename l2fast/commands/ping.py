@@ -41,18 +41,23 @@ def summary_json(
     """The --json summary; `recent_ns` (the last RTTs) gives `rtt_median_us`, the statistic
     least moved by a few scheduling stalls (ping(8) has none, so it is JSON only)."""
     s = stats.summary()
-    median = statistics.median(recent_ns) / 1000 if recent_ns else 0.0
+    median = statistics.median(recent_ns) if recent_ns else 0.0
+
+    def us(ns: float) -> float | None:
+        # No reply, no round trip: null, not a 0 a script would average in.
+        return round(ns / 1000, 3) if s.received else None
+
     return {
         "peer": peer,
         "sent": s.sent,
         "received": s.received,
         "duplicates": s.duplicates,
         "loss": round(s.loss, 6),
-        "rtt_min_us": round(s.rtt_min_ns / 1000, 3),
-        "rtt_avg_us": round(s.rtt_avg_ns / 1000, 3),
-        "rtt_max_us": round(s.rtt_max_ns / 1000, 3),
-        "rtt_mdev_us": round(s.rtt_mdev_ns / 1000, 3),
-        "rtt_median_us": round(median, 3),
+        "rtt_min_us": us(s.rtt_min_ns),
+        "rtt_avg_us": us(s.rtt_avg_ns),
+        "rtt_max_us": us(s.rtt_max_ns),
+        "rtt_mdev_us": us(s.rtt_mdev_ns),
+        "rtt_median_us": us(median),
         "time_s": round(elapsed, 3),
     }
 

@@ -312,3 +312,13 @@ def test_the_demo_as_a_user_asks_for_sudo_not_a_capability(
         demo.run(argparse.Namespace())
     assert caught.value.hint is not None and "sudo l2fast demo" in caught.value.hint
     assert "setcap" not in caught.value.hint
+
+
+def test_ping_json_without_a_reply_has_no_round_trip_numbers() -> None:
+    # They read 0.0, which a script averaging runs took for a very fast link.
+    stats = RttStats()
+    stats.sent = 3
+    js = summary_json("h2", stats, 3.0, deque())
+    assert (js["sent"], js["received"], js["loss"]) == (3, 0, 1.0)
+    keys = ("rtt_min_us", "rtt_avg_us", "rtt_max_us", "rtt_mdev_us", "rtt_median_us")
+    assert all(js[k] is None for k in keys)

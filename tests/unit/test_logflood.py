@@ -24,8 +24,12 @@ class Clock:
         return self.now
 
 
+#: What the `logged` fixture gives: the lines written, the filter, its clock, the logger.
+Logged = tuple[list[str], FloodFilter, Clock, logging.Logger]
+
+
 @pytest.fixture
-def logged() -> Iterator[tuple[list[str], FloodFilter, Clock, logging.Logger]]:
+def logged() -> Iterator[Logged]:
     """A logger whose handler has a flood filter (burst 3 per 10 s) and keeps its lines."""
     lines: list[str] = []
     clock = Clock()
@@ -48,7 +52,7 @@ def logged() -> Iterator[tuple[list[str], FloodFilter, Clock, logging.Logger]]:
 
 
 def test_repeats_past_the_burst_are_counted_and_summed_up_once_the_period_ends(
-    logged: tuple[list[str], FloodFilter, Clock, logging.Logger],
+    logged: Logged,
 ) -> None:
     lines, flood, clock, log = logged
     for i in range(1000):
@@ -75,7 +79,7 @@ def test_repeats_past_the_burst_are_counted_and_summed_up_once_the_period_ends(
 
 
 def test_the_summary_comes_before_the_next_line_of_its_kind(
-    logged: tuple[list[str], FloodFilter, Clock, logging.Logger],
+    logged: Logged,
 ) -> None:
     lines, _flood, clock, log = logged
     for i in range(5):
@@ -87,7 +91,7 @@ def test_the_summary_comes_before_the_next_line_of_its_kind(
 
 
 def test_audit_lines_are_never_held_back(
-    logged: tuple[list[str], FloodFilter, Clock, logging.Logger],
+    logged: Logged,
 ) -> None:
     lines, flood, _clock, log = logged
     for i in range(20):
@@ -96,7 +100,7 @@ def test_audit_lines_are_never_held_back(
 
 
 def test_kinds_are_bounded_even_for_lines_that_are_each_their_own_kind(
-    logged: tuple[list[str], FloodFilter, Clock, logging.Logger],
+    logged: Logged,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lines, flood, clock, log = logged

@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `l2fast` console script; returns the process exit code."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    _Parser.last_error = None
     try:
         args = parser.parse_args(words)
     except SystemExit as exc:

@@ -34,16 +34,16 @@ decides: the same digest is FILE_RESULT 0 (`FileReceived.present`, nothing is wr
 is FILE_RESULT `differs` and the sender offers the file again, which is then received as usual.
 
 Chunks outside every accepted file (a refused or undecided file, past a declared size, never
-offered) are refused: not recorded, not acknowledged, counted in `chunks_refused`.
+offered) are refused: not recorded, not acknowledged, counted in `chunks_refused`. Chunks the
+receiver does not want sent (held before, of a refused file, gaps between files) are recorded
+as received at once, so the cumulative ack and the credit move past them.
 
 A session may carry any number of files, so what it keeps per file is bounded by the files in
 flight, not by the files it ever saw: an offer's `transfer_id` must be above every earlier one
 (the sender numbers them 1, 2, 3, ...), so telling a repeat needs no record of the files that
 ended; a file that ends is folded into the session's totals and forgotten, but for its state,
 which the last `RECENT_ENDED` ended files keep for `state`. A peer that makes offers as fast as
-it can, each refused at once, then costs a few counters, not a record each. Chunks the
-receiver does not want sent (held before, of a refused file, gaps between files) are recorded
-as received at once, so the cumulative ack and the credit move past them.
+it can, each refused at once, then costs a few counters, not a record each.
 """
 
 from __future__ import annotations

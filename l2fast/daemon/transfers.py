@@ -91,8 +91,13 @@ from l2fast.wire.frames import FileInline, FileOffer
 log = logging.getLogger("l2fast.daemon")
 
 #: The smallest chunk of a file's data this receiver takes: what one DATA frame carries at
-#: the smallest MTU, so the least any sender uses (PROTOCOL.md §FILE_OFFER).
+#: the smallest MTU, so the least any sender uses (PROTOCOL.md §Limits). No l2fast sender
+#: splits a file finer, and a file's bookkeeping grows with its chunk count (its resume
+#: bitmap is read whole when it is accepted and when it stops): a 2.6 GB offer of 1-byte
+#: chunks held the loop for 21 s.
 MIN_CHUNK = max_payload(MIN_MTU)
+#: The receiving transfers' configuration: the defaults, but for MIN_CHUNK.
+RECEIVING = TransferConfig(min_chunk_size=MIN_CHUNK)
 
 
 def _failing_on_bug(call: Callable[[], object], on_bug: Callable[[Exception], None]) -> None:
@@ -309,6 +314,7 @@ class Transfers:
                         session=ev.session,
                         peer=ev.peer,
                         features=self._features.get(ev.session, Features.NONE),
+                        config=RECEIVING,
                     ),
                     started=now,
                 )
@@ -500,16 +506,6 @@ class Transfers:
 
     def _decide(self, inc: IncomingJob, ev: OfferReceived, now: float) -> None:
         label = f"{escape_text(ev.path)!r} ({ev.size} bytes) from {format_mac(inc.peer)}"
-        if ev.chunks and ev.chunk_size < MIN_CHUNK:
-            # No l2fast sender splits a file finer; a file's bookkeeping grows with its chunk
-            # count (its resume bitmap is read whole when it is accepted and when it stops), so
-            # a 2.6 GB offer of 1-byte chunks held the loop for 21 s.
-            inc.incoming.drops["bad_offer"] += 1  # `l2fast status`: refused bad_offer
-            inc.incoming.reject(
-                ev.transfer_id, now, ErrorCode.BAD_REQUEST,
-                f"chunks of {ev.chunk_size} bytes: this receiver takes {MIN_CHUNK} at least",
-            )  # fmt: skip
-            return
         if ev.kind is FileKind.BENCH and inc.peer in self.bench_expected:
             self._accept_bench(inc, ev, now)
             return

@@ -30,6 +30,11 @@ class TransferConfig:
     decision_timeout: float | None = None
     #: TransferProgress at most this often.
     progress_interval: float = 0.25
+    #: The smallest chunk a receiver takes for a file with data; an offer of smaller ones is
+    #: refused `bad_request` (`bad_offer`). A file's bookkeeping grows with its chunk count, so
+    #: the daemon asks for what a DATA frame carries at the smallest MTU (PROTOCOL.md §Limits);
+    #: 1, the codec's bound, takes any.
+    min_chunk_size: int = 1
     #: The sender's `TxWindow` and the receiver's `RxTracker`.
     tx: TxConfig = field(default_factory=TxConfig)
     rx: RxConfig = field(default_factory=RxConfig)

@@ -302,6 +302,11 @@ class IncomingTransfer:
             problem = f"its chunks end at {layout.end}, past any data space"
         elif kind is FileKind.DIRECTORY and body.size:
             problem = f"a directory of {body.size} bytes"
+        elif layout.chunks and body.chunk_size < self.config.min_chunk_size:
+            problem = (
+                f"chunks of {body.chunk_size} bytes: this receiver takes "
+                f"{self.config.min_chunk_size} at least"
+            )
         if problem is not None:
             # The offer is well formed but cannot be laid out: refuse it as a bad request.
             self.drops["bad_offer"] += 1

@@ -207,6 +207,12 @@ def _send(
     return 0
 
 
+def _some(names: list[str]) -> str:
+    """`names` joined, the first SKIPPED_NAMED of them and how many more."""
+    more = len(names) - SKIPPED_NAMED
+    return ", ".join(names[:SKIPPED_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
 def _left_out(skipped: Sequence[SkippedEntry]) -> L2fastError | None:
     """The error of a send that verified everything it sent but left out entries for a
     problem of their own (a name, permissions: `SkippedEntry.lost`), or None. Those were
@@ -214,11 +220,10 @@ def _left_out(skipped: Sequence[SkippedEntry]) -> L2fastError | None:
     lost = [s for s in skipped if s.lost]
     if not lost:
         return None
-    named = ", ".join(s.path for s in lost[:SKIPPED_NAMED])
-    more = f" and {len(lost) - SKIPPED_NAMED} more" if len(lost) > SKIPPED_NAMED else ""
     return L2fastError(
         f"everything sent was verified, but {counted(len(lost), 'entry', 'entries')} could "
-        f"not be sent: {named}{more} (each is in the list of skipped entries, with why)",
+        f"not be sent: {_some([s.path for s in lost])} (each is in the list of skipped "
+        "entries, with why)",
         hint="rename them or make them readable, then send again: what arrived is not sent again",
     )
 
@@ -248,14 +253,13 @@ def _skipped_line(skipped: Sequence[SkippedEntry]) -> str | None:
     if not skipped:
         return None
     n = len(skipped)
-    named = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:SKIPPED_NAMED])
-    more = f" and {n - SKIPPED_NAMED} more" if n > SKIPPED_NAMED else ""
+    named = _some([f"{s.path} ({s.reason})" for s in skipped])
     tip = (
         " (use --follow-symlinks to send what links point to)"
         if any(s.reason == NOT_FOLLOWED for s in skipped)
         else ""
     )
-    return f"skipped {counted(n, 'entry', 'entries')}, not sent: {named}{more}{tip}"
+    return f"skipped {counted(n, 'entry', 'entries')}, not sent: {named}{tip}"
 
 
 def _failure(final: dict[str, Any]) -> L2fastError:
@@ -337,10 +341,9 @@ def _arrived_line(results: list[dict[str, Any]]) -> str | None:
     verified = [r for r in files if r.get("verified")]
     if not verified:
         return None
-    named = ", ".join(display_name(r["final_name"]) for r in verified[:SKIPPED_NAMED])
-    more = f" and {len(verified) - SKIPPED_NAMED} more" if len(verified) > SKIPPED_NAMED else ""
+    named = _some([display_name(r["final_name"]) for r in verified])
     count = f"{len(verified)} of {len(files)} files"
-    return f"verified at the receiver before the failure: {count} ({named}{more})"
+    return f"verified at the receiver before the failure: {count} ({named})"
 
 
 def _summary(final: dict[str, Any], algo: str) -> None:

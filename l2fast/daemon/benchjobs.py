@@ -45,8 +45,12 @@ log = logging.getLogger("l2fast.daemon")
 #: Bytes of one bench segment (one FILE_OFFER of kind bench). A bench run is a pipeline of
 #: segments, so each one ends with a FILE_RESULT carrying the receiver's CPU time and drops.
 BENCH_SEGMENT_BYTES = 128 << 20
-#: The fastest link a bench run plans segments for (Gbit/s); a faster one ends the run early.
-BENCH_MAX_GBIT = 50.0
+#: Segments planned beyond the last one the receiver finished. A run lasts a time, not a size,
+#: so segments are added as others finish (`OutgoingTransfer.add_entry`) instead of planned for
+#: the fastest link imaginable: planned for 50 Gbit/s, a `bench -t 5` at MTU 65535 ran out of
+#: segments after ~3 s on a CPU where the lab reaches 80 (BENCHMARKS.md "Session 25"). 16
+#: segments are 2 GiB, ~170 ms at 100 Gbit/s: far more than a segment's end takes to be told.
+BENCH_SEGMENTS_AHEAD = 16
 
 
 class BenchJob(OutgoingJob):
@@ -62,13 +66,15 @@ class BenchJob(OutgoingJob):
     ) -> None:
         self.seconds = seconds
         self.interval = interval
-        n = int(seconds * BENCH_MAX_GBIT * 1e9 / 8 / BENCH_SEGMENT_BYTES) + 2
         files = [
-            SourceFile(FileEntry(path=f"bench/{i}", kind=FileKind.BENCH), -1) for i in range(n)
+            SourceFile(FileEntry(path=f"bench/{i}", kind=FileKind.BENCH), -1)
+            for i in range(BENCH_SEGMENTS_AHEAD)
         ]
         super().__init__(owner, reply, peer, files, Digest.SHA256)
         self.mtu = 0
         self.chunk = 0
+        self.segment_bytes = 0
+        self.segments_done = 0
         self._buf = bytearray()
         self.intervals: list[dict[str, Any]] = []
         self.rx_cpu_s = 0.0
@@ -88,9 +94,11 @@ class BenchJob(OutgoingJob):
         # "Copy alignment"), so it is placed where that copy runs fastest.
         pattern = bytes(range(256)) * (self.chunk // 256 + 1)
         self._buf, self.payload_offset = native.placed_copy(pattern, native.PAYLOAD_PAGE_OFFSET)
-        size = max(1, BENCH_SEGMENT_BYTES // self.chunk) * self.chunk
+        self.segment_bytes = max(1, BENCH_SEGMENT_BYTES // self.chunk) * self.chunk
         for f in self.files:
-            f.entry = FileEntry(path=f.entry.path, kind=FileKind.BENCH, size=size, mode=0)
+            f.entry = FileEntry(
+                path=f.entry.path, kind=FileKind.BENCH, size=self.segment_bytes, mode=0
+            )
         self._cpu0 = time.process_time()
         super().on_opened(mtu)
         self._last = self._counters(self.started)
@@ -103,8 +111,28 @@ class BenchJob(OutgoingJob):
         """Bench chunks all carry the same in-memory buffer: no file is read."""
         return self._buf
 
+    def _plan_ahead(self, now: float) -> None:
+        """Add segments until BENCH_SEGMENTS_AHEAD are planned beyond the finished ones."""
+        out = self.out
+        while out is not None and not out.finished and not self.ended:
+            planned = len(self.files)
+            if planned - self.segments_done >= BENCH_SEGMENTS_AHEAD:
+                return
+            entry = FileEntry(
+                path=f"bench/{planned}",
+                kind=FileKind.BENCH,
+                size=self.segment_bytes,
+                mode=0,
+                chunk_size=self.chunk,
+                digest=self.digest,
+            )
+            self.files.append(SourceFile(entry, -1))
+            self.n_entries += 1
+            out.add_entry(entry, now)
+
     def _on_event(self, ev: Any, now: float) -> None:
         if isinstance(ev, FileCompleted):
+            self.segments_done += 1
             note = parse_bench_note(ev.final_name)
             if note:
                 self.rx_segments += 1
@@ -114,6 +142,7 @@ class BenchJob(OutgoingJob):
                 self._rx_interval[1] += note.get("wall_s", 0.0)
             if self.out is not None:
                 self._release(self.files[ev.index])
+            self._plan_ahead(now)
             return
         if isinstance(ev, TransferProgress):
             return
@@ -124,7 +153,7 @@ class BenchJob(OutgoingJob):
         if isinstance(ev, FileFailed):
             self._finish(False, f"the bench stream failed: {ev.error}")
             return
-        if isinstance(ev, TransferDone):  # every planned segment went: a very fast link
+        if isinstance(ev, TransferDone):  # segments are planned ahead: not before the end
             self._end()
             return
         super()._on_event(ev, now)

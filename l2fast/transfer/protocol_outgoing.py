@@ -182,19 +182,10 @@ class OutgoingTransfer:
         self.inline_taken = 0
         #: Peer frames dropped, by reason (for `l2fast status`).
         self.drops: Counter[str] = Counter()
-        self._entries = list(entries)
+        self._entries: list[FileEntry] = []
         self._layouts: list[FileLayout] = []
-        position = 0
-        for index, entry in enumerate(self._entries):
-            entry.check()
-            first = position if entry.first_chunk is None else entry.first_chunk
-            if first < position:
-                raise LocalProtocolError(
-                    f"{entry.path!r} starts at chunk {first}, inside the previous file"
-                )
-            layout = FileLayout(index + 1, first, entry.chunk_size, entry.size)
-            self._layouts.append(layout)
-            position = layout.end
+        for entry in entries:
+            self._lay_entry(entry)
         self._files: list[_OutFile] = []  # offered, in order; transfer_id = position + 1
         # Entries added by `_reoffer`: new index -> (the index offered again, its digest).
         self._reoffers: dict[int, tuple[int, bytes | None]] = {}
@@ -222,6 +213,34 @@ class OutgoingTransfer:
         self.finished = False
         self._pump_offers(now)
         self._check_done()
+
+    def _lay_entry(self, entry: FileEntry) -> int:
+        """Check `entry` and place it after the last one in the data space (or at its own
+        `first_chunk`, never inside the file before); its index."""
+        if len(self._entries) >= _MAX_TRANSFER_ID:
+            raise LocalProtocolError("no transfer id is left for another entry")
+        entry.check()
+        index = len(self._entries)
+        position = self._layouts[-1].end if self._layouts else 0
+        first = position if entry.first_chunk is None else entry.first_chunk
+        if first < position:
+            raise LocalProtocolError(
+                f"{entry.path!r} starts at chunk {first}, inside the previous file"
+            )
+        self._entries.append(entry)
+        self._layouts.append(FileLayout(index + 1, first, entry.chunk_size, entry.size))
+        return index
+
+    def add_entry(self, entry: FileEntry, now: float) -> int:
+        """One more entry after the last, offered as the next transfer id as soon as the offer
+        limits allow; its index. A stream of unknown length (a bench run, which lasts a time,
+        not a size) plans a few entries ahead of what is done instead of all of them at once.
+        Raises LocalProtocolError once the transfer is over, or as the constructor would."""
+        if self.finished:
+            raise LocalProtocolError("the transfer is over: no entry can be added")
+        index = self._lay_entry(entry)
+        self._pump_offers(now)
+        return index
 
     # --- inspection ------------------------------------------------------------------------
 
@@ -524,11 +543,7 @@ class OutgoingTransfer:
         entry is offered again, once, after the last file of the data space; the receiver
         then receives it as usual (under a free name). Its digest is already known."""
         self._move(f, FileInput.RECV_RESULT_DIFFERS)
-        index = len(self._entries)
-        entry = dataclasses.replace(f.entry, first_chunk=None)
-        last = self._layouts[-1]
-        self._entries.append(entry)
-        self._layouts.append(FileLayout(index + 1, last.end, entry.chunk_size, entry.size))
+        index = self._lay_entry(dataclasses.replace(f.entry, first_chunk=None))
         self._reoffers[index] = (f.index, f.digest)
         self._events.append(FileReoffered(f.transfer_id, f.index, f.entry.path, index))
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from l2fast.daemon.benchjobs import bench_note, parse_bench_note
-from l2fast.transfer.protocol import IncomingTransfer
+from types import SimpleNamespace
+from typing import Any, cast
+
+from l2fast.daemon.benchjobs import BENCH_SEGMENTS_AHEAD, BenchJob, bench_note, parse_bench_note
+from l2fast.daemon.outgoing import SourceFile
+from l2fast.transfer.protocol import FileEntry, IncomingTransfer, OutgoingTransfer
 from l2fast.wire.constants import Digest, FileKind
 from l2fast.wire.frames import FileEnd, FileOffer, FileResult
 
@@ -55,3 +59,37 @@ def test_held_bench_request_answers_on_release() -> None:
     assert result.status == 0 and parse_bench_note(result.final_name)["frames"] == 10
     inc.release_bench(1, "again", 0.6)  # a late second release changes nothing
     assert _results(inc) == []
+
+
+def test_a_bench_run_plans_segments_ahead_of_the_finished_ones() -> None:
+    # A run lasts -t seconds however fast the link: segments are added as others finish. It
+    # used to plan every segment for 50 Gbit/s at the start, and a faster run ran out early.
+    def segment(i: int) -> FileEntry:
+        return FileEntry(f"bench/{i}", FileKind.BENCH, 4000, chunk_size=1000)
+
+    first = [segment(i) for i in range(BENCH_SEGMENTS_AHEAD)]
+    out = OutgoingTransfer(first, now=0.0)
+    job = SimpleNamespace(
+        out=out,
+        files=[SourceFile(e, -1) for e in first],
+        n_entries=len(first),
+        segments_done=0,
+        ended=False,
+        segment_bytes=4000,
+        chunk=1000,
+        digest=Digest.SHA256,
+    )
+    plan = cast(Any, BenchJob._plan_ahead)
+    plan(job, 0.0)
+    assert len(job.files) == BENCH_SEGMENTS_AHEAD  # none finished: none added
+    job.segments_done = 5
+    plan(job, 0.0)
+    n = BENCH_SEGMENTS_AHEAD + 5
+    assert len(job.files) == job.n_entries == n
+    assert [f.entry.path for f in job.files[-5:]] == [f"bench/{i}" for i in range(16, n)]
+    assert out.layout(n - 1).first_chunk == 4 * (n - 1)  # after the last, one chunk size
+    assert all(isinstance(b, FileOffer) for b in out.control_to_send())
+    job.ended = True  # the run is over: nothing more is planned
+    job.segments_done = n
+    plan(job, 0.0)
+    assert len(job.files) == n

@@ -30,6 +30,7 @@ from l2fast.transfer.protocol import (
     IncomingTransfer,
     OutgoingTransfer,
 )
+from l2fast.transfer.protocol_config import TransferConfig
 from l2fast.transfer.protocol_states import TRANSITIONS, FileRole
 from l2fast.wire.constants import Digest, ErrorCode, FileKind
 from l2fast.wire.frames import (
@@ -213,6 +214,30 @@ def test_sender_misuse_raises_our_error() -> None:
     out.digest_ready(1, b"d" * 32, 0.0)
     with pytest.raises(LocalProtocolError):
         out.digest_ready(1, b"d" * 32, 0.0)  # twice
+
+
+def test_entries_added_later_follow_the_last_and_wait_for_the_offer_limit() -> None:
+    # A bench run plans its segments a few at a time (BenchJob._plan_ahead).
+    def segment(i: int, first: int | None = None) -> FileEntry:
+        return FileEntry(f"bench/{i}", FileKind.BENCH, 3000, chunk_size=1000, first_chunk=first)
+
+    out = OutgoingTransfer([segment(0)], now=0.0, config=TransferConfig(max_offers_outstanding=1))
+    (first,) = out.control_to_send()
+    assert isinstance(first, FileOffer) and (first.transfer_id, first.first_chunk) == (1, 0)
+    assert out.add_entry(segment(1), 0.0) == 1
+    assert out.control_to_send() == []  # one offer may be unanswered at a time
+    assert out.layout(1).first_chunk == 3
+    out.receive_control(FileAccept(1), 0.0)
+    (second,) = out.control_to_send()
+    assert isinstance(second, FileOffer) and (second.transfer_id, second.first_chunk) == (2, 3)
+    with pytest.raises(LocalProtocolError, match="inside the previous file"):
+        out.add_entry(segment(2, first=4), 0.0)
+    assert out.add_entry(segment(2, first=10), 0.0) == 2  # a gap is allowed, as at the start
+    assert not out.finished
+    out.cancel(0.0)
+    assert out.finished
+    with pytest.raises(LocalProtocolError, match="over"):
+        out.add_entry(segment(3), 0.0)
 
 
 def test_a_file_with_every_chunk_held_needs_no_data() -> None:

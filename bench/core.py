@@ -65,6 +65,8 @@ def bench_crc(repeats: int) -> dict[str, object]:
         funcs["crc32c_hw"] = native.crc32c_hw
     if native.crc32c_fold_available():
         funcs["crc32c_fold"] = native.crc32c_fold
+    if native.crc32c_fold512_available():
+        funcs["crc32c_fold512"] = native.crc32c_fold512
     if native.crc32c_fold128_available():
         funcs["crc32c_fold128"] = native.crc32c_fold128
     funcs["crc32c_sw"] = native.crc32c_sw

@@ -100,7 +100,9 @@ uint32_t l2f_crc32c_fold(uint32_t crc, const uint8_t *buf, size_t len); /* VPCLM
 int l2f_crc32c_fold_available(void);
 uint32_t l2f_crc32c_fold128(uint32_t crc, const uint8_t *buf, size_t len); /* PCLMULQDQ (128-bit) folding alone; only if l2f_crc32c_fold128_available() */
 int l2f_crc32c_fold128_available(void);
-int l2f_crc32c_best(void); /* path of l2f_crc32c: 0 table, 1 SSE4.2 3 lanes, 2 fold, 3 fold128 (L2FAST_CRC32C caps it) */
+uint32_t l2f_crc32c_fold512(uint32_t crc, const uint8_t *buf, size_t len); /* the fold on zmm (AVX-512) + 3 crc32 lanes; only if l2f_crc32c_fold512_available() */
+int l2f_crc32c_fold512_available(void);
+int l2f_crc32c_best(void); /* path of l2f_crc32c: 0 table, 1 SSE4.2 3 lanes, 2 fold, 3 fold128, 4 fold512 (L2FAST_CRC32C caps it) */
 
 /* ---- frame build / parse ---- */
 /* Write a complete Ethernet + l2fast header (38 bytes) into out[0..37] for the given payload,

@@ -78,6 +78,8 @@ __all__ = [
     "crc32c_fold",
     "crc32c_fold128",
     "crc32c_fold128_available",
+    "crc32c_fold512",
+    "crc32c_fold512_available",
     "crc32c_fold_available",
     "crc32c_hw",
     "crc32c_hw_available",
@@ -254,13 +256,37 @@ def crc32c_fold128_available() -> bool:
     return bool(_lib.l2f_crc32c_fold128_available())
 
 
+def crc32c_fold512(data: Buffer, value: int = 0) -> int:
+    """CRC-32C via VPCLMULQDQ folding on 512-bit registers beside three crc32 lanes
+    (csrc/crc32c.c), the fast path of CPUs with AVX-512.
+
+    Raises NativeError when the CPU (or OS) lacks AVX-512 or VPCLMULQDQ (see
+    `crc32c_fold512_available`).
+    """
+    if not _lib.l2f_crc32c_fold512_available():
+        raise NativeError(
+            -errno.ENOTSUP,
+            "this CPU has no AVX-512 with VPCLMULQDQ for the 512-bit folding path",
+            "crc32c_fold512",
+        )
+    buf = _cbuf(data, "data")
+    return int(_lib.l2f_crc32c_fold512(value & 0xFFFFFFFF, buf, len(buf)))
+
+
+def crc32c_fold512_available() -> bool:
+    """True when the CPU and OS can run the 512-bit folding path (checked once by CPUID)."""
+    return bool(_lib.l2f_crc32c_fold512_available())
+
+
 def crc32c_impl() -> str:
-    """Which path `crc32c` uses here: "vpclmulqdq-fold" (from 4 KiB on; shorter buffers take
-    the three lanes, csrc/crc32c.c FOLD_MIN_LEN says why), "pclmul-fold" (AMD without
-    VPCLMULQDQ, from 256 bytes on), "sse4.2-3way" or "table": the fastest this CPU has, unless
-    the environment variable L2FAST_CRC32C=sse4.2 or =table caps it (=fold128 picks
-    "pclmul-fold" wherever the CPU can run it)."""
-    return ("table", "sse4.2-3way", "vpclmulqdq-fold", "pclmul-fold")[_lib.l2f_crc32c_best()]
+    """Which path `crc32c` uses here: "avx512-fold" or "vpclmulqdq-fold" (from 4 KiB on;
+    shorter buffers take the three lanes, csrc/crc32c.c FOLD_MIN_LEN says why), "pclmul-fold"
+    (AMD without VPCLMULQDQ, from 256 bytes on), "sse4.2-3way" or "table": the fastest this CPU
+    has, unless the environment variable L2FAST_CRC32C=sse4.2 or =table caps it (=fold256
+    picks "vpclmulqdq-fold" on a CPU with AVX-512, =fold128 picks "pclmul-fold" wherever the CPU
+    can run it)."""
+    names = ("table", "sse4.2-3way", "vpclmulqdq-fold", "pclmul-fold", "avx512-fold")
+    return names[_lib.l2f_crc32c_best()]
 
 
 # --------------------------------------------------------------------------- build

@@ -1,6 +1,6 @@
 """CRC-32C of the C core (csrc/crc32c.c) through l2fast.native: every path (table, SSE4.2 three
-lanes, VPCLMULQDQ folding, 128-bit PCLMULQDQ folding), against a bitwise reference written here
-from the definition (PROTOCOL.md §CRC)."""
+lanes, VPCLMULQDQ folding on 256- and 512-bit registers, 128-bit PCLMULQDQ folding), against a
+bitwise reference written here from the definition (PROTOCOL.md §CRC)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ FOLD = native.crc32c_fold_available()
 NO_FOLD_REASON = "this CPU has no VPCLMULQDQ/AVX2: the folding path cannot run here"
 FOLD128 = native.crc32c_fold128_available()
 NO_FOLD128_REASON = "this CPU has no PCLMULQDQ: the 128-bit folding path cannot run here"
+FOLD512 = native.crc32c_fold512_available()
+NO_FOLD512_REASON = "this CPU has no AVX-512 with VPCLMULQDQ: the 512-bit fold cannot run here"
 
 CrcFn = Callable[..., int]
 
@@ -43,6 +45,11 @@ IMPLS = [
         native.crc32c_fold128,
         id="fold128",
         marks=pytest.mark.skipif(not FOLD128, reason=NO_FOLD128_REASON),
+    ),
+    pytest.param(
+        native.crc32c_fold512,
+        id="fold512",
+        marks=pytest.mark.skipif(not FOLD512, reason=NO_FOLD512_REASON),
     ),
     pytest.param(l2fast.crc32c, id="public"),
 ]
@@ -136,6 +143,8 @@ def test_three_lane_boundaries(fn: CrcFn) -> None:
 # bytes on, and words and bytes finish.  The 128-bit fold folds alone from 256 bytes on, 128 at
 # a time, so the 128-byte edges probe its tail too.
 FOLD_STEP, FOLD_MIN_STEPS, FOLD_MAX_STEPS = 128 + 3 * 48, 6, 1024
+# The 512-bit fold's step folds 256 bytes beside the same lanes; its tail goes to the 256-bit path.
+FOLD512_STEP = 256 + 3 * 48
 
 
 @pytest.mark.parametrize("fn", IMPLS)
@@ -148,6 +157,8 @@ def test_fold_boundaries(fn: CrcFn) -> None:
         lengths |= {edge - 1, edge, edge + 1, edge + 8, edge + 255, edge + 256, edge + 257}
     for steps in (FOLD_MIN_STEPS, FOLD_MIN_STEPS + 1, 33, 241, FOLD_MAX_STEPS - 1):
         lengths |= {steps * FOLD_STEP + tail for tail in (0, 7, 127, 128, 200, 271)}
+    for steps in (FOLD_MIN_STEPS, FOLD_MIN_STEPS + 1, 22, 164, FOLD_MAX_STEPS - 1, FOLD_MAX_STEPS):
+        lengths |= {steps * FOLD512_STEP + tail for tail in (0, 9, 255, 256, 399, 1631, 1632)}
     for n in sorted(lengths):
         for off in (0, 5):
             chunk = data[off : off + n]
@@ -212,6 +223,10 @@ def test_large_buffers_hw_equals_sw() -> None:
         assert native.crc32c_fold128(big) == expected
         assert native.crc32c_fold128(big[5:]) == native.crc32c_sw(big[5:])
         assert native.crc32c_fold128(many) == native.crc32c_sw(many)
+    if FOLD512:
+        assert native.crc32c_fold512(big) == expected
+        assert native.crc32c_fold512(big[5:]) == native.crc32c_sw(big[5:])
+        assert native.crc32c_fold512(many) == native.crc32c_sw(many)
 
 
 def _is_amd() -> bool:
@@ -223,7 +238,9 @@ def test_impl_name_is_the_fastest_path_this_cpu_has() -> None:
     # The 128-bit fold is chosen only on AMD CPUs without VPCLMULQDQ (where it was measured).
     fold128 = FOLD128 and _is_amd()
     expected = (
-        "vpclmulqdq-fold"
+        "avx512-fold"
+        if FOLD512
+        else "vpclmulqdq-fold"
         if FOLD
         else "pclmul-fold"
         if fold128
@@ -234,6 +251,7 @@ def test_impl_name_is_the_fastest_path_this_cpu_has() -> None:
     assert native.crc32c_impl() == expected
     assert not FOLD or HW  # folding needs the crc32 instruction too
     assert not FOLD128 or HW
+    assert not FOLD512 or FOLD  # the 512-bit fold's tail is the 256-bit one's
 
 
 @pytest.mark.parametrize(
@@ -242,6 +260,7 @@ def test_impl_name_is_the_fastest_path_this_cpu_has() -> None:
         ("sse4.2", "sse4.2-3way" if HW else "table"),
         ("table", "table"),
         ("fold128", "pclmul-fold" if FOLD128 else None),
+        ("fold256", "vpclmulqdq-fold" if FOLD else None),
         ("bogus", None),
     ],
 )
@@ -273,6 +292,12 @@ def test_fold128_without_pclmulqdq_raises() -> None:
         native.crc32c_fold128(b"x")
 
 
+@pytest.mark.skipif(FOLD512, reason="this CPU has AVX-512: the no-folding error cannot occur")
+def test_fold512_without_avx512_raises() -> None:
+    with pytest.raises(NativeError):
+        native.crc32c_fold512(b"x")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=3000), st.integers(0, 0xFFFFFFFF))
 def test_property_paths_agree(data: bytes, value: int) -> None:
@@ -285,3 +310,5 @@ def test_property_paths_agree(data: bytes, value: int) -> None:
         assert native.crc32c_fold(data, value) == expected
     if FOLD128:
         assert native.crc32c_fold128(data, value) == expected
+    if FOLD512:
+        assert native.crc32c_fold512(data, value) == expected

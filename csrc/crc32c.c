@@ -395,15 +395,7 @@ FOLD_TARGET static uint32_t fold_only(uint32_t crc, const uint8_t **pp, size_t *
     return fold_reduce(x0, x1, x2, x3);
 }
 
-/* m steps over m * FOLD_STEP bytes laid out as [A: 128m folded][B][C][D: three crc32 lanes of
- * m * FOLD_LANE_STEP], both kinds in one loop so they overlap in the core.  Since the raw CRC is
- * linear, raw(A|B|C|D) = s(s(s(raw(A)) ^ raw(B)) ^ raw(C)) ^ raw(D), s advancing over one lane. */
-FOLD_TARGET static uint32_t fold_steps(uint32_t crc, const uint8_t *p, size_t m)
-{
-    const size_t lane = m * FOLD_LANE_STEP;
-    const uint8_t *b = p + 128 * m, *c = b + lane, *d = c + lane;
-    const __m256i k = _mm256_loadu_si256((const __m256i *)fold_k1024);
-    uint64_t cb = 0, cc = 0, cd = 0;
+/* One step of the three crc32 lanes (b, c, d; registers cb, cc, cd) in both fold loops. */
 #define LANE_WORDS()                                                                         \
     for (int w = 0; w < FOLD_WORDS; w++, b += 8, c += 8, d += 8) {                           \
         uint64_t u, v, z;                                                                    \
@@ -414,6 +406,30 @@ FOLD_TARGET static uint32_t fold_steps(uint32_t crc, const uint8_t *p, size_t m)
         cc = _mm_crc32_u64(cc, v);                                                           \
         cd = _mm_crc32_u64(cd, z);                                                           \
     }
+
+/* The folded part's register r, then the three lanes' registers, each after the one before has
+ * been advanced over a lane of m steps: the raw CRC of the whole span. */
+FOLD_TARGET static inline uint32_t join_lanes(uint32_t r, size_t m, uint64_t cb, uint64_t cc,
+                                              uint64_t cd)
+{
+    const __m128i shift = _mm_cvtsi32_si128((int)fold_lane_shift[m]);
+    const uint32_t lanes[3] = {(uint32_t)cb, (uint32_t)cc, (uint32_t)cd};
+    for (int i = 0; i < 3; i++) {
+        __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)r), shift, 0x00);
+        r = (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(prod)) ^ lanes[i];
+    }
+    return r;
+}
+
+/* m steps over m * FOLD_STEP bytes laid out as [A: 128m folded][B][C][D: three crc32 lanes of
+ * m * FOLD_LANE_STEP], both kinds in one loop so they overlap in the core.  Since the raw CRC is
+ * linear, raw(A|B|C|D) = s(s(s(raw(A)) ^ raw(B)) ^ raw(C)) ^ raw(D), s advancing over one lane. */
+FOLD_TARGET static uint32_t fold_steps(uint32_t crc, const uint8_t *p, size_t m)
+{
+    const size_t lane = m * FOLD_LANE_STEP;
+    const uint8_t *b = p + 128 * m, *c = b + lane, *d = c + lane;
+    const __m256i k = _mm256_loadu_si256((const __m256i *)fold_k1024);
+    uint64_t cb = 0, cc = 0, cd = 0;
     FOLD_LOAD(p, crc);
     for (size_t step = 1; step < m; step++) {
         p += 128;
@@ -421,15 +437,7 @@ FOLD_TARGET static uint32_t fold_steps(uint32_t crc, const uint8_t *p, size_t m)
         LANE_WORDS();
     }
     LANE_WORDS(); /* the lanes have m steps, the fold m - 1 after its load */
-#undef LANE_WORDS
-    const __m128i shift = _mm_cvtsi32_si128((int)fold_lane_shift[m]);
-    uint32_t r = fold_reduce(x0, x1, x2, x3);
-    const uint32_t lanes[3] = {(uint32_t)cb, (uint32_t)cc, (uint32_t)cd};
-    for (int i = 0; i < 3; i++) {
-        __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)r), shift, 0x00);
-        r = (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(prod)) ^ lanes[i];
-    }
-    return r;
+    return join_lanes(fold_reduce(x0, x1, x2, x3), m, cb, cc, cd);
 }
 
 /* The 256-bit path on the raw register (no pre- and post-inversion). */
@@ -491,16 +499,6 @@ FOLD512_TARGET static uint32_t fold512_steps(uint32_t crc, const uint8_t *p, siz
     const uint8_t *b = p + 256 * m, *c = b + lane, *d = c + lane;
     const __m512i k = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)fold_k2048));
     uint64_t cb = 0, cc = 0, cd = 0;
-#define LANE_WORDS()                                                                         \
-    for (int w = 0; w < FOLD_WORDS; w++, b += 8, c += 8, d += 8) {                           \
-        uint64_t u, v, z;                                                                    \
-        memcpy(&u, b, 8);                                                                    \
-        memcpy(&v, c, 8);                                                                    \
-        memcpy(&z, d, 8);                                                                    \
-        cb = _mm_crc32_u64(cb, u);                                                           \
-        cc = _mm_crc32_u64(cc, v);                                                           \
-        cd = _mm_crc32_u64(cd, z);                                                           \
-    }
     __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)p),
                                   _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
     __m512i x1 = _mm512_loadu_si512((const void *)(p + 64));
@@ -515,7 +513,6 @@ FOLD512_TARGET static uint32_t fold512_steps(uint32_t crc, const uint8_t *p, siz
         LANE_WORDS();
     }
     LANE_WORDS(); /* the lanes have m steps, the fold m - 1 after its load */
-#undef LANE_WORDS
     /* x0 and x1 over 1024 bits into x2 and x3: eight 128-bit parts in memory order, reduced as
      * the 256-bit path's are. */
     const __m512i k1024 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)fold_k1024));
@@ -526,14 +523,7 @@ FOLD512_TARGET static uint32_t fold512_steps(uint32_t crc, const uint8_t *p, siz
         _mm512_extracti32x4_epi32(y1, 0), _mm512_extracti32x4_epi32(y1, 1),
         _mm512_extracti32x4_epi32(y1, 2), _mm512_extracti32x4_epi32(y1, 3),
     };
-    uint32_t r = reduce_parts(parts);
-    const __m128i shift = _mm_cvtsi32_si128((int)fold_lane_shift[m]);
-    const uint32_t lanes[3] = {(uint32_t)cb, (uint32_t)cc, (uint32_t)cd};
-    for (int i = 0; i < 3; i++) {
-        __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)r), shift, 0x00);
-        r = (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(prod)) ^ lanes[i];
-    }
-    return r;
+    return join_lanes(reduce_parts(parts), m, cb, cc, cd);
 }
 
 uint32_t l2f_crc32c_fold512(uint32_t crc, const uint8_t *buf, size_t len)

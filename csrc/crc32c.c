@@ -440,17 +440,26 @@ FOLD_TARGET static uint32_t fold_steps(uint32_t crc, const uint8_t *p, size_t m)
     return join_lanes(fold_reduce(x0, x1, x2, x3), m, cb, cc, cd);
 }
 
+/* Run `steps` (fold_steps or fold512_steps, whose step is `step` bytes) over *bufp while at
+ * least FOLD_MIN_STEPS steps are left, at most FOLD_MAX_STEPS a call (its shift table's size). */
+static uint32_t run_steps(uint32_t c, const uint8_t **bufp, size_t *lenp, size_t step,
+                          uint32_t (*steps)(uint32_t, const uint8_t *, size_t))
+{
+    while (*lenp >= FOLD_MIN_STEPS * step) {
+        size_t m = *lenp / step;
+        if (m > FOLD_MAX_STEPS)
+            m = FOLD_MAX_STEPS;
+        c = steps(c, *bufp, m);
+        *bufp += m * step;
+        *lenp -= m * step;
+    }
+    return c;
+}
+
 /* The 256-bit path on the raw register (no pre- and post-inversion). */
 static uint32_t fold256_raw(uint32_t c, const uint8_t *buf, size_t len)
 {
-    while (len >= FOLD_MIN_STEPS * FOLD_STEP) {
-        size_t m = len / FOLD_STEP;
-        if (m > FOLD_MAX_STEPS)
-            m = FOLD_MAX_STEPS;
-        c = fold_steps(c, buf, m);
-        buf += m * FOLD_STEP;
-        len -= m * FOLD_STEP;
-    }
+    c = run_steps(c, &buf, &len, FOLD_STEP, fold_steps);
     if (len >= 256)
         c = fold_only(c, &buf, &len);
     return hw_one_lane(c, buf, len);
@@ -533,15 +542,7 @@ uint32_t l2f_crc32c_fold512(uint32_t crc, const uint8_t *buf, size_t len)
     ensure_init();
     if (!fold512_ok) /* never execute an illegal instruction: callers should have checked */
         return l2f_crc32c_fold(crc, buf, len);
-    uint32_t c = ~crc;
-    while (len >= FOLD_MIN_STEPS * FOLD512_STEP) {
-        size_t m = len / FOLD512_STEP;
-        if (m > FOLD_MAX_STEPS)
-            m = FOLD_MAX_STEPS;
-        c = fold512_steps(c, buf, m);
-        buf += m * FOLD512_STEP;
-        len -= m * FOLD512_STEP;
-    }
+    const uint32_t c = run_steps(~crc, &buf, &len, FOLD512_STEP, fold512_steps);
     return ~fold256_raw(c, buf, len);
 }
 

@@ -336,10 +336,14 @@ class IncomingTransfer:
             )
         )
 
+    def _ended(self, transfer_id: int) -> bool:
+        """`transfer_id` was offered and has ended (so it is no longer in `_files`)."""
+        return transfer_id not in self._files and 0 < transfer_id <= self._last_id
+
     def _known(self, transfer_id: int) -> _InFile:
         f = self._files.get(transfer_id)
         if f is None:
-            if 0 < transfer_id <= self._last_id:
+            if self._ended(transfer_id):
                 raise LocalProtocolError(f"file #{transfer_id} has ended already")
             raise LocalProtocolError(f"no file #{transfer_id} was offered")
         return f
@@ -489,7 +493,7 @@ class IncomingTransfer:
 
     def _on_end(self, body: FileEnd, now: float) -> None:
         f = self._files.get(body.transfer_id)
-        if f is None and 0 < body.transfer_id <= self._last_id:
+        if self._ended(body.transfer_id):
             # It ended here first (failed, say): as for any input a final state has no use for.
             raise RemoteProtocolError(f"FILE_END for file #{body.transfer_id}, which has ended")
         if f is None:
@@ -687,8 +691,8 @@ class IncomingTransfer:
         """
         if not 0 < code <= 0xFFFF:
             raise LocalProtocolError(f"failure code {code} is not an error code")
-        if transfer_id not in self._files and 0 < transfer_id <= self._last_id:
-            return  # it ended already
+        if self._ended(transfer_id):
+            return
         f = self._known(transfer_id)
         if f.state is FileState.OFFERED:
             self.reject(transfer_id, now, code, text)

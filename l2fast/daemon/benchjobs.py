@@ -95,10 +95,8 @@ class BenchJob(OutgoingJob):
         pattern = bytes(range(256)) * (self.chunk // 256 + 1)
         self._buf, self.payload_offset = native.placed_copy(pattern, native.PAYLOAD_PAGE_OFFSET)
         self.segment_bytes = max(1, BENCH_SEGMENT_BYTES // self.chunk) * self.chunk
-        for f in self.files:
-            f.entry = FileEntry(
-                path=f.entry.path, kind=FileKind.BENCH, size=self.segment_bytes, mode=0
-            )
+        for i, f in enumerate(self.files):
+            f.entry = self._segment(i)
         self._cpu0 = time.process_time()
         super().on_opened(mtu)
         self._last = self._counters(self.started)
@@ -111,6 +109,17 @@ class BenchJob(OutgoingJob):
         """Bench chunks all carry the same in-memory buffer: no file is read."""
         return self._buf
 
+    def _segment(self, i: int) -> FileEntry:
+        """Segment `i` of the run, once the session's chunk size is known."""
+        return FileEntry(
+            path=f"bench/{i}",
+            kind=FileKind.BENCH,
+            size=self.segment_bytes,
+            mode=0,
+            chunk_size=self.chunk,
+            digest=self.digest,
+        )
+
     def _plan_ahead(self, now: float) -> None:
         """Add segments until BENCH_SEGMENTS_AHEAD are planned beyond the finished ones."""
         out = self.out
@@ -118,14 +127,7 @@ class BenchJob(OutgoingJob):
             planned = len(self.files)
             if planned - self.segments_done >= BENCH_SEGMENTS_AHEAD:
                 return
-            entry = FileEntry(
-                path=f"bench/{planned}",
-                kind=FileKind.BENCH,
-                size=self.segment_bytes,
-                mode=0,
-                chunk_size=self.chunk,
-                digest=self.digest,
-            )
+            entry = self._segment(planned)
             self.files.append(SourceFile(entry, -1))
             self.n_entries += 1
             out.add_entry(entry, now)

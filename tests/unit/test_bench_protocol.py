@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -79,6 +80,7 @@ def test_a_bench_run_plans_segments_ahead_of_the_finished_ones() -> None:
         chunk=1000,
         digest=Digest.SHA256,
     )
+    job._segment = partial(cast(Any, BenchJob._segment), job)
     plan = cast(Any, BenchJob._plan_ahead)
     plan(job, 0.0)
     assert len(job.files) == BENCH_SEGMENTS_AHEAD  # none finished: none added

@@ -82,6 +82,8 @@ and error; both have verified false.
 #: receiver holds an offer for a person, the node repeats a `waiting` event every few seconds
 #: (daemon.outgoing.HELD_REPEAT_S), so a decision may take as long as it takes.
 SILENCE_S = 120.0
+#: How long the daemon may take to take one message's worth of descriptors.
+FDS_TIMEOUT_S = 10.0
 #: Held files announced one line each in text mode; after that, one line for the rest.
 HELD_LINES = 10
 #: Skipped entries named in text mode; after that, how many more.
@@ -136,7 +138,9 @@ def _send(
             # A control message carries at most MAX_FDS descriptors: the rest go ahead.
             last = len(fds) - (len(fds) - 1) % MAX_FDS - 1 if fds else 0
             for i in range(0, last, MAX_FDS):
-                client.send({"op": "send_fds", "id": client.new_id()}, fds[i : i + MAX_FDS])
+                # Each waits for its answer: a daemon that cannot hold them all says so here,
+                # and nothing has been offered yet.
+                client.request({"op": "send_fds"}, FDS_TIMEOUT_S, fds=fds[i : i + MAX_FDS])
             given = fds[last:]
         else:
             # In-process, the engine owns and closes what it is given.

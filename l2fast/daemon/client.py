@@ -144,9 +144,11 @@ class NodeClient:
                 (mine if msg.get("id") == request["id"] else strays).append(msg)
         return mine.popleft()
 
-    def request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send `request` and return its single reply (raises on `ok: false`)."""
-        *_, last = self.stream(request, timeout)
+    def request(
+        self, request: dict[str, Any], timeout: float, fds: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Send `request` (with `fds`) and return its single reply (raises on `ok: false`)."""
+        *_, last = self.stream(request, timeout, fds=fds)
         return last
 
     def __enter__(self) -> NodeClient:

@@ -678,8 +678,12 @@ class NodeService:
 
     def _op_send_fds(self, conn: Replier, request: dict[str, Any]) -> None:
         """More descriptors for this client's next `send` (a control message carries at most
-        MAX_FDS): kept until it comes, closed if the client leaves first. No reply."""
+        MAX_FDS): kept until it comes, closed if the client leaves first. The reply says how
+        many this client has brought so far, or why they were refused, so that a folder too
+        large for the daemon fails with that reason before its `send`."""
         fds = self._request_fds(conn, request)
+        key = id(conn)
+        mine = len(self._fd_stash.get(key, []))
         waiting = sum(len(stash) for stash in self._fd_stash.values())
         room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - STASH_HEADROOM
         if waiting + len(fds) > room:
@@ -688,12 +692,15 @@ class NodeService:
             # no client accepted. What one send may bring is what the daemon can hold.
             for fd in fds:
                 os.close(fd)
+            others = waiting - mine
             raise RequestError(
-                f"this daemon holds {waiting} descriptors for sends already and may not open "
-                f"more than {room} for them",
-                hint="send fewer files at once (a folder at a time)",
+                f"this send brings more files than the daemon may keep open for sends that have "
+                f"not started ({room:,} descriptors"
+                + (f", {others:,} of them held for other clients' sends)" if others else ")"),
+                hint="send fewer files at once (a folder at a time), or raise the daemon's limit "
+                "on open files (LimitNOFILE= for a systemd service, `ulimit -n` in the shell "
+                "that starts it)",
             )
-        key = id(conn)
         if key not in self._fd_stash:
             self._fd_stash[key] = []
 
@@ -704,6 +711,7 @@ class NodeService:
 
             conn.on_close.append(drop)
         self._fd_stash[key].extend(fds)
+        self._reply(conn, request, held=len(self._fd_stash[key]))
 
     def _op_send(self, conn: Replier, request: dict[str, Any]) -> None:
         fds = self._fd_stash.pop(id(conn), []) + self._request_fds(conn, request)

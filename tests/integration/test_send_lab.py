@@ -201,6 +201,45 @@ def test_through_the_sender_daemon_and_refusal(make_lab: Any, tmp_path: Path) ->
     assert list(rx1.iterdir()) == []
 
 
+def test_a_folder_larger_than_the_daemon_may_hold_fails_before_any_offer(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    # The sending daemon may keep only so many descriptors for sends that have not started
+    # (its open-file limit less a headroom). A folder over that used to fail after the daemon
+    # had quietly refused a `send_fds`, with "bad send request: it lists more files than the
+    # N descriptors that came with it". Now the refusal itself is the error, nothing is
+    # offered, and the daemon still sends the next folder.
+    import resource
+
+    from l2fast.daemon.service import STASH_HEADROOM
+
+    lab = make_lab(mtu=9000)
+    lab.daemon("h1", accept="none")
+    rx2 = lab.daemon("h2", accept="all")
+    limit = STASH_HEADROOM + 144
+    resource.prlimit(lab.daemons["h1"].pid, resource.RLIMIT_NOFILE, (limit, limit))
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(200):
+        (big / f"f{i:03d}").write_bytes(bytes([i]))
+    result = lab.send("h1", "h2", big)
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "may keep open for sends that have not started (144 descriptors)" in error["error"]
+    assert "a folder at a time" in error["hint"] and "LimitNOFILE=" in error["hint"]
+    assert list(rx2.iterdir()) == []
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(100):
+        (small / f"f{i:03d}").write_bytes(bytes([i]))
+    result = lab.send("h1", "h2", small)
+    assert result.returncode == 0, result.stderr + lab.log_tail("h1")
+    assert final_event(result.stdout)["files"] == 100
+    assert sorted(p.name for p in (rx2 / "small").iterdir()) == sorted(
+        p.name for p in small.iterdir()
+    )
+
+
 HOSTILE = r"""
 import json, sys
 from l2fast.daemon.local_client import LocalClient

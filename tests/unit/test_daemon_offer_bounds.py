@@ -203,10 +203,25 @@ def test_descriptors_a_client_leaves_for_a_send_it_never_makes_are_bounded(
             fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(MAX_FDS)]
             opened += fds
             service.handle(conn, {"op": "send_fds", "id": i, "_fds": fds})
-        (refusal,) = conn.replies
-        assert refusal["ok"] is False and "may not open more than 40" in str(refusal["error"])
+        first, second, refusal = conn.replies
+        # The first two are taken, and each answer says how many the client has brought.
+        assert (first["ok"], first["id"], first["held"]) == (True, 0, MAX_FDS)
+        assert (second["ok"], second["id"], second["held"]) == (True, 1, 2 * MAX_FDS)
+        assert refusal["ok"] is False and refusal["id"] == 2
+        assert "may keep open for sends that have not started (40 descriptors)" in str(
+            refusal["error"]
+        )
+        assert "a folder at a time" in str(refusal["hint"])
         closed = [fd for fd in opened[2 * MAX_FDS :] if not _is_open(fd)]
         assert len(closed) == MAX_FDS  # the third message's, closed at once
+        # Another client's batch: the refusal says how many are held for this one's.
+        other = Conn()
+        fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(MAX_FDS)]
+        opened += fds
+        service.handle(other, {"op": "send_fds", "id": 7, "_fds": fds})
+        (refused,) = other.replies
+        assert refused["ok"] is False
+        assert f"{2 * MAX_FDS} of them held for other clients' sends" in str(refused["error"])
         for callback in conn.on_close:  # the client leaves: what it left is closed too
             callback()
         assert not any(_is_open(fd) for fd in opened)

@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 
-__all__ = ["DEFAULT_QDISCS", "qdisc_bypass", "root_qdisc"]
+__all__ = ["DEFAULT_QDISCS", "qdisc_bypass", "root_qdisc", "shaping_qdisc"]
 
 #: Root qdiscs the kernel attaches by itself (or that only queue): bypassing them loses nothing.
 DEFAULT_QDISCS = frozenset({"noqueue", "noop", "pfifo_fast", "fq_codel", "fq", "mq", "pfifo"})

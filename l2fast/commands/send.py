@@ -82,7 +82,7 @@ and error; both have verified false.
 #: receiver holds an offer for a person, the node repeats a `waiting` event every few seconds
 #: (daemon.outgoing.HELD_REPEAT_S), so a decision may take as long as it takes.
 SILENCE_S = 120.0
-#: How long the daemon may take to take one message's worth of descriptors.
+#: How long the daemon may take to answer one `send_fds` message.
 FDS_TIMEOUT_S = 10.0
 #: Held files announced one line each in text mode; after that, one line for the rest.
 HELD_LINES = 10

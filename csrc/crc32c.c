@@ -484,19 +484,12 @@ uint32_t l2f_crc32c_fold(uint32_t crc, const uint8_t *buf, size_t len)
 #define FOLD512_TARGET __attribute__((target("sse4.2,pclmul,avx2,vpclmulqdq,avx512f")))
 #define FOLD512_STEP (256 + 3 * FOLD_LANE_STEP)
 
-/* acc folded forward over 2048 bits, xor the next 64 bytes at p (one three-way xor). */
-FOLD512_TARGET static inline __m512i fold_2048(__m512i acc, __m512i k, const uint8_t *p)
+/* a's four 128-bit parts each folded forward over the distance k holds (2048 bits in the loop,
+ * 1024 at its end), xor b: one three-way xor. */
+FOLD512_TARGET static inline __m512i fold512_into(__m512i a, __m512i b, __m512i k)
 {
-    const __m512i lo = _mm512_clmulepi64_epi128(acc, k, 0x00);
-    const __m512i hi = _mm512_clmulepi64_epi128(acc, k, 0x11);
-    return _mm512_ternarylogic_epi64(lo, hi, _mm512_loadu_si512((const void *)p), 0x96);
-}
-
-/* a folded forward over 1024 bits into b (a is 128 bytes before b), as eight 128-bit parts. */
-FOLD512_TARGET static inline __m512i fold512_into(__m512i a, __m512i b, __m512i k1024)
-{
-    const __m512i lo = _mm512_clmulepi64_epi128(a, k1024, 0x00);
-    const __m512i hi = _mm512_clmulepi64_epi128(a, k1024, 0x11);
+    const __m512i lo = _mm512_clmulepi64_epi128(a, k, 0x00);
+    const __m512i hi = _mm512_clmulepi64_epi128(a, k, 0x11);
     return _mm512_ternarylogic_epi64(lo, hi, b, 0x96);
 }
 
@@ -515,10 +508,10 @@ FOLD512_TARGET static uint32_t fold512_steps(uint32_t crc, const uint8_t *p, siz
     __m512i x3 = _mm512_loadu_si512((const void *)(p + 192));
     for (size_t step = 1; step < m; step++) {
         p += 256;
-        x0 = fold_2048(x0, k, p);
-        x1 = fold_2048(x1, k, p + 64);
-        x2 = fold_2048(x2, k, p + 128);
-        x3 = fold_2048(x3, k, p + 192);
+        x0 = fold512_into(x0, _mm512_loadu_si512(p), k);
+        x1 = fold512_into(x1, _mm512_loadu_si512(p + 64), k);
+        x2 = fold512_into(x2, _mm512_loadu_si512(p + 128), k);
+        x3 = fold512_into(x3, _mm512_loadu_si512(p + 192), k);
         LANE_WORDS();
     }
     LANE_WORDS(); /* the lanes have m steps, the fold m - 1 after its load */

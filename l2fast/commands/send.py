@@ -162,9 +162,12 @@ def _send(
             line.clear()  # "interrupted" goes on a line of its own; the node cancels the send
             # Exit 130, as for any Ctrl-C (128 + SIGINT). Interrupted while the receiver's
             # person had not decided yet, nothing was sent: there is nothing to resume.
-            hint = RESUME_HINT if moved else "nothing was sent yet: send it again to start over"
-            if held and not moved:
+            if moved:
+                hint = RESUME_HINT
+            elif held:
                 hint = "nothing was sent yet (the receiver had not accepted it): send it again"
+            else:
+                hint = "nothing was sent yet: send it again to start over"
             raise L2fastError("interrupted", hint=hint, exit_code=130) from None
         except DaemonClosed:
             line.clear()

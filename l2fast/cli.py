@@ -100,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _usage_error_as_json(exc: SystemExit, words: list[str]) -> None:
     """A usage error (exit 2) of a command asked for --json also prints the JSON error object
     on stdout, as every other error does: a script reads that rather than an empty output."""
-    options = words[: words.index("--")] if "--" in words else words
     if exc.code != 2 or _Parser.last_error is None:
         return
+    options = words[: words.index("--")] if "--" in words else words
     if not {"--json", "--json-stream"} & set(options):
         return
     message, command = _Parser.last_error

@@ -267,6 +267,12 @@ class BenchJob(OutgoingJob):
 
 #: Seconds `bench -R` waits, after the stream ended, for the sender's totals (FILE_RESULT).
 SENDER_NOTE_WAIT_S = 3.0
+#: Once a `bench -R` run's time is up, how often its end looks for the stream's last frames,
+#: and how long no new frame must arrive before the stream counts as over. The run ends at
+#: the last frame seen, not at the next interval's tick: that tick added a near-empty interval
+#: and stretched the summary by up to a whole interval (`-t 1`: 2 s, half the throughput).
+REVERSE_TAIL_POLL_S = 0.01
+REVERSE_TAIL_QUIET_S = 0.1
 #: FILE_OFFER path of a bench request (`l2fast bench -R`, docs/PROTOCOL.md §FILE_OFFER).
 BENCH_REVERSE_PATH = "bench/reverse"
 #: FILE_OFFER path of a raw-blast count request (`l2fast bench --raw`).
@@ -457,6 +463,7 @@ class ReverseBenchJob:
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
         self._sender: dict[str, float] | None = None  # the peer's sender_note, once it came
+        self._tail: dict[str, float] | None = None  # once the time is up: the last sample to grow
         self._wait_sender: float | None = None  # when _end gives up waiting for it
         owner.bench_expected[peer] = owner.bench_expected.get(peer, 0) + 1
         entry = FileEntry(
@@ -481,6 +488,7 @@ class ReverseBenchJob:
         if self.bench is None:
             self._fail("the peer sent no bench stream")
         else:
+            self._last_interval()
             self._end()
 
     def _watch(self) -> None:
@@ -500,7 +508,11 @@ class ReverseBenchJob:
         self.started = now
         self.reply({"event": "start", "session": f"{self.session:#010x}", "mtu": self.mtu})
         self._first = self._last = self._sample(now)
-        self._timer = self.runner.call_later(self.interval, self._tick)
+        self._timer = self.runner.call_later(self._next_tick(now), self._tick)
+
+    def _next_tick(self, now: float) -> float:
+        """Seconds to the next tick: an interval, or less where the run's time is up sooner."""
+        return max(0.0, min(self.interval, self.started + self.seconds - now))
 
     def _sample(self, now: float) -> dict[str, float]:
         b = self.bench
@@ -537,16 +549,50 @@ class ReverseBenchJob:
         if self.ended:
             return
         now = self.runner.now()
+        if now - self.started >= self.seconds - 0.01:  # (a timer may fire a little early)
+            # The time is up. The peer's sender stops on its own clock, with frames still
+            # on the way.
+            self._tail = self._sample(now)
+            self._wait_for_tail()
+            return
         cur = self._sample(now)
         rep = self._report(self._last, cur)
         if rep["bytes"] or self._live():
             self._last = cur
             self.intervals.append(rep)
             self.reply({"event": "interval", **rep})
-        if self._live() and now - self.started < self.seconds + 0.5 * self.interval:
-            self._timer = self.runner.call_later(self.interval, self._tick)
+        if self._live():
+            self._timer = self.runner.call_later(self._next_tick(now), self._tick)
         else:
             self._end()
+
+    def _wait_for_tail(self) -> None:
+        """Poll until the stream is over (closed, or quiet once its time is up), then report
+        the last interval up to the last sample that grew."""
+        self._timer = None
+        if self.ended or self._tail is None:
+            return
+        now = self.runner.now()
+        cur = self._sample(now)
+        if cur["frames"] > self._tail["frames"]:
+            self._tail = cur
+        quiet = now - self._tail["t"] >= REVERSE_TAIL_QUIET_S
+        if self._live() and not (quiet and now - self.started >= self.seconds):
+            self._timer = self.runner.call_later(REVERSE_TAIL_POLL_S, self._wait_for_tail)
+            return
+        self._last_interval()
+        self._end()
+
+    def _last_interval(self) -> None:
+        """Report the interval from the last tick to the tail, if anything arrived in it."""
+        tail = self._tail
+        if tail is None or tail is self._last:
+            return
+        rep = self._report(self._last, tail)
+        self._last = tail
+        if rep["bytes"]:
+            self.intervals.append(rep)
+            self.reply({"event": "interval", **rep})
 
     def _end(self) -> None:
         if self.ended:

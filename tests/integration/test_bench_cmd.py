@@ -99,6 +99,15 @@ def test_bench_reverse_and_raw(lab: NodeLab) -> None:
     assert back["start"]["reverse"] is True and back["mtu"] == 9000
     assert len(back["intervals"]) >= 2
     assert back["end"]["gbit_per_s"] > 0 and back["end"]["receiver_cpu_pct"] > 0
+    assert all(iv["start"] < 1.4 for iv in back["intervals"]), back["intervals"]
+    assert back["end"]["end"] < 1.95, back["end"]
+    # A run ends with the stream's last frames, not at one more interval's tick: `-R -t 1`
+    # reported a near-empty second interval and a summary over 2 s, half the throughput.
+    one = lab.cli("h1", "bench", "h2", "-R", "-t", "1", "--json", "-I", "eth0")
+    assert one.returncode == 0, one.stderr + lab.log_tail("h2")
+    short = json.loads(one.stdout)
+    assert [iv["start"] for iv in short["intervals"]] == [0.0], short["intervals"]
+    assert short["end"]["end"] < 1.45, short["end"]
     assert back["end"].keys() >= INTERVAL_KEYS
     # The sending side's totals came back in the bench request's FILE_RESULT.
     assert back["end"]["frames_sent"] > 0 and back["end"]["retransmits"] >= 0

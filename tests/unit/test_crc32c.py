@@ -145,6 +145,8 @@ def test_three_lane_boundaries(fn: CrcFn) -> None:
 FOLD_STEP, FOLD_MIN_STEPS, FOLD_MAX_STEPS = 128 + 3 * 48, 6, 1024
 # The 512-bit fold's step folds 256 bytes beside the same lanes; its tail goes to the 256-bit path.
 FOLD512_STEP = 256 + 3 * 48
+# From this length on, both folds' steps prefetch ahead (taken to come from memory, not cache).
+FAR_MIN_LEN = 256 << 10
 
 
 @pytest.mark.parametrize("fn", IMPLS)
@@ -152,7 +154,7 @@ def test_fold_boundaries(fn: CrcFn) -> None:
     rng = random.Random(11)
     biggest = FOLD_MAX_STEPS * FOLD_STEP
     data = rng.randbytes(2 * biggest + 1000)
-    lengths = {len(data) - 3, 2 * biggest, 2 * biggest + 1}
+    lengths = {len(data) - 3, 2 * biggest, 2 * biggest + 1, FAR_MIN_LEN - 1, FAR_MIN_LEN}
     for edge in (128, 256, 384, FOLD_MIN_STEPS * FOLD_STEP, biggest):
         lengths |= {edge - 1, edge, edge + 1, edge + 8, edge + 255, edge + 256, edge + 257}
     for steps in (FOLD_MIN_STEPS, FOLD_MIN_STEPS + 1, 33, 241, FOLD_MAX_STEPS - 1):

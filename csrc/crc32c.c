@@ -468,7 +468,7 @@ FOLD_TARGET static uint32_t fold_steps_far(uint32_t crc, const uint8_t *p, size_
     return fold_steps_body(crc, p, m, 1);
 }
 
-/* Run `steps` (fold_steps or fold512_steps, whose step is `step` bytes) over *bufp while at
+/* Run `steps` (fold_steps, fold512_steps or a _far one; step `step` bytes) over *bufp while at
  * least FOLD_MIN_STEPS steps are left, at most FOLD_MAX_STEPS a call (its shift table's size). */
 static uint32_t run_steps(uint32_t c, const uint8_t **bufp, size_t *lenp, size_t step,
                           uint32_t (*steps)(uint32_t, const uint8_t *, size_t))

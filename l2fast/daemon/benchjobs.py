@@ -567,8 +567,9 @@ class ReverseBenchJob:
             self._end()
 
     def _wait_for_tail(self) -> None:
-        """Poll until the stream is over (closed, or quiet once its time is up), then report
-        the last interval up to the last sample that grew."""
+        """Poll until the stream is over (closed, or quiet: the first tail sample is taken when
+        the time is up, so quiet is after it), then report the last interval up to the last
+        sample that grew."""
         self._timer = None
         if self.ended or self._tail is None:
             return
@@ -576,8 +577,7 @@ class ReverseBenchJob:
         cur = self._sample(now)
         if cur["frames"] > self._tail["frames"]:
             self._tail = cur
-        quiet = now - self._tail["t"] >= REVERSE_TAIL_QUIET_S
-        if self._live() and not (quiet and now - self.started >= self.seconds):
+        if self._live() and now - self._tail["t"] < REVERSE_TAIL_QUIET_S:
             self._timer = self.runner.call_later(REVERSE_TAIL_POLL_S, self._wait_for_tail)
             return
         self._last_interval()
